@@ -1,0 +1,397 @@
+//! What Locust users drive: an [`Endpoint`] (one prepared request, shared by all users of a
+//! process), a per-user [`RequestSlot`] that runs it on the I/O runtime and signals completion on
+//! an eventfd, and the [`Outcome`] of each request.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+
+use crate::error::{Error, Result};
+use crate::http::{self, ClientConfig, PooledClient, RequestSpec};
+use crate::litserve;
+use crate::tensor::DataType;
+use crate::triton::{self, ExpectedOutput};
+use crate::wake::Mailbox;
+
+/// Default cap on a response body: large enough for any classifier output, small enough that a
+/// misbehaving server cannot exhaust memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How a response is judged.
+#[derive(Debug, Clone)]
+enum Check {
+    /// Any 2xx.
+    Status,
+    /// A KServe v2 inference response carrying these outputs.
+    Triton(Vec<ExpectedOutput>),
+    /// A LitServe `{"output": ...}` response, of this shape when given.
+    LitServe(Option<Vec<Option<usize>>>),
+}
+
+/// The result of one request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub response_time: Duration,
+    pub ttfb: Option<Duration>,
+    pub length: usize,
+    pub top1: Option<usize>,
+    pub headers: Option<Vec<(String, String)>>,
+    pub error: Option<Error>,
+}
+
+struct Endpoint {
+    client: PooledClient,
+    spec: RequestSpec,
+    check: Check,
+    keep_headers: bool,
+}
+
+impl Endpoint {
+    async fn run(&self) -> Outcome {
+        let client = match self.client.get() {
+            Ok(c) => c,
+            Err(error) => return Outcome::failed(error, Duration::ZERO, None),
+        };
+        match http::send(&client, &self.spec).await {
+            Err(f) => Outcome::failed(f.error, f.elapsed, f.status),
+            Ok(resp) => {
+                let headers = self.keep_headers.then(|| {
+                    resp.headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                        .collect()
+                });
+                let verdict = if (200..300).contains(&resp.status) {
+                    self.judge(&resp.headers, &resp.body)
+                } else {
+                    Err(Error::Status { status: resp.status, url: self.spec.url.to_string(), body: preview(&resp.body) })
+                };
+                let (top1, error) = match verdict {
+                    Ok(top1) => (top1, None),
+                    Err(e) => (None, Some(e)),
+                };
+                Outcome {
+                    status: Some(resp.status),
+                    response_time: resp.total,
+                    ttfb: Some(resp.ttfb),
+                    length: resp.body.len(),
+                    top1,
+                    headers,
+                    error,
+                }
+            }
+        }
+    }
+
+    fn judge(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<usize>> {
+        match &self.check {
+            Check::Status => Ok(None),
+            Check::Triton(expected) => {
+                let header_length = headers
+                    .get(triton::HEADER_LENGTH_HEADER)
+                    .map(|v| triton::parse_header_length(v.as_bytes()))
+                    .transpose()?;
+                triton::check_response(body, header_length, expected)
+            }
+            Check::LitServe(shape) => litserve::check_response(body, shape.as_deref()),
+        }
+    }
+}
+
+/// The first 200 bytes of a body, as text, for error messages.
+fn preview(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(200)];
+    let mut text = String::from_utf8_lossy(cut).replace(['\r', '\n'], " ");
+    if body.len() > 200 {
+        text.push('…');
+    }
+    if text.trim().is_empty() {
+        text = "(empty body)".into();
+    }
+    text
+}
+
+impl Outcome {
+    fn failed(error: Error, elapsed: Duration, status: Option<u16>) -> Self {
+        Outcome { status, response_time: elapsed, ttfb: None, length: 0, top1: None, headers: None, error: Some(error) }
+    }
+}
+
+fn parse_url(url: &str) -> Result<Url> {
+    let parsed = Url::parse(url).map_err(|e| Error::InvalidArgument(format!("invalid URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(Error::InvalidArgument(format!("URL {url:?} is not http:// or https://")));
+    }
+    Ok(parsed)
+}
+
+fn header_map(headers: &[(String, String)]) -> Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let n = HeaderName::from_str(name).map_err(|_| Error::InvalidArgument(format!("invalid header name {name:?}")))?;
+        let mut v = HeaderValue::from_str(value)
+            .map_err(|_| Error::InvalidArgument(format!("invalid value for header {name:?}")))?;
+        if n == reqwest::header::AUTHORIZATION {
+            v.set_sensitive(true);
+        }
+        map.append(n, v);
+    }
+    Ok(map)
+}
+
+fn timeout(seconds: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Error::InvalidArgument(format!("timeout must be a positive number of seconds, got {seconds}")))
+}
+
+fn expected_shape(shape: &[i64]) -> Vec<Option<usize>> {
+    shape.iter().map(|&d| usize::try_from(d).ok()).collect()
+}
+
+/// One prepared request: URL, headers and a body encoded once and shared by every send.
+#[pyclass(frozen, module = "locust_inference._native", name = "Endpoint")]
+pub struct PyEndpoint {
+    inner: Arc<Endpoint>,
+}
+
+#[pymethods]
+impl PyEndpoint {
+    #[new]
+    #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
+        output_shape = None, timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
+        ca_file = None, keep_headers = false))]
+    fn new(
+        url: &str,
+        body: &[u8],
+        method: &str,
+        headers: Vec<(String, String)>,
+        protocol: &str,
+        outputs: Option<Vec<(String, String, Vec<i64>)>>,
+        output_shape: Option<Vec<i64>>,
+        timeout: f64,
+        max_response_bytes: usize,
+        insecure: bool,
+        ca_file: Option<std::path::PathBuf>,
+        keep_headers: bool,
+    ) -> PyResult<Self> {
+        let check = match protocol {
+            "none" => Check::Status,
+            "triton" => {
+                let outputs = outputs.unwrap_or_default();
+                let expected = outputs
+                    .into_iter()
+                    .map(|(name, datatype, shape)| {
+                        let datatype = DataType::parse(&datatype).map_err(|_| {
+                            Error::InvalidArgument(format!("output {name:?}: unsupported datatype {datatype:?}"))
+                        })?;
+                        Ok(ExpectedOutput { name, datatype, shape: expected_shape(&shape) })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Check::Triton(expected)
+            }
+            "litserve" => Check::LitServe(output_shape.as_deref().map(expected_shape)),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "protocol must be 'triton', 'litserve' or 'none', not {other:?}"
+                ))
+                .into())
+            }
+        };
+        let method = Method::from_str(&method.to_ascii_uppercase())
+            .map_err(|_| Error::InvalidArgument(format!("invalid HTTP method {method:?}")))?;
+        let spec = RequestSpec {
+            method,
+            url: parse_url(url)?,
+            headers: header_map(&headers)?,
+            body: Bytes::copy_from_slice(body),
+            timeout: self::timeout(timeout)?,
+            max_response_bytes,
+        };
+        let client = PooledClient::new(ClientConfig { insecure, ca_file })?;
+        Ok(PyEndpoint { inner: Arc::new(Endpoint { client, spec, check, keep_headers }) })
+    }
+
+    #[getter]
+    fn url(&self) -> String {
+        self.inner.spec.url.to_string()
+    }
+
+    #[getter]
+    fn body_length(&self) -> usize {
+        self.inner.spec.body.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Endpoint({} {}, {} bytes)", self.inner.spec.method, self.inner.spec.url, self.inner.spec.body.len())
+    }
+}
+
+/// A user's request slot: runs one request at a time on the I/O runtime and makes `fileno()`
+/// readable when its outcome is ready.
+#[pyclass(frozen, module = "locust_inference._native", name = "RequestSlot")]
+pub struct PyRequestSlot {
+    mailbox: Arc<Mailbox<Outcome>>,
+}
+
+#[pymethods]
+impl PyRequestSlot {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let mailbox = Mailbox::new()
+            .map_err(|e| Error::Transport { url: String::new(), reason: format!("cannot create an eventfd: {e}") })?;
+        Ok(PyRequestSlot { mailbox: Arc::new(mailbox) })
+    }
+
+    /// The eventfd that becomes readable when an outcome is ready.
+    fn fileno(&self) -> i32 {
+        self.mailbox.fd().raw()
+    }
+
+    /// Starts sending `endpoint`'s request; any request still in flight is abandoned.
+    fn submit(&self, endpoint: &PyEndpoint) -> PyResult<()> {
+        let rt = http::runtime()?;
+        let generation = self.mailbox.begin();
+        let mailbox = Arc::clone(&self.mailbox);
+        let endpoint = Arc::clone(&endpoint.inner);
+        let task = rt.spawn(async move {
+            let outcome = endpoint.run().await;
+            mailbox.complete(generation, outcome);
+        });
+        self.mailbox.attach(generation, task.abort_handle());
+        Ok(())
+    }
+
+    /// The outcome, once `fileno()` is readable; `None` before.
+    fn take(&self) -> Option<PyOutcome> {
+        self.mailbox.take().map(PyOutcome)
+    }
+
+    /// Blocks the calling thread (without the GIL) until the outcome is ready or `timeout` seconds
+    /// pass. For plain Python callers; greenlets wait on `fileno()` instead.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> Option<PyOutcome> {
+        let ms = timeout.map_or(-1, |t| (t * 1000.0).clamp(0.0, f64::from(i32::MAX)) as i32);
+        py.detach(|| self.mailbox.fd().poll(ms));
+        self.take()
+    }
+
+    /// Abandons the request in flight, if any (its connection is closed, nothing is reported).
+    fn cancel(&self) {
+        self.mailbox.cancel();
+    }
+
+    #[getter]
+    fn in_flight(&self) -> bool {
+        self.mailbox.in_flight()
+    }
+}
+
+/// How one request went.
+#[pyclass(frozen, module = "locust_inference._native", name = "Outcome")]
+pub struct PyOutcome(Outcome);
+
+#[pymethods]
+impl PyOutcome {
+    /// True when the response was a 2xx that passed validation.
+    #[getter]
+    fn ok(&self) -> bool {
+        self.0.error.is_none()
+    }
+
+    #[getter]
+    fn status(&self) -> Option<u16> {
+        self.0.status
+    }
+
+    /// Milliseconds from just before the request was written to the last byte of the body (or to
+    /// the failure).
+    #[getter]
+    fn response_time(&self) -> f64 {
+        self.0.response_time.as_secs_f64() * 1000.0
+    }
+
+    /// Milliseconds to the response head (time to first byte), when one arrived.
+    #[getter]
+    fn ttfb(&self) -> Option<f64> {
+        self.0.ttfb.map(|d| d.as_secs_f64() * 1000.0)
+    }
+
+    #[getter]
+    fn response_length(&self) -> usize {
+        self.0.length
+    }
+
+    /// Index of the largest value of the first output's first row.
+    #[getter]
+    fn top1(&self) -> Option<usize> {
+        self.0.top1
+    }
+
+    /// Response headers, when the endpoint keeps them (`keep_headers=True`).
+    #[getter]
+    fn headers(&self) -> Option<Vec<(String, String)>> {
+        self.0.headers.clone()
+    }
+
+    /// A short label of the failure (`status`, `connect`, `timeout`, `protocol`, ...).
+    #[getter]
+    fn error_kind(&self) -> Option<&'static str> {
+        self.0.error.as_ref().map(Error::kind)
+    }
+
+    /// The failure as a `LocustInferenceError` instance, or `None`.
+    #[getter]
+    fn exception(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.0.error.clone().map(|e| PyErr::from(e).into_value(py).into_any())
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.0.error {
+            None => format!("Outcome(ok, status={:?}, {:.3} ms)", self.0.status, self.response_time()),
+            Some(e) => format!("Outcome(failed, {e})"),
+        }
+    }
+}
+
+/// One blocking request, for set-up work (model metadata, statistics) before users start.
+/// Returns `(status, body)`; connection failures and timeouts raise.
+#[pyfunction]
+#[pyo3(signature = (method, url, *, body = Vec::new(), headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
+pub fn http_request<'py>(
+    py: Python<'py>,
+    method: &str,
+    url: &str,
+    body: Vec<u8>,
+    headers: Vec<(String, String)>,
+    timeout: f64,
+    insecure: bool,
+    ca_file: Option<std::path::PathBuf>,
+) -> PyResult<(u16, Bound<'py, PyBytes>)> {
+    let spec = RequestSpec {
+        method: Method::from_str(&method.to_ascii_uppercase())
+            .map_err(|_| Error::InvalidArgument(format!("invalid HTTP method {method:?}")))?,
+        url: parse_url(url)?,
+        headers: header_map(&headers)?,
+        body: Bytes::from(body),
+        timeout: self::timeout(timeout)?,
+        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+    };
+    let client = PooledClient::new(ClientConfig { insecure, ca_file })?;
+    let rt = http::runtime()?;
+    let result = py.detach(|| {
+        rt.block_on(async {
+            let client = client.get()?;
+            http::send(&client, &spec).await.map_err(|f| f.error)
+        })
+    })?;
+    Ok((result.status, PyBytes::new(py, &result.body)))
+}

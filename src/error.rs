@@ -1,0 +1,121 @@
+//! The crate's one error type, and its single conversion into Python exceptions.
+
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::{create_exception, PyErr};
+
+create_exception!(
+    locust_inference._native,
+    LocustInferenceError,
+    PyException,
+    "Base class of every error raised by locust_inference."
+);
+create_exception!(
+    locust_inference._native,
+    ConfigError,
+    LocustInferenceError,
+    "The load test is misconfigured (unknown server, missing model, unreachable metadata...)."
+);
+create_exception!(
+    locust_inference._native,
+    ImageError,
+    LocustInferenceError,
+    "An image file is missing, empty, truncated or not an image."
+);
+create_exception!(
+    locust_inference._native,
+    RequestError,
+    LocustInferenceError,
+    "A request failed: connection refused, HTTP error status, response too large, cancelled."
+);
+create_exception!(
+    locust_inference._native,
+    RequestTimeoutError,
+    RequestError,
+    "A request did not complete within its timeout."
+);
+create_exception!(
+    locust_inference._native,
+    ProtocolError,
+    LocustInferenceError,
+    "A message does not follow the server's protocol (bad header, sizes that don't add up...)."
+);
+
+/// Everything that can go wrong inside the native core.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read image {path}: {reason}")]
+    Image { path: String, reason: String },
+    #[error("{0}")]
+    Protocol(String),
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("HTTP {status} from {url}: {body}")]
+    Status { status: u16, url: String, body: String },
+    #[error("no complete response from {url} within {seconds} s")]
+    Timeout { url: String, seconds: f64 },
+    #[error("request to {url} failed: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("response from {url} is larger than the limit of {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("request cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    UnsupportedType(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn protocol(msg: impl Into<String>) -> Self {
+        Error::Protocol(msg.into())
+    }
+
+    /// A short machine-readable label, used for Locust's failure grouping and tests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Image { .. } => "image",
+            Error::Protocol(_) => "protocol",
+            Error::Connect { .. } => "connect",
+            Error::Status { .. } => "status",
+            Error::Timeout { .. } => "timeout",
+            Error::Transport { .. } => "transport",
+            Error::TooLarge { .. } => "too-large",
+            Error::Cancelled => "cancelled",
+            Error::InvalidArgument(_) => "invalid-argument",
+            Error::UnsupportedType(_) => "unsupported-type",
+        }
+    }
+}
+
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        let msg = err.to_string();
+        match err {
+            Error::Image { .. } => ImageError::new_err(msg),
+            Error::Protocol(_) => ProtocolError::new_err(msg),
+            Error::Timeout { .. } => RequestTimeoutError::new_err(msg),
+            Error::Connect { .. }
+            | Error::Status { .. }
+            | Error::Transport { .. }
+            | Error::TooLarge { .. }
+            | Error::Cancelled => RequestError::new_err(msg),
+            Error::InvalidArgument(_) => PyValueError::new_err(msg),
+            Error::UnsupportedType(_) => PyTypeError::new_err(msg),
+        }
+    }
+}
+
+/// Registers the exception hierarchy on the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("LocustInferenceError", py.get_type::<LocustInferenceError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
+    m.add("ImageError", py.get_type::<ImageError>())?;
+    m.add("RequestError", py.get_type::<RequestError>())?;
+    m.add("RequestTimeoutError", py.get_type::<RequestTimeoutError>())?;
+    m.add("ProtocolError", py.get_type::<ProtocolError>())?;
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! `locust_inference._native`: the Rust core of locust-inference. This file only registers the
+//! Python module; each concern lives in its own module.
+
+pub mod client;
+pub mod error;
+pub mod http;
+pub mod litserve;
+pub mod preprocess;
+pub mod tensor;
+pub mod triton;
+pub mod wake;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    error::register(m)?;
+    m.add_function(wrap_pyfunction!(preprocess::preprocess_image_py, m)?)?;
+    m.add_function(wrap_pyfunction!(triton::py::encode_triton_request_py, m)?)?;
+    m.add_function(wrap_pyfunction!(triton::py::decode_triton_response_py, m)?)?;
+    m.add_function(wrap_pyfunction!(triton::py::parse_model_metadata_py, m)?)?;
+    m.add_function(wrap_pyfunction!(litserve::py::encode_litserve_request_py, m)?)?;
+    m.add_function(wrap_pyfunction!(litserve::py::check_litserve_response_py, m)?)?;
+    m.add_function(wrap_pyfunction!(client::http_request, m)?)?;
+    m.add_class::<client::PyEndpoint>()?;
+    m.add_class::<client::PyRequestSlot>()?;
+    m.add_class::<client::PyOutcome>()?;
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! Triton's KServe v2 HTTP protocol with the binary tensor extension: request encoding, response
+//! decoding and model metadata.
+//!
+//! A binary message is a JSON header followed by raw little-endian tensor bytes; the header's length
+//! travels in `Inference-Header-Content-Length`, and each binary tensor names its size in
+//! `parameters.binary_data_size`, in the order the tensors appear in the header.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::tensor::{self, byte_size, DataType, Tensor};
+
+/// The HTTP header carrying the JSON header's length.
+pub const HEADER_LENGTH_HEADER: &str = "inference-header-content-length";
+
+/// Encodes an inference request. Returns the body and, in binary mode, the JSON header's length.
+pub fn encode_request(input: &Tensor, output_names: &[String], binary: bool) -> Result<(Vec<u8>, Option<usize>)> {
+    let expected = byte_size(input.datatype, &input.shape)?;
+    if input.data.len() != expected {
+        return Err(Error::InvalidArgument(format!(
+            "input {:?} has {} bytes, shape {:?} of {} needs {expected}",
+            input.name,
+            input.data.len(),
+            input.shape,
+            input.datatype
+        )));
+    }
+    let outputs: Vec<Value> = output_names
+        .iter()
+        .map(|name| json!({"name": name, "parameters": {"binary_data": binary}}))
+        .collect();
+    if binary {
+        let header = json!({
+            "inputs": [{
+                "name": input.name,
+                "shape": input.shape,
+                "datatype": input.datatype.name(),
+                "parameters": {"binary_data_size": input.data.len()},
+            }],
+            "outputs": outputs,
+        });
+        let mut body = serde_json::to_vec(&header).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let header_len = body.len();
+        body.extend_from_slice(&input.data);
+        return Ok((body, Some(header_len)));
+    }
+    // JSON mode: the data goes inline, written by hand so floats keep their shortest form.
+    let mut body = Vec::with_capacity(input.data.len() * 3 + 256);
+    body.extend_from_slice(b"{\"inputs\":[{\"name\":");
+    body.extend_from_slice(&serde_json::to_vec(&input.name).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    body.extend_from_slice(b",\"shape\":");
+    body.extend_from_slice(&serde_json::to_vec(&input.shape).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    body.extend_from_slice(format!(",\"datatype\":\"{}\",\"data\":", input.datatype).as_bytes());
+    tensor::write_json_array(input.datatype, &input.data, &input.shape, false, &mut body)?;
+    body.extend_from_slice(b"}],\"outputs\":");
+    body.extend_from_slice(&serde_json::to_vec(&outputs).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    body.push(b'}');
+    Ok((body, None))
+}
+
+#[derive(Deserialize)]
+struct ResponseHeader {
+    #[serde(default)]
+    outputs: Vec<OutputHeader>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct OutputHeader {
+    name: String,
+    datatype: String,
+    shape: Vec<i64>,
+    #[serde(default)]
+    parameters: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+/// Parses the `Inference-Header-Content-Length` value.
+pub fn parse_header_length(value: &[u8]) -> Result<usize> {
+    let text = std::str::from_utf8(value).map_err(|_| Error::protocol("Inference-Header-Content-Length is not text"))?;
+    text.trim().parse::<usize>().map_err(|_| {
+        Error::protocol(format!("Inference-Header-Content-Length {text:?} is not a non-negative integer"))
+    })
+}
+
+fn shape_of(name: &str, shape: &[i64]) -> Result<Vec<usize>> {
+    shape
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| Error::protocol(format!("output {name:?} has negative dimension in shape {shape:?}"))))
+        .collect()
+}
+
+/// Decodes an inference response (binary or plain JSON) into its output tensors.
+pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<Tensor>> {
+    let header_len = header_length.unwrap_or(body.len());
+    if header_len > body.len() {
+        return Err(Error::protocol(format!(
+            "Inference-Header-Content-Length {header_len} is past the end of the {}-byte body",
+            body.len()
+        )));
+    }
+    let header: ResponseHeader = serde_json::from_slice(&body[..header_len])
+        .map_err(|e| Error::protocol(format!("response header is not valid inference JSON: {e}")))?;
+    if let Some(err) = header.error {
+        return Err(Error::protocol(format!("server reported an error: {err}")));
+    }
+    let mut offset = header_len;
+    let mut tensors = Vec::with_capacity(header.outputs.len());
+    for out in header.outputs {
+        let datatype = DataType::parse(&out.datatype)
+            .map_err(|e| Error::protocol(format!("output {:?}: {e}", out.name)))?;
+        let shape = shape_of(&out.name, &out.shape)?;
+        let size = byte_size(datatype, &shape)?;
+        let binary_size = out.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
+        let data = match (binary_size, &out.data) {
+            (Some(v), _) => {
+                let n = v
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| Error::protocol(format!("output {:?}: binary_data_size {v} is not a size", out.name)))?;
+                if n != size {
+                    return Err(Error::protocol(format!(
+                        "output {:?}: binary_data_size {n} does not match shape {shape:?} of {datatype} ({size} bytes)",
+                        out.name
+                    )));
+                }
+                let end = offset.checked_add(n).filter(|&e| e <= body.len()).ok_or_else(|| {
+                    Error::protocol(format!(
+                        "output {:?}: binary data truncated ({} bytes left, {n} announced)",
+                        out.name,
+                        body.len() - offset
+                    ))
+                })?;
+                let data = body[offset..end].to_vec();
+                offset = end;
+                data
+            }
+            (None, Some(values)) => {
+                let (data, _) = tensor::json_array_to_bytes(datatype, values)
+                    .map_err(|e| Error::protocol(format!("output {:?}: {e}", out.name)))?;
+                if data.len() != size {
+                    return Err(Error::protocol(format!(
+                        "output {:?}: {} values do not match shape {shape:?}",
+                        out.name,
+                        data.len() / datatype.size()
+                    )));
+                }
+                data
+            }
+            (None, None) => return Err(Error::protocol(format!("output {:?} carries no data", out.name))),
+        };
+        tensors.push(Tensor { name: out.name, datatype, shape, data });
+    }
+    if offset != body.len() {
+        return Err(Error::protocol(format!(
+            "body has {} bytes after the last output (sizes do not add up)",
+            body.len() - offset
+        )));
+    }
+    Ok(tensors)
+}
+
+/// A tensor as model metadata describes it; `-1` marks a variable dimension.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+}
+
+/// `GET /v2/models/{model}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ModelMetadata {
+    pub name: String,
+    #[serde(default)]
+    pub platform: String,
+    #[serde(default)]
+    pub versions: Vec<String>,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+pub fn parse_model_metadata(body: &[u8]) -> Result<ModelMetadata> {
+    let meta: ModelMetadata =
+        serde_json::from_slice(body).map_err(|e| Error::protocol(format!("model metadata is not valid: {e}")))?;
+    if meta.inputs.is_empty() || meta.outputs.is_empty() {
+        return Err(Error::protocol(format!("model {:?} declares no inputs or no outputs", meta.name)));
+    }
+    Ok(meta)
+}
+
+/// What a response must contain to count as a success.
+#[derive(Debug, Clone)]
+pub struct ExpectedOutput {
+    pub name: String,
+    pub datatype: DataType,
+    /// `None` entries accept any size.
+    pub shape: Vec<Option<usize>>,
+}
+
+/// Checks a response body against the expected outputs; returns the argmax of the first expected
+/// output's first row (the top-1 class).
+pub fn check_response(body: &[u8], header_length: Option<usize>, expected: &[ExpectedOutput]) -> Result<Option<usize>> {
+    let outputs = decode_response(body, header_length)?;
+    let mut top1 = None;
+    for (i, want) in expected.iter().enumerate() {
+        let got = outputs
+            .iter()
+            .find(|t| t.name == want.name)
+            .ok_or_else(|| Error::protocol(format!("output {:?} missing from the response", want.name)))?;
+        if got.datatype != want.datatype {
+            return Err(Error::protocol(format!(
+                "output {:?} is {}, the model metadata says {}",
+                want.name, got.datatype, want.datatype
+            )));
+        }
+        let shape_ok = got.shape.len() == want.shape.len()
+            && got.shape.iter().zip(&want.shape).all(|(g, w)| w.is_none_or(|w| w == *g));
+        if !shape_ok {
+            return Err(Error::protocol(format!(
+                "output {:?} has shape {:?}, expected {}",
+                want.name,
+                got.shape,
+                format_shape(&want.shape)
+            )));
+        }
+        if !tensor::all_finite(got.datatype, &got.data) {
+            return Err(Error::protocol(format!("output {:?} contains NaN or infinite values", want.name)));
+        }
+        if i == 0 {
+            let row = got.shape.iter().skip(1).product::<usize>() * got.datatype.size();
+            let first_row = if got.shape.len() > 1 { &got.data[..row.min(got.data.len())] } else { &got.data[..] };
+            top1 = tensor::argmax(got.datatype, first_row);
+        }
+    }
+    Ok(top1)
+}
+
+pub fn format_shape(shape: &[Option<usize>]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.map_or_else(|| "-1".to_string(), |d| d.to_string())).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp32(name: &str, shape: &[usize], values: &[f32]) -> Tensor {
+        Tensor {
+            name: name.into(),
+            datatype: DataType::Fp32,
+            shape: shape.to_vec(),
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    fn binary_response(outputs: &[Tensor]) -> (Vec<u8>, usize) {
+        let header = json!({
+            "model_name": "m", "model_version": "1",
+            "outputs": outputs.iter().map(|t| json!({
+                "name": t.name, "datatype": t.datatype.name(), "shape": t.shape,
+                "parameters": {"binary_data_size": t.data.len()}
+            })).collect::<Vec<_>>()
+        });
+        let mut body = serde_json::to_vec(&header).unwrap();
+        let len = body.len();
+        for t in outputs {
+            body.extend_from_slice(&t.data);
+        }
+        (body, len)
+    }
+
+    #[test]
+    fn binary_request_layout() {
+        let input = fp32("x", &[1, 2], &[1.5, -2.0]);
+        let (body, len) = encode_request(&input, &["x.45".to_string()], true).unwrap();
+        let len = len.unwrap();
+        let header: Value = serde_json::from_slice(&body[..len]).unwrap();
+        assert_eq!(header["inputs"][0]["name"], "x");
+        assert_eq!(header["inputs"][0]["shape"], json!([1, 2]));
+        assert_eq!(header["inputs"][0]["datatype"], "FP32");
+        assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(header["outputs"][0], json!({"name": "x.45", "parameters": {"binary_data": true}}));
+        assert_eq!(&body[len..], &input.data[..]);
+    }
+
+    #[test]
+    fn json_request_layout() {
+        let input = fp32("input__0", &[1, 2], &[0.1, 2.0]);
+        let (body, len) = encode_request(&input, &["output__0".to_string()], false).unwrap();
+        assert_eq!(len, None);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["inputs"][0]["data"], json!([0.1, 2.0]));
+        assert_eq!(v["outputs"][0]["parameters"]["binary_data"], false);
+    }
+
+    #[test]
+    fn request_size_mismatch_is_rejected() {
+        let mut input = fp32("x", &[1, 3], &[1.0, 2.0]);
+        input.shape = vec![1, 3];
+        assert!(matches!(encode_request(&input, &[], true), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn decodes_binary_outputs_in_order() {
+        let a = fp32("a", &[1, 3], &[1.0, 9.0, 3.0]);
+        let b = Tensor { name: "b".into(), datatype: DataType::Int64, shape: vec![2], data: [7i64, 8].iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let (body, len) = binary_response(&[a.clone(), b.clone()]);
+        let got = decode_response(&body, Some(len)).unwrap();
+        assert_eq!(got, vec![a, b]);
+    }
+
+    #[test]
+    fn decodes_json_outputs() {
+        let body = br#"{"outputs":[{"name":"o","datatype":"FP16","shape":[1,2],"data":[0.5,-1.0]}]}"#;
+        let got = decode_response(body, None).unwrap();
+        assert_eq!(got[0].datatype, DataType::Fp16);
+        assert_eq!(got[0].data, [half::f16::from_f32(0.5).to_le_bytes(), half::f16::from_f32(-1.0).to_le_bytes()].concat());
+    }
+
+    #[test]
+    fn inconsistencies_are_protocol_errors() {
+        let a = fp32("a", &[1, 2], &[1.0, 2.0]);
+        let (body, len) = binary_response(&[a]);
+        let cases: Vec<(Vec<u8>, Option<usize>, &str)> = vec![
+            (body.clone(), Some(body.len() + 1), "past the end"),
+            (body[..body.len() - 1].to_vec(), Some(len), "truncated"),
+            ([body.clone(), vec![0]].concat(), Some(len), "do not add up"),
+            (body.clone(), Some(len - 1), "not valid"),
+            (b"{\"outputs\":[{\"name\":\"o\",\"datatype\":\"BF17\",\"shape\":[1],\"data\":[1]}]}".to_vec(), None, "datatype"),
+            (b"{\"outputs\":[{\"name\":\"o\",\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1]}]}".to_vec(), None, "do not match"),
+            (b"{\"outputs\":[{\"name\":\"o\",\"datatype\":\"FP32\",\"shape\":[-2],\"data\":[]}]}".to_vec(), None, "negative"),
+            (b"{\"outputs\":[{\"name\":\"o\",\"datatype\":\"FP32\",\"shape\":[4611686018427387904,4],\"parameters\":{\"binary_data_size\":4}}]}".to_vec(), None, "too large"),
+            (b"{\"error\":\"model exploded\"}".to_vec(), None, "exploded"),
+            (b"{\"outputs\":[{\"name\":\"o\",\"datatype\":\"FP32\",\"shape\":[1]}]}".to_vec(), None, "no data"),
+        ];
+        for (body, len, needle) in cases {
+            let err = decode_response(&body, len).unwrap_err();
+            assert!(matches!(err, Error::Protocol(_)), "{err}");
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn header_length_parsing() {
+        assert_eq!(parse_header_length(b" 123 ").unwrap(), 123);
+        for bad in [&b"-1"[..], b"abc", b"", b"1e3", b"\xff"] {
+            assert!(parse_header_length(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn check_response_validates_and_finds_top1() {
+        let want = vec![ExpectedOutput { name: "a".into(), datatype: DataType::Fp32, shape: vec![None, Some(3)] }];
+        let (body, len) = binary_response(&[fp32("a", &[1, 3], &[1.0, 9.0, 3.0])]);
+        assert_eq!(check_response(&body, Some(len), &want).unwrap(), Some(1));
+        let (body, len) = binary_response(&[fp32("a", &[1, 2], &[1.0, 9.0])]);
+        assert!(check_response(&body, Some(len), &want).unwrap_err().to_string().contains("shape"));
+        let (body, len) = binary_response(&[fp32("b", &[1, 3], &[1.0, 9.0, 3.0])]);
+        assert!(check_response(&body, Some(len), &want).unwrap_err().to_string().contains("missing"));
+        let (body, len) = binary_response(&[fp32("a", &[1, 3], &[1.0, f32::INFINITY, 3.0])]);
+        assert!(check_response(&body, Some(len), &want).unwrap_err().to_string().contains("infinite"));
+    }
+
+    #[test]
+    fn metadata() {
+        let body = br#"{"name":"resnet50_onnx","versions":["1"],"platform":"python","inputs":[{"name":"x","datatype":"FP32","shape":[-1,3,224,224]}],"outputs":[{"name":"x.45","datatype":"FP32","shape":[-1,1000]}]}"#;
+        let m = parse_model_metadata(body).unwrap();
+        assert_eq!(m.inputs[0].name, "x");
+        assert_eq!(m.outputs[0].shape, vec![-1, 1000]);
+        assert!(parse_model_metadata(b"{\"name\":\"m\",\"inputs\":[],\"outputs\":[]}").is_err());
+        assert!(parse_model_metadata(b"not json").is_err());
+    }
+}
+
+/// Python bindings of the codec.
+pub mod py {
+    use pyo3::prelude::*;
+    use pyo3::types::{PyBytes, PyDict, PyList};
+
+    use crate::tensor::py::{tensor_from_numpy, tensor_to_numpy};
+
+    /// `encode_triton_request(tensor, input_name, output_names, *, binary=True)`
+    #[pyfunction(name = "encode_triton_request")]
+    #[pyo3(signature = (tensor, input_name, output_names, *, binary = true))]
+    pub fn encode_triton_request_py<'py>(
+        py: Python<'py>,
+        tensor: &Bound<'py, PyAny>,
+        input_name: &str,
+        output_names: Vec<String>,
+        binary: bool,
+    ) -> PyResult<(Bound<'py, PyBytes>, Option<usize>)> {
+        let input = tensor_from_numpy(tensor, input_name)?;
+        let (body, header_len) = py.detach(|| super::encode_request(&input, &output_names, binary))?;
+        Ok((PyBytes::new(py, &body), header_len))
+    }
+
+    /// `decode_triton_response(body, header_length) -> dict[str, numpy.ndarray]`
+    #[pyfunction(name = "decode_triton_response")]
+    #[pyo3(signature = (body, header_length = None))]
+    pub fn decode_triton_response_py<'py>(
+        py: Python<'py>,
+        body: &[u8],
+        header_length: Option<usize>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let tensors = super::decode_response(body, header_length)?;
+        let out = PyDict::new(py);
+        for t in &tensors {
+            out.set_item(&t.name, tensor_to_numpy(py, t)?)?;
+        }
+        Ok(out)
+    }
+
+    /// `parse_model_metadata(body) -> dict`: name, platform, versions, inputs and outputs (each a
+    /// dict of name, datatype, shape).
+    #[pyfunction(name = "parse_model_metadata")]
+    pub fn parse_model_metadata_py<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+        let meta = super::parse_model_metadata(body)?;
+        let specs = |specs: &[super::TensorSpec]| -> PyResult<Bound<'py, PyList>> {
+            let list = PyList::empty(py);
+            for s in specs {
+                let d = PyDict::new(py);
+                d.set_item("name", &s.name)?;
+                d.set_item("datatype", &s.datatype)?;
+                d.set_item("shape", s.shape.clone())?;
+                list.append(d)?;
+            }
+            Ok(list)
+        };
+        let out = PyDict::new(py);
+        out.set_item("name", &meta.name)?;
+        out.set_item("platform", &meta.platform)?;
+        out.set_item("versions", meta.versions.clone())?;
+        out.set_item("inputs", specs(&meta.inputs)?)?;
+        out.set_item("outputs", specs(&meta.outputs)?)?;
+        Ok(out)
+    }
+}

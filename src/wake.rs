@@ -1,0 +1,187 @@
+//! The bridge between tokio and gevent: a one-request mailbox whose arrival is signalled on an
+//! eventfd, which gevent's hub watches like any socket.
+//!
+//! Why an eventfd: the I/O thread writes 8 bytes and never touches the GIL, so completing a request
+//! costs one syscall and scales with the number of users; the greenlet waits in the hub like any
+//! socket read. gevent's threadpool would block one of only 10 threads per in-flight request, and
+//! waking Python from the I/O thread would need the GIL on every completion.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, PoisonError};
+
+use tokio::task::AbortHandle;
+
+/// A non-blocking Linux eventfd.
+#[derive(Debug)]
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the descriptor readable.
+    pub fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to a descriptor we own. It cannot block
+        // (non-blocking) and can only fail when the counter would overflow, which it never nears.
+        unsafe { libc::write(self.0.as_raw_fd(), std::ptr::from_ref(&one).cast(), 8) };
+    }
+
+    /// Makes the descriptor unreadable again.
+    pub fn drain(&self) {
+        let mut value: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN (nothing pending) is fine.
+        unsafe { libc::read(self.0.as_raw_fd(), std::ptr::from_mut(&mut value).cast(), 8) };
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// Blocks the calling thread until readable or the timeout (ms, negative: forever) passes.
+    pub fn poll(&self, timeout_ms: i32) -> bool {
+        let mut pfd = libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) };
+        n > 0
+    }
+}
+
+struct State<T> {
+    generation: u64,
+    result: Option<T>,
+    task: Option<AbortHandle>,
+}
+
+/// Holds at most one request in flight and its result. Starting a new request or cancelling
+/// aborts the previous one; a late completion of an old generation is discarded.
+pub struct Mailbox<T> {
+    fd: EventFd,
+    state: Mutex<State<T>>,
+}
+
+impl<T> Mailbox<T> {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Mailbox { fd: EventFd::new()?, state: Mutex::new(State { generation: 0, result: None, task: None }) })
+    }
+
+    pub fn fd(&self) -> &EventFd {
+        &self.fd
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets any previous request and returns the generation of the next one.
+    pub fn begin(&self) -> u64 {
+        let mut state = self.lock();
+        state.generation += 1;
+        if let Some(task) = state.task.take() {
+            task.abort();
+        }
+        state.result = None;
+        self.fd.drain();
+        state.generation
+    }
+
+    /// Remembers how to abort the request of `generation`.
+    pub fn attach(&self, generation: u64, task: AbortHandle) {
+        let mut state = self.lock();
+        if state.generation == generation {
+            state.task = Some(task);
+        } else {
+            task.abort();
+        }
+    }
+
+    /// Delivers the result of `generation` (called from the I/O thread) and wakes the waiter.
+    pub fn complete(&self, generation: u64, result: T) {
+        let mut state = self.lock();
+        if state.generation != generation {
+            return;
+        }
+        state.result = Some(result);
+        state.task = None;
+        drop(state);
+        self.fd.signal();
+    }
+
+    /// Takes the delivered result, if any.
+    pub fn take(&self) -> Option<T> {
+        let mut state = self.lock();
+        let result = state.result.take();
+        if result.is_some() {
+            self.fd.drain();
+        }
+        result
+    }
+
+    /// Aborts the request in flight, if any.
+    pub fn cancel(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        if let Some(task) = state.task.take() {
+            task.abort();
+        }
+        state.result = None;
+        self.fd.drain();
+    }
+
+    pub fn in_flight(&self) -> bool {
+        let state = self.lock();
+        state.task.is_some() && state.result.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eventfd_signals_and_drains() {
+        let fd = EventFd::new().unwrap();
+        assert!(!fd.poll(0));
+        fd.signal();
+        fd.signal();
+        assert!(fd.poll(0));
+        fd.drain();
+        assert!(!fd.poll(0));
+    }
+
+    #[test]
+    fn stale_generations_are_dropped() {
+        let m: Mailbox<u32> = Mailbox::new().unwrap();
+        let g1 = m.begin();
+        let g2 = m.begin();
+        m.complete(g1, 1);
+        assert!(!m.fd().poll(0));
+        assert_eq!(m.take(), None);
+        m.complete(g2, 2);
+        assert!(m.fd().poll(0));
+        assert_eq!(m.take(), Some(2));
+        assert!(!m.fd().poll(0));
+        let g3 = m.begin();
+        m.cancel();
+        m.complete(g3, 3);
+        assert_eq!(m.take(), None);
+    }
+
+    #[test]
+    fn completes_from_another_thread() {
+        let m = std::sync::Arc::new(Mailbox::<&'static str>::new().unwrap());
+        let g = m.begin();
+        let m2 = std::sync::Arc::clone(&m);
+        let t = std::thread::spawn(move || m2.complete(g, "done"));
+        assert!(m.fd().poll(10_000));
+        t.join().unwrap();
+        assert_eq!(m.take(), Some("done"));
+    }
+}
