@@ -1,0 +1,48 @@
+"""locust-inference: Locust users with a Rust core for load-testing ML inference servers.
+
+The native core (``locust_inference._native``) preprocesses images, encodes and decodes Triton
+(KServe v2, binary tensors) and LitServe (JSON) messages, and sends pooled keep-alive HTTP requests
+timed in Rust. The Locust glue lives in :mod:`locust_inference.users`.
+"""
+
+from __future__ import annotations
+
+from locust_inference._native import (
+    ConfigError,
+    Endpoint,
+    ImageError,
+    LocustInferenceError,
+    Outcome,
+    ProtocolError,
+    RequestError,
+    RequestSlot,
+    RequestTimeoutError,
+    __version__,
+    check_litserve_response,
+    decode_triton_response,
+    encode_litserve_request,
+    encode_triton_request,
+    http_request,
+    parse_model_metadata,
+    preprocess_image,
+)
+
+__all__ = [
+    "ConfigError",
+    "Endpoint",
+    "ImageError",
+    "LocustInferenceError",
+    "Outcome",
+    "ProtocolError",
+    "RequestError",
+    "RequestSlot",
+    "RequestTimeoutError",
+    "__version__",
+    "check_litserve_response",
+    "decode_triton_response",
+    "encode_litserve_request",
+    "encode_triton_request",
+    "http_request",
+    "parse_model_metadata",
+    "preprocess_image",
+]

@@ -1,0 +1,160 @@
+"""Type stubs for the Rust core, ``locust_inference._native``."""
+
+from os import PathLike
+from typing import Any, final
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+__all__ = [
+    "ConfigError",
+    "Endpoint",
+    "ImageError",
+    "LocustInferenceError",
+    "Outcome",
+    "ProtocolError",
+    "RequestError",
+    "RequestSlot",
+    "RequestTimeoutError",
+    "__version__",
+    "check_litserve_response",
+    "decode_triton_response",
+    "encode_litserve_request",
+    "encode_triton_request",
+    "http_request",
+    "parse_model_metadata",
+    "preprocess_image",
+]
+
+class LocustInferenceError(Exception):
+    """Base class of every error raised by locust_inference."""
+
+class ConfigError(LocustInferenceError):
+    """The load test is misconfigured (unknown server, missing model, unreachable metadata...)."""
+
+class ImageError(LocustInferenceError):
+    """An image file is missing, empty, truncated or not an image."""
+
+class RequestError(LocustInferenceError):
+    """A request failed: connection refused, HTTP error status, response too large, cancelled."""
+
+class RequestTimeoutError(RequestError):
+    """A request did not complete within its timeout."""
+
+class ProtocolError(LocustInferenceError):
+    """A message does not follow the server's protocol (bad header, sizes that don't add up...)."""
+
+def preprocess_image(
+    path: str | PathLike[str],
+    *,
+    resize: int = 256,
+    crop: int = 224,
+    mean: tuple[float, float, float] = ...,
+    std: tuple[float, float, float] = ...,
+) -> npt.NDArray[np.float32]:
+    """torchvision's Resize(resize) + CenterCrop(crop) + ToTensor() + Normalize(mean, std) on a
+    Pillow-opened image converted to RGB: a C-contiguous (3, crop, crop) float32 array.
+
+    Raises ImageError naming the file and the reason when it is missing, empty, truncated or not an
+    image; ValueError for impossible parameters."""
+
+def encode_triton_request(
+    tensor: npt.ArrayLike, input_name: str, output_names: list[str], *, binary: bool = True
+) -> tuple[bytes, int | None]:
+    """A KServe v2 inference request body and, in binary mode, the JSON header's length (the value
+    of Inference-Header-Content-Length); None in JSON mode."""
+
+def decode_triton_response(body: bytes, header_length: int | None = None) -> dict[str, npt.NDArray[Any]]:
+    """The output tensors of a KServe v2 response (binary or JSON). Raises ProtocolError on any
+    inconsistency."""
+
+def parse_model_metadata(body: bytes) -> dict[str, Any]:
+    """Parses GET /v2/models/{model}: name, platform, versions, inputs and outputs (name, datatype,
+    shape with -1 for variable dimensions)."""
+
+def encode_litserve_request(tensor: npt.ArrayLike) -> bytes:
+    """{"input": <nested list>} of a float32 tensor, each float in its shortest round-tripping form."""
+
+def check_litserve_response(body: bytes, expected_shape: list[int] | None = None) -> int | None:
+    """Validates {"output": [...]} (present, numeric, regular, finite, of the shape when given; -1
+    matches any size) and returns the argmax of its first row. Raises ProtocolError."""
+
+def http_request(
+    method: str,
+    url: str,
+    *,
+    body: bytes = ...,
+    headers: list[tuple[str, str]] = ...,
+    timeout: float = 10.0,
+    insecure: bool = False,
+    ca_file: str | PathLike[str] | None = None,
+) -> tuple[int, bytes]:
+    """One blocking request for set-up work before users start; returns (status, body). Raises
+    RequestError / RequestTimeoutError when no response arrives."""
+
+@final
+class Endpoint:
+    """One prepared request whose body is encoded once and shared by every send."""
+
+    def __new__(
+        cls,
+        url: str,
+        body: bytes,
+        *,
+        method: str = "POST",
+        headers: list[tuple[str, str]] = ...,
+        protocol: str = "none",
+        outputs: list[tuple[str, str, list[int]]] | None = None,
+        output_shape: list[int] | None = None,
+        timeout: float = 60.0,
+        max_response_bytes: int = ...,
+        insecure: bool = False,
+        ca_file: str | PathLike[str] | None = None,
+        keep_headers: bool = False,
+    ) -> Endpoint: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def body_length(self) -> int: ...
+
+@final
+class RequestSlot:
+    """One user's request slot: runs one request at a time on the I/O runtime; fileno() becomes
+    readable when the outcome is ready."""
+
+    def __new__(cls) -> RequestSlot: ...
+    def fileno(self) -> int: ...
+    def submit(self, endpoint: Endpoint) -> None:
+        """Starts the request; a request still in flight is abandoned."""
+    def take(self) -> Outcome | None:
+        """The outcome once ready, else None."""
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        """Blocks the thread (GIL released) until ready or timeout; not for greenlets."""
+    def cancel(self) -> None:
+        """Abandons the request in flight, if any."""
+    @property
+    def in_flight(self) -> bool: ...
+
+@final
+class Outcome:
+    """How one request went; times are milliseconds measured in Rust."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def response_time(self) -> float: ...
+    @property
+    def ttfb(self) -> float | None: ...
+    @property
+    def response_length(self) -> int: ...
+    @property
+    def top1(self) -> int | None: ...
+    @property
+    def headers(self) -> list[tuple[str, str]] | None: ...
+    @property
+    def error_kind(self) -> str | None: ...
+    @property
+    def exception(self) -> LocustInferenceError | None: ...

@@ -1,0 +1,179 @@
+"""Command-line options (also settable in ``.conf`` files and as ``LOCUST_*`` variables) and their
+resolution into validated :class:`Settings`.
+
+The seed harness's environment variables keep working: ``SERVER`` (or ``INFERENCE_SERVER``),
+``MODEL_NAME``, ``DEBUG_REQUESTS``; ``INFERENCE_AUTH_TOKEN`` adds a bearer token.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from locust_inference._native import ConfigError
+
+__all__ = ["DEFAULT_HOSTS", "SERVERS", "Settings", "add_arguments", "resolve"]
+
+SERVERS = ("triton", "litserve")
+DEFAULT_HOSTS = {"triton": "http://127.0.0.1:8000", "litserve": "http://127.0.0.1:8001"}
+DEFAULT_IMAGE = "data/img1.jpg"
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a load test needs to know about its target, validated."""
+
+    server: str
+    model: str
+    host: str
+    image: Path
+    triton_format: str = "binary"
+    request_timeout: float = 60.0
+    input_name: str | None = None
+    output_names: tuple[str, ...] = ()
+    batch_size: int = 1
+    max_response_bytes: int = 64 * 1024 * 1024
+    headers: tuple[tuple[str, str], ...] = ()
+    insecure: bool = False
+    ca_file: Path | None = None
+    debug: bool = False
+
+    @property
+    def name(self) -> str:
+        """The request name in Locust's statistics: ``server/model``."""
+        return f"{self.server}/{self.model}"
+
+
+def add_arguments(parser: Any) -> None:
+    """Registers the options on Locust's parser (``events.init_command_line_parser``)."""
+    group = parser.add_argument_group("locust-inference")
+    group.add_argument(
+        "--server",
+        env_var="LOCUST_SERVER",
+        default=None,
+        help="Inference server: triton or litserve (env SERVER / INFERENCE_SERVER also work)",
+    )
+    group.add_argument(
+        "--model-name", env_var="LOCUST_MODEL_NAME", default=None, help="Model to load-test (env MODEL_NAME)"
+    )
+    group.add_argument(
+        "--image", env_var="LOCUST_IMAGE", default=DEFAULT_IMAGE, help="Image sent in every request"
+    )
+    group.add_argument(
+        "--triton-format",
+        env_var="LOCUST_TRITON_FORMAT",
+        default="binary",
+        help="Triton request format: binary (binary tensor extension) or json",
+    )
+    group.add_argument(
+        "--request-timeout",
+        env_var="LOCUST_REQUEST_TIMEOUT",
+        type=float,
+        default=60.0,
+        help="Seconds before a request counts as failed (default 60)",
+    )
+    group.add_argument("--batch-size", env_var="LOCUST_BATCH_SIZE", type=int, default=1, help="Images per request")
+    group.add_argument(
+        "--input-name", env_var="LOCUST_INPUT_NAME", default=None, help="Triton input (default: from metadata)"
+    )
+    group.add_argument(
+        "--output-name",
+        env_var="LOCUST_OUTPUT_NAME",
+        default=None,
+        help="Triton outputs, comma-separated (default: all, from metadata)",
+    )
+    group.add_argument(
+        "--max-response-bytes",
+        env_var="LOCUST_MAX_RESPONSE_BYTES",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="Larger responses are failures (default 64 MiB)",
+    )
+    group.add_argument(
+        "--header",
+        env_var="LOCUST_HEADER",
+        action="append",
+        default=None,
+        help="Extra request header 'Name: value' (repeatable); values are never logged",
+    )
+    group.add_argument(
+        "--insecure", env_var="LOCUST_INSECURE", action="store_true", default=False, help="Skip TLS verification"
+    )
+    group.add_argument("--ca-file", env_var="LOCUST_CA_FILE", default=None, help="PEM CA bundle to trust")
+
+
+def _parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ConfigError(f"--header {text!r} is not of the form 'Name: value'")
+    return name.strip(), value.strip()
+
+
+def _resolve_image(image: str, locustfile: str | None) -> Path:
+    path = Path(image).expanduser()
+    if path.is_absolute() or path.exists() or not locustfile:
+        return path
+    beside = Path(locustfile).resolve().parent / path
+    return beside if beside.exists() else path
+
+
+def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Builds :class:`Settings` from Locust's parsed options, the host and the environment.
+
+    Raises :class:`ConfigError` with a message that says what is wrong and how to fix it.
+    """
+    env = os.environ if environ is None else environ
+    server = (getattr(options, "server", None) or env.get("SERVER") or env.get("INFERENCE_SERVER") or "").strip()
+    if not server:
+        raise ConfigError("no inference server chosen: pass --server triton|litserve or set SERVER=triton|litserve")
+    server = server.lower()
+    if server not in SERVERS:
+        raise ConfigError(f"unknown server {server!r}: choose one of {', '.join(SERVERS)} (--server or SERVER)")
+    model = (getattr(options, "model_name", None) or env.get("MODEL_NAME") or "").strip()
+    if not model:
+        raise ConfigError("no model chosen: pass --model-name NAME or set MODEL_NAME=NAME")
+    triton_format = str(getattr(options, "triton_format", "binary") or "binary").lower()
+    if triton_format not in ("binary", "json"):
+        raise ConfigError(f"--triton-format must be binary or json, not {triton_format!r}")
+    timeout = float(getattr(options, "request_timeout", 60.0) or 60.0)
+    if not timeout > 0:
+        raise ConfigError(f"--request-timeout must be positive, got {timeout}")
+    batch_size = int(getattr(options, "batch_size", 1) or 1)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    max_bytes = int(getattr(options, "max_response_bytes", 64 * 1024 * 1024))
+    if max_bytes < 1:
+        raise ConfigError(f"--max-response-bytes must be positive, got {max_bytes}")
+    host = (host or DEFAULT_HOSTS[server]).rstrip("/")
+    if not host.startswith(("http://", "https://")):
+        raise ConfigError(f"host {host!r} must start with http:// or https:// (--host)")
+    image = _resolve_image(str(getattr(options, "image", DEFAULT_IMAGE) or DEFAULT_IMAGE),
+                           getattr(options, "locustfile", None))
+    headers = [_parse_header(h) for h in (getattr(options, "header", None) or [])]
+    token = env.get("INFERENCE_AUTH_TOKEN")
+    if token:
+        headers.append(("Authorization", f"Bearer {token}"))
+    outputs = getattr(options, "output_name", None)
+    ca_file = getattr(options, "ca_file", None)
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"--ca-file {ca_file} does not exist")
+    return Settings(
+        server=server,
+        model=model,
+        host=host,
+        image=image,
+        triton_format=triton_format,
+        request_timeout=timeout,
+        input_name=getattr(options, "input_name", None) or None,
+        output_names=tuple(o.strip() for o in outputs.split(",") if o.strip()) if outputs else (),
+        batch_size=batch_size,
+        max_response_bytes=max_bytes,
+        headers=tuple(headers),
+        insecure=bool(getattr(options, "insecure", False)),
+        ca_file=Path(ca_file) if ca_file else None,
+        debug=env.get("DEBUG_REQUESTS", "").strip().lower() in TRUE_WORDS,
+    )

@@ -1,0 +1,145 @@
+"""The Locust side: command-line options, one prepared target per process, and the abstract
+:class:`InferenceUser` whose requests run in Rust while the greenlet waits on an eventfd.
+
+Each request fires ``events.request`` exactly once, with the latency measured in Rust.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import weakref
+from typing import Any
+
+import gevent
+from locust import User, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner
+
+from locust_inference import options
+from locust_inference._native import ConfigError, Outcome, RequestSlot
+from locust_inference.backends import Target, prepare
+
+__all__ = ["InferenceUser", "target_for"]
+
+log = logging.getLogger("locust_inference")
+debug_log = logging.getLogger("locust_inference.debug")
+
+_targets: weakref.WeakKeyDictionary[Environment, Target] = weakref.WeakKeyDictionary()
+
+
+def target_for(environment: Environment) -> Target:
+    """The target prepared for this environment at start."""
+    try:
+        return _targets[environment]
+    except KeyError:
+        raise ConfigError("locust-inference was not initialised: import it from the locustfile") from None
+
+
+def _fail_at_start(message: str) -> None:
+    log.error("locust-inference: %s", message)
+    sys.stderr.write(f"locust-inference: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    options.add_arguments(parser)
+
+
+@events.init.add_listener
+def _prepare(environment: Environment, **_kwargs: Any) -> None:
+    parsed = environment.parsed_options
+    if parsed is None:  # a library user building its own Environment calls prepare() itself
+        return
+    try:
+        settings = options.resolve(parsed, environment.host)
+        if isinstance(environment.runner, MasterRunner):
+            return  # workers send the requests; they prepare (and validate) the target
+        target = prepare(settings)
+    except ConfigError as err:
+        _fail_at_start(str(err))
+        return
+    _targets[environment] = target
+    log.info(
+        "locust-inference: %s %s, %d-byte request body, tensor sha256 %s",
+        settings.server,
+        target.url,
+        target.endpoint.body_length,
+        target.input_checksum[:16],
+    )
+
+
+def _redact(headers: Any) -> list[tuple[str, str]]:
+    secret = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
+    return [(k, "<redacted>" if k.lower() in secret else v) for k, v in headers]
+
+
+class InferenceUser(User):
+    """Sends the prepared inference request in a loop. Subclasses set ``wait_time``."""
+
+    abstract = True
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self._target = target_for(environment)
+        self._slot = RequestSlot()
+        self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
+        self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
+
+    def _wait(self) -> Outcome:
+        hub = gevent.get_hub()
+        while True:
+            outcome = self._slot.take()
+            if outcome is not None:
+                return outcome
+            hub.wait(self._watcher)
+
+    def send(self) -> Outcome:
+        """Sends one request, waits without blocking other greenlets, and reports it."""
+        target = self._target
+        self._slot.submit(target.endpoint)
+        try:
+            outcome = self._wait()
+        except BaseException:
+            self._slot.cancel()  # stopped or killed mid-request: abandon it, report nothing
+            raise
+        if target.settings.debug:
+            self._log_debug(outcome)
+        self.environment.events.request.fire(
+            request_type="infer",
+            name=target.name,
+            response_time=outcome.response_time,
+            response_length=outcome.response_length,
+            response=outcome,
+            context=self._context,
+            exception=outcome.exception,
+            url=target.url,
+        )
+        return outcome
+
+    @task
+    def infer(self) -> None:
+        self.send()
+
+    def on_stop(self) -> None:
+        self._slot.cancel()
+
+    def _log_debug(self, outcome: Outcome) -> None:
+        target = self._target
+        debug_log.info(
+            "POST %s headers=%s json_header_bytes=%s tensor_bytes=%d body_bytes=%d -> status=%s "
+            "time=%.3fms ttfb=%s length=%d headers=%s%s",
+            target.url,
+            _redact(target.request_headers),
+            target.json_header_bytes,
+            target.tensor_bytes,
+            target.endpoint.body_length,
+            outcome.status,
+            outcome.response_time,
+            f"{outcome.ttfb:.3f}ms" if outcome.ttfb is not None else None,
+            outcome.response_length,
+            _redact(outcome.headers or []),
+            f" error={outcome.exception}" if outcome.exception is not None else "",
+        )
