@@ -43,6 +43,7 @@ pub struct Outcome {
     pub length: usize,
     pub top1: Option<usize>,
     pub headers: Option<Vec<(String, String)>>,
+    pub body: Option<Bytes>,
     pub error: Option<Error>,
 }
 
@@ -51,6 +52,7 @@ struct Endpoint {
     spec: RequestSpec,
     check: Check,
     keep_headers: bool,
+    keep_body: bool,
 }
 
 impl Endpoint {
@@ -84,6 +86,7 @@ impl Endpoint {
                     length: resp.body.len(),
                     top1,
                     headers,
+                    body: self.keep_body.then(|| resp.body.clone()),
                     error,
                 }
             }
@@ -120,7 +123,16 @@ fn preview(body: &[u8]) -> String {
 
 impl Outcome {
     fn failed(error: Error, elapsed: Duration, status: Option<u16>) -> Self {
-        Outcome { status, response_time: elapsed, ttfb: None, length: 0, top1: None, headers: None, error: Some(error) }
+        Outcome {
+            status,
+            response_time: elapsed,
+            ttfb: None,
+            length: 0,
+            top1: None,
+            headers: None,
+            body: None,
+            error: Some(error),
+        }
     }
 }
 
@@ -168,7 +180,7 @@ impl PyEndpoint {
     #[new]
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
-        ca_file = None, keep_headers = false))]
+        ca_file = None, keep_headers = false, keep_body = false))]
     fn new(
         url: &str,
         body: &[u8],
@@ -182,6 +194,7 @@ impl PyEndpoint {
         insecure: bool,
         ca_file: Option<std::path::PathBuf>,
         keep_headers: bool,
+        keep_body: bool,
     ) -> PyResult<Self> {
         let check = match protocol {
             "none" => Check::Status,
@@ -217,7 +230,7 @@ impl PyEndpoint {
             max_response_bytes,
         };
         let client = PooledClient::new(ClientConfig { insecure, ca_file })?;
-        Ok(PyEndpoint { inner: Arc::new(Endpoint { client, spec, check, keep_headers }) })
+        Ok(PyEndpoint { inner: Arc::new(Endpoint { client, spec, check, keep_headers, keep_body }) })
     }
 
     #[getter]
@@ -340,6 +353,12 @@ impl PyOutcome {
     #[getter]
     fn headers(&self) -> Option<Vec<(String, String)>> {
         self.0.headers.clone()
+    }
+
+    /// The response body, when the endpoint keeps it (`keep_body=True`).
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.0.body.as_ref().map(|b| PyBytes::new(py, b))
     }
 
     /// A short label of the failure (`status`, `connect`, `timeout`, `protocol`, ...).

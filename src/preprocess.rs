@@ -4,6 +4,10 @@
 //!
 //! Only the part of the resized image that survives the crop is computed: every output pixel of
 //! Pillow's two-pass resampler depends only on its own filter window, so this is exact.
+//!
+//! JPEG is decoded by libjpeg-turbo's code (through `mozjpeg`) with Pillow's settings (integer IDCT,
+//! fancy upsampling), which makes the decoded pixels identical to Pillow's; other formats use the
+//! `image` crate, whose PNG, WebP, GIF, BMP and TIFF decoders are exact.
 
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -13,6 +17,9 @@ use numpy::{PyArray3, ToPyArray};
 use pyo3::prelude::*;
 
 use crate::error::{Error, Result};
+
+/// Pillow refuses images above this many pixels (`Image.MAX_IMAGE_PIXELS * 2`) as decompression bombs.
+const MAX_PIXELS: u64 = 2 * 89_478_485;
 
 /// Pillow's `PRECISION_BITS` for 8-bit resampling.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -88,11 +95,82 @@ pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
     let Some(format) = reader.format() else {
         return Err(fail("not a recognised image format (JPEG, PNG, WebP, GIF, BMP, TIFF)".into()));
     };
-    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(&bytes) {
-        return Err(fail("the JPEG data is truncated (no end-of-image marker after the scan)".into()));
+    if format == image::ImageFormat::Jpeg {
+        if !jpeg_is_complete(&bytes) {
+            return Err(fail("the JPEG data is truncated (no end-of-image marker after the scan)".into()));
+        }
+        return decode_jpeg(&bytes).map_err(fail);
     }
-    let decoded = reader.decode().map_err(|e| fail(format!("{format:?} decoding failed: {e}")))?;
+    let name = format!("{format:?}").to_uppercase();
+    let (width, height) = reader.into_dimensions().map_err(|e| fail(format!("{name} header: {e}")))?;
+    check_size(width as usize, height as usize).map_err(fail)?;
+    let reader = ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| fail(e.to_string()))?;
+    let decoded = reader.decode().map_err(|e| fail(format!("{name} decoding failed: {e}")))?;
     Ok(decoded.to_rgb8())
+}
+
+fn check_size(width: usize, height: usize) -> std::result::Result<(), String> {
+    if width == 0 || height == 0 {
+        return Err(format!("the image is {width}x{height} pixels"));
+    }
+    if (width as u64) * (height as u64) > MAX_PIXELS {
+        return Err(format!("{width}x{height} pixels is more than {MAX_PIXELS}, a possible decompression bomb"));
+    }
+    Ok(())
+}
+
+/// Decodes a JPEG exactly as Pillow does: RGB from YCbCr or grayscale; CMYK and YCCK through Pillow's
+/// `CMYK -> RGB` conversion, with Adobe-inverted CMYK undone first.
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
+    let decode = || -> std::io::Result<std::result::Result<RgbImage, String>> {
+        let decompress = mozjpeg::Decompress::new_mem(bytes)?;
+        let (width, height) = decompress.size();
+        if let Err(reason) = check_size(width, height) {
+            return Ok(Err(reason));
+        }
+        let cmyk = matches!(decompress.color_space(), mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK);
+        let rgb = if cmyk {
+            let inverted = has_adobe_marker(bytes);
+            let mut started = decompress.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)?;
+            let pixels: Vec<u8> = started.read_scanlines()?;
+            started.finish()?;
+            pixels.chunks_exact(4).flat_map(|p| cmyk_to_rgb(p, inverted)).collect()
+        } else {
+            let mut started = decompress.rgb()?;
+            let pixels: Vec<u8> = started.read_scanlines()?;
+            started.finish()?;
+            pixels
+        };
+        Ok(RgbImage::from_raw(width as u32, height as u32, rgb).ok_or_else(|| "the JPEG decoder returned too few pixels".to_string()))
+    };
+    match std::panic::catch_unwind(decode) {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(format!("JPEG decoding failed: {e}")),
+        // libjpeg reports fatal errors by unwinding with its message
+        Err(payload) => Err(payload
+            .downcast_ref::<String>()
+            .map_or_else(|| "JPEG decoding failed".to_string(), |m| format!("JPEG decoding failed: {m}"))),
+    }
+}
+
+/// Pillow's `cmyk2rgb` (`Convert.c`), after its `CMYK;I` unpacking of Adobe files.
+fn cmyk_to_rgb(p: &[u8], inverted: bool) -> [u8; 3] {
+    let v = |x: u8| i32::from(if inverted { 255 - x } else { x });
+    let nk = 255 - v(p[3]);
+    let channel = |x: i32| {
+        let tmp = x * nk + 128;
+        let scaled = ((tmp >> 8) + tmp) >> 8;
+        (nk - scaled).clamp(0, 255) as u8
+    };
+    [channel(v(p[0])), channel(v(p[1])), channel(v(p[2]))]
+}
+
+/// Whether the JPEG carries an Adobe APP14 segment before its first scan.
+fn has_adobe_marker(bytes: &[u8]) -> bool {
+    let header_end = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap_or(bytes.len());
+    bytes[..header_end].windows(9).any(|w| w[..2] == [0xFF, 0xEE] && &w[4..] == b"Adobe")
 }
 
 /// A JPEG is complete when an end-of-image marker follows its last start-of-scan marker.

@@ -75,9 +75,14 @@ def _checksum(tensor: np.ndarray) -> str:
 
 def _available_models(settings: Settings) -> str:
     try:
-        status, body = http_request("POST", f"{settings.host}/v2/repository/index", timeout=5.0,
-                                    headers=list(settings.headers), insecure=settings.insecure,
-                                    ca_file=settings.ca_file)
+        status, body = http_request(
+            "POST",
+            f"{settings.host}/v2/repository/index",
+            timeout=5.0,
+            headers=list(settings.headers),
+            insecure=settings.insecure,
+            ca_file=settings.ca_file,
+        )
         names = sorted({m["name"] for m in json.loads(body)}) if status == 200 else []
     except (RequestError, ValueError, KeyError, TypeError):
         names = []
@@ -88,7 +93,10 @@ def _prepare_triton(settings: Settings) -> Target:
     meta_url = f"{settings.host}/v2/models/{settings.model}"
     status, body = _get(settings, meta_url, "Triton")
     if status == 404 or (status == 400 and b"unknown model" in body.lower()):
-        raise ConfigError(f"Triton at {settings.host} has no model {settings.model!r}{_available_models(settings)}")
+        raise ConfigError(
+            f"Triton at {settings.host} has no model {settings.model!r}{_available_models(settings)}"
+            " (check --model-name / MODEL_NAME)"
+        )
     if status != 200:
         raise ConfigError(f"GET {meta_url} answered HTTP {status}: {body[:200].decode(errors='replace')}")
     meta = parse_model_metadata(body)
@@ -133,8 +141,7 @@ def _prepare_triton(settings: Settings) -> Target:
         headers.append(("Inference-Header-Content-Length", str(header_length)))
     headers.extend(settings.headers)
     expected_outputs = [
-        (n, outputs[n]["datatype"], [settings.batch_size if d == -1 else d for d in outputs[n]["shape"]])
-        for n in names
+        (n, outputs[n]["datatype"], [settings.batch_size if d == -1 else d for d in outputs[n]["shape"]]) for n in names
     ]
     url = f"{settings.host}/v2/models/{settings.model}/infer"
     endpoint = Endpoint(
@@ -147,7 +154,8 @@ def _prepare_triton(settings: Settings) -> Target:
         max_response_bytes=settings.max_response_bytes,
         insecure=settings.insecure,
         ca_file=settings.ca_file,
-        keep_headers=settings.debug,
+        keep_headers=settings.debug or settings.keep_body,
+        keep_body=settings.keep_body,
     )
     return Target(
         settings=settings,
@@ -175,7 +183,8 @@ def _prepare_litserve(settings: Settings) -> Target:
         max_response_bytes=settings.max_response_bytes,
         insecure=settings.insecure,
         ca_file=settings.ca_file,
-        keep_headers=settings.debug,
+        keep_headers=settings.debug or settings.keep_body,
+        keep_body=settings.keep_body,
     )
     return Target(
         settings=settings,

@@ -41,6 +41,8 @@ class Settings:
     insecure: bool = False
     ca_file: Path | None = None
     debug: bool = False
+    keep_body: bool = False
+    class_name: str | None = None
 
     @property
     def name(self) -> str:
@@ -60,9 +62,7 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--model-name", env_var="LOCUST_MODEL_NAME", default=None, help="Model to load-test (env MODEL_NAME)"
     )
-    group.add_argument(
-        "--image", env_var="LOCUST_IMAGE", default=DEFAULT_IMAGE, help="Image sent in every request"
-    )
+    group.add_argument("--image", env_var="LOCUST_IMAGE", default=DEFAULT_IMAGE, help="Image sent in every request")
     group.add_argument(
         "--triton-format",
         env_var="LOCUST_TRITON_FORMAT",
@@ -104,6 +104,19 @@ def add_arguments(parser: Any) -> None:
         "--insecure", env_var="LOCUST_INSECURE", action="store_true", default=False, help="Skip TLS verification"
     )
     group.add_argument("--ca-file", env_var="LOCUST_CA_FILE", default=None, help="PEM CA bundle to trust")
+    group.add_argument(
+        "--keep-body",
+        env_var="LOCUST_KEEP_BODY",
+        action="store_true",
+        default=False,
+        help="Keep each response body (Outcome.body, the 'response' of events.request) for custom checks",
+    )
+    group.add_argument(
+        "--class-name",
+        env_var="LOCUST_CLASS_NAME",
+        default=None,
+        help="User class to run (LowUser or HighUser) when none is named on the command line",
+    )
 
 
 def _parse_header(text: str) -> tuple[str, str]:
@@ -151,8 +164,9 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     host = (host or DEFAULT_HOSTS[server]).rstrip("/")
     if not host.startswith(("http://", "https://")):
         raise ConfigError(f"host {host!r} must start with http:// or https:// (--host)")
-    image = _resolve_image(str(getattr(options, "image", DEFAULT_IMAGE) or DEFAULT_IMAGE),
-                           getattr(options, "locustfile", None))
+    image = _resolve_image(
+        str(getattr(options, "image", DEFAULT_IMAGE) or DEFAULT_IMAGE), getattr(options, "locustfile", None)
+    )
     headers = [_parse_header(h) for h in (getattr(options, "header", None) or [])]
     token = env.get("INFERENCE_AUTH_TOKEN")
     if token:
@@ -176,4 +190,6 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         insecure=bool(getattr(options, "insecure", False)),
         ca_file=Path(ca_file) if ca_file else None,
         debug=env.get("DEBUG_REQUESTS", "").strip().lower() in TRUE_WORDS,
+        keep_body=bool(getattr(options, "keep_body", False)),
+        class_name=getattr(options, "class_name", None) or None,
     )

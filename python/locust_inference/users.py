@@ -55,6 +55,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         return
     try:
         settings = options.resolve(parsed, environment.host)
+        _select_user_class(environment, settings.class_name)
         if isinstance(environment.runner, MasterRunner):
             return  # workers send the requests; they prepare (and validate) the target
         target = prepare(settings)
@@ -69,6 +70,16 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         target.endpoint.body_length,
         target.input_checksum[:16],
     )
+
+
+def _select_user_class(environment: Environment, class_name: str | None) -> None:
+    """Applies ``class-name`` from a config file, unless classes were named on the command line."""
+    if not class_name or getattr(environment.parsed_options, "user_classes", None):
+        return
+    by_name = {cls.__name__: cls for cls in environment.user_classes}
+    if class_name not in by_name:
+        raise ConfigError(f"class-name {class_name!r} is not a user class here; choose one of {sorted(by_name)}")
+    environment.user_classes = [by_name[class_name]]
 
 
 def _redact(headers: Any) -> list[tuple[str, str]]:

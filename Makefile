@@ -1,0 +1,74 @@
+# locust-inference: `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SOURCES := $(wildcard src/*.rs) Cargo.toml Cargo.lock pyproject.toml
+
+CONFIG ?=
+MODEL_NAME ?=
+SERVER ?= $(INFERENCE_SERVER)
+PORT ?=
+MODEL ?= resnet50_onnx
+MODELS ?=
+THREADS ?= 2
+
+.PHONY: help install demo test test-rust test-python lint performance-test serve-triton serve-litserve clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): $(SOURCES)
+	@echo "==> creating the virtual environment in $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "==> upgrading pip"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@echo "==> installing locust-inference (building the Rust extension: about 2-3 minutes) and the reference servers"
+	@$(PY) -m pip install --progress-bar off -e ".[servers,test]" | grep -E '^(Successfully|ERROR)' || true
+	@$(PY) -c "import locust_inference, servers" 2>/dev/null || $(PY) -c "import locust_inference"
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install everything (the extension is built by pip/maturin)
+
+demo: $(STAMP) ## start both reference servers, run the low-load scenario against each, print a comparison
+	@$(PY) -m servers.demo
+
+test: $(STAMP) test-rust test-python ## run every test (cargo and pytest, real servers included)
+
+test-rust:
+	@echo "==> cargo test"
+	@cargo test --quiet 2>&1 | grep -vE '^(running 0 tests|test result: ok. 0 passed.*)$$' | sed '/^$$/d'
+
+test-python: $(STAMP)
+	@echo "==> pytest (starts real Triton and LitServe servers on 127.0.0.1)"
+	@$(PY) -m pytest
+
+lint: $(STAMP) ## cargo fmt + clippy, ruff, stub check, shellcheck
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python servers tests locustfile.py
+	$(VENV)/bin/ruff format --check python servers tests locustfile.py
+	$(PY) -m mypy.stubtest locust_inference._native
+	shellcheck distributed.sh .ci/run
+
+performance-test: $(STAMP) ## run a load test: CONFIG=configs/low.conf MODEL_NAME=... SERVER=triton|litserve
+	@[[ -n "$(CONFIG)" ]] || { echo "CONFIG is required, e.g. CONFIG=configs/low.conf" >&2; exit 2; }
+	@[[ -f "$(CONFIG)" ]] || { echo "CONFIG=$(CONFIG) does not exist" >&2; exit 2; }
+	@[[ -n "$(MODEL_NAME)" ]] || { echo "MODEL_NAME is required, e.g. MODEL_NAME=resnet50_onnx" >&2; exit 2; }
+	@[[ "$(SERVER)" == triton || "$(SERVER)" == litserve ]] || \
+		{ echo "SERVER (or INFERENCE_SERVER) must be triton or litserve, got '$(SERVER)'" >&2; exit 2; }
+	./distributed.sh "$(CONFIG)" "$(MODEL_NAME)" "$(SERVER)"
+
+serve-triton: $(STAMP) ## run the reference Triton in the foreground (PORT=8000, MODELS=a,b, THREADS=2)
+	$(PY) -m servers.triton --http-port $(or $(PORT),8000) --threads $(THREADS) $(if $(MODELS),--models $(MODELS))
+
+serve-litserve: $(STAMP) ## run the reference LitServe in the foreground (PORT=8001, MODEL=resnet50_onnx)
+	$(PY) -m servers.litserve_app --port $(or $(PORT),8001) --model $(MODEL) --threads $(THREADS)
+
+clean: ## remove build outputs and results (keeps .venv)
+	cargo clean
+	rm -rf results dist

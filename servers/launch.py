@@ -1,0 +1,291 @@
+"""Start and stop the test servers: the single place used by pytest fixtures, the demo and the Makefile.
+
+Each server runs as ``python -m servers.<module> ...`` in its own process group (``start_new_session``);
+readiness is polled over HTTP on 127.0.0.1, and on exit -- normal, exception or KeyboardInterrupt -- the
+server gets SIGTERM and, after it exits or at most 10 s, the whole group gets SIGKILL.
+
+    with triton_server(models=["tiny_onnx"]) as srv:
+        requests.get(f"{srv.url}/v2/models/tiny_onnx")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRITON_DEFAULT_MODELS = ("resnet50_onnx", "tiny_onnx", "checksum", "sleep_20ms")
+TRITON_START_TIMEOUT_S = 180.0
+LITSERVE_START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 10.0
+LOG_TAIL_LINES = 40
+MAX_TMP_BASE_LEN = 24
+PARENT_PID_ENV = "LOCUST_INFERENCE_LAUNCHER_PID"
+
+
+class ServerStartError(RuntimeError):
+    """A server exited early or did not become ready in time; the message ends with its log tail."""
+
+
+@dataclass
+class RunningServer:
+    """A started, ready server."""
+
+    kind: str  # "triton" or "litserve"
+    port: int
+    models: list[str]
+    pid: int
+    log_path: Path
+    tmp_dir: Path  # the server's private TMPDIR, removed after it stops
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://{HOST}:{self.port}"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct currently-free TCP ports on 127.0.0.1 (all probed at once, so no duplicates)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def free_port() -> int:
+    """A currently-free TCP port on 127.0.0.1."""
+    return free_ports(1)[0]
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file ('' if unreadable)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def exit_with_launcher(poll_s: float = 1.0) -> None:
+    """In a server started by :func:`_run_server`: SIGTERM ourselves once the launching process is gone.
+
+    A launcher that dies without running its ``finally`` (SIGKILL, pytest-timeout in thread mode, ...)
+    would otherwise leave a server in its own session running forever. No-op for servers started by hand.
+    """
+    value = os.environ.pop(PARENT_PID_ENV, None)
+    if not value:
+        return
+    launcher = int(value)
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+# Never route loopback polling through an HTTP proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with _OPENER.open(url, timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """PIDs of processes in group ``pgid`` that are not zombies (Linux ``/proc``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state ppid pgrp ...
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the server (group leader), wait up to ``timeout`` s, then SIGKILL the whole process group.
+
+    SIGTERM goes to the leader only: it shuts its children down in order. A group-wide SIGTERM kills
+    Triton's Python-backend stubs mid-unload, which leaks ``/tmp/folderXXXXXX`` and ``/tmp/python_env_*``
+    (hard-coded paths). Returns once no live (non-zombie) process of the group is left, or after 5 more s.
+    """
+    pgid = proc.pid  # start_new_session=True: the leader's pid is the group id
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"server pid {proc.pid} alive {timeout:.0f} s after SIGTERM; killing", file=sys.stderr)
+    # Always sweep the group: grandchildren (tritonserver, stubs, workers) may outlive the leader.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    deadline = time.monotonic() + 5
+    while live_group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _run_server(
+    kind: str,
+    module: str,
+    *,
+    args: list[str],
+    port: int,
+    models: list[str],
+    ready_paths: list[str],
+    timeout: float,
+    log_path: str | os.PathLike[str] | None,
+    env: dict[str, str] | None,
+) -> Iterator[RunningServer]:
+    own_log = log_path is None
+    if own_log:
+        fd, name = tempfile.mkstemp(prefix=f"locust-inference-{kind}-", suffix=".log")
+        os.close(fd)
+        path = Path(name)
+    else:
+        path = Path(log_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", module, *args]
+    # A private TMPDIR collects what killed children cannot clean up (multiprocessing dirs, workspaces).
+    # Keep it short: PyTriton and multiprocessing put unix sockets below it (108-byte path limit).
+    base = tempfile.gettempdir()
+    if len(base) > MAX_TMP_BASE_LEN and os.path.isdir("/tmp"):
+        base = "/tmp"
+    tmpdir = tempfile.mkdtemp(prefix=f"li-{kind.lower()}-", dir=base)
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": tmpdir, **(env or {})}
+    child_env[PARENT_PID_ENV] = str(os.getpid())
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), child_env.get("PYTHONPATH")) if p)
+    label = f"{kind} on {HOST}:{port}"
+    print(f"starting {label}… (models: {', '.join(models)}; log: {path})", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    failed = True
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with open(path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=REPO_ROOT,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        base = f"http://{HOST}:{port}"
+        pending = list(ready_paths)
+        while pending:
+            if proc.poll() is not None:
+                raise ServerStartError(
+                    f"{label} exited early with code {proc.returncode}; log {path}:\n{log_tail(path)}"
+                )
+            elapsed = time.monotonic() - started
+            if elapsed > timeout:
+                raise ServerStartError(
+                    f"{label} not ready in {timeout:.0f} s (at {pending[0]}); log {path}:\n{log_tail(path)}"
+                )
+            if _http_ok(base + pending[0]):
+                pending.pop(0)
+            else:
+                time.sleep(0.25)
+        print(f"{label} ready after {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+        yield RunningServer(
+            kind=kind, port=port, models=list(models), pid=proc.pid, log_path=path, tmp_dir=Path(tmpdir)
+        )
+        failed = False
+    finally:
+        if proc is not None:
+            _stop_group(proc)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        print(f"stopped {label}", file=sys.stderr, flush=True)
+        if own_log and not failed:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+@contextlib.contextmanager
+def triton_server(
+    models: Sequence[str] = TRITON_DEFAULT_MODELS,
+    http_port: int | None = None,
+    threads: int = 2,
+    log_path: str | os.PathLike[str] | None = None,
+    *,
+    timeout: float = TRITON_START_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+) -> Iterator[RunningServer]:
+    """Run ``python -m servers.triton`` until the block exits; wait for server and every model to be ready.
+
+    gRPC and metrics get free ports too. Without ``log_path`` the log goes to a temp file that is removed
+    after a clean run (kept, and named in the error, when start-up or the block fails).
+    """
+    models = list(models)
+    port = http_port or free_port()
+    args = ["--http-port", str(port), "--models", ",".join(models), "--threads", str(threads)]
+    ready = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in models)]
+    with _run_server(
+        "Triton",
+        "servers.triton",
+        args=args,
+        port=port,
+        models=models,
+        ready_paths=ready,
+        timeout=timeout,
+        log_path=log_path,
+        env=env,
+    ) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def litserve_server(
+    model: str = "tiny_onnx",
+    port: int | None = None,
+    threads: int = 2,
+    log_path: str | os.PathLike[str] | None = None,
+    *,
+    timeout: float = LITSERVE_START_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+) -> Iterator[RunningServer]:
+    """Run ``python -m servers.litserve_app`` serving ``model`` at ``POST /predict``; wait for ``/health``."""
+    port = port or free_port()
+    args = ["--model", model, "--port", str(port), "--threads", str(threads)]
+    with _run_server(
+        "LitServe",
+        "servers.litserve_app",
+        args=args,
+        port=port,
+        models=[model],
+        ready_paths=["/health"],
+        timeout=timeout,
+        log_path=log_path,
+        env=env,
+    ) as srv:
+        yield srv

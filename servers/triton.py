@@ -1,0 +1,275 @@
+"""Serve the test models with a real NVIDIA Triton Inference Server through PyTriton (KServe v2 HTTP/gRPC).
+
+Usage (foreground until SIGTERM/SIGINT)::
+
+    python -m servers.triton --http-port 8000 [--models tiny_onnx,checksum] [--threads 2]
+
+Models: ``resnet50_onnx``, ``tiny_onnx``, ``checksum``, ``sleep_20ms`` (see :mod:`servers.models`), plus
+``resnet50_openvino`` when the ``openvino`` package is importable. Every endpoint binds to 127.0.0.1 only.
+Prefer :func:`servers.launch.triton_server`, which runs this module in its own process group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import numpy as np
+
+from servers.launch import exit_with_launcher, free_ports
+from servers.models import DEFAULT_THREADS, INPUT_SHAPE, MODELS, OUTPUT_SHAPE, load_predictor, onnx_path
+
+LOG = logging.getLogger("servers.triton")
+HOST = "127.0.0.1"
+DEFAULT_MODELS = ("resnet50_onnx", "tiny_onnx", "checksum", "sleep_20ms")
+OPENVINO_MODEL = "resnet50_openvino"
+
+
+@dataclass(frozen=True)
+class TritonModelSettings:
+    """How a model is deployed in Triton: batch limit, dynamic batcher queue delay, instance count."""
+
+    max_batch_size: int
+    max_queue_delay_us: int = 0
+    instances: int = 1
+
+
+SETTINGS: dict[str, TritonModelSettings] = {
+    "resnet50_onnx": TritonModelSettings(max_batch_size=16),
+    OPENVINO_MODEL: TritonModelSettings(max_batch_size=16),
+    "tiny_onnx": TritonModelSettings(max_batch_size=64),
+    "checksum": TritonModelSettings(max_batch_size=64),
+    # 20 ms per *batch*. One instance is not enough for N-way concurrency: concurrent clients split into
+    # groups that alternate on it (10 clients reached only ~4.5x one client's rate). With 8 instances and
+    # a short batching window, 10 threaded clients reach ~9x one client (PyTriton adds ~5 ms per batch).
+    "sleep_20ms": TritonModelSettings(max_batch_size=128, max_queue_delay_us=200, instances=8),
+}
+
+
+def openvino_available() -> bool:
+    """True when the optional ``openvino`` package can be imported."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available_models() -> list[str]:
+    """All model names this server can serve on this machine."""
+    return [*DEFAULT_MODELS, *([OPENVINO_MODEL] if openvino_available() else [])]
+
+
+def _openvino_predictor(threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """ResNet-50 (same ONNX graph and weights as ``resnet50_onnx``) compiled by OpenVINO in f32."""
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(threads)}
+    compiled = ov.Core().compile_model(str(onnx_path("resnet50")), "CPU", config)
+    output = compiled.output(0)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        request = compiled.create_infer_request()  # one request per call: safe across Triton instances
+        return np.asarray(request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[output])
+
+    return predict
+
+
+def prefer_interpreter_libpython() -> None:
+    """Put this interpreter's LIBDIR first on ``LD_LIBRARY_PATH`` (read by tritonserver at launch).
+
+    The Python-backend stub links ``libpython3.X.so``; if the dynamic loader picks the system copy instead
+    of the one matching this interpreter's stdlib, models fail to load with
+    ``AttributeError: '_thread.RLock' object has no attribute '_recursion_count'``.
+    """
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if not libdir:
+        return
+    rest = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p != libdir]
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *rest])
+
+
+def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.triton.Triton
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    spec = MODELS["resnet50_onnx"] if name == OPENVINO_MODEL else MODELS[name]
+    settings = SETTINGS[name]
+    predictor = _openvino_predictor(threads) if name == OPENVINO_MODEL else load_predictor(name, threads)
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return {spec.output_name: predictor(inputs[spec.input_name])}
+
+    triton.bind(
+        model_name=name,
+        infer_func=[infer] * settings.instances if settings.instances > 1 else infer,
+        inputs=[Tensor(name=spec.input_name, dtype=np.float32, shape=INPUT_SHAPE)],
+        outputs=[Tensor(name=spec.output_name, dtype=np.float32, shape=OUTPUT_SHAPE)],
+        config=ModelConfig(
+            max_batch_size=settings.max_batch_size,
+            batcher=DynamicBatcher(max_queue_delay_microseconds=settings.max_queue_delay_us),
+        ),
+        strict=True,
+    )
+
+
+def _python_stub_pids() -> list[int]:
+    """PIDs of Python-backend stub processes descending from this process (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        names[int(entry)] = name
+        children.setdefault(int(rest[1]), []).append(int(entry))
+    stubs, todo = [], list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        if names.get(pid, "").startswith("triton_python"):
+            stubs.append(pid)
+    return stubs
+
+
+def _unload_models(http_port: int, models: list[str], token: str | None, timeout: float = 6.0) -> None:
+    """Unload ``models`` through the repository API and wait (<= ``timeout`` s) for their stubs to exit.
+
+    tritonserver's own shutdown first waits for open HTTP connections -- idle keep-alive clients of a load
+    test hold them -- and then force-exits without unloading, so the Python-backend stubs die mid-flight and
+    leak ``/tmp/folderXXXXXX`` / ``/tmp/python_env_*``. Unloading first lets them finalize cleanly.
+    """
+    from pytriton.triton import TRITON_ACCESS_HEADER
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    headers = {"Content-Type": "application/json", **({TRITON_ACCESS_HEADER: token} if token else {})}
+    started = time.monotonic()
+    try:
+        for name in models:  # asynchronous: returns once the unload is scheduled
+            url = f"http://{HOST}:{http_port}/v2/repository/models/{name}/unload"
+            request = urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
+            opener.open(request, timeout=timeout).close()
+    except (urllib.error.URLError, OSError) as exc:
+        LOG.warning("could not unload models: %s", exc)
+        return
+    while _python_stub_pids():
+        if time.monotonic() - started > timeout:
+            LOG.warning("Python-backend stubs still running %.1f s after unload", timeout)
+            return
+        time.sleep(0.1)
+    LOG.info("unloaded %d models in %.1f s", len(models), time.monotonic() - started)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, threads: int) -> int:
+    """Run Triton in the foreground until SIGTERM/SIGINT or until tritonserver dies; return an exit code."""
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+
+    prefer_interpreter_libpython()
+    # Handlers (not SIG_IGN) so children started via exec get default dispositions back.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    exit_with_launcher()
+
+    config = TritonConfig(
+        http_address=HOST,
+        http_port=http_port,
+        grpc_address=HOST,
+        grpc_port=grpc_port,
+        metrics_address=HOST,
+        metrics_port=metrics_port,
+        allow_gpu_metrics=False,
+        strict_readiness=True,
+        # Shutdown grace (default 30 s), mostly spent waiting for idle keep-alive clients. Models are
+        # unloaded (draining in-flight requests) before tritonserver is stopped; see _unload_models.
+        exit_timeout_secs=1,
+        log_verbose=0,
+    )
+    # Keep the statistics endpoint open (it is useful to a load test); everything binds to loopback only.
+    restricted = ["shared-memory", "model-repository", "trace", "logging"]
+    security = TritonSecurityConfig(restricted_endpoints=restricted)
+    tmp_root = Path(tempfile.mkdtemp(prefix="pytriton-"))
+    started = time.monotonic()
+    interrupted = False
+    triton = None
+    try:
+        # PyTriton insists on creating the workspace itself: give it a path that does not exist yet.
+        # Keep it short: it holds the proxies' unix sockets (108-byte path limit).
+        triton = Triton(config=config, workspace=tmp_root / "ws", security_config=security)
+        for name in models:
+            _bind_model(triton, name, threads)
+        LOG.info(
+            "starting tritonserver: http=%s:%d grpc=%d metrics=%d models=%s",
+            HOST,
+            http_port,
+            grpc_port,
+            metrics_port,
+            ",".join(models),
+        )
+        triton.run()
+        LOG.info("Triton ready after %.1f s", time.monotonic() - started)
+        while triton.is_alive():
+            time.sleep(0.5)
+        LOG.error("tritonserver or a model proxy exited unexpectedly")
+    except KeyboardInterrupt:
+        interrupted = True
+        # Ignore repeated signals so a second Ctrl-C / SIGTERM cannot abort the cleanup below.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        LOG.info("shutting down Triton")
+        if triton is not None and triton.is_alive():
+            _unload_models(http_port, models, triton.get_access_token())
+    finally:
+        if triton is not None:
+            triton.stop()
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return 0 if interrupted else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve test models with Triton (PyTriton) on 127.0.0.1.")
+    parser.add_argument("--http-port", type=int, default=None, help="default: a free port")
+    parser.add_argument("--grpc-port", type=int, default=None, help="default: a free port")
+    parser.add_argument("--metrics-port", type=int, default=None, help="default: a free port")
+    parser.add_argument(
+        "--models",
+        default=",".join(available_models()),
+        help="comma-separated subset of: " + ",".join(available_models()),
+    )
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="onnxruntime intra-op threads")
+    args = parser.parse_args(argv)
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - set(available_models()))
+    if unknown:
+        parser.error(f"unknown or unavailable models: {','.join(unknown)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    given = {args.http_port, args.grpc_port, args.metrics_port}
+    spare = iter(p for p in free_ports(4) if p not in given)
+    ports = [p if p else next(spare) for p in (args.http_port, args.grpc_port, args.metrics_port)]
+    sys.exit(serve(models, *ports, threads=args.threads))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Shared pytest fixtures: real Triton and LitServe servers on 127.0.0.1, started once per session.
+
+The servers run in their own process groups via :mod:`servers.launch`, which always tears them down
+(also when a test fails or the run is interrupted).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from servers.launch import RunningServer, litserve_server, triton_server  # noqa: E402
+
+TRITON_TEST_MODELS = ("tiny_onnx", "checksum", "sleep_20ms", "resnet50_onnx")
+
+
+@pytest.fixture(scope="session")
+def triton() -> Iterator[RunningServer]:
+    """Triton (PyTriton) serving tiny_onnx, checksum, sleep_20ms and resnet50_onnx."""
+    with triton_server(models=TRITON_TEST_MODELS) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def litserve_checksum() -> Iterator[RunningServer]:
+    """LitServe serving the checksum model at POST /predict."""
+    with litserve_server(model="checksum") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def litserve_tiny() -> Iterator[RunningServer]:
+    """LitServe serving tiny_onnx at POST /predict."""
+    with litserve_server(model="tiny_onnx") as server:
+        yield server
+
+
+@pytest.fixture()
+def http() -> Iterator[requests.Session]:
+    """A requests session that ignores proxy settings from the environment (loopback traffic only)."""
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        yield session
+    finally:
+        session.close()

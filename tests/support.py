@@ -1,0 +1,91 @@
+"""Helpers for tests that run Locust (and distributed.sh) as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCUST = str(Path(sys.executable).parent / "locust")
+IMAGE = REPO_ROOT / "data" / "img1.jpg"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    csv_prefix: Path
+
+    def stats(self, name: str = "Aggregated") -> dict[str, str]:
+        """The row of ``<prefix>_stats.csv`` whose Name is ``name``."""
+        with open(f"{self.csv_prefix}_stats.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if row["Name"] == name:
+                    return row
+        raise AssertionError(f"no row {name!r} in {self.csv_prefix}_stats.csv")
+
+    def failures(self) -> list[dict[str, str]]:
+        with open(f"{self.csv_prefix}_failures.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without settings that would leak into a run, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LOCUST_") and k not in {"SERVER", "INFERENCE_SERVER", "MODEL_NAME", "DEBUG_REQUESTS"}
+    }
+    env.update(extra)
+    return env
+
+
+def run_locust(
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    locustfile: str | Path = REPO_ROOT / "locustfile.py",
+    timeout: float = 120,
+    run_time: str = "4s",
+    users: int = 1,
+) -> Run:
+    """Runs ``locust --headless`` in the repository root and returns its output and CSV prefix."""
+    prefix = tmp_path / f"run{len(list(tmp_path.glob('run*_stats.csv')))}"
+    cmd = [
+        LOCUST,
+        "-f",
+        str(locustfile),
+        "--headless",
+        "--only-summary",
+        "-u",
+        str(users),
+        "-r",
+        str(max(users, 1)),
+        "-t",
+        run_time,
+        "--csv",
+        str(prefix),
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env if env is not None else clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"locust did not finish within {timeout} s\n{err[-3000:]}") from None
+    return Run(proc.returncode, out, err, prefix)

@@ -1,0 +1,73 @@
+"""Bad configuration stops the run at start with one clear line, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import clean_env, run_locust
+
+from servers.launch import free_port
+
+
+def assert_clean_failure(run, *needles: str) -> None:
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    lines = [line for line in run.stderr.splitlines() if line.startswith("locust-inference: ")]
+    assert len(lines) == 1, run.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_unknown_server(tmp_path: Path) -> None:
+    run = run_locust(tmp_path, env=clean_env(SERVER="tritonn", MODEL_NAME="m"))
+    assert_clean_failure(run, "unknown server 'tritonn'", "triton, litserve")
+
+
+def test_no_server(tmp_path: Path) -> None:
+    run = run_locust(tmp_path, env=clean_env(MODEL_NAME="m"))
+    assert_clean_failure(run, "no inference server chosen")
+
+
+def test_no_model(tmp_path: Path) -> None:
+    run = run_locust(tmp_path, env=clean_env(SERVER="triton"))
+    assert_clean_failure(run, "no model chosen", "MODEL_NAME")
+
+
+def test_unreachable_host(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    run = run_locust(tmp_path, "--host", url, env=clean_env(SERVER="triton", MODEL_NAME="m"))
+    assert_clean_failure(run, f"cannot reach Triton at {url}", "refused")
+
+
+def test_unreachable_litserve(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    run = run_locust(tmp_path, "--host", url, env=clean_env(SERVER="litserve", MODEL_NAME="m"))
+    assert_clean_failure(run, f"cannot reach LitServe at {url}")
+
+
+def test_model_the_server_does_not_have(triton, tmp_path: Path) -> None:
+    run = run_locust(tmp_path, "--host", triton.url, env=clean_env(SERVER="triton", MODEL_NAME="resnet51"))
+    assert_clean_failure(run, "has no model 'resnet51'", "MODEL_NAME")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "does not exist"), (b"", "the file is empty"), (b"GIF89a not really", "cannot read image")],
+    ids=["missing", "empty", "corrupt"],
+)
+def test_bad_image(triton, tmp_path: Path, content: bytes | None, reason: str) -> None:
+    image = tmp_path / "img.jpg"
+    if content is not None:
+        image.write_bytes(content)
+    run = run_locust(
+        tmp_path, "--host", triton.url, "--image", str(image), env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    )
+    assert_clean_failure(run, str(image), reason)
+
+
+def test_unknown_user_class_in_config(tmp_path: Path) -> None:
+    conf = tmp_path / "c.conf"
+    conf.write_text("locustfile = locustfile.py\nclass-name = MediumUser\nserver = triton\nmodel-name = m\n")
+    run = run_locust(tmp_path, "--config", str(conf), env=clean_env())
+    assert_clean_failure(run, "MediumUser", "HighUser", "LowUser")
