@@ -16,6 +16,7 @@ environment:
   RESULTS_DIR   where CSV and HTML go (default results/<server>)
   WEB_UI=true   serve the web UI on the config's web port (8089) instead of running headless
   MASTER_PORT   master port (default: a free one)
+  RUN_TIME      override the config's run-time (e.g. 30s)
   LOCUST        the locust command (default: .venv/bin/locust when present, else locust)
   DEBUG_REQUESTS=true  log every request and response
 TXT
@@ -63,6 +64,7 @@ cat <<TXT
     server   $server
     workers  $workers
     class    ${class:-(all)}
+    run time ${RUN_TIME:-$(conf_value run-time)}
     results  $results/  (${prefix}_stats.csv, ${prefix}.html)
 TXT
 
@@ -95,6 +97,8 @@ trap cleanup EXIT
 trap on_signal INT TERM
 
 common=(--config "$config" --host "$host" --server "$server" --model-name "$model")
+master_extra=()
+[[ -n ${RUN_TIME:-} ]] && master_extra+=(--run-time "$RUN_TIME")
 mode=(--headless)
 if [[ ${WEB_UI:-false} == true ]]; then
     mode=(--autostart --autoquit 10)
@@ -102,7 +106,7 @@ if [[ ${WEB_UI:-false} == true ]]; then
 fi
 
 "$LOCUST" "${common[@]}" --master --master-bind-port "$port" --expect-workers "$workers" "${mode[@]}" \
-    --csv "$prefix" --html "$prefix.html" &
+    "${master_extra[@]}" --csv "$prefix" --html "$prefix.html" &
 master=$!
 pids+=("$master")
 for _ in $(seq "$workers"); do
