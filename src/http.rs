@@ -185,10 +185,12 @@ pub async fn send(client: &reqwest::Client, spec: &RequestSpec) -> Result<Respon
     }
 }
 
-/// Describes a reqwest error with its whole cause chain ("connection refused" lives deep inside).
+/// Describes a reqwest error by its cause chain ("connection refused" lives deep inside); reqwest's
+/// own top-level text only repeats the URL, which the message names already.
 fn transport_error(url: &Url, err: &reqwest::Error) -> Error {
     let mut reason = String::new();
-    let mut source: Option<&dyn std::error::Error> = Some(err);
+    let top: &dyn std::error::Error = err;
+    let mut source: Option<&dyn std::error::Error> = top.source().or(Some(top));
     while let Some(e) = source {
         let text = e.to_string();
         if !reason.contains(&text) {

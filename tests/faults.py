@@ -1,0 +1,244 @@
+"""A hand-written misbehaving server, for fault injection only: real servers don't fail on cue.
+
+It speaks just enough of the KServe v2 HTTP protocol: ``GET /v2/models/<fault>`` answers valid
+metadata for any model name, and ``POST /v2/models/<fault>/infer`` answers according to the fault
+the model name selects (see ``FAULTS``). Model ``ok`` answers correctly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+OUTPUT = "output__0"
+GOOD_OUTPUT = np.linspace(-1.0, 1.0, 1000, dtype=np.float32).reshape(1, 1000)
+
+
+def metadata(model: str) -> bytes:
+    return json.dumps(
+        {
+            "name": model,
+            "versions": ["1"],
+            "platform": "fault",
+            "inputs": [{"name": "input__0", "datatype": "FP32", "shape": [-1, 3, 224, 224]}],
+            "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, 1000]}],
+        }
+    ).encode()
+
+
+def binary_response(
+    model: str, data: bytes | None = None, datatype: str = "FP32", shape: list[int] | None = None
+) -> tuple[bytes, int]:
+    data = GOOD_OUTPUT.tobytes() if data is None else data
+    header = json.dumps(
+        {
+            "model_name": model,
+            "outputs": [
+                {
+                    "name": OUTPUT,
+                    "datatype": datatype,
+                    "shape": shape or [1, 1000],
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ],
+        }
+    ).encode()
+    return header + data, len(header)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: FaultServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        parts = self.path.strip("/").split("/")
+        if len(parts) == 3 and parts[:2] == ["v2", "models"]:
+            self._send(200, metadata(parts[2]))
+        elif self.path == "/v2/health/ready":
+            self._send(200, b"")
+        else:
+            self._send(404, b'{"error":"not found"}')
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(length)
+        parts = self.path.strip("/").split("/")
+        if len(parts) != 4 or parts[:2] != ["v2", "models"] or parts[3] != "infer":
+            self._send(404, b'{"error":"not found"}')
+            return
+        self.server.requests += 1
+        fault = FAULTS.get(parts[2])
+        if fault is None:
+            self._send(400, f'{{"error":"unknown fault {parts[2]}"}}'.encode())
+            return
+        fault(self, parts[2])
+
+
+def _ok(h: Handler, model: str) -> None:
+    body, hl = binary_response(model)
+    h._send(200, body, {"Inference-Header-Content-Length": str(hl)})
+
+
+def _status(code: int) -> Callable[[Handler, str], None]:
+    def fault(h: Handler, model: str) -> None:
+        h._send(code, f'{{"error":"injected failure {code} for {model}"}}'.encode())
+
+    return fault
+
+
+def _slow(h: Handler, model: str) -> None:
+    time.sleep(h.server.slow_seconds)
+    _ok(h, model)
+
+
+def _close_mid_body(h: Handler, model: str) -> None:
+    body, hl = binary_response(model)
+    h.send_response(200)
+    h.send_header("Content-Length", str(len(body)))
+    h.send_header("Inference-Header-Content-Length", str(hl))
+    h.end_headers()
+    h.wfile.write(body[:100])
+    h.wfile.flush()
+    h.close_connection = True
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _header_length(value: str | None) -> Callable[[Handler, str], None]:
+    def fault(h: Handler, model: str) -> None:
+        body, hl = binary_response(model)
+        headers = {} if value is None else {"Inference-Header-Content-Length": value.format(past=len(body) + 100)}
+        h._send(200, body, headers)
+
+    return fault
+
+
+def _truncated_output(h: Handler, model: str) -> None:
+    body, hl = binary_response(model)
+    body = body[: len(body) - 2000]
+    h._send(200, body, {"Inference-Header-Content-Length": str(hl)})
+
+
+def _invalid_json(h: Handler, model: str) -> None:
+    h._send(200, b'{"outputs": [ not json', {"Inference-Header-Content-Length": "22"})
+
+
+def _wrong_datatype(h: Handler, model: str) -> None:
+    body, hl = binary_response(model, data=GOOD_OUTPUT.astype(np.float64).tobytes(), datatype="FP64")
+    h._send(200, body, {"Inference-Header-Content-Length": str(hl)})
+
+
+def _wrong_shape(h: Handler, model: str) -> None:
+    body, hl = binary_response(model, data=GOOD_OUTPUT[:, :999].tobytes(), shape=[1, 999])
+    h._send(200, body, {"Inference-Header-Content-Length": str(hl)})
+
+
+def _nan_output(h: Handler, model: str) -> None:
+    data = GOOD_OUTPUT.copy()
+    data[0, 7] = np.nan
+    body, hl = binary_response(model, data=data.tobytes())
+    h._send(200, body, {"Inference-Header-Content-Length": str(hl)})
+
+
+def _huge_content_length(h: Handler, model: str) -> None:
+    h.send_response(200)
+    h.send_header("Content-Length", str(1 << 30))
+    h.end_headers()
+    h.wfile.write(b"x" * 1024)
+    h.wfile.flush()
+    h.close_connection = True
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _endless_body(h: Handler, model: str) -> None:
+    """Chunked body that never stops: only the response-size cap ends it."""
+    h.send_response(200)
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    chunk = b"y" * 65536
+    try:
+        for _ in range(4096):  # 256 MiB at most, so a broken client cannot keep this thread forever
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    except OSError:
+        pass
+    h.close_connection = True
+
+
+# model name -> (behaviour, what the failure message must say)
+FAULTS: dict[str, Callable[[Handler, str], None]] = {
+    "ok": _ok,
+    "status400": _status(400),
+    "status500": _status(500),
+    "status503": _status(503),
+    "slow": _slow,
+    "close_mid_body": _close_mid_body,
+    "header_length_missing": _header_length(None),
+    "header_length_text": _header_length("abc"),
+    "header_length_negative": _header_length("-5"),
+    "header_length_past_end": _header_length("{past}"),
+    "truncated_output": _truncated_output,
+    "invalid_json": _invalid_json,
+    "wrong_datatype": _wrong_datatype,
+    "wrong_shape": _wrong_shape,
+    "nan_output": _nan_output,
+    "huge_content_length": _huge_content_length,
+    "endless_body": _endless_body,
+}
+
+
+class FaultServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int = 0, slow_seconds: float = 3.0) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.requests = 0
+        self.slow_seconds = slow_seconds
+        self.connections: set[socket.socket] = set()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> FaultServer:
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops like a killed server: the listener closes and open connections are cut."""
+        self.shutdown()
+        self.server_close()
+        for conn in list(self.connections):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,190 @@
+"""Endpoint + RequestSlot (the native sending path) against real Triton and LitServe, and against the
+fault server for what real servers can't be made to do."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from faults import FaultServer
+from locust_inference import (
+    Endpoint,
+    ProtocolError,
+    RequestError,
+    RequestSlot,
+    RequestTimeoutError,
+    encode_litserve_request,
+    encode_triton_request,
+)
+
+from servers.launch import free_port
+
+TENSOR = np.random.default_rng(5).standard_normal((1, 3, 224, 224)).astype(np.float32)
+
+
+def triton_endpoint(url: str, model: str, **kwargs) -> Endpoint:
+    body, hl = encode_triton_request(TENSOR, "input__0", ["output__0"])
+    return Endpoint(
+        f"{url}/v2/models/{model}/infer",
+        body,
+        headers=[("Inference-Header-Content-Length", str(hl))],
+        protocol="triton",
+        outputs=[("output__0", "FP32", [1, 1000])],
+        **kwargs,
+    )
+
+
+def send(endpoint: Endpoint, slot: RequestSlot | None = None):
+    slot = slot or RequestSlot()
+    slot.submit(endpoint)
+    outcome = slot.wait(timeout=60)
+    assert outcome is not None, "no outcome within 60 s"
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def faults() -> Iterator[FaultServer]:
+    server = FaultServer(slow_seconds=3.0).start()
+    yield server
+    server.stop()
+
+
+def test_success_against_real_triton(triton) -> None:
+    outcome = send(triton_endpoint(triton.url, "tiny_onnx"))
+    assert outcome.ok and outcome.exception is None and outcome.status == 200
+    assert 0 < outcome.ttfb <= outcome.response_time
+    assert outcome.response_length > 4000
+    assert outcome.top1 is not None and 0 <= outcome.top1 < 1000
+
+
+def test_success_against_real_litserve(litserve_tiny) -> None:
+    ep = Endpoint(f"{litserve_tiny.url}/predict", encode_litserve_request(TENSOR), protocol="litserve")
+    outcome = send(ep)
+    assert outcome.ok, outcome
+    assert outcome.status == 200 and outcome.top1 is not None
+
+
+def test_real_triton_rejects_a_wrong_shape_with_its_message(triton) -> None:
+    small = np.zeros((1, 3, 8, 8), dtype=np.float32)
+    body, hl = encode_triton_request(small, "input__0", ["output__0"])
+    ep = Endpoint(
+        f"{triton.url}/v2/models/tiny_onnx/infer",
+        body,
+        headers=[("Inference-Header-Content-Length", str(hl))],
+        protocol="triton",
+    )
+    outcome = send(ep)
+    assert not outcome.ok and outcome.status == 400 and outcome.error_kind == "status"
+    assert isinstance(outcome.exception, RequestError)
+    assert str(outcome.exception).startswith(f"HTTP 400 from {triton.url}/v2/models/tiny_onnx/infer: ")
+    assert "shape" in str(outcome.exception)
+
+
+def test_connection_refused() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    outcome = send(triton_endpoint(url, "m"))
+    assert outcome.error_kind == "connect" and outcome.status is None
+    assert isinstance(outcome.exception, RequestError)
+    assert "refused" in str(outcome.exception).lower() and url in str(outcome.exception)
+
+
+def test_timeout_against_real_model(triton) -> None:
+    outcome = send(triton_endpoint(triton.url, "sleep_20ms", timeout=0.005))
+    assert isinstance(outcome.exception, RequestTimeoutError)
+    assert "within 0.005 s" in str(outcome.exception)
+    assert outcome.response_time >= 5.0
+
+
+def test_slot_is_reusable_and_cancel_discards_the_request(triton) -> None:
+    slot = RequestSlot()
+    slow = triton_endpoint(triton.url, "sleep_20ms")
+    slot.submit(slow)
+    assert slot.in_flight
+    slot.cancel()
+    assert not slot.in_flight and slot.wait(timeout=0.2) is None
+    assert send(triton_endpoint(triton.url, "tiny_onnx"), slot).ok
+
+
+def test_many_slots_share_one_endpoint_concurrently(triton) -> None:
+    ep = triton_endpoint(triton.url, "tiny_onnx")
+    results: list[bool] = []
+
+    def user() -> None:
+        slot = RequestSlot()
+        results.extend(send(ep, slot).ok for _ in range(20))
+
+    threads = [threading.Thread(target=user) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 160
+
+
+def test_works_in_a_forked_child(triton) -> None:
+    """Locust's --processes forks after the runtime may exist: the child must rebuild it."""
+    ep = triton_endpoint(triton.url, "tiny_onnx")
+    assert send(ep).ok  # the parent's runtime and pool now exist
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            ok = send(ep).ok and send(ep).ok
+            os.write(write, b"ok" if ok else b"failed")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"ok" and status == 0
+    assert send(ep).ok  # and the parent still works
+
+
+FAULT_EXPECTATIONS = {
+    "status400": ("status", RequestError, "HTTP 400 from"),
+    "status500": ("status", RequestError, 'HTTP 500 from {url}/v2/models/status500/infer: {{"error":"injected failure'),
+    "status503": ("status", RequestError, "injected failure 503"),
+    "close_mid_body": ("transport", RequestError, "request to {url}/v2/models/close_mid_body/infer failed"),
+    "header_length_missing": ("protocol", ProtocolError, "not valid inference JSON"),
+    "header_length_text": ("protocol", ProtocolError, '"abc" is not a non-negative integer'),
+    "header_length_negative": ("protocol", ProtocolError, '"-5" is not a non-negative integer'),
+    "header_length_past_end": ("protocol", ProtocolError, "past the end"),
+    "truncated_output": ("protocol", ProtocolError, "binary data truncated"),
+    "invalid_json": ("protocol", ProtocolError, "not valid inference JSON"),
+    "wrong_datatype": ("protocol", ProtocolError, "is FP64, the model metadata says FP32"),
+    "wrong_shape": ("protocol", ProtocolError, "has shape [1, 999], expected [1, 1000]"),
+    "nan_output": ("protocol", ProtocolError, "NaN or infinite"),
+    "huge_content_length": ("too-large", RequestError, "larger than the limit of 1048576 bytes"),
+    "endless_body": ("too-large", RequestError, "larger than the limit of 1048576 bytes"),
+    "slow": ("timeout", RequestTimeoutError, "no complete response from {url}/v2/models/slow/infer within 0.5 s"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULT_EXPECTATIONS))
+def test_each_fault_is_one_clear_failure_and_the_slot_recovers(faults: FaultServer, fault: str) -> None:
+    kind, error_type, message = FAULT_EXPECTATIONS[fault]
+    slot = RequestSlot()
+    bad = triton_endpoint(faults.url, fault, timeout=0.5, max_response_bytes=1 << 20)
+    for _ in range(2):
+        outcome = send(bad, slot)
+        assert not outcome.ok and outcome.error_kind == kind, outcome
+        assert type(outcome.exception) is error_type
+        assert message.format(url=faults.url) in str(outcome.exception), str(outcome.exception)
+    assert send(triton_endpoint(faults.url, "ok"), slot).ok  # the very next good response succeeds
+
+
+def test_endpoint_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="not http"):
+        Endpoint("ftp://127.0.0.1/x", b"")
+    with pytest.raises(ValueError, match="invalid URL"):
+        Endpoint("not a url", b"")
+    with pytest.raises(ValueError, match="timeout"):
+        Endpoint("http://127.0.0.1/x", b"", timeout=0)
+    with pytest.raises(ValueError, match="protocol"):
+        Endpoint("http://127.0.0.1/x", b"", protocol="grpc")
+    with pytest.raises(ValueError, match="header"):
+        Endpoint("http://127.0.0.1/x", b"", headers=[("Bad Name", "v")])
+    with pytest.raises(ValueError, match="CA file"):
+        Endpoint("https://127.0.0.1/x", b"", ca_file="/nonexistent/ca.pem")

@@ -1,0 +1,189 @@
+"""Whole Locust runs against misbehaving servers, stopping mid-request, and distributed.sh."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from faults import FaultServer
+from support import LOCUST, REPO_ROOT, clean_env, run_locust
+
+from servers.launch import free_port
+
+
+def test_failures_are_reported_with_their_reason_and_the_run_goes_on(tmp_path: Path) -> None:
+    server = FaultServer().start()
+    try:
+        run = run_locust(
+            tmp_path,
+            "--host",
+            server.url,
+            "HighUser",
+            users=3,
+            run_time="2s",
+            env=clean_env(SERVER="triton", MODEL_NAME="status500"),
+        )
+    finally:
+        server.stop()
+    assert run.returncode == 1, run.stderr[-2000:]  # Locust's exit code when requests failed
+    assert "Traceback" not in run.stderr and "panicked" not in run.stderr
+    stats = run.stats("triton/status500")
+    assert int(stats["Request Count"]) > 20
+    assert stats["Request Count"] == stats["Failure Count"]
+    (failure,) = run.failures()
+    assert failure["Method"] == "infer" and failure["Name"] == "triton/status500"
+    assert f'HTTP 500 from {server.url}/v2/models/status500/infer: {{"error":"injected failure 500' in failure["Error"]
+
+
+def test_server_that_dies_and_comes_back(tmp_path: Path) -> None:
+    port = free_port()
+    first = FaultServer(port).start()
+    second: list[FaultServer] = []
+
+    def outage() -> None:
+        deadline = time.monotonic() + 60
+        while first.requests < 20 and time.monotonic() < deadline:  # the run is under way
+            time.sleep(0.05)
+        first.stop()
+        time.sleep(2)
+        second.append(FaultServer(port).start())
+
+    t = threading.Thread(target=outage)
+    t.start()
+    try:
+        run = run_locust(
+            tmp_path, "--host", first.url, "LowUser", run_time="7s", env=clean_env(SERVER="triton", MODEL_NAME="ok")
+        )
+    finally:
+        t.join()
+        for s in second:
+            s.stop()
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert second and second[0].requests > 20, "requests did not resume after the server came back"
+    assert first.requests > 20
+    messages = " ".join(f["Error"] for f in run.failures())
+    assert "cannot connect to" in messages and "refused" in messages.lower()
+    stats = run.stats("triton/ok")
+    assert int(stats["Request Count"]) - int(stats["Failure Count"]) >= first.requests + second[0].requests - 30
+
+
+def test_run_time_end_does_not_wait_for_requests_in_flight(tmp_path: Path) -> None:
+    """Every user is waiting on a 60 s response when the run time ends: Locust must still stop."""
+    server = FaultServer(slow_seconds=60).start()
+    try:
+        run = run_locust(
+            tmp_path,
+            "--host",
+            server.url,
+            "HighUser",
+            "--request-timeout",
+            "120",
+            users=5,
+            run_time="2s",
+            timeout=40,
+            env=clean_env(SERVER="triton", MODEL_NAME="slow"),
+        )
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert server.requests == 5
+
+
+def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
+    server = FaultServer(slow_seconds=60).start()
+    proc = subprocess.Popen(
+        [
+            LOCUST,
+            "-f",
+            "locustfile.py",
+            "--headless",
+            "-u",
+            "5",
+            "-r",
+            "5",
+            "-t",
+            "60s",
+            "--host",
+            server.url,
+            "HighUser",
+        ],
+        cwd=REPO_ROOT,
+        env=clean_env(SERVER="triton", MODEL_NAME="slow"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while server.requests < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.requests == 5
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        server.stop()
+    assert "Traceback" not in err, err[-2000:]
+    assert proc.returncode in (0, 1), err[-2000:]
+
+
+def test_distributed_script_runs_master_and_workers(triton, tmp_path: Path) -> None:
+    conf = tmp_path / "quick.conf"
+    conf.write_text(
+        "locustfile = locustfile.py\nclass-name = HighUser\nusers = 4\nspawn-rate = 4\nrun-time = 4s\n"
+        "expect-workers = 2\nmaster-bind-host = 127.0.0.1\n"
+    )
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        ["./distributed.sh", str(conf), "tiny_onnx", "triton"],
+        cwd=REPO_ROOT,
+        env=clean_env(HOST=triton.url, RESULTS_DIR=str(results)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for needle in ("config", "tiny_onnx", "triton", "workers  2", "class    HighUser", str(results)):
+        assert needle in proc.stdout, proc.stdout
+    stats = (results / "quick_stats.csv").read_text()
+    row = next(line for line in stats.splitlines() if line.startswith("infer,triton/tiny_onnx,"))
+    requests, failures = (int(v) for v in row.split(",")[2:4])
+    assert requests > 100 and failures == 0
+    assert (results / "quick.html").stat().st_size > 1000
+    assert "2 workers" in proc.stderr or "Worker" in proc.stderr or "worker" in proc.stderr
+
+
+def test_distributed_script_fails_when_workers_cannot_start(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: workers exit at start
+    conf = tmp_path / "quick.conf"
+    conf.write_text(
+        "locustfile = locustfile.py\nclass-name = HighUser\nusers = 2\nrun-time = 30s\nexpect-workers = 2\n"
+    )
+    proc = subprocess.run(
+        ["./distributed.sh", str(conf), "tiny_onnx", "triton"],
+        cwd=REPO_ROOT,
+        env=clean_env(HOST=url, RESULTS_DIR=str(tmp_path / "r")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert f"cannot reach Triton at {url}" in proc.stderr
+    assert "exited with status 2" in proc.stderr
+
+
+def test_distributed_script_usage() -> None:
+    for args in ([], ["configs/low.conf"], ["configs/nope.conf", "m", "triton"], ["configs/low.conf", "m", "tgi"]):
+        proc = subprocess.run(
+            ["./distributed.sh", *args], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode == 2, args
+        assert "usage" in proc.stderr or "does not exist" in proc.stderr or "unknown server" in proc.stderr
