@@ -133,7 +133,7 @@ def _close_mid_body(h: Handler, model: str) -> None:
 
 def _header_length(value: str | None) -> Callable[[Handler, str], None]:
     def fault(h: Handler, model: str) -> None:
-        body, hl = binary_response(model)
+        body, _ = binary_response(model)
         headers = {} if value is None else {"Inference-Header-Content-Length": value.format(past=len(body) + 100)}
         h._send(200, body, headers)
 
