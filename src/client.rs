@@ -14,6 +14,7 @@ use reqwest::{Method, Url};
 
 use crate::error::{Error, Result};
 use crate::http::{self, ClientConfig, PooledClient, RequestSpec};
+use crate::latency::{PyLatencyHistogram, Recorder};
 use crate::litserve;
 use crate::tensor::DataType;
 use crate::triton::{self, ExpectedOutput};
@@ -53,6 +54,7 @@ struct Endpoint {
     check: Check,
     keep_headers: bool,
     keep_body: bool,
+    latency: Recorder,
 }
 
 impl Endpoint {
@@ -76,7 +78,10 @@ impl Endpoint {
                     Err(Error::Status { status: resp.status, url: self.spec.url.to_string(), body: preview(&resp.body) })
                 };
                 let (top1, error) = match verdict {
-                    Ok(top1) => (top1, None),
+                    Ok(top1) => {
+                        self.latency.record(resp.total, resp.ttfb);
+                        (top1, None)
+                    }
                     Err(e) => (None, Some(e)),
                 };
                 Outcome {
@@ -230,7 +235,7 @@ impl PyEndpoint {
             max_response_bytes,
         };
         let client = PooledClient::new(ClientConfig { insecure, ca_file })?;
-        Ok(PyEndpoint { inner: Arc::new(Endpoint { client, spec, check, keep_headers, keep_body }) })
+        Ok(PyEndpoint { inner: Arc::new(Endpoint { client, spec, check, keep_headers, keep_body, latency: Recorder::default() }) })
     }
 
     #[getter]
@@ -241,6 +246,13 @@ impl PyEndpoint {
     #[getter]
     fn body_length(&self) -> usize {
         self.inner.spec.body.len()
+    }
+
+    /// The latency (total, time to first byte) histograms of the successful requests since the
+    /// last call; recording starts afresh.
+    fn take_latency(&self) -> (PyLatencyHistogram, PyLatencyHistogram) {
+        let (total, ttfb) = self.inner.latency.take();
+        (PyLatencyHistogram::wrap(total), PyLatencyHistogram::wrap(ttfb))
     }
 
     fn __repr__(&self) -> String {

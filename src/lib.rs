@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod http;
+pub mod latency;
 pub mod litserve;
 pub mod preprocess;
 pub mod tensor;
@@ -26,5 +27,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyEndpoint>()?;
     m.add_class::<client::PyRequestSlot>()?;
     m.add_class::<client::PyOutcome>()?;
+    m.add_class::<latency::PyLatencyHistogram>()?;
     Ok(())
 }

@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "Endpoint",
     "ImageError",
+    "LatencyHistogram",
     "LocustInferenceError",
     "Outcome",
     "ProtocolError",
@@ -118,6 +119,8 @@ class Endpoint:
     def url(self) -> str: ...
     @property
     def body_length(self) -> int: ...
+    def take_latency(self) -> tuple[LatencyHistogram, LatencyHistogram]:
+        """(total, time-to-first-byte) histograms of the successful requests since the last call."""
 
 @final
 class RequestSlot:
@@ -161,3 +164,24 @@ class Outcome:
     def error_kind(self) -> str | None: ...
     @property
     def exception(self) -> LocustInferenceError | None: ...
+
+@final
+class LatencyHistogram:
+    """An HdrHistogram of latencies in microseconds (1 µs to 60 s, 3 significant digits)."""
+
+    def __new__(cls) -> LatencyHistogram: ...
+    def record(self, milliseconds: float) -> None: ...
+    def add(self, other: LatencyHistogram) -> None:
+        """Adds every sample of other (merging workers' histograms)."""
+    def to_bytes(self) -> bytes: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> LatencyHistogram: ...
+    @property
+    def count(self) -> int: ...
+    def percentile(self, percentile: float) -> float:
+        """Latency in ms at a percentile (0-100)."""
+    def summary(self) -> dict[str, float]:
+        """min, mean, p50, p90, p95, p99, p99.9, p99.99, max in ms."""
+    def distribution(self, ticks_per_half: int = 5) -> list[tuple[float, float]]:
+        """(percentile, ms) points for a percentile plot."""
+    def __eq__(self, other: object, /) -> bool: ...

@@ -43,6 +43,7 @@ class Settings:
     debug: bool = False
     keep_body: bool = False
     class_name: str | None = None
+    expect_top1: str | None = None
 
     @property
     def name(self) -> str:
@@ -112,6 +113,12 @@ def add_arguments(parser: Any) -> None:
         help="Keep each response body (Outcome.body, the 'response' of events.request) for custom checks",
     )
     group.add_argument(
+        "--expect-top1",
+        env_var="LOCUST_EXPECT_TOP1",
+        default=None,
+        help="Fail responses whose top-1 class differs: a class index, or 'auto' (the first response's)",
+    )
+    group.add_argument(
         "--class-name",
         env_var="LOCUST_CLASS_NAME",
         default=None,
@@ -172,6 +179,9 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     if token:
         headers.append(("Authorization", f"Bearer {token}"))
     outputs = getattr(options, "output_name", None)
+    expect_top1 = getattr(options, "expect_top1", None) or None
+    if expect_top1 is not None and expect_top1 != "auto" and not str(expect_top1).isdigit():
+        raise ConfigError(f"--expect-top1 must be 'auto' or a class index, not {expect_top1!r}")
     ca_file = getattr(options, "ca_file", None)
     if ca_file and not Path(ca_file).is_file():
         raise ConfigError(f"--ca-file {ca_file} does not exist")
@@ -192,4 +202,5 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         debug=env.get("DEBUG_REQUESTS", "").strip().lower() in TRUE_WORDS,
         keep_body=bool(getattr(options, "keep_body", False)),
         class_name=getattr(options, "class_name", None) or None,
+        expect_top1=expect_top1,
     )

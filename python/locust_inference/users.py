@@ -16,8 +16,8 @@ from locust import User, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from locust_inference import options
-from locust_inference._native import ConfigError, Outcome, RequestSlot
+from locust_inference import latency, options
+from locust_inference._native import ConfigError, Outcome, ProtocolError, RequestSlot
 from locust_inference.backends import Target, prepare
 
 __all__ = ["InferenceUser", "target_for"]
@@ -26,6 +26,7 @@ log = logging.getLogger("locust_inference")
 debug_log = logging.getLogger("locust_inference.debug")
 
 _targets: weakref.WeakKeyDictionary[Environment, Target] = weakref.WeakKeyDictionary()
+_expected_top1: weakref.WeakKeyDictionary[Environment, int | None] = weakref.WeakKeyDictionary()
 
 
 def target_for(environment: Environment) -> Target:
@@ -57,12 +58,15 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         settings = options.resolve(parsed, environment.host)
         _select_user_class(environment, settings.class_name)
         if isinstance(environment.runner, MasterRunner):
+            latency.install(environment, settings, None)
             return  # workers send the requests; they prepare (and validate) the target
         target = prepare(settings)
     except ConfigError as err:
         _fail_at_start(str(err))
         return
     _targets[environment] = target
+    _expected_top1[environment] = int(settings.expect_top1) if (settings.expect_top1 or "").isdigit() else None
+    latency.install(environment, settings, target.endpoint.take_latency)
     log.info(
         "locust-inference: %s %s, %d-byte request body, tensor sha256 %s",
         settings.server,
@@ -116,6 +120,9 @@ class InferenceUser(User):
         except BaseException:
             self._slot.cancel()  # stopped or killed mid-request: abandon it, report nothing
             raise
+        exception = outcome.exception
+        if exception is None and target.settings.expect_top1 is not None:
+            exception = self._check_top1(outcome)
         if target.settings.debug:
             self._log_debug(outcome)
         self.environment.events.request.fire(
@@ -125,10 +132,18 @@ class InferenceUser(User):
             response_length=outcome.response_length,
             response=outcome,
             context=self._context,
-            exception=outcome.exception,
+            exception=exception,
             url=target.url,
         )
         return outcome
+
+    def _check_top1(self, outcome: Outcome) -> Exception | None:
+        expected = _expected_top1.get(self.environment)
+        if expected is None:  # --expect-top1 auto: the first answer sets the expectation
+            _expected_top1[self.environment] = expected = outcome.top1
+        if outcome.top1 != expected:
+            return ProtocolError(f"top-1 class is {outcome.top1}, expected {expected} (--expect-top1)")
+        return None
 
     @task
     def infer(self) -> None:

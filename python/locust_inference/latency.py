@@ -1,0 +1,199 @@
+"""Microsecond latency histograms across processes, and the results written at the end of a run.
+
+Every successful request's latency is recorded in Rust in an HdrHistogram (1 µs to 60 s, 3 significant
+digits). Workers ship what they recorded with each stats report (``events.report_to_master``); the
+master merges (``events.worker_report``). At the end the master (or the single local process) writes
+``latency.json`` and ``latency.csv`` next to Locust's CSV files and prints a summary.
+
+Locust's own statistics are also made finer: its response-time buckets keep 0.1 ms below 100 ms.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import locust.stats
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from locust_inference._native import LatencyHistogram
+from locust_inference.options import Settings
+from locust_inference.server_stats import ServerStats, breakdown, read_stats
+
+__all__ = ["Collector", "fine_bucket_response_time", "install"]
+
+log = logging.getLogger("locust_inference")
+REPORT_KEY = "locust_inference_latency"
+_default_bucket = locust.stats.bucket_response_time
+
+
+def fine_bucket_response_time(response_time: float) -> float:
+    """Locust's bucketing, but with 0.1 ms resolution below 100 ms (Locust rounds to whole ms)."""
+    if response_time < 100:
+        return round(response_time, 1)
+    return _default_bucket(response_time)
+
+
+@dataclass
+class Collector:
+    """The latencies of one process (or, on the master, of all workers), per request name."""
+
+    settings: Settings
+    total: dict[str, LatencyHistogram] = field(default_factory=dict)
+    ttfb: dict[str, LatencyHistogram] = field(default_factory=dict)
+    started: dt.datetime | None = None
+    stats_at_start: ServerStats | None = None
+
+    def add(self, name: str, total: LatencyHistogram, ttfb: LatencyHistogram) -> None:
+        self.total.setdefault(name, LatencyHistogram()).add(total)
+        self.ttfb.setdefault(name, LatencyHistogram()).add(ttfb)
+
+    def summary(self, environment: Environment, history_csv: str | None) -> dict[str, Any]:
+        ended = dt.datetime.now(dt.UTC)
+        started = self.started or ended
+        duration = max((ended - started).total_seconds(), 1e-9)
+        requests: dict[str, Any] = {}
+        locust_numbers: dict[str, Any] = {}
+        for name, hist in sorted(self.total.items()):
+            entry = environment.stats.entries.get((name, "infer"))
+            requests[name] = {
+                "count": hist.count,
+                "failures": entry.num_failures if entry else None,
+                "requests_per_s": hist.count / duration,
+                "latency_ms": hist.summary(),
+                "ttfb_ms": self.ttfb[name].summary(),
+                "distribution": hist.distribution(),
+            }
+            if entry and entry.num_requests:
+                locust_numbers = {
+                    f"p{int(q * 100)}_ms": entry.get_response_time_percentile(q) for q in (0.5, 0.95, 0.99)
+                }
+        client_mean = None
+        if len(self.total) == 1:
+            client_mean = next(iter(self.total.values())).summary().get("mean")
+        return {
+            "version": 1,
+            "server": self.settings.server,
+            "model": self.settings.model,
+            "host": self.settings.host,
+            "started": started.isoformat(timespec="seconds"),
+            "ended": ended.isoformat(timespec="seconds"),
+            "duration_s": duration,
+            "history_csv": history_csv,
+            "requests": requests,
+            "server_stats": breakdown(self.stats_at_start, read_stats(self.settings), client_mean),
+            "locust": locust_numbers,
+        }
+
+
+def write_results(summary: dict[str, Any], folder: Path) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = folder / "latency.json", folder / "latency.csv"
+    json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    keys = ["min", "mean", "p50", "p90", "p95", "p99", "p99.9", "p99.99", "max"]
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "measure", "count", *(f"{k}_ms" for k in keys)])
+        for name, entry in summary["requests"].items():
+            for measure in ("latency", "ttfb"):
+                values = entry[f"{measure}_ms"]
+                writer.writerow([name, measure, entry["count"], *(f"{values.get(k, 0):.3f}" for k in keys)])
+    return json_path, csv_path
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = ["", "Latency (µs histograms, successful requests)", ""]
+    header = f"{'name':<32} {'measure':<8} {'count':>8} " + " ".join(
+        f"{k:>9}" for k in ("p50", "p90", "p95", "p99", "p99.9", "p99.99", "max", "mean")
+    )
+    lines.append(header)
+    for name, entry in summary["requests"].items():
+        for measure in ("latency", "ttfb"):
+            v = entry[f"{measure}_ms"]
+            values = " ".join(
+                f"{v.get(k, 0):>9.3f}" for k in ("p50", "p90", "p95", "p99", "p99.9", "p99.99", "max", "mean")
+            )
+            lines.append(f"{name:<32} {measure:<8} {entry['count']:>8} {values}")
+    stats = summary.get("server_stats")
+    if stats:
+        lines += [
+            "",
+            "Triton server side, per inference (ms): "
+            + ", ".join(
+                f"{k.removesuffix('_ms')} {stats[k]:.3f}"
+                for k in ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms", "server_total_ms")
+            )
+            + f"; average batch {stats['avg_batch_size']:.2f}"
+            + (
+                f"; client mean - server = {stats['client_minus_server_ms']:.3f} ms (network + client)"
+                if stats.get("client_minus_server_ms") is not None
+                else ""
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def results_folder(environment: Environment, settings: Settings) -> tuple[Path, str | None]:
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if prefix:
+        return Path(prefix).parent, Path(f"{prefix}_stats_history.csv").name
+    return Path("results") / settings.server, None
+
+
+def install(environment: Environment, settings: Settings, endpoint_histograms: Any | None) -> Collector:
+    """Wires the collector into Locust's events for this process. ``endpoint_histograms`` takes the
+    latencies recorded since the last call (None on a master, which only merges)."""
+    locust.stats.bucket_response_time = fine_bucket_response_time
+    collector = Collector(settings)
+    events = environment.events
+    runner = environment.runner
+
+    def take_local() -> None:
+        if endpoint_histograms is not None:
+            collector.add(settings.name, *endpoint_histograms())
+
+    if isinstance(runner, WorkerRunner):
+
+        @events.report_to_master.add_listener
+        def _report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+            if endpoint_histograms is not None:
+                total, ttfb = endpoint_histograms()
+                data[REPORT_KEY] = {settings.name: [total.to_bytes(), ttfb.to_bytes()]}
+
+        return collector
+
+    if isinstance(runner, MasterRunner):
+
+        @events.worker_report.add_listener
+        def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+            for name, (total, ttfb) in data.get(REPORT_KEY, {}).items():
+                collector.add(name, LatencyHistogram.from_bytes(total), LatencyHistogram.from_bytes(ttfb))
+
+    @events.test_start.add_listener
+    def _start(**_kw: Any) -> None:
+        if collector.started is None:
+            take_local()  # drop anything recorded before the test (none expected)
+            collector.total.clear()
+            collector.ttfb.clear()
+            collector.started = dt.datetime.now(dt.UTC)
+            collector.stats_at_start = read_stats(settings)
+
+    @events.quitting.add_listener
+    def _finish(**_kw: Any) -> None:
+        take_local()
+        if not collector.total:
+            return
+        folder, history = results_folder(environment, settings)
+        summary = collector.summary(environment, history)
+        json_path, csv_path = write_results(summary, folder)
+        sys.stdout.write(format_summary(summary) + f"\n\nwritten: {json_path}, {csv_path}\n")
+        sys.stdout.flush()
+
+    return collector

@@ -1,0 +1,76 @@
+"""Triton's server-side statistics (the KServe statistics extension), read at test start and end and
+reported as a difference, the way perf_analyzer does: counts, average batch size, and the average
+queue / compute-input / compute-infer / compute-output time per inference."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from locust_inference._native import RequestError, http_request
+from locust_inference.options import Settings
+
+__all__ = ["ServerStats", "breakdown", "read_stats"]
+
+PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """Cumulative counters of one model, as Triton reports them."""
+
+    inference_count: int
+    execution_count: int
+    success_count: int
+    ns: dict[str, int]
+
+
+def read_stats(settings: Settings) -> ServerStats | None:
+    """GET /v2/models/{model}/stats; None when the server does not offer it (e.g. LitServe)."""
+    if settings.server != "triton":
+        return None
+    try:
+        status, body = http_request(
+            "GET",
+            f"{settings.host}/v2/models/{settings.model}/stats",
+            headers=list(settings.headers),
+            timeout=10.0,
+            insecure=settings.insecure,
+            ca_file=settings.ca_file,
+        )
+        if status != 200:
+            return None
+        stats: dict[str, Any] = json.loads(body)["model_stats"][0]
+        inference = stats["inference_stats"]
+        return ServerStats(
+            inference_count=int(stats.get("inference_count", 0)),
+            execution_count=int(stats.get("execution_count", 0)),
+            success_count=int(inference["success"]["count"]),
+            ns={phase: int(inference[phase]["ns"]) for phase in PHASES},
+        )
+    except (RequestError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def breakdown(start: ServerStats | None, end: ServerStats | None, client_mean_ms: float | None) -> dict | None:
+    """The difference between two snapshots, per inference, in ms; None without both snapshots."""
+    if start is None or end is None:
+        return None
+    inferences = end.inference_count - start.inference_count
+    executions = end.execution_count - start.execution_count
+    successes = end.success_count - start.success_count
+    if inferences <= 0 or successes <= 0:
+        return None
+    per_phase = {f"{phase}_ms": (end.ns[phase] - start.ns[phase]) / successes / 1e6 for phase in PHASES}
+    server_total = sum(per_phase.values())
+    result = {
+        "inference_count": inferences,
+        "execution_count": executions,
+        "avg_batch_size": inferences / executions if executions else None,
+        **per_phase,
+        "server_total_ms": server_total,
+        "client_mean_ms": client_mean_ms,
+        "client_minus_server_ms": client_mean_ms - server_total if client_mean_ms is not None else None,
+    }
+    return result
