@@ -72,8 +72,10 @@ class Collector:
                 "distribution": hist.distribution(),
             }
             if entry and entry.num_requests:
-                locust_numbers = {
-                    f"p{int(q * 100)}_ms": entry.get_response_time_percentile(q) for q in (0.5, 0.95, 0.99)
+                locust_numbers = {  # Locust's own view (one request name per run in practice)
+                    "requests": entry.num_requests,
+                    "failures": entry.num_failures,
+                    **{f"p{int(q * 100)}_ms": entry.get_response_time_percentile(q) for q in (0.5, 0.95, 0.99)},
                 }
         client_mean = None
         if len(self.total) == 1:
