@@ -69,13 +69,22 @@ impl Endpoint {
                 let headers = self.keep_headers.then(|| {
                     resp.headers
                         .iter()
-                        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
                         .collect()
                 });
                 let verdict = if (200..300).contains(&resp.status) {
                     self.judge(&resp.headers, &resp.body)
                 } else {
-                    Err(Error::Status { status: resp.status, url: self.spec.url.to_string(), body: preview(&resp.body) })
+                    Err(Error::Status {
+                        status: resp.status,
+                        url: self.spec.url.to_string(),
+                        body: preview(&resp.body),
+                    })
                 };
                 let (top1, error) = match verdict {
                     Ok(top1) => {
@@ -142,9 +151,12 @@ impl Outcome {
 }
 
 fn parse_url(url: &str) -> Result<Url> {
-    let parsed = Url::parse(url).map_err(|e| Error::InvalidArgument(format!("invalid URL {url:?}: {e}")))?;
+    let parsed =
+        Url::parse(url).map_err(|e| Error::InvalidArgument(format!("invalid URL {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(Error::InvalidArgument(format!("URL {url:?} is not http:// or https://")));
+        return Err(Error::InvalidArgument(format!(
+            "URL {url:?} is not http:// or https://"
+        )));
     }
     Ok(parsed)
 }
@@ -152,7 +164,8 @@ fn parse_url(url: &str) -> Result<Url> {
 fn header_map(headers: &[(String, String)]) -> Result<HeaderMap> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
-        let n = HeaderName::from_str(name).map_err(|_| Error::InvalidArgument(format!("invalid header name {name:?}")))?;
+        let n = HeaderName::from_str(name)
+            .map_err(|_| Error::InvalidArgument(format!("invalid header name {name:?}")))?;
         let mut v = HeaderValue::from_str(value)
             .map_err(|_| Error::InvalidArgument(format!("invalid value for header {name:?}")))?;
         if n == reqwest::header::AUTHORIZATION {
@@ -167,7 +180,11 @@ fn timeout(seconds: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(seconds)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| Error::InvalidArgument(format!("timeout must be a positive number of seconds, got {seconds}")))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "timeout must be a positive number of seconds, got {seconds}"
+            ))
+        })
 }
 
 fn expected_shape(shape: &[i64]) -> Vec<Option<usize>> {
@@ -209,9 +226,15 @@ impl PyEndpoint {
                     .into_iter()
                     .map(|(name, datatype, shape)| {
                         let datatype = DataType::parse(&datatype).map_err(|_| {
-                            Error::InvalidArgument(format!("output {name:?}: unsupported datatype {datatype:?}"))
+                            Error::InvalidArgument(format!(
+                                "output {name:?}: unsupported datatype {datatype:?}"
+                            ))
                         })?;
-                        Ok(ExpectedOutput { name, datatype, shape: expected_shape(&shape) })
+                        Ok(ExpectedOutput {
+                            name,
+                            datatype,
+                            shape: expected_shape(&shape),
+                        })
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Check::Triton(expected)
@@ -235,7 +258,16 @@ impl PyEndpoint {
             max_response_bytes,
         };
         let client = PooledClient::new(ClientConfig { insecure, ca_file })?;
-        Ok(PyEndpoint { inner: Arc::new(Endpoint { client, spec, check, keep_headers, keep_body, latency: Recorder::default() }) })
+        Ok(PyEndpoint {
+            inner: Arc::new(Endpoint {
+                client,
+                spec,
+                check,
+                keep_headers,
+                keep_body,
+                latency: Recorder::default(),
+            }),
+        })
     }
 
     #[getter]
@@ -252,11 +284,19 @@ impl PyEndpoint {
     /// last call; recording starts afresh.
     fn take_latency(&self) -> (PyLatencyHistogram, PyLatencyHistogram) {
         let (total, ttfb) = self.inner.latency.take();
-        (PyLatencyHistogram::wrap(total), PyLatencyHistogram::wrap(ttfb))
+        (
+            PyLatencyHistogram::wrap(total),
+            PyLatencyHistogram::wrap(ttfb),
+        )
     }
 
     fn __repr__(&self) -> String {
-        format!("Endpoint({} {}, {} bytes)", self.inner.spec.method, self.inner.spec.url, self.inner.spec.body.len())
+        format!(
+            "Endpoint({} {}, {} bytes)",
+            self.inner.spec.method,
+            self.inner.spec.url,
+            self.inner.spec.body.len()
+        )
     }
 }
 
@@ -271,9 +311,13 @@ pub struct PyRequestSlot {
 impl PyRequestSlot {
     #[new]
     fn new() -> PyResult<Self> {
-        let mailbox = Mailbox::new()
-            .map_err(|e| Error::Transport { url: String::new(), reason: format!("cannot create an eventfd: {e}") })?;
-        Ok(PyRequestSlot { mailbox: Arc::new(mailbox) })
+        let mailbox = Mailbox::new().map_err(|e| Error::Transport {
+            url: String::new(),
+            reason: format!("cannot create an eventfd: {e}"),
+        })?;
+        Ok(PyRequestSlot {
+            mailbox: Arc::new(mailbox),
+        })
     }
 
     /// The eventfd that becomes readable when an outcome is ready.
@@ -382,12 +426,19 @@ impl PyOutcome {
     /// The failure as a `LocustInferenceError` instance, or `None`.
     #[getter]
     fn exception(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.0.error.clone().map(|e| PyErr::from(e).into_value(py).into_any())
+        self.0
+            .error
+            .clone()
+            .map(|e| PyErr::from(e).into_value(py).into_any())
     }
 
     fn __repr__(&self) -> String {
         match &self.0.error {
-            None => format!("Outcome(ok, status={:?}, {:.3} ms)", self.0.status, self.response_time()),
+            None => format!(
+                "Outcome(ok, status={:?}, {:.3} ms)",
+                self.0.status,
+                self.response_time()
+            ),
             Some(e) => format!("Outcome(failed, {e})"),
         }
     }

@@ -51,7 +51,11 @@ pub enum Error {
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("HTTP {status} from {url}: {body}")]
-    Status { status: u16, url: String, body: String },
+    Status {
+        status: u16,
+        url: String,
+        body: String,
+    },
     #[error("no complete response from {url} within {seconds} s")]
     Timeout { url: String, seconds: f64 },
     #[error("request to {url} failed: {reason}")]
@@ -111,7 +115,10 @@ impl From<Error> for PyErr {
 /// Registers the exception hierarchy on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add("LocustInferenceError", py.get_type::<LocustInferenceError>())?;
+    m.add(
+        "LocustInferenceError",
+        py.get_type::<LocustInferenceError>(),
+    )?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("ImageError", py.get_type::<ImageError>())?;
     m.add("RequestError", py.get_type::<RequestError>())?;

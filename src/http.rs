@@ -45,7 +45,10 @@ pub fn runtime() -> Result<Arc<Runtime>> {
         .enable_io()
         .enable_time()
         .build()
-        .map_err(|e| Error::Transport { url: String::new(), reason: format!("cannot start the I/O runtime: {e}") })?;
+        .map_err(|e| Error::Transport {
+            url: String::new(),
+            reason: format!("cannot start the I/O runtime: {e}"),
+        })?;
     let rt = Arc::new(rt);
     *slot = Some((pid, Arc::clone(&rt)));
     Ok(rt)
@@ -69,7 +72,10 @@ pub struct PooledClient {
 impl PooledClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
         let client = build_client(&config)?; // fail early on a bad CA file
-        Ok(PooledClient { config, current: Mutex::new(Some((std::process::id(), client))) })
+        Ok(PooledClient {
+            config,
+            current: Mutex::new(Some((std::process::id(), client))),
+        })
     }
 
     pub fn get(&self) -> Result<reqwest::Client> {
@@ -97,7 +103,9 @@ fn build_client(config: &ClientConfig) -> Result<reqwest::Client> {
         .pool_idle_timeout(Duration::from_secs(90))
         .danger_accept_invalid_certs(config.insecure);
     if let Some(path) = &config.ca_file {
-        let fail = |reason: String| Error::InvalidArgument(format!("CA file {}: {reason}", path.display()));
+        let fail = |reason: String| {
+            Error::InvalidArgument(format!("CA file {}: {reason}", path.display()))
+        };
         let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
         if certs.is_empty() {
@@ -107,9 +115,10 @@ fn build_client(config: &ClientConfig) -> Result<reqwest::Client> {
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder
-        .build()
-        .map_err(|e| Error::Transport { url: String::new(), reason: format!("cannot build the HTTP client: {e}") })
+    builder.build().map_err(|e| Error::Transport {
+        url: String::new(),
+        reason: format!("cannot build the HTTP client: {e}"),
+    })
 }
 
 /// Everything needed to send one request, prepared once and shared by every send.
@@ -151,20 +160,38 @@ pub async fn send(client: &reqwest::Client, spec: &RequestSpec) -> Result<Respon
         .headers(spec.headers.clone())
         .body(spec.body.clone())
         .build()
-        .map_err(|e| Failure { error: transport_error(&spec.url, &e), elapsed: Duration::ZERO, status: None })?;
+        .map_err(|e| Failure {
+            error: transport_error(&spec.url, &e),
+            elapsed: Duration::ZERO,
+            status: None,
+        })?;
     let start = Instant::now();
     let mut status = None;
     let exchange = async {
-        let mut response = client.execute(request).await.map_err(|e| (transport_error(&spec.url, &e), None))?;
+        let mut response = client
+            .execute(request)
+            .await
+            .map_err(|e| (transport_error(&spec.url, &e), None))?;
         let ttfb = start.elapsed();
         let code = response.status().as_u16();
         status = Some(code);
-        let too_large = || Error::TooLarge { url: spec.url.to_string(), limit: spec.max_response_bytes };
-        if response.content_length().is_some_and(|n| n > spec.max_response_bytes as u64) {
+        let too_large = || Error::TooLarge {
+            url: spec.url.to_string(),
+            limit: spec.max_response_bytes,
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > spec.max_response_bytes as u64)
+        {
             return Err((too_large(), Some(code)));
         }
-        let mut body = bytes::BytesMut::with_capacity(response.content_length().unwrap_or(0) as usize);
-        while let Some(chunk) = response.chunk().await.map_err(|e| (transport_error(&spec.url, &e), Some(code)))? {
+        let mut body =
+            bytes::BytesMut::with_capacity(response.content_length().unwrap_or(0) as usize);
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| (transport_error(&spec.url, &e), Some(code)))?
+        {
             if body.len() + chunk.len() > spec.max_response_bytes {
                 return Err((too_large(), Some(code)));
             }
@@ -172,13 +199,26 @@ pub async fn send(client: &reqwest::Client, spec: &RequestSpec) -> Result<Respon
         }
         let total = start.elapsed();
         let headers = std::mem::take(response.headers_mut());
-        Ok(Response { status: code, headers, body: body.freeze(), ttfb, total })
+        Ok(Response {
+            status: code,
+            headers,
+            body: body.freeze(),
+            ttfb,
+            total,
+        })
     };
     match tokio::time::timeout(spec.timeout, exchange).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err((error, code))) => Err(Failure { error, elapsed: start.elapsed(), status: code }),
+        Ok(Err((error, code))) => Err(Failure {
+            error,
+            elapsed: start.elapsed(),
+            status: code,
+        }),
         Err(_) => Err(Failure {
-            error: Error::Timeout { url: spec.url.to_string(), seconds: spec.timeout.as_secs_f64() },
+            error: Error::Timeout {
+                url: spec.url.to_string(),
+                seconds: spec.timeout.as_secs_f64(),
+            },
             elapsed: start.elapsed(),
             status,
         }),

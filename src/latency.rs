@@ -16,16 +16,25 @@ pub const HIGHEST_US: u64 = 60_000_000;
 pub const SIGNIFICANT_DIGITS: u8 = 3;
 
 /// The percentiles every summary reports, with their names.
-pub const SUMMARY_PERCENTILES: [(&str, f64); 6] =
-    [("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p99.9", 99.9), ("p99.99", 99.99)];
+pub const SUMMARY_PERCENTILES: [(&str, f64); 6] = [
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p95", 95.0),
+    ("p99", 99.0),
+    ("p99.9", 99.9),
+    ("p99.99", 99.99),
+];
 
 pub fn new_histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS).unwrap_or_else(|_| unreachable!())
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        .unwrap_or_else(|_| unreachable!())
 }
 
 fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(LOWEST_US)
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(LOWEST_US)
 }
 
 /// Total and time-to-first-byte histograms of one endpoint, filled from the I/O thread.
@@ -35,7 +44,9 @@ pub struct Recorder {
 
 impl Default for Recorder {
     fn default() -> Self {
-        Recorder { current: Mutex::new((new_histogram(), new_histogram())) }
+        Recorder {
+            current: Mutex::new((new_histogram(), new_histogram())),
+        }
     }
 }
 
@@ -66,7 +77,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Histogram<u64>> {
         .deserialize(&mut std::io::Cursor::new(bytes))
         .map_err(|e| Error::protocol(format!("not a serialised latency histogram: {e:?}")))?;
     let mut fixed = new_histogram();
-    fixed.add(&h).map_err(|e| Error::protocol(format!("histogram out of range: {e:?}")))?;
+    fixed
+        .add(&h)
+        .map_err(|e| Error::protocol(format!("histogram out of range: {e:?}")))?;
     Ok(fixed)
 }
 
@@ -77,7 +90,12 @@ pub fn distribution(h: &Histogram<u64>, ticks_per_half: u32) -> Vec<(f64, u64)> 
     }
     let mut points: Vec<(f64, u64)> = h
         .iter_quantiles(ticks_per_half.max(1))
-        .map(|v| (v.quantile_iterated_to() * 100.0, h.highest_equivalent(v.value_iterated_to())))
+        .map(|v| {
+            (
+                v.quantile_iterated_to() * 100.0,
+                h.highest_equivalent(v.value_iterated_to()),
+            )
+        })
         .collect();
     points.insert(0, (0.0, h.min()));
     points
@@ -104,12 +122,18 @@ fn ms(us: u64) -> f64 {
 impl PyLatencyHistogram {
     #[new]
     fn new() -> Self {
-        PyLatencyHistogram { inner: new_histogram() }
+        PyLatencyHistogram {
+            inner: new_histogram(),
+        }
     }
 
     /// Records one latency in milliseconds (clamped to 1 µs .. 60 s).
     fn record(&mut self, milliseconds: f64) {
-        let us = if milliseconds.is_finite() { (milliseconds * 1000.0).round().max(0.0) as u64 } else { HIGHEST_US };
+        let us = if milliseconds.is_finite() {
+            (milliseconds * 1000.0).round().max(0.0) as u64
+        } else {
+            HIGHEST_US
+        };
         self.inner.saturating_record(us.max(LOWEST_US));
     }
 
@@ -127,7 +151,9 @@ impl PyLatencyHistogram {
 
     #[staticmethod]
     fn from_bytes(data: &[u8]) -> PyResult<Self> {
-        Ok(PyLatencyHistogram { inner: from_bytes(data)? })
+        Ok(PyLatencyHistogram {
+            inner: from_bytes(data)?,
+        })
     }
 
     #[getter]
@@ -140,7 +166,9 @@ impl PyLatencyHistogram {
         if self.inner.is_empty() {
             return 0.0;
         }
-        ms(self.inner.highest_equivalent(self.inner.value_at_percentile(percentile.clamp(0.0, 100.0))))
+        ms(self
+            .inner
+            .highest_equivalent(self.inner.value_at_percentile(percentile.clamp(0.0, 100.0))))
     }
 
     /// min, mean, p50, p90, p95, p99, p99.9, p99.99, max in ms (empty dict when no samples).
@@ -161,7 +189,10 @@ impl PyLatencyHistogram {
     /// `[(percentile, ms), ...]` for a percentile plot.
     #[pyo3(signature = (ticks_per_half = 5))]
     fn distribution(&self, ticks_per_half: u32) -> Vec<(f64, f64)> {
-        distribution(&self.inner, ticks_per_half).into_iter().map(|(p, us)| (p, ms(us))).collect()
+        distribution(&self.inner, ticks_per_half)
+            .into_iter()
+            .map(|(p, us)| (p, ms(us)))
+            .collect()
     }
 
     fn __eq__(&self, other: &PyLatencyHistogram) -> bool {
@@ -169,7 +200,11 @@ impl PyLatencyHistogram {
     }
 
     fn __repr__(&self) -> String {
-        format!("LatencyHistogram(count={}, p50={:.3} ms)", self.inner.len(), self.percentile(50.0))
+        format!(
+            "LatencyHistogram(count={}, p50={:.3} ms)",
+            self.inner.len(),
+            self.percentile(50.0)
+        )
     }
 }
 
@@ -182,7 +217,11 @@ mod tests {
         let (mut a, mut b, mut all) = (new_histogram(), new_histogram(), new_histogram());
         for i in 0..10_000u64 {
             let v = 1 + (i * 7919) % 250_000;
-            if i % 3 == 0 { a.record(v).unwrap() } else { b.record(v).unwrap() }
+            if i % 3 == 0 {
+                a.record(v).unwrap();
+            } else {
+                b.record(v).unwrap();
+            }
             all.record(v).unwrap();
         }
         let a = from_bytes(&to_bytes(&a).unwrap()).unwrap();
@@ -197,7 +236,7 @@ mod tests {
     #[test]
     fn recorder_takes_and_resets() {
         let r = Recorder::default();
-        r.record(Duration::from_micros(20_500), Duration::from_micros(20_000));
+        r.record(Duration::from_micros(20_500), Duration::from_millis(20));
         r.record(Duration::from_nanos(10), Duration::from_secs(100));
         let (total, ttfb) = r.take();
         assert_eq!(total.len(), 2);

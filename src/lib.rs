@@ -21,8 +21,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(triton::py::encode_triton_request_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::decode_triton_response_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::parse_model_metadata_py, m)?)?;
-    m.add_function(wrap_pyfunction!(litserve::py::encode_litserve_request_py, m)?)?;
-    m.add_function(wrap_pyfunction!(litserve::py::check_litserve_response_py, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        litserve::py::encode_litserve_request_py,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(
+        litserve::py::check_litserve_response_py,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(client::http_request, m)?)?;
     m.add_class::<client::PyEndpoint>()?;
     m.add_class::<client::PyRequestSlot>()?;

@@ -47,7 +47,9 @@ impl Default for Params {
 impl Params {
     fn validate(&self) -> Result<()> {
         if self.resize == 0 || self.crop == 0 {
-            return Err(Error::InvalidArgument("resize and crop must be positive".into()));
+            return Err(Error::InvalidArgument(
+                "resize and crop must be positive".into(),
+            ));
         }
         if self.crop > self.resize {
             return Err(Error::InvalidArgument(format!(
@@ -55,8 +57,12 @@ impl Params {
                 self.crop, self.resize
             )));
         }
-        if self.std.iter().any(|s| *s == 0.0 || !s.is_finite()) || self.mean.iter().any(|m| !m.is_finite()) {
-            return Err(Error::InvalidArgument("mean must be finite and std finite and non-zero".into()));
+        if self.std.iter().any(|s| *s == 0.0 || !s.is_finite())
+            || self.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(Error::InvalidArgument(
+                "mean must be finite and std finite and non-zero".into(),
+            ));
         }
         Ok(())
     }
@@ -82,10 +88,15 @@ pub fn preprocess_rgb(image: &RgbImage, params: &Params) -> Vec<f32> {
 
 /// Decodes any supported format into 8-bit RGB the way Pillow's `convert("RGB")` would.
 pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
-    let fail = |reason: String| Error::Image { path: path.display().to_string(), reason };
+    let fail = |reason: String| Error::Image {
+        path: path.display().to_string(),
+        reason,
+    };
     let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let mut bytes = Vec::new();
-    BufReader::new(file).read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
+    BufReader::new(file)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
     if bytes.is_empty() {
         return Err(fail("the file is empty".into()));
     }
@@ -93,21 +104,29 @@ pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
         .with_guessed_format()
         .map_err(|e| fail(e.to_string()))?;
     let Some(format) = reader.format() else {
-        return Err(fail("not a recognised image format (JPEG, PNG, WebP, GIF, BMP, TIFF)".into()));
+        return Err(fail(
+            "not a recognised image format (JPEG, PNG, WebP, GIF, BMP, TIFF)".into(),
+        ));
     };
     if format == image::ImageFormat::Jpeg {
         if !jpeg_is_complete(&bytes) {
-            return Err(fail("the JPEG data is truncated (no end-of-image marker after the scan)".into()));
+            return Err(fail(
+                "the JPEG data is truncated (no end-of-image marker after the scan)".into(),
+            ));
         }
         return decode_jpeg(&bytes).map_err(fail);
     }
     let name = format!("{format:?}").to_uppercase();
-    let (width, height) = reader.into_dimensions().map_err(|e| fail(format!("{name} header: {e}")))?;
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|e| fail(format!("{name} header: {e}")))?;
     check_size(width as usize, height as usize).map_err(fail)?;
     let reader = ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|e| fail(e.to_string()))?;
-    let decoded = reader.decode().map_err(|e| fail(format!("{name} decoding failed: {e}")))?;
+    let decoded = reader
+        .decode()
+        .map_err(|e| fail(format!("{name} decoding failed: {e}")))?;
     Ok(decoded.to_rgb8())
 }
 
@@ -116,7 +135,9 @@ fn check_size(width: usize, height: usize) -> std::result::Result<(), String> {
         return Err(format!("the image is {width}x{height} pixels"));
     }
     if (width as u64) * (height as u64) > MAX_PIXELS {
-        return Err(format!("{width}x{height} pixels is more than {MAX_PIXELS}, a possible decompression bomb"));
+        return Err(format!(
+            "{width}x{height} pixels is more than {MAX_PIXELS}, a possible decompression bomb"
+        ));
     }
     Ok(())
 }
@@ -130,28 +151,36 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         if let Err(reason) = check_size(width, height) {
             return Ok(Err(reason));
         }
-        let cmyk = matches!(decompress.color_space(), mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK);
+        let cmyk = matches!(
+            decompress.color_space(),
+            mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
+        );
         let rgb = if cmyk {
             let inverted = has_adobe_marker(bytes);
             let mut started = decompress.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)?;
             let pixels: Vec<u8> = started.read_scanlines()?;
             started.finish()?;
-            pixels.chunks_exact(4).flat_map(|p| cmyk_to_rgb(p, inverted)).collect()
+            pixels
+                .chunks_exact(4)
+                .flat_map(|p| cmyk_to_rgb(p, inverted))
+                .collect()
         } else {
             let mut started = decompress.rgb()?;
             let pixels: Vec<u8> = started.read_scanlines()?;
             started.finish()?;
             pixels
         };
-        Ok(RgbImage::from_raw(width as u32, height as u32, rgb).ok_or_else(|| "the JPEG decoder returned too few pixels".to_string()))
+        Ok(RgbImage::from_raw(width as u32, height as u32, rgb)
+            .ok_or_else(|| "the JPEG decoder returned too few pixels".to_string()))
     };
     match std::panic::catch_unwind(decode) {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(format!("JPEG decoding failed: {e}")),
         // libjpeg reports fatal errors by unwinding with its message
-        Err(payload) => Err(payload
-            .downcast_ref::<String>()
-            .map_or_else(|| "JPEG decoding failed".to_string(), |m| format!("JPEG decoding failed: {m}"))),
+        Err(payload) => Err(payload.downcast_ref::<String>().map_or_else(
+            || "JPEG decoding failed".to_string(),
+            |m| format!("JPEG decoding failed: {m}"),
+        )),
     }
 }
 
@@ -169,14 +198,23 @@ fn cmyk_to_rgb(p: &[u8], inverted: bool) -> [u8; 3] {
 
 /// Whether the JPEG carries an Adobe APP14 segment before its first scan.
 fn has_adobe_marker(bytes: &[u8]) -> bool {
-    let header_end = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap_or(bytes.len());
-    bytes[..header_end].windows(9).any(|w| w[..2] == [0xFF, 0xEE] && &w[4..] == b"Adobe")
+    let header_end = bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xDA])
+        .unwrap_or(bytes.len());
+    bytes[..header_end]
+        .windows(9)
+        .any(|w| w[..2] == [0xFF, 0xEE] && &w[4..] == b"Adobe")
 }
 
 /// A JPEG is complete when an end-of-image marker follows its last start-of-scan marker.
 /// Decoders fill a truncated scan with grey instead of failing; Pillow refuses such files.
 fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
+    let last = |marker: u8| {
+        bytes
+            .windows(2)
+            .rposition(|w| w[0] == 0xFF && w[1] == marker)
+    };
     match (last(0xDA), last(0xD9)) {
         (Some(sos), Some(eoi)) => eoi > sos,
         _ => false,
@@ -186,7 +224,11 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 /// torchvision's output size for `Resize(size)` with an int: the short side becomes `size`, the long
 /// side `int(size * long / short)`.
 pub fn resized_size(width: u32, height: u32, size: u32) -> (u32, u32) {
-    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
     let new_long = (f64::from(size) * f64::from(long) / f64::from(short)) as u32;
     if width <= height {
         (size, new_long)
@@ -369,15 +411,20 @@ fn normalize_chw(rgb: &[u8], height: usize, width: usize, params: &Params) -> Ve
 /// `preprocess_image(path, *, resize=256, crop=224, mean=..., std=...) -> numpy.ndarray`
 #[pyfunction(name = "preprocess_image")]
 #[pyo3(signature = (path, *, resize = 256, crop = 224, mean = (0.485, 0.456, 0.406), std = (0.229, 0.224, 0.225)))]
-pub fn preprocess_image_py<'py>(
-    py: Python<'py>,
+pub fn preprocess_image_py(
+    py: Python<'_>,
     path: std::path::PathBuf,
     resize: u32,
     crop: u32,
     mean: (f32, f32, f32),
     std: (f32, f32, f32),
-) -> PyResult<Bound<'py, PyArray3<f32>>> {
-    let params = Params { resize, crop, mean: [mean.0, mean.1, mean.2], std: [std.0, std.1, std.2] };
+) -> PyResult<Bound<'_, PyArray3<f32>>> {
+    let params = Params {
+        resize,
+        crop,
+        mean: [mean.0, mean.1, mean.2],
+        std: [std.0, std.1, std.2],
+    };
     let data = py.detach(|| preprocess_file(&path, &params))?;
     let side = crop as usize;
     let array = ndarray::Array3::from_shape_vec((3, side, side), data)
@@ -413,7 +460,10 @@ mod tests {
             let c = bilinear_coeffs(inp, out);
             for w in &c.weights {
                 let sum: i64 = w.iter().map(|&k| i64::from(k)).sum();
-                assert!((sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64, "{inp}->{out}: {sum}");
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
+                    "{inp}->{out}: {sum}"
+                );
             }
         }
     }
@@ -427,7 +477,13 @@ mod tests {
 
     #[test]
     fn window_equals_crop_of_full_resize() {
-        let img = RgbImage::from_fn(97, 131, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x ^ y) % 256) as u8]));
+        let img = RgbImage::from_fn(97, 131, |x, y| {
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x ^ y) % 256) as u8,
+            ])
+        });
         let full = resample_window(&img, 256, 345, 0, 0, 256, 345);
         let win = resample_window(&img, 256, 345, 16, 60, 224, 224);
         for r in 0..224 {
@@ -438,6 +494,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // the point is bit-exactness
     fn normalization_matches_formula() {
         let p = Params::default();
         let out = normalize_chw(&[255, 0, 128], 1, 1, &p);
@@ -455,18 +512,28 @@ mod tests {
         std::fs::write(&empty, b"").unwrap();
         let text = dir.join("text.jpg");
         std::fs::write(&text, b"hello, not an image").unwrap();
-        for (path, needle) in [(missing, "No such file"), (empty, "empty"), (text, "not a recognised")] {
+        for (path, needle) in [
+            (missing, "No such file"),
+            (empty, "empty"),
+            (text, "not a recognised"),
+        ] {
             let err = preprocess_file(&path, &Params::default()).unwrap_err();
             let msg = err.to_string();
             assert!(matches!(err, Error::Image { .. }), "{msg}");
-            assert!(msg.contains(path.to_str().unwrap()) && msg.contains(needle), "{msg}");
+            assert!(
+                msg.contains(path.to_str().unwrap()) && msg.contains(needle),
+                "{msg}"
+            );
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn rejects_crop_larger_than_resize() {
-        let p = Params { crop: 300, ..Params::default() };
+        let p = Params {
+            crop: 300,
+            ..Params::default()
+        };
         assert!(matches!(p.validate(), Err(Error::InvalidArgument(_))));
     }
 }

@@ -161,10 +161,16 @@ mod tests {
 
     #[test]
     fn argmax_and_finite() {
-        let data: Vec<u8> = [1.0f32, 5.0, 5.0, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data: Vec<u8> = [1.0f32, 5.0, 5.0, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         assert_eq!(argmax(DataType::Fp32, &data), Some(1));
         assert!(all_finite(DataType::Fp32, &data));
-        let nan: Vec<u8> = [1.0f32, f32::NAN].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let nan: Vec<u8> = [1.0f32, f32::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         assert!(!all_finite(DataType::Fp32, &nan));
         assert_eq!(argmax(DataType::Fp32, &nan), None);
         assert_eq!(argmax(DataType::Int64, &(-3i64).to_le_bytes()), Some(0));
@@ -172,7 +178,10 @@ mod tests {
 
     #[test]
     fn byte_size_overflow_is_an_error() {
-        assert_eq!(byte_size(DataType::Fp32, &[1, 3, 224, 224]).unwrap(), 602_112);
+        assert_eq!(
+            byte_size(DataType::Fp32, &[1, 3, 224, 224]).unwrap(),
+            602_112
+        );
         assert!(byte_size(DataType::Fp64, &[usize::MAX, 2]).is_err());
     }
 }
@@ -180,7 +189,12 @@ mod tests {
 /// Writes element `i` as a JSON number: floats in the shortest form that parses back to the same
 /// value of their own width, integers exactly, BOOL as `true`/`false`. Non-finite floats have no
 /// JSON form and are an error.
-pub fn write_json_element(datatype: DataType, data: &[u8], i: usize, out: &mut Vec<u8>) -> Result<()> {
+pub fn write_json_element(
+    datatype: DataType,
+    data: &[u8],
+    i: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let s = datatype.size();
     let b = &data[i * s..(i + 1) * s];
     let mut ryu_buf = ryu::Buffer::new();
@@ -201,9 +215,13 @@ pub fn write_json_element(datatype: DataType, data: &[u8], i: usize, out: &mut V
                 )));
             }
             match datatype {
-                DataType::Fp32 => ryu_buf.format_finite(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                DataType::Fp32 => {
+                    ryu_buf.format_finite(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                }
                 // FP16 has no shortest writer of its own: its f32 widening is exact and round-trips.
-                DataType::Fp16 => ryu_buf.format_finite(half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                DataType::Fp16 => {
+                    ryu_buf.format_finite(half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                }
                 _ => ryu_buf.format_finite(element_f64(datatype, data, i)),
             }
         }
@@ -216,7 +234,13 @@ pub fn write_json_element(datatype: DataType, data: &[u8], i: usize, out: &mut V
 }
 
 /// Writes the tensor's elements as a JSON array: flat, or nested following `shape`.
-pub fn write_json_array(datatype: DataType, data: &[u8], shape: &[usize], nested: bool, out: &mut Vec<u8>) -> Result<()> {
+pub fn write_json_array(
+    datatype: DataType,
+    data: &[u8],
+    shape: &[usize],
+    nested: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let count = element_count(shape).unwrap_or(0);
     if data.len() != count * datatype.size() {
         return Err(Error::InvalidArgument(format!(
@@ -239,7 +263,13 @@ pub fn write_json_array(datatype: DataType, data: &[u8], shape: &[usize], nested
     write_nested(datatype, data, shape, &mut next, out)
 }
 
-fn write_nested(datatype: DataType, data: &[u8], shape: &[usize], next: &mut usize, out: &mut Vec<u8>) -> Result<()> {
+fn write_nested(
+    datatype: DataType,
+    data: &[u8],
+    shape: &[usize],
+    next: &mut usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     out.push(b'[');
     for i in 0..shape[0] {
         if i > 0 {
@@ -257,7 +287,11 @@ fn write_nested(datatype: DataType, data: &[u8], shape: &[usize], next: &mut usi
 }
 
 /// Converts a JSON number (or bool) to the little-endian bytes of `datatype`, checking its range.
-pub fn json_value_to_bytes(datatype: DataType, value: &serde_json::Value, out: &mut Vec<u8>) -> Result<()> {
+pub fn json_value_to_bytes(
+    datatype: DataType,
+    value: &serde_json::Value,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let bad = || Error::protocol(format!("value {value} is not a valid {datatype}"));
     macro_rules! int {
         ($t:ty) => {{
@@ -281,8 +315,11 @@ pub fn json_value_to_bytes(datatype: DataType, value: &serde_json::Value, out: &
         DataType::Int16 => int!(i16),
         DataType::Int32 => int!(i32),
         DataType::Int64 => int!(i64),
-        DataType::Fp16 => out.extend_from_slice(&half::f16::from_f64(value.as_f64().ok_or_else(bad)?).to_le_bytes()),
-        DataType::Fp32 => out.extend_from_slice(&(value.as_f64().ok_or_else(bad)? as f32).to_le_bytes()),
+        DataType::Fp16 => out
+            .extend_from_slice(&half::f16::from_f64(value.as_f64().ok_or_else(bad)?).to_le_bytes()),
+        DataType::Fp32 => {
+            out.extend_from_slice(&(value.as_f64().ok_or_else(bad)? as f32).to_le_bytes());
+        }
         DataType::Fp64 => out.extend_from_slice(&value.as_f64().ok_or_else(bad)?.to_le_bytes()),
     }
     Ok(())
@@ -290,7 +327,10 @@ pub fn json_value_to_bytes(datatype: DataType, value: &serde_json::Value, out: &
 
 /// Flattens a (possibly nested) JSON array of numbers into little-endian bytes; returns the shape
 /// found when the nesting is regular.
-pub fn json_array_to_bytes(datatype: DataType, value: &serde_json::Value) -> Result<(Vec<u8>, Vec<usize>)> {
+pub fn json_array_to_bytes(
+    datatype: DataType,
+    value: &serde_json::Value,
+) -> Result<(Vec<u8>, Vec<usize>)> {
     let mut out = Vec::new();
     let mut shape = Vec::new();
     let mut probe = value;
@@ -305,11 +345,19 @@ pub fn json_array_to_bytes(datatype: DataType, value: &serde_json::Value) -> Res
     Ok((out, shape))
 }
 
-fn flatten_into(datatype: DataType, value: &serde_json::Value, depth: usize, shape: &[usize], out: &mut Vec<u8>) -> Result<()> {
+fn flatten_into(
+    datatype: DataType,
+    value: &serde_json::Value,
+    depth: usize,
+    shape: &[usize],
+    out: &mut Vec<u8>,
+) -> Result<()> {
     match value {
         serde_json::Value::Array(items) => {
             if depth >= shape.len() || items.len() != shape[depth] {
-                return Err(Error::protocol("ragged JSON array: rows of different lengths"));
+                return Err(Error::protocol(
+                    "ragged JSON array: rows of different lengths",
+                ));
             }
             for item in items {
                 flatten_into(datatype, item, depth + 1, shape, out)?;
@@ -318,7 +366,9 @@ fn flatten_into(datatype: DataType, value: &serde_json::Value, depth: usize, sha
         }
         other => {
             if depth != shape.len() {
-                return Err(Error::protocol("ragged JSON array: numbers and lists mixed"));
+                return Err(Error::protocol(
+                    "ragged JSON array: numbers and lists mixed",
+                ));
             }
             json_value_to_bytes(datatype, other, out)
         }
@@ -335,7 +385,16 @@ mod json_tests {
 
     #[test]
     fn floats_are_written_shortest_and_round_trip() {
-        let values = [0.1f32, -2.117_904, 1e-7, 3.402_823_5e38, 0.0, -0.0, 1.0, f32::MIN_POSITIVE];
+        let values = [
+            0.1f32,
+            -2.117_904,
+            1e-7,
+            3.402_823_5e38,
+            0.0,
+            -0.0,
+            1.0,
+            f32::MIN_POSITIVE,
+        ];
         let data = f32_bytes(&values);
         let mut out = Vec::new();
         write_json_array(DataType::Fp32, &data, &[values.len()], false, &mut out).unwrap();
@@ -343,7 +402,10 @@ mod json_tests {
         assert!(text.starts_with("[0.1,-2.117904,1e-7,"), "{text}");
         let parsed: Vec<f64> = serde_json::from_str(&text).unwrap();
         let back: Vec<f32> = parsed.iter().map(|&v| v as f32).collect();
-        assert_eq!(back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -351,8 +413,15 @@ mod json_tests {
         let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let mut out = Vec::new();
         write_json_array(DataType::Fp32, &data, &[1, 2, 3], true, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "[[[1.0,2.0,3.0],[4.0,5.0,6.0]]]");
-        let (bytes, shape) = json_array_to_bytes(DataType::Fp32, &serde_json::from_str("[[[1,2,3],[4,5,6]]]").unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[[[1.0,2.0,3.0],[4.0,5.0,6.0]]]"
+        );
+        let (bytes, shape) = json_array_to_bytes(
+            DataType::Fp32,
+            &serde_json::from_str("[[[1,2,3],[4,5,6]]]").unwrap(),
+        )
+        .unwrap();
         assert_eq!(shape, vec![1, 2, 3]);
         assert_eq!(bytes, data);
     }
@@ -360,7 +429,14 @@ mod json_tests {
     #[test]
     fn non_finite_and_ragged_are_errors() {
         let mut out = Vec::new();
-        assert!(write_json_array(DataType::Fp32, &f32_bytes(&[f32::NAN]), &[1], false, &mut out).is_err());
+        assert!(write_json_array(
+            DataType::Fp32,
+            &f32_bytes(&[f32::NAN]),
+            &[1],
+            false,
+            &mut out
+        )
+        .is_err());
         let ragged = serde_json::from_str("[[1,2],[3]]").unwrap();
         assert!(json_array_to_bytes(DataType::Fp32, &ragged).is_err());
         let mixed = serde_json::from_str("[[1,2],3]").unwrap();
@@ -371,13 +447,29 @@ mod json_tests {
 
     #[test]
     fn integers_and_bools() {
-        let data: Vec<u8> = [-5i64, 1 << 60].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data: Vec<u8> = [-5i64, 1 << 60]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let mut out = Vec::new();
         write_json_array(DataType::Int64, &data, &[2], false, &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "[-5,1152921504606846976]");
         let mut out = Vec::new();
         write_json_array(DataType::Bool, &[1, 0], &[2], false, &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "[true,false]");
+    }
+}
+
+/// Property-test settings: 2000 cases per property, or `PROPTEST_CASES` for a longer campaign.
+#[cfg(test)]
+pub fn fuzz_config() -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    proptest::test_runner::Config {
+        cases,
+        ..proptest::test_runner::Config::default()
     }
 }
 
@@ -432,12 +524,19 @@ pub mod py {
         let array = numpy.call_method1("asarray", (array,))?;
         let dtype_name: String = array.getattr("dtype")?.getattr("name")?.extract()?;
         let datatype = from_numpy_name(&dtype_name).ok_or_else(|| {
-            Error::UnsupportedType(format!("numpy dtype {dtype_name} has no KServe v2 datatype"))
+            Error::UnsupportedType(format!(
+                "numpy dtype {dtype_name} has no KServe v2 datatype"
+            ))
         })?;
         let shape: Vec<usize> = array.getattr("shape")?.extract()?;
         let contiguous = numpy.call_method1("ascontiguousarray", (array, numpy_dtype(datatype)))?;
         let data: Vec<u8> = contiguous.call_method0("tobytes")?.extract()?;
-        Ok(Tensor { name: name.to_string(), datatype, shape, data })
+        Ok(Tensor {
+            name: name.to_string(),
+            datatype,
+            shape,
+            data,
+        })
     }
 
     /// A new, writable numpy array holding the tensor.
@@ -445,6 +544,7 @@ pub mod py {
         let numpy = py.import("numpy")?;
         let bytes = PyBytes::new(py, &tensor.data);
         let flat = numpy.call_method1("frombuffer", (bytes, numpy_dtype(tensor.datatype)))?;
-        flat.call_method1("reshape", (tensor.shape.clone(),))?.call_method0("copy")
+        flat.call_method1("reshape", (tensor.shape.clone(),))?
+            .call_method0("copy")
     }
 }

@@ -15,7 +15,11 @@ use crate::tensor::{self, byte_size, DataType, Tensor};
 pub const HEADER_LENGTH_HEADER: &str = "inference-header-content-length";
 
 /// Encodes an inference request. Returns the body and, in binary mode, the JSON header's length.
-pub fn encode_request(input: &Tensor, output_names: &[String], binary: bool) -> Result<(Vec<u8>, Option<usize>)> {
+pub fn encode_request(
+    input: &Tensor,
+    output_names: &[String],
+    binary: bool,
+) -> Result<(Vec<u8>, Option<usize>)> {
     let expected = byte_size(input.datatype, &input.shape)?;
     if input.data.len() != expected {
         return Err(Error::InvalidArgument(format!(
@@ -40,7 +44,8 @@ pub fn encode_request(input: &Tensor, output_names: &[String], binary: bool) -> 
             }],
             "outputs": outputs,
         });
-        let mut body = serde_json::to_vec(&header).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut body =
+            serde_json::to_vec(&header).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let header_len = body.len();
         body.extend_from_slice(&input.data);
         return Ok((body, Some(header_len)));
@@ -48,13 +53,19 @@ pub fn encode_request(input: &Tensor, output_names: &[String], binary: bool) -> 
     // JSON mode: the data goes inline, written by hand so floats keep their shortest form.
     let mut body = Vec::with_capacity(input.data.len() * 3 + 256);
     body.extend_from_slice(b"{\"inputs\":[{\"name\":");
-    body.extend_from_slice(&serde_json::to_vec(&input.name).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    body.extend_from_slice(
+        &serde_json::to_vec(&input.name).map_err(|e| Error::InvalidArgument(e.to_string()))?,
+    );
     body.extend_from_slice(b",\"shape\":");
-    body.extend_from_slice(&serde_json::to_vec(&input.shape).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    body.extend_from_slice(
+        &serde_json::to_vec(&input.shape).map_err(|e| Error::InvalidArgument(e.to_string()))?,
+    );
     body.extend_from_slice(format!(",\"datatype\":\"{}\",\"data\":", input.datatype).as_bytes());
     tensor::write_json_array(input.datatype, &input.data, &input.shape, false, &mut body)?;
     body.extend_from_slice(b"}],\"outputs\":");
-    body.extend_from_slice(&serde_json::to_vec(&outputs).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    body.extend_from_slice(
+        &serde_json::to_vec(&outputs).map_err(|e| Error::InvalidArgument(e.to_string()))?,
+    );
     body.push(b'}');
     Ok((body, None))
 }
@@ -80,16 +91,25 @@ struct OutputHeader {
 
 /// Parses the `Inference-Header-Content-Length` value.
 pub fn parse_header_length(value: &[u8]) -> Result<usize> {
-    let text = std::str::from_utf8(value).map_err(|_| Error::protocol("Inference-Header-Content-Length is not text"))?;
+    let text = std::str::from_utf8(value)
+        .map_err(|_| Error::protocol("Inference-Header-Content-Length is not text"))?;
     text.trim().parse::<usize>().map_err(|_| {
-        Error::protocol(format!("Inference-Header-Content-Length {text:?} is not a non-negative integer"))
+        Error::protocol(format!(
+            "Inference-Header-Content-Length {text:?} is not a non-negative integer"
+        ))
     })
 }
 
 fn shape_of(name: &str, shape: &[i64]) -> Result<Vec<usize>> {
     shape
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| Error::protocol(format!("output {name:?} has negative dimension in shape {shape:?}"))))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| {
+                Error::protocol(format!(
+                    "output {name:?} has negative dimension in shape {shape:?}"
+                ))
+            })
+        })
         .collect()
 }
 
@@ -102,8 +122,9 @@ pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<
             body.len()
         )));
     }
-    let header: ResponseHeader = serde_json::from_slice(&body[..header_len])
-        .map_err(|e| Error::protocol(format!("response header is not valid inference JSON: {e}")))?;
+    let header: ResponseHeader = serde_json::from_slice(&body[..header_len]).map_err(|e| {
+        Error::protocol(format!("response header is not valid inference JSON: {e}"))
+    })?;
     if let Some(err) = header.error {
         return Err(Error::protocol(format!("server reported an error: {err}")));
     }
@@ -114,26 +135,37 @@ pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<
             .map_err(|e| Error::protocol(format!("output {:?}: {e}", out.name)))?;
         let shape = shape_of(&out.name, &out.shape)?;
         let size = byte_size(datatype, &shape)?;
-        let binary_size = out.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
+        let binary_size = out
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"));
         let data = match (binary_size, &out.data) {
             (Some(v), _) => {
                 let n = v
                     .as_u64()
                     .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| Error::protocol(format!("output {:?}: binary_data_size {v} is not a size", out.name)))?;
+                    .ok_or_else(|| {
+                        Error::protocol(format!(
+                            "output {:?}: binary_data_size {v} is not a size",
+                            out.name
+                        ))
+                    })?;
                 if n != size {
                     return Err(Error::protocol(format!(
                         "output {:?}: binary_data_size {n} does not match shape {shape:?} of {datatype} ({size} bytes)",
                         out.name
                     )));
                 }
-                let end = offset.checked_add(n).filter(|&e| e <= body.len()).ok_or_else(|| {
-                    Error::protocol(format!(
-                        "output {:?}: binary data truncated ({} bytes left, {n} announced)",
-                        out.name,
-                        body.len() - offset
-                    ))
-                })?;
+                let end = offset
+                    .checked_add(n)
+                    .filter(|&e| e <= body.len())
+                    .ok_or_else(|| {
+                        Error::protocol(format!(
+                            "output {:?}: binary data truncated ({} bytes left, {n} announced)",
+                            out.name,
+                            body.len() - offset
+                        ))
+                    })?;
                 let data = body[offset..end].to_vec();
                 offset = end;
                 data
@@ -150,9 +182,19 @@ pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<
                 }
                 data
             }
-            (None, None) => return Err(Error::protocol(format!("output {:?} carries no data", out.name))),
+            (None, None) => {
+                return Err(Error::protocol(format!(
+                    "output {:?} carries no data",
+                    out.name
+                )))
+            }
         };
-        tensors.push(Tensor { name: out.name, datatype, shape, data });
+        tensors.push(Tensor {
+            name: out.name,
+            datatype,
+            shape,
+            data,
+        });
     }
     if offset != body.len() {
         return Err(Error::protocol(format!(
@@ -184,10 +226,13 @@ pub struct ModelMetadata {
 }
 
 pub fn parse_model_metadata(body: &[u8]) -> Result<ModelMetadata> {
-    let meta: ModelMetadata =
-        serde_json::from_slice(body).map_err(|e| Error::protocol(format!("model metadata is not valid: {e}")))?;
+    let meta: ModelMetadata = serde_json::from_slice(body)
+        .map_err(|e| Error::protocol(format!("model metadata is not valid: {e}")))?;
     if meta.inputs.is_empty() || meta.outputs.is_empty() {
-        return Err(Error::protocol(format!("model {:?} declares no inputs or no outputs", meta.name)));
+        return Err(Error::protocol(format!(
+            "model {:?} declares no inputs or no outputs",
+            meta.name
+        )));
     }
     Ok(meta)
 }
@@ -203,14 +248,20 @@ pub struct ExpectedOutput {
 
 /// Checks a response body against the expected outputs; returns the argmax of the first expected
 /// output's first row (the top-1 class).
-pub fn check_response(body: &[u8], header_length: Option<usize>, expected: &[ExpectedOutput]) -> Result<Option<usize>> {
+pub fn check_response(
+    body: &[u8],
+    header_length: Option<usize>,
+    expected: &[ExpectedOutput],
+) -> Result<Option<usize>> {
     let outputs = decode_response(body, header_length)?;
     let mut top1 = None;
     for (i, want) in expected.iter().enumerate() {
         let got = outputs
             .iter()
             .find(|t| t.name == want.name)
-            .ok_or_else(|| Error::protocol(format!("output {:?} missing from the response", want.name)))?;
+            .ok_or_else(|| {
+                Error::protocol(format!("output {:?} missing from the response", want.name))
+            })?;
         if got.datatype != want.datatype {
             return Err(Error::protocol(format!(
                 "output {:?} is {}, the model metadata says {}",
@@ -218,7 +269,11 @@ pub fn check_response(body: &[u8], header_length: Option<usize>, expected: &[Exp
             )));
         }
         let shape_ok = got.shape.len() == want.shape.len()
-            && got.shape.iter().zip(&want.shape).all(|(g, w)| w.is_none_or(|w| w == *g));
+            && got
+                .shape
+                .iter()
+                .zip(&want.shape)
+                .all(|(g, w)| w.is_none_or(|w| w == *g));
         if !shape_ok {
             return Err(Error::protocol(format!(
                 "output {:?} has shape {:?}, expected {}",
@@ -228,11 +283,18 @@ pub fn check_response(body: &[u8], header_length: Option<usize>, expected: &[Exp
             )));
         }
         if !tensor::all_finite(got.datatype, &got.data) {
-            return Err(Error::protocol(format!("output {:?} contains NaN or infinite values", want.name)));
+            return Err(Error::protocol(format!(
+                "output {:?} contains NaN or infinite values",
+                want.name
+            )));
         }
         if i == 0 {
             let row = got.shape.iter().skip(1).product::<usize>() * got.datatype.size();
-            let first_row = if got.shape.len() > 1 { &got.data[..row.min(got.data.len())] } else { &got.data[..] };
+            let first_row = if got.shape.len() > 1 {
+                &got.data[..row.min(got.data.len())]
+            } else {
+                &got.data[..]
+            };
             top1 = tensor::argmax(got.datatype, first_row);
         }
     }
@@ -240,7 +302,10 @@ pub fn check_response(body: &[u8], header_length: Option<usize>, expected: &[Exp
 }
 
 pub fn format_shape(shape: &[Option<usize>]) -> String {
-    let dims: Vec<String> = shape.iter().map(|d| d.map_or_else(|| "-1".to_string(), |d| d.to_string())).collect();
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| d.map_or_else(|| "-1".to_string(), |d| d.to_string()))
+        .collect();
     format!("[{}]", dims.join(", "))
 }
 
@@ -283,7 +348,10 @@ mod tests {
         assert_eq!(header["inputs"][0]["shape"], json!([1, 2]));
         assert_eq!(header["inputs"][0]["datatype"], "FP32");
         assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 8);
-        assert_eq!(header["outputs"][0], json!({"name": "x.45", "parameters": {"binary_data": true}}));
+        assert_eq!(
+            header["outputs"][0],
+            json!({"name": "x.45", "parameters": {"binary_data": true}})
+        );
         assert_eq!(&body[len..], &input.data[..]);
     }
 
@@ -301,13 +369,21 @@ mod tests {
     fn request_size_mismatch_is_rejected() {
         let mut input = fp32("x", &[1, 3], &[1.0, 2.0]);
         input.shape = vec![1, 3];
-        assert!(matches!(encode_request(&input, &[], true), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            encode_request(&input, &[], true),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
     fn decodes_binary_outputs_in_order() {
         let a = fp32("a", &[1, 3], &[1.0, 9.0, 3.0]);
-        let b = Tensor { name: "b".into(), datatype: DataType::Int64, shape: vec![2], data: [7i64, 8].iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let b = Tensor {
+            name: "b".into(),
+            datatype: DataType::Int64,
+            shape: vec![2],
+            data: [7i64, 8].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
         let (body, len) = binary_response(&[a.clone(), b.clone()]);
         let got = decode_response(&body, Some(len)).unwrap();
         assert_eq!(got, vec![a, b]);
@@ -315,10 +391,18 @@ mod tests {
 
     #[test]
     fn decodes_json_outputs() {
-        let body = br#"{"outputs":[{"name":"o","datatype":"FP16","shape":[1,2],"data":[0.5,-1.0]}]}"#;
+        let body =
+            br#"{"outputs":[{"name":"o","datatype":"FP16","shape":[1,2],"data":[0.5,-1.0]}]}"#;
         let got = decode_response(body, None).unwrap();
         assert_eq!(got[0].datatype, DataType::Fp16);
-        assert_eq!(got[0].data, [half::f16::from_f32(0.5).to_le_bytes(), half::f16::from_f32(-1.0).to_le_bytes()].concat());
+        assert_eq!(
+            got[0].data,
+            [
+                half::f16::from_f32(0.5).to_le_bytes(),
+                half::f16::from_f32(-1.0).to_le_bytes()
+            ]
+            .concat()
+        );
     }
 
     #[test]
@@ -354,15 +438,28 @@ mod tests {
 
     #[test]
     fn check_response_validates_and_finds_top1() {
-        let want = vec![ExpectedOutput { name: "a".into(), datatype: DataType::Fp32, shape: vec![None, Some(3)] }];
+        let want = vec![ExpectedOutput {
+            name: "a".into(),
+            datatype: DataType::Fp32,
+            shape: vec![None, Some(3)],
+        }];
         let (body, len) = binary_response(&[fp32("a", &[1, 3], &[1.0, 9.0, 3.0])]);
         assert_eq!(check_response(&body, Some(len), &want).unwrap(), Some(1));
         let (body, len) = binary_response(&[fp32("a", &[1, 2], &[1.0, 9.0])]);
-        assert!(check_response(&body, Some(len), &want).unwrap_err().to_string().contains("shape"));
+        assert!(check_response(&body, Some(len), &want)
+            .unwrap_err()
+            .to_string()
+            .contains("shape"));
         let (body, len) = binary_response(&[fp32("b", &[1, 3], &[1.0, 9.0, 3.0])]);
-        assert!(check_response(&body, Some(len), &want).unwrap_err().to_string().contains("missing"));
+        assert!(check_response(&body, Some(len), &want)
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
         let (body, len) = binary_response(&[fp32("a", &[1, 3], &[1.0, f32::INFINITY, 3.0])]);
-        assert!(check_response(&body, Some(len), &want).unwrap_err().to_string().contains("infinite"));
+        assert!(check_response(&body, Some(len), &want)
+            .unwrap_err()
+            .to_string()
+            .contains("infinite"));
     }
 
     #[test]
@@ -394,7 +491,8 @@ pub mod py {
         binary: bool,
     ) -> PyResult<(Bound<'py, PyBytes>, Option<usize>)> {
         let input = tensor_from_numpy(tensor, input_name)?;
-        let (body, header_len) = py.detach(|| super::encode_request(&input, &output_names, binary))?;
+        let (body, header_len) =
+            py.detach(|| super::encode_request(&input, &output_names, binary))?;
         Ok((PyBytes::new(py, &body), header_len))
     }
 
@@ -417,7 +515,10 @@ pub mod py {
     /// `parse_model_metadata(body) -> dict`: name, platform, versions, inputs and outputs (each a
     /// dict of name, datatype, shape).
     #[pyfunction(name = "parse_model_metadata")]
-    pub fn parse_model_metadata_py<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+    pub fn parse_model_metadata_py<'py>(
+        py: Python<'py>,
+        body: &[u8],
+    ) -> PyResult<Bound<'py, PyDict>> {
         let meta = super::parse_model_metadata(body)?;
         let specs = |specs: &[super::TensorSpec]| -> PyResult<Bound<'py, PyList>> {
             let list = PyList::empty(py);
@@ -437,5 +538,74 @@ pub mod py {
         out.set_item("inputs", specs(&meta.inputs)?)?;
         out.set_item("outputs", specs(&meta.outputs)?)?;
         Ok(out)
+    }
+}
+
+/// Property tests ("fuzzing" on stable Rust): the decoder and header parser never panic, whatever
+/// the bytes, and every encoded tensor decodes back to itself. `PROPTEST_CASES=100000 cargo test
+/// fuzz` runs a longer campaign.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn datatype() -> impl Strategy<Value = DataType> {
+        proptest::sample::select(DataType::ALL.to_vec())
+    }
+
+    proptest! {
+        #![proptest_config(crate::tensor::fuzz_config())]
+
+        #[test]
+        fn decoder_never_panics_on_arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..600), len in proptest::option::of(0usize..700)) {
+            let _ = decode_response(&body, len);
+        }
+
+        #[test]
+        fn decoder_never_panics_on_mutated_valid_responses(
+            values in proptest::collection::vec(any::<f32>(), 0..64),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+            len_delta in -3i64..3,
+        ) {
+            let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let header = json!({"outputs": [{"name": "o", "datatype": "FP32", "shape": [1, values.len()],
+                "parameters": {"binary_data_size": data.len()}}]});
+            let mut body = serde_json::to_vec(&header).unwrap();
+            let header_len = body.len();
+            body.extend_from_slice(&data);
+            prop_assert_eq!(decode_response(&body, Some(header_len)).unwrap()[0].data.clone(), data);
+            for (at, byte) in flips {
+                let i = at.index(body.len());
+                body[i] = byte;
+            }
+            let keep = cut.index(body.len() + 1);
+            body.truncate(keep);
+            let len = usize::try_from(header_len as i64 + len_delta).unwrap_or(0);
+            let _ = decode_response(&body, Some(len));
+            let _ = check_response(&body, Some(len), &[ExpectedOutput { name: "o".into(), datatype: DataType::Fp32, shape: vec![Some(1), None] }]);
+        }
+
+        #[test]
+        fn header_length_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..24)) {
+            let _ = parse_header_length(&bytes);
+        }
+
+        #[test]
+        fn binary_round_trip(dt in datatype(), dims in proptest::collection::vec(0usize..5, 1..4), seed in any::<u64>()) {
+            let size = byte_size(dt, &dims).unwrap();
+            let data: Vec<u8> = (0..size).map(|i| (seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i as u64) >> 24) as u8).collect();
+            let input = Tensor { name: "t".into(), datatype: dt, shape: dims.clone(), data };
+            let (body, len) = encode_request(&input, &[], true).unwrap();
+            let header: Value = serde_json::from_slice(&body[..len.unwrap()]).unwrap();
+            let response = json!({"outputs": [{"name": "t", "datatype": dt.name(), "shape": dims,
+                "parameters": {"binary_data_size": size}}]});
+            let mut reply = serde_json::to_vec(&response).unwrap();
+            let reply_len = reply.len();
+            reply.extend_from_slice(&body[len.unwrap()..]);
+            prop_assert_eq!(&header["inputs"][0]["datatype"], dt.name());
+            prop_assert_eq!(decode_response(&reply, Some(reply_len)).unwrap(), vec![input]);
+        }
     }
 }

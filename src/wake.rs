@@ -47,7 +47,11 @@ impl EventFd {
 
     /// Blocks the calling thread until readable or the timeout (ms, negative: forever) passes.
     pub fn poll(&self, timeout_ms: i32) -> bool {
-        let mut pfd = libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: self.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) };
         n > 0
@@ -69,7 +73,14 @@ pub struct Mailbox<T> {
 
 impl<T> Mailbox<T> {
     pub fn new() -> std::io::Result<Self> {
-        Ok(Mailbox { fd: EventFd::new()?, state: Mutex::new(State { generation: 0, result: None, task: None }) })
+        Ok(Mailbox {
+            fd: EventFd::new()?,
+            state: Mutex::new(State {
+                generation: 0,
+                result: None,
+                task: None,
+            }),
+        })
     }
 
     pub fn fd(&self) -> &EventFd {
