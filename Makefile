@@ -63,11 +63,19 @@ performance-test: $(STAMP) ## run a load test: CONFIG=configs/low.conf MODEL_NAM
 		{ echo "SERVER (or INFERENCE_SERVER) must be triton or litserve, got '$(SERVER)'" >&2; exit 2; }
 	./distributed.sh "$(CONFIG)" "$(MODEL_NAME)" "$(SERVER)"
 
+.PHONY: compare
+compare: $(STAMP) ## write results/compare.html and results/compare.md from results/triton and results/litserve
+	$(PY) -m locust_inference.report results/triton results/litserve --out results
+
 serve-triton: $(STAMP) ## run the reference Triton in the foreground (PORT=8000, MODELS=a,b, THREADS=2)
 	$(PY) -m servers.triton --http-port $(or $(PORT),8000) --threads $(THREADS) $(if $(MODELS),--models $(MODELS))
 
 serve-litserve: $(STAMP) ## run the reference LitServe in the foreground (PORT=8001, MODEL=resnet50_onnx)
 	$(PY) -m servers.litserve_app --port $(or $(PORT),8001) --model $(MODEL) --threads $(THREADS)
+
+.PHONY: bench
+bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx; writes bench/RESULTS.md (BENCH_ARGS=--quick)
+	@$(PY) -m bench.run $(BENCH_ARGS)
 
 clean: ## remove build outputs and results (keeps .venv)
 	cargo clean

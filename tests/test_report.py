@@ -1,0 +1,383 @@
+"""The comparison report (``python -m locust_inference.report``), on hand-written run folders.
+
+The inputs follow the ``latency.json`` format the load tests write, and Locust's stats history CSV;
+the end-to-end tests produce real ones. The last test renders the page in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from locust_inference.report import build_report, format_ms, load_run, main
+
+HISTORY_HEADER = [
+    "Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s",
+    "50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%",
+    "Total Request Count", "Total Failure Count", "Total Median Response Time", "Total Average Response Time",
+    "Total Min Response Time", "Total Max Response Time", "Total Average Content Size",
+]  # fmt: skip
+STARTED = 1_795_840_800  # 2026-11-28T04:40:00Z
+VOID_ELEMENTS = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "embed", "source", "wbr"}
+
+
+def hdr_percentiles(count: int, ticks_per_half_distance: int = 5) -> list[float]:
+    """The percentiles HdrHistogram's percentile iteration reports for ``count`` values, ending at 100."""
+    percentiles, p = [], 0.0
+    while p < 100.0 * (1.0 - 1.0 / count):
+        percentiles.append(p)
+        ticks = ticks_per_half_distance * 2 ** (int(math.log2(100.0 / (100.0 - p))) + 1)
+        p += 100.0 / ticks
+    return [*percentiles, 100.0]
+
+
+def latency_at(p: float, base: float, scale: float, peak: float) -> float:
+    """An exponential-tailed latency distribution: ``base`` at p0, ``peak`` at p100."""
+    return peak if p >= 100.0 else round(min(peak, base + scale * -math.log(1.0 - p / 100.0)), 3)
+
+
+def write_run(
+    folder: Path,
+    server: str,
+    *,
+    base: float,
+    scale: float,
+    peak: float,
+    rps: float,
+    server_stats: dict[str, float] | None,
+    history: bool = True,
+) -> dict[str, Any]:
+    """Writes ``folder/latency.json`` (and a 30 s stats history) for a synthetic run; returns the JSON."""
+    folder.mkdir(parents=True)
+    count = round(rps * 30)
+    distribution = [[p, latency_at(p, base, scale, peak)] for p in hdr_percentiles(count)]
+    at = {q: latency_at(q, base, scale, peak) for q in (0, 50, 90, 95, 99, 99.9, 99.99, 100)}
+    mean = base + scale
+
+    def summary(shift: float) -> dict[str, float]:
+        return {
+            "min": at[0] - shift,
+            "mean": mean - shift,
+            "p50": at[50] - shift,
+            "p90": at[90] - shift,
+            "p95": at[95] - shift,
+            "p99": at[99] - shift,
+            "p99.9": at[99.9] - shift,
+            "p99.99": at[99.99] - shift,
+            "max": at[100] - shift,
+        }
+
+    data = {
+        "version": 1,
+        "server": server,
+        "model": "resnet50_onnx",
+        "host": f"http://127.0.0.1:{8000 if server == 'triton' else 8001}",
+        "started": "2026-11-28T04:40:00+00:00",
+        "ended": "2026-11-28T04:40:30+00:00",
+        "duration_s": 30.0,
+        "history_csv": "low_stats_history.csv" if history else None,
+        "requests": {
+            f"{server}/resnet50_onnx": {
+                "count": count,
+                "failures": 0,
+                "requests_per_s": rps,
+                "latency_ms": summary(0.0),
+                "ttfb_ms": summary(0.4),
+                "distribution": distribution,
+            }
+        },
+        "server_stats": server_stats,
+        "locust": {"p50_ms": round(at[50]), "p95_ms": round(at[95]), "p99_ms": round(at[99])},
+    }
+    (folder / "latency.json").write_text(json.dumps(data, indent=2))
+    if history:
+        with (folder / "low_stats_history.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(HISTORY_HEADER)
+            for second in range(31):
+                row = dict.fromkeys(HISTORY_HEADER, "N/A")
+                row.update(Timestamp=STARTED + second, Type="", Name="Aggregated")
+                if second == 0:
+                    row.update({"User Count": 0, "Requests/s": 0.0, "Failures/s": 0.0})
+                else:
+                    wobble = 1.0 + 0.04 * math.sin(second)
+                    row.update(
+                        {
+                            "User Count": 1,
+                            "Requests/s": f"{rps * min(second, 10) / 10 * wobble:.6f}",
+                            "Failures/s": 0.0,
+                            "50%": round(at[50] * wobble),
+                            "95%": round(at[95] * wobble),
+                        }
+                    )
+                writer.writerow([row[h] for h in HISTORY_HEADER])
+                # Locust also writes per-request rows; the report reads only Aggregated.
+                writer.writerow([STARTED + second, 1, "POST", f"{server}/resnet50_onnx", *["999"] * 20])
+    return data
+
+
+TRITON_STATS = {
+    "inference_count": 897.0,
+    "execution_count": 897.0,
+    "avg_batch_size": 1.0,
+    "queue_ms": 0.104,
+    "compute_input_ms": 0.213,
+    "compute_infer_ms": 27.04,
+    "compute_output_ms": 0.0871,
+    "server_total_ms": 27.44,
+    "client_mean_ms": 31.2,
+    "client_minus_server_ms": 3.76,
+}
+
+
+@pytest.fixture()
+def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path/results/{triton,litserve}`` with a run each; the working directory is ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    write_run(
+        tmp_path / "results/triton", "triton", base=28.0, scale=1.3, peak=61.0, rps=29.9, server_stats=TRITON_STATS
+    )
+    write_run(tmp_path / "results/litserve", "litserve", base=33.0, scale=2.6, peak=88.0, rps=25.3, server_stats=None)
+    return Path("results")
+
+
+@pytest.fixture()
+def report(results: Path) -> tuple[str, str, Path]:
+    html_path, md_path = build_report([results / "triton", results / "litserve"], results)
+    return html_path.read_text(), md_path.read_text(), html_path
+
+
+class _Checker(HTMLParser):
+    """Checks that every non-void element is closed in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in VOID_ELEMENTS:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        pass
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}> at {self.getpos()}")
+        else:
+            self.stack.pop()
+
+
+def test_writes_both_files_with_both_servers_and_their_numbers(report: tuple[str, str, Path]) -> None:
+    html, _, html_path = report
+    assert html_path == Path("results/compare.html")
+    assert Path("results/compare.md").is_file()
+    assert "<title>Inference latency: triton vs litserve: resnet50_onnx, 2026-11-28</title>" in html
+    for name in ("triton", "litserve"):
+        assert f"{name}</th>" in html
+    run = load_run(Path("results/triton"))
+    lat = run.requests[0].latency_ms
+    for key in ("p50", "p90", "p99", "p99.9", "max"):
+        assert f"<td>{format_ms(lat[key])}</td>" in html
+    assert "<td>897</td>" in html  # count
+    assert "<td>29.9</td>" in html  # requests/s
+    assert "<td>27.0</td>" in html and "<td>3.76</td>" in html  # Triton's breakdown
+    assert "triton: Locust 29 / 32 / 34 ms, ours 28.9 / 31.9 / 34.0 ms" in html
+
+
+def test_html_has_one_accessible_svg_per_chart(report: tuple[str, str, Path]) -> None:
+    html, _, _ = report
+    svgs = re.findall(r"<svg\b.*?</svg>", html, flags=re.S)
+    assert len(svgs) == 3
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    titles = []
+    for svg in svgs:
+        root = ET.fromstring(svg)  # well-formed XML
+        title = root.find("svg:title", ns)
+        assert title is not None and title.text
+        titles.append(title.text)
+        assert root.get("role") == "img"
+        labels = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+        assert any(label and "triton" in label for label in labels)  # legend
+        assert any(label and "litserve" in label for label in labels)
+        assert len(root.findall(".//svg:path", ns)) >= 2
+    assert titles == ["Latency distribution by percentile", "Throughput over time", "p50 and p95 latency over time"]
+    distribution = svgs[0]
+    for tick in ("0%", "90%", "99%", "99.9%", "99.99%", "max", "latency (ms)"):
+        assert f">{tick}</text>" in distribution
+    assert ">seconds since the start of the run</text>" in svgs[1]
+
+
+def test_html_is_self_contained_and_well_formed(report: tuple[str, str, Path]) -> None:
+    html, _, _ = report
+    assert html.startswith("<!doctype html>")
+    lowered = html.lower()
+    for needle in ("<script", "<link", "<img", "<iframe", " src=", " href=", "url(", "@import", "@font-face"):
+        assert needle not in lowered, needle
+    # The only absolute URLs are the SVG namespace and the servers' addresses shown as text.
+    urls = set(re.findall(r"https?://[^\s\"'<]+", html))
+    assert urls == {"http://www.w3.org/2000/svg", "http://127.0.0.1:8000", "http://127.0.0.1:8001"}
+    assert "default-src 'none'" in html  # and the page forbids fetching anything
+    checker = _Checker()
+    checker.feed(html)
+    checker.close()
+    assert checker.errors == []
+    assert checker.stack == []
+
+
+def test_markdown_has_a_row_per_server_and_the_breakdown(report: tuple[str, str, Path]) -> None:
+    _, md, _ = report
+    lines = md.splitlines()
+    header = next(line for line in lines if line.startswith("| server | model |"))
+    assert header.split(" | ")[2:5] == ["requests", "requests/s", "failures"]
+    assert "| triton | resnet50_onnx | 897 | 29.9 | 0 | 28.9 | 31.0 | 34.0 | 37.0 | 61.0 | 28.5 |" in lines
+    assert "| litserve | resnet50_onnx | 759 | 25.3 | 0 | 34.8 | 39.0 | 45.0 | 51.0 | 88.0 | 34.4 |" in lines
+    assert "| triton | 1.00 | 0.104 | 0.213 | 27.0 | 0.0871 | 27.4 | 31.2 | 3.76 |" in lines
+    assert "| litserve |" + " \u2014 |" * 8 in lines
+    assert "Charts (latency distribution, throughput and latency over time): `results/compare.html`" in lines
+
+
+def test_cli_prints_the_table_and_the_paths(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["results/triton", "results/litserve", "--out", "out/here"]) == 0
+    out = capsys.readouterr().out
+    assert "| triton | resnet50_onnx |" in out and "| litserve | resnet50_onnx |" in out
+    assert out.rstrip().endswith("wrote out/here/compare.html\nwrote out/here/compare.md")
+
+
+def test_missing_latency_json_exits_2_with_what_to_do(results: Path) -> None:
+    shutil.rmtree("results/litserve")
+    Path("results/litserve").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust_inference.report", "results/triton", "results/litserve", "--out", "results"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(
+        "error: no latency.json in results/litserve: run a load test against litserve first "
+        "(make performance-test CONFIG=configs/low.conf MODEL_NAME=resnet50_onnx SERVER=litserve)"
+    )
+    assert not Path("results/compare.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "does not hold a JSON object"),
+        ('{"version": 2, "server": "triton", "requests": {}}', "has version 2; this report reads version 1"),
+        ('{"version": 1, "requests": {}}', "does not say which server"),
+        ('{"version": 1, "server": "triton", "requests": {}}', "has no requests"),
+    ],
+)
+def test_invalid_latency_json_exits_2(
+    results: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    Path("results/triton/latency.json").write_text(content)
+    assert main(["results/triton", "results/litserve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: results/triton/latency.json ") and message in err
+
+
+def test_runs_without_history_still_get_a_report(tmp_path: Path) -> None:
+    write_run(tmp_path / "a", "triton", base=1.0, scale=0.1, peak=3.0, rps=500.0, server_stats=None, history=False)
+    html_path, md_path = build_report([tmp_path / "a"], tmp_path / "out")
+    html = html_path.read_text()
+    assert html.count("<svg") == 1  # the distribution; no history to chart
+    assert "No per-second history was recorded." in html
+    assert "triton: no history CSV recorded" in html
+    assert "Server-side breakdown" not in md_path.read_text()
+
+
+def test_a_history_csv_that_is_named_but_missing_is_noted(results: Path) -> None:
+    Path("results/litserve/low_stats_history.csv").unlink()
+    html_path, _ = build_report([results / "triton", results / "litserve"], results)
+    html = html_path.read_text()
+    assert html.count("<svg") == 3
+    assert "litserve: results/litserve/low_stats_history.csv is missing" in html
+
+
+def test_failures_are_counted_on_top_of_the_successful_requests(results: Path) -> None:
+    path = Path("results/litserve/latency.json")
+    data = json.loads(path.read_text())
+    data["requests"]["litserve/resnet50_onnx"]["failures"] = 41  # 759 ok + 41 failed = 800
+    path.write_text(json.dumps(data))
+    _, md_path = build_report([results / "triton", results / "litserve"], results)
+    assert "| litserve | resnet50_onnx | 759 | 25.3 | 41 (5.1%) |" in md_path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (30.91, "30.9"),
+        (1234.5, "1230"),
+        (0.12345, "0.123"),
+        (5.0, "5.00"),
+        (99.96, "100"),
+        (0.0, "0"),
+        (None, "\u2014"),
+    ],
+)
+def test_three_significant_digits(value: float | None, text: str) -> None:
+    assert format_ms(value) == text
+
+
+def test_importing_the_report_does_not_import_locust() -> None:
+    code = "import sys, locust_inference.report; print('locust' in sys.modules, 'gevent' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    if os.environ.get("CI"):
+        pytest.fail("chromium is not installed (CI is set, so this is an error): apt-get install -y chromium")
+    pytest.skip("chromium is not installed (apt-get install -y chromium)")
+
+
+def test_chromium_renders_the_page_without_errors(report: tuple[str, str, Path], tmp_path: Path) -> None:
+    chromium = _chromium()
+    _, _, html_path = report
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            html_path.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Chromium logs every console message as "<LEVEL>:CONSOLE" (INFO for uncaught errors and for
+    # Content-Security-Policy violations, i.e. attempts to fetch something); the page has no script, so none.
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    assert console == [], "\n".join(console)
+    assert "Content Security Policy" not in proc.stderr
+    dom = proc.stdout
+    assert "<svg" in dom and dom.count("</svg>") == 3
+    for name in ("triton", "litserve"):
+        assert f"{name}</th>" in dom
