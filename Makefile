@@ -34,10 +34,20 @@ $(STAMP): $(SOURCES)
 
 install: $(STAMP) ## create .venv and install everything (the extension is built by pip/maturin)
 
+# Debian's chromium renders the comparison report in a test (apt needs root, as on CI).
+CHROMIUM_STAMP := $(VENV)/.chromium
+$(CHROMIUM_STAMP): | $(STAMP)
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "==> installing Debian's chromium (renders the comparison report in a test; about a minute)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "chromium is missing: run 'sudo apt-get install chromium' and retry" >&2; exit 1; fi; }
+	@touch $@
+
 demo: $(STAMP) ## start both reference servers, run the low-load scenario against each, print a comparison
 	@$(PY) -m servers.demo
 
-test: $(STAMP) test-rust test-python ## run every test (cargo and pytest, real servers included)
+test: $(STAMP) $(CHROMIUM_STAMP) test-rust test-python ## run every test (cargo and pytest, real servers included)
 
 test-rust:
 	@echo "==> cargo test"

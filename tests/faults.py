@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -95,6 +96,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"error":"not found"}')
             return
         self.server.requests += 1
+        self.server.last_headers = dict(self.headers.items())
         fault = FAULTS.get(parts[2])
         if fault is None:
             self._send(400, f'{{"error":"unknown fault {parts[2]}"}}'.encode())
@@ -197,6 +199,7 @@ FAULTS: dict[str, Callable[[Handler, str], None]] = {
     "status400": _status(400),
     "status500": _status(500),
     "status503": _status(503),
+    "status401": _status(401),
     "slow": _slow,
     "close_mid_body": _close_mid_body,
     "header_length_missing": _header_length(None),
@@ -217,8 +220,12 @@ class FaultServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int = 0, slow_seconds: float = 3.0) -> None:
+    def __init__(self, port: int = 0, slow_seconds: float = 3.0, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", port), Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+        self.tls = tls is not None
+        self.last_headers: dict[str, str] = {}
         self.requests = 0
         self.slow_seconds = slow_seconds
         self.connections: set[socket.socket] = set()
@@ -226,7 +233,7 @@ class FaultServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server_address[1]}"
 
     def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -65,6 +65,8 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         _fail_at_start(str(err))
         return
     _targets[environment] = target
+    if settings.insecure:
+        log.warning("locust-inference: TLS certificate verification is disabled (--insecure)")
     _expected_top1[environment] = int(settings.expect_top1) if (settings.expect_top1 or "").isdigit() else None
     latency.install(environment, settings, target.endpoint.take_latency)
     log.info(
@@ -87,7 +89,14 @@ def _select_user_class(environment: Environment, class_name: str | None) -> None
 
 
 def _redact(headers: Any) -> list[tuple[str, str]]:
-    secret = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
+    """Only the headers this package sets are shown; user-supplied values (--header, the bearer token)
+    may be secrets and are never logged."""
+    shown = {"content-type", "inference-header-content-length", "content-length"}
+    return [(k, v if k.lower() in shown else "<redacted>") for k, v in headers]
+
+
+def _redact_response(headers: Any) -> list[tuple[str, str]]:
+    secret = {"set-cookie", "authorization", "proxy-authorization", "x-api-key"}
     return [(k, "<redacted>" if k.lower() in secret else v) for k, v in headers]
 
 
@@ -166,6 +175,6 @@ class InferenceUser(User):
             outcome.response_time,
             f"{outcome.ttfb:.3f}ms" if outcome.ttfb is not None else None,
             outcome.response_length,
-            _redact(outcome.headers or []),
+            _redact_response(outcome.headers or []),
             f" error={outcome.exception}" if outcome.exception is not None else "",
         )
