@@ -71,3 +71,22 @@ def test_unknown_user_class_in_config(tmp_path: Path) -> None:
     conf.write_text("locustfile = locustfile.py\nclass-name = MediumUser\nserver = triton\nmodel-name = m\n")
     run = run_locust(tmp_path, "--config", str(conf), env=clean_env())
     assert_clean_failure(run, "MediumUser", "HighUser", "LowUser")
+
+
+def test_config_file_that_does_not_exist(tmp_path: Path) -> None:
+    run = run_locust(tmp_path, "--config", str(tmp_path / "nope.conf"), env=clean_env(SERVER="triton", MODEL_NAME="m"))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert f"Unable to open config file: {tmp_path / 'nope.conf'}" in run.stderr
+
+
+def test_bad_option_values(tmp_path: Path) -> None:
+    for args, message in (
+        (["--triton-format", "protobuf"], "--triton-format must be binary or json"),
+        (["--request-timeout", "-1"], "--request-timeout must be positive"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--expect-top1", "cat"], "--expect-top1 must be 'auto' or a class index"),
+        (["--header", "no-colon"], "is not of the form 'Name: value'"),
+        (["--host", "127.0.0.1:8000"], "must start with http:// or https://"),
+    ):
+        run = run_locust(tmp_path, *args, env=clean_env(SERVER="triton", MODEL_NAME="m"))
+        assert_clean_failure(run, message)

@@ -133,6 +133,16 @@ def _parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _number(options: Any, name: str, default: Any, kind: Any) -> Any:
+    value = getattr(options, name, None)
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{name.replace('_', '-')} must be a number, not {value!r}") from None
+
+
 def _resolve_image(image: str, locustfile: str | None) -> Path:
     path = Path(image).expanduser()
     if path.is_absolute() or path.exists() or not locustfile:
@@ -159,13 +169,13 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     triton_format = str(getattr(options, "triton_format", "binary") or "binary").lower()
     if triton_format not in ("binary", "json"):
         raise ConfigError(f"--triton-format must be binary or json, not {triton_format!r}")
-    timeout = float(getattr(options, "request_timeout", 60.0) or 60.0)
+    timeout = _number(options, "request_timeout", 60.0, float)
     if not timeout > 0:
         raise ConfigError(f"--request-timeout must be positive, got {timeout}")
-    batch_size = int(getattr(options, "batch_size", 1) or 1)
+    batch_size = _number(options, "batch_size", 1, int)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    max_bytes = int(getattr(options, "max_response_bytes", 64 * 1024 * 1024))
+    max_bytes = _number(options, "max_response_bytes", 64 * 1024 * 1024, int)
     if max_bytes < 1:
         raise ConfigError(f"--max-response-bytes must be positive, got {max_bytes}")
     host = (host or DEFAULT_HOSTS[server]).rstrip("/")
