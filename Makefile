@@ -87,6 +87,10 @@ serve-litserve: $(STAMP) ## run the reference LitServe in the foreground (PORT=8
 bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx; writes bench/RESULTS.md (BENCH_ARGS=--quick)
 	@$(PY) -m bench.run $(BENCH_ARGS)
 
+.PHONY: soak
+soak: $(STAMP) ## 10-minute HighUser run against the real Triton tiny model, RSS every 10 s; writes bench/SOAK.md
+	@$(PY) -m bench.soak $(SOAK_ARGS)
+
 clean: ## remove build outputs and results (keeps .venv)
 	cargo clean
 	rm -rf results dist
