@@ -104,6 +104,7 @@ def test_ten_users_in_one_process_run_concurrently(triton, tmp_path: Path) -> No
         return float(stats["Requests/s"])
 
     one, ten = rate(1), rate(10)
+    print(f"sleep_20ms: 1 user {one:.1f} req/s, 10 users {ten:.1f} req/s, ratio {ten / one:.2f}")
     assert ten >= 8 * one, f"1 user: {one:.1f} req/s, 10 users: {ten:.1f} req/s"
 
 
