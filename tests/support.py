@@ -89,3 +89,31 @@ def run_locust(
         out, err = proc.communicate()
         raise AssertionError(f"locust did not finish within {timeout} s\n{err[-3000:]}") from None
     return Run(proc.returncode, out, err, prefix)
+
+
+def run_distributed(
+    tmp_path: Path,
+    host: str,
+    *,
+    workers: int = 2,
+    users: int = 4,
+    run_time: str = "4s",
+    class_name: str = "HighUser",
+    model: str = "tiny_onnx",
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Runs ./distributed.sh with a short config of its own; returns the process and the results folder."""
+    conf = tmp_path / "quick.conf"
+    conf.write_text(
+        f"locustfile = locustfile.py\nclass-name = {class_name}\nusers = {users}\nspawn-rate = {users}\n"
+        f"run-time = {run_time}\nexpect-workers = {workers}\nmaster-bind-host = 127.0.0.1\n"
+    )
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        ["./distributed.sh", str(conf), model, "triton"],
+        cwd=REPO_ROOT,
+        env=clean_env(HOST=host, RESULTS_DIR=str(results)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc, results

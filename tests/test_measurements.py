@@ -4,12 +4,11 @@ validation with --expect-top1, and the results files."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 from locust_inference import LatencyHistogram
-from support import REPO_ROOT, clean_env, run_locust
+from support import REPO_ROOT, clean_env, run_distributed, run_locust
 
 
 def test_merged_worker_histograms_equal_one_histogram_of_all_samples() -> None:
@@ -139,20 +138,7 @@ def test_expect_top1_mismatch_is_a_failure_with_the_reason(triton, tmp_path: Pat
 
 
 def test_distributed_run_merges_workers(triton, tmp_path: Path) -> None:
-    conf = tmp_path / "quick.conf"
-    conf.write_text(
-        "locustfile = locustfile.py\nclass-name = HighUser\nusers = 4\nspawn-rate = 4\n"
-        "run-time = 4s\nexpect-workers = 2\n"
-    )
-    results = tmp_path / "results"
-    proc = subprocess.run(
-        ["./distributed.sh", str(conf), "tiny_onnx", "triton"],
-        cwd=REPO_ROOT,
-        env=clean_env(HOST=triton.url, RESULTS_DIR=str(results)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc, results = run_distributed(tmp_path, triton.url)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = load(results)
     entry = result["requests"]["triton/tiny_onnx"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -143,28 +144,15 @@ def _prepare_triton(settings: Settings) -> Target:
     expected_outputs = [
         (n, outputs[n]["datatype"], [settings.batch_size if d == -1 else d for d in outputs[n]["shape"]]) for n in names
     ]
-    url = f"{settings.host}/v2/models/{settings.model}/infer"
-    endpoint = Endpoint(
-        url,
+    return _target(
+        settings,
+        tensor,
+        f"{settings.host}/v2/models/{settings.model}/infer",
         payload,
-        headers=headers,
+        headers,
+        json_header_bytes=header_length if binary else len(payload),
         protocol="triton",
         outputs=expected_outputs,
-        timeout=settings.request_timeout,
-        max_response_bytes=settings.max_response_bytes,
-        insecure=settings.insecure,
-        ca_file=settings.ca_file,
-        keep_headers=settings.debug or settings.keep_body,
-        keep_body=settings.keep_body,
-    )
-    return Target(
-        settings=settings,
-        endpoint=endpoint,
-        url=url,
-        request_headers=tuple(headers),
-        json_header_bytes=header_length if binary else len(payload),
-        tensor_bytes=tensor.nbytes,
-        input_checksum=_checksum(tensor),
     )
 
 
@@ -174,24 +162,38 @@ def _prepare_litserve(settings: Settings) -> Target:
     payload = encode_litserve_request(tensor)
     headers = [("Content-Type", "application/json"), *settings.headers]
     url = f"{settings.host}/predict"
+    return _target(settings, tensor, url, payload, headers, json_header_bytes=None, protocol="litserve")
+
+
+def _target(
+    settings: Settings,
+    tensor: np.ndarray,
+    url: str,
+    payload: bytes,
+    headers: list[tuple[str, str]],
+    *,
+    json_header_bytes: int | None,
+    **check: Any,
+) -> Target:
+    """The shared endpoint for a request encoded once; ``check`` says how responses are validated."""
     endpoint = Endpoint(
         url,
         payload,
         headers=headers,
-        protocol="litserve",
         timeout=settings.request_timeout,
         max_response_bytes=settings.max_response_bytes,
         insecure=settings.insecure,
         ca_file=settings.ca_file,
         keep_headers=settings.debug or settings.keep_body,
         keep_body=settings.keep_body,
+        **check,
     )
     return Target(
         settings=settings,
         endpoint=endpoint,
         url=url,
         request_headers=tuple(headers),
-        json_header_bytes=None,
+        json_header_bytes=json_header_bytes,
         tensor_bytes=tensor.nbytes,
         input_checksum=_checksum(tensor),
     )
