@@ -60,8 +60,8 @@ test-python: $(STAMP)
 lint: $(STAMP) ## cargo fmt + clippy, ruff, stub check, shellcheck
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python servers tests locustfile.py
-	$(VENV)/bin/ruff format --check python servers tests locustfile.py
+	$(VENV)/bin/ruff check python servers tests bench locustfile.py
+	$(VENV)/bin/ruff format --check python servers tests bench locustfile.py
 	$(PY) -m mypy.stubtest locust_inference._native
 	shellcheck distributed.sh .ci/run
 

@@ -1,0 +1,1 @@
+"""Locust files used only by the benchmark."""
