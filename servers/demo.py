@@ -6,7 +6,8 @@ and kept whole in ``results/<server>/low.log``. The summary table takes the coun
 and the percentiles from the run's ``latency.json`` (microsecond histograms; Locust's CSV when that is missing).
 Finally ``results/compare.html`` and ``compare.md`` are written, as ``make compare`` does.
 
-``DEMO_RUN_TIME`` (default ``30s``; Locust syntax: ``10s``, ``2m``, ``1m30s``) sets each run's duration.
+``DEMO_RUN_TIME`` (default ``30s``; Locust syntax: ``10s``, ``2m``, ``1m30s``) sets each run's duration and
+``DEMO_RESULTS`` the results folder (default ``results``).
 Exit status: 0 when both runs completed requests without failures, 1 otherwise, 2 on bad usage, 130 when
 interrupted. Servers are stopped on every path, SIGTERM included.
 """
@@ -53,6 +54,11 @@ _AGGREGATED = re.compile(
 # Locust's log line: "[2025-01-01 12:00:00,123] host/INFO/locust.main: message"
 _LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d (?P<time>\d\d:\d\d:\d\d),\d+\] [^/]*/(?P<level>[A-Z]+)/(?P<name>[^:]+): ")
 _TABLE_LINE = re.compile(r"^(Type\s|-{4,}\||infer\s|\s{8,}Aggregated\s|Response time percentiles)")
+
+
+def results_root() -> Path:
+    """Where results go: ``results`` in the repository, or ``DEMO_RESULTS`` (the tests use a temporary folder)."""
+    return Path(os.environ.get("DEMO_RESULTS", "results"))
 
 
 class DemoError(RuntimeError):
@@ -192,7 +198,7 @@ def locust_command() -> str | None:
 
 def run_scenario(server: str, url: str, run_time: str) -> RunResult:
     """Runs ``./distributed.sh configs/low.conf resnet50_onnx <server>`` against ``url`` and checks its results."""
-    results = Path("results") / server
+    results = results_root() / server
     (REPO_ROOT / results).mkdir(parents=True, exist_ok=True)
     stats_path = REPO_ROOT / results / f"{SCENARIO}_stats.csv"
     latency_path = REPO_ROOT / results / "latency.json"
@@ -318,7 +324,7 @@ def plan(run_time: str, seconds: int) -> None:
     own = conf.get("run-time", "?")
     say(f"  run time  {run_time} per server ({RUN_TIME_ENV} to change; the config's own run-time is {own})")
     say(f"  duration  about {_duration(total)}: start both servers, then run against one after the other")
-    say(f"  results   results/<server>/{SCENARIO}_stats.csv, {SCENARIO}.html, {SCENARIO}.log")
+    say(f"  results   {results_root()}/<server>/{SCENARIO}_stats.csv, {SCENARIO}.html, {SCENARIO}.log")
     say()
 
 
@@ -330,11 +336,13 @@ def compare_report(results: list[RunResult]) -> None:
         say(f"(no side-by-side report: {err})")
         return
     try:
-        html_path, md_path = build_report([REPO_ROOT / r.results for r in results], REPO_ROOT / "results")
+        html_path, md_path = build_report([REPO_ROOT / r.results for r in results], REPO_ROOT / results_root())
     except (ReportError, OSError) as err:
         say(f"(no side-by-side report: {err})")
         return
-    html_name, md_name = (path.relative_to(REPO_ROOT) for path in (html_path, md_path))
+    html_name, md_name = (
+        path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path for path in (html_path, md_path)
+    )
     say(f"Side-by-side report (latency distributions, throughput over time): {html_name}, {md_name}")
 
 
