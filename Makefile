@@ -32,7 +32,9 @@ $(STAMP): $(SOURCES)
 			apt-get install -y -qq nasm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nasm >/dev/null; }; \
 		else echo "==> nasm not found: JPEG decoding is built without SIMD (same results, slower)"; fi; }
 	@echo "==> installing locust-inference (building the Rust extension: about 2-3 minutes) and the reference servers"
-	@$(PY) -m pip install --progress-bar off -e ".[servers,test]" | grep -E '^(Successfully|ERROR)' || true
+	@$(PY) -m pip install --progress-bar off -e ".[servers,test]" > $(VENV)/install.log 2>&1 || \
+		{ tail -40 $(VENV)/install.log; echo "pip install failed: full log in $(VENV)/install.log" >&2; exit 1; }
+	@grep -E '^Successfully installed' $(VENV)/install.log | cut -c1-160 || true
 	@$(PY) -c "import locust_inference, servers" 2>/dev/null || $(PY) -c "import locust_inference"
 	@touch $(STAMP)
 

@@ -76,6 +76,7 @@ class RunResult:
     results: Path
     stats: dict[str, str] | None = None
     latency_ms: dict[str, float] | None = None  # from latency.json: p50, p95, p99, ...
+    server_side: str | None = None  # from latency.json: Triton's own statistics over the run, one line
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -240,6 +241,7 @@ def run_scenario(server: str, url: str, run_time: str) -> RunResult:
     say(f"==> {server}: finished in {result.wall_s:.0f} s (exit status {status}; full output in {log_name})")
     _check(result, stats_path)
     result.latency_ms = read_latency(latency_path, f"{server}/{MODEL}")
+    result.server_side = read_server_side(latency_path)
     return result
 
 
@@ -276,6 +278,22 @@ def _check(result: RunResult, stats_path: Path) -> None:
     if result.problems:
         problems = "; ".join(result.problems)
         say(f"==> {result.server} run FAILED: {problems} (full output in {result.results}/{SCENARIO}.log)")
+
+
+def read_server_side(path: Path) -> str | None:
+    """Triton's statistics over the run (``server_stats`` in ``latency.json``) as one line, or None."""
+    try:
+        stats = json.loads(path.read_text())["server_stats"]
+        phases = ", ".join(
+            f"{key.removesuffix('_ms')} {float(stats[key]):.1f}"
+            for key in ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms", "server_total_ms")
+        )
+        line = f"{phases}; average batch {float(stats['avg_batch_size']):.2f}"
+        if stats.get("client_minus_server_ms") is not None:
+            line += f"; client mean - server total = {float(stats['client_minus_server_ms']):.2f} ms"
+        return line
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _ms(value: str) -> str:
@@ -382,6 +400,9 @@ def main() -> int:
     say(f"{MODEL}, {CONFIG} ({run_time} per server), {os.cpu_count()} CPU cores shared by servers and Locust:")
     say()
     say(summary(results))
+    for r in results:
+        if r.server_side is not None:
+            say(f"{r.server} server side, per inference (ms): {r.server_side}")
     say()
     say("Latency: from just before each request is written to its last response byte, timed in Rust")
     say("(percentiles of successful requests from latency.json; counts and req/s from Locust's low_stats.csv).")
