@@ -281,17 +281,19 @@ def _check(result: RunResult, stats_path: Path) -> None:
 
 
 def read_server_side(path: Path) -> str | None:
-    """Triton's statistics over the run (``server_stats`` in ``latency.json``) as one line, or None."""
+    """Triton's statistics over the run (``server_stats`` in ``latency.json``) as two lines, or None."""
     try:
         stats = json.loads(path.read_text())["server_stats"]
         phases = ", ".join(
             f"{key.removesuffix('_ms')} {float(stats[key]):.1f}"
-            for key in ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms", "server_total_ms")
+            for key in ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms")
         )
-        line = f"{phases}; average batch {float(stats['avg_batch_size']):.2f}"
+        total, batch = float(stats["server_total_ms"]), float(stats["avg_batch_size"])
+        text = f"{phases}\n  total {total:.1f}; average batch {batch:.2f}"
         if stats.get("client_minus_server_ms") is not None:
-            line += f"; client mean - server total = {float(stats['client_minus_server_ms']):.2f} ms"
-        return line
+            overhead = float(stats["client_minus_server_ms"])
+            text += f"; client mean - server total = {overhead:.2f} ms (network + client)"
+        return text
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -402,7 +404,7 @@ def main() -> int:
     say(summary(results))
     for r in results:
         if r.server_side is not None:
-            say(f"{r.server} server side, per inference (ms): {r.server_side}")
+            say(f"{r.server}, server side, per inference (ms): {r.server_side}")
     say()
     say("Latency: from just before each request is written to its last response byte, timed in Rust")
     say("(percentiles of successful requests from latency.json; counts and req/s from Locust's low_stats.csv).")
