@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod http;
+pub mod jpeg;
 pub mod latency;
 pub mod litserve;
 pub mod preprocess;

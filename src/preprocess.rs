@@ -5,18 +5,20 @@
 //! Only the part of the resized image that survives the crop is computed: every output pixel of
 //! Pillow's two-pass resampler depends only on its own filter window, so this is exact.
 //!
-//! JPEG is decoded by libjpeg-turbo's code (through `mozjpeg`) with Pillow's settings (integer IDCT,
-//! fancy upsampling), which makes the decoded pixels identical to Pillow's; other formats use the
-//! `image` crate, whose PNG, WebP, GIF, BMP and TIFF decoders are exact.
+//! JPEG goes through libjpeg-turbo's code with Pillow's settings (see [`crate::jpeg`]), decoding only
+//! the rows and columns the crop window depends on, each row straight into the horizontal pass;
+//! other formats are decoded whole by the `image` crate, whose PNG, WebP, GIF, BMP and TIFF decoders
+//! are exact.
 
-use std::io::{BufReader, Read};
+use std::ops::Range;
 use std::path::Path;
 
 use image::{ImageReader, RgbImage};
-use numpy::{PyArray3, ToPyArray};
+use numpy::{IntoPyArray, PyArray3};
 use pyo3::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::jpeg;
 
 /// Pillow refuses images above this many pixels (`Image.MAX_IMAGE_PIXELS * 2`) as decompression bombs.
 const MAX_PIXELS: u64 = 2 * 89_478_485;
@@ -71,62 +73,79 @@ impl Params {
 /// Reads, decodes and preprocesses an image file into a `3 × crop × crop` CHW tensor.
 pub fn preprocess_file(path: &Path, params: &Params) -> Result<Vec<f32>> {
     params.validate()?;
-    let image = decode_rgb(path)?;
+    let fail = |reason: String| Error::Image {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    if bytes.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    let format = image::guess_format(&bytes).map_err(|_| {
+        fail("not a recognised image format (JPEG, PNG, WebP, GIF, BMP, TIFF)".into())
+    })?;
+    if format == image::ImageFormat::Jpeg {
+        return preprocess_jpeg(&bytes, params).map_err(fail);
+    }
+    let image = decode_other(&bytes, format).map_err(fail)?;
     Ok(preprocess_rgb(&image, params))
 }
 
 /// Preprocesses an already decoded RGB image (see [`preprocess_file`]).
 pub fn preprocess_rgb(image: &RgbImage, params: &Params) -> Vec<f32> {
     let (width, height) = image.dimensions();
-    let (out_w, out_h) = resized_size(width, height, params.resize);
-    let crop = params.crop;
-    let left = center_crop_offset(out_w, crop);
-    let top = center_crop_offset(out_h, crop);
-    let cropped = resample_window(image, out_w, out_h, left, top, crop, crop);
-    normalize_chw(&cropped, crop as usize, crop as usize, params)
+    let plan = Plan::new(width as usize, height as usize, params);
+    let stride = width as usize * 3;
+    let mut rgbx = vec![0u8; width as usize * 4 + plan.slack()];
+    plan.with_temp(|temp| {
+        let rows = plan.rows.clone();
+        for (r, row) in rows.zip(temp.chunks_exact_mut(plan.temp_stride())) {
+            let rgb = &image.as_raw()[r * stride..(r + 1) * stride];
+            for (x, p) in rgbx.chunks_exact_mut(4).zip(rgb.chunks_exact(3)) {
+                x[..3].copy_from_slice(p);
+            }
+            plan.horizontal(&rgbx, 0, row);
+        }
+        plan.vertical_normalized(temp, params)
+    })
 }
 
-/// Decodes any supported format into 8-bit RGB the way Pillow's `convert("RGB")` would.
-pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
-    let fail = |reason: String| Error::Image {
-        path: path.display().to_string(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-    let mut bytes = Vec::new();
-    BufReader::new(file)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.to_string()))?;
-    if bytes.is_empty() {
-        return Err(fail("the file is empty".into()));
+/// Decodes a JPEG's needed window row by row straight into the horizontal pass.
+fn preprocess_jpeg(bytes: &[u8], params: &Params) -> std::result::Result<Vec<f32>, String> {
+    if !jpeg::is_complete(bytes) {
+        return Err("the JPEG data is truncated (no end-of-image marker after the scan)".into());
     }
-    let reader = ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?;
-    let Some(format) = reader.format() else {
-        return Err(fail(
-            "not a recognised image format (JPEG, PNG, WebP, GIF, BMP, TIFF)".into(),
-        ));
-    };
-    if format == image::ImageFormat::Jpeg {
-        if !jpeg_is_complete(&bytes) {
-            return Err(fail(
-                "the JPEG data is truncated (no end-of-image marker after the scan)".into(),
-            ));
-        }
-        return decode_jpeg(&bytes).map_err(fail);
-    }
+    let decoder = jpeg::Jpeg::open(bytes)?;
+    let (width, height) = decoder.size();
+    check_size(width, height)?;
+    let plan = Plan::new(width, height, params);
+    plan.with_temp(|temp| {
+        let mut rows = temp.chunks_exact_mut(plan.temp_stride());
+        decoder.decode_window(
+            plan.rows.clone(),
+            plan.cols.clone(),
+            plan.slack(),
+            |first_col, pixels| {
+                if let Some(row) = rows.next() {
+                    plan.horizontal(pixels, first_col, row);
+                }
+            },
+        )?;
+        Ok(plan.vertical_normalized(temp, params))
+    })
+}
+
+/// Decodes a non-JPEG image into 8-bit RGB the way Pillow's `convert("RGB")` would.
+fn decode_other(bytes: &[u8], format: image::ImageFormat) -> std::result::Result<RgbImage, String> {
     let name = format!("{format:?}").to_uppercase();
-    let (width, height) = reader
+    let reader = || ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (width, height) = reader()
         .into_dimensions()
-        .map_err(|e| fail(format!("{name} header: {e}")))?;
-    check_size(width as usize, height as usize).map_err(fail)?;
-    let reader = ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?;
-    let decoded = reader
+        .map_err(|e| format!("{name} header: {e}"))?;
+    check_size(width as usize, height as usize)?;
+    let decoded = reader()
         .decode()
-        .map_err(|e| fail(format!("{name} decoding failed: {e}")))?;
+        .map_err(|e| format!("{name} decoding failed: {e}"))?;
     Ok(decoded.to_rgb8())
 }
 
@@ -140,85 +159,6 @@ fn check_size(width: usize, height: usize) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Decodes a JPEG exactly as Pillow does: RGB from YCbCr or grayscale; CMYK and YCCK through Pillow's
-/// `CMYK -> RGB` conversion, with Adobe-inverted CMYK undone first.
-fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
-    let decode = || -> std::io::Result<std::result::Result<RgbImage, String>> {
-        let decompress = mozjpeg::Decompress::new_mem(bytes)?;
-        let (width, height) = decompress.size();
-        if let Err(reason) = check_size(width, height) {
-            return Ok(Err(reason));
-        }
-        let cmyk = matches!(
-            decompress.color_space(),
-            mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
-        );
-        let rgb = if cmyk {
-            let inverted = has_adobe_marker(bytes);
-            let mut started = decompress.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)?;
-            let pixels: Vec<u8> = started.read_scanlines()?;
-            started.finish()?;
-            pixels
-                .chunks_exact(4)
-                .flat_map(|p| cmyk_to_rgb(p, inverted))
-                .collect()
-        } else {
-            let mut started = decompress.rgb()?;
-            let pixels: Vec<u8> = started.read_scanlines()?;
-            started.finish()?;
-            pixels
-        };
-        Ok(RgbImage::from_raw(width as u32, height as u32, rgb)
-            .ok_or_else(|| "the JPEG decoder returned too few pixels".to_string()))
-    };
-    match std::panic::catch_unwind(decode) {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(format!("JPEG decoding failed: {e}")),
-        // libjpeg reports fatal errors by unwinding with its message
-        Err(payload) => Err(payload.downcast_ref::<String>().map_or_else(
-            || "JPEG decoding failed".to_string(),
-            |m| format!("JPEG decoding failed: {m}"),
-        )),
-    }
-}
-
-/// Pillow's `cmyk2rgb` (`Convert.c`), after its `CMYK;I` unpacking of Adobe files.
-fn cmyk_to_rgb(p: &[u8], inverted: bool) -> [u8; 3] {
-    let v = |x: u8| i32::from(if inverted { 255 - x } else { x });
-    let nk = 255 - v(p[3]);
-    let channel = |x: i32| {
-        let tmp = x * nk + 128;
-        let scaled = ((tmp >> 8) + tmp) >> 8;
-        (nk - scaled).clamp(0, 255) as u8
-    };
-    [channel(v(p[0])), channel(v(p[1])), channel(v(p[2]))]
-}
-
-/// Whether the JPEG carries an Adobe APP14 segment before its first scan.
-fn has_adobe_marker(bytes: &[u8]) -> bool {
-    let header_end = bytes
-        .windows(2)
-        .position(|w| w == [0xFF, 0xDA])
-        .unwrap_or(bytes.len());
-    bytes[..header_end]
-        .windows(9)
-        .any(|w| w[..2] == [0xFF, 0xEE] && &w[4..] == b"Adobe")
-}
-
-/// A JPEG is complete when an end-of-image marker follows its last start-of-scan marker.
-/// Decoders fill a truncated scan with grey instead of failing; Pillow refuses such files.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let last = |marker: u8| {
-        bytes
-            .windows(2)
-            .rposition(|w| w[0] == 0xFF && w[1] == marker)
-    };
-    match (last(0xDA), last(0xD9)) {
-        (Some(sos), Some(eoi)) => eoi > sos,
-        _ => false,
-    }
 }
 
 /// torchvision's output size for `Resize(size)` with an int: the short side becomes `size`, the long
@@ -255,57 +195,113 @@ pub fn center_crop_offset(size: u32, crop: u32) -> u32 {
     offset.max(0) as u32
 }
 
-/// Pillow's filter weights for one axis: for each output index, the first input index and the
-/// fixed-point weights. Mirrors `precompute_coeffs` + `normalize_coeffs_8bpc` in `Resample.c`.
+/// Pillow's filter weights along one axis for a run of output indices: for each, the first input
+/// index and its fixed-point weights (`taps` apart, zero-padded). Mirrors `precompute_coeffs` +
+/// `normalize_coeffs_8bpc` in `Resample.c`; `None` when the axis keeps its size (Pillow skips the
+/// pass).
 #[derive(Debug)]
 struct Coeffs {
     starts: Vec<usize>,
-    weights: Vec<Vec<i32>>,
+    lens: Vec<usize>,
+    taps: usize,
+    weights: Vec<i32>,
+    /// The weights each repeated four times (`w0 w0 w0 w0 w1 w1 w1 w1 ...`), for the AVX2
+    /// horizontal pass, which multiplies two RGBX pixels by one vector.
+    wide: Vec<i32>,
 }
 
-fn bilinear_coeffs(in_size: u32, out_size: u32) -> Coeffs {
-    let scale = f64::from(in_size) / f64::from(out_size);
-    let filterscale = scale.max(1.0);
-    let support = filterscale; // the bilinear filter's support is 1.0
-    let mut starts = Vec::with_capacity(out_size as usize);
-    let mut weights = Vec::with_capacity(out_size as usize);
-    for xx in 0..out_size {
-        let center = (f64::from(xx) + 0.5) * scale;
-        let ss = 1.0 / filterscale;
-        let xmin = ((center - support + 0.5) as i64).max(0);
-        let xmax = ((center + support + 0.5) as i64).min(i64::from(in_size));
-        let mut ks: Vec<f64> = (xmin..xmax)
-            .map(|x| {
-                let t = ((x as f64) - center + 0.5) * ss;
-                let t = t.abs();
-                if t < 1.0 {
-                    1.0 - t
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let total: f64 = ks.iter().sum();
-        if total != 0.0 {
-            for k in &mut ks {
-                *k /= total;
-            }
+impl Coeffs {
+    fn bilinear(in_size: usize, out_size: usize, out: Range<usize>) -> Option<Coeffs> {
+        if in_size == out_size {
+            return None;
         }
-        let fixed = ks
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = filterscale; // the bilinear filter's support is 1.0
+        let ss = 1.0 / filterscale;
+        let mut starts = Vec::with_capacity(out.len());
+        let mut windows = Vec::with_capacity(out.len());
+        for xx in out {
+            let center = (xx as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5) as i64).max(0);
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64);
+            let ks: Vec<f64> = (xmin..xmax)
+                .map(|x| {
+                    let t = ((x as f64 - center + 0.5) * ss).abs();
+                    if t < 1.0 {
+                        1.0 - t
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let total: f64 = ks.iter().sum();
+            let fixed: Vec<i32> = ks
+                .iter()
+                .map(|&k| {
+                    let k = if total == 0.0 { k } else { k / total };
+                    let scaled = k * f64::from(1u32 << PRECISION_BITS);
+                    if k < 0.0 {
+                        (-0.5 + scaled) as i32
+                    } else {
+                        (0.5 + scaled) as i32
+                    }
+                })
+                .collect();
+            starts.push(xmin as usize);
+            windows.push(fixed);
+        }
+        // the longest window, rounded up to an even count for the two-tap AVX2 steps
+        let taps = windows
             .iter()
-            .map(|&k| {
-                let scaled = k * f64::from(1u32 << PRECISION_BITS);
-                if k < 0.0 {
-                    (-0.5 + scaled) as i32
-                } else {
-                    (0.5 + scaled) as i32
-                }
-            })
-            .collect();
-        starts.push(xmin as usize);
-        weights.push(fixed);
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .next_multiple_of(2);
+        let mut weights = vec![0; windows.len() * taps];
+        for (slots, window) in weights.chunks_exact_mut(taps.max(1)).zip(&windows) {
+            slots[..window.len()].copy_from_slice(window);
+        }
+        Some(Coeffs {
+            starts,
+            lens: windows.iter().map(Vec::len).collect(),
+            taps,
+            wide: weights.iter().flat_map(|&w| [w; 4]).collect(),
+            weights,
+        })
     }
-    Coeffs { starts, weights }
+
+    fn get(&self, i: usize) -> (usize, &[i32]) {
+        let w = &self.weights[i * self.taps..i * self.taps + self.lens[i]];
+        (self.starts[i], w)
+    }
+
+    /// The input indices the run of outputs reads.
+    fn span(&self) -> Range<usize> {
+        let last = self.starts.len() - 1;
+        self.starts[0]..self.starts[last] + self.lens[last]
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests run the portable passes too by setting this on their thread.
+    static PORTABLE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn has_avx2() -> bool {
+    #[cfg(test)]
+    if PORTABLE_ONLY.get() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 #[inline]
@@ -319,93 +315,247 @@ fn clip8(acc: i32) -> u8 {
     }
 }
 
-/// Resamples `image` to `out_w × out_h` with Pillow's antialiased bilinear filter and returns only
-/// the `win_w × win_h` window at (`left`, `top`) of the result, as packed RGB.
-fn resample_window(
-    image: &RgbImage,
-    out_w: u32,
-    out_h: u32,
-    left: u32,
-    top: u32,
-    win_w: u32,
-    win_h: u32,
-) -> Vec<u8> {
-    let (in_w, in_h) = image.dimensions();
-    let src = image.as_raw();
-    let in_stride = in_w as usize * 3;
-    let (left, top, win_w, win_h) = (left as usize, top as usize, win_w as usize, win_h as usize);
+const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
-    let need_horizontal = out_w != in_w;
-    let need_vertical = out_h != in_h;
-    let horiz = bilinear_coeffs(in_w, out_w);
-    let vert = bilinear_coeffs(in_h, out_h);
-
-    // Source rows the vertical pass will read for the window's rows.
-    let (row_first, row_last) = if need_vertical {
-        let first = vert.starts[top];
-        let last = vert.starts[top + win_h - 1] + vert.weights[top + win_h - 1].len();
-        (first, last)
-    } else {
-        (top, top + win_h)
-    };
-
-    // Horizontal pass: rows row_first..row_last, only the window's columns.
-    let rows = row_last - row_first;
-    let mut temp = vec![0u8; rows * win_w * 3];
-    let half = 1i32 << (PRECISION_BITS - 1);
-    for (r, out_row) in temp.chunks_exact_mut(win_w * 3).enumerate() {
-        let in_row = &src[(row_first + r) * in_stride..(row_first + r + 1) * in_stride];
-        for (c, px) in out_row.chunks_exact_mut(3).enumerate() {
-            let xx = left + c;
-            if !need_horizontal {
-                px.copy_from_slice(&in_row[xx * 3..xx * 3 + 3]);
-                continue;
-            }
-            let start = horiz.starts[xx];
-            let (mut s0, mut s1, mut s2) = (half, half, half);
-            for (k, &w) in horiz.weights[xx].iter().enumerate() {
-                let p = &in_row[(start + k) * 3..(start + k) * 3 + 3];
-                s0 += i32::from(p[0]) * w;
-                s1 += i32::from(p[1]) * w;
-                s2 += i32::from(p[2]) * w;
-            }
-            px[0] = clip8(s0);
-            px[1] = clip8(s1);
-            px[2] = clip8(s2);
-        }
-    }
-    if !need_vertical {
-        return temp;
-    }
-
-    // Vertical pass over the temporary rows.
-    let stride = win_w * 3;
-    let mut out = vec![0u8; win_h * stride];
-    for (r, out_row) in out.chunks_exact_mut(stride).enumerate() {
-        let yy = top + r;
-        let start = vert.starts[yy] - row_first;
-        let ks = &vert.weights[yy];
-        for (i, v) in out_row.iter_mut().enumerate() {
-            let mut acc = half;
-            for (k, &w) in ks.iter().enumerate() {
-                acc += i32::from(temp[(start + k) * stride + i]) * w;
-            }
-            *v = clip8(acc);
-        }
-    }
-    out
+/// What Pillow's two-pass resampler (horizontal, then vertical over the rows it needs) computes for
+/// the pixels that survive the center crop, and the source rows and columns they depend on.
+struct Plan {
+    /// The crop window in the resized image: columns `left..left + win_w`, rows `top..top + win_h`.
+    left: usize,
+    top: usize,
+    win_w: usize,
+    win_h: usize,
+    horiz: Option<Coeffs>,
+    vert: Option<Coeffs>,
+    /// Source rows and columns the window depends on.
+    rows: Range<usize>,
+    cols: Range<usize>,
+    /// Whether the CPU has AVX2, for the vectorised passes.
+    avx2: bool,
 }
 
-/// `ToTensor()` + `Normalize(mean, std)` in float32, HWC bytes in, CHW floats out.
-fn normalize_chw(rgb: &[u8], height: usize, width: usize, params: &Params) -> Vec<f32> {
-    let plane = height * width;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, px) in rgb.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = (f32::from(px[c]) / 255.0 - params.mean[c]) / params.std[c];
+impl Plan {
+    fn new(width: usize, height: usize, params: &Params) -> Plan {
+        let (out_w, out_h) = resized_size(width as u32, height as u32, params.resize);
+        let (out_w, out_h) = (out_w as usize, out_h as usize);
+        let crop = params.crop as usize;
+        let left = center_crop_offset(out_w as u32, params.crop) as usize;
+        let top = center_crop_offset(out_h as u32, params.crop) as usize;
+        let (win_w, win_h) = (crop, crop); // crop <= resize <= both sides
+        let horiz = Coeffs::bilinear(width, out_w, left..left + win_w);
+        let vert = Coeffs::bilinear(height, out_h, top..top + win_h);
+        let cols = horiz.as_ref().map_or(left..left + win_w, Coeffs::span);
+        let rows = vert.as_ref().map_or(top..top + win_h, Coeffs::span);
+        Plan {
+            left,
+            top,
+            win_w,
+            win_h,
+            horiz,
+            vert,
+            rows,
+            cols,
+            avx2: has_avx2(),
         }
     }
-    out
+
+    /// Horizontally resampled rows are RGBX too: one 32-bit store per pixel.
+    fn temp_stride(&self) -> usize {
+        self.win_w * 4
+    }
+
+    /// Runs `f` on a buffer for the horizontally resampled rows, reused between calls on a thread:
+    /// a fresh one would cost a page fault per 4 KiB on every image.
+    fn with_temp<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        /// Larger buffers are freed after use.
+        const KEEP: usize = 16 << 20;
+        thread_local! {
+            static TEMP: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let len = self.rows.len() * self.temp_stride();
+        let mut buffer = TEMP.take();
+        buffer.resize(len, 0);
+        let result = f(&mut buffer[..len]);
+        if buffer.capacity() <= KEEP {
+            TEMP.set(buffer);
+        }
+        result
+    }
+
+    /// Zero bytes the horizontal pass may read past the end of a row: every output reads a whole
+    /// `taps`-pixel window, whose weights past the filter's own length are zero.
+    fn slack(&self) -> usize {
+        self.horiz.as_ref().map_or(0, |h| h.taps * 4)
+    }
+
+    /// The horizontal pass over one source row, given as RGBX from column `first_col` on and followed
+    /// by [`Plan::slack`] zero bytes.
+    fn horizontal(&self, src: &[u8], first_col: usize, out: &mut [u8]) {
+        let Some(horiz) = &self.horiz else {
+            let from = (self.left - first_col) * 4;
+            out.copy_from_slice(&src[from..from + out.len()]);
+            return;
+        };
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is set only when the CPU has AVX2.
+            unsafe { horizontal_avx2(horiz, src, first_col, out) };
+            return;
+        }
+        horizontal_taps(horiz, src, first_col, out);
+    }
+
+    /// The vertical pass over the horizontally resampled rows, then `ToTensor()` + `Normalize`,
+    /// written as CHW float32.
+    fn vertical_normalized(&self, temp: &[u8], params: &Params) -> Vec<f32> {
+        // Every byte value's normalized float, computed by the same expression as per pixel.
+        let lut: Vec<[f32; 256]> = (0..3)
+            .map(|c| std::array::from_fn(|v| (v as f32 / 255.0 - params.mean[c]) / params.std[c]))
+            .collect();
+        let stride = self.temp_stride();
+        let plane = self.win_w * self.win_h;
+        let mut out = vec![0f32; 3 * plane];
+        let mut acc = vec![0i32; stride];
+        let mut row = vec![0u8; stride];
+        for y in 0..self.win_h {
+            match &self.vert {
+                None => {
+                    let r = self.top + y - self.rows.start;
+                    row.copy_from_slice(&temp[r * stride..(r + 1) * stride]);
+                }
+                Some(vert) => {
+                    let (start, ws) = vert.get(y);
+                    let from = (start - self.rows.start) * stride;
+                    let input = &temp[from..from + ws.len() * stride];
+                    #[cfg(target_arch = "x86_64")]
+                    if self.avx2 {
+                        // SAFETY: `avx2` is set only when the CPU has AVX2.
+                        unsafe { vertical_row_avx2(input, ws, &mut acc, &mut row) };
+                        normalize_row(&row, y, self.win_w, plane, &lut, &mut out);
+                        continue;
+                    }
+                    vertical_row(input, ws, &mut acc, &mut row);
+                }
+            }
+            normalize_row(&row, y, self.win_w, plane, &lut, &mut out);
+        }
+        out
+    }
+}
+
+/// The horizontal pass with AVX2: two RGBX pixels widened to eight 32-bit lanes, times their two
+/// weights, per multiply-add. Integer sums in another order: the same result.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::cast_ptr_alignment)] // loadl_epi64 and loadu_si256 read unaligned
+unsafe fn horizontal_avx2(horiz: &Coeffs, src: &[u8], first_col: usize, out: &mut [u8]) {
+    use std::arch::x86_64::{
+        __m128i, __m256i, _mm256_add_epi32, _mm256_castsi256_si128, _mm256_cvtepu8_epi32,
+        _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_mullo_epi32, _mm256_setzero_si256,
+        _mm_add_epi32, _mm_cvtsi128_si32, _mm_loadl_epi64, _mm_packs_epi32, _mm_packus_epi16,
+        _mm_set1_epi32, _mm_srai_epi32,
+    };
+    let taps = horiz.taps; // even
+    let half = _mm_set1_epi32(HALF);
+    for (i, px) in out.chunks_exact_mut(4).enumerate() {
+        let from = (horiz.starts[i] - first_col) * 4;
+        let input = &src[from..from + taps * 4];
+        let ws = &horiz.wide[i * taps * 4..(i + 1) * taps * 4];
+        // SAFETY: every load reads 8 bytes of `input` or 32 of `ws`, within the slices above.
+        let rgbx = unsafe {
+            let mut acc = _mm256_setzero_si256();
+            for (p, w) in input.chunks_exact(8).zip(ws.chunks_exact(8)) {
+                let p = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.as_ptr().cast::<__m128i>()));
+                let w = _mm256_loadu_si256(w.as_ptr().cast::<__m256i>());
+                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, w));
+            }
+            let sum = _mm_add_epi32(
+                _mm256_castsi256_si128(acc),
+                _mm256_extracti128_si256::<1>(acc),
+            );
+            // clip8: (acc >> PRECISION_BITS) saturated to 0..=255 by the two packs
+            let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(_mm_add_epi32(sum, half));
+            let v = _mm_packs_epi32(v, v);
+            _mm_cvtsi128_si32(_mm_packus_epi16(v, v))
+        };
+        px.copy_from_slice(&rgbx.to_ne_bytes());
+    }
+}
+
+/// A fixed window length lets the compiler unroll the common downscales (up to 4x).
+#[inline(always)] // inlined into the AVX2 variant, which compiles it for AVX2
+#[allow(clippy::inline_always)]
+fn horizontal_taps(horiz: &Coeffs, src: &[u8], first_col: usize, out: &mut [u8]) {
+    match horiz.taps {
+        4 => horizontal_any(horiz, 4, src, first_col, out),
+        6 => horizontal_any(horiz, 6, src, first_col, out),
+        8 => horizontal_any(horiz, 8, src, first_col, out),
+        10 => horizontal_any(horiz, 10, src, first_col, out),
+        taps => horizontal_any(horiz, taps, src, first_col, out),
+    }
+}
+
+/// One output pixel per four bytes of `out` (RGBX): the weighted sum of `taps` RGBX input pixels, with
+/// four lanes (the fourth ignored) so that each tap is one vector multiply-add.
+#[inline(always)] // inlined into the AVX2 variant, which compiles it for AVX2
+#[allow(clippy::inline_always)]
+fn horizontal_any(horiz: &Coeffs, taps: usize, src: &[u8], first_col: usize, out: &mut [u8]) {
+    for (i, px) in out.chunks_exact_mut(4).enumerate() {
+        let from = (horiz.starts[i] - first_col) * 4;
+        let input = &src[from..from + taps * 4];
+        let ws = &horiz.weights[i * taps..(i + 1) * taps];
+        let mut acc = [HALF; 4];
+        for (p, &w) in input.chunks_exact(4).zip(ws) {
+            for c in 0..4 {
+                acc[c] += i32::from(p[c]) * w;
+            }
+        }
+        px[0] = clip8(acc[0]);
+        px[1] = clip8(acc[1]);
+        px[2] = clip8(acc[2]);
+        px[3] = 0;
+    }
+}
+
+/// One output row of the vertical pass: `input` holds the `ws.len()` rows it reads.
+#[inline(always)] // inlined into the AVX2 variant, which compiles it for AVX2
+#[allow(clippy::inline_always)]
+fn vertical_row(input: &[u8], ws: &[i32], acc: &mut [i32], row: &mut [u8]) {
+    let stride = row.len();
+    acc.fill(HALF);
+    for (rows, &w) in input.chunks_exact(stride).zip(ws) {
+        for (a, &p) in acc.iter_mut().zip(rows) {
+            *a += i32::from(p) * w;
+        }
+    }
+    for (v, &a) in row.iter_mut().zip(acc.iter()) {
+        *v = clip8(a);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn vertical_row_avx2(input: &[u8], ws: &[i32], acc: &mut [i32], row: &mut [u8]) {
+    vertical_row(input, ws, acc, row);
+}
+
+/// `ToTensor()` + `Normalize` of one RGBX row `y`, through per-channel lookup tables, into CHW.
+fn normalize_row(
+    row: &[u8],
+    y: usize,
+    width: usize,
+    plane: usize,
+    lut: &[[f32; 256]],
+    out: &mut [f32],
+) {
+    let at = y * width;
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (x, px) in row.chunks_exact(4).enumerate() {
+        r[at + x] = lut[0][px[0] as usize];
+        g[at + x] = lut[1][px[1] as usize];
+        b[at + x] = lut[2][px[2] as usize];
+    }
 }
 
 /// `preprocess_image(path, *, resize=256, crop=224, mean=..., std=...) -> numpy.ndarray`
@@ -429,7 +579,7 @@ pub fn preprocess_image_py(
     let side = crop as usize;
     let array = ndarray::Array3::from_shape_vec((3, side, side), data)
         .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    Ok(array.to_pyarray(py))
+    Ok(array.into_pyarray(py))
 }
 
 #[cfg(test)]
@@ -457,8 +607,10 @@ mod tests {
     #[test]
     fn weights_sum_to_one_in_fixed_point() {
         for (inp, out) in [(600, 300), (512, 256), (10, 256), (4000, 341), (257, 256)] {
-            let c = bilinear_coeffs(inp, out);
-            for w in &c.weights {
+            let c = Coeffs::bilinear(inp, out, 0..out).unwrap();
+            for i in 0..out {
+                let (start, w) = c.get(i);
+                assert!(start + w.len() <= inp);
                 let sum: i64 = w.iter().map(|&k| i64::from(k)).sum();
                 assert!(
                     (sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
@@ -466,38 +618,133 @@ mod tests {
                 );
             }
         }
+        assert!(Coeffs::bilinear(256, 256, 0..224).is_none());
+    }
+
+    /// Pillow's resize computed in full (both passes over the whole image, as `Resample.c` does),
+    /// then cropped and normalized pixel by pixel: what the windowed plan must reproduce.
+    fn reference(image: &RgbImage, params: &Params) -> Vec<f32> {
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let (ow, oh) = resized_size(w as u32, h as u32, params.resize);
+        let (ow, oh) = (ow as usize, oh as usize);
+        let src = image.as_raw();
+        let mut horiz = src.clone();
+        if let Some(c) = Coeffs::bilinear(w, ow, 0..ow) {
+            horiz = vec![0; h * ow * 3];
+            for y in 0..h {
+                for xx in 0..ow {
+                    let (start, ws) = c.get(xx);
+                    for ch in 0..3 {
+                        let acc = ws.iter().enumerate().fold(HALF, |acc, (k, &wt)| {
+                            acc + i32::from(src[(y * w + start + k) * 3 + ch]) * wt
+                        });
+                        horiz[(y * ow + xx) * 3 + ch] = clip8(acc);
+                    }
+                }
+            }
+        }
+        let stride = ow * 3;
+        let mut full = horiz.clone();
+        if let Some(c) = Coeffs::bilinear(h, oh, 0..oh) {
+            full = vec![0; oh * stride];
+            for yy in 0..oh {
+                let (start, ws) = c.get(yy);
+                for x in 0..stride {
+                    let acc = ws.iter().enumerate().fold(HALF, |acc, (k, &wt)| {
+                        acc + i32::from(horiz[(start + k) * stride + x]) * wt
+                    });
+                    full[yy * stride + x] = clip8(acc);
+                }
+            }
+        }
+        let crop = params.crop as usize;
+        let left = center_crop_offset(ow as u32, params.crop) as usize;
+        let top = center_crop_offset(oh as u32, params.crop) as usize;
+        let mut out = vec![0f32; 3 * crop * crop];
+        for y in 0..crop {
+            for x in 0..crop {
+                for c in 0..3 {
+                    let v = full[(top + y) * stride + (left + x) * 3 + c];
+                    out[c * crop * crop + y * crop + x] =
+                        (f32::from(v) / 255.0 - params.mean[c]) / params.std[c];
+                }
+            }
+        }
+        out
+    }
+
+    fn pattern(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x ^ y) * 13 % 256) as u8,
+            ])
+        })
+    }
+
+    #[test]
+    #[allow(clippy::float_cmp)] // the point is bit-exactness
+    fn window_equals_crop_of_full_resize() {
+        window_equals_crop_of_full_resize_with(false);
+    }
+
+    #[test]
+    fn portable_passes_equal_crop_of_full_resize() {
+        window_equals_crop_of_full_resize_with(true);
+    }
+
+    #[allow(clippy::float_cmp)] // the point is bit-exactness
+    fn window_equals_crop_of_full_resize_with(portable: bool) {
+        PORTABLE_ONLY.set(portable);
+        let params = Params::default();
+        for (w, h) in [
+            (97, 131),
+            (512, 600),
+            (600, 512),
+            (256, 300),
+            (300, 256),
+            (257, 1000),
+            (224, 224),
+            (1200, 900),
+            (2000, 261),
+        ] {
+            let image = pattern(w, h);
+            assert!(
+                preprocess_rgb(&image, &params) == reference(&image, &params),
+                "{w}x{h}"
+            );
+        }
+        let small = Params {
+            resize: 224,
+            ..Params::default()
+        };
+        let image = pattern(224, 230);
+        assert!(preprocess_rgb(&image, &small) == reference(&image, &small));
     }
 
     #[test]
     fn constant_image_stays_constant() {
         let img = RgbImage::from_pixel(613, 401, image::Rgb([10, 128, 250]));
-        let out = resample_window(&img, 349, 228, 3, 2, 224, 224);
-        assert!(out.chunks_exact(3).all(|p| p == [10, 128, 250]));
-    }
-
-    #[test]
-    fn window_equals_crop_of_full_resize() {
-        let img = RgbImage::from_fn(97, 131, |x, y| {
-            image::Rgb([
-                (x * 7 % 256) as u8,
-                (y * 5 % 256) as u8,
-                ((x ^ y) % 256) as u8,
-            ])
-        });
-        let full = resample_window(&img, 256, 345, 0, 0, 256, 345);
-        let win = resample_window(&img, 256, 345, 16, 60, 224, 224);
-        for r in 0..224 {
-            let a = &full[((60 + r) * 256 + 16) * 3..((60 + r) * 256 + 16 + 224) * 3];
-            let b = &win[r * 224 * 3..(r + 1) * 224 * 3];
-            assert_eq!(a, b, "row {r}");
+        let p = Params::default();
+        let out = preprocess_rgb(&img, &p);
+        for (c, v) in [10u8, 128, 250].into_iter().enumerate() {
+            let expected = (f32::from(v) / 255.0 - p.mean[c]) / p.std[c];
+            assert!(out[c * 224 * 224..(c + 1) * 224 * 224]
+                .iter()
+                .all(|&x| x.to_bits() == expected.to_bits()));
         }
     }
 
     #[test]
     #[allow(clippy::float_cmp)] // the point is bit-exactness
     fn normalization_matches_formula() {
-        let p = Params::default();
-        let out = normalize_chw(&[255, 0, 128], 1, 1, &p);
+        let p = Params {
+            resize: 1,
+            crop: 1,
+            ..Params::default()
+        };
+        let out = preprocess_rgb(&RgbImage::from_pixel(1, 1, image::Rgb([255, 0, 128])), &p);
         assert_eq!(out[0], (1.0 - 0.485) / 0.229);
         assert_eq!(out[1], (0.0 - 0.456) / 0.224);
         assert_eq!(out[2], (128.0f32 / 255.0 - 0.406) / 0.225);
