@@ -2,7 +2,8 @@
 
 Each server runs as ``python -m servers.<module> ...`` in its own process group (``start_new_session``);
 readiness is polled over HTTP on 127.0.0.1, and on exit -- normal, exception or KeyboardInterrupt -- the
-server gets SIGTERM and, after it exits or at most 10 s, the whole group gets SIGKILL.
+server gets SIGTERM and, after it exits or at most 10 s, the whole group gets SIGKILL. Each server gets a
+private ``TMPDIR``, removed afterwards together with what Triton writes to hard-coded ``/tmp`` paths.
 
     with triton_server(models=["tiny_onnx"]) as srv:
         requests.get(f"{srv.url}/v2/models/tiny_onnx")
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,6 +37,9 @@ STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 40
 MAX_TMP_BASE_LEN = 24
 PARENT_PID_ENV = "LOCUST_INFERENCE_LAUNCHER_PID"
+TRITON_TMP = Path("/tmp")  # hard-coded by tritonserver and its Python backend, whatever TMPDIR says
+OWNER_MARKER = "locust-inference-server-pid"  # in a /tmp/python_env_* dir: see claim_python_env
+_WORKSPACE_PARAM = re.compile(r'key:\s*"workspace-path"\s*value\s*\{\s*string_value:\s*"([^"]+)"')
 
 
 class ServerStartError(RuntimeError):
@@ -111,9 +116,20 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def live_group_members(pgid: int) -> list[int]:
-    """PIDs of processes in group ``pgid`` that are not zombies (Linux ``/proc``)."""
-    pids = []
+@dataclass(frozen=True)
+class ProcessInfo:
+    """The fields of ``/proc/<pid>/stat`` used here."""
+
+    pid: int
+    name: str  # the command name (``comm``, at most 15 characters)
+    state: str  # R, S, D, Z, ...
+    ppid: int
+    pgrp: int
+
+
+def processes() -> list[ProcessInfo]:
+    """Every process on the machine, from one pass over ``/proc/<pid>/stat`` (Linux); vanished ones are skipped."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -121,11 +137,101 @@ def live_group_members(pgid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        # Fields after the parenthesised command: state ppid pgrp ...
-        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            pids.append(int(entry))
-    return pids
+        # "pid (comm) state ppid pgrp ...": comm may itself contain spaces and parentheses.
+        head, _, tail = stat.rpartition(")")
+        state, ppid, pgrp = tail.split()[:3]
+        found.append(ProcessInfo(int(entry), head.partition("(")[2], state, int(ppid), int(pgrp)))
+    return found
+
+
+def descendants(pid: int) -> list[ProcessInfo]:
+    """Children, grandchildren, ... of ``pid`` (zombies included)."""
+    children: dict[int, list[ProcessInfo]] = {}
+    for proc in processes():
+        children.setdefault(proc.ppid, []).append(proc)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        proc = todo.pop()
+        found.append(proc)
+        todo.extend(children.get(proc.pid, []))
+    return found
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """PIDs of processes in group ``pgid`` that are not zombies (Linux ``/proc``)."""
+    return [proc.pid for proc in processes() if proc.pgrp == pgid and proc.state != "Z"]
+
+
+def python_stub_pids(server_pid: int) -> list[int]:
+    """PIDs of Triton Python-backend stub processes descending from ``server_pid``."""
+    return [proc.pid for proc in descendants(server_pid) if proc.name.startswith("triton_python")]
+
+
+def python_envs() -> set[Path]:
+    """The ``/tmp/python_env_XXXXXX`` directories of every Triton Python backend on the machine."""
+    return set(TRITON_TMP.glob("python_env_*"))
+
+
+def claim_python_env(before: set[Path], server_pid: int) -> bool:
+    """Mark the ``/tmp/python_env_XXXXXX`` of the Triton run by ``server_pid`` as its own; True once marked.
+
+    Nothing in that directory names its server, so it is found by elimination: while one of the server's
+    stubs runs, its backend is initialised and the directory exists, and it was created after ``before``
+    was listed. If exactly one candidate is left, it is the server's; otherwise (another Triton started
+    meanwhile, or no stub runs) nothing is marked. The server and its launcher both call this.
+    """
+    if not python_stub_pids(server_pid):
+        return False
+    new = python_envs() - before
+    if len(new) != 1 or not python_stub_pids(server_pid):
+        return False
+    try:
+        (new.pop() / OWNER_MARKER).write_text(str(server_pid))
+    except OSError:
+        return False
+    return True
+
+
+def _within(path: str, owner: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(owner))
+
+
+def triton_leftovers(owner: Path, server_pid: int) -> list[Path]:
+    """What the Triton run by ``servers.triton`` as ``server_pid``, with its temp files under ``owner``, left
+    at paths tritonserver hard-codes whatever ``TMPDIR`` says. It removes them itself only when every model
+    unloads before it exits (a model with 8 instances takes ~15 s), never when killed.
+
+    * ``/tmp/folderXXXXXX``: one copy per loaded model; its ``config.pbtxt`` names the PyTriton workspace.
+    * ``/tmp/python_env_XXXXXX``: one per server, marked by :func:`claim_python_env`.
+    * ``/dev/shm/pytrtion<server_pid>-*``: the stubs' shared memory.
+    """
+    found = []
+    for folder in TRITON_TMP.glob("folder*"):
+        try:
+            config = (folder / "config.pbtxt").read_text(errors="replace")
+        except OSError:
+            continue
+        match = _WORKSPACE_PARAM.search(config)
+        if match and _within(match[1], owner):
+            found.append(folder)
+    for env in python_envs():
+        try:
+            if (env / OWNER_MARKER).read_text() == str(server_pid):
+                found.append(env)
+        except OSError:
+            continue
+    found.extend(Path("/dev/shm").glob(f"pytrtion{server_pid}-*"))
+    return found
+
+
+def remove_triton_leftovers(owner: Path, server_pid: int) -> None:
+    """Delete :func:`triton_leftovers` (a no-op for other servers)."""
+    for path in triton_leftovers(owner, server_pid):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _stop_group(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> None:
@@ -167,7 +273,7 @@ def _run_server(
     env: dict[str, str] | None,
 ) -> Iterator[RunningServer]:
     own_log = log_path is None
-    if own_log:
+    if log_path is None:
         fd, name = tempfile.mkstemp(prefix=f"locust-inference-{kind}-", suffix=".log")
         os.close(fd)
         path = Path(name)
@@ -189,6 +295,7 @@ def _run_server(
     started = time.monotonic()
     failed = True
     proc: subprocess.Popen[bytes] | None = None
+    envs_before = python_envs()
     try:
         with open(path, "ab") as log:
             proc = subprocess.Popen(
@@ -217,6 +324,9 @@ def _run_server(
             else:
                 time.sleep(0.25)
         print(f"{label} ready after {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+        # Triton's python_env (a no-op for LitServe). The server claims it too, but maybe only after we
+        # see it ready and the caller has killed it.
+        claim_python_env(envs_before, proc.pid)
         yield RunningServer(
             kind=kind, port=port, models=list(models), pid=proc.pid, log_path=path, tmp_dir=Path(tmpdir)
         )
@@ -224,6 +334,8 @@ def _run_server(
     finally:
         if proc is not None:
             _stop_group(proc)
+            # Also after a SIGKILL, when the server could not clean up: Triton writes outside TMPDIR.
+            remove_triton_leftovers(Path(tmpdir), proc.pid)
         shutil.rmtree(tmpdir, ignore_errors=True)
         print(f"stopped {label}", file=sys.stderr, flush=True)
         if own_log and not failed:

@@ -29,7 +29,14 @@ from types import FrameType
 
 import numpy as np
 
-from servers.launch import exit_with_launcher, free_ports
+from servers.launch import (
+    claim_python_env,
+    exit_with_launcher,
+    free_ports,
+    python_envs,
+    python_stub_pids,
+    remove_triton_leftovers,
+)
 from servers.models import DEFAULT_THREADS, INPUT_SHAPE, MODELS, OUTPUT_SHAPE, load_predictor, onnx_path
 
 LOG = logging.getLogger("servers.triton")
@@ -129,29 +136,6 @@ def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.tr
     )
 
 
-def _python_stub_pids() -> list[int]:
-    """PIDs of Python-backend stub processes descending from this process (Linux ``/proc``)."""
-    children: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        names[int(entry)] = name
-        children.setdefault(int(rest[1]), []).append(int(entry))
-    stubs, todo = [], list(children.get(os.getpid(), []))
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        if names.get(pid, "").startswith("triton_python"):
-            stubs.append(pid)
-    return stubs
-
-
 def _unload_models(http_port: int, models: list[str], token: str | None, timeout: float = 6.0) -> None:
     """Unload ``models`` through the repository API and wait (<= ``timeout`` s) for their stubs to exit.
 
@@ -172,7 +156,7 @@ def _unload_models(http_port: int, models: list[str], token: str | None, timeout
     except (urllib.error.URLError, OSError) as exc:
         LOG.warning("could not unload models: %s", exc)
         return
-    while _python_stub_pids():
+    while python_stub_pids(os.getpid()):
         if time.monotonic() - started > timeout:
             LOG.warning("Python-backend stubs still running %.1f s after unload", timeout)
             return
@@ -214,6 +198,8 @@ def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, 
     tmp_root = Path(tempfile.mkdtemp(prefix="pytriton-"))
     started = time.monotonic()
     interrupted = False
+    envs_before = python_envs()
+    claimed = False
     triton = None
     try:
         # PyTriton insists on creating the workspace itself: give it a path that does not exist yet.
@@ -230,6 +216,7 @@ def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, 
             ",".join(models),
         )
         triton.run()
+        claimed = claim_python_env(envs_before, os.getpid())
         LOG.info("Triton ready after %.1f s", time.monotonic() - started)
         while triton.is_alive():
             time.sleep(0.5)
@@ -244,7 +231,11 @@ def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, 
             _unload_models(http_port, models, triton.get_access_token())
     finally:
         if triton is not None:
+            if not claimed:  # start-up failed or was interrupted after some models loaded
+                claim_python_env(envs_before, os.getpid())
             triton.stop()
+        # What tritonserver did not remove (a model still unloading at exit, a failed start, ...).
+        remove_triton_leftovers(tmp_root, os.getpid())
         shutil.rmtree(tmp_root, ignore_errors=True)
     return 0 if interrupted else 1
 

@@ -7,12 +7,17 @@ The servers run in their own process groups via :mod:`servers.launch`, which alw
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+
+# onnxruntime >= 1.29 telemetry writes a session file, $TMPDIR/.ses, in every process that uses it (this
+# one and, inheriting the environment, the servers and Locust runs). Opting out must precede its import.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:

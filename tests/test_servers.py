@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -26,6 +27,9 @@ from servers.launch import (
     free_ports,
     litserve_server,
     live_group_members,
+    python_envs,
+    triton_leftovers,
+    triton_server,
 )
 from servers.models import MODELS, checksum_words, load_predictor, onnx_path
 
@@ -284,3 +288,20 @@ def test_server_exits_when_launcher_dies(tmp_path: Path) -> None:
         time.sleep(0.2)
     shutil.rmtree(tmp_dir, ignore_errors=True)  # the killed launcher could not remove it
     assert live_group_members(pgid) == []
+
+
+def test_killed_triton_leaves_no_temp_files() -> None:
+    """SIGKILL the whole server group, so nothing in it cleans up: the launcher must, including what
+    tritonserver writes outside its private TMPDIR (/tmp/folderXXXXXX, /tmp/python_env_XXXXXX, /dev/shm)."""
+    envs_before = python_envs()
+    with triton_server(models=["tiny_onnx"]) as srv:
+        running = triton_leftovers(srv.tmp_dir, srv.pid)
+        new_envs = python_envs() - envs_before  # others' too, if another Triton started meanwhile
+        os.killpg(srv.pid, signal.SIGKILL)
+    assert any(p.name.startswith("folder") for p in running), running
+    assert any(p.name.startswith(f"pytrtion{srv.pid}-") for p in running), running
+    if len(new_envs) == 1:  # then it is this server's: claimed, so found
+        assert new_envs <= set(running), (new_envs, running)
+    assert [p for p in running if p.exists()] == []
+    assert triton_leftovers(srv.tmp_dir, srv.pid) == []
+    assert not srv.tmp_dir.exists()
