@@ -87,10 +87,7 @@ impl Endpoint {
                     })
                 };
                 let (top1, error) = match verdict {
-                    Ok(top1) => {
-                        self.latency.record(resp.total, resp.ttfb);
-                        (top1, None)
-                    }
+                    Ok(top1) => (top1, None),
                     Err(e) => (None, Some(e)),
                 };
                 Outcome {
@@ -278,6 +275,16 @@ impl PyEndpoint {
     #[getter]
     fn body_length(&self) -> usize {
         self.inner.spec.body.len()
+    }
+
+    /// Adds a successful outcome's latency to the histograms. The user calls this as it reports the
+    /// request to Locust, in the same greenlet step, so that both count exactly the same requests
+    /// (an outcome that arrives as its user is stopped, or that fails a check made in Python, is in
+    /// neither).
+    fn record(&self, outcome: &PyOutcome) {
+        if let (None, Some(ttfb)) = (&outcome.0.error, outcome.0.ttfb) {
+            self.inner.latency.record(outcome.0.response_time, ttfb);
+        }
     }
 
     /// The latency (total, time to first byte) histograms of the successful requests since the

@@ -52,6 +52,20 @@ def faults() -> Iterator[FaultServer]:
     server.stop()
 
 
+def test_latency_is_recorded_only_for_reported_successes(triton) -> None:
+    ok_endpoint = triton_endpoint(triton.url, "tiny_onnx")
+    ok = send(ok_endpoint)
+    failed = send(triton_endpoint(triton.url, "no_such_model"))
+    assert ok.ok and not failed.ok and failed.status in (400, 404)
+    assert ok_endpoint.take_latency()[0].count == 0  # nothing until the user reports it
+    ok_endpoint.record(ok)
+    ok_endpoint.record(failed)  # a failure has no latency to record
+    total, ttfb = ok_endpoint.take_latency()
+    assert (total.count, ttfb.count) == (1, 1)
+    assert abs(total.percentile(50) - ok.response_time) <= ok.response_time / 500 + 0.001
+    assert ok_endpoint.take_latency()[0].count == 0  # taken
+
+
 def test_success_against_real_triton(triton) -> None:
     outcome = send(triton_endpoint(triton.url, "tiny_onnx"))
     assert outcome.ok and outcome.exception is None and outcome.status == 200

@@ -119,8 +119,10 @@ class Endpoint:
     def url(self) -> str: ...
     @property
     def body_length(self) -> int: ...
+    def record(self, outcome: Outcome) -> None:
+        """Adds a successful outcome's latency to the histograms (call it as the request is reported)."""
     def take_latency(self) -> tuple[LatencyHistogram, LatencyHistogram]:
-        """(total, time-to-first-byte) histograms of the successful requests since the last call."""
+        """(total, time-to-first-byte) histograms of the outcomes recorded since the last call."""
 
 @final
 class RequestSlot:

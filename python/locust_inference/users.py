@@ -134,6 +134,8 @@ class InferenceUser(User):
             exception = self._check_top1(outcome)
         if target.settings.debug:
             self._log_debug(outcome)
+        if exception is None:
+            target.endpoint.record(outcome)  # with no yield before the event: the same requests in both
         self.environment.events.request.fire(
             request_type="infer",
             name=target.name,
