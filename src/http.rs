@@ -1,11 +1,12 @@
 //! The process's tokio runtime, pooled keep-alive HTTP clients, and one timed request.
 //!
 //! Locust's `--processes` forks: a runtime's threads do not survive a fork, so the runtime and every
-//! client are rebuilt when the pid changes (the parent's are leaked in the child, never dropped,
+//! client are rebuilt in the child of a fork (the parent's are leaked in the child, never dropped,
 //! because dropping them would wait for threads that do not exist there).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,7 +16,25 @@ use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
 
-static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+static RUNTIME: Mutex<Option<(u64, Arc<Runtime>)>> = Mutex::new(None);
+
+/// Bumped in the child of every fork (`pthread_atfork`), so that per-process state can tell it was
+/// inherited without a `getpid` system call per request.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Which process this is, as far as inherited state goes: changes in the child of a fork.
+fn process_generation() -> u64 {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only does an atomic add, which is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
 
 /// Worker threads of the runtime: `LOCUST_INFERENCE_IO_THREADS`, default 1 (one thread moves
 /// tens of thousands of requests per second and leaves the other core to the server under test).
@@ -29,10 +48,10 @@ fn io_threads() -> usize {
 
 /// This process's runtime, created on first use and re-created after a fork.
 pub fn runtime() -> Result<Arc<Runtime>> {
-    let pid = std::process::id();
+    let generation = process_generation();
     let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((owner, rt)) = slot.as_ref() {
-        if *owner == pid {
+        if *owner == generation {
             return Ok(Arc::clone(rt));
         }
     }
@@ -50,7 +69,7 @@ pub fn runtime() -> Result<Arc<Runtime>> {
             reason: format!("cannot start the I/O runtime: {e}"),
         })?;
     let rt = Arc::new(rt);
-    *slot = Some((pid, Arc::clone(&rt)));
+    *slot = Some((generation, Arc::clone(&rt)));
     Ok(rt)
 }
 
@@ -66,7 +85,7 @@ pub struct ClientConfig {
 /// A keep-alive pooled client shared by all users of a process, rebuilt after a fork.
 pub struct PooledClient {
     config: ClientConfig,
-    current: Mutex<Option<(u32, reqwest::Client)>>,
+    current: Mutex<Option<(u64, reqwest::Client)>>,
 }
 
 impl PooledClient {
@@ -74,15 +93,15 @@ impl PooledClient {
         let client = build_client(&config)?; // fail early on a bad CA file
         Ok(PooledClient {
             config,
-            current: Mutex::new(Some((std::process::id(), client))),
+            current: Mutex::new(Some((process_generation(), client))),
         })
     }
 
     pub fn get(&self) -> Result<reqwest::Client> {
-        let pid = std::process::id();
+        let generation = process_generation();
         let mut slot = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((owner, client)) = slot.as_ref() {
-            if *owner == pid {
+            if *owner == generation {
                 return Ok(client.clone());
             }
         }
@@ -90,7 +109,7 @@ impl PooledClient {
             std::mem::forget(stale); // its pooled connections belong to the parent's runtime
         }
         let client = build_client(&self.config)?;
-        *slot = Some((pid, client.clone()));
+        *slot = Some((generation, client.clone()));
         Ok(client)
     }
 }

@@ -115,10 +115,12 @@ class InferenceUser(User):
     def _wait(self) -> Outcome:
         hub = gevent.get_hub()
         while True:
+            # Straight to the hub: a request just submitted is not done yet, and a readable eventfd
+            # (done meanwhile) makes the watcher fire at once.
+            hub.wait(self._watcher)
             outcome = self._slot.take()
             if outcome is not None:
                 return outcome
-            hub.wait(self._watcher)
 
     def send(self) -> Outcome:
         """Sends one request, waits without blocking other greenlets, and reports it."""
