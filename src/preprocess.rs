@@ -449,13 +449,27 @@ impl Plan {
 #[target_feature(enable = "avx2")]
 #[allow(clippy::cast_ptr_alignment)] // loadl_epi64 and loadu_si256 read unaligned
 unsafe fn horizontal_avx2(horiz: &Coeffs, src: &[u8], first_col: usize, out: &mut [u8]) {
+    // a constant tap count unrolls the loop for the common downscales (up to 4x)
+    match horiz.taps {
+        4 => horizontal_avx2_body(horiz, 4, src, first_col, out),
+        6 => horizontal_avx2_body(horiz, 6, src, first_col, out),
+        8 => horizontal_avx2_body(horiz, 8, src, first_col, out),
+        10 => horizontal_avx2_body(horiz, 10, src, first_col, out),
+        taps => horizontal_avx2_body(horiz, taps, src, first_col, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(clippy::cast_ptr_alignment)] // loadl_epi64 and loadu_si256 read unaligned
+fn horizontal_avx2_body(horiz: &Coeffs, taps: usize, src: &[u8], first_col: usize, out: &mut [u8]) {
     use std::arch::x86_64::{
         __m128i, __m256i, _mm256_add_epi32, _mm256_castsi256_si128, _mm256_cvtepu8_epi32,
         _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_mullo_epi32, _mm256_setzero_si256,
         _mm_add_epi32, _mm_cvtsi128_si32, _mm_loadl_epi64, _mm_packs_epi32, _mm_packus_epi16,
         _mm_set1_epi32, _mm_srai_epi32,
     };
-    let taps = horiz.taps; // even
     let half = _mm_set1_epi32(HALF);
     for (i, px) in out.chunks_exact_mut(4).enumerate() {
         let from = (horiz.starts[i] - first_col) * 4;
