@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 from locust_inference import Endpoint, RequestSlot
+
+from bench.loop import run_loop
 
 __all__ = ["main", "run"]
 
@@ -34,28 +34,13 @@ def run(url: str, body: bytes, header_length: int, output: tuple[str, str, list[
         outputs=[output],
     )
     slot = RequestSlot()
-    times: list[float] = []
-    failures = 0
-    start = time.perf_counter()
-    deadline = start + duration
-    now = start
-    while now < deadline:
+
+    def send() -> bool | float:
         slot.submit(endpoint)
         outcome = slot.wait()
-        now = time.perf_counter()
-        if outcome is not None and outcome.ok:
-            times.append(outcome.response_time)
-        else:
-            failures += 1
-    elapsed = now - start
-    return {
-        "requests": len(times),
-        "failures": failures,
-        "seconds": elapsed,
-        "req_s": len(times) / elapsed if elapsed > 0 else 0.0,
-        "p50_ms": statistics.median(times) if times else None,
-        "mean_ms": statistics.fmean(times) if times else None,
-    }
+        return outcome.response_time if outcome is not None and outcome.ok else False
+
+    return run_loop(send, duration)
 
 
 def main(argv: list[str] | None = None) -> int:

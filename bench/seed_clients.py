@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
 import requests
 
-__all__ = ["litserve_sender", "main", "run_loop", "triton_sender"]
+from bench.loop import Sender, run_loop
 
-Sender = Callable[[], bool]
+__all__ = ["litserve_sender", "main", "triton_sender"]
 
 
 def triton_sender(session: requests.Session, url: str, tensor: np.ndarray, input_name: str, output: str) -> Sender:
@@ -63,32 +60,6 @@ def litserve_sender(session: requests.Session, url: str, tensor: np.ndarray) -> 
         return response.status_code == 200 and "output" in response.json()
 
     return send
-
-
-def run_loop(send: Sender, duration: float) -> dict[str, float | int | None]:
-    """Calls ``send`` back to back for ``duration`` seconds; counts and times every call."""
-    times: list[float] = []
-    failures = 0
-    start = time.perf_counter()
-    deadline = start + duration
-    now = start
-    while now < deadline:
-        t0 = time.perf_counter()
-        ok = send()
-        now = time.perf_counter()
-        if ok:
-            times.append((now - t0) * 1000.0)
-        else:
-            failures += 1
-    elapsed = now - start
-    return {
-        "requests": len(times),
-        "failures": failures,
-        "seconds": elapsed,
-        "req_s": len(times) / elapsed if elapsed > 0 else 0.0,
-        "p50_ms": statistics.median(times) if times else None,
-        "mean_ms": statistics.fmean(times) if times else None,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
