@@ -104,9 +104,9 @@ pub fn preprocess_rgb(image: &RgbImage, params: &Params) -> Vec<f32> {
             for (x, p) in rgbx.chunks_exact_mut(4).zip(rgb.chunks_exact(3)) {
                 x[..3].copy_from_slice(p);
             }
-            plan.horizontal(&rgbx, 0, row);
+            plan.take_row(&rgbx, 0, row);
         }
-        plan.vertical_normalized(temp, params)
+        plan.finish(temp, params)
     })
 }
 
@@ -127,11 +127,11 @@ fn preprocess_jpeg(bytes: &[u8], params: &Params) -> std::result::Result<Vec<f32
             plan.slack(),
             |first_col, pixels| {
                 if let Some(row) = rows.next() {
-                    plan.horizontal(pixels, first_col, row);
+                    plan.take_row(pixels, first_col, row);
                 }
             },
         )?;
-        Ok(plan.vertical_normalized(temp, params))
+        Ok(plan.finish(temp, params))
     })
 }
 
@@ -317,8 +317,9 @@ fn clip8(acc: i32) -> u8 {
 
 const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
-/// What Pillow's two-pass resampler (horizontal, then vertical over the rows it needs) computes for
-/// the pixels that survive the center crop, and the source rows and columns they depend on.
+/// What Pillow's two-pass resampler computes for the pixels that survive the center crop, and the
+/// source rows and columns they depend on. The order of the passes matters to the rounding; it is
+/// Pillow's (see [`horizontal_first`]).
 struct Plan {
     /// The crop window in the resized image: columns `left..left + win_w`, rows `top..top + win_h`.
     left: usize,
@@ -330,8 +331,18 @@ struct Plan {
     /// Source rows and columns the window depends on.
     rows: Range<usize>,
     cols: Range<usize>,
+    horizontal_first: bool,
     /// Whether the CPU has AVX2, for the vectorised passes.
     avx2: bool,
+}
+
+/// Pillow (13) runs the vertical pass first when the height shrinks by more than twice as many
+/// pixels as the width (`ImagingResampleInner`); earlier versions always ran the horizontal one
+/// first. Either way each pass rounds to 8 bits, so the order shows in the result.
+fn horizontal_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool {
+    let shrink_h = in_h as i64 - out_h as i64;
+    let shrink_w = in_w as i64 - out_w as i64;
+    !(shrink_h > 0 && shrink_h > shrink_w * 2)
 }
 
 impl Plan {
@@ -355,13 +366,30 @@ impl Plan {
             vert,
             rows,
             cols,
+            horizontal_first: horizontal_first(width, height, out_w, out_h),
             avx2: has_avx2(),
         }
     }
 
-    /// Horizontally resampled rows are RGBX too: one 32-bit store per pixel.
+    /// The rows kept until the second pass, one per source row in `rows`, RGBX: horizontally
+    /// resampled ones (horizontal pass first), or the source's `cols` (vertical pass first).
     fn temp_stride(&self) -> usize {
-        self.win_w * 4
+        if self.horizontal_first {
+            self.win_w * 4
+        } else {
+            self.cols.len() * 4
+        }
+    }
+
+    /// Keeps one source row (RGBX from column `first_col` on, then [`Plan::slack`] zero bytes) in
+    /// `slot`, its row of the temporary buffer.
+    fn take_row(&self, src: &[u8], first_col: usize, slot: &mut [u8]) {
+        if self.horizontal_first {
+            self.horizontal(src, first_col, slot);
+        } else {
+            let from = (self.cols.start - first_col) * 4;
+            slot.copy_from_slice(&src[from..from + slot.len()]);
+        }
     }
 
     /// Runs `f` on a buffer for the horizontally resampled rows, reused between calls on a thread:
@@ -405,9 +433,9 @@ impl Plan {
         horizontal_taps(horiz, src, first_col, out);
     }
 
-    /// The vertical pass over the horizontally resampled rows, then `ToTensor()` + `Normalize`,
-    /// written as CHW float32.
-    fn vertical_normalized(&self, temp: &[u8], params: &Params) -> Vec<f32> {
+    /// The second pass (vertical) or both (vertical then horizontal) over the kept rows, then
+    /// `ToTensor()` + `Normalize`, written as CHW float32.
+    fn finish(&self, temp: &[u8], params: &Params) -> Vec<f32> {
         // Every byte value's normalized float, computed by the same expression as per pixel.
         let lut: Vec<[f32; 256]> = (0..3)
             .map(|c| std::array::from_fn(|v| (v as f32 / 255.0 - params.mean[c]) / params.std[c]))
@@ -416,12 +444,15 @@ impl Plan {
         let plane = self.win_w * self.win_h;
         let mut out = vec![0f32; 3 * plane];
         let mut acc = vec![0i32; stride];
-        let mut row = vec![0u8; stride];
+        // the vertically resampled row, with the horizontal pass's slack when that pass follows
+        let mut row = vec![0u8; stride + self.slack()];
+        let mut resampled = vec![0u8; self.win_w * 4];
         for y in 0..self.win_h {
+            let vertical = &mut row[..stride];
             match &self.vert {
                 None => {
                     let r = self.top + y - self.rows.start;
-                    row.copy_from_slice(&temp[r * stride..(r + 1) * stride]);
+                    vertical.copy_from_slice(&temp[r * stride..(r + 1) * stride]);
                 }
                 Some(vert) => {
                     let (start, ws) = vert.get(y);
@@ -430,14 +461,20 @@ impl Plan {
                     #[cfg(target_arch = "x86_64")]
                     if self.avx2 {
                         // SAFETY: `avx2` is set only when the CPU has AVX2.
-                        unsafe { vertical_row_avx2(input, ws, &mut acc, &mut row) };
-                        normalize_row(&row, y, self.win_w, plane, &lut, &mut out);
-                        continue;
+                        unsafe { vertical_row_avx2(input, ws, &mut acc, vertical) };
+                    } else {
+                        vertical_row(input, ws, &mut acc, vertical);
                     }
-                    vertical_row(input, ws, &mut acc, &mut row);
+                    #[cfg(not(target_arch = "x86_64"))]
+                    vertical_row(input, ws, &mut acc, vertical);
                 }
             }
-            normalize_row(&row, y, self.win_w, plane, &lut, &mut out);
+            if self.horizontal_first {
+                normalize_row(&row[..stride], y, self.win_w, plane, &lut, &mut out);
+            } else {
+                self.horizontal(&row, self.cols.start, &mut resampled);
+                normalize_row(&resampled, y, self.win_w, plane, &lut, &mut out);
+            }
         }
         out
     }
@@ -635,42 +672,60 @@ mod tests {
         assert!(Coeffs::bilinear(256, 256, 0..224).is_none());
     }
 
+    #[test]
+    fn pass_order_follows_pillow() {
+        assert!(horizontal_first(512, 600, 256, 300));
+        assert!(horizontal_first(600, 1200, 256, 512)); // 688 is not more than 2 x 344
+        assert!(!horizontal_first(300, 1000, 256, 853));
+        assert!(horizontal_first(4000, 3000, 341, 256));
+        assert!(horizontal_first(13, 17, 256, 334)); // growing
+    }
+
     /// Pillow's resize computed in full (both passes over the whole image, as `Resample.c` does),
     /// then cropped and normalized pixel by pixel: what the windowed plan must reproduce.
+    /// One pass of Pillow's resampler over a whole packed-RGB image: along x (`horizontal`) from
+    /// `w` to `out` columns, or along y from `h` to `out` rows.
+    fn pass(src: &[u8], w: usize, h: usize, out: usize, horizontal: bool) -> Vec<u8> {
+        let (inn, other) = if horizontal { (w, h) } else { (h, w) };
+        let Some(c) = Coeffs::bilinear(inn, out, 0..out) else {
+            return src.to_vec();
+        };
+        let at = |along: usize, across: usize, ch: usize, width: usize| {
+            if horizontal {
+                (across * width + along) * 3 + ch
+            } else {
+                (along * width + across) * 3 + ch
+            }
+        };
+        let out_w = if horizontal { out } else { w };
+        let mut dst = vec![0; out * other * 3];
+        for o in 0..out {
+            let (start, ws) = c.get(o);
+            for across in 0..other {
+                for ch in 0..3 {
+                    let acc = ws.iter().enumerate().fold(HALF, |acc, (k, &wt)| {
+                        acc + i32::from(src[at(start + k, across, ch, w)]) * wt
+                    });
+                    dst[at(o, across, ch, out_w)] = clip8(acc);
+                }
+            }
+        }
+        dst
+    }
+
+    /// Pillow's resize computed in full (both passes over the whole image, in Pillow's order), then
+    /// cropped and normalized pixel by pixel: what the windowed plan must reproduce.
     fn reference(image: &RgbImage, params: &Params) -> Vec<f32> {
         let (w, h) = (image.width() as usize, image.height() as usize);
         let (ow, oh) = resized_size(w as u32, h as u32, params.resize);
         let (ow, oh) = (ow as usize, oh as usize);
         let src = image.as_raw();
-        let mut horiz = src.clone();
-        if let Some(c) = Coeffs::bilinear(w, ow, 0..ow) {
-            horiz = vec![0; h * ow * 3];
-            for y in 0..h {
-                for xx in 0..ow {
-                    let (start, ws) = c.get(xx);
-                    for ch in 0..3 {
-                        let acc = ws.iter().enumerate().fold(HALF, |acc, (k, &wt)| {
-                            acc + i32::from(src[(y * w + start + k) * 3 + ch]) * wt
-                        });
-                        horiz[(y * ow + xx) * 3 + ch] = clip8(acc);
-                    }
-                }
-            }
-        }
+        let full = if horizontal_first(w, h, ow, oh) {
+            pass(&pass(src, w, h, ow, true), ow, h, oh, false)
+        } else {
+            pass(&pass(src, w, h, oh, false), w, oh, ow, true)
+        };
         let stride = ow * 3;
-        let mut full = horiz.clone();
-        if let Some(c) = Coeffs::bilinear(h, oh, 0..oh) {
-            full = vec![0; oh * stride];
-            for yy in 0..oh {
-                let (start, ws) = c.get(yy);
-                for x in 0..stride {
-                    let acc = ws.iter().enumerate().fold(HALF, |acc, (k, &wt)| {
-                        acc + i32::from(horiz[(start + k) * stride + x]) * wt
-                    });
-                    full[yy * stride + x] = clip8(acc);
-                }
-            }
-        }
         let crop = params.crop as usize;
         let left = center_crop_offset(ow as u32, params.crop) as usize;
         let top = center_crop_offset(oh as u32, params.crop) as usize;
@@ -722,6 +777,10 @@ mod tests {
             (224, 224),
             (1200, 900),
             (2000, 261),
+            (300, 601), // vertical pass first (the height shrinks by more than twice the width)
+            (300, 1000),
+            (257, 2000),
+            (600, 1200), // not quite: horizontal first
         ] {
             let image = pattern(w, h);
             assert!(

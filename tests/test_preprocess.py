@@ -48,6 +48,10 @@ CASES = {
     "grayscale.jpg": (lambda p: photo().convert("L").save(p), 0.05),
     "cmyk.jpg": (lambda p: photo().convert("CMYK").save(p), 0.05),
     "very_large.jpg": (lambda p: photo().resize((4000, 3000)).save(p, quality=90), 0.05),
+    # taller than twice its width: Pillow 13 resizes vertically first
+    "tall.jpg": (lambda p: photo().resize((300, 1000)).save(p, quality=90), 0.05),
+    "subsampling_422.jpg": (lambda p: noise(777, 533, 6).save(p, quality=90, subsampling=1), 0.05),
+    "restart_markers.jpg": (lambda p: photo().save(p, quality=90, restart_marker_rows=1), 0.05),
     "photo.png": (lambda p: photo().save(p), 0.02),
     "rgba.png": (lambda p: photo().convert("RGBA").save(p), 0.02),
     "grayscale.png": (lambda p: photo().convert("L").save(p), 0.02),
@@ -56,6 +60,7 @@ CASES = {
     "one_pixel.png": (lambda p: noise(1, 1, 2).save(p), 0.02),
     "odd_wide.png": (lambda p: noise(1001, 257, 3).save(p), 0.02),
     "odd_tall.png": (lambda p: noise(227, 999, 4).save(p), 0.02),
+    "very_tall.png": (lambda p: noise(257, 2000, 7).save(p), 0.02),
     "short_side_256.png": (lambda p: noise(256, 301, 5).save(p), 0.02),
     "lossless.webp": (lambda p: photo().save(p, lossless=True), 0.02),
     "lossy.webp": (lambda p: photo().save(p, quality=80), 0.05),
