@@ -201,10 +201,10 @@ fn has_adobe_marker(bytes: &[u8]) -> bool {
 /// A JPEG is complete when an end-of-image marker follows its last start-of-scan marker.
 /// Decoders fill a truncated scan with grey instead of failing; Pillow refuses such files.
 pub fn is_complete(bytes: &[u8]) -> bool {
+    // 0xFF bytes, found backwards with SIMD, are rare in entropy-coded data
     let last = |marker: u8| {
-        bytes
-            .windows(2)
-            .rposition(|w| w[0] == 0xFF && w[1] == marker)
+        let body = &bytes[..bytes.len().saturating_sub(1)];
+        memchr::memrchr_iter(0xFF, body).find(|&i| bytes[i + 1] == marker)
     };
     match (last(0xDA), last(0xD9)) {
         (Some(sos), Some(eoi)) => eoi > sos,
@@ -336,7 +336,26 @@ mod tests {
     fn truncation_is_detected() {
         let bytes = encode(64, 64, false, false);
         assert!(!is_complete(&bytes[..bytes.len() / 2]));
+        assert!(!is_complete(&bytes[..bytes.len() - 1]));
         assert!(!is_complete(b""));
+        assert!(!is_complete(b"\xFF"));
+        // bytes after the end-of-image marker do not matter
+        assert!(is_complete(&[&bytes[..], b"\xFF\x00trailing\xFF"].concat()));
+        // progressive: cut inside the last scan, after all earlier ones ended
+        let progressive = encode(64, 64, false, true);
+        assert!(is_complete(&progressive));
+        let last_scan = progressive
+            .windows(2)
+            .rposition(|w| w == [0xFF, 0xDA])
+            .unwrap();
+        assert!(
+            last_scan
+                > progressive
+                    .windows(2)
+                    .position(|w| w == [0xFF, 0xDA])
+                    .unwrap()
+        );
+        assert!(!is_complete(&progressive[..last_scan + 20]));
     }
 
     #[test]
