@@ -87,7 +87,8 @@ class Client:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a client: ours without overrides (``LOCUST_INFERENCE_IO_THREADS`` included)."""
+    """The environment for a client: ours without overrides (``LOCUST_INFERENCE_IO_THREADS`` included), plus
+    ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env.update(extra)
@@ -302,6 +303,12 @@ def build_clients(setup: Setup) -> list[Client]:
             "ours10", "triton", "ours: HighUser, 10 users", locust_client(setup, "locustfile.py", 10, triton, "ours10")
         ),
         Client(
+            "ours10_io2",
+            "triton",
+            "ours: HighUser, 10 users, LOCUST_INFERENCE_IO_THREADS=2 (not the default; no goal)",
+            locust_client(setup, "locustfile.py", 10, triton, "ours10-io2", env={"LOCUST_INFERENCE_IO_THREADS": "2"}),
+        ),
+        Client(
             "direct1",
             "triton",
             "ours without Locust: Endpoint + RequestSlot, 1 thread",
@@ -413,6 +420,9 @@ def ratios() -> list[Ratio]:
         Ratio("ours 1 user / wrk 1 connection (req/s)", ("ours1", rate), ("wrk1", rate)),
         Ratio("ours 10 users / seed 1 thread (req/s)", ("ours10", rate), ("seed", rate)),
         Ratio("ours 10 users / HttpUser 10 users (req/s)", ("ours10", rate), ("http10", rate)),
+        Ratio("ours 10 users, 2 I/O threads / wrk 10 connections (req/s)", ("ours10_io2", rate), ("wrk10", rate)),
+        Ratio("ours 10 users, 2 I/O threads / ours 10 users, default 1 (req/s)", ("ours10_io2", rate),
+              ("ours10", rate)),
     ]  # fmt: skip
 
 
@@ -517,7 +527,7 @@ def machine() -> list[tuple[str, str]]:
         ("numpy / Pillow", f"{np.__version__} / {version('pillow')}"),
         ("nginx", _read(["nginx", "-v"]).replace("nginx version: ", "")),
         ("wrk", _read(["wrk", "-v"]).split(" Copyright")[0]),
-        ("LOCUST_INFERENCE_IO_THREADS", "default (unset for every client)"),
+        ("LOCUST_INFERENCE_IO_THREADS", "default (unset) for every client but the one row that names it"),
     ]  # fmt: skip
 
 

@@ -62,6 +62,9 @@ struct State<T> {
     generation: u64,
     result: Option<T>,
     task: Option<AbortHandle>,
+    /// Whether the eventfd holds a signal not yet drained: signalling and draining happen under the
+    /// lock, so this is exact and the idle path costs no syscall.
+    signalled: bool,
 }
 
 /// Holds at most one request in flight and its result. Starting a new request or cancelling
@@ -79,6 +82,7 @@ impl<T> Mailbox<T> {
                 generation: 0,
                 result: None,
                 task: None,
+                signalled: false,
             }),
         })
     }
@@ -99,7 +103,7 @@ impl<T> Mailbox<T> {
             task.abort();
         }
         state.result = None;
-        self.fd.drain();
+        self.clear(&mut state);
         state.generation
     }
 
@@ -121,8 +125,9 @@ impl<T> Mailbox<T> {
         }
         state.result = Some(result);
         state.task = None;
-        drop(state);
+        // under the lock: a `begin` racing with this either sees the signal or comes after it
         self.fd.signal();
+        state.signalled = true;
     }
 
     /// Takes the delivered result, if any.
@@ -130,9 +135,16 @@ impl<T> Mailbox<T> {
         let mut state = self.lock();
         let result = state.result.take();
         if result.is_some() {
-            self.fd.drain();
+            self.clear(&mut state);
         }
         result
+    }
+
+    /// Makes the eventfd unreadable, if it is readable.
+    fn clear(&self, state: &mut State<T>) {
+        if std::mem::take(&mut state.signalled) {
+            self.fd.drain();
+        }
     }
 
     /// Aborts the request in flight, if any.
@@ -143,7 +155,7 @@ impl<T> Mailbox<T> {
             task.abort();
         }
         state.result = None;
-        self.fd.drain();
+        self.clear(&mut state);
     }
 
     pub fn in_flight(&self) -> bool {
@@ -182,6 +194,16 @@ mod tests {
         let g3 = m.begin();
         m.cancel();
         m.complete(g3, 3);
+        assert_eq!(m.take(), None);
+        // a result never taken: the next request (or a cancel) leaves the eventfd unreadable
+        let g4 = m.begin();
+        m.complete(g4, 4);
+        assert!(m.fd().poll(0));
+        let g5 = m.begin();
+        assert!(!m.fd().poll(0));
+        m.complete(g5, 5);
+        m.cancel();
+        assert!(!m.fd().poll(0));
         assert_eq!(m.take(), None);
     }
 
