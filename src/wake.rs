@@ -62,9 +62,6 @@ struct State<T> {
     generation: u64,
     result: Option<T>,
     task: Option<AbortHandle>,
-    /// Whether the eventfd holds a signal not yet drained: signalling and draining happen under the
-    /// lock, so this is exact and the idle path costs no syscall.
-    signalled: bool,
 }
 
 /// Holds at most one request in flight and its result. Starting a new request or cancelling
@@ -82,7 +79,6 @@ impl<T> Mailbox<T> {
                 generation: 0,
                 result: None,
                 task: None,
-                signalled: false,
             }),
         })
     }
@@ -102,7 +98,6 @@ impl<T> Mailbox<T> {
         if let Some(task) = state.task.take() {
             task.abort();
         }
-        state.result = None;
         self.clear(&mut state);
         state.generation
     }
@@ -125,9 +120,8 @@ impl<T> Mailbox<T> {
         }
         state.result = Some(result);
         state.task = None;
-        // under the lock: a `begin` racing with this either sees the signal or comes after it
+        // under the lock, like the result: the eventfd is readable exactly while a result waits
         self.fd.signal();
-        state.signalled = true;
     }
 
     /// Takes the delivered result, if any.
@@ -135,14 +129,14 @@ impl<T> Mailbox<T> {
         let mut state = self.lock();
         let result = state.result.take();
         if result.is_some() {
-            self.clear(&mut state);
+            self.fd.drain();
         }
         result
     }
 
-    /// Makes the eventfd unreadable, if it is readable.
+    /// Drops a result nobody took, and its signal (no syscall when there is none).
     fn clear(&self, state: &mut State<T>) {
-        if std::mem::take(&mut state.signalled) {
+        if state.result.take().is_some() {
             self.fd.drain();
         }
     }
@@ -154,7 +148,6 @@ impl<T> Mailbox<T> {
         if let Some(task) = state.task.take() {
             task.abort();
         }
-        state.result = None;
         self.clear(&mut state);
     }
 
