@@ -205,8 +205,11 @@ struct Coeffs {
     lens: Vec<usize>,
     taps: usize,
     weights: Vec<i32>,
-    /// The weights laid out for the AVX2 horizontal pass (see [`Coeffs::paired`]).
+    /// [`Coeffs::horizontal_layout`], built by [`Plan::new`] for the horizontal axis when the CPU
+    /// has AVX2; empty otherwise.
     paired: Vec<i16>,
+    /// [`Coeffs::vertical_layout`], likewise for the vertical axis.
+    row_pairs: Vec<[i32; 2]>,
 }
 
 impl Coeffs {
@@ -261,7 +264,8 @@ impl Coeffs {
             starts,
             lens,
             taps,
-            paired: Self::paired(&weights, taps),
+            paired: Vec::new(),
+            row_pairs: Vec::new(),
             weights,
         })
     }
@@ -273,7 +277,8 @@ impl Coeffs {
     /// parts of taps 0-1, of taps 2-3; in each, lane 0 is the even pixel's, lane 1 the odd one's
     /// (an odd count ends with a pixel paired with itself), every channel gets its tap pair:
     /// `w[t] w[t+1] w[t] w[t+1] ...`.
-    fn paired(weights: &[i32], taps: usize) -> Vec<i16> {
+    fn horizontal_layout(&self) -> Vec<i16> {
+        let (weights, taps) = (&self.weights, self.taps);
         let n = weights.len() / taps.max(1);
         let mut out = Vec::with_capacity(n.div_ceil(2) * taps * 16);
         for i in (0..n).step_by(2) {
@@ -292,6 +297,25 @@ impl Coeffs {
             }
         }
         out
+    }
+
+    /// The AVX2 vertical pass multiplies two input rows at a time: per output row and per pair of
+    /// taps, the two weights' high parts and their low parts (see [`split`]), each pair packed as
+    /// the two 16-bit halves of an `i32` (first tap low), `taps / 2` pairs a row (zero-padded).
+    fn vertical_layout(&self) -> Vec<[i32; 2]> {
+        let pack = |a: i32, b: i32, part: usize| {
+            i32::from(split(a)[part] as u16) | (i32::from(split(b)[part] as u16) << 16)
+        };
+        self.weights
+            .chunks_exact(2)
+            .map(|w| [pack(w[0], w[1], 0), pack(w[0], w[1], 1)])
+            .collect()
+    }
+
+    /// Output `i`'s packed pairs of weights (see [`Coeffs::vertical_layout`]).
+    fn get_pairs(&self, i: usize) -> &[[i32; 2]] {
+        let per_row = self.taps / 2;
+        &self.row_pairs[i * per_row..i * per_row + self.lens[i].div_ceil(2)]
     }
 
     fn get(&self, i: usize) -> (usize, &[i32]) {
@@ -384,8 +408,17 @@ impl Plan {
         let left = center_crop_offset(out_w as u32, params.crop) as usize;
         let top = center_crop_offset(out_h as u32, params.crop) as usize;
         let (win_w, win_h) = (crop, crop); // crop <= resize <= both sides
-        let horiz = Coeffs::bilinear(width, out_w, left..left + win_w);
-        let vert = Coeffs::bilinear(height, out_h, top..top + win_h);
+        let mut horiz = Coeffs::bilinear(width, out_w, left..left + win_w);
+        let mut vert = Coeffs::bilinear(height, out_h, top..top + win_h);
+        let avx2 = has_avx2();
+        if avx2 {
+            if let Some(h) = &mut horiz {
+                h.paired = h.horizontal_layout();
+            }
+            if let Some(v) = &mut vert {
+                v.row_pairs = v.vertical_layout();
+            }
+        }
         let cols = horiz.as_ref().map_or(left..left + win_w, Coeffs::span);
         let rows = vert.as_ref().map_or(top..top + win_h, Coeffs::span);
         Plan {
@@ -398,7 +431,7 @@ impl Plan {
             rows,
             cols,
             horizontal_first: horizontal_first(width, height, out_w, out_h),
-            avx2: has_avx2(),
+            avx2,
         }
     }
 
@@ -476,7 +509,8 @@ impl Plan {
         // every element is written below (one row of each plane per `y`): no zeroing
         let mut out = Vec::with_capacity(3 * plane);
         let planes = &mut out.spare_capacity_mut()[..3 * plane];
-        let mut acc = vec![0i32; stride];
+        // the portable vertical pass's sums (the AVX2 one keeps them in registers)
+        let mut acc = vec![0i32; if self.avx2 { 0 } else { stride }];
         // the vertically resampled row, with the horizontal pass's slack when that pass follows
         let mut row = vec![0u8; stride + self.slack()];
         let mut resampled = vec![0u8; self.win_w * 4];
@@ -494,7 +528,7 @@ impl Plan {
                     #[cfg(target_arch = "x86_64")]
                     if self.avx2 {
                         // SAFETY: `avx2` is set only when the CPU has AVX2.
-                        unsafe { vertical_row_avx2(input, ws, vertical) };
+                        unsafe { vertical_row_avx2(input, ws, vert.get_pairs(y), vertical) };
                     } else {
                         vertical_row(input, ws, &mut acc, vertical);
                     }
@@ -516,7 +550,7 @@ impl Plan {
 }
 
 /// The horizontal pass with AVX2: two output pixels per vector, one per 128-bit lane, four taps per
-/// step (the layout of [`Coeffs::paired`]). Integer sums in another order: the same result.
+/// step (the layout of [`Coeffs::horizontal_layout`]). Integer sums in another order: the same result.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn horizontal_avx2(horiz: &Coeffs, src: &[u8], first_col: usize, out: &mut [u8]) {
@@ -663,30 +697,19 @@ fn vertical_row(input: &[u8], ws: &[i32], acc: &mut [i32], row: &mut [u8]) {
 
 /// [`vertical_row`] with AVX2: 32 bytes of the output row at a time, the sums kept in registers;
 /// each step multiplies two input rows, their bytes interleaved into 16-bit pairs, by the pair of
-/// weights with `_mm256_madd_epi16`, twice (the high and low parts of [`split`]).
+/// weights with `_mm256_madd_epi16`, twice (the high and low parts of [`split`]). `pairs` is the
+/// row's [`Coeffs::get_pairs`]: an odd last row is paired with itself at weight zero.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::cast_ptr_alignment)] // loadu and storeu access unaligned
-unsafe fn vertical_row_avx2(input: &[u8], ws: &[i32], row: &mut [u8]) {
+unsafe fn vertical_row_avx2(input: &[u8], ws: &[i32], pairs: &[[i32; 2]], row: &mut [u8]) {
     use std::arch::x86_64::{
         __m256i, _mm256_add_epi32, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_packs_epi32,
         _mm256_packus_epi16, _mm256_set1_epi32, _mm256_setzero_si256, _mm256_slli_epi32,
         _mm256_srai_epi32, _mm256_storeu_si256, _mm256_unpackhi_epi8, _mm256_unpacklo_epi8,
     };
     let stride = row.len();
-    // (first row, second row, high weights, low weights) per pair of input rows; an odd one out is
-    // paired with itself at weight zero
-    let pairs: Vec<(usize, usize, __m256i, __m256i)> = (0..ws.len())
-        .step_by(2)
-        .map(|k| {
-            let next = (k + 1).min(ws.len() - 1);
-            let (a, b) = (split(ws[k]), split(ws.get(k + 1).copied().unwrap_or(0)));
-            let both = |part: usize| {
-                _mm256_set1_epi32(i32::from(a[part] as u16) | (i32::from(b[part] as u16) << 16))
-            };
-            (k * stride, next * stride, both(0), both(1))
-        })
-        .collect();
+    let last = ws.len().saturating_sub(1);
     let half = _mm256_set1_epi32(HALF);
     let zero = _mm256_setzero_si256();
     let body = stride / 32 * 32;
@@ -696,7 +719,9 @@ unsafe fn vertical_row_avx2(input: &[u8], ws: &[i32], row: &mut [u8]) {
         unsafe {
             let mut high = [zero; 4];
             let mut low = [zero; 4];
-            for &(r0, r1, wh, wl) in &pairs {
+            for (p, &[high_parts, low_parts]) in pairs.iter().enumerate() {
+                let (r0, r1) = (2 * p * stride, (2 * p + 1).min(last) * stride);
+                let (wh, wl) = (_mm256_set1_epi32(high_parts), _mm256_set1_epi32(low_parts));
                 let a = _mm256_loadu_si256(input[r0 + x..r0 + x + 32].as_ptr().cast::<__m256i>());
                 let b = _mm256_loadu_si256(input[r1 + x..r1 + x + 32].as_ptr().cast::<__m256i>());
                 let (lo, hi) = (_mm256_unpacklo_epi8(a, b), _mm256_unpackhi_epi8(a, b));
