@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use reqwest::{Method, Url};
 
 use crate::error::{Error, Result};
-use crate::http::{self, ClientConfig, PooledClient, RequestSpec};
+use crate::http::{self, ClientConfig, RequestSpec, Transport};
 use crate::latency::{PyLatencyHistogram, Recorder};
 use crate::litserve;
 use crate::tensor::DataType;
@@ -49,7 +49,7 @@ pub struct Outcome {
 }
 
 struct Endpoint {
-    client: PooledClient,
+    transport: Transport,
     spec: RequestSpec,
     check: Check,
     keep_headers: bool,
@@ -59,11 +59,7 @@ struct Endpoint {
 
 impl Endpoint {
     async fn run(&self) -> Outcome {
-        let client = match self.client.get() {
-            Ok(c) => c,
-            Err(error) => return Outcome::failed(error, Duration::ZERO, None),
-        };
-        match http::send(&client, &self.spec).await {
+        match self.transport.send(&self.spec).await {
             Err(f) => Outcome::failed(f.error, f.elapsed, f.status),
             Ok(resp) => {
                 let headers = self.keep_headers.then(|| {
@@ -163,6 +159,9 @@ fn header_map(headers: &[(String, String)]) -> Result<HeaderMap> {
     for (name, value) in headers {
         let n = HeaderName::from_str(name)
             .map_err(|_| Error::InvalidArgument(format!("invalid header name {name:?}")))?;
+        if n == CONTENT_LENGTH || n == TRANSFER_ENCODING {
+            continue; // the body's framing is the transport's to state, from the body itself
+        }
         let mut v = HeaderValue::from_str(value)
             .map_err(|_| Error::InvalidArgument(format!("invalid value for header {name:?}")))?;
         if n == reqwest::header::AUTHORIZATION {
@@ -254,10 +253,10 @@ impl PyEndpoint {
             timeout: self::timeout(timeout)?,
             max_response_bytes,
         };
-        let client = PooledClient::new(ClientConfig { insecure, ca_file })?;
+        let transport = Transport::new(&spec, ClientConfig { insecure, ca_file })?;
         Ok(PyEndpoint {
             inner: Arc::new(Endpoint {
-                client,
+                transport,
                 spec,
                 check,
                 keep_headers,
@@ -474,13 +473,8 @@ pub fn http_request<'py>(
         timeout: self::timeout(timeout)?,
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
     };
-    let client = PooledClient::new(ClientConfig { insecure, ca_file })?;
+    let transport = Transport::new(&spec, ClientConfig { insecure, ca_file })?;
     let rt = http::runtime()?;
-    let result = py.detach(|| {
-        rt.block_on(async {
-            let client = client.get()?;
-            http::send(&client, &spec).await.map_err(|f| f.error)
-        })
-    })?;
+    let result = py.detach(|| rt.block_on(transport.send(&spec)).map_err(|f| f.error))?;
     Ok((result.status, PyBytes::new(py, &result.body)))
 }

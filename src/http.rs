@@ -1,4 +1,5 @@
-//! The process's tokio runtime, pooled keep-alive HTTP clients, and one timed request.
+//! The process's tokio runtime, the transports (the lean HTTP/1.1 client of [`crate::h1`] for
+//! `http://`, pooled reqwest clients for `https://`), and one timed request.
 //!
 //! Locust's `--processes` forks: a runtime's threads do not survive a fork, so the runtime and every
 //! client are rebuilt in the child of a fork (the parent's are leaked in the child, never dropped,
@@ -15,6 +16,7 @@ use reqwest::{Method, Url};
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
+use crate::h1;
 
 static RUNTIME: Mutex<Option<(u64, Arc<Runtime>)>> = Mutex::new(None);
 
@@ -27,7 +29,7 @@ extern "C" fn after_fork_in_child() {
 }
 
 /// Which process this is, as far as inherited state goes: changes in the child of a fork.
-fn process_generation() -> u64 {
+pub(crate) fn process_generation() -> u64 {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| {
         // SAFETY: registers a handler that only does an atomic add, which is async-signal-safe.
@@ -172,76 +174,106 @@ pub struct Failure {
     pub status: Option<u16>,
 }
 
-/// Sends the request and reads the whole body, within `spec.timeout` and `spec.max_response_bytes`.
-pub async fn send(client: &reqwest::Client, spec: &RequestSpec) -> Result<Response, Failure> {
+/// How an endpoint's requests are sent.
+pub enum Transport {
+    /// `http://`: the lean HTTP/1.1 client, body sent with `sendfile`.
+    Plain(h1::Client),
+    /// `https://`: reqwest with rustls.
+    Tls(PooledClient),
+}
+
+impl Transport {
+    /// The transport for `spec`'s URL; `config` applies to `https://` only.
+    pub fn new(spec: &RequestSpec, config: ClientConfig) -> Result<Self> {
+        if spec.url.scheme() == "https" {
+            Ok(Transport::Tls(PooledClient::new(config)?))
+        } else {
+            Ok(Transport::Plain(h1::Client::new(spec)?))
+        }
+    }
+
+    /// Sends the request and reads the whole body, within `spec.timeout` and
+    /// `spec.max_response_bytes`.
+    pub async fn send(&self, spec: &RequestSpec) -> Result<Response, Failure> {
+        let start = Instant::now();
+        let mut status = None;
+        let exchange = async {
+            match self {
+                Transport::Plain(client) => client.exchange(spec, start, &mut status).await,
+                Transport::Tls(pool) => {
+                    let client = pool.get()?;
+                    reqwest_exchange(&client, spec, start, &mut status).await
+                }
+            }
+        };
+        match tokio::time::timeout(spec.timeout, exchange).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(Failure {
+                error,
+                elapsed: start.elapsed(),
+                status,
+            }),
+            Err(_) => Err(Failure {
+                error: Error::Timeout {
+                    url: spec.url.to_string(),
+                    seconds: spec.timeout.as_secs_f64(),
+                },
+                elapsed: start.elapsed(),
+                status,
+            }),
+        }
+    }
+}
+
+async fn reqwest_exchange(
+    client: &reqwest::Client,
+    spec: &RequestSpec,
+    start: Instant,
+    status: &mut Option<u16>,
+) -> Result<Response> {
     let request = client
         .request(spec.method.clone(), spec.url.clone())
         .headers(spec.headers.clone())
         .body(spec.body.clone())
         .build()
-        .map_err(|e| Failure {
-            error: transport_error(&spec.url, &e),
-            elapsed: Duration::ZERO,
-            status: None,
-        })?;
-    let start = Instant::now();
-    let mut status = None;
-    let exchange = async {
-        let mut response = client
-            .execute(request)
-            .await
-            .map_err(|e| (transport_error(&spec.url, &e), None))?;
-        let ttfb = start.elapsed();
-        let code = response.status().as_u16();
-        status = Some(code);
-        let too_large = || Error::TooLarge {
-            url: spec.url.to_string(),
-            limit: spec.max_response_bytes,
-        };
-        if response
-            .content_length()
-            .is_some_and(|n| n > spec.max_response_bytes as u64)
-        {
-            return Err((too_large(), Some(code)));
-        }
-        let mut body =
-            bytes::BytesMut::with_capacity(response.content_length().unwrap_or(0) as usize);
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| (transport_error(&spec.url, &e), Some(code)))?
-        {
-            if body.len() + chunk.len() > spec.max_response_bytes {
-                return Err((too_large(), Some(code)));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let total = start.elapsed();
-        let headers = std::mem::take(response.headers_mut());
-        Ok(Response {
-            status: code,
-            headers,
-            body: body.freeze(),
-            ttfb,
-            total,
-        })
+        .map_err(|e| transport_error(&spec.url, &e))?;
+    let mut response = client
+        .execute(request)
+        .await
+        .map_err(|e| transport_error(&spec.url, &e))?;
+    let ttfb = start.elapsed();
+    let code = response.status().as_u16();
+    *status = Some(code);
+    let too_large = || Error::TooLarge {
+        url: spec.url.to_string(),
+        limit: spec.max_response_bytes,
     };
-    match tokio::time::timeout(spec.timeout, exchange).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err((error, code))) => Err(Failure {
-            error,
-            elapsed: start.elapsed(),
-            status: code,
-        }),
-        Err(_) => Err(Failure {
-            error: Error::Timeout {
-                url: spec.url.to_string(),
-                seconds: spec.timeout.as_secs_f64(),
-            },
-            elapsed: start.elapsed(),
-            status,
-        }),
+    if response
+        .content_length()
+        .is_some_and(|n| n > spec.max_response_bytes as u64)
+    {
+        return Err(too_large());
     }
+    let mut body = bytes::BytesMut::with_capacity(response.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(&spec.url, &e))?
+    {
+        if body.len() + chunk.len() > spec.max_response_bytes {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let total = start.elapsed();
+    let headers = std::mem::take(response.headers_mut());
+    Ok(Response {
+        status: code,
+        headers,
+        body: body.freeze(),
+        ttfb,
+        total,
+    })
 }
 
 /// Describes a reqwest error by its cause chain ("connection refused" lives deep inside); reqwest's

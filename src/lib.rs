@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod h1;
 pub mod http;
 pub mod jpeg;
 pub mod latency;

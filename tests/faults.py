@@ -8,6 +8,7 @@ the model name selects (see ``FAULTS``). Model ``ok`` answers correctly.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import ssl
@@ -57,11 +58,13 @@ def binary_response(
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    served = False  # whether this connection has answered a request (close_when_reused)
     server: FaultServer
 
     def setup(self) -> None:
         super().setup()
         self.server.connections.add(self.connection)
+        self.server.connections_opened += 1
 
     def finish(self) -> None:
         self.server.connections.discard(self.connection)
@@ -90,8 +93,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
-        self.rfile.read(length)
-        parts = self.path.strip("/").split("/")
+        self.server.last_body = self.rfile.read(length)
+        self.server.body_digests.append(hashlib.sha256(self.server.last_body).digest())
+        self.server.last_path = self.path
+        parts = self.path.split("?")[0].strip("/").split("/")
         if len(parts) != 4 or parts[:2] != ["v2", "models"] or parts[3] != "infer":
             self._send(404, b'{"error":"not found"}')
             return
@@ -193,6 +198,66 @@ def _endless_body(h: Handler, model: str) -> None:
     h.close_connection = True
 
 
+def _ok_then_close(h: Handler, model: str) -> None:
+    """A keep-alive response, then the connection closes, as an idle timeout would close it."""
+    _ok(h, model)
+    h.wfile.flush()
+    h.close_connection = True
+
+
+def _close_when_reused(h: Handler, model: str) -> None:
+    """Answers a connection's first request; closes it when a second one arrives on it, as a server
+    whose keep-alive timeout fires just as the client sends."""
+    if h.served:
+        h.close_connection = True
+        h.connection.shutdown(socket.SHUT_RDWR)
+        return
+    h.served = True
+    _ok(h, model)
+
+
+def _chunked(h: Handler, model: str) -> None:
+    """The good response in the chunked transfer coding, in uneven chunks, with a trailer."""
+    body, hl = binary_response(model)
+    h.send_response(200)
+    h.send_header("Transfer-Encoding", "chunked")
+    h.send_header("Inference-Header-Content-Length", str(hl))
+    h.end_headers()
+    for start, end in ((0, 1), (1, 1000), (1000, len(body))):
+        h.wfile.write(b"%x;ext=1\r\n%s\r\n" % (end - start, body[start:end]))
+    h.wfile.write(b"0\r\nX-Trailer: yes\r\n\r\n")
+
+
+def _interim_100(h: Handler, model: str) -> None:
+    """An unasked-for 100 Continue before the real response."""
+    h.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    _ok(h, model)
+
+
+def _http10_until_close(h: Handler, model: str) -> None:
+    """An HTTP/1.0 response without Content-Length: the body ends when the connection does."""
+    body, hl = binary_response(model)
+    h.wfile.write(b"HTTP/1.0 200 OK\r\nInference-Header-Content-Length: %d\r\n\r\n%s" % (hl, body))
+    h.wfile.flush()
+    h.close_connection = True
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _trailing_garbage(h: Handler, model: str) -> None:
+    """A good response, and 50 ms later (once the client has read the response) bytes nobody asked
+    for, which must not be taken for the next response."""
+    _ok(h, model)
+    h.wfile.flush()
+    time.sleep(0.05)
+    h.wfile.write(b"HTTP/1.1 200 OK\r\n\r\nstray")
+
+
+def _not_http(h: Handler, model: str) -> None:
+    h.wfile.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    h.wfile.flush()
+    h.close_connection = True
+
+
 # model name -> (behaviour, what the failure message must say)
 FAULTS: dict[str, Callable[[Handler, str], None]] = {
     "ok": _ok,
@@ -213,12 +278,22 @@ FAULTS: dict[str, Callable[[Handler, str], None]] = {
     "nan_output": _nan_output,
     "huge_content_length": _huge_content_length,
     "endless_body": _endless_body,
+    "ok_then_close": _ok_then_close,
+    "close_when_reused": _close_when_reused,
+    "chunked": _chunked,
+    "interim_100": _interim_100,
+    "http10_until_close": _http10_until_close,
+    "trailing_garbage": _trailing_garbage,
+    "not_http": _not_http,
 }
 
 
 class FaultServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Real servers listen with a backlog of hundreds (uvicorn 2048); socketserver's 5 resets some of
+    # a burst of new connections, as each concurrent request opens its own.
+    request_queue_size = 128
 
     def __init__(self, port: int = 0, slow_seconds: float = 3.0, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", port), Handler)
@@ -226,7 +301,11 @@ class FaultServer(ThreadingHTTPServer):
             self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.tls = tls is not None
         self.last_headers: dict[str, str] = {}
+        self.last_body = b""
+        self.last_path = ""
+        self.body_digests: list[bytes] = []
         self.requests = 0
+        self.connections_opened = 0
         self.slow_seconds = slow_seconds
         self.connections: set[socket.socket] = set()
         self._thread: threading.Thread | None = None

@@ -3,8 +3,10 @@ fault server for what real servers can't be made to do."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -172,6 +174,7 @@ FAULT_EXPECTATIONS = {
     "nan_output": ("protocol", ProtocolError, "NaN or infinite"),
     "huge_content_length": ("too-large", RequestError, "larger than the limit of 1048576 bytes"),
     "endless_body": ("too-large", RequestError, "larger than the limit of 1048576 bytes"),
+    "not_http": ("transport", RequestError, "invalid HTTP response"),
     "slow": ("timeout", RequestTimeoutError, "no complete response from {url}/v2/models/slow/infer within 0.5 s"),
 }
 
@@ -202,3 +205,82 @@ def test_endpoint_rejects_bad_arguments() -> None:
         Endpoint("http://127.0.0.1/x", b"", headers=[("Bad Name", "v")])
     with pytest.raises(ValueError, match="CA file"):
         Endpoint("https://127.0.0.1/x", b"", ca_file="/nonexistent/ca.pem")
+
+
+# The plain-http transport (src/h1.rs): what goes on the wire, keep-alive, response framing.
+
+
+@pytest.mark.parametrize("body_length", [602_112, 1000, 0])
+def test_the_request_on_the_wire(faults: FaultServer, body_length: int) -> None:
+    body = np.random.default_rng(body_length).bytes(body_length)
+    endpoint = Endpoint(
+        f"{faults.url}/v2/models/ok/infer?x=1",
+        body,
+        headers=[("Inference-Header-Content-Length", "0"), ("X-Trace", "abc"), ("Content-Length", "7")],
+    )
+    assert send(endpoint).ok
+    assert faults.last_path == "/v2/models/ok/infer?x=1"
+    assert faults.last_body == body
+    headers = {k.lower(): v for k, v in faults.last_headers.items()}
+    port = faults.url.rsplit(":", 1)[1]
+    assert headers["host"] == f"127.0.0.1:{port}"
+    assert headers["content-length"] == str(body_length)  # ours, not the caller's
+    assert headers["x-trace"] == "abc" and headers["inference-header-content-length"] == "0"
+
+
+def test_keep_alive_sends_every_request_on_one_connection(faults: FaultServer) -> None:
+    endpoint, slot = triton_endpoint(faults.url, "ok"), RequestSlot()
+    before = faults.connections_opened
+    for _ in range(5):
+        assert send(endpoint, slot).ok
+    assert faults.connections_opened - before == 1
+
+
+def test_a_connection_closed_while_idle_is_replaced_without_sending_twice(faults: FaultServer) -> None:
+    endpoint, slot = triton_endpoint(faults.url, "ok_then_close"), RequestSlot()
+    requests, connections = faults.requests, faults.connections_opened
+    for _ in range(3):
+        outcome = send(endpoint, slot)
+        assert outcome.ok, outcome
+    assert faults.requests - requests == 3
+    assert faults.connections_opened - connections == 3
+
+
+def test_a_connection_closed_as_the_request_arrives_is_retried_once_on_a_new_one(faults: FaultServer) -> None:
+    endpoint, slot = triton_endpoint(faults.url, "close_when_reused"), RequestSlot()
+    requests, connections = faults.requests, faults.connections_opened
+    for _ in range(3):
+        outcome = send(endpoint, slot)
+        assert outcome.ok, outcome
+    assert faults.connections_opened - connections == 3
+    assert faults.requests - requests == 5  # the first, then each later one twice: closed, retried
+
+
+@pytest.mark.parametrize(
+    ("fault", "reused"),
+    [("chunked", True), ("interim_100", True), ("http10_until_close", False), ("trailing_garbage", False)],
+)
+def test_response_framings(faults: FaultServer, fault: str, reused: bool) -> None:
+    endpoint, slot = triton_endpoint(faults.url, fault), RequestSlot()
+    before = faults.connections_opened
+    for _ in range(3):
+        outcome = send(endpoint, slot)
+        assert outcome.ok and outcome.top1 == 999, outcome
+        time.sleep(0.2)  # idle long enough for whatever the server sends after a response
+    assert faults.connections_opened - before == (1 if reused else 3)
+
+
+def test_many_connections_send_exact_bodies(faults: FaultServer) -> None:
+    """24 connections sending at once from the one prepared buffer: every body arrives intact."""
+    body = np.random.default_rng(7).bytes(602_112)
+    endpoint = Endpoint(f"{faults.url}/v2/models/ok/infer", body, headers=[("Inference-Header-Content-Length", "0")])
+    slots = [RequestSlot() for _ in range(24)]
+    start = len(faults.body_digests)
+    for _ in range(2):
+        for slot in slots:
+            slot.submit(endpoint)
+        for slot in slots:
+            outcome = slot.wait(timeout=60)
+            assert outcome is not None and outcome.status == 200, outcome
+    digests = faults.body_digests[start:]
+    assert len(digests) == 48 and set(digests) == {hashlib.sha256(body).digest()}
