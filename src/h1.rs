@@ -243,6 +243,16 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if idle.generation != process_generation() {
+            // In the child of a fork: see `checkout`.
+            std::mem::forget(std::mem::take(&mut idle.connections));
+        }
+    }
+}
+
 /// Reads the response head, skipping any 1xx interim responses.
 async fn read_head(
     conn: &mut Connection,

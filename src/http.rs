@@ -116,6 +116,23 @@ impl PooledClient {
     }
 }
 
+impl Drop for PooledClient {
+    fn drop(&mut self) {
+        let slot = self
+            .current
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot
+            .as_ref()
+            .is_some_and(|(owner, _)| *owner != process_generation())
+        {
+            // In the child of a fork: the parent's pooled connections share their sockets and epoll
+            // instance with the parent; closing them here would unregister the parent's.
+            std::mem::forget(slot.take());
+        }
+    }
+}
+
 fn build_client(config: &ClientConfig) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .http1_only()

@@ -3,6 +3,7 @@ fault server for what real servers can't be made to do."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import threading
@@ -156,6 +157,24 @@ def test_works_in_a_forked_child(triton) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.read(read, 16) == b"ok" and status == 0
     assert send(ep).ok  # and the parent still works
+
+
+def test_a_forked_child_dropping_an_endpoint_leaves_the_parents_connections_alone(triton) -> None:
+    """The child shares the parent's sockets and epoll instance: closing its copies of the pooled
+    connections would unregister the parent's, whose next response would then never be seen."""
+    ep = triton_endpoint(triton.url, "tiny_onnx", timeout=5)
+    assert send(ep).ok  # one pooled keep-alive connection now
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            del ep
+            gc.collect()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    outcome = send(ep)
+    assert outcome.ok, outcome
 
 
 FAULT_EXPECTATIONS = {
