@@ -247,32 +247,24 @@ def test_the_request_on_the_wire(faults: FaultServer, body_length: int) -> None:
     assert headers["x-trace"] == "abc" and headers["inference-header-content-length"] == "0"
 
 
-def test_keep_alive_sends_every_request_on_one_connection(faults: FaultServer) -> None:
-    endpoint, slot = triton_endpoint(faults.url, "ok"), RequestSlot()
-    before = faults.connections_opened
-    for _ in range(5):
-        assert send(endpoint, slot).ok
-    assert faults.connections_opened - before == 1
-
-
-def test_a_connection_closed_while_idle_is_replaced_without_sending_twice(faults: FaultServer) -> None:
-    endpoint, slot = triton_endpoint(faults.url, "ok_then_close"), RequestSlot()
-    requests, connections = faults.requests, faults.connections_opened
+@pytest.mark.parametrize(
+    ("fault", "requests", "connections"),
+    [
+        ("ok", 3, 1),  # keep-alive: every request on one connection
+        ("ok_then_close", 3, 3),  # closed while idle: noticed before sending, so never sent twice
+        ("close_when_reused", 5, 3),  # closed as each later request arrives: sent once more, on a new one
+    ],
+)
+def test_keep_alive_and_connections_the_server_closes(
+    faults: FaultServer, fault: str, requests: int, connections: int
+) -> None:
+    endpoint, slot = triton_endpoint(faults.url, fault), RequestSlot()
+    requests_before, connections_before = faults.requests, faults.connections_opened
     for _ in range(3):
         outcome = send(endpoint, slot)
         assert outcome.ok, outcome
-    assert faults.requests - requests == 3
-    assert faults.connections_opened - connections == 3
-
-
-def test_a_connection_closed_as_the_request_arrives_is_retried_once_on_a_new_one(faults: FaultServer) -> None:
-    endpoint, slot = triton_endpoint(faults.url, "close_when_reused"), RequestSlot()
-    requests, connections = faults.requests, faults.connections_opened
-    for _ in range(3):
-        outcome = send(endpoint, slot)
-        assert outcome.ok, outcome
-    assert faults.connections_opened - connections == 3
-    assert faults.requests - requests == 5  # the first, then each later one twice: closed, retried
+    assert faults.requests - requests_before == requests
+    assert faults.connections_opened - connections_before == connections
 
 
 @pytest.mark.parametrize(
