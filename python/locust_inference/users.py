@@ -111,6 +111,7 @@ class InferenceUser(User):
         self._slot = RequestSlot()
         self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
         self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
+        self._yielded = False  # whether the greenlet went through the hub since the last wait
 
     def _wait(self) -> Outcome:
         hub = gevent.get_hub()
@@ -120,6 +121,7 @@ class InferenceUser(User):
             hub.wait(self._watcher)
             outcome = self._slot.take()
             if outcome is not None:
+                self._yielded = True
                 return outcome
 
     def send(self) -> Outcome:
@@ -161,6 +163,26 @@ class InferenceUser(User):
     @task
     def infer(self) -> None:
         self.send()
+
+    def on_start(self) -> None:
+        self._skip_redundant_zero_waits()
+
+    def _skip_redundant_zero_waits(self) -> None:
+        """Locust turns a zero wait (HighUser; LowUser behind its pace) into ``gevent.sleep(0)``, one
+        more round trip through the hub per request. A request already went through the hub while
+        it waited for its answer, so a zero wait right after one returns at once. A zero wait after
+        a task that did not send still yields: no user can keep the others from running."""
+        taskset = getattr(self, "_taskset_instance", None)
+        sleep = getattr(taskset, "_sleep", None)
+        if taskset is None or sleep is None:
+            return  # a Locust without this hook: its own waits stand
+
+        def _sleep(seconds: float) -> None:
+            yielded, self._yielded = self._yielded, False
+            if seconds > 0 or not yielded:
+                sleep(seconds)
+
+        taskset._sleep = _sleep
 
     def on_stop(self) -> None:
         self._slot.cancel()
