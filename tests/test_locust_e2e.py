@@ -150,22 +150,30 @@ def test_debug_is_off_by_default(triton, tmp_path: Path) -> None:
 SWITCHES_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "greenlet_switches.py"
 
 
-def test_a_zero_wait_after_a_request_does_not_go_through_the_hub_again(triton, tmp_path: Path) -> None:
-    """Each request already yields to the hub while it waits, so HighUser's zero wait is skipped: one
-    switch into the user per request (the answer), not two (the answer, then ``gevent.sleep(0)``)."""
+def count_switches(triton, tmp_path: Path, user_class: str, users: int, run_time: str) -> dict[str, int]:
+    """Runs ``user_class`` from the switch-counting locustfile against tiny_onnx; returns its report."""
     report = tmp_path / "switches.json"
     run = run_locust(
         tmp_path,
         "--host",
         triton.url,
-        "HighUser",
+        user_class,
         env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", SWITCH_REPORT=str(report)),
         locustfile=SWITCHES_LOCUSTFILE,
-        run_time="3s",
+        run_time=run_time,
+        users=users,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     counts = json.loads(report.read_text())
     print(counts)
+    return counts
+
+
+def test_a_zero_wait_after_a_request_does_not_go_through_the_hub_again(triton, tmp_path: Path) -> None:
+    """Each request already yields to the hub while it waits, so HighUser's zero wait is skipped: one
+    switch into the user per request (the answer), not two (the answer, then ``gevent.sleep(0)``)."""
+    counts = count_switches(triton, tmp_path, "HighUser", users=1, run_time="3s")
     assert counts["requests"] > 100, counts
     assert counts["switches"] / counts["requests"] < 1.5, counts
 
@@ -174,20 +182,6 @@ def test_a_user_whose_task_never_yields_still_lets_the_others_run(triton, tmp_pa
     """A zero wait after a task that sent nothing still yields: two such users alternate and the run
     ends on time (were the wait skipped, the first would never give the hub back and the run would
     never end)."""
-    report = tmp_path / "switches.json"
-    run = run_locust(
-        tmp_path,
-        "--host",
-        triton.url,
-        "Spinner",
-        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", SWITCH_REPORT=str(report)),
-        locustfile=SWITCHES_LOCUSTFILE,
-        run_time="2s",
-        users=2,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    counts = json.loads(report.read_text())
-    print(counts)
+    counts = count_switches(triton, tmp_path, "Spinner", users=2, run_time="2s")
     assert counts["spins"] > 100, counts
     assert counts["switches"] >= counts["spins"], counts
