@@ -66,6 +66,19 @@ struct Idle {
     connections: Vec<Connection>,
 }
 
+impl Idle {
+    /// In the child of a fork, lets go of the parent's connections without closing them: they are
+    /// registered with a runtime that does not run here and share their sockets and epoll instance
+    /// with the parent, so closing them would unregister the parent's.
+    fn disown_inherited(&mut self) {
+        let generation = process_generation();
+        if self.generation != generation {
+            std::mem::forget(std::mem::take(&mut self.connections));
+            self.generation = generation;
+        }
+    }
+}
+
 /// One prepared request and its pool of keep-alive connections.
 pub struct Client {
     /// `host:port`, as connected to.
@@ -166,13 +179,7 @@ impl Client {
 
     fn checkout(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let generation = process_generation();
-        if idle.generation != generation {
-            // The parent's connections: registered with a runtime that does not run here, and
-            // sharing their sockets with the parent. Closing them would break the parent's.
-            std::mem::forget(std::mem::take(&mut idle.connections));
-            idle.generation = generation;
-        }
+        idle.disown_inherited();
         while let Some(mut conn) = idle.connections.pop() {
             if conn.is_clean() {
                 return Some(conn);
@@ -192,16 +199,14 @@ impl Client {
     }
 
     async fn connect(&self, spec: &RequestSpec) -> Result<Connection> {
-        let stream = TcpStream::connect(self.authority.as_str())
-            .await
-            .map_err(|e| Error::Connect {
-                url: spec.url.to_string(),
-                reason: e.to_string(),
-            })?;
-        stream.set_nodelay(true).map_err(|e| Error::Connect {
+        let connect_error = |e: io::Error| Error::Connect {
             url: spec.url.to_string(),
             reason: e.to_string(),
-        })?;
+        };
+        let stream = TcpStream::connect(self.authority.as_str())
+            .await
+            .map_err(connect_error)?;
+        stream.set_nodelay(true).map_err(connect_error)?;
         Ok(Connection {
             stream,
             buf: BytesMut::with_capacity(READ_RESERVE),
@@ -245,11 +250,10 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let idle = self.idle.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if idle.generation != process_generation() {
-            // In the child of a fork: see `checkout`.
-            std::mem::forget(std::mem::take(&mut idle.connections));
-        }
+        self.idle
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .disown_inherited();
     }
 }
 

@@ -193,7 +193,7 @@ pub struct Failure {
 
 /// How an endpoint's requests are sent.
 pub enum Transport {
-    /// `http://`: the lean HTTP/1.1 client, body sent with `sendfile`.
+    /// `http://`: the lean HTTP/1.1 client of [`crate::h1`].
     Plain(h1::Client),
     /// `https://`: reqwest with rustls.
     Tls(PooledClient),

@@ -174,7 +174,7 @@ class InferenceUser(User):
         a task that did not send still yields: no user can keep the others from running."""
         taskset = getattr(self, "_taskset_instance", None)
         sleep = getattr(taskset, "_sleep", None)
-        if taskset is None or sleep is None:
+        if sleep is None:
             return  # a Locust without this hook: its own waits stand
 
         def _sleep(seconds: float) -> None:
