@@ -13,10 +13,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSF
 use reqwest::{Method, Url};
 
 use crate::error::{Error, Result};
-use crate::http::{self, ClientConfig, RequestSpec, Transport};
 use crate::latency::{PyLatencyHistogram, Recorder};
 use crate::litserve;
+use crate::runtime;
 use crate::tensor::DataType;
+use crate::transport::{ClientConfig, RequestSpec, Transport};
 use crate::triton::{self, ExpectedOutput};
 use crate::wake::Mailbox;
 
@@ -46,6 +47,8 @@ pub struct Outcome {
     pub headers: Option<Vec<(String, String)>>,
     pub body: Option<Bytes>,
     pub error: Option<Error>,
+    /// Sent on a second connection: the pooled one was closed before any byte went out.
+    pub resent: bool,
 }
 
 struct Endpoint {
@@ -60,7 +63,10 @@ struct Endpoint {
 impl Endpoint {
     async fn run(&self) -> Outcome {
         match self.transport.send(&self.spec).await {
-            Err(f) => Outcome::failed(f.error, f.elapsed, f.status),
+            Err(f) => Outcome {
+                resent: f.resent,
+                ..Outcome::failed(f.error, f.elapsed, f.status)
+            },
             Ok(resp) => {
                 let headers = self.keep_headers.then(|| {
                     resp.headers
@@ -95,6 +101,7 @@ impl Endpoint {
                     headers,
                     body: self.keep_body.then(|| resp.body.clone()),
                     error,
+                    resent: resp.resent,
                 }
             }
         }
@@ -139,6 +146,7 @@ impl Outcome {
             headers: None,
             body: None,
             error: Some(error),
+            resent: false,
         }
     }
 }
@@ -276,23 +284,29 @@ impl PyEndpoint {
         self.inner.spec.body.len()
     }
 
-    /// Adds a successful outcome's latency to the histograms. The user calls this as it reports the
-    /// request to Locust, in the same greenlet step, so that both count exactly the same requests
-    /// (an outcome that arrives as its user is stopped, or that fails a check made in Python, is in
-    /// neither).
-    fn record(&self, outcome: &PyOutcome) {
-        if let (None, Some(ttfb)) = (&outcome.0.error, outcome.0.ttfb) {
-            self.inner.latency.record(outcome.0.response_time, ttfb);
-        }
+    /// Accounts for a reported request: its latency when it succeeded (`success`, false when a
+    /// check made in Python failed it), and whether it was resent. The user calls this as it
+    /// reports the request to Locust, in the same greenlet step, so that both count exactly the
+    /// same requests (an outcome that arrives as its user is stopped is in neither).
+    #[pyo3(signature = (outcome, success = true))]
+    fn record(&self, outcome: &PyOutcome, success: bool) {
+        let o = &outcome.0;
+        let latency = match (&o.error, o.ttfb) {
+            (None, Some(ttfb)) if success => Some((o.response_time, ttfb)),
+            _ => None,
+        };
+        self.inner.latency.record(latency, o.resent);
     }
 
-    /// The latency (total, time to first byte) histograms of the successful requests since the
-    /// last call; recording starts afresh.
-    fn take_latency(&self) -> (PyLatencyHistogram, PyLatencyHistogram) {
-        let (total, ttfb) = self.inner.latency.take();
+    /// What the requests recorded since the last call measured: (total, time to first byte)
+    /// latency histograms of the successful ones, and how many of all were resent. Recording
+    /// starts afresh.
+    fn take_latency(&self) -> (PyLatencyHistogram, PyLatencyHistogram, u64) {
+        let m = self.inner.latency.take();
         (
-            PyLatencyHistogram::wrap(total),
-            PyLatencyHistogram::wrap(ttfb),
+            PyLatencyHistogram::wrap(m.total),
+            PyLatencyHistogram::wrap(m.ttfb),
+            m.resent,
         )
     }
 
@@ -317,10 +331,8 @@ pub struct PyRequestSlot {
 impl PyRequestSlot {
     #[new]
     fn new() -> PyResult<Self> {
-        let mailbox = Mailbox::new().map_err(|e| Error::Transport {
-            url: String::new(),
-            reason: format!("cannot create an eventfd: {e}"),
-        })?;
+        let mailbox =
+            Mailbox::new().map_err(|e| Error::Runtime(format!("cannot create an eventfd: {e}")))?;
         Ok(PyRequestSlot {
             mailbox: Arc::new(mailbox),
         })
@@ -333,7 +345,7 @@ impl PyRequestSlot {
 
     /// Starts sending `endpoint`'s request; any request still in flight is abandoned.
     fn submit(&self, endpoint: &PyEndpoint) -> PyResult<()> {
-        let rt = http::runtime()?;
+        let rt = runtime::runtime()?;
         let generation = self.mailbox.begin();
         let mailbox = Arc::clone(&self.mailbox);
         let endpoint = Arc::clone(&endpoint.inner);
@@ -406,6 +418,13 @@ impl PyOutcome {
     }
 
     /// Index of the largest value of the first output's first row.
+    /// Whether the request went out on a second connection because the pooled one was closed
+    /// before any byte of it was written (the server cannot have seen the first try).
+    #[getter]
+    fn resent(&self) -> bool {
+        self.0.resent
+    }
+
     #[getter]
     fn top1(&self) -> Option<usize> {
         self.0.top1
@@ -474,7 +493,7 @@ pub fn http_request<'py>(
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
     };
     let transport = Transport::new(&spec, ClientConfig { insecure, ca_file })?;
-    let rt = http::runtime()?;
+    let rt = runtime::runtime()?;
     let result = py.detach(|| rt.block_on(transport.send(&spec)).map_err(|f| f.error))?;
     Ok((result.status, PyBytes::new(py, &result.body)))
 }

@@ -26,13 +26,19 @@ create_exception!(
     locust_inference._native,
     RequestError,
     LocustInferenceError,
-    "A request failed: connection refused, HTTP error status, response too large, cancelled."
+    "A request failed: connection refused, HTTP error status, certificate not accepted, response too large."
 );
 create_exception!(
     locust_inference._native,
     RequestTimeoutError,
     RequestError,
     "A request did not complete within its timeout."
+);
+create_exception!(
+    locust_inference._native,
+    CertificateError,
+    RequestError,
+    "The server's TLS certificate was not accepted (unknown issuer, wrong host, expired...)."
 );
 create_exception!(
     locust_inference._native,
@@ -62,8 +68,10 @@ pub enum Error {
     Transport { url: String, reason: String },
     #[error("response from {url} is larger than the limit of {limit} bytes")]
     TooLarge { url: String, limit: usize },
-    #[error("request cancelled")]
-    Cancelled,
+    #[error("TLS certificate of {url} not accepted: {problem}; pass --ca-file with the certificate (or the CA that signed it) to trust it, or --insecure to skip the check")]
+    Certificate { url: String, problem: String },
+    #[error("{0}")]
+    Runtime(String),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
@@ -87,7 +95,8 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::Transport { .. } => "transport",
             Error::TooLarge { .. } => "too-large",
-            Error::Cancelled => "cancelled",
+            Error::Certificate { .. } => "certificate",
+            Error::Runtime(_) => "runtime",
             Error::InvalidArgument(_) => "invalid-argument",
             Error::UnsupportedType(_) => "unsupported-type",
         }
@@ -104,8 +113,9 @@ impl From<Error> for PyErr {
             Error::Connect { .. }
             | Error::Status { .. }
             | Error::Transport { .. }
-            | Error::TooLarge { .. }
-            | Error::Cancelled => RequestError::new_err(msg),
+            | Error::TooLarge { .. } => RequestError::new_err(msg),
+            Error::Certificate { .. } => CertificateError::new_err(msg),
+            Error::Runtime(_) => LocustInferenceError::new_err(msg),
             Error::InvalidArgument(_) => PyValueError::new_err(msg),
             Error::UnsupportedType(_) => PyTypeError::new_err(msg),
         }
@@ -123,6 +133,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ImageError", py.get_type::<ImageError>())?;
     m.add("RequestError", py.get_type::<RequestError>())?;
     m.add("RequestTimeoutError", py.get_type::<RequestTimeoutError>())?;
+    m.add("CertificateError", py.get_type::<CertificateError>())?;
     m.add("ProtocolError", py.get_type::<ProtocolError>())?;
     Ok(())
 }

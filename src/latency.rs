@@ -37,30 +37,49 @@ fn micros(d: Duration) -> u64 {
         .max(LOWEST_US)
 }
 
-/// Total and time-to-first-byte histograms of one endpoint, filled from the I/O thread.
-pub struct Recorder {
-    current: Mutex<(Histogram<u64>, Histogram<u64>)>,
+/// What one endpoint's reported requests measured since the last take.
+pub struct Measurements {
+    /// Latency of successful requests, to the last response byte.
+    pub total: Histogram<u64>,
+    /// Latency of successful requests, to the response head.
+    pub ttfb: Histogram<u64>,
+    /// Requests of any outcome that went out on a second connection (the pooled one was closed
+    /// before any byte of the request was written).
+    pub resent: u64,
 }
 
-impl Default for Recorder {
+impl Default for Measurements {
     fn default() -> Self {
-        Recorder {
-            current: Mutex::new((new_histogram(), new_histogram())),
+        Measurements {
+            total: new_histogram(),
+            ttfb: new_histogram(),
+            resent: 0,
         }
     }
 }
 
+/// The [`Measurements`] of one endpoint, filled as its users report requests.
+#[derive(Default)]
+pub struct Recorder {
+    current: Mutex<Measurements>,
+}
+
 impl Recorder {
-    pub fn record(&self, total: Duration, ttfb: Duration) {
-        let mut h = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        h.0.saturating_record(micros(total));
-        h.1.saturating_record(micros(ttfb));
+    /// Accounts for one reported request: its latencies when it succeeded (`latency`), and
+    /// whether it was resent.
+    pub fn record(&self, latency: Option<(Duration, Duration)>, resent: bool) {
+        let mut m = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((total, ttfb)) = latency {
+            m.total.saturating_record(micros(total));
+            m.ttfb.saturating_record(micros(ttfb));
+        }
+        m.resent += u64::from(resent);
     }
 
     /// Returns what was recorded since the last call and starts afresh.
-    pub fn take(&self) -> (Histogram<u64>, Histogram<u64>) {
-        let mut h = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *h, (new_histogram(), new_histogram()))
+    pub fn take(&self) -> Measurements {
+        let mut m = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *m)
     }
 }
 
@@ -236,13 +255,22 @@ mod tests {
     #[test]
     fn recorder_takes_and_resets() {
         let r = Recorder::default();
-        r.record(Duration::from_micros(20_500), Duration::from_millis(20));
-        r.record(Duration::from_nanos(10), Duration::from_secs(100));
-        let (total, ttfb) = r.take();
-        assert_eq!(total.len(), 2);
-        assert_eq!(total.min(), 1);
-        assert_eq!(ttfb.max(), ttfb.highest_equivalent(HIGHEST_US));
-        assert_eq!(r.take().0.len(), 0);
+        r.record(
+            Some((Duration::from_micros(20_500), Duration::from_millis(20))),
+            false,
+        );
+        r.record(
+            Some((Duration::from_nanos(10), Duration::from_secs(100))),
+            true,
+        );
+        r.record(None, true);
+        let m = r.take();
+        assert_eq!(m.total.len(), 2);
+        assert_eq!(m.total.min(), 1);
+        assert_eq!(m.ttfb.max(), m.ttfb.highest_equivalent(HIGHEST_US));
+        assert_eq!(m.resent, 2, "resent requests count whatever their outcome");
+        let again = r.take();
+        assert_eq!((again.total.len(), again.resent), (0, 0));
     }
 
     #[test]

@@ -3,13 +3,13 @@
 
 pub mod client;
 pub mod error;
-pub mod h1;
-pub mod http;
 pub mod jpeg;
 pub mod latency;
 pub mod litserve;
 pub mod preprocess;
+pub mod runtime;
 pub mod tensor;
+pub mod transport;
 pub mod triton;
 pub mod wake;
 

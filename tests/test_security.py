@@ -69,11 +69,30 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
 
 
-@pytest.fixture()
-def https_server(pki: dict[str, Path]) -> Iterator[FaultServer]:
+def self_signed(folder: Path, name: str, san: str) -> dict[str, Path]:
+    """A self-signed certificate made the common way: ``openssl req -x509`` (a CA certificate)."""
+    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+        "-addext", f"subjectAltName={san}", "-keyout", str(key), "-out", str(cert),
+    )  # fmt: skip
+    return {"ca": cert, "cert": cert, "key": key}
+
+
+@pytest.fixture(scope="module")
+def self_signed_pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return self_signed(tmp_path_factory.mktemp("self-signed"), "127.0.0.1", "IP:127.0.0.1")
+
+
+def serve_tls(pki: dict[str, Path]) -> FaultServer:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pki["cert"], pki["key"])
-    server = FaultServer(tls=ctx).start()
+    return FaultServer(tls=ctx).start()
+
+
+@pytest.fixture()
+def https_server(pki: dict[str, Path]) -> Iterator[FaultServer]:
+    server = serve_tls(pki)
     yield server
     server.stop()
 
@@ -81,9 +100,54 @@ def https_server(pki: dict[str, Path]) -> Iterator[FaultServer]:
 def test_unknown_certificate_authority_is_refused_by_default(https_server: FaultServer, tmp_path: Path) -> None:
     run = run_locust(tmp_path, "--host", https_server.url, env=clean_env(SERVER="triton", MODEL_NAME="ok"))
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert f"cannot reach Triton at {https_server.url}" in run.stderr
-    assert "certificate" in run.stderr.lower() or "UnknownIssuer" in run.stderr
+    message = run.stderr.strip().splitlines()[-1]
+    assert message == (
+        f"locust-inference: TLS certificate of {https_server.url}/v2/models/ok not accepted: it is not signed by a "
+        "certificate authority this client trusts; pass --ca-file with the certificate (or the CA that signed it) "
+        "to trust it, or --insecure to skip the check"
+    )
     assert https_server.requests == 0
+
+
+def test_self_signed_certificate_given_with_ca_file_is_trusted(self_signed_pki, tmp_path: Path) -> None:
+    server = serve_tls(self_signed_pki)
+    try:
+        refused = run_locust(tmp_path, "--host", server.url, env=clean_env(SERVER="triton", MODEL_NAME="ok"))
+        trusted = run_locust(
+            tmp_path,
+            "--host",
+            server.url,
+            "--ca-file",
+            str(self_signed_pki["cert"]),
+            "LowUser",
+            run_time="2s",
+            env=clean_env(SERVER="triton", MODEL_NAME="ok"),
+        )
+    finally:
+        server.stop()
+    assert refused.returncode == 2
+    assert "it is a CA certificate used as the server's own (self-signed) and is not in --ca-file" in refused.stderr
+    assert trusted.returncode == 0, trusted.stderr[-2000:]
+    assert int(trusted.stats()["Request Count"]) > 10 and int(trusted.stats()["Failure Count"]) == 0
+
+
+def test_self_signed_certificate_for_another_host_is_refused(tmp_path: Path) -> None:
+    other = self_signed(tmp_path, "inference.example", "DNS:inference.example")
+    server = serve_tls(other)
+    try:
+        run = run_locust(
+            tmp_path,
+            "--host",
+            server.url,
+            "--ca-file",
+            str(other["cert"]),
+            env=clean_env(SERVER="triton", MODEL_NAME="ok"),
+        )
+    finally:
+        server.stop()
+    assert run.returncode == 2
+    assert f"TLS certificate of {server.url}/v2/models/ok not accepted: it does not name this host;" in run.stderr
+    assert server.requests == 0
 
 
 def test_ca_file_makes_the_private_ca_trusted(https_server: FaultServer, pki, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ timed in Rust. The Locust glue lives in :mod:`locust_inference.users`.
 from __future__ import annotations
 
 from locust_inference._native import (
+    CertificateError,
     ConfigError,
     Endpoint,
     ImageError,
@@ -29,6 +30,7 @@ from locust_inference._native import (
 )
 
 __all__ = [
+    "CertificateError",
     "ConfigError",
     "Endpoint",
     "ImageError",

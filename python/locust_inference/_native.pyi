@@ -8,6 +8,7 @@ import numpy.typing as npt
 
 __version__: str
 __all__ = [
+    "CertificateError",
     "ConfigError",
     "Endpoint",
     "ImageError",
@@ -38,10 +39,13 @@ class ImageError(LocustInferenceError):
     """An image file is missing, empty, truncated or not an image."""
 
 class RequestError(LocustInferenceError):
-    """A request failed: connection refused, HTTP error status, response too large, cancelled."""
+    """A request failed: connection refused, HTTP error status, certificate not accepted, response too large."""
 
 class RequestTimeoutError(RequestError):
     """A request did not complete within its timeout."""
+
+class CertificateError(RequestError):
+    """The server's TLS certificate was not accepted (unknown issuer, wrong host, expired...)."""
 
 class ProtocolError(LocustInferenceError):
     """A message does not follow the server's protocol (bad header, sizes that don't add up...)."""
@@ -119,10 +123,12 @@ class Endpoint:
     def url(self) -> str: ...
     @property
     def body_length(self) -> int: ...
-    def record(self, outcome: Outcome) -> None:
-        """Adds a successful outcome's latency to the histograms (call it as the request is reported)."""
-    def take_latency(self) -> tuple[LatencyHistogram, LatencyHistogram]:
-        """(total, time-to-first-byte) histograms of the outcomes recorded since the last call."""
+    def record(self, outcome: Outcome, success: bool = True) -> None:
+        """Accounts for a reported request (call it as the request is reported): its latency when it
+        succeeded (success=False: a check made in Python failed it), and whether it was resent."""
+    def take_latency(self) -> tuple[LatencyHistogram, LatencyHistogram, int]:
+        """(total, time-to-first-byte) histograms of the successful requests recorded since the last
+        call, and how many of all recorded requests were resent."""
 
 @final
 class RequestSlot:
@@ -158,6 +164,10 @@ class Outcome:
     def response_length(self) -> int: ...
     @property
     def top1(self) -> int | None: ...
+    @property
+    def resent(self) -> bool:
+        """Whether the request went out on a second connection because the pooled one was closed
+        before any byte of it was written (the server cannot have seen the first try)."""
     @property
     def headers(self) -> list[tuple[str, str]] | None: ...
     @property

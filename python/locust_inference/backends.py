@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from locust_inference._native import (
+    CertificateError,
     ConfigError,
     Endpoint,
     ImageError,
@@ -56,6 +57,8 @@ def _get(settings: Settings, url: str, what: str) -> tuple[int, bytes]:
             insecure=settings.insecure,
             ca_file=settings.ca_file,
         )
+    except CertificateError as err:
+        raise ConfigError(str(err)) from None
     except RequestError as err:
         raise ConfigError(f"cannot reach {what} at {settings.host}: {err} (is it running? check --host)") from None
 

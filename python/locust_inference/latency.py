@@ -48,12 +48,14 @@ class Collector:
     settings: Settings
     total: dict[str, LatencyHistogram] = field(default_factory=dict)
     ttfb: dict[str, LatencyHistogram] = field(default_factory=dict)
+    resent: dict[str, int] = field(default_factory=dict)
     started: dt.datetime | None = None
     stats_at_start: ServerStats | None = None
 
-    def add(self, name: str, total: LatencyHistogram, ttfb: LatencyHistogram) -> None:
+    def add(self, name: str, total: LatencyHistogram, ttfb: LatencyHistogram, resent: int) -> None:
         self.total.setdefault(name, LatencyHistogram()).add(total)
         self.ttfb.setdefault(name, LatencyHistogram()).add(ttfb)
+        self.resent[name] = self.resent.get(name, 0) + resent
 
     def summary(self, environment: Environment, history_csv: str | None) -> dict[str, Any]:
         ended = dt.datetime.now(dt.UTC)
@@ -66,6 +68,7 @@ class Collector:
             requests[name] = {
                 "count": hist.count,
                 "failures": entry.num_failures if entry else None,
+                "resent": self.resent.get(name, 0),
                 "requests_per_s": hist.count / duration,
                 "latency_ms": hist.summary(),
                 "ttfb_ms": self.ttfb[name].summary(),
@@ -123,6 +126,12 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"{v.get(k, 0):>9.3f}" for k in ("p50", "p90", "p95", "p99", "p99.9", "p99.99", "max", "mean")
             )
             lines.append(f"{name:<32} {measure:<8} {entry['count']:>8} {values}")
+    resent = {name: entry.get("resent", 0) for name, entry in summary["requests"].items()}
+    lines += [
+        "",
+        "Resent (sent again on a new connection: the pooled one was closed before any byte went out): "
+        + ", ".join(f"{name} {n}" for name, n in resent.items()),
+    ]
     stats = summary.get("server_stats")
     if stats:
         lines += [
@@ -151,7 +160,8 @@ def results_folder(environment: Environment, settings: Settings) -> tuple[Path, 
 
 def install(environment: Environment, settings: Settings, endpoint_histograms: Any | None) -> Collector:
     """Wires the collector into Locust's events for this process. ``endpoint_histograms`` takes the
-    latencies recorded since the last call (None on a master, which only merges)."""
+    latencies and the resent count recorded since the last call (None on a master, which only
+    merges)."""
     locust.stats.bucket_response_time = fine_bucket_response_time
     collector = Collector(settings)
     events = environment.events
@@ -166,8 +176,8 @@ def install(environment: Environment, settings: Settings, endpoint_histograms: A
         @events.report_to_master.add_listener
         def _report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
             if endpoint_histograms is not None:
-                total, ttfb = endpoint_histograms()
-                data[REPORT_KEY] = {settings.name: [total.to_bytes(), ttfb.to_bytes()]}
+                total, ttfb, resent = endpoint_histograms()
+                data[REPORT_KEY] = {settings.name: [total.to_bytes(), ttfb.to_bytes(), resent]}
 
         return collector
 
@@ -175,8 +185,8 @@ def install(environment: Environment, settings: Settings, endpoint_histograms: A
 
         @events.worker_report.add_listener
         def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-            for name, (total, ttfb) in data.get(REPORT_KEY, {}).items():
-                collector.add(name, LatencyHistogram.from_bytes(total), LatencyHistogram.from_bytes(ttfb))
+            for name, (total, ttfb, resent) in data.get(REPORT_KEY, {}).items():
+                collector.add(name, LatencyHistogram.from_bytes(total), LatencyHistogram.from_bytes(ttfb), resent)
 
     @events.test_start.add_listener
     def _start(**_kw: Any) -> None:
@@ -184,6 +194,7 @@ def install(environment: Environment, settings: Settings, endpoint_histograms: A
             take_local()  # drop anything recorded before the test (none expected)
             collector.total.clear()
             collector.ttfb.clear()
+            collector.resent.clear()
             collector.started = dt.datetime.now(dt.UTC)
             collector.stats_at_start = read_stats(settings)
 

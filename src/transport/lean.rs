@@ -10,14 +10,14 @@
 //! measured and rejected: with BBR, the kernel default here, TCP's internal pacing then throttles
 //! the sender, and a run lands at random in a fast or a 2.5x slower mode.
 //!
+//! Kept only to be measured against hyper's client in `make bench` (`LOCUST_INFERENCE_HTTP1=lean`).
+//!
 //! Keep-alive connections are pooled per endpoint. A pooled connection is checked before use: one
-//! the server closed, or sent unasked bytes on, is dropped. If the server closes it just as the
-//! request goes out (the write fails, or the read ends before a single response byte), the request
-//! is sent once more on a new connection; any other failure is reported as it is.
+//! the server closed, or sent unasked bytes on, is dropped. A request is never sent twice: if the
+//! server closes the connection as the request goes out, the request fails.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Waker};
 use std::time::Instant;
 
@@ -29,8 +29,9 @@ use reqwest::Method;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::{Progress, RequestSpec, Response};
 use crate::error::{Error, Result};
-use crate::http::{process_generation, RequestSpec, Response};
+use crate::runtime::PerProcess;
 
 /// Cap on a response head (status line and headers), and on a chunked body's trailers.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -60,25 +61,6 @@ impl Connection {
     }
 }
 
-/// The idle connections of one endpoint, owned by the process that opened them.
-struct Idle {
-    generation: u64,
-    connections: Vec<Connection>,
-}
-
-impl Idle {
-    /// In the child of a fork, lets go of the parent's connections without closing them: they are
-    /// registered with a runtime that does not run here and share their sockets and epoll instance
-    /// with the parent, so closing them would unregister the parent's.
-    fn disown_inherited(&mut self) {
-        let generation = process_generation();
-        if self.generation != generation {
-            std::mem::forget(std::mem::take(&mut self.connections));
-            self.generation = generation;
-        }
-    }
-}
-
 /// One prepared request and its pool of keep-alive connections.
 pub struct Client {
     /// `host:port`, as connected to.
@@ -87,12 +69,12 @@ pub struct Client {
     request: Bytes,
     /// A `HEAD` request: its response never has a body.
     head_only: bool,
-    idle: Mutex<Idle>,
+    idle: PerProcess<Vec<Connection>>,
 }
 
 /// Why one attempt on one connection failed.
 enum Attempt {
-    /// The connection was dead before the server saw the request: safe to send again.
+    /// The connection ended before any response byte.
     Stale(io::Error),
     Failed(Error),
 }
@@ -141,35 +123,30 @@ impl Client {
             authority,
             request: Bytes::from(head),
             head_only: spec.method == Method::HEAD,
-            idle: Mutex::new(Idle {
-                generation: process_generation(),
-                connections: Vec::new(),
-            }),
+            idle: PerProcess::new(),
         })
     }
 
-    /// Sends the request and reads the whole response, timed from `start`; `status` is set as soon
-    /// as the response head is in (a timeout after it still reports the status).
+    /// Sends the request and reads the whole response, timed from `start`.
     pub async fn exchange(
         &self,
         spec: &RequestSpec,
         start: Instant,
-        status: &mut Option<u16>,
+        progress: &mut Progress,
     ) -> Result<Response> {
-        if let Some(mut conn) = self.checkout() {
-            match self.attempt(&mut conn, spec, start, status).await {
-                Ok((response, reusable)) => {
-                    self.checkin(conn, reusable);
-                    return Ok(response);
-                }
-                Err(Attempt::Failed(error)) => return Err(error),
-                Err(Attempt::Stale(_)) => {} // closed while idle: once more, on a new connection
-            }
-        }
-        let mut conn = self.connect(spec).await?;
-        match self.attempt(&mut conn, spec, start, status).await {
+        let mut conn = match self.checkout() {
+            Some(conn) => conn,
+            None => self.connect(spec).await?,
+        };
+        match self
+            .attempt(&mut conn, spec, start, &mut progress.status)
+            .await
+        {
             Ok((response, reusable)) => {
-                self.checkin(conn, reusable);
+                if reusable {
+                    self.idle
+                        .with(|idle| idle.get_or_insert_with(Vec::new).push(conn));
+                }
                 Ok(response)
             }
             Err(Attempt::Failed(error)) => Err(error),
@@ -178,24 +155,15 @@ impl Client {
     }
 
     fn checkout(&self) -> Option<Connection> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.disown_inherited();
-        while let Some(mut conn) = idle.connections.pop() {
-            if conn.is_clean() {
-                return Some(conn);
+        self.idle.with(|idle| {
+            let idle = idle.as_mut()?;
+            while let Some(mut conn) = idle.pop() {
+                if conn.is_clean() {
+                    return Some(conn);
+                }
             }
-        }
-        None
-    }
-
-    fn checkin(&self, conn: Connection, reusable: bool) {
-        if !reusable {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.generation == process_generation() {
-            idle.connections.push(conn);
-        }
+            None
+        })
     }
 
     async fn connect(&self, spec: &RequestSpec) -> Result<Connection> {
@@ -242,18 +210,10 @@ impl Client {
                 body,
                 ttfb,
                 total: start.elapsed(),
+                resent: false,
             },
             reusable,
         ))
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.idle
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .disown_inherited();
     }
 }
 
@@ -412,7 +372,7 @@ fn is_stale(e: &io::Error) -> bool {
 
 fn closed_reason(e: &io::Error) -> String {
     if e.kind() == io::ErrorKind::UnexpectedEof {
-        "connection closed before any response".into()
+        "connection closed after the request was sent, before a complete response".into()
     } else {
         e.to_string()
     }

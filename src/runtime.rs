@@ -1,0 +1,168 @@
+//! The process's tokio runtime, and [`PerProcess`]: state that belongs to the process that made it.
+//!
+//! Locust's `--processes` forks. A runtime's threads do not survive a fork, and a pooled connection
+//! in the child shares its socket and its epoll registration with the parent. So the child lets go
+//! of what it inherited without dropping it (dropping would wait for threads that do not exist
+//! there, or unregister the parent's sockets) and makes its own on first use.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError};
+
+use tokio::runtime::Runtime;
+
+use crate::error::{Error, Result};
+
+/// Bumped in the child of every fork (`pthread_atfork`), so that per-process state can tell it was
+/// inherited without a `getpid` system call per request.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Which process this is, as far as inherited state goes: changes in the child of a fork.
+fn process_generation() -> u64 {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only does an atomic add, which is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// A value owned by the process that made it. In the child of a fork the inherited value is
+/// forgotten, never dropped, and the slot starts empty.
+pub struct PerProcess<T> {
+    slot: Mutex<Option<(u64, T)>>,
+}
+
+impl<T> PerProcess<T> {
+    pub const fn new() -> Self {
+        PerProcess {
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// Runs `f` on this process's value (`None` until something puts one there).
+    pub fn with<R>(&self, f: impl FnOnce(&mut Option<T>) -> R) -> R {
+        let generation = process_generation();
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut value = match slot.take() {
+            Some((owner, value)) if owner == generation => Some(value),
+            Some(inherited) => {
+                std::mem::forget(inherited);
+                None
+            }
+            None => None,
+        };
+        let result = f(&mut value);
+        *slot = value.map(|v| (generation, v));
+        result
+    }
+
+    /// This process's value, made by `make` the first time it is asked for here.
+    pub fn get_or_try_init<E>(&self, make: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    where
+        T: Clone,
+    {
+        self.with(|value| {
+            if let Some(v) = value {
+                return Ok(v.clone());
+            }
+            let v = make()?;
+            *value = Some(v.clone());
+            Ok(v)
+        })
+    }
+}
+
+impl<T> Default for PerProcess<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Drop for PerProcess<T> {
+    fn drop(&mut self) {
+        let slot = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if slot
+            .as_ref()
+            .is_some_and(|(owner, _)| *owner != process_generation())
+        {
+            std::mem::forget(slot.take());
+        }
+    }
+}
+
+/// Worker threads of the runtime: `LOCUST_INFERENCE_IO_THREADS`, default 1 (one thread moves
+/// tens of thousands of requests per second and leaves the other core to the server under test).
+fn io_threads() -> usize {
+    std::env::var("LOCUST_INFERENCE_IO_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
+}
+
+static RUNTIME: PerProcess<Arc<Runtime>> = PerProcess::new();
+
+/// This process's runtime, created on first use and re-created after a fork.
+pub fn runtime() -> Result<Arc<Runtime>> {
+    RUNTIME.get_or_try_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(io_threads())
+            .thread_name("locust-inference-io")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map(Arc::new)
+            .map_err(|e| Error::Runtime(format!("cannot start the I/O runtime: {e}")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_made_once_per_process() {
+        let cell: PerProcess<u32> = PerProcess::new();
+        let mut made = 0;
+        let mut get = || {
+            cell.get_or_try_init(|| {
+                made += 1;
+                Ok::<_, ()>(7)
+            })
+        };
+        assert_eq!(get(), Ok(7));
+        assert_eq!(get(), Ok(7));
+        assert_eq!(made, 1);
+    }
+
+    #[test]
+    fn an_inherited_value_is_forgotten_not_dropped() {
+        struct Loud(Arc<AtomicU64>);
+        impl Drop for Loud {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let drops = Arc::new(AtomicU64::new(0));
+        let cell = PerProcess::new();
+        cell.with(|v| *v = Some(Loud(Arc::clone(&drops))));
+        after_fork_in_child(); // as the child of a fork sees it
+        assert!(cell.with(|v| v.is_none()), "the child starts empty");
+        cell.with(|v| *v = Some(Loud(Arc::clone(&drops))));
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            0,
+            "the parent's value was dropped"
+        );
+        drop(cell);
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            1,
+            "the child's own value is dropped"
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! How a prepared request goes over the wire: [`plain`] (hyper's HTTP/1.1 connections) for
+//! `http://`, [`tls`] (reqwest with rustls) for `https://`, behind one [`Transport`] with one
+//! timeout.
+//!
+//! No transport sends a request twice when the server may have received it. A request is sent
+//! again, on a new connection, only when the pooled connection it was given turned out closed
+//! before any byte of it was written; the [`Response`] says so, and the run counts it.
+
+pub mod lean;
+pub mod plain;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, Url};
+
+use crate::error::{Error, Result};
+
+/// TLS settings of an `https://` endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientConfig {
+    /// Skip certificate verification (`--insecure`).
+    pub insecure: bool,
+    /// Extra PEM CA bundle to trust.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Everything needed to send one request, prepared once and shared by every send.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    /// Encoded once; every send clones the handle, never the bytes.
+    pub body: Bytes,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+/// A complete response and its timing.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// From just before the request is handed to the connection to the response head.
+    pub ttfb: Duration,
+    /// From the same instant to the last byte of the body.
+    pub total: Duration,
+    /// Whether the request went out on a second connection because the pooled one was closed
+    /// before any byte of the request was written.
+    pub resent: bool,
+}
+
+/// A failed send and how long it took to fail.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    pub elapsed: Duration,
+    pub status: Option<u16>,
+    pub resent: bool,
+}
+
+/// What one exchange knows when it fails or times out: set as the exchange goes.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The response status, once the head is in.
+    pub status: Option<u16>,
+    pub resent: bool,
+}
+
+/// How an endpoint's requests are sent.
+pub enum Transport {
+    /// `http://`: hyper's HTTP/1.1 client connections, pooled.
+    Plain(plain::Client),
+    /// `http://` by the hand-written client, kept only to be measured against hyper in `make bench`
+    /// (`LOCUST_INFERENCE_HTTP1=lean`).
+    Lean(lean::Client),
+    /// `https://`: reqwest with rustls.
+    Tls(tls::Client),
+}
+
+impl Transport {
+    /// The transport for `spec`'s URL; `config` applies to `https://` only.
+    pub fn new(spec: &RequestSpec, config: ClientConfig) -> Result<Self> {
+        if spec.url.scheme() == "https" {
+            Ok(Transport::Tls(tls::Client::new(config)?))
+        } else if std::env::var_os("LOCUST_INFERENCE_HTTP1").is_some_and(|v| v == "lean") {
+            Ok(Transport::Lean(lean::Client::new(spec)?))
+        } else {
+            Ok(Transport::Plain(plain::Client::new(spec)?))
+        }
+    }
+
+    /// Sends the request and reads the whole body, within `spec.timeout` and
+    /// `spec.max_response_bytes`.
+    pub async fn send(&self, spec: &RequestSpec) -> Result<Response, Failure> {
+        let start = Instant::now();
+        let mut progress = Progress::default();
+        let exchange = async {
+            match self {
+                Transport::Plain(client) => client.exchange(spec, start, &mut progress).await,
+                Transport::Lean(client) => client.exchange(spec, start, &mut progress).await,
+                Transport::Tls(client) => client.exchange(spec, start, &mut progress).await,
+            }
+        };
+        let error = match tokio::time::timeout(spec.timeout, exchange).await {
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(error)) => error,
+            Err(_) => Error::Timeout {
+                url: spec.url.to_string(),
+                seconds: spec.timeout.as_secs_f64(),
+            },
+        };
+        Err(Failure {
+            error,
+            elapsed: start.elapsed(),
+            status: progress.status,
+            resent: progress.resent,
+        })
+    }
+}
+
+/// A transport failure of `spec`'s request.
+pub(crate) fn failed(spec: &RequestSpec, reason: impl Into<String>) -> Error {
+    Error::Transport {
+        url: spec.url.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The response body is over `spec.max_response_bytes`.
+pub(crate) fn too_large(spec: &RequestSpec) -> Error {
+    Error::TooLarge {
+        url: spec.url.to_string(),
+        limit: spec.max_response_bytes,
+    }
+}
+
+/// An error and its causes, each once, joined by ": " (the useful part, such as "connection
+/// refused", often lives deep in the chain).
+pub(crate) fn describe(err: &dyn std::error::Error) -> String {
+    let mut reason = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !reason.contains(&text) {
+            if !reason.is_empty() {
+                reason.push_str(": ");
+            }
+            reason.push_str(&text);
+        }
+        source = e.source();
+    }
+    reason
+}

@@ -1,0 +1,214 @@
+//! The `http://` transport: hyper's HTTP/1.1 client connections (`hyper::client::conn::http1`),
+//! kept alive and pooled per endpoint.
+//!
+//! hyper does the framing (Content-Length, chunked, until close, 1xx), its limits and the checks
+//! its maintainers fuzz; the prepared head and the shared `Bytes` body go out in one `writev`.
+//! Each connection is driven by its own task on the I/O runtime, which also notices a server
+//! closing an idle connection.
+//!
+//! A request is sent again only when hyper hands it back unsent: the pooled connection closed
+//! before any byte of it was written. Any failure after that is reported as it is, never retried:
+//! the server may have received and run the request.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::http::uri::{Authority, PathAndQuery};
+use hyper::Uri;
+use hyper_util::rt::TokioIo;
+use reqwest::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use reqwest::Method;
+use tokio::net::TcpStream;
+
+use super::{describe, failed, too_large, Progress, RequestSpec, Response};
+use crate::error::{Error, Result};
+use crate::runtime::PerProcess;
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+/// One prepared request and its pool of keep-alive connections.
+pub struct Client {
+    /// `host:port`, as connected to.
+    authority: String,
+    /// The request target: path and query.
+    target: Uri,
+    /// The request's headers, `Host` included.
+    headers: reqwest::header::HeaderMap,
+    idle: PerProcess<Vec<Sender>>,
+}
+
+impl Client {
+    /// Prepares `spec` (an `http://` URL) for sending.
+    pub fn new(spec: &RequestSpec) -> Result<Self> {
+        let url = &spec.url;
+        let invalid = |what: &str| Error::InvalidArgument(format!("URL {url} {what}"));
+        let host = url.host_str().ok_or_else(|| invalid("has no host"))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| invalid("has no port"))?;
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
+        let target = Uri::from(
+            PathAndQuery::try_from(path).map_err(|e| invalid(&format!("has a bad path: {e}")))?,
+        );
+        let mut headers = spec.headers.clone();
+        if !headers.contains_key(HOST) {
+            let value = match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            };
+            Authority::try_from(value.as_str())
+                .map_err(|e| invalid(&format!("has a bad host: {e}")))?;
+            let value = HeaderValue::try_from(value)
+                .map_err(|e| invalid(&format!("has a bad host: {e}")))?;
+            headers.insert(HOST, value);
+        }
+        // hyper leaves out `content-length: 0`, which servers want on an empty POST.
+        if !matches!(spec.method, Method::GET | Method::HEAD) || !spec.body.is_empty() {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(spec.body.len()));
+        }
+        Ok(Client {
+            authority: format!("{host}:{port}"),
+            target,
+            headers,
+            idle: PerProcess::new(),
+        })
+    }
+
+    fn request(&self, spec: &RequestSpec) -> hyper::Request<Full<Bytes>> {
+        let mut request = hyper::Request::new(Full::new(spec.body.clone()));
+        *request.method_mut() = spec.method.clone();
+        *request.uri_mut() = self.target.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+
+    /// Sends the request and reads the whole response, timed from `start`.
+    pub async fn exchange(
+        &self,
+        spec: &RequestSpec,
+        start: Instant,
+        progress: &mut Progress,
+    ) -> Result<Response> {
+        let mut request = self.request(spec);
+        let (sender, response) = loop {
+            let (mut sender, pooled) = match self.checkout().await {
+                Some(sender) => (sender, true),
+                None => (self.connect(spec).await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => break (sender, response),
+                Err(mut error) => match error.take_message() {
+                    // Closed before any byte was written: the server cannot have seen it.
+                    Some(unsent) if pooled => {
+                        progress.resent = true;
+                        request = unsent;
+                    }
+                    Some(_) => {
+                        let reason = describe(&error.into_error());
+                        return Err(failed(
+                            spec,
+                            format!("connection closed before the request was sent: {reason}"),
+                        ));
+                    }
+                    None => return Err(request_failed(spec, &error.into_error())),
+                },
+            }
+        };
+        let ttfb = start.elapsed();
+        let status = response.status().as_u16();
+        progress.status = Some(status);
+        let (parts, mut body) = response.into_parts();
+        let length = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if length.is_some_and(|n| n > spec.max_response_bytes) {
+            return Err(too_large(spec));
+        }
+        let mut bytes = BytesMut::with_capacity(length.unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| response_failed(spec, &e))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > spec.max_response_bytes {
+                    return Err(too_large(spec));
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        let total = start.elapsed();
+        if !sender.is_closed() {
+            self.idle
+                .with(|idle| idle.get_or_insert_with(Vec::new).push(sender));
+        }
+        // `sender` was moved into the pool or is dropped here, closing its connection.
+        Ok(Response {
+            status,
+            headers: parts.headers,
+            body: bytes.freeze(),
+            ttfb,
+            total,
+            resent: progress.resent,
+        })
+    }
+
+    /// The most recently used idle connection that can take a request now.
+    async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let mut sender = self.idle.with(|idle| idle.as_mut()?.pop())?;
+            // Ready at once unless its task is still finishing the last response; an error means
+            // the connection closed while idle.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self, spec: &RequestSpec) -> Result<Sender> {
+        let connect_error = |reason: String| Error::Connect {
+            url: spec.url.to_string(),
+            reason,
+        };
+        let stream = TcpStream::connect(self.authority.as_str())
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| connect_error(describe(&e)))?;
+        // Ends when the connection closes, or when its last sender is dropped.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+/// Why a request that hyper took failed.
+fn request_failed(spec: &RequestSpec, error: &hyper::Error) -> Error {
+    if error.is_incomplete_message() || error.is_canceled() {
+        return failed(
+            spec,
+            "connection closed after the request was sent, before a complete response",
+        );
+    }
+    if error.is_parse() || error.is_parse_status() {
+        return failed(spec, format!("invalid HTTP response: {}", describe(error)));
+    }
+    failed(spec, describe(error))
+}
+
+/// Why reading the body of a response failed.
+fn response_failed(spec: &RequestSpec, error: &hyper::Error) -> Error {
+    if error.is_incomplete_message() {
+        return failed(spec, "connection closed before the response was complete");
+    }
+    failed(spec, describe(error))
+}

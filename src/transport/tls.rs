@@ -1,0 +1,293 @@
+//! The `https://` transport: a pooled reqwest client (rustls), rebuilt in the child of a fork.
+//!
+//! Certificates are checked as browsers check them, with one addition: a certificate that the
+//! user named in `--ca-file` is trusted as the server's own certificate too. A self-signed
+//! certificate made the common way (`openssl req -x509`) is a CA certificate, and webpki refuses
+//! a CA certificate as a server's end entity; curl (OpenSSL) accepts one that is a trust anchor.
+//! Such a certificate is accepted only when it is byte for byte one of the `--ca-file`
+//! certificates, names the host and is within its validity period; rustls then checks that the
+//! server holds its key (the handshake's signature).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+use super::{describe, too_large, ClientConfig, Progress, RequestSpec, Response};
+use crate::error::{Error, Result};
+use crate::runtime::PerProcess;
+
+/// A keep-alive pooled client shared by all users of a process.
+pub struct Client {
+    config: ClientConfig,
+    current: PerProcess<reqwest::Client>,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        let client = build(&config)?; // fail early on a bad CA file
+        let current = PerProcess::new();
+        current.with(|slot| *slot = Some(client));
+        Ok(Client { config, current })
+    }
+
+    pub async fn exchange(
+        &self,
+        spec: &RequestSpec,
+        start: Instant,
+        progress: &mut Progress,
+    ) -> Result<Response> {
+        let client = self.current.get_or_try_init(|| build(&self.config))?;
+        let request = client
+            .request(spec.method.clone(), spec.url.clone())
+            .headers(spec.headers.clone())
+            .body(spec.body.clone())
+            .build()
+            .map_err(|e| request_error(spec, &e))?;
+        let mut response = client
+            .execute(request)
+            .await
+            .map_err(|e| request_error(spec, &e))?;
+        let ttfb = start.elapsed();
+        let status = response.status().as_u16();
+        progress.status = Some(status);
+        if response
+            .content_length()
+            .is_some_and(|n| n > spec.max_response_bytes as u64)
+        {
+            return Err(too_large(spec));
+        }
+        let mut body = BytesMut::with_capacity(response.content_length().unwrap_or(0) as usize);
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| request_error(spec, &e))?
+        {
+            if body.len() + chunk.len() > spec.max_response_bytes {
+                return Err(too_large(spec));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status,
+            headers: std::mem::take(response.headers_mut()),
+            body: body.freeze(),
+            ttfb,
+            total: start.elapsed(),
+            resent: false,
+        })
+    }
+}
+
+fn build(config: &ClientConfig) -> Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(90));
+    let builder = if config.insecure {
+        builder.danger_accept_invalid_certs(true)
+    } else if let Some(path) = &config.ca_file {
+        builder.use_preconfigured_tls(tls_config(&read_ca_file(path)?)?)
+    } else {
+        builder
+    };
+    builder
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot build the HTTPS client: {}", describe(&e))))
+}
+
+/// The certificates of a PEM file, at least one.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
+    let fail =
+        |reason: String| Error::InvalidArgument(format!("CA file {}: {reason}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let ders = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))?;
+    if ders.is_empty() {
+        return Err(fail("no PEM certificate in the file".into()));
+    }
+    Ok(ders)
+}
+
+/// rustls settings that trust the public roots, the `--ca-file` certificates as CAs, and those
+/// same certificates as servers' own.
+fn tls_config(trusted: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let (_, ignored) = roots.add_parsable_certificates(trusted.iter().cloned());
+    if ignored == trusted.len() {
+        return Err(Error::InvalidArgument(
+            "no usable certificate in the CA file".into(),
+        ));
+    }
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("CA file: {e}")))?;
+    let verifier = PinnedOrWebPki {
+        webpki,
+        pinned: trusted.to_vec(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Runtime(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// webpki's verification, plus: a CA certificate from `--ca-file` presented as the server's own.
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        let refused_as_ca = matches!(
+            &verdict,
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(other)))
+                if other.to_string().contains("CaUsedAsEndEntity")
+        );
+        if !refused_as_ca
+            || !self
+                .pinned
+                .iter()
+                .any(|c| c.as_ref() == end_entity.as_ref())
+        {
+            return verdict;
+        }
+        // Trusted by being one of the user's own certificates, so no chain to build: the name and
+        // the dates are what is left to check (rustls checks the handshake's signature with it).
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        check_validity(end_entity, now)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// Whether `now` lies within the certificate's validity period.
+fn check_validity(
+    cert: &CertificateDer<'_>,
+    now: UnixTime,
+) -> std::result::Result<(), rustls::Error> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let validity = parsed.validity();
+    let now = now.as_secs() as i64;
+    if now < validity.not_before.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet,
+        ));
+    }
+    if now > validity.not_after.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+    }
+    Ok(())
+}
+
+/// A reqwest error as one of ours: a refused certificate is named as one, with the fix.
+fn request_error(spec: &RequestSpec, err: &reqwest::Error) -> Error {
+    let reason = describe(err);
+    let url = spec.url.to_string();
+    if let Some(problem) = certificate_problem(err) {
+        Error::Certificate { url, problem }
+    } else if err.is_connect() {
+        Error::Connect { url, reason }
+    } else {
+        Error::Transport { url, reason }
+    }
+}
+
+/// What is wrong with the server's certificate, when that is why the request failed.
+fn certificate_problem(err: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        // The rustls error sits inside an io::Error, itself inside another.
+        let mut inner = e;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            inner = wrapped;
+        }
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(problem) => Some(certificate_text(problem)),
+                _ => None,
+            };
+        }
+        source = e.source();
+    }
+    None
+}
+
+fn certificate_text(problem: &CertificateError) -> String {
+    match problem {
+        CertificateError::UnknownIssuer => {
+            "it is not signed by a certificate authority this client trusts".into()
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "it has expired".into()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "it is not valid yet".into()
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "it does not name this host".into()
+        }
+        CertificateError::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+            "it is a CA certificate used as the server's own (self-signed) and is not in --ca-file"
+                .into()
+        }
+        other => format!("{other:?}"),
+    }
+}
