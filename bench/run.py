@@ -59,6 +59,8 @@ class Result:
     csv_p50_ms: float | None = None  # Locust's CSV "50%" column (whole ms)
     mean_ms: float | None = None
     busy: float | None = None  # rate x mean latency / concurrency (Little's law): 1.0 = never idle
+    cpu_us: float | None = None  # CPU (user + system) of the client process per request, µs
+    io_cpu_us: float | None = None  # of that, our I/O threads' (Locust runs of ours only)
     failures: int = 0
     error: str | None = None
 
@@ -229,9 +231,10 @@ def parse_locust(stats_csv: Path, latency_json: Path, code: int, log: Path) -> R
         return Result(error=f"no Aggregated row in {stats_csv.name}: {_tail(log)}")
     row = rows[0]
     failures = int(row["Failure Count"])
-    exact = None
+    exact = cpu_us = io_cpu_us = None
     if latency_json.exists():
-        exact = json.loads(latency_json.read_text()).get("p50_ms")
+        written = json.loads(latency_json.read_text())
+        exact, cpu_us, io_cpu_us = written.get("p50_ms"), written.get("cpu_us"), written.get("io_cpu_us")
     error = None
     if failures:
         error = f"{failures} failed requests: {_tail(log, 4)}"
@@ -242,6 +245,8 @@ def parse_locust(stats_csv: Path, latency_json: Path, code: int, log: Path) -> R
         p50_ms=exact,
         csv_p50_ms=float(row["50%"]) if row["50%"] not in ("", "N/A") else None,
         mean_ms=float(row["Average Response Time"]),
+        cpu_us=cpu_us,
+        io_cpu_us=io_cpu_us or None,
         failures=failures,
         error=error,
     )
@@ -301,6 +306,12 @@ def build_clients(setup: Setup) -> list[Client]:
         Client("ours1", "triton", "ours: HighUser, 1 user", locust_client(setup, "locustfile.py", 1, triton, "ours1")),
         Client(
             "ours10", "triton", "ours: HighUser, 10 users", locust_client(setup, "locustfile.py", 10, triton, "ours10")
+        ),
+        Client(
+            "ours10_lean",
+            "triton",
+            "ours: HighUser, 10 users, hand-written HTTP/1.1 client (LOCUST_INFERENCE_HTTP1=lean; no goal)",
+            locust_client(setup, "locustfile.py", 10, triton, "ours10-lean", env={"LOCUST_INFERENCE_HTTP1": "lean"}),
         ),
         Client(
             "ours10_io2",
@@ -420,6 +431,12 @@ def ratios() -> list[Ratio]:
         Ratio("ours 1 user / wrk 1 connection (req/s)", ("ours1", rate), ("wrk1", rate)),
         Ratio("ours 10 users / seed 1 thread (req/s)", ("ours10", rate), ("seed", rate)),
         Ratio("ours 10 users / HttpUser 10 users (req/s)", ("ours10", rate), ("http10", rate)),
+        Ratio("ours 10 users: hyper / hand-written HTTP/1.1 client (req/s)", ("ours10", rate),
+              ("ours10_lean", rate)),
+        Ratio("ours 10 users: hyper / hand-written HTTP/1.1 client (I/O-thread CPU per request)",
+              ("ours10", "io_cpu_us"), ("ours10_lean", "io_cpu_us")),
+        Ratio("ours 10 users: hyper / hand-written HTTP/1.1 client (process CPU per request)",
+              ("ours10", "cpu_us"), ("ours10_lean", "cpu_us")),
         Ratio("ours 10 users, 2 I/O threads / wrk 10 connections (req/s)", ("ours10_io2", rate), ("wrk10", rate)),
         Ratio("ours 10 users, 2 I/O threads / ours 10 users, default 1 (req/s)", ("ours10_io2", rate),
               ("ours10", rate)),
@@ -441,12 +458,21 @@ def _fmt(value: float | None, unit: str) -> str:
     return text
 
 
+def _cpu(c: Client) -> str:
+    """CPU µs per request of a Locust client: the process's, and our I/O threads' where there are any."""
+    process, io = c.median("cpu_us"), c.median("io_cpu_us")
+    if process is None:
+        return "—"
+    return f"{process:.0f} us" + (f" / {io:.0f} us" if io is not None else "")
+
+
 def render(clients: list[Client], repeats: int) -> tuple[str, list[tuple[str, bool | None]]]:
     """The Markdown tables and the verdicts [(goal label, passed or None when not measured)]."""
     by_key = {c.key: c for c in clients}
     lines = [
-        "| group | client | rate (median) | p50 latency | mean latency | Locust CSV 50% | per repeat (rate) | notes |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        "| group | client | rate (median) | p50 latency | mean latency | Locust CSV 50% | CPU per request "
+        "(process / I/O threads) | per repeat (rate) | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for c in clients:
         rate = c.median("rate")
@@ -456,7 +482,7 @@ def render(clients: list[Client], repeats: int) -> tuple[str, list[tuple[str, bo
         lines.append(
             f"| {c.group} | {c.label} | {_fmt(rate, '')} {c.unit} | {_fmt(c.median('p50_ms'), 'ms')} | "
             f"{_fmt(c.median('mean_ms'), 'ms')} | "
-            f"{'—' if csv50 is None else f'{csv50:.0f} ms'} | {per} | {notes.replace('|', '/')[:300]} |"
+            f"{'—' if csv50 is None else f'{csv50:.0f} ms'} | {_cpu(c)} | {per} | {notes.replace('|', '/')[:300]} |"
         )
 
     def median_get(key: str, attr: str) -> float | None:
