@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from servers import children
+from servers.children import clean_env
+
+__all__ = ["IMAGE", "LOCUST", "REPO_ROOT", "Run", "clean_env", "run_distributed", "run_locust"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).parent / "locust")
@@ -33,17 +36,6 @@ class Run:
     def failures(self) -> list[dict[str, str]]:
         with open(f"{self.csv_prefix}_failures.csv", newline="") as f:
             return list(csv.DictReader(f))
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without settings that would leak into a run, plus ``extra``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LOCUST_") and k not in {"SERVER", "INFERENCE_SERVER", "MODEL_NAME", "DEBUG_REQUESTS"}
-    }
-    env.update(extra)
-    return env
 
 
 def run_locust(
@@ -73,21 +65,18 @@ def run_locust(
         str(prefix),
         *args,
     ]
-    proc = subprocess.Popen(
+    proc = children.start(
         cmd,
         cwd=REPO_ROOT,
         env=env if env is not None else clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"locust did not finish within {timeout} s\n{err[-3000:]}") from None
+        out, err = children.communicate(proc, timeout)
+    except subprocess.TimeoutExpired as timed_out:
+        raise AssertionError(f"locust did not finish within {timeout} s\n{timed_out.stderr[-3000:]}") from None
     return Run(proc.returncode, out, err, prefix)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -12,6 +11,7 @@ from pathlib import Path
 from faults import FaultServer
 from support import LOCUST, REPO_ROOT, clean_env, run_distributed, run_locust
 
+from servers import children
 from servers.launch import free_port
 
 
@@ -97,40 +97,23 @@ def test_run_time_end_does_not_wait_for_requests_in_flight(tmp_path: Path) -> No
 
 def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
     server = FaultServer(slow_seconds=60).start()
-    proc = subprocess.Popen(
-        [
-            LOCUST,
-            "-f",
-            "locustfile.py",
-            "--headless",
-            "-u",
-            "5",
-            "-r",
-            "5",
-            "-t",
-            "60s",
-            "--host",
-            server.url,
-            "HighUser",
-        ],
-        cwd=REPO_ROOT,
-        env=clean_env(SERVER="triton", MODEL_NAME="slow"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "-u", "5", "-r", "5", "-t", "60s", "--host", server.url]
     try:
-        deadline = time.monotonic() + 30
-        while server.requests < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert server.requests == 5
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        with children.running(
+            [*cmd, "HighUser"],
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="slow"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            deadline = time.monotonic() + 30
+            while server.requests < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert server.requests == 5
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         server.stop()
     assert "Traceback" not in err, err[-2000:]
     assert proc.returncode in (0, 1), err[-2000:]

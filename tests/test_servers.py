@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 import requests
 import tritonclient.http as triton_http
 
+from servers import children
 from servers.launch import (
     REPO_ROOT,
     RunningServer,
@@ -297,7 +297,7 @@ def test_killed_triton_leaves_no_temp_files() -> None:
     with triton_server(models=["tiny_onnx"]) as srv:
         running = triton_leftovers(srv.tmp_dir, srv.pid)
         new_envs = python_envs() - envs_before  # others' too, if another Triton started meanwhile
-        os.killpg(srv.pid, signal.SIGKILL)
+        children.kill_group(srv.pid)
     assert any(p.name.startswith("folder") for p in running), running
     assert any(p.name.startswith(f"pytrtion{srv.pid}-") for p in running), running
     if len(new_envs) == 1:  # then it is this server's: claimed, so found

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from support import LOCUST, REPO_ROOT, clean_env
 
+from servers import children
+
 UNRELATED = """
 from locust import User, constant, task
 
@@ -54,17 +56,14 @@ def unrelated_locust(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Somebody else's Locust run on the same machine."""
     locustfile = tmp_path / "other_locustfile.py"
     locustfile.write_text(UNRELATED)
-    proc = subprocess.Popen(
+    with children.running(
         [LOCUST, "-f", str(locustfile), "--headless", "-u", "1", "-t", "120s"],
         cwd=tmp_path,
         env=clean_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    yield proc
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    ) as proc:
+        yield proc
 
 
 def start_distributed(triton, tmp_path: Path, workers: int = 2) -> tuple[subprocess.Popen[str], set[int]]:
