@@ -11,7 +11,7 @@ from pathlib import Path
 from servers import children
 from servers.children import clean_env
 
-__all__ = ["IMAGE", "LOCUST", "REPO_ROOT", "Run", "clean_env", "run_distributed", "run_locust"]
+__all__ = ["IMAGE", "LOCUST", "REPO_ROOT", "Run", "assert_clean_failure", "clean_env", "run_distributed", "run_locust"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).parent / "locust")
@@ -36,6 +36,16 @@ class Run:
     def failures(self) -> list[dict[str, str]]:
         with open(f"{self.csv_prefix}_failures.csv", newline="") as f:
             return list(csv.DictReader(f))
+
+
+def assert_clean_failure(run: Run, *needles: str) -> None:
+    """The run stopped at start with exit status 2 and one ``locust-inference:`` line holding ``needles``."""
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    lines = [line for line in run.stderr.splitlines() if line.startswith("locust-inference: ")]
+    assert len(lines) == 1, run.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
 
 
 def run_locust(
