@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from faults import FaultServer
 from support import LOCUST, REPO_ROOT, clean_env, run_distributed, run_locust
 
@@ -116,7 +117,8 @@ def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert "Traceback" not in err, err[-2000:]
-    assert proc.returncode in (0, 1), err[-2000:]
+    # no request completed, so none failed: requests cancelled by the stop are not reported
+    assert proc.returncode == 0, err[-2000:]
 
 
 def test_distributed_script_runs_master_and_workers(triton, tmp_path: Path) -> None:
@@ -129,7 +131,7 @@ def test_distributed_script_runs_master_and_workers(triton, tmp_path: Path) -> N
     requests, failures = (int(v) for v in row.split(",")[2:4])
     assert requests > 100 and failures == 0
     assert (results / "quick.html").stat().st_size > 1000
-    assert "2 workers" in proc.stderr or "Worker" in proc.stderr or "worker" in proc.stderr
+    assert "Sending spawn jobs of 4 users at 4.00 spawn rate to 2 ready workers" in proc.stderr
 
 
 def test_distributed_script_fails_when_workers_cannot_start(tmp_path: Path) -> None:
@@ -140,10 +142,18 @@ def test_distributed_script_fails_when_workers_cannot_start(tmp_path: Path) -> N
     assert "exited with status 2" in proc.stderr
 
 
-def test_distributed_script_usage() -> None:
-    for args in ([], ["configs/low.conf"], ["configs/nope.conf", "m", "triton"], ["configs/low.conf", "m", "tgi"]):
-        proc = subprocess.run(
-            ["./distributed.sh", *args], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=30
-        )
-        assert proc.returncode == 2, args
-        assert "usage" in proc.stderr or "does not exist" in proc.stderr or "unknown server" in proc.stderr
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage: ./distributed.sh <config> <model_name> [server]"),
+        (["configs/low.conf"], "usage: ./distributed.sh <config> <model_name> [server]"),
+        (["configs/nope.conf", "m", "triton"], "distributed.sh: config file configs/nope.conf does not exist"),
+        (["configs/low.conf", "m", "tgi"], "distributed.sh: unknown server 'tgi': choose triton or litserve"),
+    ],
+)
+def test_distributed_script_usage(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        ["./distributed.sh", *args], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2, args
+    assert proc.stderr.splitlines()[0] == message, proc.stderr
