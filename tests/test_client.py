@@ -7,7 +7,6 @@ import gc
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -275,9 +274,11 @@ def test_response_framings(faults: FaultServer, fault: str, reused: bool) -> Non
     endpoint, slot = triton_endpoint(faults.url, fault), RequestSlot()
     before = faults.connections_opened
     for _ in range(3):
+        done = faults.faults_done + 1
         outcome = send(endpoint, slot)
         assert outcome.ok and outcome.top1 == 999, outcome
-        time.sleep(0.2)  # idle long enough for whatever the server sends after a response
+        # the next request leaves only once the server has sent whatever it sends after a response
+        assert faults.wait_until_done(done), f"the server did not finish {fault}"
     assert faults.connections_opened - before == (1 if reused else 3)
 
 

@@ -98,7 +98,7 @@ def test_ca_file_makes_the_private_ca_trusted(https_server: FaultServer, pki, tm
         env=clean_env(SERVER="triton", MODEL_NAME="ok"),
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert int(run.stats()["Request Count"]) > 10 and int(run.stats()["Failure Count"]) == 0
+    assert int(run.stats()["Request Count"]) > 0 and int(run.stats()["Failure Count"]) == 0
     assert "verification is disabled" not in run.stderr
 
 
