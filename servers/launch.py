@@ -39,6 +39,7 @@ STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 40
 MAX_TMP_BASE_LEN = 24
 PARENT_PID_ENV = "LOCUST_INFERENCE_LAUNCHER_PID"
+NO_SERVERS_ENV = "NO_TEST_SERVERS"  # set by `make test-fast`: starting a server is then an error
 TRITON_TMP = Path("/tmp")  # hard-coded by tritonserver and its Python backend, whatever TMPDIR says
 OWNER_MARKER = "locust-inference-server-pid"  # in a /tmp/python_env_* dir: see claim_python_env
 _WORKSPACE_PARAM = re.compile(r'key:\s*"workspace-path"\s*value\s*\{\s*string_value:\s*"([^"]+)"')
@@ -263,6 +264,10 @@ def _run_server(
     log_path: str | os.PathLike[str] | None,
     env: dict[str, str] | None,
 ) -> Iterator[RunningServer]:
+    if os.environ.get(NO_SERVERS_ENV):
+        raise ServerStartError(
+            f"{kind} not started: {NO_SERVERS_ENV} is set (make test-fast); mark the test @pytest.mark.server"
+        )
     own_log = log_path is None
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix=f"locust-inference-{kind}-", suffix=".log")

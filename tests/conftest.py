@@ -26,6 +26,16 @@ if str(REPO_ROOT) not in sys.path:
 from servers.launch import RunningServer, ServerStartError, litserve_server, triton_server  # noqa: E402
 
 TRITON_TEST_MODELS = ("tiny_onnx", "checksum", "sleep_20ms", "resnet50_onnx")
+SERVER_FIXTURES = frozenset({"triton", "litserve_checksum", "litserve_tiny"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks ``server`` every test that uses a server fixture (``make test-fast`` deselects them). Tests that
+    start a server themselves carry the mark in their file; under ``make test-fast`` one that does not
+    fails, as :mod:`servers.launch` then refuses to start a server."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session")

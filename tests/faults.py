@@ -12,10 +12,12 @@ import hashlib
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 
@@ -318,6 +320,11 @@ class FaultServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Faults cut connections, and the client gives up on them: the OSErrors that follow are expected."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
     def handled(self) -> None:
         with self._done:

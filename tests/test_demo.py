@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import REPO_ROOT, clean_env
+
+pytestmark = pytest.mark.server  # the demo starts both servers
 
 
 def test_demo_runs_both_servers_and_writes_the_comparison(tmp_path: Path) -> None:
