@@ -23,6 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from faults import FaultServer  # noqa: E402
+
 from servers.launch import RunningServer, ServerStartError, litserve_server, triton_server  # noqa: E402
 
 TRITON_TEST_MODELS = ("tiny_onnx", "checksum", "sleep_20ms", "resnet50_onnx")
@@ -67,6 +69,16 @@ def litserve_tiny() -> Iterator[RunningServer]:
     """LitServe serving tiny_onnx at POST /predict."""
     with litserve_server(model="tiny_onnx") as server:
         yield server
+
+
+@pytest.fixture()
+def fault_server() -> Iterator[FaultServer]:
+    """The fault-injection server of ``tests/faults.py`` on a free loopback port, for one test."""
+    server = FaultServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture()

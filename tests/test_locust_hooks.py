@@ -12,7 +12,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from faults import FaultServer
 from packaging.requirements import Requirement
 from support import REPO_ROOT, assert_clean_failure, clean_env, run_locust
 
@@ -66,21 +65,17 @@ def test_a_locust_without_a_hook_stops_the_run_naming_it(tmp_path: Path, breakag
     assert_clean_failure(run, message, "locust-inference replaces it and supports locust>=")
 
 
-def test_finer_buckets_are_used_during_a_run_and_locusts_own_after_it(tmp_path: Path) -> None:
+def test_finer_buckets_are_used_during_a_run_and_locusts_own_after_it(fault_server, tmp_path: Path) -> None:
     report = tmp_path / "hooks.json"
-    server = FaultServer().start()
-    try:
-        run = run_locust(
-            tmp_path,
-            "--host",
-            server.url,
-            "LowUser",
-            locustfile=PROBE,
-            run_time="1s",
-            env=clean_env(SERVER="triton", MODEL_NAME="ok", HOOK_REPORT=str(report)),
-        )
-    finally:
-        server.stop()
+    run = run_locust(
+        tmp_path,
+        "--host",
+        fault_server.url,
+        "LowUser",
+        locustfile=PROBE,
+        run_time="1s",
+        env=clean_env(SERVER="triton", MODEL_NAME="ok", HOOK_REPORT=str(report)),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(report.read_text()) == {
         "during": "locust_inference.latency.fine_bucket_response_time",

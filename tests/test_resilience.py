@@ -16,20 +16,16 @@ from servers import children
 from servers.launch import free_port
 
 
-def test_failures_are_reported_with_their_reason_and_the_run_goes_on(tmp_path: Path) -> None:
-    server = FaultServer().start()
-    try:
-        run = run_locust(
-            tmp_path,
-            "--host",
-            server.url,
-            "HighUser",
-            users=3,
-            run_time="2s",
-            env=clean_env(SERVER="triton", MODEL_NAME="status500"),
-        )
-    finally:
-        server.stop()
+def test_failures_are_reported_with_their_reason_and_the_run_goes_on(fault_server, tmp_path: Path) -> None:
+    run = run_locust(
+        tmp_path,
+        "--host",
+        fault_server.url,
+        "HighUser",
+        users=3,
+        run_time="2s",
+        env=clean_env(SERVER="triton", MODEL_NAME="status500"),
+    )
     assert run.returncode == 1, run.stderr[-2000:]  # Locust's exit code when requests failed
     assert "Traceback" not in run.stderr and "panicked" not in run.stderr
     stats = run.stats("triton/status500")
@@ -37,7 +33,8 @@ def test_failures_are_reported_with_their_reason_and_the_run_goes_on(tmp_path: P
     assert stats["Request Count"] == stats["Failure Count"]
     (failure,) = run.failures()
     assert failure["Method"] == "infer" and failure["Name"] == "triton/status500"
-    assert f'HTTP 500 from {server.url}/v2/models/status500/infer: {{"error":"injected failure 500' in failure["Error"]
+    url = f"{fault_server.url}/v2/models/status500/infer"
+    assert f'HTTP 500 from {url}: {{"error":"injected failure 500' in failure["Error"]
 
 
 def test_server_that_dies_and_comes_back(tmp_path: Path) -> None:
