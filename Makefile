@@ -17,7 +17,8 @@ MODEL ?= resnet50_onnx
 MODELS ?=
 THREADS ?= 2
 
-.PHONY: help install demo test test-rust test-python lint performance-test serve-triton serve-litserve clean
+.PHONY: help install demo test test-fast test-rust test-python test-python-fast lint performance-test serve-triton \
+	serve-litserve clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -53,7 +54,12 @@ $(CHROMIUM_STAMP): | $(STAMP)
 demo: $(STAMP) ## start both reference servers, run the low-load scenario against each, print a comparison
 	@$(PY) -m servers.demo
 
-test: $(STAMP) $(CHROMIUM_STAMP) test-rust test-python ## run every test (cargo and pytest, real servers included)
+test: $(STAMP) $(CHROMIUM_STAMP) ## lint, then every test (cargo and pytest, real servers included)
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory test-rust test-python
+
+test-fast: $(STAMP) ## cargo test and the Python tests that need no server (about a minute once built)
+	@$(MAKE) --no-print-directory test-rust test-python-fast
 
 test-rust:
 	@echo "==> cargo test"
@@ -63,7 +69,18 @@ test-python: $(STAMP)
 	@echo "==> pytest (starts real Triton and LitServe servers on 127.0.0.1)"
 	@$(PY) -m pytest
 
+# Tests that need a server are marked `server` (tests/conftest.py marks those using the server fixtures);
+# NO_TEST_SERVERS makes servers/launch.py refuse to start one, so an unmarked one fails here, loudly.
+test-python-fast: $(STAMP)
+	@echo "==> pytest -m 'not server' (no Triton, no LitServe)"
+	@NO_TEST_SERVERS=1 $(PY) -m pytest -m "not server"
+
 lint: $(STAMP) ## cargo fmt + clippy, ruff, stub check, shellcheck
+	@command -v shellcheck >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then echo "==> installing Debian's shellcheck (make lint)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 || \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }; \
+		else echo "shellcheck is missing: run 'sudo apt-get install shellcheck' and retry" >&2; exit 1; fi; }
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python servers tests bench locustfile.py

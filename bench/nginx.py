@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from servers import children
+
 __all__ = [
     "FAST_MODEL",
     "INPUT_NAME",
@@ -150,15 +152,7 @@ def _ready(url: str) -> bool:
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGQUIT (graceful) to the master, then SIGKILL to its process group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGQUIT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+    children.stop(proc, signal.SIGQUIT, grace_s=5)
 
 
 @contextlib.contextmanager
@@ -181,12 +175,11 @@ def null_server(nginx: str = "nginx") -> Iterator[NullServer]:
         if test.returncode != 0:
             raise RuntimeError(f"nginx rejected its configuration {conf}:\n{test.stderr}")
         with open(workdir / "stderr.log", "wb") as log:
-            proc = subprocess.Popen(
+            proc = children.start(
                 [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _ready(f"{url}/health"):

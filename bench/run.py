@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import nginx
+from servers import children
+from servers.children import clean_env
 
 __all__ = ["main"]
 
@@ -41,8 +43,6 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 IMAGE = REPO / "data" / "img1.jpg"
 APT_PACKAGES = ("nginx", "libnginx-mod-http-echo", "wrk")
-# Variables that would change what a client does: every client runs with the defaults.
-SCRUBBED_ENV = ("LOCUST_", "SERVER", "INFERENCE_SERVER", "MODEL_NAME", "DEBUG_REQUESTS", "INFERENCE_AUTH_TOKEN")
 SUBPROCESS_GRACE_S = 90.0
 
 
@@ -88,23 +88,7 @@ class Client:
         return statistics.median(values) if values else None
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a client: ours without overrides (``LOCUST_INFERENCE_IO_THREADS`` included), plus
-    ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV)}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env.update(extra)
-    return env
-
-
 _children: set[subprocess.Popen[bytes]] = set()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
 
 
 def run_process(cmd: list[str], env: dict[str, str], timeout: float, log: Path) -> tuple[int, str]:
@@ -113,18 +97,15 @@ def run_process(cmd: list[str], env: dict[str, str], timeout: float, log: Path) 
     stderr goes to ``log``.
     """
     with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, start_new_session=True
-        )
+        proc = children.start(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
     _children.add(proc)
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out, _ = children.communicate(proc, timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
         return -1, ""
     finally:
         if proc.poll() is None:
-            _kill_group(proc)
+            children.kill(proc)
         _children.discard(proc)
     return proc.returncode, out.decode(errors="replace")
 
@@ -697,7 +678,7 @@ def _terminate_on_signals() -> Iterator[None]:
         yield
     finally:
         for proc in list(_children):
-            _kill_group(proc)
+            children.kill(proc)
         for s, h in previous.items():
             signal.signal(s, h)
 

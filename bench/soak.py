@@ -8,7 +8,6 @@ import argparse
 import csv
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from servers import children  # noqa: E402
 from servers.launch import triton_server  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"==> soak: HighUser x{args.users} against Triton tiny_onnx for {run_s} s, RSS every {args.interval:g} s")
     samples: list[tuple[float, int]] = []
     with triton_server(models=["tiny_onnx"]) as server:
-        proc = subprocess.Popen(
+        proc = children.start(
             [
                 str(Path(sys.executable).parent / "locust"),
                 "-f",
@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
             cwd=REPO_ROOT,
             stdout=(work / "locust.log").open("w"),
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         start = time.monotonic()
         try:
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                children.kill(proc)
     with open(work / "soak_stats.csv", newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
     after = [s for s in samples if s[0] >= args.warmup] or samples

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from servers import children
 from servers.launch import REPO_ROOT, RunningServer, litserve_server, triton_server
 
 MODEL = "resnet50_onnx"
@@ -178,17 +179,8 @@ class Condenser:
 
 
 def _stop_child(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM distributed.sh (it stops its master and workers), then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """SIGTERM distributed.sh (it stops its master and workers), then SIGKILL what is left of its group."""
+    children.stop(proc, signal.SIGTERM, STOP_CHILD_TIMEOUT_S)
 
 
 def locust_command() -> str | None:
@@ -216,7 +208,7 @@ def run_scenario(server: str, url: str, run_time: str) -> RunResult:
     started = time.monotonic()
     with open(log_path, "w") as log:
         # Own session: Ctrl-C reaches only this process, which stops distributed.sh in one orderly way.
-        proc = subprocess.Popen(
+        proc = children.start(
             cmd,
             cwd=REPO_ROOT,
             env=env,
@@ -226,7 +218,6 @@ def run_scenario(server: str, url: str, run_time: str) -> RunResult:
             text=True,
             errors="replace",
             bufsize=1,
-            start_new_session=True,
         )
         try:
             assert proc.stdout is not None

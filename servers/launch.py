@@ -1,6 +1,6 @@
 """Start and stop the test servers: the single place used by pytest fixtures, the demo and the Makefile.
 
-Each server runs as ``python -m servers.<module> ...`` in its own process group (``start_new_session``);
+Each server runs as ``python -m servers.<module> ...`` in its own process group (:mod:`servers.children`);
 readiness is polled over HTTP on 127.0.0.1, and on exit -- normal, exception or KeyboardInterrupt -- the
 server gets SIGTERM and, after it exits or at most 10 s, the whole group gets SIGKILL. Each server gets a
 private ``TMPDIR``, removed afterwards together with what Triton writes to hard-coded ``/tmp`` paths.
@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servers import children
+
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRITON_DEFAULT_MODELS = ("resnet50_onnx", "tiny_onnx", "checksum", "sleep_20ms")
@@ -37,6 +39,7 @@ STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 40
 MAX_TMP_BASE_LEN = 24
 PARENT_PID_ENV = "LOCUST_INFERENCE_LAUNCHER_PID"
+NO_SERVERS_ENV = "NO_TEST_SERVERS"  # set by `make test-fast`: starting a server is then an error
 TRITON_TMP = Path("/tmp")  # hard-coded by tritonserver and its Python backend, whatever TMPDIR says
 OWNER_MARKER = "locust-inference-server-pid"  # in a /tmp/python_env_* dir: see claim_python_env
 _WORKSPACE_PARAM = re.compile(r'key:\s*"workspace-path"\s*value\s*\{\s*string_value:\s*"([^"]+)"')
@@ -146,14 +149,14 @@ def processes() -> list[ProcessInfo]:
 
 def descendants(pid: int) -> list[ProcessInfo]:
     """Children, grandchildren, ... of ``pid`` (zombies included)."""
-    children: dict[int, list[ProcessInfo]] = {}
+    by_parent: dict[int, list[ProcessInfo]] = {}
     for proc in processes():
-        children.setdefault(proc.ppid, []).append(proc)
-    found, todo = [], list(children.get(pid, []))
+        by_parent.setdefault(proc.ppid, []).append(proc)
+    found, todo = [], list(by_parent.get(pid, []))
     while todo:
         proc = todo.pop()
         found.append(proc)
-        todo.extend(children.get(proc.pid, []))
+        todo.extend(by_parent.get(proc.pid, []))
     return found
 
 
@@ -241,21 +244,10 @@ def _stop_group(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) 
     Triton's Python-backend stubs mid-unload, which leaks ``/tmp/folderXXXXXX`` and ``/tmp/python_env_*``
     (hard-coded paths). Returns once no live (non-zombie) process of the group is left, or after 5 more s.
     """
-    pgid = proc.pid  # start_new_session=True: the leader's pid is the group id
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            print(f"server pid {proc.pid} alive {timeout:.0f} s after SIGTERM; killing", file=sys.stderr)
-    # Always sweep the group: grandchildren (tritonserver, stubs, workers) may outlive the leader.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+    if not children.stop(proc, signal.SIGTERM, timeout):
+        print(f"server pid {proc.pid} alive {timeout:.0f} s after SIGTERM; killed its group", file=sys.stderr)
     deadline = time.monotonic() + 5
-    while live_group_members(pgid) and time.monotonic() < deadline:
+    while live_group_members(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -272,6 +264,10 @@ def _run_server(
     log_path: str | os.PathLike[str] | None,
     env: dict[str, str] | None,
 ) -> Iterator[RunningServer]:
+    if os.environ.get(NO_SERVERS_ENV):
+        raise ServerStartError(
+            f"{kind} not started: {NO_SERVERS_ENV} is set (make test-fast); mark the test @pytest.mark.server"
+        )
     own_log = log_path is None
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix=f"locust-inference-{kind}-", suffix=".log")
@@ -298,14 +294,8 @@ def _run_server(
     envs_before = python_envs()
     try:
         with open(path, "ab") as log:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=REPO_ROOT,
-                env=child_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            proc = children.start(
+                cmd, cwd=REPO_ROOT, env=child_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
         base = f"http://{HOST}:{port}"
         pending = list(ready_paths)

@@ -23,9 +23,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from faults import FaultServer  # noqa: E402
+
 from servers.launch import RunningServer, ServerStartError, litserve_server, triton_server  # noqa: E402
 
 TRITON_TEST_MODELS = ("tiny_onnx", "checksum", "sleep_20ms", "resnet50_onnx")
+SERVER_FIXTURES = frozenset({"triton", "litserve_checksum", "litserve_tiny"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks ``server`` every test that uses a server fixture (``make test-fast`` deselects them). Tests that
+    start a server themselves carry the mark in their file; under ``make test-fast`` one that does not
+    fails, as :mod:`servers.launch` then refuses to start a server."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +69,16 @@ def litserve_tiny() -> Iterator[RunningServer]:
     """LitServe serving tiny_onnx at POST /predict."""
     with litserve_server(model="tiny_onnx") as server:
         yield server
+
+
+@pytest.fixture()
+def fault_server() -> Iterator[FaultServer]:
+    """The fault-injection server of ``tests/faults.py`` on a free loopback port, for one test."""
+    server = FaultServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture()

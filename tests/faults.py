@@ -12,10 +12,12 @@ import hashlib
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +108,10 @@ class Handler(BaseHTTPRequestHandler):
         if fault is None:
             self._send(400, f'{{"error":"unknown fault {parts[2]}"}}'.encode())
             return
-        fault(self, parts[2])
+        try:
+            fault(self, parts[2])
+        finally:
+            self.server.handled()
 
 
 def _ok(h: Handler, model: str) -> None:
@@ -308,11 +313,28 @@ class FaultServer(ThreadingHTTPServer):
         self.connections_opened = 0
         self.slow_seconds = slow_seconds
         self.connections: set[socket.socket] = set()
+        self.faults_done = 0  # infer requests whose fault has written all it writes
+        self._done = threading.Condition()
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Faults cut connections, and the client gives up on them: the OSErrors that follow are expected."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def handled(self) -> None:
+        with self._done:
+            self.faults_done += 1
+            self._done.notify_all()
+
+    def wait_until_done(self, requests: int, timeout: float = 30.0) -> bool:
+        """Waits until ``requests`` infer requests have been answered in full, trailing bytes included."""
+        with self._done:
+            return self._done.wait_for(lambda: self.faults_done >= requests, timeout)
 
     def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

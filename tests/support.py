@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from servers import children
+from servers.children import clean_env
+
+__all__ = ["IMAGE", "LOCUST", "REPO_ROOT", "Run", "assert_clean_failure", "clean_env", "run_distributed", "run_locust"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).parent / "locust")
@@ -35,15 +38,14 @@ class Run:
             return list(csv.DictReader(f))
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without settings that would leak into a run, plus ``extra``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LOCUST_") and k not in {"SERVER", "INFERENCE_SERVER", "MODEL_NAME", "DEBUG_REQUESTS"}
-    }
-    env.update(extra)
-    return env
+def assert_clean_failure(run: Run, *needles: str) -> None:
+    """The run stopped at start with exit status 2 and one ``locust-inference:`` line holding ``needles``."""
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    lines = [line for line in run.stderr.splitlines() if line.startswith("locust-inference: ")]
+    assert len(lines) == 1, run.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
 
 
 def run_locust(
@@ -73,21 +75,18 @@ def run_locust(
         str(prefix),
         *args,
     ]
-    proc = subprocess.Popen(
+    proc = children.start(
         cmd,
         cwd=REPO_ROOT,
         env=env if env is not None else clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"locust did not finish within {timeout} s\n{err[-3000:]}") from None
+        out, err = children.communicate(proc, timeout)
+    except subprocess.TimeoutExpired as timed_out:
+        raise AssertionError(f"locust did not finish within {timeout} s\n{timed_out.stderr[-3000:]}") from None
     return Run(proc.returncode, out, err, prefix)
 
 

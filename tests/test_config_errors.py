@@ -5,18 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import clean_env, run_locust
+from support import assert_clean_failure, clean_env, run_locust
 
 from servers.launch import free_port
-
-
-def assert_clean_failure(run, *needles: str) -> None:
-    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
-    assert "Traceback" not in run.stderr, run.stderr[-3000:]
-    lines = [line for line in run.stderr.splitlines() if line.startswith("locust-inference: ")]
-    assert len(lines) == 1, run.stderr[-2000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_unknown_server(tmp_path: Path) -> None:

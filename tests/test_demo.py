@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import REPO_ROOT, clean_env
+
+pytestmark = pytest.mark.server  # the demo starts both servers
 
 
 def test_demo_runs_both_servers_and_writes_the_comparison(tmp_path: Path) -> None:
@@ -23,7 +26,7 @@ def test_demo_runs_both_servers_and_writes_the_comparison(tmp_path: Path) -> Non
     assert "server    requests  req/s  p50 ms  p95 ms  p99 ms  failures" in out
     for server in ("triton", "litserve"):
         row = next(line for line in out.splitlines() if line.startswith(f"{server} "))
-        assert int(row.split()[1]) > 10 and row.split()[-1] == "0", row
+        assert int(row.split()[1]) > 0 and row.split()[-1] == "0", row
         assert (tmp_path / server / "low.html").exists() and (tmp_path / server / "latency.json").exists()
     html = (tmp_path / "compare.html").read_text()
     assert "triton" in html and "litserve" in html and html.count("<svg") >= 3

@@ -9,6 +9,7 @@ import pytest
 from support import REPO_ROOT, clean_env, run_locust
 
 CHECKSUM_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "checksum_check.py"
+TIMELINE_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "timeline.py"
 
 
 @pytest.mark.parametrize("triton_format", ["binary", "json"])
@@ -28,7 +29,7 @@ def test_triton_receives_exactly_the_preprocessed_tensor(triton, tmp_path: Path,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     stats = run.stats("triton/checksum")
-    assert int(stats["Request Count"]) > 10
+    assert int(stats["Request Count"]) > 0
     assert int(stats["Failure Count"]) == 0, run.failures()
     counts = json.loads(report.read_text())
     assert counts["mismatch"] == 0 and counts["unchecked"] == 0
@@ -49,7 +50,7 @@ def test_litserve_receives_exactly_the_preprocessed_tensor(litserve_checksum, tm
     )
     assert run.returncode == 0, run.stderr[-3000:]
     stats = run.stats("litserve/checksum")
-    assert int(stats["Request Count"]) > 5
+    assert int(stats["Request Count"]) > 0
     assert int(stats["Failure Count"]) == 0, run.failures()
     counts = json.loads(report.read_text())
     assert counts["mismatch"] == 0 and counts["unchecked"] == 0
@@ -62,13 +63,23 @@ def test_low_user_paces_at_30_per_second_with_options_from_a_config_file(triton,
         f"locustfile = locustfile.py\nclass-name = LowUser\nhost = {triton.url}\n"
         "server = triton\nmodel-name = tiny_onnx\nrequest-timeout = 30\n"
     )
-    run = run_locust(tmp_path, "--config", str(conf), env=clean_env(), run_time="5s")
+    report = tmp_path / "timeline.json"
+    run = run_locust(
+        tmp_path,
+        "--config",
+        str(conf),
+        locustfile=TIMELINE_LOCUSTFILE,
+        env=clean_env(TIMELINE_REPORT=str(report)),
+        run_time="3s",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    stats = run.stats("triton/tiny_onnx")
-    assert int(stats["Failure Count"]) == 0
-    # constant_pacing(1/30) for ~5 s: about 150 requests, and certainly not HighUser's thousands
-    assert 60 <= int(stats["Request Count"]) <= 200, stats
     assert "LowUser" in run.stderr
+    starts = sorted(start for start, _ in json.loads(report.read_text())["intervals"])
+    assert len(starts) > 2, starts
+    # constant_pacing(1/30): a request starts at most every 1/30 s, however fast the server answers (a
+    # slow one only makes it fewer). Two periods of slack: the first wait also makes up for the time
+    # between the user's start and its first request.
+    assert len(starts) - 1 <= 30 * (starts[-1] - starts[0]) + 2, (len(starts), starts[-1] - starts[0])
 
 
 def test_resnet50_on_both_servers(triton, tmp_path: Path) -> None:
@@ -81,31 +92,38 @@ def test_resnet50_on_both_servers(triton, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     stats = run.stats("triton/resnet50_onnx")
-    assert int(stats["Request Count"]) > 3 and int(stats["Failure Count"]) == 0
+    assert int(stats["Request Count"]) > 0 and int(stats["Failure Count"]) == 0
 
 
-def test_ten_users_in_one_process_run_concurrently(triton, tmp_path: Path) -> None:
-    """gevent-safety: the sleep_20ms model holds each request ~20 ms without using CPU, so N users
-    that never block the hub reach about N times one user's rate."""
+def most_in_flight(intervals: list[list[float]]) -> int:
+    """The largest number of ``[start, end]`` intervals that overlap at one moment (touching ones do not)."""
+    steps = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    in_flight = most = 0
+    for _, step in steps:  # at equal times an end (-1) sorts before a start (+1)
+        in_flight += step
+        most = max(most, in_flight)
+    return most
 
-    def rate(users: int) -> float:
-        run = run_locust(
-            tmp_path,
-            "--host",
-            triton.url,
-            "HighUser",
-            env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms"),
-            users=users,
-            run_time="6s",
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        stats = run.stats("triton/sleep_20ms")
-        assert int(stats["Failure Count"]) == 0
-        return float(stats["Requests/s"])
 
-    one, ten = rate(1), rate(10)
-    print(f"sleep_20ms: 1 user {one:.1f} req/s, 10 users {ten:.1f} req/s, ratio {ten / one:.2f}")
-    assert ten >= 8 * one, f"1 user: {one:.1f} req/s, 10 users: {ten:.1f} req/s"
+def test_ten_users_in_one_process_have_ten_requests_in_flight_at_once(triton, tmp_path: Path) -> None:
+    """gevent-safety: a user waits for its answer in gevent's hub, so the other users send meanwhile.
+    The sleep_20ms model holds each request 20 ms; timed on the client, ten users have ten requests in
+    flight at the same moment (a wait that blocked the process would give one), however fast the
+    machine and the server are."""
+    report = tmp_path / "timeline.json"
+    run = run_locust(
+        tmp_path,
+        "--host",
+        triton.url,
+        "HighUser",
+        locustfile=TIMELINE_LOCUSTFILE,
+        env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms", TIMELINE_REPORT=str(report)),
+        users=10,
+        run_time="3s",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    intervals = json.loads(report.read_text())["intervals"]
+    assert most_in_flight(intervals) == 10, f"{len(intervals)} requests"
 
 
 def test_debug_requests_logs_each_request_without_secrets(triton, tmp_path: Path) -> None:
@@ -123,7 +141,8 @@ def test_debug_requests_logs_each_request_without_secrets(triton, tmp_path: Path
     )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [line for line in run.stderr.splitlines() if "locust_inference.debug" in line]
-    assert len(lines) >= 10
+    requests = json.loads((tmp_path / "latency.json").read_text())["locust"]["requests"]  # Locust's exact count
+    assert len(lines) == requests > 0  # one line per request
     first = lines[0]
     for needle in (
         f"{triton.url}/v2/models/tiny_onnx/infer",
@@ -172,10 +191,11 @@ def count_switches(triton, tmp_path: Path, user_class: str, users: int, run_time
 
 def test_a_zero_wait_after_a_request_does_not_go_through_the_hub_again(triton, tmp_path: Path) -> None:
     """Each request already yields to the hub while it waits, so HighUser's zero wait is skipped: one
-    switch into the user per request (the answer), not two (the answer, then ``gevent.sleep(0)``)."""
+    switch into the user per request (the answer), not two (the answer, then ``gevent.sleep(0)``), plus
+    one when the user starts and at most one when it stops."""
     counts = count_switches(triton, tmp_path, "HighUser", users=1, run_time="3s")
-    assert counts["requests"] > 100, counts
-    assert counts["switches"] / counts["requests"] < 1.5, counts
+    assert counts["requests"] > 2, counts  # else one switch per request could not be told from two
+    assert counts["switches"] - counts["requests"] <= 2, counts
 
 
 def test_a_user_whose_task_never_yields_still_lets_the_others_run(triton, tmp_path: Path) -> None:
@@ -183,5 +203,5 @@ def test_a_user_whose_task_never_yields_still_lets_the_others_run(triton, tmp_pa
     ends on time (were the wait skipped, the first would never give the hub back and the run would
     never end)."""
     counts = count_switches(triton, tmp_path, "Spinner", users=2, run_time="2s")
-    assert counts["spins"] > 100, counts
-    assert counts["switches"] >= counts["spins"], counts
+    assert len(counts["spins"]) == 2, counts  # each user spun
+    assert counts["switches"] >= sum(counts["spins"].values()), counts  # and came back from the hub for each spin

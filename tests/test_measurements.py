@@ -59,7 +59,7 @@ def test_triton_run_writes_microsecond_latencies_and_server_breakdown(triton, tm
     assert run.returncode == 0, run.stderr[-2000:]
     result = load(tmp_path)
     entry = result["requests"]["triton/tiny_onnx"]
-    assert entry["count"] > 50 and entry["failures"] == 0
+    assert entry["count"] > 0 and entry["failures"] == 0
     assert entry["count"] == result["locust"]["requests"]  # every request Locust counted, and no other
     lat = entry["latency_ms"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
@@ -103,7 +103,8 @@ def test_expect_top1_auto_accepts_a_deterministic_model(triton, tmp_path: Path) 
         env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert int(run.stats()["Failure Count"]) == 0 and int(run.stats()["Request Count"]) > 20
+    # the first answer sets the expected class; every later one is checked against it
+    assert int(run.stats()["Failure Count"]) == 0 and int(run.stats()["Request Count"]) > 1
 
 
 def test_expect_top1_mismatch_is_a_failure_with_the_reason(triton, tmp_path: Path) -> None:
@@ -143,5 +144,5 @@ def test_distributed_run_merges_workers(triton, tmp_path: Path) -> None:
     result = load(results)
     entry = result["requests"]["triton/tiny_onnx"]
     # the master's merge holds exactly the requests the workers reported to Locust
-    assert entry["count"] == result["locust"]["requests"] - result["locust"]["failures"] > 100
+    assert entry["count"] == result["locust"]["requests"] - result["locust"]["failures"] > 0
     assert result["server_stats"]["inference_count"] >= entry["count"]

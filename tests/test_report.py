@@ -246,7 +246,7 @@ def test_markdown_has_a_row_per_server_and_the_breakdown(report: tuple[str, str,
     assert "| litserve | resnet50_onnx | 759 | 25.3 | 0 | 34.8 | 39.0 | 45.0 | 51.0 | 88.0 | 34.4 |" in lines
     assert "| triton | 1.00 | 0.104 | 0.213 | 27.0 | 0.0871 | 27.4 | 31.2 | 3.76 |" in lines
     assert "| litserve |" + " \u2014 |" * 8 in lines
-    assert "Charts (latency distribution, throughput and latency over time): `results/compare.html`" in lines
+    assert "Charts (latency distribution, throughput and latency over time): `compare.html`" in lines
 
 
 def test_cli_prints_the_table_and_the_paths(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -307,7 +307,21 @@ def test_a_history_csv_that_is_named_but_missing_is_noted(results: Path) -> None
     html_path, _ = build_report([results / "triton", results / "litserve"], results)
     html = html_path.read_text()
     assert html.count("<svg") == 3
-    assert "litserve: results/litserve/low_stats_history.csv is missing" in html
+    assert "litserve: litserve/low_stats_history.csv is missing" in html
+
+
+def test_reports_name_files_relative_to_where_they_are_written(tmp_path: Path) -> None:
+    """The demo passes absolute folders: the reports must not carry this machine's paths."""
+    for server in ("triton", "triton-again"):
+        write_run(tmp_path / "runs" / server, "triton", base=28.0, scale=1.3, peak=61.0, rps=29.9, server_stats=None)
+    (tmp_path / "runs/triton-again/low_stats_history.csv").unlink()
+    out = tmp_path / "runs"
+    html_path, md_path = build_report([out / "triton", out / "triton-again"], out)
+    md, html = md_path.read_text(), html_path.read_text()
+    assert "Charts (latency distribution, throughput and latency over time): `compare.html`" in md
+    assert "| triton (triton-again) | resnet50_onnx |" in md  # a repeated server is told apart by its folder
+    assert "triton (triton-again): triton-again/low_stats_history.csv is missing" in html
+    assert str(tmp_path) not in md + html
 
 
 def test_failures_are_counted_on_top_of_the_successful_requests(results: Path) -> None:

@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from faults import FaultServer
 from support import LOCUST, REPO_ROOT, clean_env, run_distributed, run_locust
 
+from servers import children
 from servers.launch import free_port
 
 
-def test_failures_are_reported_with_their_reason_and_the_run_goes_on(tmp_path: Path) -> None:
-    server = FaultServer().start()
-    try:
-        run = run_locust(
-            tmp_path,
-            "--host",
-            server.url,
-            "HighUser",
-            users=3,
-            run_time="2s",
-            env=clean_env(SERVER="triton", MODEL_NAME="status500"),
-        )
-    finally:
-        server.stop()
+def test_failures_are_reported_with_their_reason_and_the_run_goes_on(fault_server, tmp_path: Path) -> None:
+    run = run_locust(
+        tmp_path,
+        "--host",
+        fault_server.url,
+        "HighUser",
+        users=3,
+        run_time="2s",
+        env=clean_env(SERVER="triton", MODEL_NAME="status500"),
+    )
     assert run.returncode == 1, run.stderr[-2000:]  # Locust's exit code when requests failed
     assert "Traceback" not in run.stderr and "panicked" not in run.stderr
     stats = run.stats("triton/status500")
-    assert int(stats["Request Count"]) > 20
+    assert int(stats["Request Count"]) > 3  # more than one per user: each went on after its first failure
     assert stats["Request Count"] == stats["Failure Count"]
     (failure,) = run.failures()
     assert failure["Method"] == "infer" and failure["Name"] == "triton/status500"
-    assert f'HTTP 500 from {server.url}/v2/models/status500/infer: {{"error":"injected failure 500' in failure["Error"]
+    url = f"{fault_server.url}/v2/models/status500/infer"
+    assert f'HTTP 500 from {url}: {{"error":"injected failure 500' in failure["Error"]
 
 
 def test_server_that_dies_and_comes_back(tmp_path: Path) -> None:
@@ -63,7 +61,7 @@ def test_server_that_dies_and_comes_back(tmp_path: Path) -> None:
         for s in second:
             s.stop()
     assert run.returncode == 1, run.stderr[-2000:]
-    assert second and second[0].requests > 20, "requests did not resume after the server came back"
+    assert second and second[0].requests > 0, "requests did not resume after the server came back"
     assert first.requests >= 20
     messages = " ".join(f["Error"] for f in run.failures())
     assert "cannot connect to" in messages and "refused" in messages.lower()
@@ -97,43 +95,27 @@ def test_run_time_end_does_not_wait_for_requests_in_flight(tmp_path: Path) -> No
 
 def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
     server = FaultServer(slow_seconds=60).start()
-    proc = subprocess.Popen(
-        [
-            LOCUST,
-            "-f",
-            "locustfile.py",
-            "--headless",
-            "-u",
-            "5",
-            "-r",
-            "5",
-            "-t",
-            "60s",
-            "--host",
-            server.url,
-            "HighUser",
-        ],
-        cwd=REPO_ROOT,
-        env=clean_env(SERVER="triton", MODEL_NAME="slow"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "-u", "5", "-r", "5", "-t", "60s", "--host", server.url]
     try:
-        deadline = time.monotonic() + 30
-        while server.requests < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert server.requests == 5
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        with children.running(
+            [*cmd, "HighUser"],
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="slow"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            deadline = time.monotonic() + 30
+            while server.requests < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert server.requests == 5
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         server.stop()
     assert "Traceback" not in err, err[-2000:]
-    assert proc.returncode in (0, 1), err[-2000:]
+    # no request completed, so none failed: requests cancelled by the stop are not reported
+    assert proc.returncode == 0, err[-2000:]
 
 
 def test_distributed_script_runs_master_and_workers(triton, tmp_path: Path) -> None:
@@ -144,9 +126,9 @@ def test_distributed_script_runs_master_and_workers(triton, tmp_path: Path) -> N
     stats = (results / "quick_stats.csv").read_text()
     row = next(line for line in stats.splitlines() if line.startswith("infer,triton/tiny_onnx,"))
     requests, failures = (int(v) for v in row.split(",")[2:4])
-    assert requests > 100 and failures == 0
+    assert requests > 0 and failures == 0
     assert (results / "quick.html").stat().st_size > 1000
-    assert "2 workers" in proc.stderr or "Worker" in proc.stderr or "worker" in proc.stderr
+    assert "Sending spawn jobs of 4 users at 4.00 spawn rate to 2 ready workers" in proc.stderr
 
 
 def test_distributed_script_fails_when_workers_cannot_start(tmp_path: Path) -> None:
@@ -157,10 +139,18 @@ def test_distributed_script_fails_when_workers_cannot_start(tmp_path: Path) -> N
     assert "exited with status 2" in proc.stderr
 
 
-def test_distributed_script_usage() -> None:
-    for args in ([], ["configs/low.conf"], ["configs/nope.conf", "m", "triton"], ["configs/low.conf", "m", "tgi"]):
-        proc = subprocess.run(
-            ["./distributed.sh", *args], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=30
-        )
-        assert proc.returncode == 2, args
-        assert "usage" in proc.stderr or "does not exist" in proc.stderr or "unknown server" in proc.stderr
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage: ./distributed.sh <config> <model_name> [server]"),
+        (["configs/low.conf"], "usage: ./distributed.sh <config> <model_name> [server]"),
+        (["configs/nope.conf", "m", "triton"], "distributed.sh: config file configs/nope.conf does not exist"),
+        (["configs/low.conf", "m", "tgi"], "distributed.sh: unknown server 'tgi': choose triton or litserve"),
+    ],
+)
+def test_distributed_script_usage(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        ["./distributed.sh", *args], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2, args
+    assert proc.stderr.splitlines()[0] == message, proc.stderr

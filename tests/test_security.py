@@ -162,7 +162,7 @@ def test_ca_file_makes_the_private_ca_trusted(https_server: FaultServer, pki, tm
         env=clean_env(SERVER="triton", MODEL_NAME="ok"),
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert int(run.stats()["Request Count"]) > 10 and int(run.stats()["Failure Count"]) == 0
+    assert int(run.stats()["Request Count"]) > 0 and int(run.stats()["Failure Count"]) == 0
     assert "verification is disabled" not in run.stderr
 
 
@@ -181,26 +181,20 @@ def test_insecure_skips_verification_with_a_warning(https_server: FaultServer, t
     assert int(run.stats()["Failure Count"]) == 0
 
 
-def test_headers_and_token_are_sent_but_never_printed(tmp_path: Path) -> None:
-    server = FaultServer().start()
-    try:
-        run = run_locust(
-            tmp_path,
-            "--host",
-            server.url,
-            "--header",
-            "X-Api-Key: k-123",
-            "--header",
-            "X-Team: team-ml-789",
-            "LowUser",
-            run_time="2s",
-            env=clean_env(
-                SERVER="triton", MODEL_NAME="status401", INFERENCE_AUTH_TOKEN="tok-456", DEBUG_REQUESTS="true"
-            ),
-        )
-    finally:
-        server.stop()
-    received = {k.lower(): v for k, v in server.last_headers.items()}
+def test_headers_and_token_are_sent_but_never_printed(fault_server, tmp_path: Path) -> None:
+    run = run_locust(
+        tmp_path,
+        "--host",
+        fault_server.url,
+        "--header",
+        "X-Api-Key: k-123",
+        "--header",
+        "X-Team: team-ml-789",
+        "LowUser",
+        run_time="2s",
+        env=clean_env(SERVER="triton", MODEL_NAME="status401", INFERENCE_AUTH_TOKEN="tok-456", DEBUG_REQUESTS="true"),
+    )
+    received = {k.lower(): v for k, v in fault_server.last_headers.items()}
     assert received["authorization"] == "Bearer tok-456"
     assert received["x-api-key"] == "k-123" and received["x-team"] == "team-ml-789"
     everything = run.stdout + run.stderr + "".join(p.read_text() for p in tmp_path.glob("*.csv"))

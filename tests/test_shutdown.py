@@ -3,6 +3,7 @@ else (an unrelated Locust process keeps running)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from support import LOCUST, REPO_ROOT, clean_env
+
+from servers import children
 
 UNRELATED = """
 from locust import User, constant, task
@@ -54,17 +57,14 @@ def unrelated_locust(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Somebody else's Locust run on the same machine."""
     locustfile = tmp_path / "other_locustfile.py"
     locustfile.write_text(UNRELATED)
-    proc = subprocess.Popen(
+    with children.running(
         [LOCUST, "-f", str(locustfile), "--headless", "-u", "1", "-t", "120s"],
         cwd=tmp_path,
         env=clean_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    yield proc
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    ) as proc:
+        yield proc
 
 
 def start_distributed(triton, tmp_path: Path, workers: int = 2) -> tuple[subprocess.Popen[str], set[int]]:
@@ -81,16 +81,20 @@ def start_distributed(triton, tmp_path: Path, workers: int = 2) -> tuple[subproc
         stderr=subprocess.PIPE,
         text=True,
     )
+    stats = tmp_path / "results" / "long_stats.csv"
     deadline = time.monotonic() + 60
-    started: set[int] = set()
-    while time.monotonic() < deadline:
-        started = descendants(proc.pid)
-        # the master + workers (each locust may spawn helpers of its own)
-        if len(started) >= workers + 1 and (tmp_path / "results" / "long_stats.csv").exists():
-            break
+    while time.monotonic() < deadline and not requests_sent(stats):  # the workers are connected and sending
         time.sleep(0.2)
-    time.sleep(2)  # let the workers connect and start sending
     return proc, descendants(proc.pid)
+
+
+def requests_sent(stats_csv: Path) -> bool:
+    """Whether Locust's stats CSV (rewritten every second by the master) counts a request yet."""
+    try:
+        rows = list(csv.DictReader(stats_csv.read_text().splitlines()))
+    except OSError:
+        return False
+    return any(row["Name"] == "Aggregated" and int(row["Request Count"]) > 0 for row in rows)
 
 
 def test_sigterm_stops_master_and_workers_and_nothing_else(triton, tmp_path: Path, unrelated_locust) -> None:

@@ -5,7 +5,9 @@ digits). Workers ship what they recorded with each stats report (``events.report
 master merges (``events.worker_report``). At the end the master (or the single local process) writes
 ``latency.json`` and ``latency.csv`` next to Locust's CSV files and prints a summary.
 
-Locust's own statistics are also made finer: its response-time buckets keep 0.1 ms below 100 ms.
+Locust's own statistics are also made finer: its response-time buckets keep 0.1 ms below 100 ms, by
+replacing ``locust.stats.bucket_response_time`` while a run's Environment lives (Locust's is put back
+at its ``quit`` event; see :mod:`locust_inference.hooks`).
 """
 
 from __future__ import annotations
@@ -23,22 +25,41 @@ import locust.stats
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from locust_inference import hooks
 from locust_inference._native import LatencyHistogram
 from locust_inference.options import Settings
 from locust_inference.server_stats import ServerStats, breakdown, read_stats
 
-__all__ = ["Collector", "fine_bucket_response_time", "install"]
+__all__ = ["Collector", "fine_bucket_response_time", "install", "use_fine_buckets"]
 
 log = logging.getLogger("locust_inference")
 REPORT_KEY = "locust_inference_latency"
-_default_bucket = locust.stats.bucket_response_time
+_locust_bucket = getattr(locust.stats, "bucket_response_time", None)  # Locust's own (checked before use)
+_fine_bucket_users: set[int] = set()  # id() of each Environment whose run uses fine buckets
 
 
 def fine_bucket_response_time(response_time: float) -> float:
     """Locust's bucketing, but with 0.1 ms resolution below 100 ms (Locust rounds to whole ms)."""
     if response_time < 100:
         return round(response_time, 1)
-    return _default_bucket(response_time)
+    return _locust_bucket(response_time)  # type: ignore[misc]
+
+
+def use_fine_buckets(environment: Environment) -> None:
+    """Replaces ``locust.stats.bucket_response_time`` (a process-wide hook) until ``environment``'s ``quit``
+    event, when Locust's own is put back unless another Environment still uses it. Raises
+    :class:`~locust_inference.hooks.LocustHookError` when Locust's hook is not the one replaced here."""
+    hooks.check_bucket()
+    if id(environment) in _fine_bucket_users:
+        return
+    _fine_bucket_users.add(id(environment))
+    locust.stats.bucket_response_time = fine_bucket_response_time
+
+    @environment.events.quit.add_listener
+    def _restore(**_kw: Any) -> None:
+        _fine_bucket_users.discard(id(environment))
+        if not _fine_bucket_users:
+            locust.stats.bucket_response_time = _locust_bucket
 
 
 @dataclass
@@ -162,7 +183,7 @@ def install(environment: Environment, settings: Settings, endpoint_histograms: A
     """Wires the collector into Locust's events for this process. ``endpoint_histograms`` takes the
     latencies and the resent count recorded since the last call (None on a master, which only
     merges)."""
-    locust.stats.bucket_response_time = fine_bucket_response_time
+    use_fine_buckets(environment)
     collector = Collector(settings)
     events = environment.events
     runner = environment.runner

@@ -18,6 +18,7 @@ import csv
 import html
 import json
 import math
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ class HistoryPoint:
 class Run:
     """One load test, read from ``<folder>/latency.json`` (and its history CSV, if any)."""
 
-    folder: Path
+    folder: Path  # as the report names it: relative to the report's own folder (see build_report)
     server: str
     model: str
     host: str
@@ -198,8 +199,10 @@ def read_history(path: Path) -> list[HistoryPoint]:
     return points
 
 
-def load_run(folder: Path) -> Run:
-    """Reads ``folder/latency.json`` and the history CSV it names; raises :class:`ReportError`."""
+def load_run(folder: Path, shown: Path | None = None) -> Run:
+    """Reads ``folder/latency.json`` and the history CSV it names; raises :class:`ReportError`. ``shown`` is
+    how the report names the folder (default: ``folder``)."""
+    shown = folder if shown is None else shown
     path = folder / LATENCY_FILE
     if not path.is_file():
         guess = folder.name or "SERVER"
@@ -225,7 +228,7 @@ def load_run(folder: Path) -> Run:
     server_stats = data.get("server_stats")
     locust = data.get("locust")
     run = Run(
-        folder=folder,
+        folder=shown,
         server=server,
         model=str(data.get("model") or ""),
         host=str(data.get("host") or ""),
@@ -243,12 +246,12 @@ def load_run(folder: Path) -> Run:
         try:
             run.history = read_history(history_path)
         except FileNotFoundError:
-            run.history_note = f"{history_path} is missing"
+            run.history_note = f"{shown / history_csv} is missing"
         except (OSError, UnicodeDecodeError, csv.Error) as e:
-            run.history_note = f"cannot read {history_path}: {e}"
+            run.history_note = f"cannot read {shown / history_csv}: {e.strerror if isinstance(e, OSError) else e}"
         else:
             if not run.history:
-                run.history_note = f"{history_path} has no Aggregated rows"
+                run.history_note = f"{shown / history_csv} has no Aggregated rows"
     else:
         run.history_note = "no history CSV recorded"
     return run
@@ -415,8 +418,8 @@ def render_markdown(runs: Sequence[Run], html_path: Path | None = None) -> str:
     notes = _locust_notes(runs)
     if notes:
         lines += ["Locust's own p50 / p95 / p99 (rounded) vs ours: " + "; ".join(notes) + ".", ""]
-    if html_path is not None:
-        lines += [f"Charts (latency distribution, throughput and latency over time): `{html_path}`", ""]
+    if html_path is not None:  # written beside this file: its name is the path from here
+        lines += [f"Charts (latency distribution, throughput and latency over time): `{html_path.name}`", ""]
     return "\n".join(lines)
 
 
@@ -809,9 +812,11 @@ def render_html(runs: Sequence[Run]) -> str:
 def build_report(dirs: Iterable[Path], out: Path) -> tuple[Path, Path]:
     """Reads each run folder, writes ``out/compare.html`` and ``out/compare.md``, returns their paths.
 
-    Raises :class:`ReportError` when a folder has no usable ``latency.json``.
+    The reports name every file and folder relative to ``out``, where they are written: nothing in them
+    depends on the machine or the directory they were made in. Raises :class:`ReportError` when a folder
+    has no usable ``latency.json``.
     """
-    runs = [load_run(Path(d)) for d in dirs]
+    runs = [load_run(Path(d), Path(os.path.relpath(Path(d).resolve(), out.resolve()))) for d in dirs]
     if not runs:
         raise ReportError("no run folders given")
     _label_runs(runs)

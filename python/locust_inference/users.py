@@ -16,7 +16,7 @@ from locust import User, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from locust_inference import latency, options
+from locust_inference import hooks, latency, options
 from locust_inference._native import ConfigError, Outcome, ProtocolError, RequestSlot
 from locust_inference.backends import Target, prepare
 
@@ -55,6 +55,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
     if parsed is None:  # a library user building its own Environment calls prepare() itself
         return
     try:
+        hooks.check()  # before anything else: a Locust that changed what we replace is not measured
         settings = options.resolve(parsed, environment.host)
         _select_user_class(environment, settings.class_name)
         if isinstance(environment.runner, MasterRunner):
@@ -174,8 +175,8 @@ class InferenceUser(User):
         a task that did not send still yields: no user can keep the others from running."""
         taskset = getattr(self, "_taskset_instance", None)
         sleep = getattr(taskset, "_sleep", None)
-        if sleep is None:
-            return  # a Locust without this hook: its own waits stand
+        if sleep is None:  # checked at start (hooks.check); this is for a User started without Locust's init
+            raise hooks.failure(hooks.SLEEP_HOOK, "is not reachable from this User (no _taskset_instance)")
 
         def _sleep(seconds: float) -> None:
             yielded, self._yielded = self._yielded, False

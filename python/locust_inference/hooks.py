@@ -1,0 +1,108 @@
+"""The parts of Locust this package replaces, checked before a run starts.
+
+Two of them, neither promised by Locust to stay as they are:
+
+* ``locust.stats.bucket_response_time(response_time)``, which ``StatsEntry`` calls by its module-level
+  name to round each response time for Locust's percentiles: :mod:`locust_inference.latency` replaces it
+  for a run (0.1 ms buckets below 100 ms) and puts Locust's back when the run ends.
+* ``TaskSet._sleep(self, seconds)``, through which ``TaskSet.wait`` sleeps, on the ``_taskset_instance``
+  that ``User.run`` creates: :class:`locust_inference.users.InferenceUser` replaces it on its own task
+  set to skip the zero wait right after a request.
+
+A Locust release that removes or changes one of them stops the run at start with one line naming it
+(:class:`LocustHookError`, a :class:`ConfigError`), rather than measuring differently without a word.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import locust
+import locust.stats
+from locust import User
+from locust.user.task import TaskSet
+
+from locust_inference._native import ConfigError
+
+__all__ = [
+    "BUCKET_HOOK",
+    "SLEEP_HOOK",
+    "LocustHookError",
+    "check",
+    "check_bucket",
+    "check_sleep",
+    "failure",
+    "supported_locust",
+]
+
+BUCKET_HOOK = "locust.stats.bucket_response_time"
+SLEEP_HOOK = "locust.user.task.TaskSet._sleep"
+
+
+class LocustHookError(ConfigError):
+    """The installed Locust lacks, or has changed, a part of it that locust-inference replaces."""
+
+
+def supported_locust() -> str:
+    """The Locust versions this package declares it supports, e.g. ``locust>=2.43.4,<2.48``."""
+    try:
+        requirements = importlib.metadata.requires("locust-inference") or []
+    except importlib.metadata.PackageNotFoundError:
+        requirements = []
+    for requirement in requirements:
+        if requirement.replace(" ", "").startswith("locust") and ";" not in requirement:
+            return requirement.replace(" ", "")
+    return "the range in pyproject.toml"
+
+
+def failure(hook: str, problem: str) -> LocustHookError:
+    """The one-line error for ``hook``: Locust's version, what is wrong, the versions supported."""
+    return LocustHookError(
+        f"Locust {locust.__version__}: {hook} {problem}; locust-inference replaces it and supports {supported_locust()}"
+    )
+
+
+def _parameters(function: Callable[..., Any]) -> list[str]:
+    try:
+        return list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+def _uses(function: Any, name: str) -> bool:
+    """Whether ``function``'s own code refers to the global or attribute ``name``."""
+    return name in getattr(getattr(function, "__code__", None), "co_names", ())
+
+
+def check_bucket() -> None:
+    """Raises :class:`LocustHookError` unless ``locust.stats.bucket_response_time`` is as replaced here."""
+    bucket = getattr(locust.stats, "bucket_response_time", None)
+    if bucket is None:
+        raise failure(BUCKET_HOOK, "does not exist")
+    if not callable(bucket) or len(_parameters(bucket)) != 1:
+        raise failure(BUCKET_HOOK, "is no longer a function of one response time")
+    entry = getattr(locust.stats, "StatsEntry", object)
+    if not any(_uses(method, "bucket_response_time") for method in vars(entry).values()):
+        raise failure(BUCKET_HOOK, "is no longer what StatsEntry rounds response times with")
+
+
+def check_sleep() -> None:
+    """Raises :class:`LocustHookError` unless ``TaskSet._sleep`` is as replaced here."""
+    sleep = getattr(TaskSet, "_sleep", None)
+    if sleep is None:
+        raise failure(SLEEP_HOOK, "does not exist")
+    if not callable(sleep) or _parameters(sleep) != ["self", "seconds"]:
+        raise failure(SLEEP_HOOK, "is no longer a method taking (self, seconds)")
+    if not _uses(getattr(TaskSet, "wait", None), "_sleep"):
+        raise failure(SLEEP_HOOK, "is no longer what TaskSet.wait sleeps with")
+    if not _uses(getattr(User, "run", None), "_taskset_instance"):
+        raise failure(SLEEP_HOOK, "is no longer reached through User._taskset_instance")
+
+
+def check() -> None:
+    """Both checks: raises :class:`LocustHookError` naming the first hook that is not as expected."""
+    check_bucket()
+    check_sleep()
