@@ -62,8 +62,8 @@ SETTINGS: dict[str, TritonModelSettings] = {
     # 20 ms per *batch*. One instance is not enough for N-way concurrency: concurrent clients split into
     # groups that alternate on it (10 clients reached ~4.5x one client's rate). PyTriton spends ~4.5 ms of CPU
     # per execution, so on 2 cores the instance count matters: 10 Locust users vs 1 reached 9.4-9.7x with 8
-    # instances, 7.9x with 6; 2, 3 and 10 instances did worse. Each stub must finish a handshake within
-    # PyTriton's fixed 1 s at start-up, which a loaded machine can miss: the test fixture retries once.
+    # instances, 7.9x with 6; 2, 3 and 10 instances did worse. Instances 1-7 read their config from
+    # instance 0 at start-up, so they are created one after another: see load_instances_in_turn.
     "sleep_20ms": TritonModelSettings(max_batch_size=128, max_queue_delay_us=200, instances=8),
 }
 
@@ -109,6 +109,22 @@ def prefer_interpreter_libpython() -> None:
         return
     rest = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p != libdir]
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *rest])
+
+
+def load_instances_in_turn() -> None:
+    """Make tritonserver (it reads the environment at launch) create a model's instances one at a time.
+
+    PyTriton's instance 0 serves the model's config on a unix socket; instances 1..N-1 read it in their
+    ``initialize``, waiting at most 1 s for the socket file and then connecting once
+    (``get_config_from_handshake_server``, its timeout fixed: no setting or variable changes it). The
+    Python backend asks for parallel instance loading, so all stubs start together; on a loaded 2-core
+    machine instance 0 is then more than 1 s late (``TimeoutError``) or caught between ``bind`` and
+    ``listen`` (``ConnectionRefusedError``), and the model fails to load (12 of 30 starts here, load
+    average 2-10). ``TRITON_PARALLEL_INSTANCE_LOADING=0`` (tritonserver's override of the backend's
+    choice) creates instance 1 only after instance 0's ``initialize`` has returned, its socket listening:
+    0 of 35 starts failed under the same load, each about 0.5 s slower.
+    """
+    os.environ["TRITON_PARALLEL_INSTANCE_LOADING"] = "0"
 
 
 def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.triton.Triton
@@ -173,6 +189,7 @@ def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, 
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     prefer_interpreter_libpython()
+    load_instances_in_turn()
     # Handlers (not SIG_IGN) so children started via exec get default dispositions back.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)

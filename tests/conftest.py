@@ -6,7 +6,6 @@ The servers run in their own process groups via :mod:`servers.launch`, which alw
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from faults import FaultServer  # noqa: E402
 
-from servers.launch import RunningServer, ServerStartError, litserve_server, triton_server  # noqa: E402
+from servers.launch import RunningServer, litserve_server, triton_server  # noqa: E402
 
 TRITON_TEST_MODELS = ("tiny_onnx", "checksum", "sleep_20ms", "resnet50_onnx")
 SERVER_FIXTURES = frozenset({"triton", "litserve_checksum", "litserve_tiny"})
@@ -42,18 +41,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def triton() -> Iterator[RunningServer]:
-    """Triton (PyTriton) serving tiny_onnx, checksum, sleep_20ms and resnet50_onnx."""
-    with contextlib.ExitStack() as stack:
-        for attempt in (1, 2):
-            try:
-                server = stack.enter_context(triton_server(models=TRITON_TEST_MODELS))
-                break
-            except ServerStartError as err:
-                # PyTriton's Python-backend stubs occasionally lose the race to their proxy's socket on a
-                # loaded machine; one retry with fresh ports, saying so, rather than failing the session.
-                if attempt == 2:
-                    raise
-                sys.stderr.write(f"Triton did not start, retrying once: {str(err).splitlines()[0]}\n")
+    """Triton (PyTriton) serving tiny_onnx, checksum, sleep_20ms and resnet50_onnx.
+
+    No retry: a failed start is a failure (see servers.triton.load_instances_in_turn).
+    """
+    with triton_server(models=TRITON_TEST_MODELS) as server:
         yield server
 
 
