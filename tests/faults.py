@@ -314,6 +314,7 @@ class FaultServer(ThreadingHTTPServer):
         self.slow_seconds = slow_seconds
         self.connections: set[socket.socket] = set()
         self.faults_done = 0  # infer requests whose fault has written all it writes
+        self.connections_closed = 0  # connections this server has closed (or seen closed) in full
         self._done = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -330,6 +331,17 @@ class FaultServer(ThreadingHTTPServer):
         with self._done:
             self.faults_done += 1
             self._done.notify_all()
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with self._done:
+            self.connections_closed += 1
+            self._done.notify_all()
+
+    def wait_until_closed(self, connections: int, timeout: float = 30.0) -> bool:
+        """Waits until ``connections`` connections have been closed on the server's side."""
+        with self._done:
+            return self._done.wait_for(lambda: self.connections_closed >= connections, timeout)
 
     def wait_until_done(self, requests: int, timeout: float = 30.0) -> bool:
         """Waits until ``requests`` infer requests have been answered in full, trailing bytes included."""

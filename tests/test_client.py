@@ -251,7 +251,8 @@ def test_the_request_on_the_wire(faults: FaultServer, body_length: int) -> None:
     ("fault", "results", "connections"),
     [
         ("ok", ["ok", "ok", "ok"], 1),  # keep-alive: every request on one connection
-        ("ok_then_close", ["ok", "ok", "ok"], 3),  # closed after each response: each request on a new one
+        # Closed after each response, before the next request (as by an idle timeout): noticed before sending.
+        ("ok_then_close", ["ok", "ok", "ok"], 3),
         # Closed as the second request arrives: the server may have run it, so it fails, never resent.
         ("close_when_reused", ["ok", "closed after the request was sent", "ok"], 2),
     ],
@@ -263,8 +264,11 @@ def test_keep_alive_and_connections_the_server_closes(
     requests_before, connections_before = faults.requests, faults.connections_opened
     seen = []
     for _ in results:
+        closed = faults.connections_closed
         outcome = send(endpoint, slot)
         seen.append("ok" if outcome.ok else str(outcome.exception).split(": ", 1)[1].split(",")[0])
+        if fault == "ok_then_close":
+            assert faults.wait_until_closed(closed + 1), "the server did not close the connection"
     assert [r.removeprefix("connection ") for r in seen] == results
     assert faults.requests - requests_before == len(results)  # each request reached the server once
     assert faults.connections_opened - connections_before == connections
