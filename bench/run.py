@@ -289,12 +289,6 @@ def build_clients(setup: Setup) -> list[Client]:
             "ours10", "triton", "ours: HighUser, 10 users", locust_client(setup, "locustfile.py", 10, triton, "ours10")
         ),
         Client(
-            "ours10_lean",
-            "triton",
-            "ours: HighUser, 10 users, hand-written HTTP/1.1 client (LOCUST_INFERENCE_HTTP1=lean; no goal)",
-            locust_client(setup, "locustfile.py", 10, triton, "ours10-lean", env={"LOCUST_INFERENCE_HTTP1": "lean"}),
-        ),
-        Client(
             "ours10_io2",
             "triton",
             "ours: HighUser, 10 users, LOCUST_INFERENCE_IO_THREADS=2 (not the default; no goal)",
@@ -412,12 +406,6 @@ def ratios() -> list[Ratio]:
         Ratio("ours 1 user / wrk 1 connection (req/s)", ("ours1", rate), ("wrk1", rate)),
         Ratio("ours 10 users / seed 1 thread (req/s)", ("ours10", rate), ("seed", rate)),
         Ratio("ours 10 users / HttpUser 10 users (req/s)", ("ours10", rate), ("http10", rate)),
-        Ratio("ours 10 users: hyper / hand-written HTTP/1.1 client (req/s)", ("ours10", rate),
-              ("ours10_lean", rate)),
-        Ratio("ours 10 users: hyper / hand-written HTTP/1.1 client (I/O-thread CPU per request)",
-              ("ours10", "io_cpu_us"), ("ours10_lean", "io_cpu_us")),
-        Ratio("ours 10 users: hyper / hand-written HTTP/1.1 client (process CPU per request)",
-              ("ours10", "cpu_us"), ("ours10_lean", "cpu_us")),
         Ratio("ours 10 users, 2 I/O threads / wrk 10 connections (req/s)", ("ours10_io2", rate), ("wrk10", rate)),
         Ratio("ours 10 users, 2 I/O threads / ours 10 users, default 1 (req/s)", ("ours10_io2", rate),
               ("ours10", rate)),

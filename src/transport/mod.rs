@@ -6,7 +6,6 @@
 //! again, on a new connection, only when the pooled connection it was given turned out closed
 //! before any byte of it was written; the [`Response`] says so, and the run counts it.
 
-pub mod lean;
 pub mod plain;
 pub mod tls;
 
@@ -76,9 +75,6 @@ pub struct Progress {
 pub enum Transport {
     /// `http://`: hyper's HTTP/1.1 client connections, pooled.
     Plain(plain::Client),
-    /// `http://` by the hand-written client, kept only to be measured against hyper in `make bench`
-    /// (`LOCUST_INFERENCE_HTTP1=lean`).
-    Lean(lean::Client),
     /// `https://`: reqwest with rustls.
     Tls(tls::Client),
 }
@@ -88,8 +84,6 @@ impl Transport {
     pub fn new(spec: &RequestSpec, config: ClientConfig) -> Result<Self> {
         if spec.url.scheme() == "https" {
             Ok(Transport::Tls(tls::Client::new(config)?))
-        } else if std::env::var_os("LOCUST_INFERENCE_HTTP1").is_some_and(|v| v == "lean") {
-            Ok(Transport::Lean(lean::Client::new(spec)?))
         } else {
             Ok(Transport::Plain(plain::Client::new(spec)?))
         }
@@ -103,7 +97,6 @@ impl Transport {
         let exchange = async {
             match self {
                 Transport::Plain(client) => client.exchange(spec, start, &mut progress).await,
-                Transport::Lean(client) => client.exchange(spec, start, &mut progress).await,
                 Transport::Tls(client) => client.exchange(spec, start, &mut progress).await,
             }
         };
