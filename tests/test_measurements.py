@@ -61,6 +61,9 @@ def test_triton_run_writes_microsecond_latencies_and_server_breakdown(triton, tm
     entry = result["requests"]["triton/tiny_onnx"]
     assert entry["count"] > 0 and entry["failures"] == 0
     assert entry["count"] == result["locust"]["requests"]  # every request Locust counted, and no other
+    assert entry["resent"] == 0  # keep-alive to Triton: no connection closed under a request
+    resent_line = "Resent (sent again on a new connection: the pooled one was closed before any byte went out): "
+    assert resent_line + "triton/tiny_onnx 0" in run.stdout
     lat = entry["latency_ms"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert entry["ttfb_ms"]["p50"] <= lat["p50"]
@@ -145,4 +148,5 @@ def test_distributed_run_merges_workers(triton, tmp_path: Path) -> None:
     entry = result["requests"]["triton/tiny_onnx"]
     # the master's merge holds exactly the requests the workers reported to Locust
     assert entry["count"] == result["locust"]["requests"] - result["locust"]["failures"] > 0
+    assert entry["resent"] == 0  # merged from the workers' reports
     assert result["server_stats"]["inference_count"] >= entry["count"]

@@ -212,3 +212,108 @@ fn response_failed(spec: &RequestSpec, error: &hyper::Error) -> Error {
     }
     failed(spec, describe(error))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream as StdStream};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Reads one request (head and Content-Length body) from `reader`.
+    fn read_request(reader: &mut BufReader<StdStream>) -> Vec<u8> {
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        body
+    }
+
+    fn answer(stream: &mut StdStream) {
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .unwrap();
+    }
+
+    fn spec(port: u16) -> RequestSpec {
+        RequestSpec {
+            method: Method::POST,
+            url: format!("http://127.0.0.1:{port}/infer").parse().unwrap(),
+            headers: reqwest::header::HeaderMap::new(),
+            body: Bytes::from_static(b"tensor"),
+            timeout: Duration::from_secs(10),
+            max_response_bytes: 1024,
+        }
+    }
+
+    /// The server answers on a keep-alive connection and closes it while the connection's task is
+    /// not looking; the next request is written before the task reads the close. The server may
+    /// have received it, so it fails with the reason and is not sent again.
+    #[test]
+    fn a_request_written_to_a_closed_connection_fails_and_is_not_resent() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (closed_tx, closed_rx) = mpsc::channel();
+        let (close_tx, close_rx) = mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut first, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(first.try_clone().unwrap());
+            let body = read_request(&mut reader);
+            answer(&mut first);
+            close_rx.recv().unwrap();
+            first.shutdown(std::net::Shutdown::Both).unwrap();
+            drop((first, reader));
+            closed_tx.send(()).unwrap();
+            // A second connection would carry the request again.
+            listener.set_nonblocking(true).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            (body, listener.accept().is_ok())
+        });
+        // One thread: the connection's task runs only where the client awaits.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let spec = spec(port);
+        let client = Client::new(&spec).unwrap();
+        let (first, second) = rt.block_on(async {
+            let mut progress = Progress::default();
+            let first = client.exchange(&spec, Instant::now(), &mut progress).await;
+            tokio::time::sleep(Duration::from_millis(50)).await; // the connection's task goes idle
+            close_tx.send(()).unwrap();
+            closed_rx.recv().unwrap();
+            std::thread::sleep(Duration::from_millis(100)); // the close reaches this socket
+            let mut progress = Progress::default();
+            let second = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.exchange(&spec, Instant::now(), &mut progress),
+            )
+            .await
+            .expect("the second exchange hangs");
+            (
+                first.map(|r| r.resent),
+                (second.map(|r| r.resent), progress.resent),
+            )
+        });
+        let (body, reconnected) = server.join().unwrap();
+        assert_eq!(body, b"tensor");
+        assert_eq!(first, Ok(false));
+        let reason = "connection closed after the request was sent, before a complete response";
+        assert_eq!(second, (Err(failed(&spec, reason)), false));
+        assert!(
+            !reconnected,
+            "the request was sent again on a new connection"
+        );
+    }
+}
