@@ -184,7 +184,7 @@ impl Stream {
         c.stopped = true;
         self.driver.abort(); // its JoinSet aborts the requests in flight
         self.shared.inbox.close();
-        let unfinished = c.scheduled - c.dropped - c.delivered;
+        let unfinished = c.scheduled.saturating_sub(c.dropped + c.delivered);
         let seconds = self.start.elapsed().as_secs_f64();
         self.shared.endpoint.latency.update(|m| {
             m.streams.unfinished += unfinished;
