@@ -66,7 +66,7 @@ def test_low_user_paces_at_30_per_second_with_options_from_a_config_file(triton,
     assert run.returncode == 0, run.stderr[-3000:]
     stats = run.stats("triton/tiny_onnx")
     assert int(stats["Failure Count"]) == 0
-    # constant_pacing(1/30) for ~5 s: about 150 requests, and certainly not HighUser's thousands
+    # 30 frames/s for ~5 s: about 150 requests, and certainly not HighUser's thousands
     assert 60 <= int(stats["Request Count"]) <= 200, stats
     assert "LowUser" in run.stderr
 
