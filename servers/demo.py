@@ -77,6 +77,7 @@ class RunResult:
     stats: dict[str, str] | None = None
     latency_ms: dict[str, float] | None = None  # from latency.json: p50, p95, p99, ...
     server_side: str | None = None  # from latency.json: Triton's own statistics over the run, one line
+    dropped: int | None = None  # from latency.json: frames the open-loop LowUser never sent (all 4 were out)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -242,7 +243,16 @@ def run_scenario(server: str, url: str, run_time: str) -> RunResult:
     _check(result, stats_path)
     result.latency_ms = read_latency(latency_path, f"{server}/{MODEL}")
     result.server_side = read_server_side(latency_path)
+    result.dropped = read_dropped(latency_path, f"{server}/{MODEL}")
     return result
+
+
+def read_dropped(path: Path, name: str) -> int | None:
+    """The open-loop ``dropped`` count of request ``name`` in a ``latency.json``, or None (closed loop, absent)."""
+    try:
+        return int(json.loads(path.read_text())["requests"][name]["open_loop"]["dropped"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_latency(path: Path, name: str) -> dict[str, float] | None:
@@ -311,15 +321,16 @@ def _percentiles(r: RunResult, stats: dict[str, str]) -> tuple[str, str, str]:
 
 def summary(results: list[RunResult]) -> str:
     """The side-by-side comparison table."""
-    header = ("server", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures")
+    header = ("server", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "dropped", "failures")
     rows = [header]
     for r in results:
         s = r.stats
         if s is None:
-            rows.append((r.server, "-", "-", "-", "-", "-", "-"))
+            rows.append((r.server, "-", "-", "-", "-", "-", "-", "-"))
             continue
         rps = f"{float(s['Requests/s']):.1f}"
-        rows.append((r.server, s["Request Count"], rps, *_percentiles(r, s), s["Failure Count"]))
+        dropped = "-" if r.dropped is None else str(r.dropped)
+        rows.append((r.server, s["Request Count"], rps, *_percentiles(r, s), dropped, s["Failure Count"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for row in rows:
