@@ -3,14 +3,17 @@ model with --model-name/MODEL_NAME. See README.md."""
 
 from __future__ import annotations
 
-from locust import constant, constant_pacing
-from locust_inference.users import InferenceUser
+from locust import constant
+from locust_inference.users import InferenceUser, OpenLoopUser
 
 
-class LowUser(InferenceUser):
-    """A 30 fps video stream: one request every 1/30 s while latency stays under 33 ms."""
+class LowUser(OpenLoopUser):
+    """A 30 fps camera: a frame leaves every 1/30 s whatever the answers, up to 4 in flight; a frame
+    due while 4 are out is dropped and counted. --closed-loop runs the seed's loop instead: the next
+    request only after the previous one returned, at most every 1/30 s (constant_pacing)."""
 
-    wait_time = constant_pacing(1 / 30)
+    rate = 30.0
+    overload = "drop"
 
 
 class HighUser(InferenceUser):

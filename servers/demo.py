@@ -78,6 +78,7 @@ class RunResult:
     stats: dict[str, str] | None = None
     latency_ms: dict[str, float] | None = None  # from latency.json: p50, p95, p99, ...
     server_side: str | None = None  # from latency.json: Triton's own statistics over the run, one line
+    dropped: int | None = None  # from latency.json: frames the open-loop LowUser never sent (all 4 were out)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -233,7 +234,16 @@ def run_scenario(server: str, url: str, run_time: str) -> RunResult:
     _check(result, stats_path)
     result.latency_ms = read_latency(latency_path, f"{server}/{MODEL}")
     result.server_side = read_server_side(latency_path)
+    result.dropped = read_dropped(latency_path, f"{server}/{MODEL}")
     return result
+
+
+def read_dropped(path: Path, name: str) -> int | None:
+    """The open-loop ``dropped`` count of request ``name`` in a ``latency.json``, or None (closed loop, absent)."""
+    try:
+        return int(json.loads(path.read_text())["requests"][name]["open_loop"]["dropped"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_latency(path: Path, name: str) -> dict[str, float] | None:
@@ -302,15 +312,16 @@ def _percentiles(r: RunResult, stats: dict[str, str]) -> tuple[str, str, str]:
 
 def summary(results: list[RunResult]) -> str:
     """The side-by-side comparison table."""
-    header = ("server", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures")
+    header = ("server", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "dropped", "failures")
     rows = [header]
     for r in results:
         s = r.stats
         if s is None:
-            rows.append((r.server, "-", "-", "-", "-", "-", "-"))
+            rows.append((r.server, "-", "-", "-", "-", "-", "-", "-"))
             continue
         rps = f"{float(s['Requests/s']):.1f}"
-        rows.append((r.server, s["Request Count"], rps, *_percentiles(r, s), s["Failure Count"]))
+        dropped = "-" if r.dropped is None else str(r.dropped)
+        rows.append((r.server, s["Request Count"], rps, *_percentiles(r, s), dropped, s["Failure Count"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for row in rows:
@@ -330,7 +341,7 @@ def plan(run_time: str, seconds: int) -> None:
     user_class = conf.get("class-name", "LowUser")
     total = STARTUP_ESTIMATE_S + len(SERVERS) * (seconds + RUN_OVERHEAD_ESTIMATE_S)
     say("locust-inference demo: the same load against Triton and LitServe, same model, same machine")
-    say(f"  scenario  the seed's low load, {CONFIG}: {user_class}, {users} user paced at 30 req/s, {workers} worker")
+    say(f"  scenario  seed's low load, {CONFIG}: {user_class}, {users} user, 30 frames/s, open loop, {workers} worker")
     say(f"  model     {MODEL} (ResNet-50, random weights with a fixed seed) on ONNX Runtime, CPU, in both servers")
     own = conf.get("run-time", "?")
     say(f"  run time  {run_time} per server ({RUN_TIME_ENV} to change; the config's own run-time is {own})")
@@ -397,10 +408,11 @@ def main() -> int:
         if r.server_side is not None:
             say(f"{r.server}, server side, per inference (ms): {r.server_side}")
     say()
-    say("Latency: from just before each request is written to its last response byte, timed in Rust")
+    say("Latency: from each frame's intended send time to its last response byte, timed in Rust")
     say("(percentiles of successful requests from latency.json; counts and req/s from Locust's low_stats.csv).")
-    say("LowUser starts a request every 33 ms, or as soon as the previous one returns when that took longer:")
-    say("below 30 req/s, the server answered slower than 33 ms.")
+    say("LowUser is an open-loop 30 fps camera: a frame leaves every 33 ms whatever the answers, up to 4 in")
+    say("flight; a frame due while 4 are out is dropped (counted in each run's summary and latency.json):")
+    say("below 30 req/s, the server could not keep up.")
     say()
     say("Locust's HTML reports: " + ", ".join(f"{r.results}/{SCENARIO}.html" for r in results))
     compare_report(results)

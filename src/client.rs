@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSF
 use reqwest::{Method, Url};
 
 use crate::error::{Error, Result};
-use crate::latency::{PyLatencyHistogram, Recorder};
+use crate::latency::{Latency, PyLatencyHistogram, Recorder, StreamCounts};
 use crate::litserve;
 use crate::runtime;
 use crate::tensor::DataType;
@@ -51,17 +51,17 @@ pub struct Outcome {
     pub resent: bool,
 }
 
-struct Endpoint {
+pub(crate) struct Endpoint {
     transport: Transport,
     spec: RequestSpec,
     check: Check,
     keep_headers: bool,
     keep_body: bool,
-    latency: Recorder,
+    pub(crate) latency: Recorder,
 }
 
 impl Endpoint {
-    async fn run(&self) -> Outcome {
+    pub(crate) async fn run(&self) -> Outcome {
         match self.transport.send(&self.spec).await {
             Err(f) => Outcome {
                 resent: f.resent,
@@ -135,7 +135,43 @@ fn preview(body: &[u8]) -> String {
     text
 }
 
+/// Stream counters as a Python dict.
+pub struct StreamCountsDict(StreamCounts);
+
+impl<'py> IntoPyObject<'py> for StreamCountsDict {
+    type Target = pyo3::types::PyDict;
+    type Output = Bound<'py, Self::Target>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
+        let c = self.0;
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("scheduled", c.scheduled)?;
+        d.set_item("sent", c.sent)?;
+        d.set_item("dropped", c.dropped)?;
+        d.set_item("completed", c.completed)?;
+        d.set_item("unfinished", c.unfinished)?;
+        d.set_item("streams", c.started)?;
+        d.set_item("rate", c.rate)?;
+        d.set_item("stream_seconds", c.seconds)?;
+        Ok(d)
+    }
+}
+
 impl Outcome {
+    /// Its latencies for the histograms when it succeeded (and `success` agrees), with `total`
+    /// as the latency to report.
+    pub(crate) fn latency(&self, success: bool, total: Duration) -> Option<Latency> {
+        match (&self.error, self.ttfb) {
+            (None, Some(ttfb)) if success => Some(Latency {
+                total,
+                ttfb,
+                service: self.response_time,
+            }),
+            _ => None,
+        }
+    }
+
     fn failed(error: Error, elapsed: Duration, status: Option<u16>) -> Self {
         Outcome {
             status,
@@ -198,7 +234,7 @@ fn expected_shape(shape: &[i64]) -> Vec<Option<usize>> {
 /// One prepared request: URL, headers and a body encoded once and shared by every send.
 #[pyclass(frozen, module = "locust_inference._native", name = "Endpoint")]
 pub struct PyEndpoint {
-    inner: Arc<Endpoint>,
+    pub(crate) inner: Arc<Endpoint>,
 }
 
 #[pymethods]
@@ -291,10 +327,7 @@ impl PyEndpoint {
     #[pyo3(signature = (outcome, success = true))]
     fn record(&self, outcome: &PyOutcome, success: bool) {
         let o = &outcome.0;
-        let latency = match (&o.error, o.ttfb) {
-            (None, Some(ttfb)) if success => Some((o.response_time, ttfb)),
-            _ => None,
-        };
+        let latency = o.latency(success, o.response_time);
         self.inner.latency.record(latency, o.resent);
     }
 
@@ -307,6 +340,18 @@ impl PyEndpoint {
             PyLatencyHistogram::wrap(m.total),
             PyLatencyHistogram::wrap(m.ttfb),
             m.resent,
+        )
+    }
+
+    /// What the open-loop streams measured since the last call: the service-time histogram
+    /// (from the actual send; equal to the latency in a closed loop), the lag histogram (actual -
+    /// intended send time) and the streams' counters. Recording starts afresh.
+    fn take_schedule(&self) -> (PyLatencyHistogram, PyLatencyHistogram, StreamCountsDict) {
+        let m = self.inner.latency.take_schedule();
+        (
+            PyLatencyHistogram::wrap(m.0),
+            PyLatencyHistogram::wrap(m.1),
+            StreamCountsDict(m.2),
         )
     }
 
@@ -384,7 +429,7 @@ impl PyRequestSlot {
 
 /// How one request went.
 #[pyclass(frozen, module = "locust_inference._native", name = "Outcome")]
-pub struct PyOutcome(Outcome);
+pub struct PyOutcome(pub(crate) Outcome);
 
 #[pymethods]
 impl PyOutcome {

@@ -8,6 +8,8 @@ pub mod latency;
 pub mod litserve;
 pub mod preprocess;
 pub mod runtime;
+pub mod schedule;
+pub mod stream;
 pub mod tensor;
 pub mod transport;
 pub mod triton;
@@ -36,5 +38,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyRequestSlot>()?;
     m.add_class::<client::PyOutcome>()?;
     m.add_class::<latency::PyLatencyHistogram>()?;
+    m.add_class::<stream::PyStream>()?;
+    m.add_class::<stream::PyCompletion>()?;
     Ok(())
 }

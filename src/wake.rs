@@ -6,6 +6,7 @@
 //! socket read. gevent's threadpool would block one of only 10 threads per in-flight request, and
 //! waking Python from the I/O thread would need the GIL on every completion.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, PoisonError};
 
@@ -157,6 +158,74 @@ impl<T> Mailbox<T> {
     }
 }
 
+/// A queue of results from the I/O thread, signalled on an eventfd: readable exactly while at
+/// least one result waits, so a greenlet takes several at once with one wake-up. Once closed,
+/// pushes are discarded.
+pub struct Inbox<T> {
+    fd: EventFd,
+    state: Mutex<InboxState<T>>,
+}
+
+struct InboxState<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+impl<T> Inbox<T> {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Inbox {
+            fd: EventFd::new()?,
+            state: Mutex::new(InboxState {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+        })
+    }
+
+    pub fn fd(&self) -> &EventFd {
+        &self.fd
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboxState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a result (called from the I/O thread); false when the inbox is closed.
+    pub fn push(&self, item: T) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        if state.items.is_empty() {
+            self.fd.signal(); // under the lock: readable exactly while items wait
+        }
+        state.items.push_back(item);
+        true
+    }
+
+    /// Takes every waiting result, oldest first.
+    pub fn take_all(&self) -> Vec<T> {
+        let mut state = self.lock();
+        if state.items.is_empty() {
+            return Vec::new();
+        }
+        self.fd.drain();
+        state.items.drain(..).collect()
+    }
+
+    /// Refuses further results and returns how many waited untaken (they are dropped).
+    pub fn close(&self) -> usize {
+        let mut state = self.lock();
+        state.closed = true;
+        let untaken = state.items.len();
+        if untaken > 0 {
+            state.items.clear();
+            self.fd.drain();
+        }
+        untaken
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +278,21 @@ mod tests {
         assert!(m.fd().poll(10_000));
         t.join().unwrap();
         assert_eq!(m.take(), Some("done"));
+    }
+
+    #[test]
+    fn inbox_is_readable_exactly_while_items_wait() {
+        let inbox: Inbox<u32> = Inbox::new().unwrap();
+        assert!(!inbox.fd().poll(0));
+        assert!(inbox.take_all().is_empty());
+        assert!(inbox.push(1) && inbox.push(2));
+        assert!(inbox.fd().poll(0));
+        assert_eq!(inbox.take_all(), vec![1, 2]);
+        assert!(!inbox.fd().poll(0));
+        inbox.push(3);
+        assert_eq!(inbox.close(), 1);
+        assert!(!inbox.fd().poll(0));
+        assert!(!inbox.push(4), "closed: refused");
+        assert!(inbox.take_all().is_empty());
     }
 }

@@ -23,7 +23,7 @@ def test_demo_runs_both_servers_and_writes_the_comparison(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     out = proc.stdout
-    assert "server    requests  req/s  p50 ms  p95 ms  p99 ms  failures" in out
+    assert "server    requests  req/s  p50 ms  p95 ms  p99 ms  dropped  failures" in out
     for server in ("triton", "litserve"):
         row = next(line for line in out.splitlines() if line.startswith(f"{server} "))
         assert int(row.split()[1]) > 0 and row.split()[-1] == "0", row

@@ -57,11 +57,13 @@ def test_litserve_receives_exactly_the_preprocessed_tensor(litserve_checksum, tm
     assert counts["match"] >= int(stats["Request Count"])
 
 
-def test_low_user_paces_at_30_per_second_with_options_from_a_config_file(triton, tmp_path: Path) -> None:
+def test_closed_loop_low_user_paces_at_30_per_second_with_options_from_a_config_file(triton, tmp_path: Path) -> None:
+    """The seed's LowUser (--closed-loop): constant_pacing(1/30). The open-loop stream is tested in
+    test_open_loop.py."""
     conf = tmp_path / "t.conf"
     conf.write_text(
         f"locustfile = locustfile.py\nclass-name = LowUser\nhost = {triton.url}\n"
-        "server = triton\nmodel-name = tiny_onnx\nrequest-timeout = 30\n"
+        "server = triton\nmodel-name = tiny_onnx\nrequest-timeout = 30\nclosed-loop = true\n"
     )
     report = tmp_path / "timeline.json"
     run = run_locust(

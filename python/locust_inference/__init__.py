@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from locust_inference._native import (
     CertificateError,
+    Completion,
     ConfigError,
     Endpoint,
     ImageError,
@@ -19,6 +20,7 @@ from locust_inference._native import (
     RequestError,
     RequestSlot,
     RequestTimeoutError,
+    Stream,
     __version__,
     check_litserve_response,
     decode_triton_response,
@@ -31,6 +33,7 @@ from locust_inference._native import (
 
 __all__ = [
     "CertificateError",
+    "Completion",
     "ConfigError",
     "Endpoint",
     "ImageError",
@@ -41,6 +44,7 @@ __all__ = [
     "RequestError",
     "RequestSlot",
     "RequestTimeoutError",
+    "Stream",
     "__version__",
     "check_litserve_response",
     "decode_triton_response",

@@ -9,6 +9,7 @@ import numpy.typing as npt
 __version__: str
 __all__ = [
     "CertificateError",
+    "Completion",
     "ConfigError",
     "Endpoint",
     "ImageError",
@@ -19,6 +20,7 @@ __all__ = [
     "RequestError",
     "RequestSlot",
     "RequestTimeoutError",
+    "Stream",
     "__version__",
     "check_litserve_response",
     "decode_triton_response",
@@ -129,6 +131,72 @@ class Endpoint:
     def take_latency(self) -> tuple[LatencyHistogram, LatencyHistogram, int]:
         """(total, time-to-first-byte) histograms of the successful requests recorded since the last
         call, and how many of all recorded requests were resent."""
+    def take_schedule(self) -> tuple[LatencyHistogram, LatencyHistogram, dict[str, int | float]]:
+        """What open-loop streams measured since the last call: the service-time histogram (from the
+        actual send; the same as the latency in a closed loop), the lag histogram (actual - intended
+        send time) and the streams' counters: scheduled, sent, dropped, completed, unfinished,
+        streams, rate (sum of the streams' rates), stream_seconds (sum of stopped streams' run times)."""
+
+@final
+class Stream:
+    """An open-loop stream of an endpoint's request, started on creation: requests leave at intended
+    times (every 1/rate s, or Poisson arrivals from `seed`) whatever the answers, at most
+    `max_in_flight` at once; when all are out, a due request is dropped (`overload="drop"`) or queued
+    and sent in order as slots free (`"queue"`). fileno() is readable while completions wait."""
+
+    def __new__(
+        cls,
+        endpoint: Endpoint,
+        rate: float,
+        *,
+        arrival: str = "constant",
+        seed: int = 0,
+        max_in_flight: int = 4,
+        overload: str = "drop",
+    ) -> Stream: ...
+    def fileno(self) -> int: ...
+    def take(self) -> list[Completion]:
+        """Every completion that arrived since the last call, oldest first."""
+    def wait(self, timeout: float | None = None) -> list[Completion]:
+        """Blocks (without the GIL) until completions wait or the timeout passes, then takes them."""
+    def record(self, completion: Completion, success: bool = True) -> None:
+        """Accounts for a reported completion: its latencies (response time from the intended send,
+        service time, TTFB) when it succeeded, and one completed request."""
+    def stop(self) -> int:
+        """Stops the schedule, abandons requests in flight; returns how many scheduled requests will
+        never be reported (in flight, queued, or untaken). 0 when already stopped."""
+    def counts(self) -> dict[str, int]:
+        """scheduled, sent, dropped, completed (answered), delivered (taken)."""
+    def lag(self) -> LatencyHistogram:
+        """How late this stream's requests left (actual - intended send time)."""
+    @property
+    def rate(self) -> float: ...
+    @property
+    def max_in_flight(self) -> int: ...
+    @property
+    def overload(self) -> str: ...
+
+@final
+class Completion:
+    """One answered request of a stream."""
+
+    @property
+    def outcome(self) -> Outcome: ...
+    @property
+    def response_time(self) -> float:
+        """ms from the intended send time to the last response byte (or the failure)."""
+    @property
+    def service_time(self) -> float:
+        """ms from the actual send to the last response byte (or the failure)."""
+    @property
+    def lag(self) -> float:
+        """ms between the intended and the actual send time."""
+    @property
+    def intended(self) -> float:
+        """Seconds from the stream's start to the intended send time."""
+    @property
+    def sent(self) -> float:
+        """Seconds from the stream's start to the actual send time."""
 
 @final
 class RequestSlot:

@@ -36,6 +36,8 @@ log = logging.getLogger("locust_inference")
 REPORT_KEY = "locust_inference_latency"
 _locust_bucket = getattr(locust.stats, "bucket_response_time", None)  # Locust's own (checked before use)
 _fine_bucket_users: set[int] = set()  # id() of each Environment whose run uses fine buckets
+SCHEDULE_KEY = "locust_inference_schedule"
+STREAM_COUNTS = ("scheduled", "sent", "dropped", "completed", "unfinished", "streams", "rate", "stream_seconds")
 
 
 def fine_bucket_response_time(response_time: float) -> float:
@@ -70,6 +72,9 @@ class Collector:
     total: dict[str, LatencyHistogram] = field(default_factory=dict)
     ttfb: dict[str, LatencyHistogram] = field(default_factory=dict)
     resent: dict[str, int] = field(default_factory=dict)
+    service: dict[str, LatencyHistogram] = field(default_factory=dict)
+    lag: dict[str, LatencyHistogram] = field(default_factory=dict)
+    streams: dict[str, dict[str, float]] = field(default_factory=dict)
     started: dt.datetime | None = None
     stats_at_start: ServerStats | None = None
 
@@ -77,6 +82,38 @@ class Collector:
         self.total.setdefault(name, LatencyHistogram()).add(total)
         self.ttfb.setdefault(name, LatencyHistogram()).add(ttfb)
         self.resent[name] = self.resent.get(name, 0) + resent
+
+    def add_schedule(
+        self, name: str, service: LatencyHistogram, lag: LatencyHistogram, counts: dict[str, float]
+    ) -> None:
+        """Service times, lags and open-loop stream counters (Endpoint.take_schedule)."""
+        self.service.setdefault(name, LatencyHistogram()).add(service)
+        self.lag.setdefault(name, LatencyHistogram()).add(lag)
+        totals = self.streams.setdefault(name, dict.fromkeys(STREAM_COUNTS, 0))
+        for key in STREAM_COUNTS:
+            totals[key] += counts.get(key, 0)
+
+    def open_loop(self, name: str) -> dict[str, Any] | None:
+        """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams."""
+        c = self.streams.get(name)
+        if not c or not c["streams"]:
+            return None
+        mean_seconds = c["stream_seconds"] / c["streams"]  # how long the average stream ran
+        per_s = (lambda n: n / mean_seconds) if mean_seconds > 0 else (lambda _n: None)
+        lag = self.lag[name].summary()
+        return {
+            "offered_rate_per_s": c["rate"],
+            "scheduled": int(c["scheduled"]),
+            "sent": int(c["sent"]),
+            "dropped": int(c["dropped"]),
+            "completed": int(c["completed"]),
+            "unfinished": int(c["unfinished"]),
+            "streams": int(c["streams"]),
+            "stream_seconds": c["stream_seconds"],
+            "scheduled_per_s": per_s(c["scheduled"]),
+            "achieved_per_s": per_s(c["completed"]),
+            "lag_ms": {k: lag[k] for k in ("p50", "p99", "max") if k in lag},
+        }
 
     def summary(self, environment: Environment, history_csv: str | None) -> dict[str, Any]:
         ended = dt.datetime.now(dt.UTC)
@@ -93,6 +130,8 @@ class Collector:
                 "requests_per_s": hist.count / duration,
                 "latency_ms": hist.summary(),
                 "ttfb_ms": self.ttfb[name].summary(),
+                "service_ms": self.service[name].summary() if name in self.service else {},
+                "open_loop": self.open_loop(name),
                 "distribution": hist.distribution(),
             }
             if entry and entry.num_requests:
@@ -128,8 +167,8 @@ def write_results(summary: dict[str, Any], folder: Path) -> tuple[Path, Path]:
         writer = csv.writer(f)
         writer.writerow(["name", "measure", "count", *(f"{k}_ms" for k in keys)])
         for name, entry in summary["requests"].items():
-            for measure in ("latency", "ttfb"):
-                values = entry[f"{measure}_ms"]
+            for measure in ("latency", "ttfb", "service"):
+                values = entry.get(f"{measure}_ms") or {}
                 writer.writerow([name, measure, entry["count"], *(f"{values.get(k, 0):.3f}" for k in keys)])
     return json_path, csv_path
 
@@ -141,12 +180,23 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
     lines.append(header)
     for name, entry in summary["requests"].items():
-        for measure in ("latency", "ttfb"):
-            v = entry[f"{measure}_ms"]
+        for measure in ("latency", "ttfb", "service"):
+            v = entry.get(f"{measure}_ms") or {}
             values = " ".join(
                 f"{v.get(k, 0):>9.3f}" for k in ("p50", "p90", "p95", "p99", "p99.9", "p99.99", "max", "mean")
             )
             lines.append(f"{name:<32} {measure:<8} {entry['count']:>8} {values}")
+    for name, entry in summary["requests"].items():
+        ol = entry.get("open_loop")
+        if ol:
+            lines += [
+                "",
+                f"Open loop, {name}: offered {ol['offered_rate_per_s']:g} req/s ({ol['streams']} streams), "
+                f"achieved {_rate(ol['achieved_per_s'])} req/s; scheduled {ol['scheduled']}, sent {ol['sent']}, "
+                f"dropped {ol['dropped']}, completed {ol['completed']}, unfinished {ol['unfinished']}; lag (ms) "
+                + ", ".join(f"{k} {v:.3f}" for k, v in ol["lag_ms"].items())
+                + ". latency runs from each request's intended send time, service from its actual send.",
+            ]
     resent = {name: entry.get("resent", 0) for name, entry in summary["requests"].items()}
     lines += [
         "",
@@ -172,6 +222,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def results_folder(environment: Environment, settings: Settings) -> tuple[Path, str | None]:
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if prefix:
@@ -179,10 +233,12 @@ def results_folder(environment: Environment, settings: Settings) -> tuple[Path, 
     return Path("results") / settings.server, None
 
 
-def install(environment: Environment, settings: Settings, endpoint_histograms: Any | None) -> Collector:
+def install(
+    environment: Environment, settings: Settings, endpoint_histograms: Any | None, schedule: Any | None = None
+) -> Collector:
     """Wires the collector into Locust's events for this process. ``endpoint_histograms`` takes the
-    latencies and the resent count recorded since the last call (None on a master, which only
-    merges)."""
+    latencies and the resent count recorded since the last call, ``schedule`` the service times, lags
+    and open-loop counters (both None on a master, which only merges)."""
     use_fine_buckets(environment)
     collector = Collector(settings)
     events = environment.events
@@ -191,6 +247,8 @@ def install(environment: Environment, settings: Settings, endpoint_histograms: A
     def take_local() -> None:
         if endpoint_histograms is not None:
             collector.add(settings.name, *endpoint_histograms())
+        if schedule is not None:
+            collector.add_schedule(settings.name, *schedule())
 
     if isinstance(runner, WorkerRunner):
 
@@ -199,6 +257,9 @@ def install(environment: Environment, settings: Settings, endpoint_histograms: A
             if endpoint_histograms is not None:
                 total, ttfb, resent = endpoint_histograms()
                 data[REPORT_KEY] = {settings.name: [total.to_bytes(), ttfb.to_bytes(), resent]}
+            if schedule is not None:
+                service, lag, counts = schedule()
+                data[SCHEDULE_KEY] = {settings.name: [service.to_bytes(), lag.to_bytes(), counts]}
 
         return collector
 
@@ -208,6 +269,10 @@ def install(environment: Environment, settings: Settings, endpoint_histograms: A
         def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
             for name, (total, ttfb, resent) in data.get(REPORT_KEY, {}).items():
                 collector.add(name, LatencyHistogram.from_bytes(total), LatencyHistogram.from_bytes(ttfb), resent)
+            for name, (service, lag, counts) in data.get(SCHEDULE_KEY, {}).items():
+                collector.add_schedule(
+                    name, LatencyHistogram.from_bytes(service), LatencyHistogram.from_bytes(lag), counts
+                )
 
     @events.test_start.add_listener
     def _start(**_kw: Any) -> None:
@@ -216,6 +281,9 @@ def install(environment: Environment, settings: Settings, endpoint_histograms: A
             collector.total.clear()
             collector.ttfb.clear()
             collector.resent.clear()
+            collector.service.clear()
+            collector.lag.clear()
+            collector.streams.clear()
             collector.started = dt.datetime.now(dt.UTC)
             collector.stats_at_start = read_stats(settings)
 

@@ -15,12 +15,14 @@ from typing import Any
 
 from locust_inference._native import ConfigError
 
-__all__ = ["DEFAULT_HOSTS", "SERVERS", "Settings", "add_arguments", "resolve"]
+__all__ = ["ARRIVALS", "DEFAULT_HOSTS", "OVERLOAD_POLICIES", "SERVERS", "Settings", "add_arguments", "resolve"]
 
 SERVERS = ("triton", "litserve")
 DEFAULT_HOSTS = {"triton": "http://127.0.0.1:8000", "litserve": "http://127.0.0.1:8001"}
 DEFAULT_IMAGE = "data/img1.jpg"
 TRUE_WORDS = {"1", "true", "yes", "on"}
+ARRIVALS = ("constant", "poisson")
+OVERLOAD_POLICIES = ("drop", "queue")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,13 @@ class Settings:
     keep_body: bool = False
     class_name: str | None = None
     expect_top1: str | None = None
+    # open-loop users (None: the user class's own default)
+    rate: float | None = None
+    arrival: str | None = None
+    max_in_flight: int | None = None
+    overload: str | None = None
+    seed: int | None = None
+    closed_loop: bool = False
 
     @property
     def name(self) -> str:
@@ -124,6 +133,45 @@ def add_arguments(parser: Any) -> None:
         default=None,
         help="User class to run (LowUser or HighUser) when none is named on the command line",
     )
+    _add_open_loop_arguments(parser)
+
+
+def _add_open_loop_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("locust-inference open loop (LowUser and other OpenLoopUser classes)")
+    group.add_argument(
+        "--rate",
+        env_var="LOCUST_RATE",
+        default=None,
+        help="Requests per second per user, sent whatever the answers (default: the class's rate; LowUser 30)",
+    )
+    group.add_argument(
+        "--arrival",
+        env_var="LOCUST_ARRIVAL",
+        default=None,
+        help="Spacing of requests: constant (every 1/rate s, the default) or poisson (random, mean rate)",
+    )
+    group.add_argument("--seed", env_var="LOCUST_SEED", default=None, help="Seed of poisson arrivals (default random)")
+    group.add_argument(
+        "--max-in-flight",
+        env_var="LOCUST_MAX_IN_FLIGHT",
+        default=None,
+        help="Requests one user may have in flight at once (default 4)",
+    )
+    group.add_argument(
+        "--overload",
+        env_var="LOCUST_OVERLOAD",
+        default=None,
+        help="When max-in-flight are out at a request's time: drop (never sent, counted; the default) "
+        "or queue (sent in order as soon as one returns; its latency counts from its intended time)",
+    )
+    group.add_argument(
+        "--closed-loop",
+        env_var="LOCUST_CLOSED_LOOP",
+        action="store_true",
+        default=False,
+        help="LowUser as the seed ran it: the next request only after the previous one returned, "
+        "paced to the rate (constant_pacing)",
+    )
 
 
 def _parse_header(text: str) -> tuple[str, str]:
@@ -195,6 +243,21 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     ca_file = getattr(options, "ca_file", None)
     if ca_file and not Path(ca_file).is_file():
         raise ConfigError(f"--ca-file {ca_file} does not exist")
+    rate = _number(options, "rate", None, float)
+    if rate is not None and not (0 < rate < float("inf")):
+        raise ConfigError(f"--rate must be a positive number of requests per second, got {rate}")
+    arrival = getattr(options, "arrival", None) or None
+    if arrival is not None and arrival not in ARRIVALS:
+        raise ConfigError(f"--arrival must be {' or '.join(ARRIVALS)}, not {arrival!r}")
+    max_in_flight = _number(options, "max_in_flight", None, int)
+    if max_in_flight is not None and max_in_flight < 1:
+        raise ConfigError(f"--max-in-flight must be at least 1, got {max_in_flight}")
+    overload = getattr(options, "overload", None) or None
+    if overload is not None and overload not in OVERLOAD_POLICIES:
+        raise ConfigError(f"--overload must be {' or '.join(OVERLOAD_POLICIES)}, not {overload!r}")
+    seed = _number(options, "seed", None, int)
+    if seed is not None and not 0 <= seed < 2**64:
+        raise ConfigError(f"--seed must be between 0 and 2**64 - 1, got {seed}")
     return Settings(
         server=server,
         model=model,
@@ -213,4 +276,10 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         keep_body=bool(getattr(options, "keep_body", False)),
         class_name=getattr(options, "class_name", None) or None,
         expect_top1=expect_top1,
+        rate=rate,
+        arrival=arrival,
+        max_in_flight=max_in_flight,
+        overload=overload,
+        seed=seed,
+        closed_loop=bool(getattr(options, "closed_loop", False)),
     )

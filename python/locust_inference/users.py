@@ -6,21 +6,23 @@ Each request fires ``events.request`` exactly once, with the latency measured in
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 import sys
 import weakref
-from typing import Any
+from typing import Any, ClassVar
 
 import gevent
-from locust import User, events, task
+from locust import User, constant_pacing, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
 from locust_inference import hooks, latency, options
-from locust_inference._native import ConfigError, Outcome, ProtocolError, RequestSlot
+from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
 from locust_inference.backends import Target, prepare
 
-__all__ = ["InferenceUser", "target_for"]
+__all__ = ["InferenceUser", "OpenLoopUser", "target_for"]
 
 log = logging.getLogger("locust_inference")
 debug_log = logging.getLogger("locust_inference.debug")
@@ -69,7 +71,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
     if settings.insecure:
         log.warning("locust-inference: TLS certificate verification is disabled (--insecure)")
     _expected_top1[environment] = int(settings.expect_top1) if (settings.expect_top1 or "").isdigit() else None
-    latency.install(environment, settings, target.endpoint.take_latency)
+    latency.install(environment, settings, target.endpoint.take_latency, target.endpoint.take_schedule)
     log.info(
         "locust-inference: %s %s, %d-byte request body, tensor sha256 %s",
         settings.server,
@@ -134,24 +136,33 @@ class InferenceUser(User):
         except BaseException:
             self._slot.cancel()  # stopped or killed mid-request: abandon it, report nothing
             raise
-        exception = outcome.exception
-        if exception is None and target.settings.expect_top1 is not None:
-            exception = self._check_top1(outcome)
-        if target.settings.debug:
-            self._log_debug(outcome)
+        exception = self._judge(outcome)
         # With no yield before the event: the histograms and Locust count the same requests.
         target.endpoint.record(outcome, success=exception is None)
+        self._fire(outcome, outcome.response_time, exception, self._context)
+        return outcome
+
+    def _judge(self, outcome: Outcome) -> Exception | None:
+        """The failure to report: the outcome's own, or a failed --expect-top1 check."""
+        exception = outcome.exception
+        if exception is None and self._target.settings.expect_top1 is not None:
+            exception = self._check_top1(outcome)
+        if self._target.settings.debug:
+            self._log_debug(outcome)
+        return exception
+
+    def _fire(self, outcome: Outcome, response_time: float, exception: Exception | None, context: dict) -> None:
+        target = self._target
         self.environment.events.request.fire(
             request_type="infer",
             name=target.name,
-            response_time=outcome.response_time,
+            response_time=response_time,
             response_length=outcome.response_length,
             response=outcome,
-            context=self._context,
+            context=context,
             exception=exception,
             url=target.url,
         )
-        return outcome
 
     def _check_top1(self, outcome: Outcome) -> Exception | None:
         expected = _expected_top1.get(self.environment)
@@ -163,6 +174,10 @@ class InferenceUser(User):
 
     @task
     def infer(self) -> None:
+        self._step()
+
+    def _step(self) -> None:
+        """One turn of the task (Locust runs the base class's task function: subclasses override this)."""
         self.send()
 
     def on_start(self) -> None:
@@ -205,3 +220,85 @@ class InferenceUser(User):
             _redact_response(outcome.headers or []),
             f" error={outcome.exception}" if outcome.exception is not None else "",
         )
+
+
+_stream_numbers = itertools.count()
+
+
+class OpenLoopUser(InferenceUser):
+    """Sends the prepared request on a schedule that does not depend on the answers: ``rate``
+    requests per second (constant spacing, or Poisson arrivals), at most ``max_in_flight`` at once.
+
+    The schedule runs in Rust on the I/O runtime (tokio timers, absolute intended times), so neither
+    Python nor a slow server shifts it. When ``max_in_flight`` requests are out at a request's
+    intended time, ``overload`` says what happens: ``drop`` (never sent; counted as dropped, as k6
+    counts ``dropped_iterations``, not as a Locust failure) or ``queue`` (sent in order as soon as
+    one returns). Each answered request fires ``events.request`` once with ``response_time`` from
+    its *intended* send time; ``context`` carries ``service_time`` (from the actual send) and
+    ``lag`` (actual - intended) in ms. The greenlet only waits on the stream's eventfd and reports
+    what arrived. Subclasses set the class attributes; ``--rate``, ``--arrival``, ``--seed``,
+    ``--max-in-flight`` and ``--overload`` override them. ``--closed-loop`` instead runs the class
+    as a closed loop paced to ``rate`` (``constant_pacing(1 / rate)``).
+    """
+
+    abstract = True
+    rate: ClassVar[float] = 30.0
+    arrival: ClassVar[str] = "constant"
+    max_in_flight: ClassVar[int] = 4
+    overload: ClassVar[str] = "drop"
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        s = self._target.settings
+        self._rate = s.rate if s.rate is not None else self.rate
+        self._closed_loop = s.closed_loop
+        self._pacing = constant_pacing(1 / self._rate)
+        self._stream: Stream | None = None
+        self._stream_watcher: Any = None
+
+    def wait_time(self) -> float:  # type: ignore[override]
+        return self._pacing(self) if self._closed_loop else 0.0
+
+    def _seed(self) -> int:
+        base = self._target.settings.seed
+        if base is None:
+            return random.SystemRandom().getrandbits(63)
+        worker = getattr(self.environment.runner, "worker_index", 0) or 0
+        return (base + worker * 1_000_003 + next(_stream_numbers)) % 2**64
+
+    def on_start(self) -> None:
+        super().on_start()
+        if self._closed_loop:
+            return
+        s = self._target.settings
+        self._stream = Stream(
+            self._target.endpoint,
+            self._rate,
+            arrival=s.arrival or self.arrival,
+            seed=self._seed(),
+            max_in_flight=s.max_in_flight or self.max_in_flight,
+            overload=s.overload or self.overload,
+        )
+        self._stream_watcher = gevent.get_hub().loop.io(self._stream.fileno(), 1)
+
+    def _step(self) -> None:
+        stream = self._stream
+        if stream is None:
+            self.send()
+            return
+        gevent.get_hub().wait(self._stream_watcher)
+        self._yielded = True
+        for completion in stream.take():
+            self._report(stream, completion)
+
+    def _report(self, stream: Stream, completion: Completion) -> None:
+        outcome = completion.outcome
+        exception = self._judge(outcome)
+        stream.record(completion, success=exception is None)
+        context = {**self._context, "service_time": completion.service_time, "lag": completion.lag}
+        self._fire(outcome, completion.response_time, exception, context)
+
+    def on_stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()  # requests in flight, queued or untaken count as unfinished
+        super().on_stop()

@@ -1,0 +1,479 @@
+//! Open-loop load: a [`Stream`] sends one endpoint's request on a schedule that does not depend on
+//! the answers (see `schedule`), on the I/O runtime, with at most `max_in_flight` out at once.
+//! Completions queue in an [`Inbox`] whose eventfd wakes the user's greenlet, which takes several
+//! at a time.
+//!
+//! Send times come from tokio's timer, `sleep_until` the intended instant computed from the
+//! stream's start, so neither Python nor a late send shifts the ones after it. Each completion
+//! carries its intended and actual send times: its response time runs from the intended one
+//! (what a user of a 30 fps camera waits), its service time from the actual one.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use tokio::sync::Semaphore;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::client::{Endpoint, Outcome, PyEndpoint, PyOutcome};
+use crate::error::{Error, Result};
+use crate::latency::{new_histogram, PyLatencyHistogram};
+use crate::runtime;
+use crate::schedule::{decide, Arrival, Decision, Overload, Schedule};
+use crate::wake::Inbox;
+
+/// One answered request of a stream.
+pub struct Completion {
+    pub outcome: Outcome,
+    /// When it was meant to leave, from the stream's start.
+    pub intended: Duration,
+    /// When it left, from the stream's start.
+    pub sent: Duration,
+}
+
+impl Completion {
+    /// How late it left.
+    pub fn lag(&self) -> Duration {
+        self.sent.saturating_sub(self.intended)
+    }
+
+    /// From the intended send time to the last response byte (or the failure).
+    pub fn response_time(&self) -> Duration {
+        self.lag() + self.outcome.response_time
+    }
+}
+
+/// A stream's own counters (the endpoint's recorder gets the same events for the run's report).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    scheduled: u64,
+    sent: u64,
+    dropped: u64,
+    completed: u64,
+    delivered: u64,
+    stopped: bool,
+}
+
+struct Shared {
+    endpoint: Arc<Endpoint>,
+    inbox: Inbox<Completion>,
+    counts: Mutex<Counts>,
+    lag: Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl Shared {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a request whose intended time came; false once the stream is stopped.
+    fn scheduled(&self) -> bool {
+        let mut c = self.counts();
+        if c.stopped {
+            return false;
+        }
+        c.scheduled += 1;
+        self.endpoint.latency.update(|m| m.streams.scheduled += 1);
+        true
+    }
+
+    fn dropped(&self) {
+        let mut c = self.counts();
+        if !c.stopped {
+            c.dropped += 1;
+            self.endpoint.latency.update(|m| m.streams.dropped += 1);
+        }
+    }
+
+    /// Counts a request leaving `lag` late; false once the stream is stopped.
+    fn sent(&self, lag: Duration) -> bool {
+        let mut c = self.counts();
+        if c.stopped {
+            return false;
+        }
+        c.sent += 1;
+        self.lag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .saturating_record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX).max(1));
+        self.endpoint.latency.record_sent(lag);
+        true
+    }
+
+    fn completed(&self, completion: Completion) {
+        let mut c = self.counts();
+        if self.inbox.push(completion) {
+            c.completed += 1;
+        }
+    }
+}
+
+/// The settings of one stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamConfig {
+    pub rate: f64,
+    pub arrival: Arrival,
+    pub max_in_flight: usize,
+    pub overload: Overload,
+}
+
+/// An open-loop stream of one endpoint's request, running from its creation until [`Stream::stop`]
+/// (or drop).
+pub struct Stream {
+    shared: Arc<Shared>,
+    driver: AbortHandle,
+    start: Instant,
+    config: StreamConfig,
+}
+
+impl Stream {
+    pub(crate) fn start(endpoint: Arc<Endpoint>, config: StreamConfig) -> Result<Self> {
+        let schedule = Schedule::new(config.rate, config.arrival)?;
+        if config.max_in_flight == 0 {
+            return Err(Error::InvalidArgument(
+                "max_in_flight must be at least 1".into(),
+            ));
+        }
+        let inbox =
+            Inbox::new().map_err(|e| Error::Runtime(format!("cannot create an eventfd: {e}")))?;
+        let rt = runtime::runtime()?;
+        endpoint.latency.update(|m| {
+            m.streams.started += 1;
+            m.streams.rate += config.rate;
+        });
+        let shared = Arc::new(Shared {
+            endpoint,
+            inbox,
+            counts: Mutex::new(Counts::default()),
+            lag: Mutex::new(new_histogram()),
+        });
+        let start = Instant::now();
+        let driver = rt
+            .spawn(drive(Arc::clone(&shared), schedule, config, start))
+            .abort_handle();
+        Ok(Stream {
+            shared,
+            driver,
+            start,
+            config,
+        })
+    }
+
+    pub fn fd(&self) -> &crate::wake::EventFd {
+        self.shared.inbox.fd()
+    }
+
+    /// Every completion that arrived since the last call, oldest first.
+    pub fn take(&self) -> Vec<Completion> {
+        let mut c = self.shared.counts();
+        let taken = self.shared.inbox.take_all();
+        c.delivered += taken.len() as u64;
+        taken
+    }
+
+    /// Stops sending and abandons the requests in flight. Returns how many scheduled requests
+    /// were neither dropped nor taken (in flight, queued, or answered but untaken); 0 when
+    /// already stopped.
+    pub fn stop(&self) -> u64 {
+        let mut c = self.shared.counts();
+        if c.stopped {
+            return 0;
+        }
+        c.stopped = true;
+        self.driver.abort(); // its JoinSet aborts the requests in flight
+        self.shared.inbox.close();
+        let unfinished = c.scheduled.saturating_sub(c.dropped + c.delivered);
+        let seconds = self.start.elapsed().as_secs_f64();
+        self.shared.endpoint.latency.update(|m| {
+            m.streams.unfinished += unfinished;
+            m.streams.seconds += seconds;
+        });
+        unfinished
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs the schedule: each intended time is slept to (`sleep_until`, absolute), then the request is
+/// sent, dropped or queued; queued requests leave in order as slots free.
+async fn drive(shared: Arc<Shared>, mut schedule: Schedule, config: StreamConfig, start: Instant) {
+    let slots = Arc::new(Semaphore::new(config.max_in_flight));
+    let mut queue: VecDeque<Duration> = VecDeque::new();
+    let mut in_flight = JoinSet::new();
+    let mut next = schedule.next_offset();
+    loop {
+        tokio::select! {
+            biased;
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            permit = Arc::clone(&slots).acquire_owned(), if !queue.is_empty() => {
+                let (Ok(permit), Some(intended)) = (permit, queue.pop_front()) else { return };
+                launch(&mut in_flight, &shared, permit, intended, start);
+            }
+            () = tokio::time::sleep_until(start + next) => {
+                if !shared.scheduled() {
+                    return;
+                }
+                let out = config.max_in_flight - slots.available_permits();
+                match decide(config.overload, out, config.max_in_flight, queue.len()) {
+                    Decision::Send => match Arc::clone(&slots).try_acquire_owned() {
+                        Ok(permit) => launch(&mut in_flight, &shared, permit, next, start),
+                        Err(_) => queue.push_back(next), // cannot happen: a slot was free
+                    },
+                    Decision::Drop => shared.dropped(),
+                    Decision::Enqueue => queue.push_back(next),
+                }
+                next = schedule.next_offset();
+            }
+        }
+    }
+}
+
+fn launch(
+    tasks: &mut JoinSet<()>,
+    shared: &Arc<Shared>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    intended: Duration,
+    start: Instant,
+) {
+    let shared = Arc::clone(shared);
+    tasks.spawn(async move {
+        let sent = start.elapsed();
+        if !shared.sent(sent.saturating_sub(intended)) {
+            return;
+        }
+        let outcome = shared.endpoint.run().await;
+        shared.completed(Completion {
+            outcome,
+            intended,
+            sent,
+        });
+        drop(permit);
+    });
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// An open-loop stream, started on creation.
+#[pyclass(frozen, module = "locust_inference._native", name = "Stream")]
+pub struct PyStream {
+    inner: Stream,
+}
+
+#[pymethods]
+impl PyStream {
+    #[new]
+    #[pyo3(signature = (endpoint, rate, *, arrival = "constant", seed = 0, max_in_flight = 4, overload = "drop"))]
+    fn new(
+        endpoint: &PyEndpoint,
+        rate: f64,
+        arrival: &str,
+        seed: u64,
+        max_in_flight: usize,
+        overload: &str,
+    ) -> PyResult<Self> {
+        let arrival = match arrival {
+            "constant" => Arrival::Constant,
+            "poisson" => Arrival::Poisson { seed },
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "arrival must be 'constant' or 'poisson', not {other:?}"
+                ))
+                .into())
+            }
+        };
+        let config = StreamConfig {
+            rate,
+            arrival,
+            max_in_flight,
+            overload: Overload::parse(overload)?,
+        };
+        Ok(PyStream {
+            inner: Stream::start(Arc::clone(&endpoint.inner), config)?,
+        })
+    }
+
+    /// The eventfd that is readable while completions wait.
+    fn fileno(&self) -> i32 {
+        self.inner.fd().raw()
+    }
+
+    /// Every completion that arrived since the last call, oldest first.
+    fn take(&self) -> Vec<PyCompletion> {
+        self.inner.take().into_iter().map(PyCompletion).collect()
+    }
+
+    /// Blocks the calling thread (without the GIL) until a completion waits or `timeout` seconds
+    /// pass, then takes them all. For plain Python callers; greenlets wait on `fileno()`.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> Vec<PyCompletion> {
+        let ms = timeout.map_or(-1, |t| (t * 1000.0).clamp(0.0, f64::from(i32::MAX)) as i32);
+        py.detach(|| self.inner.fd().poll(ms));
+        self.take()
+    }
+
+    /// Accounts for a completion as it is reported: its latencies when it succeeded (`success`,
+    /// false when a check made in Python failed it) and one completed request.
+    #[pyo3(signature = (completion, success = true))]
+    fn record(&self, completion: &PyCompletion, success: bool) {
+        let c = &completion.0;
+        let recorder = &self.inner.shared.endpoint.latency;
+        recorder.record(
+            c.outcome.latency(success, c.response_time()),
+            c.outcome.resent,
+        );
+        recorder.update(|m| m.streams.completed += 1);
+    }
+
+    /// Stops the schedule and abandons requests in flight; returns how many scheduled requests
+    /// will never be reported (in flight, queued or untaken). 0 when already stopped.
+    fn stop(&self) -> u64 {
+        self.inner.stop()
+    }
+
+    /// The stream's counters: scheduled, sent, dropped, completed (answered), delivered (taken).
+    fn counts(&self) -> std::collections::HashMap<&'static str, u64> {
+        let c = *self.inner.shared.counts();
+        [
+            ("scheduled", c.scheduled),
+            ("sent", c.sent),
+            ("dropped", c.dropped),
+            ("completed", c.completed),
+            ("delivered", c.delivered),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    /// How late this stream's requests left (actual - intended send time).
+    fn lag(&self) -> PyLatencyHistogram {
+        PyLatencyHistogram::wrap(
+            self.inner
+                .shared
+                .lag
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+
+    #[getter]
+    fn rate(&self) -> f64 {
+        self.inner.config.rate
+    }
+
+    #[getter]
+    fn max_in_flight(&self) -> usize {
+        self.inner.config.max_in_flight
+    }
+
+    #[getter]
+    fn overload(&self) -> &'static str {
+        self.inner.config.overload.name()
+    }
+
+    fn __repr__(&self) -> String {
+        let c = *self.inner.shared.counts();
+        format!(
+            "Stream({}/s, max_in_flight={}, {}: scheduled {}, sent {}, dropped {})",
+            self.inner.config.rate,
+            self.inner.config.max_in_flight,
+            self.inner.config.overload.name(),
+            c.scheduled,
+            c.sent,
+            c.dropped
+        )
+    }
+}
+
+/// One answered request of a stream.
+#[pyclass(frozen, module = "locust_inference._native", name = "Completion")]
+pub struct PyCompletion(Completion);
+
+#[pymethods]
+impl PyCompletion {
+    #[getter]
+    fn outcome(&self) -> PyOutcome {
+        PyOutcome(self.0.outcome.clone())
+    }
+
+    /// Milliseconds from the intended send time to the last response byte (or the failure).
+    #[getter]
+    fn response_time(&self) -> f64 {
+        ms(self.0.response_time())
+    }
+
+    /// Milliseconds from the actual send to the last response byte (or the failure).
+    #[getter]
+    fn service_time(&self) -> f64 {
+        ms(self.0.outcome.response_time)
+    }
+
+    /// Milliseconds between the intended and the actual send time.
+    #[getter]
+    fn lag(&self) -> f64 {
+        ms(self.0.lag())
+    }
+
+    /// Seconds from the stream's start to the intended send time.
+    #[getter]
+    fn intended(&self) -> f64 {
+        self.0.intended.as_secs_f64()
+    }
+
+    /// Seconds from the stream's start to the actual send time.
+    #[getter]
+    fn sent(&self) -> f64 {
+        self.0.sent.as_secs_f64()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Completion(intended {:.6} s, lag {:.3} ms, response {:.3} ms, service {:.3} ms, ok={})",
+            self.intended(),
+            self.lag(),
+            self.response_time(),
+            self.service_time(),
+            self.0.outcome.error.is_none()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_time_is_lag_plus_service() {
+        let outcome = Outcome {
+            status: Some(200),
+            response_time: Duration::from_millis(20),
+            ttfb: Some(Duration::from_millis(19)),
+            length: 0,
+            top1: None,
+            headers: None,
+            body: None,
+            error: None,
+            resent: false,
+        };
+        let c = Completion {
+            outcome,
+            intended: Duration::from_millis(100),
+            sent: Duration::from_millis(130),
+        };
+        assert_eq!(c.lag(), Duration::from_millis(30));
+        assert_eq!(c.response_time(), Duration::from_millis(50));
+        let early = Completion {
+            sent: Duration::from_millis(90),
+            ..c
+        };
+        assert_eq!(early.lag(), Duration::ZERO, "never negative");
+    }
+}
