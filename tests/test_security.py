@@ -120,6 +120,7 @@ def test_self_signed_certificate_given_with_ca_file_is_trusted(self_signed_pki, 
             "--ca-file",
             str(self_signed_pki["cert"]),
             "LowUser",
+            "--closed-loop",
             run_time="2s",
             env=clean_env(SERVER="triton", MODEL_NAME="ok"),
         )
@@ -158,6 +159,7 @@ def test_ca_file_makes_the_private_ca_trusted(https_server: FaultServer, pki, tm
         "--ca-file",
         str(pki["ca"]),
         "LowUser",
+        "--closed-loop",
         run_time="2s",
         env=clean_env(SERVER="triton", MODEL_NAME="ok"),
     )
@@ -173,6 +175,7 @@ def test_insecure_skips_verification_with_a_warning(https_server: FaultServer, t
         https_server.url,
         "--insecure",
         "LowUser",
+        "--closed-loop",
         run_time="2s",
         env=clean_env(SERVER="triton", MODEL_NAME="ok"),
     )
@@ -191,6 +194,7 @@ def test_headers_and_token_are_sent_but_never_printed(fault_server, tmp_path: Pa
         "--header",
         "X-Team: team-ml-789",
         "LowUser",
+        "--closed-loop",
         run_time="2s",
         env=clean_env(SERVER="triton", MODEL_NAME="status401", INFERENCE_AUTH_TOKEN="tok-456", DEBUG_REQUESTS="true"),
     )
