@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from endpoints import TENSOR, triton_endpoint
 from faults import FaultServer
 from locust_inference import (
     Endpoint,
@@ -23,20 +24,6 @@ from locust_inference import (
 )
 
 from servers.launch import free_port
-
-TENSOR = np.random.default_rng(5).standard_normal((1, 3, 224, 224)).astype(np.float32)
-
-
-def triton_endpoint(url: str, model: str, **kwargs) -> Endpoint:
-    body, hl = encode_triton_request(TENSOR, "input__0", ["output__0"])
-    return Endpoint(
-        f"{url}/v2/models/{model}/infer",
-        body,
-        headers=[("Inference-Header-Content-Length", str(hl))],
-        protocol="triton",
-        outputs=[("output__0", "FP32", [1, 1000])],
-        **kwargs,
-    )
 
 
 def send(endpoint: Endpoint, slot: RequestSlot | None = None):

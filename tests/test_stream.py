@@ -9,19 +9,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from locust_inference import Completion, Endpoint, Stream, encode_triton_request
-from test_client import TENSOR
-
-
-def endpoint(url: str, model: str) -> Endpoint:
-    body, hl = encode_triton_request(TENSOR, "input__0", ["output__0"])
-    return Endpoint(
-        f"{url}/v2/models/{model}/infer",
-        body,
-        headers=[("Inference-Header-Content-Length", str(hl))],
-        protocol="triton",
-        outputs=[("output__0", "FP32", [1, 1000])],
-    )
+from endpoints import triton_endpoint
+from locust_inference import Completion, Endpoint, Stream
 
 
 def run(stream: Stream, seconds: float) -> list[Completion]:
@@ -35,7 +24,7 @@ def run(stream: Stream, seconds: float) -> list[Completion]:
 
 @pytest.fixture(scope="module")
 def tiny(triton) -> Endpoint:
-    tiny = endpoint(triton.url, "tiny_onnx")
+    tiny = triton_endpoint(triton.url, "tiny_onnx")
     warm = Stream(tiny, 100.0, max_in_flight=16)  # connections in the pool, the model warm
     run(warm, 0.3)
     warm.stop()
@@ -44,7 +33,7 @@ def tiny(triton) -> Endpoint:
 
 @pytest.fixture(scope="module")
 def sleep_20ms(triton) -> Endpoint:
-    return endpoint(triton.url, "sleep_20ms")
+    return triton_endpoint(triton.url, "sleep_20ms")
 
 
 def test_requests_leave_at_exactly_k_over_rate(tiny: Endpoint) -> None:
