@@ -536,7 +536,7 @@ def render_markdown(runs: Sequence[Run], html_path: Path | None = None) -> str:
         ]
     if _has_open_loop(runs):
         o_header, o_rows, _ = _open_loop_rows(runs)
-        lines += ["Open loop: " + OPEN_LOOP_NOTE, "", *_md_table(o_header, o_rows), ""]
+        lines += ["Open loop, did each server keep up? " + OPEN_LOOP_NOTE, "", *_md_table(o_header, o_rows), ""]
     notes = _locust_notes(runs)
     if notes:
         lines += ["Locust's own p50 / p95 / p99 (rounded) vs ours: " + "; ".join(notes) + ".", ""]
