@@ -44,6 +44,7 @@ BENCH = REPO / "bench"
 IMAGE = REPO / "data" / "img1.jpg"
 APT_PACKAGES = ("nginx", "libnginx-mod-http-echo", "wrk")
 SUBPROCESS_GRACE_S = 90.0
+OPEN_USERS, OPEN_RATE = 10, 500  # the open-loop row: 5,000 req/s offered
 
 
 # --------------------------------------------------------------------------------------------------
@@ -61,6 +62,12 @@ class Result:
     busy: float | None = None  # rate x mean latency / concurrency (Little's law): 1.0 = never idle
     cpu_us: float | None = None  # CPU (user + system) of the client process per request, µs
     io_cpu_us: float | None = None  # of that, our I/O threads' (Locust runs of ours only)
+    # Open-loop users only, from latency.json's ``open_loop`` (all users together):
+    offered_rate: float | None = None  # users x --rate, req/s
+    achieved_rate: float | None = None  # completed per second of stream
+    dropped: int | None = None  # due while --max-in-flight were out: never sent
+    unfinished: int | None = None  # in flight when the run stopped
+    lag_p99_ms: float | None = None  # actual - intended send time, p99
     failures: int = 0
     error: str | None = None
 
@@ -184,7 +191,8 @@ def locust_client(
     def run(duration: int) -> Result:
         prefix = setup.workdir / f"locust-{name}"
         latency_out = setup.workdir / f"locust-{name}-latency.json"
-        for stale in (Path(f"{prefix}_stats.csv"), latency_out):
+        summary = prefix.parent / "latency.json"  # locust-inference's, next to the --csv files
+        for stale in (Path(f"{prefix}_stats.csv"), latency_out, summary):
             stale.unlink(missing_ok=True)
         child_env = clean_env(
             BENCH_BODY=str(setup.triton_body),
@@ -197,9 +205,28 @@ def locust_client(
         cmd += ["--csv", str(prefix), "--reset-stats", "--only-summary", "--loglevel", "WARNING", *extra]
         log = setup.workdir / f"locust-{name}.log"
         code, _ = run_process(cmd, child_env, duration + SUBPROCESS_GRACE_S, log)
-        return parse_locust(Path(f"{prefix}_stats.csv"), latency_out, code, log).with_concurrency(users)
+        result = parse_locust(Path(f"{prefix}_stats.csv"), latency_out, code, log).with_concurrency(users)
+        return add_open_loop(result, summary)
 
     return run
+
+
+def add_open_loop(result: Result, summary: Path) -> Result:
+    """The open-loop numbers of ``summary`` (locust-inference's latency.json), when a request name has them."""
+    try:
+        requests = json.loads(summary.read_text()).get("requests", {})
+    except (OSError, ValueError):
+        return result
+    for entry in requests.values():
+        ol = entry.get("open_loop")
+        if ol:
+            result.offered_rate = ol.get("offered_rate_per_s")
+            result.achieved_rate = ol.get("achieved_per_s")
+            result.dropped = ol.get("dropped")
+            result.unfinished = ol.get("unfinished")
+            result.lag_p99_ms = ol.get("lag_ms", {}).get("p99")
+            break
+    return result
 
 
 def parse_locust(stats_csv: Path, latency_json: Path, code: int, log: Path) -> Result:
@@ -259,6 +286,8 @@ def json_client(setup: Setup, name: str, cmd: list[str]) -> Callable[[int], Resu
 def build_clients(setup: Setup) -> list[Client]:
     """Every measured client, in the order it runs within a repeat."""
     triton = ["--server", "triton", "--model-name", nginx.FAST_MODEL, "HighUser"]
+    open_loop = ["--server", "triton", "--model-name", nginx.FAST_MODEL, "LowUser"]
+    open_loop += ["--rate", str(OPEN_RATE), "--max-in-flight", "4", "--overload", "drop"]
     slow = ["--server", "triton", "--model-name", nginx.SLOW_MODEL, "HighUser"]
     litserve = ["--server", "litserve", "--model-name", "m", "HighUser"]
     fast_file = str(BENCH / "locustfiles" / "fasthttp.py")
@@ -293,6 +322,12 @@ def build_clients(setup: Setup) -> list[Client]:
             "triton",
             "ours: HighUser, 10 users, LOCUST_INFERENCE_IO_THREADS=2 (not the default; no goal)",
             locust_client(setup, "locustfile.py", 10, triton, "ours10-io2", env={"LOCUST_INFERENCE_IO_THREADS": "2"}),
+        ),
+        Client(
+            "open10",
+            "triton",
+            f"ours: LowUser open loop, {OPEN_USERS} users x {OPEN_RATE} req/s (--max-in-flight 4, drop)",
+            locust_client(setup, "locustfile.py", OPEN_USERS, open_loop, "open10"),
         ),
         Client(
             "direct1",
@@ -357,7 +392,8 @@ Operand = tuple[str, str] | float  # (client key, Result attribute) or a constan
 
 @dataclass(frozen=True)
 class Ratio:
-    """A derived number: ``a / b`` (unit "x", or "%" for a share) or ``a - b`` (unit "us", both in ms)."""
+    """A derived number: ``a / b`` (unit "x", or "%" for a share) or ``a - b`` (unit "us", both in ms; "ms" a
+    latency and "n" a count, usually minus 0.0)."""
 
     label: str
     a: Operand
@@ -371,7 +407,7 @@ class Ratio:
         a, b = (op if isinstance(op, float) else get(*op) for op in (self.a, self.b))
         if a is None or b is None:
             return None
-        if self.unit == "us":
+        if self.unit in ("us", "ms", "n"):
             return a - b
         return a / b if b else None
 
@@ -394,6 +430,12 @@ def ratios() -> list[Ratio]:
               ("pre_ours_img1", p50), "x", ">= 3", lambda v: v >= 3),
         Ratio("preprocessing 4000x3000: Pillow+numpy time / ours time (per image, p50)", ("pre_pillow_big", p50),
               ("pre_ours_big", p50), "x", ">= 3", lambda v: v >= 3),
+        Ratio(f"open loop, {OPEN_USERS} users x {OPEN_RATE} req/s: achieved / offered (req/s)",
+              ("open10", "achieved_rate"), ("open10", "offered_rate"), "x", ">= 0.99", lambda v: v >= 0.99),
+        Ratio(f"open loop, {OPEN_USERS} users x {OPEN_RATE} req/s: dropped requests", ("open10", "dropped"), 0.0, "n",
+              "0", lambda v: v == 0),
+        Ratio(f"open loop, {OPEN_USERS} users x {OPEN_RATE} req/s: schedule lag p99", ("open10", "lag_p99_ms"), 0.0,
+              "ms", "<= 1 ms", lambda v: v <= 1.0),
         Ratio("20 ms server, 50 users: achieved / ideal (50 x 50 req/s)", ("slow50", rate), 2500.0, "x", ">= 0.9",
               lambda v: v >= 0.9),
         Ratio("20 ms server, wrk 50 connections: achieved / ideal (50 x 50 req/s)", ("wrk_slow50", rate), 2500.0),
@@ -422,6 +464,8 @@ def _fmt(value: float | None, unit: str) -> str:
         text = f"{value:.0%}"
     elif unit == "ms":
         text = f"{value * 1000:.0f} us" if value < 1 else f"{value:.2f} ms"
+    elif unit == "n":
+        text = f"{value:,.0f}"
     else:
         text = f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
     return text
@@ -448,6 +492,13 @@ def render(clients: list[Client], repeats: int) -> tuple[str, list[tuple[str, bo
         per = ", ".join(_fmt(r.rate, "") if r.error is None else "err" for r in c.results)
         csv50 = c.median("csv_p50_ms")
         notes = "; ".join(sorted({r.error for r in c.results if r.error}))
+        if (offered := c.median("offered_rate")) is not None:
+            open_loop = (
+                f"offered {_fmt(offered, '')}, achieved {_fmt(c.median('achieved_rate'), '')} req/s, dropped "
+                f"{_fmt(c.median('dropped'), 'n')}, unfinished {_fmt(c.median('unfinished'), 'n')}, lag p99 "
+                f"{_fmt(c.median('lag_p99_ms'), 'ms')}"
+            )
+            notes = f"{open_loop}; {notes}" if notes else open_loop
         lines.append(
             f"| {c.group} | {c.label} | {_fmt(rate, '')} {c.unit} | {_fmt(c.median('p50_ms'), 'ms')} | "
             f"{_fmt(c.median('mean_ms'), 'ms')} | "
@@ -567,6 +618,10 @@ METHOD = """\
   exact median of the `response_time` of each request (listener `bench/locustfiles/latency.py`), beside
   Locust's own CSV 50% column (whole ms); wrk's p50 from `--latency`; the seed's loops and
   `bench/direct.py` time each request themselves.
+- Open loop (`open10`): `LowUser --rate 500 --max-in-flight 4 --overload drop`, 10 users, one Locust process:
+  5,000 req/s offered. Offered and achieved rates, dropped and unfinished requests and the schedule lag p99
+  (actual - intended send time) come from the run's `latency.json` (`requests.<name>.open_loop`, over the
+  whole run, spawning included); its p50 is from the intended send time.
 - Preprocessing: per-image time (file read + decode + resize + crop + normalize), median over a
   {duration} s loop; the 4000x3000 JPEG ({big_bytes:,} bytes, quality 90, 4:2:0) is made from img1.jpg by
   `bench.preprocess.make_large_jpeg`. Outputs of the two pipelines differ by at most {max_diff_img1:.2g} (img1)
@@ -721,6 +776,11 @@ def main(argv: list[str] | None = None) -> int:
                     result = client.run(args.duration)
                     client.results.append(result)
                     p50 = f", p50 {_fmt(result.p50_ms, 'ms')}" if result.p50_ms is not None else ""
+                    if result.offered_rate is not None:
+                        p50 += (
+                            f"; offered {_fmt(result.offered_rate, '')}, achieved {_fmt(result.achieved_rate, '')}, "
+                            f"dropped {_fmt(result.dropped, 'n')}, lag p99 {_fmt(result.lag_p99_ms, 'ms')}"
+                        )
                     status = f"  [{result.error}]" if result.error else ""
                     print(f"{_fmt(result.rate, '')} {client.unit}{p50}{status}", flush=True)
     description.append(("load average at end (1, 5, 15 min)", loadavg()))

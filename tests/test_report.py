@@ -333,6 +333,80 @@ def test_failures_are_counted_on_top_of_the_successful_requests(results: Path) -
     assert "| litserve | resnet50_onnx | 759 | 25.3 | 41 (5.1%) |" in md_path.read_text()
 
 
+def make_open_loop(folder: Path, *, offered: float, achieved: float, dropped: int, unfinished: int) -> None:
+    """Turns ``folder``'s run into an open-loop one, as latency.py writes it: ``open_loop`` and ``service_ms``."""
+    path = folder / "latency.json"
+    data = json.loads(path.read_text())
+    (entry,) = data["requests"].values()
+    completed = round(achieved * 30)
+    entry["open_loop"] = {
+        "offered_rate_per_s": offered,
+        "scheduled": completed + dropped + unfinished,
+        "sent": completed + unfinished,
+        "dropped": dropped,
+        "completed": completed,
+        "unfinished": unfinished,
+        "streams": 1,
+        "stream_seconds": 30.0,
+        "scheduled_per_s": (completed + dropped + unfinished) / 30.0,
+        "achieved_per_s": achieved,
+        "lag_ms": {"p50": 0.512, "p99": 1.04, "max": 3.21},
+    }
+    entry["service_ms"] = {k: v - 0.75 for k, v in entry["latency_ms"].items()}
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _open_loop_md_rows(md: str) -> dict[str, str]:
+    lines = md.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("| server | kept up |")))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows[line.split(" | ")[0].removeprefix("| ")] = line
+    return rows
+
+
+def test_open_loop_run_shows_rates_drops_lags_and_both_latencies(results: Path) -> None:
+    make_open_loop(results / "triton", offered=30.0, achieved=29.9, dropped=0, unfinished=2)
+    html_path, md_path = build_report([results / "triton", results / "litserve"], results)
+    rows = _open_loop_md_rows(md_path.read_text())
+    # kept up, offered, achieved, dropped, unfinished, lag p50/p99/max, latency p50/p99, service p50/p99
+    assert rows["triton"] == (
+        "| triton | yes | 30.0 | 29.9 | 0 | 2 | 0.512 | 1.04 | 3.21 | 28.9 | 34.0 | 28.2 | 33.2 |"
+    )
+    html = html_path.read_text()
+    assert '<h2 id="open-loop">Open loop: did each server keep up?</h2>' in html
+    assert '<td class="text">yes</td><td>30.0</td><td>29.9</td><td>0</td><td>2</td><td>0.512</td>' in html
+
+
+def test_closed_loop_run_shows_dashes_in_the_open_loop_table(results: Path) -> None:
+    make_open_loop(results / "triton", offered=30.0, achieved=29.9, dropped=0, unfinished=0)
+    html_path, md_path = build_report([results / "triton", results / "litserve"], results)
+    rows = _open_loop_md_rows(md_path.read_text())
+    assert rows["litserve"] == "| litserve |" + " \u2014 |" * 12
+    assert '<td class="text">\u2014</td>' + "<td>\u2014</td>" * 11 + "</tr>" in html_path.read_text()
+
+
+def test_a_run_that_dropped_requests_did_not_keep_up(results: Path) -> None:
+    make_open_loop(results / "litserve", offered=30.0, achieved=16.7, dropped=399, unfinished=4)
+    _, md_path = build_report([results / "triton", results / "litserve"], results)
+    rows = _open_loop_md_rows(md_path.read_text())
+    assert rows["litserve"].startswith("| litserve | no | 30.0 | 16.7 | 399 | 4 |")
+
+
+def test_a_run_below_99_percent_of_its_offered_rate_did_not_keep_up(results: Path) -> None:
+    make_open_loop(results / "litserve", offered=30.0, achieved=29.6, dropped=0, unfinished=0)
+    _, md_path = build_report([results / "triton", results / "litserve"], results)
+    rows = _open_loop_md_rows(md_path.read_text())
+    assert rows["litserve"].startswith("| litserve | no | 30.0 | 29.6 | 0 |")
+
+
+def test_closed_loop_runs_only_get_no_open_loop_table(report: tuple[str, str, Path]) -> None:
+    html, md, _ = report
+    assert "Open loop" not in md + html
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [

@@ -28,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "HistoryPoint",
+    "OpenLoop",
     "ReportError",
     "RequestStats",
     "Run",
@@ -61,13 +62,40 @@ BREAKDOWN_FIELDS = (
 )
 
 
+KEPT_UP_SHARE = 0.99  # an open loop kept up: achieved >= 99% of offered, and nothing dropped
+
+
 class ReportError(ValueError):
     """A run folder cannot be reported on; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
+class OpenLoop:
+    """``requests.<name>.open_loop`` in ``latency.json``: an open-loop stream's rates, counts and send lags."""
+
+    offered_per_s: float | None
+    achieved_per_s: float | None
+    scheduled: int | None
+    sent: int | None
+    dropped: int | None
+    completed: int | None
+    unfinished: int | None
+    lag_ms: dict[str, float]
+
+    @property
+    def kept_up(self) -> bool | None:
+        """Achieved at least 99% of the offered rate and dropped nothing; ``None`` when the rates are missing."""
+        if self.offered_per_s is None or self.achieved_per_s is None or self.dropped is None:
+            return None
+        return self.dropped == 0 and self.achieved_per_s >= KEPT_UP_SHARE * self.offered_per_s
+
+
+@dataclass(frozen=True)
 class RequestStats:
-    """One entry of ``requests`` in ``latency.json``: a request name's counts and latencies (ms)."""
+    """One entry of ``requests`` in ``latency.json``: a request name's counts and latencies (ms).
+
+    ``latency_ms`` runs from each request's intended send time (open loop) or its send (closed loop);
+    ``service_ms`` from its actual send; ``open_loop`` is ``None`` for a closed loop."""
 
     name: str
     count: int
@@ -76,6 +104,8 @@ class RequestStats:
     latency_ms: dict[str, float]
     ttfb_ms: dict[str, float]
     distribution: list[tuple[float, float]]
+    service_ms: dict[str, float] = field(default_factory=dict)
+    open_loop: OpenLoop | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +183,26 @@ def _distribution(value: Any) -> list[tuple[float, float]]:
     return sorted(points)
 
 
+def _count(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _open_loop(value: Any) -> OpenLoop | None:
+    if not isinstance(value, dict):
+        return None
+    return OpenLoop(
+        offered_per_s=_number(value.get("offered_rate_per_s")),
+        achieved_per_s=_number(value.get("achieved_per_s")),
+        scheduled=_count(value.get("scheduled")),
+        sent=_count(value.get("sent")),
+        dropped=_count(value.get("dropped")),
+        completed=_count(value.get("completed")),
+        unfinished=_count(value.get("unfinished")),
+        lag_ms=_numbers(value.get("lag_ms")),
+    )
+
+
 def _requests(raw: Any, where: Path) -> list[RequestStats]:
     if not isinstance(raw, dict) or not raw:
         raise ReportError(f"{where} has no requests: the load test recorded none; run it again")
@@ -170,6 +220,8 @@ def _requests(raw: Any, where: Path) -> list[RequestStats]:
                 latency_ms=_numbers(entry.get("latency_ms")),
                 ttfb_ms=_numbers(entry.get("ttfb_ms")),
                 distribution=_distribution(entry.get("distribution")),
+                service_ms=_numbers(entry.get("service_ms")),
+                open_loop=_open_loop(entry.get("open_loop")),
             )
         )
     return stats
@@ -372,6 +424,73 @@ def _breakdown_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+OPEN_LOOP_HEADER = [
+    "server",
+    "kept up",
+    "offered req/s",
+    "achieved req/s",
+    "dropped",
+    "unfinished",
+    "lag p50 ms",
+    "lag p99 ms",
+    "lag max ms",
+    "latency p50 ms (from intended send)",
+    "latency p99 ms (from intended send)",
+    "service p50 ms (from actual send)",
+    "service p99 ms (from actual send)",
+]
+
+OPEN_LOOP_NOTE = (
+    f"Open-loop users send on a schedule whatever the answers. Kept up: achieved at least "
+    f"{KEPT_UP_SHARE:.0%} of the offered rate and dropped nothing. Dropped: due while --max-in-flight requests "
+    f"were out, never sent; unfinished: in flight or queued when the run stopped. Lag: actual {MINUS} intended "
+    f"send time. Latency runs from the intended send time (what a user waits, coordinated omission included), "
+    f"service time from the actual send. {DASH}: a closed loop (no schedule)."
+)
+
+
+TEXT_SECOND_COLUMNS = ("model", "kept up")  # tables whose second column is text (left-aligned)
+
+
+def _has_open_loop(runs: Sequence[Run]) -> bool:
+    return any(s.open_loop is not None for r in runs for s in r.requests)
+
+
+def _kept_up(ol: OpenLoop) -> str:
+    kept = ol.kept_up
+    return DASH if kept is None else ("yes" if kept else "no")
+
+
+def _optional_count(value: int | None) -> str:
+    return DASH if value is None else _format_count(value)
+
+
+def _open_loop_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[str]]:
+    """The open-loop table: its header, one row per request name, and each row's run colour."""
+    rows, colors = [], []
+    for run in runs:
+        for stats in run.requests:
+            ol = stats.open_loop
+            colors.append(run.color)
+            if ol is None:
+                rows.append([_row_label(run, stats), *(DASH for _ in OPEN_LOOP_HEADER[1:])])
+                continue
+            rows.append(
+                [
+                    _row_label(run, stats),
+                    _kept_up(ol),
+                    format_ms(ol.offered_per_s),
+                    format_ms(ol.achieved_per_s),
+                    _optional_count(ol.dropped),
+                    _optional_count(ol.unfinished),
+                    *(format_ms(ol.lag_ms.get(k)) for k in ("p50", "p99", "max")),
+                    *(format_ms(stats.latency_ms.get(k)) for k in ("p50", "p99")),
+                    *(format_ms(stats.service_ms.get(k)) for k in ("p50", "p99")),
+                ]
+            )
+    return OPEN_LOOP_HEADER, rows, colors
+
+
 def _locust_notes(runs: Sequence[Run]) -> list[str]:
     """One sentence per run: Locust's own (rounded) p50/p95/p99 next to ours."""
     notes = []
@@ -395,7 +514,7 @@ def _md_cell(text: str) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    text_columns = 2 if header[1] == "model" else 1
+    text_columns = 2 if header[1] in TEXT_SECOND_COLUMNS else 1
     align = ["---" if i < text_columns else "---:" for i in range(len(header))]
     lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
@@ -415,6 +534,9 @@ def render_markdown(runs: Sequence[Run], html_path: Path | None = None) -> str:
             *_md_table(b_header, b_rows),
             "",
         ]
+    if _has_open_loop(runs):
+        o_header, o_rows, _ = _open_loop_rows(runs)
+        lines += ["Open loop, did each server keep up? " + OPEN_LOOP_NOTE, "", *_md_table(o_header, o_rows), ""]
     notes = _locust_notes(runs)
     if notes:
         lines += ["Locust's own p50 / p95 / p99 (rounded) vs ours: " + "; ".join(notes) + ".", ""]
@@ -670,7 +792,7 @@ code { font-size: 0.92em; }
 
 
 def _html_table(header: list[str], rows: list[list[str]], colors: list[str], caption: str) -> str:
-    text_cols = {0, 1} if header[1] == "model" else {0}
+    text_cols = {0, 1} if header[1] in TEXT_SECOND_COLUMNS else {0}
 
     def cls(i: int) -> str:
         return ' class="text"' if i in text_cols else ""
@@ -707,7 +829,12 @@ def render_html(runs: Sequence[Run]) -> str:
         row_colors,
         "Latencies are client-side, measured by the Rust client around each successful request (HdrHistogram, "
         "3 significant digits); requests counts those, failures come on top. TTFB is the time to the first byte "
-        "of the response.",
+        "of the response."
+        + (
+            " For open-loop runs they run from each request's intended send time (see Open loop below)."
+            if _has_open_loop(runs)
+            else ""
+        ),
     )
     parts = [
         "<!doctype html>",
@@ -736,6 +863,15 @@ def render_html(runs: Sequence[Run]) -> str:
             "so they are coarser than the histogram's: " + html.escape("; ".join(notes)) + ".</p>"
         )
     parts.append("</section>")
+
+    if _has_open_loop(runs):
+        o_header, o_rows, o_colors = _open_loop_rows(runs)
+        parts += [
+            '<section aria-labelledby="open-loop">',
+            '<h2 id="open-loop">Open loop: did each server keep up?</h2>',
+            _html_table(o_header, o_rows, o_colors, OPEN_LOOP_NOTE),
+            "</section>",
+        ]
 
     if any(r.server_stats is not None for r in runs):
         b_header, b_rows = _breakdown_rows(runs)
