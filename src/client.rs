@@ -462,7 +462,6 @@ impl PyOutcome {
         self.0.length
     }
 
-    /// Index of the largest value of the first output's first row.
     /// Whether the request went out on a second connection because the pooled one was closed
     /// before any byte of it was written (the server cannot have seen the first try).
     #[getter]
@@ -470,6 +469,7 @@ impl PyOutcome {
         self.0.resent
     }
 
+    /// Index of the largest value of the first output's first row.
     #[getter]
     fn top1(&self) -> Option<usize> {
         self.0.top1

@@ -31,7 +31,8 @@ pub fn new_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| unreachable!())
 }
 
-fn micros(d: Duration) -> u64 {
+/// A duration in whole µs, clamped to the histograms' lowest value.
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros())
         .unwrap_or(u64::MAX)
         .max(LOWEST_US)

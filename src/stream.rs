@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::client::{Endpoint, Outcome, PyEndpoint, PyOutcome};
 use crate::error::{Error, Result};
-use crate::latency::{new_histogram, PyLatencyHistogram};
+use crate::latency::{micros, new_histogram, PyLatencyHistogram};
 use crate::runtime;
 use crate::schedule::{decide, Arrival, Decision, Overload, Schedule};
 use crate::wake::Inbox;
@@ -97,7 +97,7 @@ impl Shared {
         self.lag
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .saturating_record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX).max(1));
+            .saturating_record(micros(lag));
         self.endpoint.latency.record_sent(lag);
         true
     }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from locust import events
 
 _times: list[float] = []
 _all_requests = [0]
-_cpu_at_start: dict[str, float] = {}
+_cpu_at_start: dict[str, float] = {}  # CPU seconds when spawning completed
+_cpu_per_request: dict[str, float] = {}  # CPU µs per request over the measured window, set at test stop
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -33,7 +33,7 @@ def _cpu() -> dict[str, float]:
         except (OSError, IndexError, ValueError):
             continue
     t = os.times()
-    return {"process": t.user + t.system, "io": io, "wall": time.monotonic()}
+    return {"process": t.user + t.system, "io": io}
 
 
 @events.request.add_listener
@@ -52,12 +52,11 @@ def _reset(**_kwargs: Any) -> None:
 
 @events.test_stop.add_listener
 def _stop(**_kwargs: Any) -> None:
-    if _cpu_at_start and "end" not in _cpu_at_start:
+    if _cpu_at_start and not _cpu_per_request:
         end = _cpu()
         n = max(_all_requests[0], 1)
         for key in ("process", "io"):
-            _cpu_at_start[f"{key}_us_per_request"] = (end[key] - _cpu_at_start[key]) / n * 1e6
-        _cpu_at_start["end"] = end["wall"]
+            _cpu_per_request[key] = (end[key] - _cpu_at_start[key]) / n * 1e6
 
 
 @events.quitting.add_listener
@@ -70,8 +69,8 @@ def _write(**_kwargs: Any) -> None:
                 {
                     "count": len(_times),
                     "p50_ms": median,
-                    "cpu_us": _cpu_at_start.get("process_us_per_request"),
-                    "io_cpu_us": _cpu_at_start.get("io_us_per_request"),
+                    "cpu_us": _cpu_per_request.get("process"),
+                    "io_cpu_us": _cpu_per_request.get("io"),
                 },
                 f,
             )
