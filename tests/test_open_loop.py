@@ -31,6 +31,7 @@ def open_loop_run(tmp_path: Path, url: str, model: str, *args: str, run_time: st
     entry = summary["requests"][f"triton/{model}"]
     entry["locust_requests"] = int(run.stats(f"triton/{model}")["Request Count"])
     entry["stdout"] = run.stdout
+    entry["server_stats"] = summary["server_stats"]
     return entry
 
 
@@ -56,6 +57,13 @@ def test_locust_and_latency_json_count_the_same_requests(sustained: dict[str, An
     # Locust writes its CSV once a second, so its count may lack the last partial second
     ol = sustained["open_loop"]
     assert sustained["count"] == ol["completed"] >= sustained["locust_requests"] > 0, (sustained["count"], ol)
+
+
+def test_the_server_saw_between_what_was_answered_and_what_was_sent(sustained: dict[str, Any]) -> None:
+    # Triton's own count over the run: every answered request, and at most the ones sent (a request
+    # abandoned in flight at the stop may or may not have run by the time the statistics are read).
+    ol, served = sustained["open_loop"], sustained["server_stats"]["inference_count"]
+    assert ol["completed"] <= served <= ol["sent"], (ol, served)
 
 
 def test_summary_shows_the_open_loop_numbers(sustained: dict[str, Any]) -> None:
