@@ -13,8 +13,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSF
 use reqwest::{Method, Url};
 
 use crate::error::{Error, Result};
-use crate::latency::{Latency, PyLatencyHistogram, Recorder, StreamCounts};
 use crate::litserve;
+use crate::measurements::{Latency, PyMeasurements, Recorder};
 use crate::runtime;
 use crate::tensor::DataType;
 use crate::transport::{ClientConfig, RequestSpec, Transport};
@@ -133,29 +133,6 @@ fn preview(body: &[u8]) -> String {
         text = "(empty body)".into();
     }
     text
-}
-
-/// Stream counters as a Python dict.
-pub struct StreamCountsDict(StreamCounts);
-
-impl<'py> IntoPyObject<'py> for StreamCountsDict {
-    type Target = pyo3::types::PyDict;
-    type Output = Bound<'py, Self::Target>;
-    type Error = PyErr;
-
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        let c = self.0;
-        let d = pyo3::types::PyDict::new(py);
-        d.set_item("scheduled", c.scheduled)?;
-        d.set_item("sent", c.sent)?;
-        d.set_item("dropped", c.dropped)?;
-        d.set_item("completed", c.completed)?;
-        d.set_item("unfinished", c.unfinished)?;
-        d.set_item("streams", c.started)?;
-        d.set_item("rate", c.rate)?;
-        d.set_item("stream_seconds", c.seconds)?;
-        Ok(d)
-    }
 }
 
 impl Outcome {
@@ -331,28 +308,18 @@ impl PyEndpoint {
         self.inner.latency.record(latency, o.resent);
     }
 
-    /// What the requests recorded since the last call measured: (total, time to first byte)
-    /// latency histograms of the successful ones, and how many of all were resent. Recording
-    /// starts afresh.
-    fn take_latency(&self) -> (PyLatencyHistogram, PyLatencyHistogram, u64) {
-        let m = self.inner.latency.take();
-        (
-            PyLatencyHistogram::wrap(m.total),
-            PyLatencyHistogram::wrap(m.ttfb),
-            m.resent,
-        )
+    /// What the requests recorded since the last call measured (latency histograms, resent
+    /// count, open-loop counters); recording starts afresh.
+    fn take(&self) -> PyMeasurements {
+        PyMeasurements {
+            inner: self.inner.latency.take(),
+        }
     }
 
-    /// What the open-loop streams measured since the last call: the service-time histogram
-    /// (from the actual send; equal to the latency in a closed loop), the lag histogram (actual -
-    /// intended send time) and the streams' counters. Recording starts afresh.
-    fn take_schedule(&self) -> (PyLatencyHistogram, PyLatencyHistogram, StreamCountsDict) {
-        let m = self.inner.latency.take_schedule();
-        (
-            PyLatencyHistogram::wrap(m.0),
-            PyLatencyHistogram::wrap(m.1),
-            StreamCountsDict(m.2),
-        )
+    /// Forgets what was recorded since the last take, as Locust's `--reset-stats` does once all
+    /// users are spawned; running streams count their time from now.
+    fn reset(&self) {
+        self.inner.latency.reset();
     }
 
     fn __repr__(&self) -> String {

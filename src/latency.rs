@@ -1,7 +1,6 @@
 //! Microsecond latency histograms (HdrHistogram: 1 µs to 60 s, 3 significant digits), recorded in
 //! Rust for every successful request and merged across Locust workers by serialising them.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
@@ -36,125 +35,6 @@ pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros())
         .unwrap_or(u64::MAX)
         .max(LOWEST_US)
-}
-
-/// What one endpoint's reported requests measured since the last take.
-pub struct Measurements {
-    /// Latency of successful requests, to the last response byte. For open-loop streams it runs
-    /// from the intended send time (lag + service time).
-    pub total: Histogram<u64>,
-    /// Latency of successful requests, to the response head.
-    pub ttfb: Histogram<u64>,
-    /// Service time of successful requests: from the actual send to the last response byte (the
-    /// same as `total` in a closed loop, where nothing is sent late).
-    pub service: Histogram<u64>,
-    /// Open-loop streams: how late each request left (actual - intended send time).
-    pub lag: Histogram<u64>,
-    /// Open-loop streams: their counters.
-    pub streams: StreamCounts,
-    /// Requests of any outcome that went out on a second connection (the pooled one was closed
-    /// before any byte of the request was written).
-    pub resent: u64,
-}
-
-/// What the open-loop streams of an endpoint did since the last take.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct StreamCounts {
-    /// Requests whose intended send time came.
-    pub scheduled: u64,
-    /// Requests that left.
-    pub sent: u64,
-    /// Requests never sent because `max_in_flight` were out (`drop` policy).
-    pub dropped: u64,
-    /// Requests reported (to Locust), whatever their outcome.
-    pub completed: u64,
-    /// Requests scheduled but neither dropped nor reported when their stream stopped: in flight,
-    /// queued, or answered but not yet taken.
-    pub unfinished: u64,
-    /// Streams started.
-    pub started: u64,
-    /// Sum of the started streams' rates (requests per second).
-    pub rate: f64,
-    /// Sum of the stopped streams' running times (seconds).
-    pub seconds: f64,
-}
-
-/// One successful request's latencies.
-#[derive(Debug, Clone, Copy)]
-pub struct Latency {
-    pub total: Duration,
-    pub ttfb: Duration,
-    pub service: Duration,
-}
-
-impl Default for Measurements {
-    fn default() -> Self {
-        Measurements {
-            total: new_histogram(),
-            ttfb: new_histogram(),
-            service: new_histogram(),
-            lag: new_histogram(),
-            streams: StreamCounts::default(),
-            resent: 0,
-        }
-    }
-}
-
-/// The [`Measurements`] of one endpoint, filled as its users report requests.
-#[derive(Default)]
-pub struct Recorder {
-    current: Mutex<Measurements>,
-}
-
-impl Recorder {
-    /// Accounts for one reported request: its latencies when it succeeded (`latency`), and
-    /// whether it was resent.
-    pub fn record(&self, latency: Option<Latency>, resent: bool) {
-        self.update(|m| {
-            if let Some(l) = latency {
-                m.total.saturating_record(micros(l.total));
-                m.ttfb.saturating_record(micros(l.ttfb));
-                m.service.saturating_record(micros(l.service));
-            }
-            m.resent += u64::from(resent);
-        });
-    }
-
-    /// Accounts for an open-loop request that left, `lag` after its intended time.
-    pub fn record_sent(&self, lag: Duration) {
-        self.update(|m| {
-            m.lag.saturating_record(micros(lag));
-            m.streams.sent += 1;
-        });
-    }
-
-    /// Changes the measurements under the lock (stream counters).
-    pub fn update(&self, f: impl FnOnce(&mut Measurements)) {
-        f(&mut self.current.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-
-    /// Returns the latencies and resent count recorded since the last call and starts them
-    /// afresh (the service times, lags and stream counters stay for [`Recorder::take_schedule`]).
-    pub fn take(&self) -> Measurements {
-        let mut m = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        Measurements {
-            total: std::mem::replace(&mut m.total, new_histogram()),
-            ttfb: std::mem::replace(&mut m.ttfb, new_histogram()),
-            resent: std::mem::take(&mut m.resent),
-            ..Measurements::default()
-        }
-    }
-
-    /// Returns the service times, lags and stream counters recorded since the last call and
-    /// starts them afresh.
-    pub fn take_schedule(&self) -> (Histogram<u64>, Histogram<u64>, StreamCounts) {
-        let mut m = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        (
-            std::mem::replace(&mut m.service, new_histogram()),
-            std::mem::replace(&mut m.lag, new_histogram()),
-            std::mem::take(&mut m.streams),
-        )
-    }
 }
 
 pub fn to_bytes(h: &Histogram<u64>) -> Result<Vec<u8>> {
@@ -324,40 +204,6 @@ mod tests {
         merged.add(&b).unwrap();
         assert_eq!(merged, all);
         assert_eq!(merged.value_at_quantile(0.99), all.value_at_quantile(0.99));
-    }
-
-    #[test]
-    fn recorder_takes_and_resets() {
-        let r = Recorder::default();
-        let latency = |total, ttfb| Latency {
-            total,
-            ttfb,
-            service: total,
-        };
-        r.record(
-            Some(latency(
-                Duration::from_micros(20_500),
-                Duration::from_millis(20),
-            )),
-            false,
-        );
-        r.record(
-            Some(latency(Duration::from_nanos(10), Duration::from_secs(100))),
-            true,
-        );
-        r.record_sent(Duration::from_millis(3));
-        r.record(None, true);
-        let m = r.take();
-        assert_eq!(m.total.len(), 2);
-        assert_eq!(m.total.min(), 1);
-        assert_eq!(m.ttfb.max(), m.ttfb.highest_equivalent(HIGHEST_US));
-        assert_eq!(m.resent, 2, "resent requests count whatever their outcome");
-        let again = r.take();
-        assert_eq!((again.total.len(), again.resent), (0, 0));
-        let (service, lag, streams) = r.take_schedule();
-        assert_eq!((service.len(), lag.len(), streams.sent), (2, 1, 1));
-        let (service, lag, streams) = r.take_schedule();
-        assert_eq!((service.len(), lag.len(), streams.sent), (0, 0, 0));
     }
 
     #[test]

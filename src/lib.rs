@@ -6,6 +6,7 @@ pub mod error;
 pub mod jpeg;
 pub mod latency;
 pub mod litserve;
+pub mod measurements;
 pub mod preprocess;
 pub mod runtime;
 pub mod schedule;
@@ -38,6 +39,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyRequestSlot>()?;
     m.add_class::<client::PyOutcome>()?;
     m.add_class::<latency::PyLatencyHistogram>()?;
+    m.add_class::<measurements::PyMeasurements>()?;
     m.add_class::<stream::PyStream>()?;
     m.add_class::<stream::PyCompletion>()?;
     Ok(())

@@ -185,7 +185,12 @@ impl Stream {
         self.driver.abort(); // its JoinSet aborts the requests in flight
         self.shared.inbox.close();
         let unfinished = c.scheduled.saturating_sub(c.dropped + c.delivered);
-        let seconds = self.start.elapsed().as_secs_f64();
+        let seconds = self
+            .shared
+            .endpoint
+            .latency
+            .running_time(self.start.into_std())
+            .as_secs_f64();
         self.shared.endpoint.latency.update(|m| {
             m.streams.unfinished += unfinished;
             m.streams.seconds += seconds;

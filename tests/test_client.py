@@ -46,14 +46,15 @@ def test_latency_is_recorded_only_for_reported_successes(triton) -> None:
     ok = send(ok_endpoint)
     failed = send(triton_endpoint(triton.url, "no_such_model"))
     assert ok.ok and not failed.ok and failed.status == 404
-    assert ok_endpoint.take_latency()[0].count == 0  # nothing until the user reports it
+    assert ok_endpoint.take().total.count == 0  # nothing until the user reports it
     ok_endpoint.record(ok)
     ok_endpoint.record(failed)  # a failure has no latency to record
     ok_endpoint.record(ok, success=False)  # nor has a success that a check in Python failed
-    total, ttfb, resent = ok_endpoint.take_latency()
-    assert (total.count, ttfb.count, resent) == (1, 1, 0)
+    taken = ok_endpoint.take()
+    total = taken.total
+    assert (total.count, taken.ttfb.count, taken.service.count, taken.resent) == (1, 1, 1, 0)
     assert abs(total.percentile(50) - ok.response_time) <= ok.response_time / 500 + 0.001
-    assert ok_endpoint.take_latency()[0].count == 0  # taken
+    assert ok_endpoint.take().total.count == 0  # taken
 
 
 def test_success_against_real_triton(triton) -> None:

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from locust_inference import LatencyHistogram
+import pytest
+from locust_inference import LatencyHistogram, Measurements, ProtocolError
 from support import REPO_ROOT, clean_env, run_distributed, run_locust
 
 
@@ -28,6 +29,22 @@ def test_merged_worker_histograms_equal_one_histogram_of_all_samples() -> None:
     # and 3 significant digits: the p99 is within 0.1% of the exact sample percentile
     exact = float(np.percentile(samples, 99, method="inverted_cdf"))
     assert abs(master.percentile(99) - exact) <= exact * 1e-3 + 1e-3
+
+
+def test_measurements_cross_the_wire_whole_and_refuse_other_bytes() -> None:
+    empty = Measurements()
+    back = Measurements.from_bytes(empty.to_bytes())
+    assert back == empty and back.total.count == 0 and back.streams["streams"] == 0
+    assert back.streams == dict.fromkeys(
+        ("scheduled", "sent", "dropped", "completed", "unfinished", "streams", "rate", "stream_seconds"), 0
+    )
+    merged = Measurements()
+    merged.add(back)
+    merged.add(Measurements.from_bytes(empty.to_bytes()))
+    assert merged == empty
+    for garbage in (b"", b"LIM", b"LIM\x02" + empty.to_bytes()[4:], empty.to_bytes()[:-1], LatencyHistogram().to_bytes()):
+        with pytest.raises(ProtocolError, match="not a locust-inference measurement|not a serialised latency"):
+            Measurements.from_bytes(garbage)
 
 
 def test_summary_and_distribution() -> None:
@@ -139,6 +156,33 @@ def test_expect_top1_mismatch_is_a_failure_with_the_reason(triton, tmp_path: Pat
     assert run.stats()["Failure Count"] == run.stats()["Request Count"]
     (failure,) = run.failures()
     assert f"top-1 class is {actual}, expected {wrong} (--expect-top1)" in failure["Error"]
+
+
+def test_reset_stats_resets_our_measurements_with_locusts(triton, tmp_path: Path) -> None:
+    # 3 users spawned at 2/s: requests made while spawning are in neither Locust's numbers nor ours
+    for user_class in ("HighUser", "LowUser"):
+        run = run_locust(
+            tmp_path / user_class,
+            "--host",
+            triton.url,
+            "--reset-stats",
+            "-r",
+            "2",
+            user_class,
+            users=3,
+            run_time="3s",
+            env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        result = load(tmp_path / user_class)
+        entry = result["requests"]["triton/tiny_onnx"]
+        assert entry["count"] == result["locust"]["requests"] - result["locust"]["failures"] > 0, user_class
+        if user_class == "LowUser":
+            ol = entry["open_loop"]
+            assert ol["streams"] == 3 and ol["offered_rate_per_s"] == 90  # the streams outlive the reset
+            assert ol["completed"] == result["locust"]["requests"]
+            # every stream ran about 2 s after the reset, not the 2.5 s or 3 s since it started
+            assert ol["stream_seconds"] < 3 * 2.5
 
 
 def test_distributed_run_merges_workers(triton, tmp_path: Path) -> None:

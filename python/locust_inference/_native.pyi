@@ -128,14 +128,45 @@ class Endpoint:
     def record(self, outcome: Outcome, success: bool = True) -> None:
         """Accounts for a reported request (call it as the request is reported): its latency when it
         succeeded (success=False: a check made in Python failed it), and whether it was resent."""
-    def take_latency(self) -> tuple[LatencyHistogram, LatencyHistogram, int]:
-        """(total, time-to-first-byte) histograms of the successful requests recorded since the last
-        call, and how many of all recorded requests were resent."""
-    def take_schedule(self) -> tuple[LatencyHistogram, LatencyHistogram, dict[str, int | float]]:
-        """What open-loop streams measured since the last call: the service-time histogram (from the
-        actual send; the same as the latency in a closed loop), the lag histogram (actual - intended
-        send time) and the streams' counters: scheduled, sent, dropped, completed, unfinished,
-        streams, rate (sum of the streams' rates), stream_seconds (sum of stopped streams' run times)."""
+    def take(self) -> Measurements:
+        """What the requests recorded since the last call measured; recording starts afresh."""
+    def reset(self) -> None:
+        """Forgets what was recorded since the last take (Locust's --reset-stats, once all users are
+        spawned); running streams count their time from now."""
+
+@final
+class Measurements:
+    """What an endpoint's requests measured: latency histograms, the resent count and the open-loop
+    counters. Workers send it to the master as to_bytes(); the master merges with add()."""
+
+    def __new__(cls) -> Measurements: ...
+    @property
+    def total(self) -> LatencyHistogram:
+        """Successful requests to the last byte (from the intended send time in an open loop)."""
+    @property
+    def ttfb(self) -> LatencyHistogram:
+        """Successful requests to the response head."""
+    @property
+    def service(self) -> LatencyHistogram:
+        """Successful requests from the actual send (the same as total in a closed loop)."""
+    @property
+    def lag(self) -> LatencyHistogram:
+        """Open-loop requests: actual - intended send time."""
+    @property
+    def resent(self) -> int:
+        """Requests of any outcome that were resent."""
+    @property
+    def streams(self) -> dict[str, int | float]:
+        """Open-loop counters: scheduled, sent, dropped, completed, unfinished, streams, rate (sum of
+        the streams' rates), stream_seconds (sum of stopped streams' run times)."""
+    def add(self, other: Measurements) -> None: ...
+    def restart(self) -> None:
+        """Forgets what was measured, keeping the number of streams and their offered rate."""
+    def to_bytes(self) -> bytes: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> Measurements:
+        """Raises ProtocolError for bytes that are not a serialised Measurements."""
+    def __eq__(self, other: object, /) -> bool: ...
 
 @final
 class Stream:

@@ -19,25 +19,23 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import locust.stats
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from locust_inference import hooks
-from locust_inference._native import LatencyHistogram
+from locust_inference._native import Measurements
 from locust_inference.options import Settings
 from locust_inference.server_stats import ServerStats, breakdown, read_stats
 
 __all__ = ["Collector", "fine_bucket_response_time", "install", "use_fine_buckets"]
 
 log = logging.getLogger("locust_inference")
-REPORT_KEY = "locust_inference_latency"
+REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measurements.to_bytes()}
 _locust_bucket = getattr(locust.stats, "bucket_response_time", None)  # Locust's own (checked before use)
 _fine_bucket_users: set[int] = set()  # id() of each Environment whose run uses fine buckets
-SCHEDULE_KEY = "locust_inference_schedule"
-STREAM_COUNTS = ("scheduled", "sent", "dropped", "completed", "unfinished", "streams", "rate", "stream_seconds")
 
 
 def fine_bucket_response_time(response_time: float) -> float:
@@ -64,43 +62,40 @@ def use_fine_buckets(environment: Environment) -> None:
             locust.stats.bucket_response_time = _locust_bucket
 
 
+class Recording(Protocol):
+    """What a process's endpoint offers the collector (``_native.Endpoint``)."""
+
+    def take(self) -> Measurements: ...
+    def reset(self) -> None: ...
+
+
 @dataclass
 class Collector:
-    """The latencies of one process (or, on the master, of all workers), per request name."""
+    """What the requests of one process (or, on the master, of all workers) measured, per request name."""
 
     settings: Settings
-    total: dict[str, LatencyHistogram] = field(default_factory=dict)
-    ttfb: dict[str, LatencyHistogram] = field(default_factory=dict)
-    resent: dict[str, int] = field(default_factory=dict)
-    service: dict[str, LatencyHistogram] = field(default_factory=dict)
-    lag: dict[str, LatencyHistogram] = field(default_factory=dict)
-    streams: dict[str, dict[str, float]] = field(default_factory=dict)
+    measured: dict[str, Measurements] = field(default_factory=dict)
     started: dt.datetime | None = None
     stats_at_start: ServerStats | None = None
 
-    def add(self, name: str, total: LatencyHistogram, ttfb: LatencyHistogram, resent: int) -> None:
-        self.total.setdefault(name, LatencyHistogram()).add(total)
-        self.ttfb.setdefault(name, LatencyHistogram()).add(ttfb)
-        self.resent[name] = self.resent.get(name, 0) + resent
+    def add(self, name: str, measurements: Measurements) -> None:
+        self.measured.setdefault(name, Measurements()).add(measurements)
 
-    def add_schedule(
-        self, name: str, service: LatencyHistogram, lag: LatencyHistogram, counts: dict[str, float]
-    ) -> None:
-        """Service times, lags and open-loop stream counters (Endpoint.take_schedule)."""
-        self.service.setdefault(name, LatencyHistogram()).add(service)
-        self.lag.setdefault(name, LatencyHistogram()).add(lag)
-        totals = self.streams.setdefault(name, dict.fromkeys(STREAM_COUNTS, 0))
-        for key in STREAM_COUNTS:
-            totals[key] += counts.get(key, 0)
+    def restart(self) -> None:
+        """Forgets what was measured and counts time from now; streams keep their number and rate."""
+        for m in self.measured.values():
+            m.restart()
+        self.started = dt.datetime.now(dt.UTC)
+        self.stats_at_start = read_stats(self.settings)
 
     def open_loop(self, name: str) -> dict[str, Any] | None:
         """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams."""
-        c = self.streams.get(name)
-        if not c or not c["streams"]:
+        c = self.measured[name].streams
+        if not c["streams"]:
             return None
         mean_seconds = c["stream_seconds"] / c["streams"]  # how long the average stream ran
         per_s = (lambda n: n / mean_seconds) if mean_seconds > 0 else (lambda _n: None)
-        lag = self.lag[name].summary()
+        lag = self.measured[name].lag.summary()
         return {
             "offered_rate_per_s": c["rate"],
             "scheduled": int(c["scheduled"]),
@@ -121,16 +116,17 @@ class Collector:
         duration = max((ended - started).total_seconds(), 1e-9)
         requests: dict[str, Any] = {}
         locust_numbers: dict[str, Any] = {}
-        for name, hist in sorted(self.total.items()):
+        for name, m in sorted(self.measured.items()):
             entry = environment.stats.entries.get((name, "infer"))
+            hist = m.total
             requests[name] = {
                 "count": hist.count,
                 "failures": entry.num_failures if entry else None,
-                "resent": self.resent.get(name, 0),
+                "resent": m.resent,
                 "requests_per_s": hist.count / duration,
                 "latency_ms": hist.summary(),
-                "ttfb_ms": self.ttfb[name].summary(),
-                "service_ms": self.service[name].summary() if name in self.service else {},
+                "ttfb_ms": m.ttfb.summary(),
+                "service_ms": m.service.summary(),
                 "open_loop": self.open_loop(name),
                 "distribution": hist.distribution(),
             }
@@ -141,8 +137,8 @@ class Collector:
                     **{f"p{int(q * 100)}_ms": entry.get_response_time_percentile(q) for q in (0.5, 0.95, 0.99)},
                 }
         client_mean = None
-        if len(self.total) == 1:
-            client_mean = next(iter(self.total.values())).summary().get("mean")
+        if len(self.measured) == 1:
+            client_mean = next(iter(self.measured.values())).total.summary().get("mean")
         return {
             "version": 1,
             "server": self.settings.server,
@@ -233,33 +229,33 @@ def results_folder(environment: Environment, settings: Settings) -> tuple[Path, 
     return Path("results") / settings.server, None
 
 
-def install(
-    environment: Environment, settings: Settings, endpoint_histograms: Any | None, schedule: Any | None = None
-) -> Collector:
-    """Wires the collector into Locust's events for this process. ``endpoint_histograms`` takes the
-    latencies and the resent count recorded since the last call, ``schedule`` the service times, lags
-    and open-loop counters (both None on a master, which only merges)."""
+def install(environment: Environment, settings: Settings, endpoint: Recording | None) -> Collector:
+    """Wires the collector into Locust's events for this process. ``endpoint`` records this process's
+    requests (None on a master, which only merges what workers send)."""
     use_fine_buckets(environment)
     collector = Collector(settings)
     events = environment.events
     runner = environment.runner
 
     def take_local() -> None:
-        if endpoint_histograms is not None:
-            collector.add(settings.name, *endpoint_histograms())
-        if schedule is not None:
-            collector.add_schedule(settings.name, *schedule())
+        if endpoint is not None:
+            collector.add(settings.name, endpoint.take())
+
+    @events.spawning_complete.add_listener
+    def _reset(**_kw: Any) -> None:
+        # Locust resets its own statistics here with --reset-stats (its runner's listener); ours follow,
+        # in every process, so that latency.json covers the same requests as Locust's numbers.
+        if environment.reset_stats:
+            if endpoint is not None:
+                endpoint.reset()
+            collector.restart()
 
     if isinstance(runner, WorkerRunner):
 
         @events.report_to_master.add_listener
         def _report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-            if endpoint_histograms is not None:
-                total, ttfb, resent = endpoint_histograms()
-                data[REPORT_KEY] = {settings.name: [total.to_bytes(), ttfb.to_bytes(), resent]}
-            if schedule is not None:
-                service, lag, counts = schedule()
-                data[SCHEDULE_KEY] = {settings.name: [service.to_bytes(), lag.to_bytes(), counts]}
+            if endpoint is not None:
+                data[REPORT_KEY] = {settings.name: endpoint.take().to_bytes()}
 
         return collector
 
@@ -267,30 +263,21 @@ def install(
 
         @events.worker_report.add_listener
         def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-            for name, (total, ttfb, resent) in data.get(REPORT_KEY, {}).items():
-                collector.add(name, LatencyHistogram.from_bytes(total), LatencyHistogram.from_bytes(ttfb), resent)
-            for name, (service, lag, counts) in data.get(SCHEDULE_KEY, {}).items():
-                collector.add_schedule(
-                    name, LatencyHistogram.from_bytes(service), LatencyHistogram.from_bytes(lag), counts
-                )
+            for name, blob in data.get(REPORT_KEY, {}).items():
+                collector.add(name, Measurements.from_bytes(blob))
 
     @events.test_start.add_listener
     def _start(**_kw: Any) -> None:
         if collector.started is None:
             take_local()  # drop anything recorded before the test (none expected)
-            collector.total.clear()
-            collector.ttfb.clear()
-            collector.resent.clear()
-            collector.service.clear()
-            collector.lag.clear()
-            collector.streams.clear()
+            collector.measured.clear()
             collector.started = dt.datetime.now(dt.UTC)
             collector.stats_at_start = read_stats(settings)
 
     @events.quitting.add_listener
     def _finish(**_kw: Any) -> None:
         take_local()
-        if not collector.total:
+        if not collector.measured:
             return
         folder, history = results_folder(environment, settings)
         summary = collector.summary(environment, history)

@@ -71,7 +71,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
     if settings.insecure:
         log.warning("locust-inference: TLS certificate verification is disabled (--insecure)")
     _expected_top1[environment] = int(settings.expect_top1) if (settings.expect_top1 or "").isdigit() else None
-    latency.install(environment, settings, target.endpoint.take_latency, target.endpoint.take_schedule)
+    latency.install(environment, settings, target.endpoint)
     log.info(
         "locust-inference: %s %s, %d-byte request body, tensor sha256 %s",
         settings.server,

@@ -1,0 +1,511 @@
+//! What an endpoint's requests measured: latency histograms, the resent count and the open-loop
+//! stream counters, recorded as users report requests, taken by Python at each Locust report, sent
+//! from workers to the master as one compact blob and merged there.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::error::{Error, Result};
+use crate::latency::{from_bytes, micros, new_histogram, to_bytes, PyLatencyHistogram};
+
+/// What one endpoint's reported requests measured since the last take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurements {
+    /// Latency of successful requests, to the last response byte. For open-loop streams it runs
+    /// from the intended send time (lag + service time).
+    pub total: Histogram<u64>,
+    /// Latency of successful requests, to the response head.
+    pub ttfb: Histogram<u64>,
+    /// Service time of successful requests: from the actual send to the last response byte (the
+    /// same as `total` in a closed loop, where nothing is sent late).
+    pub service: Histogram<u64>,
+    /// Open-loop streams: how late each request left (actual - intended send time).
+    pub lag: Histogram<u64>,
+    /// Open-loop streams: their counters.
+    pub streams: StreamCounts,
+    /// Requests of any outcome that went out on a second connection (the pooled one was closed
+    /// before any byte of the request was written).
+    pub resent: u64,
+}
+
+/// What the open-loop streams of an endpoint did since the last take.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct StreamCounts {
+    /// Requests whose intended send time came.
+    pub scheduled: u64,
+    /// Requests that left.
+    pub sent: u64,
+    /// Requests never sent because `max_in_flight` were out (`drop` policy).
+    pub dropped: u64,
+    /// Requests reported (to Locust), whatever their outcome.
+    pub completed: u64,
+    /// Requests scheduled but neither dropped nor reported when their stream stopped: in flight,
+    /// queued, or answered but not yet taken.
+    pub unfinished: u64,
+    /// Streams started.
+    pub started: u64,
+    /// Sum of the started streams' rates (requests per second).
+    pub rate: f64,
+    /// Sum of the stopped streams' running times (seconds), from the last reset if later.
+    pub seconds: f64,
+}
+
+impl StreamCounts {
+    fn add(&mut self, o: &StreamCounts) {
+        self.scheduled += o.scheduled;
+        self.sent += o.sent;
+        self.dropped += o.dropped;
+        self.completed += o.completed;
+        self.unfinished += o.unfinished;
+        self.started += o.started;
+        self.rate += o.rate;
+        self.seconds += o.seconds;
+    }
+}
+
+/// One successful request's latencies.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub total: Duration,
+    pub ttfb: Duration,
+    pub service: Duration,
+}
+
+impl Default for Measurements {
+    fn default() -> Self {
+        Measurements {
+            total: new_histogram(),
+            ttfb: new_histogram(),
+            service: new_histogram(),
+            lag: new_histogram(),
+            streams: StreamCounts::default(),
+            resent: 0,
+        }
+    }
+}
+
+/// Starts the wire format; the version is its last byte.
+const MAGIC: &[u8; 4] = b"LIM\x01";
+const COUNTERS: usize = 9;
+
+impl Measurements {
+    /// Adds `other`'s samples and counts (a worker's report, on the master).
+    pub fn add(&mut self, other: &Measurements) -> Result<()> {
+        for (mine, theirs) in self.histograms_mut().into_iter().zip(other.histograms()) {
+            mine.add(theirs)
+                .map_err(|e| Error::InvalidArgument(format!("cannot merge histograms: {e:?}")))?;
+        }
+        self.streams.add(&other.streams);
+        self.resent += other.resent;
+        Ok(())
+    }
+
+    /// Forgets what was measured (Locust's `--reset-stats`), but not how many streams run and
+    /// their offered rate: they go on after the reset.
+    pub fn restart(&mut self) {
+        let StreamCounts { started, rate, .. } = self.streams;
+        *self = Measurements::default();
+        self.streams.started = started;
+        self.streams.rate = rate;
+    }
+
+    fn histograms(&self) -> [&Histogram<u64>; 4] {
+        [&self.total, &self.ttfb, &self.service, &self.lag]
+    }
+
+    fn histograms_mut(&mut self) -> [&mut Histogram<u64>; 4] {
+        [
+            &mut self.total,
+            &mut self.ttfb,
+            &mut self.service,
+            &mut self.lag,
+        ]
+    }
+
+    /// The wire format: magic, nine little-endian counters, then each histogram (V2 encoding)
+    /// after its u32 length.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let s = &self.streams;
+        let mut out = Vec::with_capacity(4 + COUNTERS * 8 + 4 * 64);
+        out.extend_from_slice(MAGIC);
+        for n in [
+            self.resent,
+            s.scheduled,
+            s.sent,
+            s.dropped,
+            s.completed,
+            s.unfinished,
+            s.started,
+        ] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&s.rate.to_le_bytes());
+        out.extend_from_slice(&s.seconds.to_le_bytes());
+        for h in self.histograms() {
+            let bytes = to_bytes(h)?;
+            let len = u32::try_from(bytes.len())
+                .map_err(|_| Error::InvalidArgument("histogram too large to send".into()))?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    pub fn from_bytes(data: &[u8]) -> Result<Self> {
+        let bad =
+            |what: &str| Error::protocol(format!("not a locust-inference measurement: {what}"));
+        let rest = data
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| bad("wrong header (a different version on master and worker?)"))?;
+        if rest.len() < COUNTERS * 8 {
+            return Err(bad("too short"));
+        }
+        let (counters, mut rest) = rest.split_at(COUNTERS * 8);
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&counters[i * 8..i * 8 + 8]);
+            b
+        };
+        let n = |i| u64::from_le_bytes(word(i));
+        let mut m = Measurements {
+            resent: n(0),
+            streams: StreamCounts {
+                scheduled: n(1),
+                sent: n(2),
+                dropped: n(3),
+                completed: n(4),
+                unfinished: n(5),
+                started: n(6),
+                rate: f64::from_le_bytes(word(7)),
+                seconds: f64::from_le_bytes(word(8)),
+            },
+            ..Measurements::default()
+        };
+        for h in m.histograms_mut() {
+            let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+                return Err(bad("truncated"));
+            };
+            let len = u32::from_le_bytes(*len) as usize;
+            if tail.len() < len {
+                return Err(bad("truncated"));
+            }
+            let (bytes, tail) = tail.split_at(len);
+            *h = from_bytes(bytes)?;
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(m)
+    }
+}
+
+/// The [`Measurements`] of one endpoint, filled as its users report requests.
+pub struct Recorder {
+    current: Mutex<Measurements>,
+    /// When the measurements were last reset (or the recorder made): a stream's running time
+    /// counts from here when it started earlier.
+    since: Mutex<Instant>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            current: Mutex::default(),
+            since: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Recorder {
+    /// Accounts for one reported request: its latencies when it succeeded (`latency`), and
+    /// whether it was resent.
+    pub fn record(&self, latency: Option<Latency>, resent: bool) {
+        self.update(|m| {
+            if let Some(l) = latency {
+                m.total.saturating_record(micros(l.total));
+                m.ttfb.saturating_record(micros(l.ttfb));
+                m.service.saturating_record(micros(l.service));
+            }
+            m.resent += u64::from(resent);
+        });
+    }
+
+    /// Accounts for an open-loop request that left, `lag` after its intended time.
+    pub fn record_sent(&self, lag: Duration) {
+        self.update(|m| {
+            m.lag.saturating_record(micros(lag));
+            m.streams.sent += 1;
+        });
+    }
+
+    /// Changes the measurements under the lock (stream counters).
+    pub fn update(&self, f: impl FnOnce(&mut Measurements)) {
+        f(&mut self.current.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Returns what was recorded since the last call and starts afresh.
+    pub fn take(&self) -> Measurements {
+        std::mem::take(&mut *self.current.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Forgets what was recorded since the last take (see [`Measurements::restart`]); streams
+    /// count their running time from now.
+    pub fn reset(&self) {
+        let mut m = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        m.restart();
+        *self.since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// How long a stream that started at `start` has run, from the last reset if that is later.
+    pub fn running_time(&self, start: Instant) -> Duration {
+        let since = *self.since.lock().unwrap_or_else(PoisonError::into_inner);
+        start.max(since).elapsed()
+    }
+}
+
+/// What an endpoint's requests measured (histograms, resent count, stream counters); workers send
+/// it to the master with `to_bytes`, the master merges with `add`.
+#[pyclass(module = "locust_inference._native", name = "Measurements")]
+#[derive(Default)]
+pub struct PyMeasurements {
+    pub inner: Measurements,
+}
+
+#[pymethods]
+impl PyMeasurements {
+    #[new]
+    fn new() -> Self {
+        PyMeasurements::default()
+    }
+
+    /// Latency of successful requests to the last byte (from the intended send time in an open loop).
+    #[getter]
+    fn total(&self) -> PyLatencyHistogram {
+        PyLatencyHistogram::wrap(self.inner.total.clone())
+    }
+
+    /// Latency of successful requests to the response head.
+    #[getter]
+    fn ttfb(&self) -> PyLatencyHistogram {
+        PyLatencyHistogram::wrap(self.inner.ttfb.clone())
+    }
+
+    /// Service time of successful requests, from the actual send.
+    #[getter]
+    fn service(&self) -> PyLatencyHistogram {
+        PyLatencyHistogram::wrap(self.inner.service.clone())
+    }
+
+    /// Open-loop lag: actual - intended send time.
+    #[getter]
+    fn lag(&self) -> PyLatencyHistogram {
+        PyLatencyHistogram::wrap(self.inner.lag.clone())
+    }
+
+    /// Requests of any outcome that were resent.
+    #[getter]
+    fn resent(&self) -> u64 {
+        self.inner.resent
+    }
+
+    /// The open-loop counters: scheduled, sent, dropped, completed, unfinished, streams, rate,
+    /// stream_seconds.
+    #[getter]
+    fn streams<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.inner.streams;
+        let d = PyDict::new(py);
+        d.set_item("scheduled", c.scheduled)?;
+        d.set_item("sent", c.sent)?;
+        d.set_item("dropped", c.dropped)?;
+        d.set_item("completed", c.completed)?;
+        d.set_item("unfinished", c.unfinished)?;
+        d.set_item("streams", c.started)?;
+        d.set_item("rate", c.rate)?;
+        d.set_item("stream_seconds", c.seconds)?;
+        Ok(d)
+    }
+
+    fn add(&mut self, other: &PyMeasurements) -> PyResult<()> {
+        Ok(self.inner.add(&other.inner)?)
+    }
+
+    /// Forgets what was measured, keeping the number of streams and their offered rate.
+    fn restart(&mut self) {
+        self.inner.restart();
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &self.inner.to_bytes()?))
+    }
+
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        Ok(PyMeasurements {
+            inner: Measurements::from_bytes(data)?,
+        })
+    }
+
+    fn __eq__(&self, other: &PyMeasurements) -> bool {
+        self.inner == other.inner
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Measurements(count={}, resent={}, streams={})",
+            self.inner.total.len(),
+            self.inner.resent,
+            self.inner.streams.started
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::HIGHEST_US;
+    use proptest::prelude::*;
+
+    fn latency(total: Duration, ttfb: Duration) -> Latency {
+        Latency {
+            total,
+            ttfb,
+            service: total,
+        }
+    }
+
+    #[test]
+    fn recorder_takes_and_starts_afresh() {
+        let r = Recorder::default();
+        r.record(
+            Some(latency(
+                Duration::from_micros(20_500),
+                Duration::from_millis(20),
+            )),
+            false,
+        );
+        r.record(
+            Some(latency(Duration::from_nanos(10), Duration::from_secs(100))),
+            true,
+        );
+        r.record_sent(Duration::from_millis(3));
+        r.record(None, true);
+        let m = r.take();
+        assert_eq!(m.total.len(), 2);
+        assert_eq!(m.total.min(), 1);
+        assert_eq!(m.ttfb.max(), m.ttfb.highest_equivalent(HIGHEST_US));
+        assert_eq!(m.resent, 2, "resent requests count whatever their outcome");
+        assert_eq!((m.service.len(), m.lag.len(), m.streams.sent), (2, 1, 1));
+        let again = r.take();
+        assert_eq!(
+            (
+                again.total.len(),
+                again.lag.len(),
+                again.resent,
+                again.streams
+            ),
+            (0, 0, 0, StreamCounts::default())
+        );
+    }
+
+    #[test]
+    fn reset_keeps_the_running_streams() {
+        let r = Recorder::default();
+        r.update(|m| {
+            m.streams.started = 2;
+            m.streams.rate = 60.0;
+            m.streams.scheduled = 7;
+        });
+        r.record(
+            Some(latency(Duration::from_millis(5), Duration::from_millis(4))),
+            true,
+        );
+        let before = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        r.reset();
+        let m = r.take();
+        assert_eq!(m.total.len(), 0);
+        assert_eq!(m.resent, 0);
+        assert_eq!(
+            m.streams,
+            StreamCounts {
+                started: 2,
+                rate: 60.0,
+                ..StreamCounts::default()
+            }
+        );
+        // a stream started before the reset has run only since the reset
+        assert!(r.running_time(before) + Duration::from_millis(20) <= before.elapsed());
+    }
+
+    #[test]
+    fn bad_bytes_are_protocol_errors() {
+        let bytes = Measurements::default().to_bytes().unwrap();
+        for broken in [
+            &b"nope"[..],
+            &bytes[..bytes.len() - 1],
+            &bytes[..10],
+            &[bytes.as_slice(), b"x"].concat(),
+        ] {
+            assert!(matches!(
+                Measurements::from_bytes(broken),
+                Err(Error::Protocol(_))
+            ));
+        }
+    }
+
+    fn arbitrary() -> impl Strategy<Value = Measurements> {
+        (
+            prop::collection::vec(1u64..60_000_000, 0..50),
+            prop::array::uniform7(0u64..1_000_000),
+            0.0f64..1e6,
+            0.0f64..1e6,
+        )
+            .prop_map(|(samples, n, rate, seconds)| {
+                let mut m = Measurements::default();
+                for (i, s) in samples.iter().enumerate() {
+                    [&mut m.total, &mut m.ttfb, &mut m.service, &mut m.lag][i % 4]
+                        .saturating_record(*s);
+                }
+                m.resent = n[0];
+                m.streams = StreamCounts {
+                    scheduled: n[1],
+                    sent: n[2],
+                    dropped: n[3],
+                    completed: n[4],
+                    unfinished: n[5],
+                    started: n[6],
+                    rate,
+                    seconds,
+                };
+                m
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn bytes_round_trip(m in arbitrary()) {
+            let back = Measurements::from_bytes(&m.to_bytes().unwrap()).unwrap();
+            prop_assert!(back == m);
+        }
+
+        #[test]
+        fn merging_sent_parts_equals_recording_all(a in arbitrary(), b in arbitrary()) {
+            let mut merged = Measurements::from_bytes(&a.to_bytes().unwrap()).unwrap();
+            merged.add(&Measurements::from_bytes(&b.to_bytes().unwrap()).unwrap()).unwrap();
+            for (m, (x, y)) in merged.histograms().into_iter().zip(a.histograms().into_iter().zip(b.histograms())) {
+                prop_assert_eq!(m.len(), x.len() + y.len());
+                let mut both = x.clone();
+                both.add(y).unwrap();
+                prop_assert!(*m == both);
+            }
+            prop_assert_eq!(merged.resent, a.resent + b.resent);
+            prop_assert_eq!(merged.streams.dropped, a.streams.dropped + b.streams.dropped);
+            prop_assert_eq!(merged.streams.started, a.streams.started + b.streams.started);
+        }
+    }
+}
