@@ -12,6 +12,7 @@ pub mod runtime;
 pub mod schedule;
 pub mod stream;
 pub mod tensor;
+pub mod timer;
 pub mod transport;
 pub mod triton;
 pub mod wake;

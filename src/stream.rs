@@ -3,8 +3,8 @@
 //! Completions queue in an [`Inbox`] whose eventfd wakes the user's greenlet, which takes several
 //! at a time.
 //!
-//! Send times come from tokio's timer, `sleep_until` the intended instant computed from the
-//! stream's start, so neither Python nor a late send shifts the ones after it. Each completion
+//! Send times come from a microsecond timer (see `timer`) armed for the intended instant computed
+//! from the stream's start, so neither Python nor a late send shifts the ones after it. Each completion
 //! carries its intended and actual send times: its response time runs from the intended one
 //! (what a user of a 30 fps camera waits), its service time from the actual one.
 
@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::latency::{micros, new_histogram, PyLatencyHistogram};
 use crate::runtime;
 use crate::schedule::{decide, Arrival, Decision, Overload, Schedule};
+use crate::timer::Timer;
 use crate::wake::Inbox;
 
 /// One answered request of a stream.
@@ -149,9 +150,13 @@ impl Stream {
             counts: Mutex::new(Counts::default()),
             lag: Mutex::new(new_histogram()),
         });
+        let timer = {
+            let _runtime = rt.enter(); // the timer registers with this runtime's reactor
+            Timer::new().map_err(|e| Error::Runtime(format!("cannot create a timerfd: {e}")))?
+        };
         let start = Instant::now();
         let driver = rt
-            .spawn(drive(Arc::clone(&shared), schedule, config, start))
+            .spawn(drive(Arc::clone(&shared), schedule, config, start, timer))
             .abort_handle();
         Ok(Stream {
             shared,
@@ -205,14 +210,27 @@ impl Drop for Stream {
     }
 }
 
-/// Runs the schedule: each intended time is slept to (`sleep_until`, absolute), then the request is
-/// sent, dropped or queued; queued requests leave in order as slots free.
-async fn drive(shared: Arc<Shared>, mut schedule: Schedule, config: StreamConfig, start: Instant) {
+/// Runs the schedule: the timer is armed for each intended time, then the request is sent,
+/// dropped or queued; queued requests leave in order as slots free.
+async fn drive(
+    shared: Arc<Shared>,
+    mut schedule: Schedule,
+    config: StreamConfig,
+    start: Instant,
+    timer: Timer,
+) {
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
     let mut queue: VecDeque<Duration> = VecDeque::new();
     let mut in_flight = JoinSet::new();
     let mut next = schedule.next_offset();
+    let mut armed = timer.arm(start + next);
     loop {
+        if let Err(e) = armed {
+            // Cannot happen with a valid timerfd; what was scheduled and not answered shows as
+            // unfinished when the user stops.
+            eprintln!("locust-inference: open-loop stream stopped: cannot arm its timer: {e}");
+            return;
+        }
         tokio::select! {
             biased;
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
@@ -220,8 +238,8 @@ async fn drive(shared: Arc<Shared>, mut schedule: Schedule, config: StreamConfig
                 let (Ok(permit), Some(intended)) = (permit, queue.pop_front()) else { return };
                 launch(&mut in_flight, &shared, permit, intended, start);
             }
-            () = tokio::time::sleep_until(start + next) => {
-                if !shared.scheduled() {
+            expired = timer.expired() => {
+                if expired.is_err() || !shared.scheduled() {
                     return;
                 }
                 let out = config.max_in_flight - slots.available_permits();
@@ -234,6 +252,7 @@ async fn drive(shared: Arc<Shared>, mut schedule: Schedule, config: StreamConfig
                     Decision::Enqueue => queue.push_back(next),
                 }
                 next = schedule.next_offset();
+                armed = timer.arm(start + next);
             }
         }
     }
