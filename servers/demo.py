@@ -66,6 +66,18 @@ class DemoError(RuntimeError):
     """Bad usage (for example an invalid ``DEMO_RUN_TIME``)."""
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One run's numbers from ``latency.json``: latency from the intended send time, service time from the
+    actual send, and the open-loop rates (None for a closed loop)."""
+
+    latency_ms: dict[str, float]
+    service_ms: dict[str, float]
+    offered_per_s: float | None
+    achieved_per_s: float | None
+    dropped: int | None
+
+
 @dataclass
 class RunResult:
     """What one load-test run produced."""
@@ -76,9 +88,8 @@ class RunResult:
     wall_s: float
     results: Path
     stats: dict[str, str] | None = None
-    latency_ms: dict[str, float] | None = None  # from latency.json: p50, p95, p99, ...
+    measured: Measured | None = None  # from latency.json
     server_side: str | None = None  # from latency.json: Triton's own statistics over the run, one line
-    dropped: int | None = None  # from latency.json: frames the open-loop LowUser never sent (all 4 were out)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -232,25 +243,23 @@ def run_scenario(server: str, url: str, run_time: str) -> RunResult:
     log_name = f"{results}/{SCENARIO}.log"
     say(f"==> {server}: finished in {result.wall_s:.0f} s (exit status {status}; full output in {log_name})")
     _check(result, stats_path)
-    result.latency_ms = read_latency(latency_path, f"{server}/{MODEL}")
+    result.measured = read_measured(latency_path, f"{server}/{MODEL}")
     result.server_side = read_server_side(latency_path)
-    result.dropped = read_dropped(latency_path, f"{server}/{MODEL}")
     return result
 
 
-def read_dropped(path: Path, name: str) -> int | None:
-    """The open-loop ``dropped`` count of request ``name`` in a ``latency.json``, or None (closed loop, absent)."""
+def read_measured(path: Path, name: str) -> Measured | None:
+    """Request ``name``'s numbers in a ``latency.json``, or None when absent or unreadable."""
     try:
-        return int(json.loads(path.read_text())["requests"][name]["open_loop"]["dropped"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def read_latency(path: Path, name: str) -> dict[str, float] | None:
-    """The ``latency_ms`` of request ``name`` in a ``latency.json``, or None when absent or unreadable."""
-    try:
-        entry = json.loads(path.read_text())["requests"][name]["latency_ms"]
-        return {key: float(entry[key]) for key in ("p50", "p95", "p99")}
+        entry = json.loads(path.read_text())["requests"][name]
+        ol = entry.get("open_loop")
+        return Measured(
+            latency_ms={key: float(entry["latency_ms"][key]) for key in ("p50", "p95", "p99")},
+            service_ms={key: float(entry["service_ms"][key]) for key in ("p50", "p99")},
+            offered_per_s=float(ol["offered_rate_per_s"]) if ol else None,
+            achieved_per_s=float(ol["achieved_per_s"]) if ol and ol["achieved_per_s"] is not None else None,
+            dropped=int(ol["dropped"]) if ol else None,
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -299,30 +308,43 @@ def read_server_side(path: Path) -> str | None:
         return None
 
 
-def _ms(value: str) -> str:
-    return value if value and value != "N/A" else "-"
+HEADER = (
+    "server",
+    "requests",
+    "offered/s",
+    "achieved/s",
+    "dropped",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "service p50",
+    "service p99",
+    "failures",
+)
 
 
-def _percentiles(r: RunResult, stats: dict[str, str]) -> tuple[str, str, str]:
-    if r.latency_ms is not None:
-        p50, p95, p99 = (f"{r.latency_ms[k]:.1f}" for k in ("p50", "p95", "p99"))
-        return p50, p95, p99
-    return _ms(stats["50%"]), _ms(stats["95%"]), _ms(stats["99%"])
+def _row(r: RunResult) -> tuple[str, ...]:
+    s, m = r.stats, r.measured
+    if s is None or m is None:
+        return (r.server, *("-" for _ in HEADER[1:]))
+    # a closed loop offers no rate of its own: what it achieved is Locust's request rate
+    achieved = m.achieved_per_s if m.achieved_per_s is not None else float(s["Requests/s"])
+    return (
+        r.server,
+        s["Request Count"],
+        "-" if m.offered_per_s is None else f"{m.offered_per_s:.1f}",
+        f"{achieved:.1f}",
+        "-" if m.dropped is None else str(m.dropped),
+        *(f"{m.latency_ms[k]:.1f}" for k in ("p50", "p95", "p99")),
+        *(f"{m.service_ms[k]:.1f}" for k in ("p50", "p99")),
+        s["Failure Count"],
+    )
 
 
 def summary(results: list[RunResult]) -> str:
     """The side-by-side comparison table."""
-    header = ("server", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "dropped", "failures")
-    rows = [header]
-    for r in results:
-        s = r.stats
-        if s is None:
-            rows.append((r.server, "-", "-", "-", "-", "-", "-", "-"))
-            continue
-        rps = f"{float(s['Requests/s']):.1f}"
-        dropped = "-" if r.dropped is None else str(r.dropped)
-        rows.append((r.server, s["Request Count"], rps, *_percentiles(r, s), dropped, s["Failure Count"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    rows = [HEADER, *(_row(r) for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = []
     for row in rows:
         cells = [row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))]
@@ -408,11 +430,12 @@ def main() -> int:
         if r.server_side is not None:
             say(f"{r.server}, server side, per inference (ms): {r.server_side}")
     say()
-    say("Latency: from each frame's intended send time to its last response byte, timed in Rust")
-    say("(percentiles of successful requests from latency.json; counts and req/s from Locust's low_stats.csv).")
-    say("LowUser is an open-loop 30 fps camera: a frame leaves every 33 ms whatever the answers, up to 4 in")
-    say("flight; a frame due while 4 are out is dropped (counted in each run's summary and latency.json):")
-    say("below 30 req/s, the server could not keep up.")
+    say("LowUser is an open-loop 30 fps camera: a frame is due every 33 ms whatever the answers, up to 4 in")
+    say("flight; a frame due while 4 are out is dropped, never sent. offered/s is what the camera asked for,")
+    say("achieved/s what was answered: below offered (or any dropped), the server did not keep up.")
+    say("p50-p99: from each frame's intended send time to its last response byte (what the camera waits);")
+    say("service: from its actual send. Timed in Rust, successful requests, from latency.json; the request")
+    say("and failure counts are Locust's (low_stats.csv).")
     say()
     say("Locust's HTML reports: " + ", ".join(f"{r.results}/{SCENARIO}.html" for r in results))
     compare_report(results)

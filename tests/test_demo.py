@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +25,31 @@ def test_demo_runs_both_servers_and_writes_the_comparison(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     out = proc.stdout
-    assert "server    requests  req/s  p50 ms  p95 ms  p99 ms  dropped  failures" in out
+    header = next(line for line in out.splitlines() if line.startswith("server "))
+    assert re.split(r"\s{2,}", header.strip()) == [
+        "server",
+        "requests",
+        "offered/s",
+        "achieved/s",
+        "dropped",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "service p50",
+        "service p99",
+        "failures",
+    ]
     for server in ("triton", "litserve"):
-        row = next(line for line in out.splitlines() if line.startswith(f"{server} "))
-        assert int(row.split()[1]) > 0 and row.split()[-1] == "0", row
-        assert (tmp_path / server / "low.html").exists() and (tmp_path / server / "latency.json").exists()
+        row = next(line for line in out.splitlines() if line.startswith(f"{server} ")).split()
+        entry = json.loads((tmp_path / server / "latency.json").read_text())["requests"][f"{server}/resnet50_onnx"]
+        ol = entry["open_loop"]
+        # LowUser: one 30 fps stream per user, the table shows latency.json's numbers as they are
+        assert row[2:5] == [f"{ol['offered_rate_per_s']:.1f}", f"{ol['achieved_per_s']:.1f}", str(ol["dropped"])]
+        assert ol["offered_rate_per_s"] == 30.0 * ol["streams"]
+        assert row[5:8] == [f"{entry['latency_ms'][k]:.1f}" for k in ("p50", "p95", "p99")]
+        assert row[8:10] == [f"{entry['service_ms'][k]:.1f}" for k in ("p50", "p99")]
+        assert int(row[1]) > 0 and row[-1] == "0", row
+        assert (tmp_path / server / "low.html").exists()
     html = (tmp_path / "compare.html").read_text()
     assert "triton" in html and "litserve" in html and html.count("<svg") >= 3
     assert "stopped Triton" in proc.stderr + out and "stopped LitServe" in proc.stderr + out
