@@ -5,12 +5,13 @@ written at the end of a load test, and optionally Locust's per-second ``*_stats_
 
     python -m locust_inference.report results/triton results/litserve --out results
 
-writes ``results/compare.html`` (tables and inline SVG charts: no scripts, fonts or anything else
-fetched at view time) and ``results/compare.md`` (the tables, for pasting into a pull request).
+writes ``results/compare.html`` (tables and plotly charts with hover values, plotly.js embedded once:
+nothing is fetched at view time, so it opens offline) and ``results/compare.md`` (the tables, for pasting
+into a pull request).
 
 One module per job: ``runs`` loads the results, ``tables`` formats them as Markdown and HTML tables,
-``charts`` draws them, ``page`` lays out the HTML page and ``cli`` writes both files. The package uses
-the standard library only, so it can run where the extension is not built.
+``charts`` draws them, ``page`` lays out the HTML page and ``cli`` writes both files. The package needs
+plotly but not the Rust extension, so it runs where the extension is not built.
 """
 
 from __future__ import annotations

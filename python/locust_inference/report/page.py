@@ -6,8 +6,10 @@ import html
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from .charts import distribution_chart, latency_time_chart, throughput_chart
-from .runs import Run
+from plotly.offline import get_plotlyjs
+
+from .charts import DASHES, Line, figure_html, latency_distribution, latency_over_time, throughput_over_time
+from .runs import Run, row_label
 from .tables import (
     DASH,
     MINUS,
@@ -43,26 +45,94 @@ th:first-child, td:first-child, th.text, td.text { text-align: left; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px;
           vertical-align: -1px; }
 figure { margin: 8px 0 0; }
-svg.chart { width: 100%; max-width: 960px; height: auto; display: block; font: 12px system-ui, sans-serif; }
-svg .plot { fill: #fff; stroke: none; }
-svg .grid line { stroke: #e4e8ec; stroke-width: 1; }
-svg .axis { stroke: #57606a; stroke-width: 1; }
-svg .ticks text { fill: #57606a; }
-svg .axis-label { fill: #1b1f24; font-size: 13px; }
-svg .legend text { fill: #1b1f24; font-size: 13px; }
-svg .series { fill: none; stroke-width: 2.2; stroke-linejoin: round; stroke-linecap: round; }
+.chart { width: 100%; max-width: 960px; }
 code { font-size: 0.92em; }
 """.strip()
 
 
-def _figure(svg: str | None, caption: str, missing: str) -> str:
-    if svg is None:
+# Plotly draws the charts with inline scripts, from the plotly.js inlined once in <head>; nothing else may
+# run or be fetched when the page is viewed (data: is plotly's own inline images, e.g. the modebar's).
+CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+
+def _distribution_lines(runs: Sequence[Run]) -> list[Line]:
+    return [
+        Line(
+            row_label(run, stats),
+            run.color,
+            [p for p, _ in stats.distribution],
+            [ms for _, ms in stats.distribution],
+            DASHES[i % len(DASHES)],
+        )
+        for run in runs
+        for i, stats in enumerate(run.requests)
+        if stats.distribution
+    ]
+
+
+def _distribution_desc(runs: Sequence[Run]) -> str:
+    return "Latency by percentile, one line per server: " + "; ".join(
+        f"{row_label(run, s)} p50 {format_ms(s.latency_ms.get('p50'))} ms, p99 {format_ms(s.latency_ms.get('p99'))} "
+        f"ms, max {format_ms(s.latency_ms.get('max'))} ms"
+        for run in runs
+        for s in run.requests
+        if s.distribution
+    )
+
+
+def _time_zero(run: Run) -> float:
+    """Where a run's history chart starts: the run's start, or its first history row when that is far off."""
+    first = run.history[0].t
+    start = run.started.timestamp() if run.started else first
+    return min(first, start) if first - start < 3600 else first
+
+
+def _throughput_lines(runs: Sequence[Run]) -> list[Line]:
+    lines = []
+    for run in runs:
+        if run.history:
+            zero = _time_zero(run)
+            lines.append(
+                Line(run.label, run.color, [p.t - zero for p in run.history], [p.requests_per_s for p in run.history])
+            )
+    return lines
+
+
+def _latency_time_lines(runs: Sequence[Run]) -> list[Line]:
+    lines = []
+    for run in runs:
+        if run.history:
+            zero = _time_zero(run)
+            t = [p.t - zero for p in run.history]
+            lines.append(Line(f"{run.label} p50", run.color, t, [p.p50_ms for p in run.history]))
+            lines.append(Line(f"{run.label} p95", run.color, t, [p.p95_ms for p in run.history], "dash"))
+    return lines
+
+
+def _charts(runs: Sequence[Run]) -> dict[str, str | None]:
+    """Each chart's HTML by its id, ``None`` where there is nothing to draw."""
+    charts = {
+        "latency-distribution": (latency_distribution, _distribution_lines(runs)),
+        "throughput-over-time": (throughput_over_time, _throughput_lines(runs)),
+        "latency-over-time": (latency_over_time, _latency_time_lines(runs)),
+    }
+    return {
+        chart_id: figure_html(draw(lines), chart_id) if lines else None for chart_id, (draw, lines) in charts.items()
+    }
+
+
+def _figure(chart: str | None, desc: str, caption: str, missing: str) -> str:
+    if chart is None:
         return f'<p class="note">{html.escape(missing)}</p>'
-    return f"<figure>\n{svg}\n<figcaption>{html.escape(caption)}</figcaption>\n</figure>"
+    return (
+        f'<figure>\n<div class="chart" role="img" aria-label="{html.escape(desc)}">\n{chart}\n</div>\n'
+        f"<figcaption>{html.escape(caption)}</figcaption>\n</figure>"
+    )
 
 
 def render_html(runs: Sequence[Run]) -> str:
-    """The whole comparison page: one file, inline CSS and SVG, nothing to fetch."""
+    """The whole comparison page: one file with inline CSS, plotly.js and charts; nothing to fetch."""
+    charts = _charts(runs)
     title = page_title(runs)
     header, rows = summary_rows(runs)
     row_colors = [run.color for run in runs for _ in run.requests]
@@ -85,10 +155,13 @@ def render_html(runs: Sequence[Run]) -> str:
         "<head>",
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        # Nothing may be fetched when the page is viewed: inline styles and inline SVG only.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">',
         f"<title>Inference latency: {html.escape(title)}</title>",
         f"<style>\n{_CSS}\n</style>",
+    ]
+    if any(chart is not None for chart in charts.values()):
+        parts.append(f"<script>{get_plotlyjs()}</script>")
+    parts += [
         "</head>",
         "<body>",
         "<main>",
@@ -137,7 +210,8 @@ def render_html(runs: Sequence[Run]) -> str:
         '<section aria-labelledby="distribution">',
         '<h2 id="distribution">Latency distribution</h2>',
         _figure(
-            distribution_chart(runs),
+            charts["latency-distribution"],
+            _distribution_desc(runs),
             "Latency at each percentile, HdrHistogram style: the x axis is 1/(1 - percentile) on a log scale, "
             "so the tail gets as much room as the median. The right edge is the maximum.",
             "No latency distribution was recorded.",
@@ -146,7 +220,8 @@ def render_html(runs: Sequence[Run]) -> str:
         '<section aria-labelledby="throughput">',
         '<h2 id="throughput">Throughput over time</h2>',
         _figure(
-            throughput_chart(runs),
+            charts["throughput-over-time"],
+            "Requests per second over time, one line per server, from Locust's stats history.",
             "Requests per second as Locust reports it each second: an average over about the last 10 seconds.",
             "No per-second history was recorded.",
         ),
@@ -154,7 +229,8 @@ def render_html(runs: Sequence[Run]) -> str:
         '<section aria-labelledby="latency-time">',
         '<h2 id="latency-time">Latency over time</h2>',
         _figure(
-            latency_time_chart(runs),
+            charts["latency-over-time"],
+            "p50 (solid) and p95 (dashed) latency over time, per server, from Locust's stats history.",
             "p50 (solid) and p95 (dashed) from Locust's per-second history: percentiles over a rolling window, "
             "rounded like Locust's other numbers.",
             "No per-second history was recorded.",
