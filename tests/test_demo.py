@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from report_page import figures
 from support import REPO_ROOT, clean_env
 
 pytestmark = pytest.mark.server  # the demo starts both servers
@@ -51,5 +52,8 @@ def test_demo_runs_both_servers_and_writes_the_comparison(tmp_path: Path) -> Non
         assert int(row[1]) > 0 and row[-1] == "0", row
         assert (tmp_path / server / "low.html").exists()
     html = (tmp_path / "compare.html").read_text()
-    assert "triton" in html and "litserve" in html and html.count("<svg") >= 3
+    assert "triton" in html and "litserve" in html
+    charts = figures(html)
+    assert list(charts) == ["latency-distribution", "throughput-over-time", "latency-over-time"]
+    assert [trace["name"] for trace in charts["latency-distribution"]["data"]] == ["triton", "litserve"]
     assert "stopped Triton" in proc.stderr + out and "stopped LitServe" in proc.stderr + out

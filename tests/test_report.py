@@ -1,7 +1,7 @@
 """The comparison report (``python -m locust_inference.report``), on hand-written run folders.
 
 The inputs follow the ``latency.json`` format the load tests write, and Locust's stats history CSV;
-the end-to-end tests produce real ones. The last test renders the page in headless Chromium.
+the end-to-end tests produce real ones. The last tests render the page in headless Chromium.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 from locust_inference.report import build_report, format_ms, load_run, main
+from report_page import PLOTLYJS_TAG, figures, without_plotlyjs
 
 HISTORY_HEADER = [
     "Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s",
@@ -29,6 +29,7 @@ HISTORY_HEADER = [
     "Total Min Response Time", "Total Max Response Time", "Total Average Content Size",
 ]  # fmt: skip
 STARTED = 1_795_840_800  # 2026-11-28T04:40:00Z
+CHART_IDS = ["latency-distribution", "throughput-over-time", "latency-over-time"]
 VOID_ELEMENTS = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "embed", "source", "wbr"}
 
 
@@ -197,39 +198,88 @@ def test_writes_both_files_with_both_servers_and_their_numbers(report: tuple[str
     assert "triton: Locust 29 / 32 / 34 ms, ours 28.9 / 31.9 / 34.0 ms" in html
 
 
-def test_html_has_one_accessible_svg_per_chart(report: tuple[str, str, Path]) -> None:
+def test_html_has_one_titled_chart_per_section_with_a_line_per_server(report: tuple[str, str, Path]) -> None:
     html, _, _ = report
-    svgs = re.findall(r"<svg\b.*?</svg>", html, flags=re.S)
-    assert len(svgs) == 3
-    ns = {"svg": "http://www.w3.org/2000/svg"}
-    titles = []
-    for svg in svgs:
-        root = ET.fromstring(svg)  # well-formed XML
-        title = root.find("svg:title", ns)
-        assert title is not None and title.text
-        titles.append(title.text)
-        assert root.get("role") == "img"
-        labels = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
-        assert any(label and "triton" in label for label in labels)  # legend
-        assert any(label and "litserve" in label for label in labels)
-        assert len(root.findall(".//svg:path", ns)) >= 2
+    charts = figures(html)
+    assert list(charts) == CHART_IDS
+    titles = [chart["layout"]["title"]["text"] for chart in charts.values()]
     assert titles == ["Latency distribution by percentile", "Throughput over time", "p50 and p95 latency over time"]
-    distribution = svgs[0]
-    for tick in ("0%", "90%", "99%", "99.9%", "99.99%", "max", "latency (ms)"):
-        assert f">{tick}</text>" in distribution
-    assert ">seconds since the start of the run</text>" in svgs[1]
+    names = {chart_id: [trace["name"] for trace in chart["data"]] for chart_id, chart in charts.items()}
+    assert names == {
+        "latency-distribution": ["triton", "litserve"],
+        "throughput-over-time": ["triton", "litserve"],
+        "latency-over-time": ["triton p50", "triton p95", "litserve p50", "litserve p95"],
+    }
+    distribution = charts["latency-distribution"]["layout"]
+    assert distribution["xaxis"]["ticktext"] == ["0%", "90%", "99%", "99.9%", "99.99%", "max"]
+    assert distribution["yaxis"]["title"]["text"] == "latency (ms)"
+    assert charts["throughput-over-time"]["layout"]["xaxis"]["title"]["text"] == "seconds since the start of the run"
+    dashes = [trace["line"]["dash"] for trace in charts["latency-over-time"]["data"]]
+    assert dashes == ["solid", "dash", "solid", "dash"]  # p95 dashed, as the caption says
+    for chart in charts.values():
+        for trace in chart["data"]:
+            assert "%{y" in trace["hovertemplate"] and trace["hovertemplate"].endswith(
+                "<extra>%{fullData.name}</extra>"
+            )
+    # each chart is an image to assistive technology, described in words
+    labels = re.findall(r'<div class="chart" role="img" aria-label="([^"]*)">', html)
+    assert len(labels) == 3
+    assert labels[0] == (
+        "Latency by percentile, one line per server: triton p50 28.9 ms, p99 34.0 ms, max 61.0 ms; "
+        "litserve p50 34.8 ms, p99 45.0 ms, max 88.0 ms"
+    )
+
+
+def _history_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return [row for row in csv.DictReader(f) if row["Name"] == "Aggregated"]
+
+
+def _value(text: str) -> float | None:
+    return None if text == "N/A" else float(text)
+
+
+def test_chart_traces_hold_exactly_the_numbers_of_the_results(report: tuple[str, str, Path]) -> None:
+    html, _, _ = report
+    charts = figures(html)
+    distribution, throughput, latency = (charts[chart_id]["data"] for chart_id in CHART_IDS)
+    for i, server in enumerate(("triton", "litserve")):
+        data = json.loads(Path(f"results/{server}/latency.json").read_text())
+        (entry,) = data["requests"].values()
+        assert distribution[i]["customdata"] == [p for p, _ in entry["distribution"]]
+        assert distribution[i]["y"] == [ms for _, ms in entry["distribution"]]
+        rows = _history_rows(Path(f"results/{server}/{data['history_csv']}"))
+        seconds = [float(row["Timestamp"]) - STARTED for row in rows]  # both runs start at STARTED
+        assert (throughput[i]["x"], throughput[i]["y"]) == (seconds, [_value(row["Requests/s"]) for row in rows])
+        p50, p95 = latency[2 * i], latency[2 * i + 1]
+        assert (p50["x"], p50["y"]) == (seconds, [_value(row["50%"]) for row in rows])
+        assert (p95["x"], p95["y"]) == (seconds, [_value(row["95%"]) for row in rows])
 
 
 def test_html_is_self_contained_and_well_formed(report: tuple[str, str, Path]) -> None:
     html, _, _ = report
     assert html.startswith("<!doctype html>")
-    lowered = html.lower()
-    for needle in ("<script", "<link", "<img", "<iframe", " src=", " href=", "url(", "@import", "@font-face"):
+    assert re.findall(r"<script\b[^>]*\bsrc\s*=", html, flags=re.I) == []  # nothing loaded from elsewhere
+    # plotly.js is inlined exactly once, in <head>, and no other copy of any version is
+    assert html.count(PLOTLYJS_TAG) == 1
+    assert html.count("* plotly.js v") == 1
+    assert html.index(PLOTLYJS_TAG) < html.index("</head>")
+    own = without_plotlyjs(html)  # what the report wrote around the library
+    assert re.findall(r"<script[^>]*>", own) == ["<script>"] * 3  # one inline script per chart
+    lowered = own.lower()
+    for needle in ("<link", "<img", "<iframe", " src=", " href=", "url(", "@import", "@font-face"):
         assert needle not in lowered, needle
-    # The only absolute URLs are the SVG namespace and the servers' addresses shown as text.
-    urls = set(re.findall(r"https?://[^\s\"'<]+", html))
-    assert urls == {"http://www.w3.org/2000/svg", "http://127.0.0.1:8000", "http://127.0.0.1:8001"}
-    assert "default-src 'none'" in html  # and the page forbids fetching anything
+    # The only absolute URLs are the servers' addresses shown as text.
+    assert set(re.findall(r"https?://[^\s\"'<]+", own)) == {"http://127.0.0.1:8000", "http://127.0.0.1:8001"}
+    # and the page forbids fetching anything: scripts and styles may only be inline
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html)
+    assert policy is not None
+    assert policy.group(1).split("; ") == [
+        "default-src 'none'",
+        "style-src 'unsafe-inline'",
+        "script-src 'unsafe-inline'",
+        "img-src data:",
+    ]
     checker = _Checker()
     checker.feed(html)
     checker.close()
@@ -296,17 +346,33 @@ def test_runs_without_history_still_get_a_report(tmp_path: Path) -> None:
     write_run(tmp_path / "a", "triton", base=1.0, scale=0.1, peak=3.0, rps=500.0, server_stats=None, history=False)
     html_path, md_path = build_report([tmp_path / "a"], tmp_path / "out")
     html = html_path.read_text()
-    assert html.count("<svg") == 1  # the distribution; no history to chart
+    assert list(figures(html)) == ["latency-distribution"]  # no history to chart
+    assert html.count(PLOTLYJS_TAG) == 1
     assert "No per-second history was recorded." in html
     assert "triton: no history CSV recorded" in html
     assert "Server-side breakdown" not in md_path.read_text()
+
+
+def test_a_page_with_nothing_to_chart_carries_no_plotlyjs(tmp_path: Path) -> None:
+    write_run(tmp_path / "a", "triton", base=1.0, scale=0.1, peak=3.0, rps=500.0, server_stats=None, history=False)
+    path = tmp_path / "a/latency.json"
+    data = json.loads(path.read_text())
+    del data["requests"]["triton/resnet50_onnx"]["distribution"]
+    path.write_text(json.dumps(data))
+    html = build_report([tmp_path / "a"], tmp_path / "out")[0].read_text()
+    assert "<script" not in html
+    assert "No latency distribution was recorded." in html
+    assert html.count("No per-second history was recorded.") == 2
 
 
 def test_a_history_csv_that_is_named_but_missing_is_noted(results: Path) -> None:
     Path("results/litserve/low_stats_history.csv").unlink()
     html_path, _ = build_report([results / "triton", results / "litserve"], results)
     html = html_path.read_text()
-    assert html.count("<svg") == 3
+    charts = figures(html)
+    assert list(charts) == CHART_IDS
+    assert [trace["name"] for trace in charts["throughput-over-time"]["data"]] == ["triton"]
+    assert [trace["name"] for trace in charts["latency-over-time"]["data"]] == ["triton p50", "triton p95"]
     assert "litserve: litserve/low_stats_history.csv is missing" in html
 
 
@@ -438,12 +504,11 @@ def _chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install -y chromium)")
 
 
-def test_chromium_renders_the_page_without_errors(report: tuple[str, str, Path], tmp_path: Path) -> None:
-    chromium = _chromium()
-    _, _, html_path = report
+def _render(page: Path, tmp_path: Path) -> str:
+    """``page`` as headless Chromium leaves it once loaded (scripts run); fails on any console message."""
     proc = subprocess.run(
         [
-            chromium,
+            _chromium(),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -453,7 +518,7 @@ def test_chromium_renders_the_page_without_errors(report: tuple[str, str, Path],
             "--enable-logging=stderr",
             "--v=0",
             "--dump-dom",
-            html_path.resolve().as_uri(),
+            page.resolve().as_uri(),
         ],
         capture_output=True,
         text=True,
@@ -461,11 +526,62 @@ def test_chromium_renders_the_page_without_errors(report: tuple[str, str, Path],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Chromium logs every console message as "<LEVEL>:CONSOLE" (INFO for uncaught errors and for
-    # Content-Security-Policy violations, i.e. attempts to fetch something); the page has no script, so none.
+    # Content-Security-Policy violations, i.e. attempts to fetch something); a page that draws cleanly logs none.
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
     assert console == [], "\n".join(console)
     assert "Content Security Policy" not in proc.stderr
-    dom = proc.stdout
-    assert "<svg" in dom and dom.count("</svg>") == 3
+    return proc.stdout
+
+
+def _chart_doms(dom: str) -> dict[str, str]:
+    """Each chart's part of the rendered DOM, from its div to the next chart's."""
+    starts = [dom.index(f'<div id="{chart_id}"') for chart_id in CHART_IDS]
+    return {chart_id: dom[a:b] for chart_id, a, b in zip(CHART_IDS, starts, [*starts[1:], len(dom)], strict=True)}
+
+
+def test_chromium_renders_the_page_without_errors(report: tuple[str, str, Path], tmp_path: Path) -> None:
+    html, _, html_path = report
+    dom = _render(html_path, tmp_path)
     for name in ("triton", "litserve"):
         assert f"{name}</th>" in dom
+    # plotly.js ran and drew every chart: its title and one line per trace
+    for chart_id, chart in figures(html).items():
+        drawn = _chart_doms(dom)[chart_id]
+        assert re.findall(r'<text class="gtitle"[^>]*>([^<]*)</text>', drawn) == [chart["layout"]["title"]["text"]]
+        strokes = re.findall(
+            r'<g class="trace scatter[^"]*"[^>]*><g class="fills"></g><g class="errorbars"></g><g class="lines">'
+            r'<path class="js-line" d="M[^"]+" style="[^"]*stroke: rgb\((\d+), (\d+), (\d+)\)',
+            drawn,
+        )
+        colors = [trace["line"]["color"] for trace in chart["data"]]
+        assert [f"#{int(r):02X}{int(g):02X}{int(b):02X}" for r, g, b in strokes] == colors
+
+
+def test_chromium_shows_the_values_on_hover(report: tuple[str, str, Path], tmp_path: Path) -> None:
+    """Hovers the 6th point of each chart's first line (as a mouse would) and reads the label plotly draws."""
+    html, _, _ = report
+    point = 5
+    probe = (
+        f"<script>for (const id of {json.dumps(CHART_IDS)}) "
+        f"Plotly.Fx.hover(id, [{{curveNumber: 0, pointNumber: {point}}}]);</script>\n</body>"
+    )
+    hovered = tmp_path / "hovered.html"
+    hovered.write_text(html.replace("</body>", probe))
+    doms = _chart_doms(_render(hovered, tmp_path))
+    labels = {
+        chart_id: re.findall(r'<g class="hovertext".*?</g>', drawn, flags=re.S) for chart_id, drawn in doms.items()
+    }
+    texts = {
+        chart_id: [re.findall(r"<text[^>]*>([^<]*)</text>", label) for label in found]
+        for chart_id, found in labels.items()
+    }
+    data = json.loads(Path("results/triton/latency.json").read_text())
+    (entry,) = data["requests"].values()
+    p, ms = entry["distribution"][point]
+    row = _history_rows(Path("results/triton") / data["history_csv"])[point]
+    t = float(row["Timestamp"]) - STARTED
+    assert texts == {
+        "latency-distribution": [["triton", f"p{p:g}: {format_ms(ms)} ms"]],
+        "throughput-over-time": [["triton", f"{t:.1f} s: {format_ms(float(row['Requests/s']))} requests/s"]],
+        "latency-over-time": [["triton p50", f"{t:.1f} s: {float(row['50%']):g} ms"]],
+    }

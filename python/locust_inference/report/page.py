@@ -1,0 +1,259 @@
+"""The comparison page: one self-contained HTML file with the tables and the charts."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from plotly.offline import get_plotlyjs
+
+from .charts import DASHES, Line, figure_html, latency_distribution, latency_over_time, throughput_over_time
+from .runs import Run, row_label
+from .tables import (
+    DASH,
+    MINUS,
+    OPEN_LOOP_NOTE,
+    breakdown_rows,
+    date_range,
+    format_ms,
+    format_when,
+    has_open_loop,
+    html_table,
+    locust_notes,
+    model_names,
+    open_loop_rows,
+    page_title,
+    summary_rows,
+)
+
+_CSS = """
+:root { color-scheme: light; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1f24; background: #fff;
+       margin: 0; }
+main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 1.6em; margin: 0 0 4px; }
+h2 { font-size: 1.2em; margin: 32px 0 8px; border-bottom: 1px solid #d8dee4; padding-bottom: 4px; }
+.meta, .note, figcaption, footer { color: #57606a; font-size: 0.92em; }
+.note { margin: 4px 0 10px; max-width: 80em; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: 8px 0; }
+th, td { padding: 5px 10px; border-bottom: 1px solid #d8dee4; text-align: right; white-space: nowrap; }
+th { background: #f6f8fa; font-weight: 600; }
+thead th { white-space: normal; vertical-align: bottom; max-width: 7.5em; }
+th:first-child, td:first-child, th.text, td.text { text-align: left; }
+.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px;
+          vertical-align: -1px; }
+figure { margin: 8px 0 0; }
+.chart { width: 100%; max-width: 960px; }
+code { font-size: 0.92em; }
+""".strip()
+
+
+# Plotly draws the charts with inline scripts, from the plotly.js inlined once in <head>; nothing else may
+# run or be fetched when the page is viewed (data: is plotly's own inline images, e.g. the modebar's).
+CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+
+def _distribution_lines(runs: Sequence[Run]) -> list[Line]:
+    return [
+        Line(
+            row_label(run, stats),
+            run.color,
+            [p for p, _ in stats.distribution],
+            [ms for _, ms in stats.distribution],
+            DASHES[i % len(DASHES)],
+        )
+        for run in runs
+        for i, stats in enumerate(run.requests)
+        if stats.distribution
+    ]
+
+
+def _distribution_desc(runs: Sequence[Run]) -> str:
+    return "Latency by percentile, one line per server: " + "; ".join(
+        f"{row_label(run, s)} p50 {format_ms(s.latency_ms.get('p50'))} ms, p99 {format_ms(s.latency_ms.get('p99'))} "
+        f"ms, max {format_ms(s.latency_ms.get('max'))} ms"
+        for run in runs
+        for s in run.requests
+        if s.distribution
+    )
+
+
+def _time_zero(run: Run) -> float:
+    """Where a run's history chart starts: the run's start, or its first history row when that is far off."""
+    first = run.history[0].t
+    start = run.started.timestamp() if run.started else first
+    return min(first, start) if first - start < 3600 else first
+
+
+def _throughput_lines(runs: Sequence[Run]) -> list[Line]:
+    lines = []
+    for run in runs:
+        if run.history:
+            zero = _time_zero(run)
+            lines.append(
+                Line(run.label, run.color, [p.t - zero for p in run.history], [p.requests_per_s for p in run.history])
+            )
+    return lines
+
+
+def _latency_time_lines(runs: Sequence[Run]) -> list[Line]:
+    lines = []
+    for run in runs:
+        if run.history:
+            zero = _time_zero(run)
+            t = [p.t - zero for p in run.history]
+            lines.append(Line(f"{run.label} p50", run.color, t, [p.p50_ms for p in run.history]))
+            lines.append(Line(f"{run.label} p95", run.color, t, [p.p95_ms for p in run.history], "dash"))
+    return lines
+
+
+def _charts(runs: Sequence[Run]) -> dict[str, str | None]:
+    """Each chart's HTML by its id, ``None`` where there is nothing to draw."""
+    charts = {
+        "latency-distribution": (latency_distribution, _distribution_lines(runs)),
+        "throughput-over-time": (throughput_over_time, _throughput_lines(runs)),
+        "latency-over-time": (latency_over_time, _latency_time_lines(runs)),
+    }
+    return {
+        chart_id: figure_html(draw(lines), chart_id) if lines else None for chart_id, (draw, lines) in charts.items()
+    }
+
+
+def _figure(chart: str | None, desc: str, caption: str, missing: str) -> str:
+    if chart is None:
+        return f'<p class="note">{html.escape(missing)}</p>'
+    return (
+        f'<figure>\n<div class="chart" role="img" aria-label="{html.escape(desc)}">\n{chart}\n</div>\n'
+        f"<figcaption>{html.escape(caption)}</figcaption>\n</figure>"
+    )
+
+
+def render_html(runs: Sequence[Run]) -> str:
+    """The whole comparison page: one file with inline CSS, plotly.js and charts; nothing to fetch."""
+    charts = _charts(runs)
+    title = page_title(runs)
+    header, rows = summary_rows(runs)
+    row_colors = [run.color for run in runs for _ in run.requests]
+    summary = html_table(
+        header,
+        rows,
+        row_colors,
+        "Latencies are client-side, measured by the Rust client around each successful request (HdrHistogram, "
+        "3 significant digits); requests counts those, failures come on top. TTFB is the time to the first byte "
+        "of the response."
+        + (
+            " For open-loop runs they run from each request's intended send time (see Open loop below)."
+            if has_open_loop(runs)
+            else ""
+        ),
+    )
+    parts = [
+        "<!doctype html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">',
+        f"<title>Inference latency: {html.escape(title)}</title>",
+        f"<style>\n{_CSS}\n</style>",
+    ]
+    if any(chart is not None for chart in charts.values()):
+        parts.append(f"<script>{get_plotlyjs()}</script>")
+    parts += [
+        "</head>",
+        "<body>",
+        "<main>",
+        f"<h1>Inference latency: {html.escape(' vs '.join(r.label for r in runs))}</h1>",
+        f'<p class="meta">Model {html.escape(model_names(runs))}, {html.escape(date_range(runs))}. '
+        f"{len(runs)} load test{'s' if len(runs) != 1 else ''}, same client (locust-inference) for each server.</p>",
+        '<section aria-labelledby="summary">',
+        '<h2 id="summary">Summary</h2>',
+        summary,
+    ]
+    notes = locust_notes(runs)
+    if notes:
+        parts.append(
+            '<p class="note">Locust\'s own p50 / p95 / p99 come from its bucketed (rounded) response times, '
+            "so they are coarser than the histogram's: " + html.escape("; ".join(notes)) + ".</p>"
+        )
+    parts.append("</section>")
+
+    if has_open_loop(runs):
+        o_header, o_rows, o_colors = open_loop_rows(runs)
+        parts += [
+            '<section aria-labelledby="open-loop">',
+            '<h2 id="open-loop">Open loop: did each server keep up?</h2>',
+            html_table(o_header, o_rows, o_colors, OPEN_LOOP_NOTE),
+            "</section>",
+        ]
+
+    if any(r.server_stats is not None for r in runs):
+        b_header, b_rows = breakdown_rows(runs)
+        parts += [
+            '<section aria-labelledby="breakdown">',
+            '<h2 id="breakdown">Server-side breakdown</h2>',
+            html_table(
+                b_header,
+                b_rows,
+                [r.color for r in runs],
+                f"The server's own statistics over the run, mean milliseconds per request; client {MINUS} server "
+                f"is the client's mean latency minus the server's total: network, HTTP and (de)serialisation. "
+                f"{DASH} means the server does not report them.",
+            ),
+            "</section>",
+        ]
+
+    history_notes = [f"{r.label}: {r.history_note}" for r in runs if r.history_note]
+    parts += [
+        '<section aria-labelledby="distribution">',
+        '<h2 id="distribution">Latency distribution</h2>',
+        _figure(
+            charts["latency-distribution"],
+            _distribution_desc(runs),
+            "Latency at each percentile, HdrHistogram style: the x axis is 1/(1 - percentile) on a log scale, "
+            "so the tail gets as much room as the median. The right edge is the maximum.",
+            "No latency distribution was recorded.",
+        ),
+        "</section>",
+        '<section aria-labelledby="throughput">',
+        '<h2 id="throughput">Throughput over time</h2>',
+        _figure(
+            charts["throughput-over-time"],
+            "Requests per second over time, one line per server, from Locust's stats history.",
+            "Requests per second as Locust reports it each second: an average over about the last 10 seconds.",
+            "No per-second history was recorded.",
+        ),
+        "</section>",
+        '<section aria-labelledby="latency-time">',
+        '<h2 id="latency-time">Latency over time</h2>',
+        _figure(
+            charts["latency-over-time"],
+            "p50 (solid) and p95 (dashed) latency over time, per server, from Locust's stats history.",
+            "p50 (solid) and p95 (dashed) from Locust's per-second history: percentiles over a rolling window, "
+            "rounded like Locust's other numbers.",
+            "No per-second history was recorded.",
+        ),
+    ]
+    if history_notes:
+        parts.append(f'<p class="note">Missing history: {html.escape("; ".join(history_notes))}.</p>')
+    parts += ["</section>", '<section aria-labelledby="runs">', '<h2 id="runs">Runs</h2>', "<ul>"]
+    for run in runs:
+        duration = f", {format_ms(run.duration_s)} s" if run.duration_s is not None else ""
+        parts.append(
+            f"<li><strong>{html.escape(run.label)}</strong>: model <code>{html.escape(run.model or DASH)}</code> "
+            f"at <code>{html.escape(run.host or DASH)}</code>, {html.escape(format_when(run.started))} to "
+            f"{html.escape(format_when(run.ended))}{duration}; from <code>{html.escape(str(run.folder))}</code></li>"
+        )
+    parts += [
+        "</ul>",
+        "</section>",
+        f"<footer><p>Generated by <code>python -m locust_inference.report</code> on "
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.</p></footer>",
+        "</main>",
+        "</body>",
+        "</html>",
+        "",
+    ]
+    return "\n".join(parts)

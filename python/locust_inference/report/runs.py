@@ -1,0 +1,274 @@
+"""Loading runs: ``latency.json``, the Locust stats history CSV it names, and the server's own statistics.
+
+Each run folder (normally ``results/triton`` and ``results/litserve``) holds the ``latency.json`` written
+at the end of a load test, and optionally Locust's per-second ``*_stats_history.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+LATENCY_FILE = "latency.json"
+SUPPORTED_VERSION = 1
+
+# Okabe-Ito: distinct for the common kinds of colour blindness, and on white and in print.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+
+KEPT_UP_SHARE = 0.99  # an open loop kept up: achieved >= 99% of offered, and nothing dropped
+
+
+class ReportError(ValueError):
+    """A run folder cannot be reported on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    """``requests.<name>.open_loop`` in ``latency.json``: an open-loop stream's rates, counts and send lags."""
+
+    offered_per_s: float | None
+    achieved_per_s: float | None
+    scheduled: int | None
+    sent: int | None
+    dropped: int | None
+    completed: int | None
+    unfinished: int | None
+    lag_ms: dict[str, float]
+
+    @property
+    def kept_up(self) -> bool | None:
+        """Achieved at least 99% of the offered rate and dropped nothing; ``None`` when the rates are missing."""
+        if self.offered_per_s is None or self.achieved_per_s is None or self.dropped is None:
+            return None
+        return self.dropped == 0 and self.achieved_per_s >= KEPT_UP_SHARE * self.offered_per_s
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """One entry of ``requests`` in ``latency.json``: a request name's counts and latencies (ms).
+
+    ``latency_ms`` runs from each request's intended send time (open loop) or its send (closed loop);
+    ``service_ms`` from its actual send; ``open_loop`` is ``None`` for a closed loop."""
+
+    name: str
+    count: int
+    failures: int | None
+    requests_per_s: float | None
+    latency_ms: dict[str, float]
+    ttfb_ms: dict[str, float]
+    distribution: list[tuple[float, float]]
+    service_ms: dict[str, float] = field(default_factory=dict)
+    open_loop: OpenLoop | None = None
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One ``Aggregated`` row of Locust's stats history; ``None`` where Locust wrote ``N/A``."""
+
+    t: float
+    users: int | None
+    requests_per_s: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+@dataclass
+class Run:
+    """One load test, read from ``<folder>/latency.json`` (and its history CSV, if any)."""
+
+    folder: Path  # as the report names it: relative to the report's own folder (see build_report)
+    server: str
+    model: str
+    host: str
+    started: datetime | None
+    ended: datetime | None
+    duration_s: float | None
+    requests: list[RequestStats]
+    server_stats: dict[str, float] | None
+    locust: dict[str, float] | None
+    history: list[HistoryPoint] = field(default_factory=list)
+    history_note: str = ""
+    label: str = ""
+    color: str = PALETTE[0]
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` (missing, ``N/A``, not a number)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _numbers(value: Any) -> dict[str, float]:
+    """The numeric entries of a JSON object (others are dropped)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): n for k, v in value.items() if (n := _number(v)) is not None}
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def _distribution(value: Any) -> list[tuple[float, float]]:
+    points: list[tuple[float, float]] = []
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, list | tuple) and len(item) == 2:
+                p, ms = _number(item[0]), _number(item[1])
+                if p is not None and ms is not None and 0.0 <= p <= 100.0:
+                    points.append((p, ms))
+    return sorted(points)
+
+
+def _count(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _open_loop(value: Any) -> OpenLoop | None:
+    if not isinstance(value, dict):
+        return None
+    return OpenLoop(
+        offered_per_s=_number(value.get("offered_rate_per_s")),
+        achieved_per_s=_number(value.get("achieved_per_s")),
+        scheduled=_count(value.get("scheduled")),
+        sent=_count(value.get("sent")),
+        dropped=_count(value.get("dropped")),
+        completed=_count(value.get("completed")),
+        unfinished=_count(value.get("unfinished")),
+        lag_ms=_numbers(value.get("lag_ms")),
+    )
+
+
+def _requests(raw: Any, where: Path) -> list[RequestStats]:
+    if not isinstance(raw, dict) or not raw:
+        raise ReportError(f"{where} has no requests: the load test recorded none; run it again")
+    stats = []
+    for name, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise ReportError(f"{where}: requests[{name!r}] is not an object")
+        rps = _number(entry.get("requests_per_s"))
+        stats.append(
+            RequestStats(
+                name=str(name),
+                count=int(_number(entry.get("count")) or 0),
+                failures=None if (failures := _number(entry.get("failures"))) is None else int(failures),
+                requests_per_s=rps,
+                latency_ms=_numbers(entry.get("latency_ms")),
+                ttfb_ms=_numbers(entry.get("ttfb_ms")),
+                distribution=_distribution(entry.get("distribution")),
+                service_ms=_numbers(entry.get("service_ms")),
+                open_loop=_open_loop(entry.get("open_loop")),
+            )
+        )
+    return stats
+
+
+def read_history(path: Path) -> list[HistoryPoint]:
+    """The ``Aggregated`` rows of a Locust ``*_stats_history.csv``, in time order."""
+    points = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row.get("Name") != "Aggregated":
+                continue
+            t = _number(row.get("Timestamp"))
+            if t is None:
+                continue
+            users = _number(row.get("User Count"))
+            points.append(
+                HistoryPoint(
+                    t=t,
+                    users=None if users is None else int(users),
+                    requests_per_s=_number(row.get("Requests/s")),
+                    p50_ms=_number(row.get("50%")),
+                    p95_ms=_number(row.get("95%")),
+                )
+            )
+    points.sort(key=lambda p: p.t)
+    return points
+
+
+def load_run(folder: Path, shown: Path | None = None) -> Run:
+    """Reads ``folder/latency.json`` and the history CSV it names; raises :class:`ReportError`. ``shown`` is
+    how the report names the folder (default: ``folder``)."""
+    shown = folder if shown is None else shown
+    path = folder / LATENCY_FILE
+    if not path.is_file():
+        guess = folder.name or "SERVER"
+        raise ReportError(
+            f"no {LATENCY_FILE} in {folder}: run a load test against {guess} first "
+            f"(make performance-test CONFIG=configs/low.conf MODEL_NAME=resnet50_onnx SERVER={guess})"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"cannot read {path}: {e}") from e
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path} is not valid JSON ({e}): run the load test again") from e
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} does not hold a JSON object")
+    version = data.get("version")
+    if version != SUPPORTED_VERSION:
+        raise ReportError(f"{path} has version {version!r}; this report reads version {SUPPORTED_VERSION}")
+    server = data.get("server")
+    if not isinstance(server, str) or not server:
+        raise ReportError(f'{path} does not say which server it measured ("server" is missing)')
+
+    server_stats = data.get("server_stats")
+    locust = data.get("locust")
+    run = Run(
+        folder=shown,
+        server=server,
+        model=str(data.get("model") or ""),
+        host=str(data.get("host") or ""),
+        started=_timestamp(data.get("started")),
+        ended=_timestamp(data.get("ended")),
+        duration_s=_number(data.get("duration_s")),
+        requests=_requests(data.get("requests"), path),
+        server_stats=_numbers(server_stats) if isinstance(server_stats, dict) else None,
+        locust=_numbers(locust) if isinstance(locust, dict) else None,
+    )
+
+    history_csv = data.get("history_csv")
+    if isinstance(history_csv, str) and history_csv:
+        history_path = folder / history_csv
+        try:
+            run.history = read_history(history_path)
+        except FileNotFoundError:
+            run.history_note = f"{shown / history_csv} is missing"
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            run.history_note = f"cannot read {shown / history_csv}: {e.strerror if isinstance(e, OSError) else e}"
+        else:
+            if not run.history:
+                run.history_note = f"{shown / history_csv} has no Aggregated rows"
+    else:
+        run.history_note = "no history CSV recorded"
+    return run
+
+
+def label_runs(runs: list[Run]) -> None:
+    """Gives each run a unique label (its server, plus its folder when servers repeat) and a colour."""
+    servers = [r.server for r in runs]
+    for i, run in enumerate(runs):
+        run.label = run.server if servers.count(run.server) == 1 else f"{run.server} ({run.folder})"
+        run.color = PALETTE[i % len(PALETTE)]
+
+
+def row_label(run: Run, stats: RequestStats) -> str:
+    return run.label if len(run.requests) == 1 else f"{run.label} {stats.name}"
