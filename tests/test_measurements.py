@@ -42,8 +42,15 @@ def test_measurements_cross_the_wire_whole_and_refuse_other_bytes() -> None:
     merged.add(back)
     merged.add(Measurements.from_bytes(empty.to_bytes()))
     assert merged == empty
-    for garbage in (b"", b"LIM", b"LIM\x02" + empty.to_bytes()[4:], empty.to_bytes()[:-1], LatencyHistogram().to_bytes()):
-        with pytest.raises(ProtocolError, match="not a locust-inference measurement|not a serialised latency"):
+    blob = empty.to_bytes()
+    for garbage, reason in (
+        (b"", "wrong header"),
+        (b"LIM\x02" + blob[4:], "wrong header"),  # another version's
+        (LatencyHistogram().to_bytes(), "wrong header"),
+        (blob[:-1], "truncated"),
+        (blob + b"\0", "trailing bytes"),
+    ):
+        with pytest.raises(ProtocolError, match=f"^not a locust-inference measurement: {reason}"):
             Measurements.from_bytes(garbage)
 
 
