@@ -99,12 +99,14 @@ def run_distributed(
     run_time: str = "4s",
     class_name: str = "HighUser",
     model: str = "tiny_onnx",
+    extra: str = "",
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Runs ./distributed.sh with a short config of its own; returns the process and the results folder."""
+    """Runs ./distributed.sh with a short config of its own (plus ``extra`` lines); returns the process and
+    the results folder."""
     conf = tmp_path / "quick.conf"
     conf.write_text(
         f"locustfile = locustfile.py\nclass-name = {class_name}\nusers = {users}\nspawn-rate = {users}\n"
-        f"run-time = {run_time}\nexpect-workers = {workers}\nmaster-bind-host = 127.0.0.1\n"
+        f"run-time = {run_time}\nexpect-workers = {workers}\nmaster-bind-host = 127.0.0.1\n{extra}"
     )
     results = tmp_path / "results"
     proc = subprocess.run(

@@ -172,3 +172,30 @@ def test_distributed_offered_rate_is_users_times_rate_and_counts_merge(triton, t
         4,
         ol["completed"] + ol["dropped"] + ol["unfinished"],
     ) and ol["completed"] == result["locust"]["requests"], (ol, result["locust"])
+
+
+def distributed_overload(triton: RunningServer, tmp_path: Path, overload: str) -> dict[str, Any]:
+    """2 workers, one LowUser each at 100/s with one request in flight, on sleep_20ms: more than it can do."""
+    extra = f"rate = 100\nmax-in-flight = 1\noverload = {overload}\n"
+    proc, results = run_distributed(
+        tmp_path, triton.url, workers=2, users=2, class_name="LowUser", model="sleep_20ms", run_time="3s", extra=extra
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entry = json.loads((results / "latency.json").read_text())["requests"]["triton/sleep_20ms"]
+    assert (entry["open_loop"]["streams"], entry["open_loop"]["offered_rate_per_s"]) == (2, 200.0), entry
+    return entry
+
+
+def test_drop_counts_the_shortfall_with_two_workers(triton, tmp_path: Path) -> None:
+    ol = distributed_overload(triton, tmp_path, "drop")["open_loop"]
+    # per stream, the frame due 10 ms after each send finds the slot taken: dropped >= sent - 1 on each
+    assert ol["sent"] + ol["dropped"] == ol["scheduled"] and ol["dropped"] >= ol["sent"] - 2, ol
+
+
+def test_queue_latency_grows_with_time_with_two_workers(triton, tmp_path: Path) -> None:
+    entry = distributed_overload(triton, tmp_path, "queue")
+    ol, n = entry["open_loop"], entry["open_loop"]["completed"]
+    # on each stream request k is meant for 10k ms and cannot leave before 20k ms, so at most 2m of all
+    # latencies are under 10m ms: the median of n is at least 10 ms * (n/4 - 1)
+    assert ol["dropped"] == 0 and n > 50, ol
+    assert entry["latency_ms"]["p50"] >= 10 * (n // 4 - 1), (n, entry["latency_ms"])
