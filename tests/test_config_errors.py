@@ -81,3 +81,17 @@ def test_bad_option_values(tmp_path: Path) -> None:
     ):
         run = run_locust(tmp_path, *args, env=clean_env(SERVER="triton", MODEL_NAME="m"))
         assert_clean_failure(run, message)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "cannot be read (No such file or directory)"), ("X-Key: k\nnot-a-header s3cr3t\n", "line 2 is not")],
+    ids=["missing", "malformed"],
+)
+def test_bad_header_file(tmp_path: Path, content: str | None, reason: str) -> None:
+    headers = tmp_path / "headers"
+    if content is not None:
+        headers.write_text(content)
+    run = run_locust(tmp_path, "--header-file", str(headers), env=clean_env(SERVER="triton", MODEL_NAME="m"))
+    assert_clean_failure(run, f"--header-file {headers}: {reason}")
+    assert "s3cr3t" not in run.stderr  # a malformed line may hold a secret: only its number is shown
