@@ -142,7 +142,7 @@ def cluster(
             files.append(log)
             cmd = hosts.exec(host, "./distributed.sh", str(conf), MODEL, "triton", hostname=HOSTNAMES[host])
             procs[host] = children.start(cmd, cwd=REPO_ROOT, env=host_env, stdout=log, stderr=subprocess.STDOUT)
-        yield Cluster(procs.pop("master"), procs, logs, results, records)
+        yield Cluster(procs["master"], {h: p for h, p in procs.items() if h != "master"}, logs, results, records)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
