@@ -1,28 +1,48 @@
 #!/usr/bin/env bash
-# Runs a distributed Locust load test: one master and the config's expect-workers workers, all on
-# this machine. Stops exactly the processes it started on exit, Ctrl-C or TERM.
+# Runs a distributed Locust load test. By default one master and the config's expect-workers workers, all
+# on this machine; ROLE=master runs only the master (for workers on other machines), ROLE=worker only
+# workers that join a master elsewhere. Stops exactly the processes it started on exit, Ctrl-C or TERM.
 set -euo pipefail
 
 usage() {
     cat >&2 <<'TXT'
 usage: ./distributed.sh <config> <model_name> [server]
+       ROLE=master [MASTER_BIND=addr] [MASTER_PORT=port] ./distributed.sh <config> <model_name> [server]
+       ROLE=worker MASTER_HOST=addr [MASTER_PORT=port] [WORKERS=N] ./distributed.sh <config> <model_name> [server]
 
   config      a Locust config file, e.g. configs/low.conf or configs/high.conf
   model_name  the model to load-test, e.g. resnet50_onnx
   server      triton | litserve (default: $SERVER, then $INFERENCE_SERVER)
 
+roles (ROLE):
+  (unset)     master and the config's expect-workers workers, all on this machine
+  master      only the master: waits for expect-workers workers from other machines, writes all results
+  worker      WORKERS workers (default 1) that join the master at MASTER_HOST; they stop when it ends
+              (within 60 s when it disappears). Exit status 1, in one line, when the master cannot be
+              reached within MASTER_WAIT seconds (default 60)
+
 environment:
-  HOST          server URL (default http://127.0.0.1:8000 for triton, http://127.0.0.1:8001 for litserve)
-  RESULTS_DIR   where CSV and HTML go (default results/<server>)
+  HOST          server URL as seen from this machine (default http://127.0.0.1:8000 for triton,
+                http://127.0.0.1:8001 for litserve); set it on every machine
+  RESULTS_DIR   where CSV and HTML go (default results/<server>; not used by workers)
   WEB_UI=true   serve the web UI on the config's web port (8089) instead of running headless
-  MASTER_PORT   master port (default: a free one)
+  MASTER_PORT   master port (default: a free one; 5557 with ROLE=master or worker)
+  MASTER_BIND   ROLE=master: the address the master listens on (default: the config's master-bind-host);
+                keep it on a private network: the port has no authentication
   RUN_TIME      override the config's run-time (e.g. 30s)
   LOCUST        the locust command (default: .venv/bin/locust when present, else locust)
   DEBUG_REQUESTS=true  log every request and response
+  Auth headers (LOCUST_HEADER, --header-file in the config, INFERENCE_AUTH_TOKEN) are read by each
+  process from its own machine; the master never sends them to workers.
 TXT
     exit 2
 }
 
+role=${ROLE:-}
+case $role in
+    "" | master | worker) ;;
+    *) echo "distributed.sh: unknown ROLE '$role': choose master or worker, or leave it unset for both here" >&2; exit 2 ;;
+esac
 [[ $# -ge 2 && $# -le 3 ]] || usage
 config=$1
 model=$2
@@ -47,27 +67,83 @@ python=$(dirname "$LOCUST")/python
 conf_value() { # the value of a key in the config file, or empty
     sed -n -E "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*([^#]*[^[:space:]#]).*/\1/p" "$config" | tail -n 1
 }
-workers=$(conf_value expect-workers)
-workers=${workers:-1}
-[[ $workers =~ ^[0-9]+$ && $workers -ge 1 ]] || { echo "distributed.sh: expect-workers must be a positive integer" >&2; exit 2; }
+expected=$(conf_value expect-workers)
+expected=${expected:-1}
+[[ $expected =~ ^[0-9]+$ && $expected -ge 1 ]] || { echo "distributed.sh: expect-workers must be a positive integer" >&2; exit 2; }
 class=$(conf_value class-name)
 results=${RESULTS_DIR:-results/$server}
-mkdir -p "$results"
 prefix="$results/$(basename "${config%.*}")"
-port=${MASTER_PORT:-$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+local_workers=$expected # the workers started on this machine
+master_host=127.0.0.1
+case $role in
+    "")
+        port=${MASTER_PORT:-$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+        ;;
+    master)
+        port=${MASTER_PORT:-5557}
+        local_workers=0
+        ;;
+    worker)
+        port=${MASTER_PORT:-5557}
+        master_host=${MASTER_HOST:-}
+        [[ -n $master_host ]] || { echo "distributed.sh: ROLE=worker needs MASTER_HOST, the master's address" >&2; exit 2; }
+        local_workers=${WORKERS:-1}
+        [[ $local_workers =~ ^[0-9]+$ && $local_workers -ge 1 ]] ||
+            { echo "distributed.sh: WORKERS must be a positive integer, got '$local_workers'" >&2; exit 2; }
+        master_wait=${MASTER_WAIT:-60}
+        [[ $master_wait =~ ^[0-9]+$ && $master_wait -ge 1 ]] ||
+            { echo "distributed.sh: MASTER_WAIT must be a positive whole number of seconds, got '$master_wait'" >&2; exit 2; }
+        ;;
+esac
+[[ $port =~ ^[0-9]+$ && $port -ge 1 && $port -le 65535 ]] ||
+    { echo "distributed.sh: MASTER_PORT must be a port number (1-65535), got '$port'" >&2; exit 2; }
+
+if [[ $role == worker ]]; then
+    # Locust's worker retries an absent master for 5 minutes, quietly at first: check that the master's
+    # port answers before starting any. Nothing listening, no route, an unknown name: one line, exit 1.
+    "$python" -c '
+import socket, sys, time
+host, port, wait = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + wait
+while True:
+    try:
+        socket.create_connection((host, port), timeout=max(0.2, min(2.0, deadline - time.monotonic()))).close()
+        break
+    except OSError as err:
+        if time.monotonic() + 0.5 >= deadline:
+            reason = err.strerror or str(err) or type(err).__name__
+            sys.exit(
+                f"distributed.sh: cannot reach the master at {host}:{port} within {wait:g} s ({reason}); "
+                "start it first (ROLE=master) or fix MASTER_HOST/MASTER_PORT"
+            )
+        time.sleep(0.5)
+' "$master_host" "$port" "$master_wait" || exit 1
+fi
 
 cat <<TXT
-==> locust-inference distributed run
+==> locust-inference distributed run${role:+ (role: $role)}
     config   $config
     host     $host
     model    $model
     server   $server
-    workers  $workers
     class    ${class:-(all)}
-    run time ${RUN_TIME:-$(conf_value run-time)}
-    results  $results/  (${prefix}_stats.csv, ${prefix}.html)
 TXT
+case $role in
+    "") echo "    workers  $expected" ;;
+    master) echo "    workers  $expected, from other machines (master port $port)" ;;
+    worker) echo "    workers  $local_workers here, joining the master at $master_host:$port" ;;
+esac
+if [[ $role != worker ]]; then
+    mkdir -p "$results"
+    echo "    run time ${RUN_TIME:-$(conf_value run-time)}"
+    echo "    results  $results/  (${prefix}_stats.csv, ${prefix}.html)"
+fi
 
+case $role in
+    "") what="master and workers" ;;
+    master) what=master ;;
+    worker) what=workers ;;
+esac
 pids=()
 # shellcheck disable=SC2317  # invoked by trap
 cleanup() {
@@ -89,7 +165,7 @@ cleanup() {
 }
 # shellcheck disable=SC2317  # invoked by trap
 on_signal() {
-    echo "distributed.sh: interrupted, stopping master and workers" >&2
+    echo "distributed.sh: interrupted, stopping $what" >&2
     cleanup
     exit 130
 }
@@ -97,33 +173,40 @@ trap cleanup EXIT
 trap on_signal INT TERM
 
 common=(--config "$config" --host "$host" --server "$server" --model-name "$model")
-master_extra=()
-[[ -n ${RUN_TIME:-} ]] && master_extra+=(--run-time "$RUN_TIME")
-mode=(--headless)
-if [[ ${WEB_UI:-false} == true ]]; then
-    mode=(--autostart --autoquit 10)
-    echo "    web UI   http://127.0.0.1:$(conf_value web-port || echo 8089)"
+master=
+if [[ $role != worker ]]; then
+    master_extra=()
+    [[ -n ${RUN_TIME:-} ]] && master_extra+=(--run-time "$RUN_TIME")
+    [[ $role == master && -n ${MASTER_BIND:-} ]] && master_extra+=(--master-bind-host "$MASTER_BIND")
+    mode=(--headless)
+    if [[ ${WEB_UI:-false} == true ]]; then
+        mode=(--autostart --autoquit 10)
+        echo "    web UI   http://127.0.0.1:$(conf_value web-port || echo 8089)"
+    fi
+    "$LOCUST" "${common[@]}" --master --master-bind-port "$port" --expect-workers "$expected" "${mode[@]}" \
+        "${master_extra[@]}" --csv "$prefix" --html "$prefix.html" &
+    master=$!
+    pids+=("$master")
 fi
-
-"$LOCUST" "${common[@]}" --master --master-bind-port "$port" --expect-workers "$workers" "${mode[@]}" \
-    "${master_extra[@]}" --csv "$prefix" --html "$prefix.html" &
-master=$!
-pids+=("$master")
-for _ in $(seq "$workers"); do
-    "$LOCUST" "${common[@]}" --worker --master-host 127.0.0.1 --master-port "$port" &
+for _ in $(seq "$local_workers"); do
+    "$LOCUST" "${common[@]}" --worker --master-host "$master_host" --master-port "$port" &
     pids+=("$!")
 done
 
 status=0
 declare -A finished=()
 while true; do
-    if ! kill -0 "$master" 2>/dev/null; then
+    if [[ -n $master ]] && ! kill -0 "$master" 2>/dev/null; then
         wait "$master" || status=$?
         break
     fi
-    for pid in "${pids[@]:1}"; do
-        [[ -n ${finished[$pid]:-} ]] && continue
-        kill -0 "$pid" 2>/dev/null && continue
+    running=0
+    for pid in "${pids[@]}"; do
+        [[ $pid == "$master" || -n ${finished[$pid]:-} ]] && continue
+        if kill -0 "$pid" 2>/dev/null; then
+            running=$((running + 1))
+            continue
+        fi
         code=0
         wait "$pid" || code=$?
         finished[$pid]=$code
@@ -133,11 +216,18 @@ while true; do
             exit 1
         fi
     done
+    # ROLE=worker: done once every worker has left (the master ended the run)
+    [[ -z $master && $running -eq 0 ]] && break
     sleep 0.2
 done
 # workers leave by themselves when the master quits; give them a moment, then clean up
-for pid in "${pids[@]:1}"; do
+for pid in "${pids[@]}"; do
+    [[ $pid == "$master" ]] && continue
     for _ in $(seq 25); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
 done
-echo "==> results in $results/ (exit status $status)"
+if [[ $role == worker ]]; then
+    echo "==> workers done (exit status $status)"
+else
+    echo "==> results in $results/ (exit status $status)"
+fi
 exit "$status"

@@ -12,6 +12,7 @@ private ``TMPDIR``, removed afterwards together with what Triton writes to hard-
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -24,13 +25,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from servers import children
 
 HOST = "127.0.0.1"
+T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRITON_DEFAULT_MODELS = ("resnet50_onnx", "tiny_onnx", "checksum", "sleep_20ms")
 TRITON_START_TIMEOUT_S = 180.0
@@ -59,10 +62,12 @@ class RunningServer:
     pid: int
     log_path: Path
     tmp_dir: Path  # the server's private TMPDIR, removed after it stops
+    host: str = HOST  # the address it listens on (in network namespace ``netns``, when one is named)
+    netns: str | None = None
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.url = f"http://{HOST}:{self.port}"
+        self.url = f"http://{self.host}:{self.port}"
 
 
 def free_ports(count: int) -> list[int]:
@@ -111,12 +116,43 @@ def exit_with_launcher(poll_s: float = 1.0) -> None:
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, netns: str | None = None) -> bool:
+    if netns is not None:
+        return in_netns(netns, _http_ok, url)
     try:
         with _OPENER.open(url, timeout=2) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def in_netns(name: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a new thread that has joined network namespace ``name`` (``ip netns``); a
+    namespace is per thread, so the rest of this process stays where it is."""
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+            try:
+                if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into network namespace {name}")
+            finally:
+                os.close(fd)
+            result.append((True, fn(*args)))
+        except BaseException as exc:  # handed to the caller's thread
+            result.append((False, exc))
+
+    thread = threading.Thread(target=run, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
 
 
 @dataclass(frozen=True)
@@ -263,6 +299,8 @@ def _run_server(
     timeout: float,
     log_path: str | os.PathLike[str] | None,
     env: dict[str, str] | None,
+    host: str = HOST,
+    netns: str | None = None,
 ) -> Iterator[RunningServer]:
     if os.environ.get(NO_SERVERS_ENV):
         raise ServerStartError(
@@ -277,6 +315,8 @@ def _run_server(
         path = Path(log_path)
         path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", module, *args]
+    if netns is not None:  # ip execs the command: the server's pid and process group stay the ones started
+        cmd = ["ip", "netns", "exec", netns, *cmd]
     # A private TMPDIR collects what killed children cannot clean up (multiprocessing dirs, workspaces).
     # Keep it short: PyTriton and multiprocessing put unix sockets below it (108-byte path limit).
     base = tempfile.gettempdir()
@@ -286,7 +326,7 @@ def _run_server(
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": tmpdir, **(env or {})}
     child_env[PARENT_PID_ENV] = str(os.getpid())
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), child_env.get("PYTHONPATH")) if p)
-    label = f"{kind} on {HOST}:{port}"
+    label = f"{kind} on {host}:{port}" + (f" in network namespace {netns}" if netns else "")
     print(f"starting {label}… (models: {', '.join(models)}; log: {path})", file=sys.stderr, flush=True)
     started = time.monotonic()
     failed = True
@@ -297,7 +337,7 @@ def _run_server(
             proc = children.start(
                 cmd, cwd=REPO_ROOT, env=child_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
-        base = f"http://{HOST}:{port}"
+        base = f"http://{host}:{port}"
         pending = list(ready_paths)
         while pending:
             if proc.poll() is not None:
@@ -309,7 +349,7 @@ def _run_server(
                 raise ServerStartError(
                     f"{label} not ready in {timeout:.0f} s (at {pending[0]}); log {path}:\n{log_tail(path)}"
                 )
-            if _http_ok(base + pending[0]):
+            if _http_ok(base + pending[0], netns):
                 pending.pop(0)
             else:
                 time.sleep(0.25)
@@ -318,7 +358,14 @@ def _run_server(
         # see it ready and the caller has killed it.
         claim_python_env(envs_before, proc.pid)
         yield RunningServer(
-            kind=kind, port=port, models=list(models), pid=proc.pid, log_path=path, tmp_dir=Path(tmpdir)
+            kind=kind,
+            port=port,
+            models=list(models),
+            pid=proc.pid,
+            log_path=path,
+            tmp_dir=Path(tmpdir),
+            host=host,
+            netns=netns,
         )
         failed = False
     finally:
@@ -342,15 +389,20 @@ def triton_server(
     *,
     timeout: float = TRITON_START_TIMEOUT_S,
     env: dict[str, str] | None = None,
+    http_address: str = HOST,
+    netns: str | None = None,
 ) -> Iterator[RunningServer]:
     """Run ``python -m servers.triton`` until the block exits; wait for server and every model to be ready.
 
-    gRPC and metrics get free ports too. Without ``log_path`` the log goes to a temp file that is removed
+    ``netns`` runs it in that network namespace (``ip netns``), its HTTP endpoint on ``http_address``
+    there. gRPC and metrics get free ports too. Without ``log_path`` the log goes to a temp file that is removed
     after a clean run (kept, and named in the error, when start-up or the block fails).
     """
     models = list(models)
     port = http_port or free_port()
     args = ["--http-port", str(port), "--models", ",".join(models), "--threads", str(threads)]
+    if http_address != HOST:
+        args += ["--http-address", http_address]
     ready = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in models)]
     with _run_server(
         "Triton",
@@ -362,6 +414,8 @@ def triton_server(
         timeout=timeout,
         log_path=log_path,
         env=env,
+        host=http_address,
+        netns=netns,
     ) as srv:
         yield srv
 

@@ -41,6 +41,7 @@ from servers.models import DEFAULT_THREADS, INPUT_SHAPE, MODELS, OUTPUT_SHAPE, l
 
 LOG = logging.getLogger("servers.triton")
 HOST = "127.0.0.1"
+INFERENCE_TOKEN_ENV = "TRITON_INFERENCE_TOKEN"
 DEFAULT_MODELS = ("resnet50_onnx", "tiny_onnx", "checksum", "sleep_20ms")
 OPENVINO_MODEL = "resnet50_openvino"
 
@@ -152,7 +153,9 @@ def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.tr
     )
 
 
-def _unload_models(http_port: int, models: list[str], token: str | None, timeout: float = 6.0) -> None:
+def _unload_models(
+    http_port: int, models: list[str], token: str | None, timeout: float = 6.0, http_address: str = HOST
+) -> None:
     """Unload ``models`` through the repository API and wait (<= ``timeout`` s) for their stubs to exit.
 
     tritonserver's own shutdown first waits for open HTTP connections -- idle keep-alive clients of a load
@@ -166,7 +169,7 @@ def _unload_models(http_port: int, models: list[str], token: str | None, timeout
     started = time.monotonic()
     try:
         for name in models:  # asynchronous: returns once the unload is scheduled
-            url = f"http://{HOST}:{http_port}/v2/repository/models/{name}/unload"
+            url = f"http://{http_address}:{http_port}/v2/repository/models/{name}/unload"
             request = urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
             opener.open(request, timeout=timeout).close()
     except (urllib.error.URLError, OSError) as exc:
@@ -184,8 +187,13 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, threads: int) -> int:
-    """Run Triton in the foreground until SIGTERM/SIGINT or until tritonserver dies; return an exit code."""
+def serve(
+    models: list[str], http_port: int, grpc_port: int, metrics_port: int, *, threads: int, http_address: str = HOST
+) -> int:
+    """Run Triton in the foreground until SIGTERM/SIGINT or until tritonserver dies; return an exit code.
+
+    With ``TRITON_INFERENCE_TOKEN`` set, inference requests need the header ``triton-access-token`` with
+    that value (Triton's restricted API), so a test can see that a client sent it."""
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     prefer_interpreter_libpython()
@@ -196,7 +204,7 @@ def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, 
     exit_with_launcher()
 
     config = TritonConfig(
-        http_address=HOST,
+        http_address=http_address,
         http_port=http_port,
         grpc_address=HOST,
         grpc_port=grpc_port,
@@ -211,7 +219,10 @@ def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, 
     )
     # Keep the statistics endpoint open (it is useful to a load test); everything binds to loopback only.
     restricted = ["shared-memory", "model-repository", "trace", "logging"]
-    security = TritonSecurityConfig(restricted_endpoints=restricted)
+    inference_token = os.environ.pop(INFERENCE_TOKEN_ENV, None)  # not inherited by the model proxies
+    if inference_token:
+        restricted.append("inference")
+    security = TritonSecurityConfig(access_token=inference_token or None, restricted_endpoints=restricted)
     tmp_root = Path(tempfile.mkdtemp(prefix="pytriton-"))
     started = time.monotonic()
     interrupted = False
@@ -226,7 +237,7 @@ def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, 
             _bind_model(triton, name, threads)
         LOG.info(
             "starting tritonserver: http=%s:%d grpc=%d metrics=%d models=%s",
-            HOST,
+            http_address,
             http_port,
             grpc_port,
             metrics_port,
@@ -245,7 +256,7 @@ def serve(models: list[str], http_port: int, grpc_port: int, metrics_port: int, 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         LOG.info("shutting down Triton")
         if triton is not None and triton.is_alive():
-            _unload_models(http_port, models, triton.get_access_token())
+            _unload_models(http_port, models, triton.get_access_token(), http_address=http_address)
     finally:
         if triton is not None:
             if not claimed:  # start-up failed or was interrupted after some models loaded
@@ -268,6 +279,11 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated subset of: " + ",".join(available_models()),
     )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--http-address",
+        default=HOST,
+        help=f"address of the HTTP endpoint (default {HOST}; gRPC and metrics stay on {HOST})",
+    )
     args = parser.parse_args(argv)
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -278,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     given = {args.http_port, args.grpc_port, args.metrics_port}
     spare = iter(p for p in free_ports(4) if p not in given)
     ports = [p if p else next(spare) for p in (args.http_port, args.grpc_port, args.metrics_port)]
-    sys.exit(serve(models, *ports, threads=args.threads))
+    sys.exit(serve(models, *ports, threads=args.threads, http_address=args.http_address))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from faults import FaultServer  # noqa: E402
 from servers.launch import RunningServer, litserve_server, triton_server  # noqa: E402
 
 TRITON_TEST_MODELS = ("tiny_onnx", "checksum", "sleep_20ms", "resnet50_onnx")
-SERVER_FIXTURES = frozenset({"triton", "litserve_checksum", "litserve_tiny", "own_triton"})
+# own_triton: the stall tests'; hosts, netns_triton: tests/test_multihost.py (network namespaces need root)
+SERVER_FIXTURES = frozenset({"triton", "litserve_checksum", "litserve_tiny", "own_triton", "hosts", "netns_triton"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
-from support import assert_clean_failure, clean_env, run_locust
+from support import REPO_ROOT, assert_clean_failure, clean_env, run_locust
 
 from servers.launch import free_port
 
@@ -81,3 +82,32 @@ def test_bad_option_values(tmp_path: Path) -> None:
     ):
         run = run_locust(tmp_path, *args, env=clean_env(SERVER="triton", MODEL_NAME="m"))
         assert_clean_failure(run, message)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "cannot be read (No such file or directory)"), ("X-Key: k\nnot-a-header s3cr3t\n", "line 2 is not")],
+    ids=["missing", "malformed"],
+)
+def test_bad_header_file(tmp_path: Path, content: str | None, reason: str) -> None:
+    headers = tmp_path / "headers"
+    if content is not None:
+        headers.write_text(content)
+    run = run_locust(tmp_path, "--header-file", str(headers), env=clean_env(SERVER="triton", MODEL_NAME="m"))
+    assert_clean_failure(run, f"--header-file {headers}: {reason}")
+    assert "s3cr3t" not in run.stderr  # a malformed line may hold a secret: only its number is shown
+
+
+def test_distributed_sh_refuses_an_unknown_role() -> None:
+    done = subprocess.run(
+        ["./distributed.sh", "configs/low.conf", "m", "triton"],
+        cwd=REPO_ROOT,
+        env=clean_env(ROLE="workers"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "distributed.sh: unknown ROLE 'workers': choose master or worker, or leave it unset for both here\n"
+    )

@@ -108,7 +108,15 @@ def add_arguments(parser: Any) -> None:
         env_var="LOCUST_HEADER",
         action="append",
         default=None,
-        help="Extra request header 'Name: value' (repeatable); values are never logged",
+        help="Extra request header 'Name: value' (repeatable); values are never logged, and a master never "
+        "sends them to its workers (each worker uses its own)",
+    )
+    group.add_argument(
+        "--header-file",
+        env_var="LOCUST_HEADER_FILE",
+        default=None,
+        help="File of extra request headers, one 'Name: value' a line (blank lines and # comments skipped), "
+        "e.g. a mounted secret; read by each process on its own machine",
     )
     group.add_argument(
         "--insecure", env_var="LOCUST_INSECURE", action="store_true", default=False, help="Skip TLS verification"
@@ -181,6 +189,23 @@ def _parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _header_file(path: str) -> list[tuple[str, str]]:
+    try:
+        text = Path(path).expanduser().read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+        raise ConfigError(f"--header-file {path}: cannot be read ({reason})") from None
+    headers = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():  # the line itself may hold a secret: only its number is shown
+            raise ConfigError(f"--header-file {path}: line {number} is not of the form 'Name: value'")
+        headers.append((name.strip(), value.strip()))
+    return headers
+
+
 def _number(options: Any, name: str, default: Any, kind: Any) -> Any:
     value = getattr(options, name, None)
     if value is None:
@@ -233,6 +258,9 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         str(getattr(options, "image", DEFAULT_IMAGE) or DEFAULT_IMAGE), getattr(options, "locustfile", None)
     )
     headers = [_parse_header(h) for h in (getattr(options, "header", None) or [])]
+    header_file = getattr(options, "header_file", None)
+    if header_file:
+        headers += _header_file(str(header_file))
     token = env.get("INFERENCE_AUTH_TOKEN")
     if token:
         headers.append(("Authorization", f"Bearer {token}"))

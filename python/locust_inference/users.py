@@ -18,7 +18,7 @@ from locust import User, constant_pacing, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from locust_inference import hooks, latency, options
+from locust_inference import distributed, hooks, latency, options
 from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
 from locust_inference.backends import Target, prepare
 
@@ -61,6 +61,8 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         settings = options.resolve(parsed, environment.host)
         _select_user_class(environment, settings.class_name)
         if isinstance(environment.runner, MasterRunner):
+            distributed.keep_secrets_home(environment)  # settings (with the headers) are resolved above
+            distributed.stop_when_a_worker_goes_missing(environment)
             latency.install(environment, settings, None)
             return  # workers send the requests; they prepare (and validate) the target
         target = prepare(settings)

@@ -1,0 +1,85 @@
+"""The master's side of a distributed run, wherever its workers live.
+
+* **Secrets stay home.** Locust's master puts every parsed option, ours included, in clear text into the
+  ``spawn`` message it sends each worker (``MasterRunner.start``), and its port has no authentication.
+  The master resolves its own settings at start (it may need the headers to read Triton's statistics),
+  then blanks the options that carry secrets in its parsed options, so they are never sent. Each worker
+  resolves its settings from its own command line, config file and environment at its own start, before
+  any spawn message arrives: its headers are its own.
+* **A worker that goes missing stops the run.** Locust marks a worker ``missing`` when its heartbeats stop
+  (about 3 s) and carries on with the rest; the requests that worker made since its last report would then
+  be missing from the results without a word. The master says which worker (and host) went missing in one
+  line and ends the run with exit status 1, as ``distributed.sh`` does for a worker on its own machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import gevent
+from locust.env import Environment
+from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterRunner
+
+__all__ = ["SECRET_OPTIONS", "keep_secrets_home", "stop_when_a_worker_goes_missing"]
+
+log = logging.getLogger("locust_inference")
+SECRET_OPTIONS = ("header", "header_file")  # dests of the options that carry or point to secrets
+POLL_S = 0.5
+
+
+def keep_secrets_home(environment: Environment) -> None:
+    """Blanks the secret-carrying options in the master's parsed options (call after resolving them)."""
+    parsed = environment.parsed_options
+    if parsed is None:
+        return
+    for name in SECRET_OPTIONS:
+        if getattr(parsed, name, None):
+            setattr(parsed, name, None)
+
+
+def worker_host(client_id: str) -> str:
+    """The host part of a Locust worker id (``<hostname>_<32 hex digits>``)."""
+    host, sep, suffix = client_id.rpartition("_")
+    return host if sep and len(suffix) == 32 else client_id
+
+
+def missing_message(client_ids: list[str]) -> str:
+    """The line naming the hosts, then the workers, that went missing."""
+    hosts = sorted({worker_host(cid) for cid in client_ids})
+    return (
+        f"worker host{'s' if len(hosts) > 1 else ''} {', '.join(hosts)} stopped sending heartbeats "
+        f"(down or unreachable; worker{'s' if len(client_ids) > 1 else ''} {', '.join(sorted(client_ids))}); "
+        "stopping the run: what they did since their last report is not in the results"
+    )
+
+
+def stop_when_a_worker_goes_missing(environment: Environment) -> None:
+    """Watches the master's workers while a test runs; the first one missing ends the run."""
+    runner = environment.runner
+    if not isinstance(runner, MasterRunner):
+        return
+
+    def watch() -> None:
+        while True:
+            gevent.sleep(POLL_S)
+            if runner.state not in (STATE_RUNNING, STATE_SPAWNING):
+                continue
+            missing = [c.id for c in runner.clients.all if c.state == STATE_MISSING]
+            if missing:
+                break
+        message = missing_message(missing)
+        log.error("locust-inference: %s", message)
+        sys.stderr.write(f"locust-inference: {message}\n")
+        sys.stderr.flush()
+        environment.process_exit_code = 1
+        runner.quit()
+
+    # Not in the runner's own greenlet group: runner.quit() kills that group.
+    watcher = gevent.spawn(watch)
+
+    @environment.events.quitting.add_listener
+    def _stop_watching(**_kw: Any) -> None:
+        if watcher is not gevent.getcurrent():
+            watcher.kill(block=False)
