@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +31,7 @@ from locust_inference._native import Measurements
 from locust_inference.options import Settings
 from locust_inference.server_stats import ServerStats, breakdown, read_stats
 
-__all__ = ["Collector", "fine_bucket_response_time", "install", "use_fine_buckets"]
+__all__ = ["Collector", "collector_of", "fine_bucket_response_time", "install", "use_fine_buckets"]
 
 log = logging.getLogger("locust_inference")
 REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measurements.to_bytes()}
@@ -74,12 +75,25 @@ class Collector:
     """What the requests of one process (or, on the master, of all workers) measured, per request name."""
 
     settings: Settings
+    endpoint: Recording | None = None  # this process's, None on a master
     measured: dict[str, Measurements] = field(default_factory=dict)
+    window: Measurements = field(default_factory=Measurements)  # all names, since the last take_window()
     started: dt.datetime | None = None
     stats_at_start: ServerStats | None = None
 
     def add(self, name: str, measurements: Measurements) -> None:
         self.measured.setdefault(name, Measurements()).add(measurements)
+        self.window.add(measurements)
+
+    def poll(self) -> None:
+        """Takes what this process's endpoint recorded since the last take (a worker sends it instead)."""
+        if self.endpoint is not None:
+            self.add(self.settings.name, self.endpoint.take())
+
+    def take_window(self) -> Measurements:
+        """What arrived (from this process's endpoint by poll(), or in workers' reports) since the last call."""
+        window, self.window = self.window, Measurements()
+        return window
 
     def restart(self) -> None:
         """Forgets what was measured and counts time from now; streams keep their number and rate."""
@@ -229,17 +243,23 @@ def results_folder(environment: Environment, settings: Settings) -> tuple[Path, 
     return Path("results") / settings.server, None
 
 
+_collectors: weakref.WeakKeyDictionary[Environment, Collector] = weakref.WeakKeyDictionary()
+
+
+def collector_of(environment: Environment) -> Collector | None:
+    """The collector :func:`install` wired into ``environment`` (None before)."""
+    return _collectors.get(environment)
+
+
 def install(environment: Environment, settings: Settings, endpoint: Recording | None) -> Collector:
     """Wires the collector into Locust's events for this process. ``endpoint`` records this process's
     requests (None on a master, which only merges what workers send)."""
     use_fine_buckets(environment)
-    collector = Collector(settings)
+    collector = Collector(settings, endpoint)
+    _collectors[environment] = collector
     events = environment.events
     runner = environment.runner
-
-    def take_local() -> None:
-        if endpoint is not None:
-            collector.add(settings.name, endpoint.take())
+    take_local = collector.poll
 
     @events.spawning_complete.add_listener
     def _reset(**_kw: Any) -> None:
@@ -271,6 +291,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         if collector.started is None:
             take_local()  # drop anything recorded before the test (none expected)
             collector.measured.clear()
+            collector.take_window()
             collector.started = dt.datetime.now(dt.UTC)
             collector.stats_at_start = read_stats(settings)
 

@@ -39,7 +39,7 @@ def target_for(environment: Environment) -> Target:
         raise ConfigError("locust-inference was not initialised: import it from the locustfile") from None
 
 
-def _fail_at_start(message: str) -> None:
+def fail_at_start(message: str) -> None:
     log.error("locust-inference: %s", message)
     sys.stderr.write(f"locust-inference: {message}\n")
     sys.stderr.flush()
@@ -67,7 +67,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
             return  # workers send the requests; they prepare (and validate) the target
         target = prepare(settings)
     except ConfigError as err:
-        _fail_at_start(str(err))
+        fail_at_start(str(err))
         return
     _targets[environment] = target
     if settings.insecure:
@@ -231,7 +231,7 @@ class OpenLoopUser(InferenceUser):
     """Sends the prepared request on a schedule that does not depend on the answers: ``rate``
     requests per second (constant spacing, or Poisson arrivals), at most ``max_in_flight`` at once.
 
-    The schedule runs in Rust on the I/O runtime (tokio timers, absolute intended times), so neither
+    The schedule runs in Rust on the I/O runtime (a microsecond timer, absolute intended times), so neither
     Python nor a slow server shifts it. When ``max_in_flight`` requests are out at a request's
     intended time, ``overload`` says what happens: ``drop`` (never sent; counted as dropped, as k6
     counts ``dropped_iterations``, not as a Locust failure) or ``queue`` (sent in order as soon as

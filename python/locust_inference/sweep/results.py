@@ -1,0 +1,131 @@
+"""A sweep's results: ``sweep.json`` (everything), ``sweep.csv`` (one row per step) and the summary printed
+at the end."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from locust_inference.options import Settings
+from locust_inference.sweep.plan import SweepPlan
+
+__all__ = ["describe_row", "document", "format_summary", "write"]
+
+CSV_COLUMNS = (
+    "step",
+    "load",
+    "users",
+    "offered_rate_per_s",
+    "achieved_per_s",
+    "requests",
+    "failures",
+    "dropped",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "p99.9_ms",
+    "service_p50_ms",
+    "service_p99_ms",
+    "windows",
+    "stable",
+    "server_queue_ms",
+    "server_compute_infer_ms",
+    "server_avg_batch_size",
+)
+
+
+def document(
+    settings: Settings,
+    *,
+    plan: SweepPlan,
+    rows: list[dict[str, Any]],
+    stopped: str | None,
+    goodput: dict[str, Any] | None,
+    ended: float,
+) -> dict[str, Any]:
+    settings_doc = asdict(plan)
+    for key in ("slo", "stop_latency"):
+        limit = getattr(plan, key)
+        settings_doc[key] = None if limit is None else str(limit)
+    return {
+        "version": 1,
+        "server": settings.server,
+        "model": settings.model,
+        "host": settings.host,
+        "ended": dt.datetime.fromtimestamp(ended, dt.UTC).isoformat(timespec="seconds"),
+        "mode": plan.mode,
+        "plan": settings_doc,
+        "steps": rows,
+        "stopped": stopped,
+        "goodput": goodput,
+    }
+
+
+def _csv_row(row: dict[str, Any]) -> list[Any]:
+    lat, service, server = row["latency_ms"], row["service_ms"], row.get("server") or {}
+    values: dict[str, Any] = {
+        **{k: row[k] for k in ("step", "load", "users", "offered_rate_per_s", "requests", "failures", "dropped")},
+        "achieved_per_s": f"{row['achieved_per_s']:.3f}",
+        **{f"{k}_ms": f"{lat[k]:.3f}" if k in lat else "" for k in ("p50", "p90", "p99", "p99.9")},
+        "service_p50_ms": f"{service['p50']:.3f}" if "p50" in service else "",
+        "service_p99_ms": f"{service['p99']:.3f}" if "p99" in service else "",
+        "windows": row["windows"],
+        "stable": str(row["stable"]).lower(),
+        "server_queue_ms": server.get("queue_ms", ""),
+        "server_compute_infer_ms": server.get("compute_infer_ms", ""),
+        "server_avg_batch_size": server.get("avg_batch_size", ""),
+    }
+    return ["" if values[c] is None else values[c] for c in CSV_COLUMNS]
+
+
+def write(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = folder / "sweep.json", folder / "sweep.csv"
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for row in doc["steps"]:
+            writer.writerow(_csv_row(row))
+    return json_path, csv_path
+
+
+def describe_row(row: dict[str, Any]) -> str:
+    lat = row["latency_ms"]
+    offered = "" if row["offered_rate_per_s"] is None else f"offered {row['offered_rate_per_s']:g}/s, "
+    dropped = "" if row["dropped"] is None else f", dropped {row['dropped']}"
+    return (
+        f"{offered}{row['achieved_per_s']:.1f} req/s, p50 {lat.get('p50', 0):.1f} ms, p99 {lat.get('p99', 0):.1f} ms,"
+        f" failures {row['failures']}{dropped}, {row['windows']} windows, {'stable' if row['stable'] else 'UNSTABLE'}"
+    )
+
+
+def format_summary(doc: dict[str, Any]) -> str:
+    unit = "users" if doc["mode"] == "concurrency" else "req/s"
+    lines = ["", f"Sweep of {doc['server']}/{doc['model']} ({doc['mode']} steps):", ""]
+    lines.append(
+        f"{'step':>4} {unit:>7} {'achieved/s':>10} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'p99.9 ms':>9}"
+        f" {'failures':>8} {'dropped':>7} {'batch':>5} {'windows':>7}  stable"
+    )
+    for row in doc["steps"]:
+        lat, server = row["latency_ms"], row.get("server") or {}
+        batch = server.get("avg_batch_size")
+        lines.append(
+            f"{row['step']:>4} {row['load']:>7g} {row['achieved_per_s']:>10.1f}"
+            + "".join(f" {lat.get(k, 0):>9.1f}" for k in ("p50", "p90", "p99", "p99.9"))
+            + f" {row['failures']:>8} {'-' if row['dropped'] is None else row['dropped']:>7}"
+            + f" {'-' if batch is None else f'{batch:.2f}':>5} {row['windows']:>7}  {'yes' if row['stable'] else 'NO'}"
+        )
+    if doc["stopped"]:
+        lines += ["", doc["stopped"]]
+    good = doc.get("goodput")
+    if good:
+        if good["rate_per_s"] is None:
+            lines += ["", f"Goodput at {good['slo']}: none, {good['how']}"]
+        else:
+            lines += ["", f"Goodput at {good['slo']}: {good['rate_per_s']:.1f} req/s, {good['how']}"]
+    return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""A sweep as a Locust load shape: each step sets the users (closed-loop concurrency, or open-loop streams
+offering a rate), warms up, then is measured in windows until the last few agree or the windows run out.
+
+It runs where Locust runs shapes (the local process, or the master) and measures what the whole run did:
+* requests and failures per window from Locust's own per-second counts (workers send them per second,
+  so a window holds exactly its seconds wherever the requests were made);
+* latencies from our µs histograms as they arrive (taken from this process, or in workers' reports);
+  windows are evaluated a report interval after they end, so the histograms hold the same period;
+* Triton's statistics read at the window boundaries, in gevent's thread pool (the read blocks).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from locust import LoadTestShape
+from locust.env import Environment
+from locust.runners import STATE_RUNNING, WORKER_REPORT_INTERVAL, MasterRunner
+
+from locust_inference import latency
+from locust_inference._native import ConfigError, Measurements
+from locust_inference.server_stats import ServerStats, breakdown, read_stats
+from locust_inference.sweep import plan as plan_module
+from locust_inference.sweep import results
+from locust_inference.sweep.analysis import Window, goodput, stable
+from locust_inference.sweep.plan import SweepPlan
+
+__all__ = ["SweepShape"]
+
+log = logging.getLogger("locust_inference")
+SUMMARY_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "p99.9", "max")
+
+
+@dataclass
+class _Step:
+    index: int
+    load: float
+    users: int
+    warm_until: float
+    t0: int | None = None  # first second measured
+    windows: list[Window] = field(default_factory=list)
+    measured: list[Measurements] = field(default_factory=list)
+
+
+class SweepRun:
+    """The state of one sweep; :meth:`tick` is the shape's tick."""
+
+    def __init__(self, environment: Environment, plan: SweepPlan, user_classes: dict[str, type]) -> None:
+        collector = latency.collector_of(environment)
+        if collector is None:
+            raise ConfigError("a sweep needs locust-inference's users: import them in the locustfile")
+        self.environment, self.plan, self.collector = environment, plan, collector
+        self.user_class = user_classes[plan.mode]
+        distributed = isinstance(environment.runner, MasterRunner)
+        self.lag = WORKER_REPORT_INTERVAL + 1.0 if distributed else 1.0
+        self.rows: list[dict[str, Any]] = []
+        self.stopped: str | None = None
+        self.step: _Step | None = None
+        self.done = False
+        self.server_stats: dict[int, ServerStats | None] = {}
+
+    # --- Locust's side -------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> tuple[int, float, list[type]] | None:
+        if self.done:
+            return None
+        if self.step is None:
+            return self._begin(0, now)
+        step = self.step
+        if step.t0 is None:
+            spawned = self.environment.runner is not None and self.environment.runner.state == STATE_RUNNING
+            if spawned and now >= step.warm_until:
+                self._start_windows(step, now)
+        elif now >= step.t0 + (len(step.windows) + 1) * self.plan.window_s + self.lag:
+            self._close_window(step)
+            if stable(step.windows, self.plan.stable_windows, self.plan.tolerance) or (
+                len(step.windows) >= self.plan.max_windows
+            ):
+                return self._finish(step, now)
+        return self._current()
+
+    def _current(self) -> tuple[int, float, list[type]]:
+        assert self.step is not None
+        return self.step.users, float(max(self.step.users, 1)), [self.user_class]
+
+    def _begin(self, index: int, now: float) -> tuple[int, float, list[type]]:
+        load = self.plan.steps[index]
+        self.step = _Step(index, load, self.plan.users(load), warm_until=now + self.plan.warmup_s)
+        log.info("locust-inference sweep: step %d, %s", index + 1, self._describe(load))
+        return self._current()
+
+    def _describe(self, load: float) -> str:
+        if self.plan.mode == "concurrency":
+            return f"{load:g} users"
+        return f"{load:g} req/s offered by {self.plan.users(load)} streams of {self.plan.stream_rate:g} req/s"
+
+    # --- windows -------------------------------------------------------------------------------------
+
+    def _start_windows(self, step: _Step, now: float) -> None:
+        step.t0 = math.floor(now) + 1
+        self.collector.poll()
+        self.collector.take_window()  # the warm-up's latencies
+        for k in range(self.plan.max_windows + 1):
+            self._read_server_stats_at(step.t0 + k * self.plan.window_s, now)
+
+    def _read_server_stats_at(self, when: int, now: float) -> None:
+        if self.collector.settings.server != "triton":
+            return
+
+        def read() -> None:
+            pool = gevent.get_hub().threadpool
+            self.server_stats[when] = pool.apply(read_stats, (self.collector.settings,))
+
+        gevent.spawn_later(max(when - now, 0.0), read)
+
+    def _close_window(self, step: _Step) -> None:
+        assert step.t0 is not None
+        self.collector.poll()
+        measured = self.collector.take_window()
+        start = step.t0 + len(step.windows) * self.plan.window_s
+        total = self.environment.stats.total
+        seconds = range(start, start + self.plan.window_s)
+        requests = sum(total.num_reqs_per_sec.get(s, 0) for s in seconds)
+        failures = sum(total.num_fail_per_sec.get(s, 0) for s in seconds)
+        hist = measured.total
+        p99 = hist.percentile(99) if hist.count else None
+        step.windows.append(Window(requests - failures, failures, float(self.plan.window_s), p99))
+        step.measured.append(measured)
+
+    def _finish(self, step: _Step, now: float) -> tuple[int, float, list[type]] | None:
+        row = self._row(step)
+        self.rows.append(row)
+        log.info("locust-inference sweep: step %d done: %s", step.index + 1, results.describe_row(row))
+        self.stopped = self._stop_reason(row)
+        if self.stopped or step.index + 1 == len(self.plan.steps):
+            self.finish()
+            return None
+        return self._begin(step.index + 1, now)
+
+    def _row(self, step: _Step) -> dict[str, Any]:
+        assert step.t0 is not None
+        n = min(self.plan.stable_windows, len(step.windows))
+        windows, merged = step.windows[-n:], Measurements()
+        for m in step.measured[-n:]:
+            merged.add(m)
+        seconds = sum(w.seconds for w in windows)
+        successes, failures = sum(w.successes for w in windows), sum(w.failures for w in windows)
+        first = step.t0 + (len(step.windows) - n) * self.plan.window_s
+        last = step.t0 + len(step.windows) * self.plan.window_s
+        summary = merged.total.summary()
+        server = breakdown(self.server_stats.get(first), self.server_stats.get(last), summary.get("mean"))
+        return {
+            "step": step.index + 1,
+            "load": step.load,
+            "users": step.users,
+            "offered_rate_per_s": step.load if self.plan.mode == "rate" else None,
+            "achieved_per_s": successes / seconds,
+            "requests": successes + failures,
+            "failures": failures,
+            "dropped": int(merged.streams["dropped"]) if self.plan.mode == "rate" else None,
+            "latency_ms": {k: summary[k] for k in SUMMARY_KEYS if k in summary},
+            "service_ms": {k: v for k, v in merged.service.summary().items() if k in SUMMARY_KEYS},
+            "windows": len(step.windows),
+            "stable": stable(step.windows, self.plan.stable_windows, self.plan.tolerance),
+            "measured_s": seconds,
+            "window_throughputs": [w.throughput for w in step.windows],
+            "window_p99_ms": [w.p99_ms for w in step.windows],
+            "server": server,
+        }
+
+    def _stop_reason(self, row: dict[str, Any]) -> str | None:
+        limit = self.plan.stop_latency
+        if limit is not None:
+            value = row["latency_ms"].get(limit.key)
+            if value is not None and value > limit.ms:
+                return f"stopped at step {row['step']}: {limit.key} {value:.1f} ms is past the limit {limit}"
+        if self.plan.stop_error_rate is not None and row["requests"]:
+            rate = row["failures"] / row["requests"]
+            if rate > self.plan.stop_error_rate:
+                return (
+                    f"stopped at step {row['step']}: {rate:.1%} of requests failed,"
+                    f" past the limit {self.plan.stop_error_rate:.1%}"
+                )
+        return None
+
+    def finish(self) -> None:
+        """Writes the sweep's results (once); a sweep cut short says at which step."""
+        if self.done:
+            return
+        self.done = True
+        if self.stopped is None and len(self.rows) < len(self.plan.steps):
+            self.stopped = f"interrupted during step {len(self.rows) + 1}: the run ended before it was measured"
+        good = goodput(self.rows, self.plan.slo) if self.plan.slo is not None and self.rows else None
+        settings = self.collector.settings
+        doc = results.document(
+            settings, plan=self.plan, rows=self.rows, stopped=self.stopped, goodput=good, ended=time.time()
+        )
+        folder, _ = latency.results_folder(self.environment, settings)
+        json_path, csv_path = results.write(doc, folder)
+        sys.stdout.write(results.format_summary(doc) + f"\nwritten: {json_path}, {csv_path}\n")
+        sys.stdout.flush()
+
+
+class SweepShape(LoadTestShape):
+    """Steps of concurrency or offered rate (see ``--sweep-*``), each measured until stable."""
+
+    abstract = True
+    user_classes: dict[str, type] = {}  # noqa: RUF012 (set by the subclass: {"concurrency": ..., "rate": ...})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._run: SweepRun | None = None
+
+    def tick(self) -> tuple[int, float, list[type]] | None:
+        if self._run is None:
+            assert self.runner is not None
+            environment = self.runner.environment
+            sweep = SweepRun(environment, plan_module.resolve(environment.parsed_options), self.user_classes)
+            environment.events.quitting.add_listener(lambda **_kw: sweep.finish())
+            self._run = sweep
+        return self._run.tick(time.time())
