@@ -4,28 +4,11 @@ p99=100ms` gives the server's goodput. Results: sweep.json and sweep.csv beside 
 
 from __future__ import annotations
 
-from typing import Any
-
-from locust import constant, events
+from locust import constant
 from locust.env import Environment
-from locust_inference._native import ConfigError
 from locust_inference.sweep import plan
-from locust_inference.sweep.shape import SweepShape
-from locust_inference.users import InferenceUser, OpenLoopUser, fail_at_start
-
-
-@events.init_command_line_parser.add_listener
-def _add_arguments(parser: Any) -> None:
-    plan.add_arguments(parser)
-
-
-@events.init.add_listener
-def _check(environment: Environment, **_kwargs: Any) -> None:
-    if environment.parsed_options is not None:
-        try:
-            plan.resolve(environment.parsed_options)  # bad steps or limits: one line, exit 2, before any load
-        except ConfigError as err:
-            fail_at_start(str(err))
+from locust_inference.sweep.shape import SweepShape  # before the users: it checks the sweep options first
+from locust_inference.users import InferenceUser, OpenLoopUser
 
 
 class ConcurrencyUser(InferenceUser):

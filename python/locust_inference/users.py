@@ -39,7 +39,7 @@ def target_for(environment: Environment) -> Target:
         raise ConfigError("locust-inference was not initialised: import it from the locustfile") from None
 
 
-def fail_at_start(message: str) -> None:
+def _fail_at_start(message: str) -> None:
     log.error("locust-inference: %s", message)
     sys.stderr.write(f"locust-inference: {message}\n")
     sys.stderr.flush()
@@ -67,7 +67,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
             return  # workers send the requests; they prepare (and validate) the target
         target = prepare(settings)
     except ConfigError as err:
-        fail_at_start(str(err))
+        _fail_at_start(str(err))
         return
     _targets[environment] = target
     if settings.insecure:

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from locust.runners import WORKER_REPORT_INTERVAL
-
 from locust_inference._native import ConfigError
 
 __all__ = ["Limit", "SweepPlan", "add_arguments", "parse_limit", "parse_steps", "resolve"]
@@ -166,6 +164,8 @@ def _stream_rate(steps: tuple[float, ...], given: float | None) -> float:
 
 def resolve(options: Any) -> SweepPlan:
     """The plan from Locust's parsed options; :class:`ConfigError` (one line) for anything invalid."""
+    from locust.runners import WORKER_REPORT_INTERVAL
+
     concurrency, rate = options.sweep_concurrency, options.sweep_rate
     if (concurrency is None) == (rate is None):
         raise ConfigError("a sweep needs one of --sweep-concurrency (e.g. 1,2,4,8) or --sweep-rate (e.g. 5:60:5)")

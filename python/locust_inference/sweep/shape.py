@@ -7,6 +7,10 @@ It runs where Locust runs shapes (the local process, or the master) and measures
 * latencies from our µs histograms as they arrive (taken from this process, or in workers' reports);
   windows are evaluated a report interval after they end, so the histograms hold the same period;
 * Triton's statistics read at the window boundaries, in gevent's thread pool (the read blocks).
+
+Importing this module adds the sweep's options to Locust's and checks them at init: a locustfile that
+imports it before :mod:`locust_inference.users` has bad sweep options refused before anything contacts
+the server.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
-from locust import LoadTestShape
+from locust import LoadTestShape, events
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, WORKER_REPORT_INTERVAL, MasterRunner
 
@@ -205,6 +209,22 @@ class SweepRun:
         json_path, csv_path = results.write(doc, folder)
         sys.stdout.write(results.format_summary(doc) + f"\nwritten: {json_path}, {csv_path}\n")
         sys.stdout.flush()
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    plan_module.add_arguments(parser)
+
+
+@events.init.add_listener
+def _check(environment: Environment, **_kwargs: Any) -> None:
+    if environment.parsed_options is not None:
+        try:
+            plan_module.resolve(environment.parsed_options)
+        except ConfigError as err:
+            log.error("locust-inference: %s", err)
+            sys.stderr.write(f"locust-inference: {err}\n")
+            raise SystemExit(2) from None
 
 
 class SweepShape(LoadTestShape):
