@@ -47,6 +47,21 @@ def test_measurements_cross_the_wire_whole_and_refuse_other_bytes() -> None:
             Measurements.from_bytes(garbage)
 
 
+def test_measurements_from_histograms_keep_each_histogram_in_its_place() -> None:
+    parts = {name: LatencyHistogram() for name in ("total", "ttfb", "service", "lag")}
+    for i, name in enumerate(parts):
+        for _ in range(i + 1):  # a different count per histogram: a swap would show
+            parts[name].record(10.0 * (i + 1))
+    m = Measurements.from_histograms(parts["total"], parts["ttfb"], parts["service"], parts["lag"], resent=5)
+    assert [getattr(m, name) for name in parts] == list(parts.values())
+    assert [getattr(m, name).count for name in parts] == [1, 2, 3, 4]
+    assert m.resent == 5
+    assert m.streams == Measurements().streams
+    parts["total"].record(1.0)  # copies: the histograms given stay the caller's
+    assert m.total.count == 1
+    assert Measurements.from_bytes(m.to_bytes()) == m
+
+
 def test_summary_and_distribution() -> None:
     h = LatencyHistogram()
     for ms in (1.0, 2.0, 3.0, 4.0, 100.0):
