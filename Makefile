@@ -86,7 +86,7 @@ lint: $(STAMP) ## cargo fmt + clippy, ruff, stub check, shellcheck
 	$(VENV)/bin/ruff check python servers tests bench locustfile.py
 	$(VENV)/bin/ruff format --check python servers tests bench locustfile.py
 	$(PY) -m mypy.stubtest locust_inference._native
-	shellcheck distributed.sh .ci/run
+	shellcheck distributed.sh .ci/run docker/build-wheel.sh docker/install-wheel.sh
 
 performance-test: $(STAMP) ## run a load test: CONFIG=configs/low.conf MODEL_NAME=... SERVER=triton|litserve
 	@[[ -n "$(CONFIG)" ]] || { echo "CONFIG is required, e.g. CONFIG=configs/low.conf" >&2; exit 2; }
@@ -105,6 +105,15 @@ serve-triton: $(STAMP) ## run the reference Triton in the foreground (PORT=8000,
 
 serve-litserve: $(STAMP) ## run the reference LitServe in the foreground (PORT=8001, MODEL=resnet50_onnx)
 	$(PY) -m servers.litserve_app --port $(or $(PORT),8001) --model $(MODEL) --threads $(THREADS)
+
+# The image runs Locust (master or worker) with the wheel built in a builder stage: see Dockerfile.
+CONTAINER ?= docker
+IMAGE ?= locust-inference:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+.PHONY: image
+image: ## build the container image IMAGE (default locust-inference:<version>) with CONTAINER (docker)
+	@command -v $(CONTAINER) >/dev/null || { echo "make image: $(CONTAINER) is not installed: install a container engine (or set CONTAINER=podman) to build the image" >&2; exit 1; }
+	@$(CONTAINER) info >/dev/null 2>&1 || { echo "make image: no container engine answers ($(CONTAINER) info failed): start one (or point DOCKER_HOST at one) to build the image" >&2; exit 1; }
+	DOCKER_BUILDKIT=1 $(CONTAINER) build --tag $(IMAGE) .
 
 .PHONY: bench
 bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx; writes bench/RESULTS.md (BENCH_ARGS=--quick)
