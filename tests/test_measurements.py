@@ -42,8 +42,9 @@ def test_measurements_cross_the_wire_whole_and_refuse_other_bytes() -> None:
     merged.add(back)
     merged.add(Measurements.from_bytes(empty.to_bytes()))
     assert merged == empty
-    for garbage in (b"", b"LIM", b"LIM\x02" + empty.to_bytes()[4:], empty.to_bytes()[:-1], LatencyHistogram().to_bytes()):
-        with pytest.raises(ProtocolError, match="not a locust-inference measurement|not a serialised latency"):
+    wrong_version = b"LIM\x02" + empty.to_bytes()[4:]
+    for garbage in (b"", b"LIM", wrong_version, empty.to_bytes()[:-1], LatencyHistogram().to_bytes()):
+        with pytest.raises(ProtocolError, match=r"not a locust-inference measurement|not a serialised latency"):
             Measurements.from_bytes(garbage)
 
 
