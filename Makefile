@@ -119,6 +119,10 @@ image: ## build the container image IMAGE (default locust-inference:<version>) w
 bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx; writes bench/RESULTS.md (BENCH_ARGS=--quick)
 	@$(PY) -m bench.run $(BENCH_ARGS)
 
+.PHONY: bench-master
+bench-master: $(STAMP) ## CPU and bytes one Locust master spends per worker report, workers it carries; writes its part of bench/RESULTS.md
+	@$(PY) -m bench.master_merge $(BENCH_ARGS)
+
 .PHONY: soak
 soak: $(STAMP) ## 10-minute HighUser run against the real Triton tiny model, RSS every 10 s; writes bench/SOAK.md
 	@$(PY) -m bench.soak $(SOAK_ARGS)
