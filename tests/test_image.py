@@ -184,6 +184,8 @@ def test_make_image_says_in_one_line_that_no_container_engine_answers(tmp_path: 
     stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n[ "$1" = info ] && exit 1\nexit 0\n')
     stub.chmod(0o755)
     env = clean_env(PATH=f"{stub.parent}{os.pathsep}{os.environ['PATH']}")
+    for inherited in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):  # under `make test` ours would be a sub-make
+        env.pop(inherited, None)
     run = subprocess.run(
         ["make", "--no-print-directory", "image"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
