@@ -41,7 +41,8 @@ $(STAMP): $(SOURCES)
 
 install: $(STAMP) ## create .venv and install everything (the extension is built by pip/maturin)
 
-# Debian's chromium renders the comparison report in a test (apt needs root, as on CI).
+# Debian's chromium renders the comparison report in a test, kubectl renders the Kubernetes manifests (apt
+# needs root, as on CI).
 CHROMIUM_STAMP := $(VENV)/.chromium
 $(CHROMIUM_STAMP): | $(STAMP)
 	@command -v chromium >/dev/null || { \
@@ -49,6 +50,12 @@ $(CHROMIUM_STAMP): | $(STAMP)
 			echo "==> installing Debian's chromium (renders the comparison report in a test; about a minute)"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "chromium is missing: run 'sudo apt-get install chromium' and retry" >&2; exit 1; fi; }
+	@command -v kubectl >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "==> installing Debian's kubernetes-client (kubectl kustomize renders the manifests in a test)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null 2>&1 || \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }; \
+		else echo "kubectl is missing: run 'sudo apt-get install kubernetes-client' and retry" >&2; exit 1; fi; }
 	@touch $@
 
 demo: $(STAMP) ## start both reference servers, run the low-load scenario against each, print a comparison
@@ -86,7 +93,7 @@ lint: $(STAMP) ## cargo fmt + clippy, ruff, stub check, shellcheck
 	$(VENV)/bin/ruff check python servers tests bench locustfile.py
 	$(VENV)/bin/ruff format --check python servers tests bench locustfile.py
 	$(PY) -m mypy.stubtest locust_inference._native
-	shellcheck distributed.sh .ci/run
+	shellcheck distributed.sh .ci/run docker/build-wheel.sh docker/install-wheel.sh
 
 performance-test: $(STAMP) ## run a load test: CONFIG=configs/low.conf MODEL_NAME=... SERVER=triton|litserve
 	@[[ -n "$(CONFIG)" ]] || { echo "CONFIG is required, e.g. CONFIG=configs/low.conf" >&2; exit 2; }
@@ -106,9 +113,22 @@ serve-triton: $(STAMP) ## run the reference Triton in the foreground (PORT=8000,
 serve-litserve: $(STAMP) ## run the reference LitServe in the foreground (PORT=8001, MODEL=resnet50_onnx)
 	$(PY) -m servers.litserve_app --port $(or $(PORT),8001) --model $(MODEL) --threads $(THREADS)
 
+# The image runs Locust (master or worker) with the wheel built in a builder stage: see Dockerfile.
+CONTAINER ?= docker
+IMAGE ?= locust-inference:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+.PHONY: image
+image: ## build the container image IMAGE (default locust-inference:<version>) with CONTAINER (docker)
+	@command -v $(CONTAINER) >/dev/null || { echo "make image: $(CONTAINER) is not installed: install a container engine (or set CONTAINER=podman) to build the image" >&2; exit 1; }
+	@$(CONTAINER) info >/dev/null 2>&1 || { echo "make image: no container engine answers ($(CONTAINER) info failed): start one (or point DOCKER_HOST at one) to build the image" >&2; exit 1; }
+	DOCKER_BUILDKIT=1 $(CONTAINER) build --tag $(IMAGE) .
+
 .PHONY: bench
 bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx; writes bench/RESULTS.md (BENCH_ARGS=--quick)
 	@$(PY) -m bench.run $(BENCH_ARGS)
+
+.PHONY: bench-master
+bench-master: $(STAMP) ## CPU and bytes one Locust master spends per worker report, workers it carries; writes its part of bench/RESULTS.md
+	@$(PY) -m bench.master_merge $(BENCH_ARGS)
 
 .PHONY: soak
 soak: $(STAMP) ## 10-minute HighUser run against the real Triton tiny model, RSS every 10 s; writes bench/SOAK.md

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import nginx
+from bench import nginx, sections
 from servers import children
 from servers.children import clean_env
 
@@ -802,7 +802,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             print(f"  {'not measured' if ok is None else 'missed'}: {label}")
     if output is not None:
-        output.write_text(report)
+        kept = sections.kept_sections(output)  # e.g. bench/master_merge.py's, which this run does not measure
+        output.write_text(report + (f"\n{kept}" if kept else ""))
         print(f"written to {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
     return 0
 

@@ -283,6 +283,30 @@ impl PyMeasurements {
         PyMeasurements::default()
     }
 
+    /// Measurements holding copies of these histograms and this resent count, with no open-loop
+    /// counters: what a worker would send after recording those latencies (benchmarks and tests
+    /// build worker reports with it).
+    #[staticmethod]
+    #[pyo3(signature = (total, ttfb, service, lag, *, resent = 0))]
+    fn from_histograms(
+        total: &PyLatencyHistogram,
+        ttfb: &PyLatencyHistogram,
+        service: &PyLatencyHistogram,
+        lag: &PyLatencyHistogram,
+        resent: u64,
+    ) -> Self {
+        PyMeasurements {
+            inner: Measurements {
+                total: total.inner.clone(),
+                ttfb: ttfb.inner.clone(),
+                service: service.inner.clone(),
+                lag: lag.inner.clone(),
+                streams: StreamCounts::default(),
+                resent,
+            },
+        }
+    }
+
     /// Latency of successful requests to the last byte (from the intended send time in an open loop).
     #[getter]
     fn total(&self) -> PyLatencyHistogram {

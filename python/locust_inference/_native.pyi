@@ -15,6 +15,7 @@ __all__ = [
     "ImageError",
     "LatencyHistogram",
     "LocustInferenceError",
+    "Measurements",
     "Outcome",
     "ProtocolError",
     "RequestError",
@@ -140,6 +141,17 @@ class Measurements:
     counters. Workers send it to the master as to_bytes(); the master merges with add()."""
 
     def __new__(cls) -> Measurements: ...
+    @staticmethod
+    def from_histograms(
+        total: LatencyHistogram,
+        ttfb: LatencyHistogram,
+        service: LatencyHistogram,
+        lag: LatencyHistogram,
+        *,
+        resent: int = 0,
+    ) -> Measurements:
+        """Copies of these histograms and this resent count, no open-loop counters: what a worker
+        would send after recording those latencies (benchmarks and tests build reports with it)."""
     @property
     def total(self) -> LatencyHistogram:
         """Successful requests to the last byte (from the intended send time in an open loop)."""
