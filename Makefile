@@ -90,8 +90,8 @@ lint: $(STAMP) ## cargo fmt + clippy, ruff, stub check, shellcheck
 		else echo "shellcheck is missing: run 'sudo apt-get install shellcheck' and retry" >&2; exit 1; fi; }
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python servers tests bench locustfile.py
-	$(VENV)/bin/ruff format --check python servers tests bench locustfile.py
+	$(VENV)/bin/ruff check python servers tests bench locustfile.py sweepfile.py
+	$(VENV)/bin/ruff format --check python servers tests bench locustfile.py sweepfile.py
 	$(PY) -m mypy.stubtest locust_inference._native
 	shellcheck distributed.sh .ci/run docker/build-wheel.sh docker/install-wheel.sh
 
