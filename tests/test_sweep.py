@@ -1,0 +1,170 @@
+"""Load sweeps (sweepfile.py) end to end against the real reference Triton: concurrency and rate steps,
+stability, Triton's own counts per step, the stop at a latency limit, a step made unstable on purpose,
+and two workers. sleep_20ms takes at least 20 ms a request (8 instances, batching), which bounds what the
+numbers can be without depending on this machine's speed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from locust_inference.sweep.analysis import Window, stable
+from support import LOCUST, REPO_ROOT, clean_env, run_locust
+
+from servers import children
+from servers.launch import RunningServer, triton_server
+
+QUICK = ("--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "2", "--sweep-max-windows", "5")
+
+
+def sweep(tmp_path: Path, url: str, *args: str) -> tuple[dict[str, Any], str]:
+    run = run_locust(
+        tmp_path,
+        "--host",
+        url,
+        *QUICK,
+        *args,
+        locustfile=REPO_ROOT / "sweepfile.py",
+        env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms"),
+        timeout=240,
+        run_time="200s",  # a bound only: the sweep ends the run
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((tmp_path / "sweep.json").read_text()), run.stdout
+
+
+def agrees_with_triton(row: dict[str, Any]) -> None:
+    """Triton's statistics read at the step's window boundaries count the requests Locust counted in those
+    seconds, give or take the requests in flight at each boundary (at most ``users`` at each of the two)
+    and those finishing while the statistics are read (2%)."""
+    server = row["server"]
+    assert server is not None, row
+    assert abs(server["inference_count"] - row["requests"]) <= 2 * row["users"] + 0.02 * row["requests"], row
+    assert server["compute_infer_ms"] >= 20, row  # each request's batch slept 20 ms
+    assert row["latency_ms"]["mean"] >= server["server_total_ms"], row  # the client's time includes the server's
+
+
+def recomputed_stability(row: dict[str, Any], windows: int, tolerance: float = 0.1) -> bool:
+    seconds = 3.0
+    ws = [
+        Window(round(t * seconds), 0, seconds, p99)
+        for t, p99 in zip(row["window_throughputs"], row["window_p99_ms"], strict=True)
+    ]
+    return stable(ws, windows, tolerance)
+
+
+def test_concurrency_sweep(triton, tmp_path: Path) -> None:
+    doc, stdout = sweep(tmp_path, triton.url, "--sweep-concurrency", "1,2,4", "--slo", "p99=200ms")
+    rows = doc["steps"]
+    assert [r["load"] for r in rows] == [1, 2, 4] and [r["users"] for r in rows] == [1, 2, 4]
+    assert doc["mode"] == "concurrency" and doc["stopped"] is None
+    for row in rows:
+        assert row["failures"] == 0 and row["dropped"] is None and row["offered_rate_per_s"] is None
+        assert 2 <= row["windows"] <= 5 and row["stable"] == recomputed_stability(row, 2), row
+        assert row["windows"] == 5 or row["stable"], row  # a step ends stable or out of windows
+        agrees_with_triton(row)
+    assert rows[0]["achieved_per_s"] <= 1000 / 20  # one user, each request >= 20 ms
+    good = doc["goodput"]
+    assert good["slo"] == "p99 <= 200 ms" and good["percentile"] == "p99"
+    within = [r["achieved_per_s"] for r in rows if r["latency_ms"]["p99"] <= 200]
+    assert good["rate_per_s"] >= max(within), (good, rows)
+    assert f"Goodput at p99 <= 200 ms: {good['rate_per_s']:.1f} req/s" in stdout
+    with (tmp_path / "sweep.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [(int(r["step"]), float(r["achieved_per_s"])) for r in table] == [
+        (r["step"], round(r["achieved_per_s"], 3)) for r in rows
+    ]
+
+
+def test_rate_sweep_offers_each_step_with_streams_of_the_common_rate(triton, tmp_path: Path) -> None:
+    doc, _ = sweep(tmp_path, triton.url, "--sweep-rate", "20:60:20")
+    rows = doc["steps"]
+    assert doc["plan"]["stream_rate"] == 20
+    assert [(r["offered_rate_per_s"], r["users"]) for r in rows] == [(20, 1), (40, 2), (60, 3)]
+    for row in rows:
+        # well within sleep_20ms's capacity: every frame sent, answered in its window
+        assert row["dropped"] == 0 and row["failures"] == 0, row
+        assert abs(row["achieved_per_s"] - row["offered_rate_per_s"]) <= 0.05 * row["offered_rate_per_s"], row
+        agrees_with_triton(row)
+
+
+def test_the_sweep_stops_at_the_latency_limit(triton, tmp_path: Path) -> None:
+    doc, stdout = sweep(tmp_path, triton.url, "--sweep-concurrency", "1,2,4", "--sweep-stop-latency", "p50=5ms")
+    (row,) = doc["steps"]  # a request takes >= 20 ms: step 1 is past the limit
+    assert doc["stopped"] == f"stopped at step 1: p50 {row['latency_ms']['p50']:.1f} ms is past the limit p50 <= 5 ms"
+    assert doc["stopped"] in stdout
+
+
+@pytest.fixture()
+def own_triton() -> Iterator[RunningServer]:
+    """A Triton of the test's own: a stopped and continued server is not the session's to share."""
+    with triton_server(models=("tiny_onnx",)) as server:
+        yield server
+
+
+def test_a_step_with_a_stall_is_reported_unstable(own_triton: RunningServer, tmp_path: Path) -> None:
+    # Three 3 s windows that must all agree; the server is stopped for 1 s in the second one (longer, and
+    # Triton's health checks may find its Python stubs dead).
+    cmd = [LOCUST, "-f", "sweepfile.py", "--headless", "--host", own_triton.url, "--sweep-concurrency", "2"]
+    cmd += ["--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "3", "--sweep-max-windows", "3"]
+    cmd += ["--csv", str(tmp_path / "run"), "-t", "120s"]
+    err_path = tmp_path / "stderr"
+    with err_path.open("w") as err:
+        proc = children.start(
+            cmd,
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "locust-inference sweep: step 1," not in err_path.read_text():
+                assert time.monotonic() < deadline and proc.poll() is None, err_path.read_text()[-3000:]
+                time.sleep(0.05)
+            # warm-up 1 s, the first window from the next whole second, then into the second window
+            time.sleep(1 + 1 + 3 + 1)
+            os.killpg(own_triton.pid, signal.SIGSTOP)
+            time.sleep(1.0)
+            os.killpg(own_triton.pid, signal.SIGCONT)
+            assert proc.wait(timeout=90) == 0, err_path.read_text()[-3000:]
+        finally:
+            os.killpg(own_triton.pid, signal.SIGCONT)
+            children.stop(proc)
+    (row,) = json.loads((tmp_path / "sweep.json").read_text())["steps"]
+    assert (row["windows"], row["stable"]) == (3, False), row
+    assert row["stable"] == recomputed_stability(row, 3)
+
+
+def test_a_sweep_with_two_workers(triton, tmp_path: Path) -> None:
+    conf = tmp_path / "sweep.conf"
+    conf.write_text(
+        "locustfile = sweepfile.py\nexpect-workers = 2\nmaster-bind-host = 127.0.0.1\n"
+        "sweep-concurrency = 2,4\nsweep-window = 3\nsweep-warmup = 1\nsweep-stable-windows = 2\n"
+        "sweep-max-windows = 5\nslo = p99=200ms\n"
+    )
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        ["./distributed.sh", str(conf), "sleep_20ms", "triton"],
+        cwd=REPO_ROOT,
+        env=clean_env(HOST=triton.url, RESULTS_DIR=str(results)),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((results / "sweep.json").read_text())
+    rows = doc["steps"]
+    assert [r["users"] for r in rows] == [2, 4] and doc["stopped"] is None
+    for row in rows:
+        assert row["failures"] == 0 and row["stable"] == recomputed_stability(row, 2), row
+        # the master's windows hold both workers' requests: Triton counts the same ones
+        agrees_with_triton(row)
