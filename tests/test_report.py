@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html import escape, unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ HISTORY_HEADER = [
 ]  # fmt: skip
 STARTED = 1_795_840_800  # 2026-11-28T04:40:00Z
 CHART_IDS = ["latency-distribution", "throughput-over-time", "latency-over-time"]
+SWEEP_CHART_IDS = ["sweep-latency-throughput", "sweep-batch-size"]
+SWEEPS = Path(__file__).parent / "sweeps"  # two real sweep.json files of make sweep (Triton, a 20 ms model)
 VOID_ELEMENTS = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "embed", "source", "wbr"}
 
 
@@ -495,6 +498,189 @@ def test_importing_the_report_does_not_import_locust() -> None:
     assert proc.stdout.split() == ["False", "False"], proc.stderr
 
 
+def _sweep(server: str) -> dict[str, Any]:
+    return json.loads(Path(f"results/{server}/sweep.json").read_text())
+
+
+@pytest.fixture()
+def swept(results: Path) -> tuple[str, str]:
+    """The two servers' results with a sweep each (the real samples: Triton's concurrency sweep, and its rate
+    sweep standing in for LitServe's, without a server breakdown); returns the page and the Markdown."""
+    shutil.copy(SWEEPS / "triton-concurrency.json", results / "triton/sweep.json")
+    rate = json.loads((SWEEPS / "triton-rate.json").read_text())
+    rate["server"] = "litserve"
+    for step in rate["steps"]:
+        step["server"] = None
+    rate["steps"][1]["stable"] = False  # the samples' steps all stabilised: one that did not, to draw
+    (results / "litserve/sweep.json").write_text(json.dumps(rate, indent=2))
+    html_path, md_path = build_report([results / "triton", results / "litserve"], results)
+    return html_path.read_text(), md_path.read_text()
+
+
+def test_sweep_charts_hold_exactly_the_numbers_of_the_sweep_files(swept: tuple[str, str]) -> None:
+    html, _ = swept
+    charts = figures(html)
+    assert list(charts) == CHART_IDS + SWEEP_CHART_IDS
+    curves = {trace["name"]: trace for trace in charts["sweep-latency-throughput"]["data"]}
+    triton, litserve = _sweep("triton"), _sweep("litserve")
+    slos = [triton["goodput"]["slo"], litserve["goodput"]["slo"]]
+    assert slos[0] != slos[1]  # so each gets its line
+    names = [f"{server} {p}" for server in ("triton", "litserve") for p in ("p50", "p90", "p99")]
+    assert list(curves) == [*names, *(f"SLO {slo}" for slo in slos), "triton goodput"]
+    for server, sweep in (("triton", triton), ("litserve", litserve)):
+        steps = sweep["steps"]
+        for p in ("p50", "p90", "p99"):
+            trace = curves[f"{server} {p}"]
+            assert trace["x"] == [s["achieved_per_s"] for s in steps]
+            assert trace["y"] == [s["latency_ms"][p] for s in steps]
+            assert trace["marker"]["symbol"] == ["circle" if s["stable"] else "circle-open" for s in steps]
+            assert trace["customdata"] == [
+                [s["step"], s["load"], *(s["latency_ms"][k] for k in ("p50", "p90", "p99", "p99.9")),
+                 "stable" if s["stable"] else "unstable"]
+                for s in steps
+            ]  # fmt: skip
+        assert curves[f"{server} p50"]["line"]["color"] == curves[f"{server} p99"]["line"]["color"]
+    assert curves["triton p50"]["line"]["color"] != curves["litserve p50"]["line"]["color"]
+    assert "circle-open" in curves["litserve p99"]["marker"]["symbol"]
+    for sweep in (triton, litserve):
+        slo = sweep["goodput"]
+        assert curves[f"SLO {slo['slo']}"]["y"] == [slo["slo_ms"], slo["slo_ms"]]
+    good = triton["goodput"]
+    marker = curves["triton goodput"]
+    assert marker["x"] == [good["rate_per_s"], good["rate_per_s"]]
+    assert marker["y"][1] == good["slo_ms"]
+    assert marker["text"][1] == f"{good['rate_per_s']:.3g} req/s (interpolated)"
+    assert litserve["goodput"]["rate_per_s"] is None  # no marker for it
+    (batch,) = charts["sweep-batch-size"]["data"]  # LitServe reports no batch size
+    assert batch["name"] == "triton"
+    assert batch["x"] == [s["achieved_per_s"] for s in triton["steps"]]
+    assert batch["y"] == [s["server"]["avg_batch_size"] for s in triton["steps"]]
+    assert [row[2] for row in batch["customdata"]] == [s["server"]["queue_ms"] for s in triton["steps"]]
+
+
+def _count_text(value: int | None) -> str:
+    return "\u2014" if value is None else f"{value:,}"
+
+
+def _sweep_md_rows(sweep: dict[str, Any]) -> list[str]:
+    """What the Markdown table should say for each step of ``sweep``, formatted as the report formats it."""
+    rows = []
+    for s in sweep["steps"]:
+        load = str(s["users"]) if sweep["mode"] == "concurrency" else f"{s['offered_rate_per_s']:g}"
+        cells = [
+            str(s["step"]),
+            load,
+            format_ms(s["achieved_per_s"]),
+            *(format_ms(s["latency_ms"][p]) for p in ("p50", "p90", "p99", "p99.9")),
+            _count_text(s["failures"]),
+            _count_text(s["dropped"]),
+            str(s["windows"]),
+            "yes" if s["stable"] else "NO",
+        ]
+        if s["server"] is not None:
+            cells += [format_ms(s["server"]["avg_batch_size"]), format_ms(s["server"]["queue_ms"])]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def test_sweep_tables_hold_the_numbers_of_the_sweep_files(swept: tuple[str, str]) -> None:
+    html, md = swept
+    lines = md.splitlines()
+    assert "## Load sweep" in lines
+    for server in ("triton", "litserve"):
+        sweep = _sweep(server)
+        heading = f"### {server}: {sweep['mode']} steps, {sweep['model']}"
+        start = lines.index(heading)
+        table = [line for line in lines[start:] if line.startswith("|")][: 2 + len(sweep["steps"])]
+        header = table[0].strip("| ").split(" | ")
+        unit = "users" if sweep["mode"] == "concurrency" else "offered req/s"
+        assert header[:11] == [
+            "step", unit, "achieved req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "failures", "dropped",
+            "windows", "stable",
+        ]  # fmt: skip
+        assert header[11:] == (["avg batch", "queue ms"] if server == "triton" else [])
+        expected = _sweep_md_rows(sweep)
+        assert table[2:] == expected
+        for row in expected:  # the same cells in the page's table
+            assert "<td>" + "</td><td>".join(row.strip("| ").split(" | ")[1:]) + "</td></tr>" in html
+        plan = sweep["plan"]
+        steps = ", ".join(f"{v:g}" for v in plan["steps"])
+        what = (
+            f"concurrency steps {steps} users (closed loop)"
+            if sweep["mode"] == "concurrency"
+            else f"rate steps {steps} req/s offered, {plan['stream_rate']:g} req/s per open-loop user"
+        )
+        plan_line = (
+            f"Plan: {what}; {plan['window_s']} s windows after a {plan['warmup_s']} s warm-up; stable when the "
+            f"last {plan['stable_windows']} windows agree within {plan['tolerance'] * 100:g}% on throughput and p99 "
+            f"(at most {plan['max_windows']} windows a step); SLO {plan['slo']}."
+        )
+        assert lines[start + 2] == plan_line
+        assert escape(plan_line) in html
+        good = sweep["goodput"]
+        if good["rate_per_s"] is None:
+            goodput = f"Goodput at {good['slo']}: none, {good['how'].removeprefix('none: ')}."
+        else:
+            goodput = f"Goodput at {good['slo']}: {format_ms(good['rate_per_s'])} req/s, {good['how']}."
+        assert goodput in lines and escape(goodput) in html
+    assert lines.index("### triton: concurrency steps, sleep_20ms") < lines.index(
+        "### litserve: rate steps, sleep_20ms"
+    )
+    assert "sweep from <code>triton/sweep.json</code>" in html
+
+
+def test_a_stopped_sweep_says_why(results: Path) -> None:
+    data = json.loads((SWEEPS / "triton-concurrency.json").read_text())
+    data["steps"] = data["steps"][:2]
+    data["stopped"] = "stopped at step 2: p99 39.2 ms is past the limit p99 <= 35 ms"
+    Path("results/triton/sweep.json").write_text(json.dumps(data))
+    html_path, md_path = build_report([results / "triton", results / "litserve"], results)
+    md, html = md_path.read_text(), html_path.read_text()
+    assert "Stopped at step 2: p99 39.2 ms is past the limit p99 &lt;= 35 ms." in html
+    assert "Stopped at step 2: p99 39.2 ms is past the limit p99 <= 35 ms." in md.splitlines()
+    assert len(figures(html)["sweep-latency-throughput"]["data"][0]["x"]) == 2
+
+
+def test_without_any_sweep_json_there_is_no_sweep_section(report: tuple[str, str, Path]) -> None:
+    html, md, _ = report
+    assert "Load sweep" not in html + md
+    assert "sweep" not in without_plotlyjs(html).lower()
+    assert list(figures(html)) == CHART_IDS
+
+
+def test_one_sweep_is_enough_for_the_section(results: Path) -> None:
+    shutil.copy(SWEEPS / "triton-concurrency.json", results / "triton/sweep.json")
+    html_path, md_path = build_report([results / "triton", results / "litserve"], results)
+    html, md = html_path.read_text(), md_path.read_text()
+    assert '<h2 id="sweep">Load sweep</h2>' in html and "## Load sweep" in md
+    names = [trace["name"] for trace in figures(html)["sweep-latency-throughput"]["data"]]
+    assert not any(name.startswith("litserve") for name in names)
+    assert "### litserve" not in md
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "does not hold a JSON object"),
+        ('{"version": 2}', "has version 2; this report reads version 1"),
+        ('{"version": 1, "mode": "linear", "steps": []}', "has mode 'linear'"),
+        ('{"version": 1, "mode": "rate", "server": "triton"}', "has no steps list"),
+        ('{"version": 1, "mode": "rate", "server": "triton", "steps": [{"load": 20}]}', "steps[0] has no achieved"),
+        ('{"version": 1, "mode": "rate", "server": "litserve", "steps": []}', "is a sweep of litserve but"),
+    ],
+)
+def test_invalid_sweep_json_exits_2_with_one_line(
+    results: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    Path("results/triton/sweep.json").write_text(content)
+    assert main(["results/triton", "results/litserve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: results/triton/sweep.json") and message in err
+    assert err.count("\n") == 1
+    assert not Path("results/compare.html").exists()
+
+
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser"):
         if path := shutil.which(name):
@@ -533,10 +719,26 @@ def _render(page: Path, tmp_path: Path) -> str:
     return proc.stdout
 
 
-def _chart_doms(dom: str) -> dict[str, str]:
+def _chart_doms(dom: str, chart_ids: list[str] = CHART_IDS) -> dict[str, str]:
     """Each chart's part of the rendered DOM, from its div to the next chart's."""
-    starts = [dom.index(f'<div id="{chart_id}"') for chart_id in CHART_IDS]
-    return {chart_id: dom[a:b] for chart_id, a, b in zip(CHART_IDS, starts, [*starts[1:], len(dom)], strict=True)}
+    starts = [dom.index(f'<div id="{chart_id}"') for chart_id in chart_ids]
+    return {chart_id: dom[a:b] for chart_id, a, b in zip(chart_ids, starts, [*starts[1:], len(dom)], strict=True)}
+
+
+def _assert_drawn(html: str, dom: str) -> None:
+    """plotly.js ran and drew every chart of ``html`` in ``dom``: its title and one line per trace, in its colour."""
+    charts = figures(html)
+    doms = _chart_doms(dom, list(charts))
+    for chart_id, chart in charts.items():
+        drawn = doms[chart_id]
+        assert re.findall(r'<text class="gtitle"[^>]*>([^<]*)</text>', drawn) == [chart["layout"]["title"]["text"]]
+        strokes = re.findall(
+            r'<g class="trace scatter[^"]*"[^>]*><g class="fills"></g><g class="errorbars"></g><g class="lines">'
+            r'<path class="js-line" d="M[^"]+" style="[^"]*stroke: rgb\((\d+), (\d+), (\d+)\)',
+            drawn,
+        )
+        colors = [trace["line"]["color"].upper() for trace in chart["data"]]
+        assert [f"#{int(r):02X}{int(g):02X}{int(b):02X}" for r, g, b in strokes] == colors
 
 
 def test_chromium_renders_the_page_without_errors(report: tuple[str, str, Path], tmp_path: Path) -> None:
@@ -544,17 +746,30 @@ def test_chromium_renders_the_page_without_errors(report: tuple[str, str, Path],
     dom = _render(html_path, tmp_path)
     for name in ("triton", "litserve"):
         assert f"{name}</th>" in dom
-    # plotly.js ran and drew every chart: its title and one line per trace
-    for chart_id, chart in figures(html).items():
-        drawn = _chart_doms(dom)[chart_id]
-        assert re.findall(r'<text class="gtitle"[^>]*>([^<]*)</text>', drawn) == [chart["layout"]["title"]["text"]]
-        strokes = re.findall(
-            r'<g class="trace scatter[^"]*"[^>]*><g class="fills"></g><g class="errorbars"></g><g class="lines">'
-            r'<path class="js-line" d="M[^"]+" style="[^"]*stroke: rgb\((\d+), (\d+), (\d+)\)',
-            drawn,
-        )
-        colors = [trace["line"]["color"] for trace in chart["data"]]
-        assert [f"#{int(r):02X}{int(g):02X}{int(b):02X}" for r, g, b in strokes] == colors
+    _assert_drawn(html, dom)
+
+
+def test_chromium_draws_the_sweep_charts(swept: tuple[str, str], tmp_path: Path) -> None:
+    html, _ = swept
+    dom = _render(Path("results/compare.html"), tmp_path)
+    assert list(figures(html)) == CHART_IDS + SWEEP_CHART_IDS
+    _assert_drawn(html, dom)
+    doms = _chart_doms(dom, CHART_IDS + SWEEP_CHART_IDS)
+    # a marker per step and percentile (3 percentiles, 4 + 3 steps) and the goodput's two; one per step for batch
+    points = {chart_id: len(re.findall(r'<path class="point[ "]', doms[chart_id])) for chart_id in SWEEP_CHART_IDS}
+    assert points == {"sweep-latency-throughput": 3 * (4 + 3) + 2, "sweep-batch-size": 4}
+    texts = re.findall(
+        r'<g class="textpoint"[^>]*><text [^>]*data-unformatted="([^"]*)"', doms["sweep-latency-throughput"]
+    )
+    labels = [unescape(text) for text in texts]
+    triton, litserve = (_sweep(server) for server in ("triton", "litserve"))
+    assert sorted(label for label in labels if label) == sorted(
+        [
+            f"{triton['goodput']['rate_per_s']:.3g} req/s (interpolated)",  # litserve's SLO was never met
+            f"SLO {triton['goodput']['slo']}",
+            f"SLO {litserve['goodput']['slo']}",
+        ]
+    )
 
 
 def test_chromium_shows_the_values_on_hover(report: tuple[str, str, Path], tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Compare load-test runs: one self-contained HTML page and a Markdown table.
 
 Each run folder (normally ``results/triton`` and ``results/litserve``) holds the ``latency.json``
-written at the end of a load test, and optionally Locust's per-second ``*_stats_history.csv``::
+written at the end of a load test, and optionally Locust's per-second ``*_stats_history.csv`` and the
+``sweep.json`` of ``make sweep`` (a Load sweep section: latency against throughput, goodput, a table per step)::
 
     python -m locust_inference.report results/triton results/litserve --out results
 
@@ -9,8 +10,9 @@ writes ``results/compare.html`` (tables and plotly charts with hover values, plo
 nothing is fetched at view time, so it opens offline) and ``results/compare.md`` (the tables, for pasting
 into a pull request).
 
-One module per job: ``runs`` loads the results, ``tables`` formats them as Markdown and HTML tables,
-``charts`` draws them, ``page`` lays out the HTML page and ``cli`` writes both files. The package needs
+One module per job: ``runs`` loads the results (``sweeps`` a sweep's), ``tables`` formats them as Markdown and
+HTML tables, ``charts`` and ``sweep_charts`` draw them, ``page`` lays out the HTML page and ``cli`` writes both
+files. The package needs
 plotly but not the Rust extension, so it runs where the extension is not built.
 """
 

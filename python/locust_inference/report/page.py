@@ -10,6 +10,7 @@ from plotly.offline import get_plotlyjs
 
 from .charts import DASHES, Line, figure_html, latency_distribution, latency_over_time, throughput_over_time
 from .runs import Run, row_label
+from .sweep_charts import SloLine, SweepCurve, batch_size, latency_throughput
 from .tables import (
     DASH,
     MINUS,
@@ -25,6 +26,10 @@ from .tables import (
     open_loop_rows,
     page_title,
     summary_rows,
+    sweep_plan_line,
+    sweep_result_lines,
+    sweep_rows,
+    sweep_title,
 )
 
 _CSS = """
@@ -34,6 +39,7 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
 main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 48px; }
 h1 { font-size: 1.6em; margin: 0 0 4px; }
 h2 { font-size: 1.2em; margin: 32px 0 8px; border-bottom: 1px solid #d8dee4; padding-bottom: 4px; }
+h3 { font-size: 1.05em; margin: 24px 0 6px; }
 .meta, .note, figcaption, footer { color: #57606a; font-size: 0.92em; }
 .note { margin: 4px 0 10px; max-width: 80em; }
 .scroll { overflow-x: auto; }
@@ -109,6 +115,54 @@ def _latency_time_lines(runs: Sequence[Run]) -> list[Line]:
     return lines
 
 
+def _sweep_curves(runs: Sequence[Run]) -> list[SweepCurve]:
+    curves = []
+    for run in runs:
+        sweep = run.sweep
+        if sweep is None or not sweep.steps:
+            continue
+        steps, good = sweep.steps, sweep.goodput
+        keys = sorted({k for s in steps for k in s.latency_ms})
+        curves.append(
+            SweepCurve(
+                label=run.label,
+                color=run.color,
+                step=[s.step for s in steps],
+                load=[s.load for s in steps],
+                load_unit="users" if sweep.mode == "concurrency" else "req/s offered",
+                throughput=[s.achieved_per_s for s in steps],
+                latency={k: [s.latency_ms.get(k) for s in steps] for k in keys},
+                stable=[s.stable for s in steps],
+                batch=[(s.server or {}).get("avg_batch_size") for s in steps],
+                queue_ms=[(s.server or {}).get("queue_ms") for s in steps],
+                goodput=None if good is None else good.rate_per_s,
+                goodput_slo_ms=None if good is None else good.slo_ms,
+                goodput_how="" if good is None else good.how,
+            )
+        )
+    return curves
+
+
+def _sweep_slos(runs: Sequence[Run]) -> list[SloLine]:
+    """Each distinct SLO the sweeps' goodputs were judged by."""
+    slos: list[SloLine] = []
+    for run in runs:
+        good = run.sweep.goodput if run.sweep is not None else None
+        if good is not None and all(slo.ms != good.slo_ms for slo in slos):
+            slos.append(SloLine(good.slo_ms, good.slo))
+    return slos
+
+
+def _sweep_percentiles(runs: Sequence[Run], curves: Sequence[SweepCurve]) -> list[str]:
+    """p50, p90 and p99, and any other percentile an SLO is on."""
+    keys = ["p50", "p90", "p99"]
+    for run in runs:
+        good = run.sweep.goodput if run.sweep is not None else None
+        if good is not None and good.percentile not in keys and any(good.percentile in c.latency for c in curves):
+            keys.append(good.percentile)
+    return keys
+
+
 def _charts(runs: Sequence[Run]) -> dict[str, str | None]:
     """Each chart's HTML by its id, ``None`` where there is nothing to draw."""
     charts = {
@@ -116,9 +170,74 @@ def _charts(runs: Sequence[Run]) -> dict[str, str | None]:
         "throughput-over-time": (throughput_over_time, _throughput_lines(runs)),
         "latency-over-time": (latency_over_time, _latency_time_lines(runs)),
     }
-    return {
+    drawn = {
         chart_id: figure_html(draw(lines), chart_id) if lines else None for chart_id, (draw, lines) in charts.items()
     }
+    curves = _sweep_curves(runs)
+    batched = [c for c in curves if any(b is not None for b in c.batch)]
+    drawn["sweep-latency-throughput"] = (
+        figure_html(
+            latency_throughput(curves, _sweep_percentiles(runs, curves), _sweep_slos(runs)), "sweep-latency-throughput"
+        )
+        if curves
+        else None
+    )
+    drawn["sweep-batch-size"] = figure_html(batch_size(batched), "sweep-batch-size") if batched else None
+    return drawn
+
+
+def _goodput_text(run: Run) -> str:
+    good = run.sweep.goodput if run.sweep is not None else None
+    if good is None:
+        return f"{run.label} no SLO"
+    if good.rate_per_s is None:
+        return f"{run.label} none at {good.slo}"
+    return f"{run.label} {format_ms(good.rate_per_s)} req/s at {good.slo}"
+
+
+def _sweep_section(runs: Sequence[Run], charts: dict[str, str | None]) -> list[str]:
+    """The load sweep: latency against throughput for every server, Triton's batch size, a table per server."""
+    swept = [run for run in runs if run.sweep is not None]
+    goodputs = "; ".join(_goodput_text(run) for run in swept)
+    parts = [
+        '<section aria-labelledby="sweep">',
+        '<h2 id="sweep">Load sweep</h2>',
+        '<p class="note">Each server under a growing load (make sweep), the same steps for each: every step '
+        "measured in windows until the last few agree on throughput and p99 (stable) or the windows run out "
+        "(unstable, drawn as open circles and marked NO in the tables).</p>",
+        _figure(
+            charts["sweep-latency-throughput"],
+            f"Latency percentiles against achieved throughput, one colour per server. Goodput: {goodputs}.",
+            "Latency against achieved throughput, one point per step: p50 solid, p90 dotted, p99 dashed (log scale). "
+            "The black line is the latency SLO; a dotted vertical line marks each server's goodput, the highest "
+            "throughput within it (interpolated between two steps when so labelled).",
+            "No sweep step was measured.",
+        ),
+    ]
+    if charts["sweep-batch-size"] is not None:
+        parts.append(
+            _figure(
+                charts["sweep-batch-size"],
+                "Average batch size per sweep step against achieved throughput, for servers that report it.",
+                "The server's average batch size at each step (requests per model execution), from its own "
+                "statistics for that step alone: above 1, dynamic batching is grouping requests.",
+                "",
+            )
+        )
+    for run in swept:
+        sweep = run.sweep
+        assert sweep is not None
+        header, rows = sweep_rows(sweep)
+        results = " ".join(sweep_result_lines(sweep))
+        parts += [
+            f"<h3>{html.escape(sweep_title(run, sweep))}</h3>",
+            f'<p class="note">{html.escape(sweep_plan_line(sweep))}</p>',
+            html_table(header, rows, [run.color] * len(rows), results)
+            if rows
+            else f'<p class="note">{html.escape(results)}</p>',
+        ]
+    parts.append("</section>")
+    return parts
 
 
 def _figure(chart: str | None, desc: str, caption: str, missing: str) -> str:
@@ -238,13 +357,18 @@ def render_html(runs: Sequence[Run]) -> str:
     ]
     if history_notes:
         parts.append(f'<p class="note">Missing history: {html.escape("; ".join(history_notes))}.</p>')
-    parts += ["</section>", '<section aria-labelledby="runs">', '<h2 id="runs">Runs</h2>', "<ul>"]
+    parts.append("</section>")
+    if any(run.sweep is not None for run in runs):
+        parts += _sweep_section(runs, charts)
+    parts += ['<section aria-labelledby="runs">', '<h2 id="runs">Runs</h2>', "<ul>"]
     for run in runs:
         duration = f", {format_ms(run.duration_s)} s" if run.duration_s is not None else ""
         parts.append(
             f"<li><strong>{html.escape(run.label)}</strong>: model <code>{html.escape(run.model or DASH)}</code> "
             f"at <code>{html.escape(run.host or DASH)}</code>, {html.escape(format_when(run.started))} to "
-            f"{html.escape(format_when(run.ended))}{duration}; from <code>{html.escape(str(run.folder))}</code></li>"
+            f"{html.escape(format_when(run.ended))}{duration}; from <code>{html.escape(str(run.folder))}</code>"
+            + ("" if run.sweep is None else f", sweep from <code>{html.escape(str(run.sweep.file))}</code>")
+            + "</li>"
         )
     parts += [
         "</ul>",

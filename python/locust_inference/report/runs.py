@@ -1,7 +1,8 @@
 """Loading runs: ``latency.json``, the Locust stats history CSV it names, and the server's own statistics.
 
 Each run folder (normally ``results/triton`` and ``results/litserve``) holds the ``latency.json`` written
-at the end of a load test, and optionally Locust's per-second ``*_stats_history.csv``.
+at the end of a load test, and optionally Locust's per-second ``*_stats_history.csv`` and the
+``sweep.json`` of a load sweep (read by :mod:`.sweeps`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from .sweeps import Sweep, SweepError, load_sweep
 
 LATENCY_FILE = "latency.json"
 SUPPORTED_VERSION = 1
@@ -93,6 +96,7 @@ class Run:
     locust: dict[str, float] | None
     history: list[HistoryPoint] = field(default_factory=list)
     history_note: str = ""
+    sweep: Sweep | None = None
     label: str = ""
     color: str = PALETTE[0]
 
@@ -259,6 +263,16 @@ def load_run(folder: Path, shown: Path | None = None) -> Run:
                 run.history_note = f"{shown / history_csv} has no Aggregated rows"
     else:
         run.history_note = "no history CSV recorded"
+
+    try:
+        run.sweep = load_sweep(folder, shown)
+    except SweepError as e:
+        raise ReportError(str(e)) from e
+    if run.sweep is not None and run.sweep.server != server:
+        raise ReportError(
+            f"{folder / 'sweep.json'} is a sweep of {run.sweep.server} but {path} measured {server}: "
+            "keep each server's results in its own folder"
+        )
     return run
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .runs import KEPT_UP_SHARE, OpenLoop, RequestStats, Run, row_label
+from .sweeps import Sweep
 
 MINUS = "\u2212"
 DASH = "\u2014"  # an empty cell
@@ -190,6 +191,91 @@ def open_loop_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], lis
     return OPEN_LOOP_HEADER, rows, colors
 
 
+def sweep_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
+    """A sweep's table: one row per step; the server's batch size and queue time when it reports them."""
+    server = sweep.has_server_stats
+    header = [
+        "step",
+        "users" if sweep.mode == "concurrency" else "offered req/s",
+        "achieved req/s",
+        *(f"{p} ms" for p in ("p50", "p90", "p99", "p99.9")),
+        "failures",
+        "dropped",
+        "windows",
+        "stable",
+        *(["avg batch", "queue ms"] if server else []),
+    ]
+    rows = []
+    for s in sweep.steps:
+        if sweep.mode == "concurrency":
+            load = _optional_count(s.users) if s.users is not None else _as_given(s.load)
+        else:
+            load = _as_given(s.offered_per_s if s.offered_per_s is not None else s.load)
+        stats = s.server or {}
+        rows.append(
+            [
+                str(s.step),
+                load,
+                format_ms(s.achieved_per_s),
+                *(format_ms(s.latency_ms.get(p)) for p in ("p50", "p90", "p99", "p99.9")),
+                _optional_count(s.failures),
+                _optional_count(s.dropped),
+                _optional_count(s.windows),
+                "yes" if s.stable else "NO",
+                *([format_ms(stats.get("avg_batch_size")), format_ms(stats.get("queue_ms"))] if server else []),
+            ]
+        )
+    return header, rows
+
+
+def _percent(fraction: float) -> str:
+    return f"{100.0 * fraction:g}%"
+
+
+def sweep_plan_line(sweep: Sweep) -> str:
+    """The settings the sweep ran with, in one sentence: enough to run it again."""
+    plan = sweep.plan
+    steps = ", ".join(_as_given(v) for v in plan.steps) or DASH
+    if sweep.mode == "concurrency":
+        what = f"concurrency steps {steps} users (closed loop)"
+    else:
+        per_user = f", {_as_given(plan.stream_rate)} req/s per open-loop user" if plan.stream_rate else ""
+        what = f"rate steps {steps} req/s offered{per_user}"
+    parts = [
+        what,
+        f"{_as_given(plan.window_s)} s windows after a {_as_given(plan.warmup_s)} s warm-up",
+        f"stable when the last {_optional_count(plan.stable_windows)} windows agree within "
+        f"{DASH if plan.tolerance is None else _percent(plan.tolerance)} on throughput and p99 "
+        f"(at most {_optional_count(plan.max_windows)} windows a step)",
+        f"SLO {plan.slo or 'none'}",
+    ]
+    if plan.stop_latency:
+        parts.append(f"stop past {plan.stop_latency}")
+    if plan.stop_error_rate is not None:
+        parts.append(f"stop past {_percent(plan.stop_error_rate)} failures")
+    return "Plan: " + "; ".join(parts) + "."
+
+
+def sweep_result_lines(sweep: Sweep) -> list[str]:
+    """The goodput (or why there is none) and why the sweep stopped early, if it did."""
+    good = sweep.goodput
+    if good is None:
+        lines = ["Goodput: no SLO was given (make sweep SLO=p99=100ms)."]
+    elif good.rate_per_s is None:
+        lines = [f"Goodput at {good.slo}: none, {good.how.removeprefix('none: ')}."]
+    else:
+        lines = [f"Goodput at {good.slo}: {format_ms(good.rate_per_s)} req/s, {good.how}."]
+    if not sweep.steps:
+        lines.append("No step was measured.")
+    if sweep.stopped:
+        lines.append(sweep.stopped[0].upper() + sweep.stopped[1:] + ("" if sweep.stopped.endswith(".") else "."))
+    return lines
+
+
+def sweep_title(run: Run, sweep: Sweep) -> str:
+    return f"{run.label}: {sweep.mode} steps, {sweep.model or 'unknown model'}"
+
+
 def locust_notes(runs: Sequence[Run]) -> list[str]:
     """One sentence per run: Locust's own (rounded) p50/p95/p99 next to ours."""
     notes = []
@@ -234,8 +320,19 @@ def render_markdown(runs: Sequence[Run], html_path: Path | None = None) -> str:
     notes = locust_notes(runs)
     if notes:
         lines += ["Locust's own p50 / p95 / p99 (rounded) vs ours: " + "; ".join(notes) + ".", ""]
+    sweeps = [(run, run.sweep) for run in runs if run.sweep is not None]
+    if sweeps:
+        lines += ["## Load sweep", ""]
+    for run, sweep in sweeps:
+        s_header, s_rows = sweep_rows(sweep)
+        lines += [f"### {sweep_title(run, sweep)}", "", sweep_plan_line(sweep), ""]
+        lines += [*_md_table(s_header, s_rows), ""] if s_rows else []
+        lines += [line for text in sweep_result_lines(sweep) for line in (text, "")]
     if html_path is not None:  # written beside this file: its name is the path from here
-        lines += [f"Charts (latency distribution, throughput and latency over time): `{html_path.name}`", ""]
+        charts = "latency distribution, throughput and latency over time" + (
+            ", latency against throughput in the sweeps" if sweeps else ""
+        )
+        lines += [f"Charts ({charts}): `{html_path.name}`", ""]
     return "\n".join(lines)
 
 
