@@ -15,6 +15,7 @@ __all__ = [
     "ImageError",
     "LatencyHistogram",
     "LocustInferenceError",
+    "Measurements",
     "Outcome",
     "ProtocolError",
     "RequestError",
