@@ -16,6 +16,7 @@ PORT ?=
 MODEL ?= resnet50_onnx
 MODELS ?=
 THREADS ?= 2
+PAYLOAD ?= tensor
 
 .PHONY: help install demo test test-fast test-rust test-python test-python-fast lint performance-test serve-triton \
 	serve-litserve clean
@@ -110,8 +111,8 @@ compare: $(STAMP) ## write results/compare.html and results/compare.md from resu
 serve-triton: $(STAMP) ## run the reference Triton in the foreground (PORT=8000, MODELS=a,b, THREADS=2)
 	$(PY) -m servers.triton --http-port $(or $(PORT),8000) --threads $(THREADS) $(if $(MODELS),--models $(MODELS))
 
-serve-litserve: $(STAMP) ## run the reference LitServe in the foreground (PORT=8001, MODEL=resnet50_onnx)
-	$(PY) -m servers.litserve_app --port $(or $(PORT),8001) --model $(MODEL) --threads $(THREADS)
+serve-litserve: $(STAMP) ## run the reference LitServe in the foreground (PORT=8001, MODEL=resnet50_onnx, PAYLOAD=tensor|image-base64|image-bytes)
+	$(PY) -m servers.litserve_app --port $(or $(PORT),8001) --model $(MODEL) --threads $(THREADS) --payload $(PAYLOAD)
 
 # The image runs Locust (master or worker) with the wheel built in a builder stage: see Dockerfile.
 CONTAINER ?= docker

@@ -429,10 +429,14 @@ def litserve_server(
     *,
     timeout: float = LITSERVE_START_TIMEOUT_S,
     env: dict[str, str] | None = None,
+    payload: str = "tensor",
+    image_key: str = "image",
 ) -> Iterator[RunningServer]:
-    """Run ``python -m servers.litserve_app`` serving ``model`` at ``POST /predict``; wait for ``/health``."""
+    """Run ``python -m servers.litserve_app`` serving ``model`` at ``POST /predict``, taking ``payload``
+    (tensor, image-base64 under ``image_key``, or image-bytes); wait for ``/health``."""
     port = port or free_port()
-    args = ["--model", model, "--port", str(port), "--threads", str(threads)]
+    args = ["--model", model, "--port", str(port), "--threads", str(threads), "--payload", payload]
+    args += ["--image-key", image_key]
     with _run_server(
         "LitServe",
         "servers.litserve_app",

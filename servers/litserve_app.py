@@ -1,13 +1,25 @@
 """Serve one test model with Lightning AI LitServe at ``POST /predict`` on 127.0.0.1.
 
-Request ``{"input": <nested list [1,3,224,224]>}`` (``[N,3,224,224]`` and ``[3,224,224]`` also accepted)
--> response ``{"output": <nested list [N,1000]>}``; readiness at ``GET /health``. With ``--model checksum``
-the output row holds the sha256 words of the float32 array the server parsed (see
-:func:`servers.models.checksum_words`), which proves the JSON round trip is exact.
+``--payload`` says what a request carries, as LitServe APIs are deployed:
+
+* ``tensor`` (default): ``{"input": <nested list [1,3,224,224]>}`` (``[N,3,224,224]`` and ``[3,224,224]``
+  also accepted);
+* ``image-base64``: ``{"image": "<base64 of a JPEG/PNG/... file>"}`` (the key is ``--image-key``);
+* ``image-bytes``: the encoded image file itself as the body.
+
+The image modes decode the file with Pillow and preprocess it as torchvision's ImageNet transforms do
+(resize 256, centre crop 224, mean/std, CHW float32) in numpy. Every mode answers
+``{"output": <nested list [N,1000]>}``; readiness at ``GET /health``. With ``--model checksum`` the output
+row holds the sha256 words of the float32 array the model got (see :func:`servers.models.checksum_words`),
+which proves the JSON round trip or the server-side preprocessing is exact, and the image modes add
+``"sha256"``: the hex digest of the bytes received (the decoded base64, or the whole body), proving the
+file arrived intact; image-base64 also echoes the JSON object received, its image replaced by that digest,
+under ``"request"``.
 
 Usage (foreground until SIGTERM/SIGINT)::
 
     python -m servers.litserve_app --model tiny_onnx --port 8001 [--threads 2] [--max-batch-size 1]
+        [--payload tensor|image-base64|image-bytes] [--image-key image]
 
 Prefer :func:`servers.launch.litserve_server`, which runs this module in its own process group.
 """
@@ -15,6 +27,10 @@ Prefer :func:`servers.launch.litserve_server`, which runs this module in its own
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import hashlib
+import io
 import itertools
 import os
 import signal
@@ -22,11 +38,11 @@ import sys
 import warnings
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Annotated, Any
 
 import litserve as ls
 import numpy as np
-from fastapi import HTTPException
+from fastapi import Depends, HTTPException, Request
 
 from servers.launch import exit_with_launcher
 from servers.models import DEFAULT_THREADS, INPUT_SHAPE, MODELS, Predictor, load_predictor
@@ -36,6 +52,9 @@ HOST = "127.0.0.1"
 DEFAULT_MAX_BATCH = {"sleep_20ms": 64}
 DEFAULT_BATCH_TIMEOUT_S = 0.001
 UVICORN_GRACEFUL_TIMEOUT_S = 3
+PAYLOADS = ("tensor", "image-base64", "image-bytes")
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
 
 
 @dataclass
@@ -99,13 +118,115 @@ class ModelAPI(ls.LitAPI):
         return {"output": np.asarray(output, dtype=np.float32).tolist()}
 
 
-def build_server(model: str, threads: int = DEFAULT_THREADS, max_batch: int | None = None) -> ls.LitServer:
-    """A LitServer with one CPU inference worker serving ``model`` at ``/predict``."""
-    if max_batch is None:
-        max_batch = DEFAULT_MAX_BATCH.get(model, 1)
-    with warnings.catch_warnings():  # batch()/unbatch() are overridden but only used when batching
-        warnings.filterwarnings("ignore", message=".*both batch and unbatch methods implemented.*")
-        api = ModelAPI(model, threads=threads, max_batch_size=max_batch)
+def imagenet_tensor(data: bytes) -> np.ndarray:
+    """An encoded image -> ``[3,224,224]`` float32: torchvision's Resize(256) + CenterCrop(224) + ToTensor()
+    + Normalize(ImageNet) on a Pillow image, in numpy. Raises 400 when Pillow cannot decode it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            img = opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise HTTPException(status_code=400, detail=f"not a decodable image: {exc}") from exc
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(256 * long / short)
+    new_w, new_h = (256, new_long) if w <= h else (new_long, 256)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.BILINEAR)
+    top, left = round((new_h - 224) / 2.0), round((new_w - 224) / 2.0)
+    img = img.crop((left, top, left + 224, top + 224))
+    tensor = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    return np.ascontiguousarray((tensor - IMAGENET_MEAN) / IMAGENET_STD)
+
+
+@dataclass
+class _Image:
+    """A received image: the bytes as they arrived, the tensor preprocessed from them and, for JSON, the
+    object received with the image replaced by its sha256."""
+
+    sha256: str
+    tensor: np.ndarray
+    request: dict[str, Any] | None = None
+
+
+class ImageBase64API(ModelAPI):
+    """A LitAPI as image services are commonly deployed: ``{"<key>": "<base64 file>"}`` in, decoded here."""
+
+    def __init__(self, model: str, key: str = "image", threads: int = DEFAULT_THREADS) -> None:
+        super().__init__(model, threads=threads)
+        self.key = key
+
+    def decode_request(self, request, **kwargs: Any) -> _Image:  # type: ignore[override]
+        if not isinstance(request, dict) or not isinstance(request.get(self.key), str):
+            raise HTTPException(status_code=400, detail=f'expected a JSON object {{"{self.key}": "<base64>"}}')
+        try:
+            data = base64.b64decode(request[self.key], validate=True)
+        except binascii.Error as exc:
+            raise HTTPException(status_code=400, detail=f"{self.key} is not base64: {exc}") from exc
+        image = self._image(data)
+        image.request = {**request, self.key: image.sha256}
+        return image
+
+    @staticmethod
+    def _image(data: bytes) -> _Image:
+        return _Image(hashlib.sha256(data).hexdigest(), imagenet_tensor(data))
+
+    def predict(self, x: Any, **kwargs: Any) -> Any:
+        assert isinstance(x, _Image), "image APIs do not batch"
+        return _Image(x.sha256, super().predict(x.tensor[np.newaxis]), x.request)
+
+    def encode_response(self, output: Any, **kwargs: Any):
+        response = super().encode_response(output.tensor)
+        if self.model_name == "checksum":
+            response["sha256"] = output.sha256
+            if output.request is not None:
+                response["request"] = output.request
+        return response
+
+
+async def _request_body(request: Request) -> bytes:
+    return await request.body()
+
+
+class ImageBytesAPI(ImageBase64API):
+    """A LitAPI taking the encoded image file as the request body.
+
+    LitServe 0.2 parses every body that is not a form as JSON when ``decode_request``'s ``request`` is
+    unannotated; it passes the endpoint's own parameter through otherwise, so a FastAPI dependency that
+    reads the body (annotation below) hands ``decode_request`` the raw bytes.
+    """
+
+    def decode_request(self, request, **kwargs: Any) -> _Image:  # type: ignore[override]
+        if not isinstance(request, bytes) or not request:
+            raise HTTPException(status_code=400, detail="expected the image file as the request body")
+        return self._image(request)
+
+
+# Set on the function itself: under `from __future__ import annotations` a written annotation would
+# be a string, which LitServe would hand FastAPI unresolved.
+ImageBytesAPI.decode_request.__annotations__["request"] = Annotated[bytes, Depends(_request_body)]
+
+
+def build_server(
+    model: str,
+    threads: int = DEFAULT_THREADS,
+    max_batch: int | None = None,
+    payload: str = "tensor",
+    image_key: str = "image",
+) -> ls.LitServer:
+    """A LitServer with one CPU inference worker serving ``model`` at ``/predict``, taking ``payload``."""
+    api: ls.LitAPI
+    if payload == "image-base64":
+        api = ImageBase64API(model, key=image_key, threads=threads)
+    elif payload == "image-bytes":
+        api = ImageBytesAPI(model, threads=threads)
+    else:
+        if max_batch is None:
+            max_batch = DEFAULT_MAX_BATCH.get(model, 1)
+        with warnings.catch_warnings():  # batch()/unbatch() are overridden but only used when batching
+            warnings.filterwarnings("ignore", message=".*both batch and unbatch methods implemented.*")
+            api = ModelAPI(model, threads=threads, max_batch_size=max_batch)
     server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, timeout=60)
     server.uvicorn_graceful_timeout = UVICORN_GRACEFUL_TIMEOUT_S  # default 30 s stalls shutdown
     return server
@@ -144,13 +265,18 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="server-side batching (default: 64 for sleep_20ms, else 1)",
     )
+    parser.add_argument("--payload", choices=PAYLOADS, default="tensor", help="what a request carries")
+    parser.add_argument("--image-key", default="image", help="JSON key of the base64 image (image-base64)")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
+    if args.payload != "tensor" and args.max_batch_size not in (None, 1):
+        parser.error("the image payloads are served one request at a time (--max-batch-size 1)")
 
     _install_signal_handlers()
     exit_with_launcher()
-    server = build_server(args.model, args.threads, args.max_batch_size)
-    print(f"LitServe serving {args.model} at http://{HOST}:{args.port}/predict", file=sys.stderr, flush=True)
+    server = build_server(args.model, args.threads, args.max_batch_size, args.payload, args.image_key)
+    where = f"http://{HOST}:{args.port}/predict"
+    print(f"LitServe serving {args.model} ({args.payload}) at {where}", file=sys.stderr, flush=True)
     level = args.log_level  # "info" adds a uvicorn access-log line per request
     server.run(host=HOST, port=args.port, num_api_servers=1, log_level=level, generate_client_file=False)
 

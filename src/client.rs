@@ -32,8 +32,11 @@ enum Check {
     Status,
     /// A KServe v2 inference response carrying these outputs.
     Triton(Vec<ExpectedOutput>),
-    /// A LitServe `{"output": ...}` response, of this shape when given.
-    LitServe(Option<Vec<Option<usize>>>),
+    /// A LitServe JSON response whose value under `key` is checked, of this shape when given.
+    LitServe {
+        key: String,
+        shape: Option<Vec<Option<usize>>>,
+    },
 }
 
 /// The result of one request.
@@ -117,7 +120,7 @@ impl Endpoint {
                     .transpose()?;
                 triton::check_response(body, header_length, expected)
             }
-            Check::LitServe(shape) => litserve::check_response(body, shape.as_deref()),
+            Check::LitServe { key, shape } => litserve::check_response(body, key, shape.as_deref()),
         }
     }
 }
@@ -218,7 +221,7 @@ pub struct PyEndpoint {
 impl PyEndpoint {
     #[new]
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
-        output_shape = None, timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
+        output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
         ca_file = None, keep_headers = false, keep_body = false))]
     fn new(
         url: &str,
@@ -228,6 +231,7 @@ impl PyEndpoint {
         protocol: &str,
         outputs: Option<Vec<(String, String, Vec<i64>)>>,
         output_shape: Option<Vec<i64>>,
+        output_key: &str,
         timeout: f64,
         max_response_bytes: usize,
         insecure: bool,
@@ -256,7 +260,10 @@ impl PyEndpoint {
                     .collect::<Result<Vec<_>>>()?;
                 Check::Triton(expected)
             }
-            "litserve" => Check::LitServe(output_shape.as_deref().map(expected_shape)),
+            "litserve" => Check::LitServe {
+                key: output_key.to_owned(),
+                shape: output_shape.as_deref().map(expected_shape),
+            },
             other => {
                 return Err(Error::InvalidArgument(format!(
                     "protocol must be 'triton', 'litserve' or 'none', not {other:?}"

@@ -35,6 +35,18 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         litserve::py::check_litserve_response_py,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(
+        litserve::py::encode_litserve_image_request_py,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(
+        litserve::py::litserve_template_placeholders_py,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(
+        litserve::py::fill_litserve_template_py,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(client::http_request, m)?)?;
     m.add_class::<client::PyEndpoint>()?;
     m.add_class::<client::PyRequestSlot>()?;

@@ -28,7 +28,22 @@ from servers.launch import RunningServer, litserve_server, triton_server  # noqa
 
 TRITON_TEST_MODELS = ("tiny_onnx", "checksum", "sleep_20ms", "resnet50_onnx")
 # own_triton: the stall tests'; hosts, netns_triton: tests/test_multihost.py (network namespaces need root)
-SERVER_FIXTURES = frozenset({"triton", "litserve_checksum", "litserve_tiny", "own_triton", "hosts", "netns_triton"})
+SERVER_FIXTURES = frozenset(
+    {
+        "triton",
+        "litserve_checksum",
+        "litserve_tiny",
+        "litserve_image_checksum",
+        "litserve_image_tiny",
+        "litserve_bytes_checksum",
+        "litserve_bytes_tiny",
+        "own_triton",
+        "hosts",
+        "netns_triton",
+    }
+)
+# The key the image-base64 checksum server reads: not the default, so tests prove --litserve-key is used.
+LITSERVE_CHECKSUM_IMAGE_KEY = "photo"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,6 +76,35 @@ def litserve_checksum() -> Iterator[RunningServer]:
 def litserve_tiny() -> Iterator[RunningServer]:
     """LitServe serving tiny_onnx at POST /predict."""
     with litserve_server(model="tiny_onnx") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def litserve_image_checksum() -> Iterator[RunningServer]:
+    """LitServe taking {"photo": "<base64 image>"}: answers the checksum of its Pillow-preprocessed tensor and
+    the sha256 of the decoded bytes (see servers.litserve_app)."""
+    with litserve_server(model="checksum", payload="image-base64", image_key=LITSERVE_CHECKSUM_IMAGE_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def litserve_image_tiny() -> Iterator[RunningServer]:
+    """LitServe taking {"image": "<base64 image>"}, decoding it with Pillow and running tiny_onnx."""
+    with litserve_server(model="tiny_onnx", payload="image-base64") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def litserve_bytes_checksum() -> Iterator[RunningServer]:
+    """LitServe taking the image file as the body: answers as litserve_image_checksum."""
+    with litserve_server(model="checksum", payload="image-bytes") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def litserve_bytes_tiny() -> Iterator[RunningServer]:
+    """LitServe taking the image file as the body, decoding it with Pillow and running tiny_onnx."""
+    with litserve_server(model="tiny_onnx", payload="image-bytes") as server:
         yield server
 
 

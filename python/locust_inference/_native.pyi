@@ -25,9 +25,12 @@ __all__ = [
     "__version__",
     "check_litserve_response",
     "decode_triton_response",
+    "encode_litserve_image_request",
     "encode_litserve_request",
     "encode_triton_request",
+    "fill_litserve_template",
     "http_request",
+    "litserve_template_placeholders",
     "parse_model_metadata",
     "preprocess_image",
 ]
@@ -84,9 +87,22 @@ def parse_model_metadata(body: bytes) -> dict[str, Any]:
 def encode_litserve_request(tensor: npt.ArrayLike) -> bytes:
     """{"input": <nested list>} of a float32 tensor, each float in its shortest round-tripping form."""
 
-def check_litserve_response(body: bytes, expected_shape: list[int] | None = None) -> int | None:
-    """Validates {"output": [...]} (present, numeric, regular, finite, of the shape when given; -1
-    matches any size) and returns the argmax of its first row. Raises ProtocolError."""
+def check_litserve_response(body: bytes, expected_shape: list[int] | None = None, key: str = "output") -> int | None:
+    """Validates the value under key: a numeric array (regular, finite, of the shape when given; -1
+    matches any size; its first row's argmax is returned), a number (a non-negative integer is the
+    class index returned) or a non-empty label. Raises ProtocolError naming what is wrong."""
+
+def encode_litserve_image_request(key: str, image: bytes) -> bytes:
+    """{"<key>": "<base64 of image>"}: the encoded file's bytes, standard base64 with padding."""
+
+def litserve_template_placeholders(template: bytes) -> list[str]:
+    """The placeholders ("{{image_base64}}", "{{tensor}}") a JSON template uses. Raises ValueError
+    when it is not valid JSON or has an unknown placeholder or one in a key."""
+
+def fill_litserve_template(template: bytes, image: bytes, tensor: npt.ArrayLike | None = None) -> bytes:
+    """The template with "{{image_base64}}" (anywhere in a string value) replaced by the image's
+    base64 and a "{{tensor}}" string value by the tensor's nested list; the rest byte for byte.
+    Raises ValueError saying what is wrong with the template."""
 
 def http_request(
     method: str,
@@ -115,6 +131,7 @@ class Endpoint:
         protocol: str = "none",
         outputs: list[tuple[str, str, list[int]]] | None = None,
         output_shape: list[int] | None = None,
+        output_key: str = "output",
         timeout: float = 60.0,
         max_response_bytes: int = ...,
         insecure: bool = False,

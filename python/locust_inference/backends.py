@@ -5,8 +5,11 @@ checked to be reachable, so a bad configuration fails once, at start, with one c
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,9 +20,12 @@ from locust_inference._native import (
     Endpoint,
     ImageError,
     RequestError,
+    encode_litserve_image_request,
     encode_litserve_request,
     encode_triton_request,
+    fill_litserve_template,
     http_request,
+    litserve_template_placeholders,
     parse_model_metadata,
     preprocess_image,
 )
@@ -72,8 +78,6 @@ def _image_tensor(settings: Settings) -> np.ndarray:
 
 
 def _checksum(tensor: np.ndarray) -> str:
-    import hashlib
-
     return hashlib.sha256(np.ascontiguousarray(tensor, dtype="<f4").tobytes()).hexdigest()
 
 
@@ -159,13 +163,66 @@ def _prepare_triton(settings: Settings) -> Target:
     )
 
 
-def _prepare_litserve(settings: Settings) -> Target:
-    _get(settings, f"{settings.host}/health", "LitServe")  # any answer will do: it is listening
+# Content-Type of an image body, from the file's leading bytes (the formats preprocess_image decodes).
+_IMAGE_TYPES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF8", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+
+
+def image_content_type(data: bytes) -> str:
+    """The media type of an encoded image (``application/octet-stream`` when not recognised)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in _IMAGE_TYPES if data.startswith(magic)), "application/octet-stream")
+
+
+def _read(path: Path, option: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{option} {path}: cannot be read ({err.strerror or type(err).__name__})") from None
+
+
+def _litserve_body(settings: Settings) -> tuple[bytes, str, np.ndarray, bytes | None]:
+    """The body, its Content-Type, the tensor and, when the body carries the image file rather than
+    the tensor, the file's bytes. The image is always decoded: a file that is no image stops the start."""
     tensor = _image_tensor(settings)
-    payload = encode_litserve_request(tensor)
-    headers = [("Content-Type", "application/json"), *settings.headers]
+    payload = settings.litserve_payload
+    if payload == "tensor":
+        return encode_litserve_request(tensor), "application/json", tensor, None
+    image = _read(settings.image, "--image")
+    if payload == "image-base64":
+        return encode_litserve_image_request(settings.litserve_key, image), "application/json", tensor, image
+    if payload == "image-bytes":
+        return image, image_content_type(image), tensor, image
+    assert settings.litserve_template is not None, "options.resolve requires a template file"
+    template_path = settings.litserve_template
+    template = _read(template_path, "--litserve-template")
+    try:
+        uses_tensor = "{{tensor}}" in litserve_template_placeholders(template)
+        body = fill_litserve_template(template, image, tensor if uses_tensor else None)
+    except ValueError as err:
+        raise ConfigError(f"--litserve-template {template_path} {err}") from None
+    return body, "application/json", tensor, None if uses_tensor else image
+
+
+def _prepare_litserve(settings: Settings) -> Target:
+    body, content_type, tensor, image = _litserve_body(settings)  # before the server: bad input fails alone
+    _get(settings, f"{settings.host}/health", "LitServe")  # any answer will do: it is listening
+    headers = [("Content-Type", content_type), *settings.headers]
     url = f"{settings.host}/predict"
-    return _target(settings, tensor, url, payload, headers, json_header_bytes=None, protocol="litserve")
+    output = settings.litserve_output
+    check: dict[str, Any] = {"protocol": "none"} if output is None else {"protocol": "litserve", "output_key": output}
+    target = _target(settings, tensor, url, body, headers, json_header_bytes=None, **check)
+    if image is None:
+        return target
+    # The body carries the file, not the tensor: logs show what was sent.
+    return dataclasses.replace(target, input_checksum=hashlib.sha256(image).hexdigest())
 
 
 def _target(

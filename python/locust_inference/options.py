@@ -15,7 +15,16 @@ from typing import Any
 
 from locust_inference._native import ConfigError
 
-__all__ = ["ARRIVALS", "DEFAULT_HOSTS", "OVERLOAD_POLICIES", "SERVERS", "Settings", "add_arguments", "resolve"]
+__all__ = [
+    "ARRIVALS",
+    "DEFAULT_HOSTS",
+    "LITSERVE_PAYLOADS",
+    "OVERLOAD_POLICIES",
+    "SERVERS",
+    "Settings",
+    "add_arguments",
+    "resolve",
+]
 
 SERVERS = ("triton", "litserve")
 DEFAULT_HOSTS = {"triton": "http://127.0.0.1:8000", "litserve": "http://127.0.0.1:8001"}
@@ -23,6 +32,7 @@ DEFAULT_IMAGE = "data/img1.jpg"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 ARRIVALS = ("constant", "poisson")
 OVERLOAD_POLICIES = ("drop", "queue")
+LITSERVE_PAYLOADS = ("tensor", "image-base64", "image-bytes", "template")
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,11 @@ class Settings:
     overload: str | None = None
     seed: int | None = None
     closed_loop: bool = False
+    # LitServe as deployed: what the body carries and which response key is checked (None: status only)
+    litserve_payload: str = "tensor"
+    litserve_key: str = "image"
+    litserve_template: Path | None = None
+    litserve_output: str | None = "output"
 
     @property
     def name(self) -> str:
@@ -142,6 +157,77 @@ def add_arguments(parser: Any) -> None:
         help="User class to run (LowUser or HighUser) when none is named on the command line",
     )
     _add_open_loop_arguments(parser)
+    _add_litserve_arguments(parser)
+
+
+def _add_litserve_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("locust-inference LitServe payloads (--server litserve)")
+    group.add_argument(
+        "--litserve-payload",
+        env_var="LOCUST_LITSERVE_PAYLOAD",
+        default=None,
+        help='Request body: tensor ({"input": <nested list>}, the default), image-base64 (the image file '
+        "base64'd under --litserve-key in a JSON object), image-bytes (the image file as the body, "
+        "Content-Type from its format) or template (--litserve-template with its placeholders filled)",
+    )
+    group.add_argument(
+        "--litserve-key",
+        env_var="LOCUST_LITSERVE_KEY",
+        default=None,
+        help="JSON key of the base64 image with --litserve-payload image-base64 (default image)",
+    )
+    group.add_argument(
+        "--litserve-template",
+        env_var="LOCUST_LITSERVE_TEMPLATE",
+        default=None,
+        help='JSON file sent with --litserve-payload template: "{{image_base64}}" inside a string value '
+        'becomes the image file\'s base64, a "{{tensor}}" string value the preprocessed tensor as a nested list',
+    )
+    group.add_argument(
+        "--litserve-output",
+        env_var="LOCUST_LITSERVE_OUTPUT",
+        default=None,
+        help="Response key checked: a numeric array (its argmax is the top-1), a class index or a label "
+        "(default output); none: the HTTP status only",
+    )
+
+
+def _resolve_litserve(options: Any, server: str, locustfile: str | None) -> dict[str, Any]:
+    """The LitServe payload settings; combinations that cannot mean anything are errors."""
+    payload = str(getattr(options, "litserve_payload", None) or "tensor").lower()
+    if payload not in LITSERVE_PAYLOADS:
+        raise ConfigError(f"--litserve-payload must be one of {', '.join(LITSERVE_PAYLOADS)}, not {payload!r}")
+    key = getattr(options, "litserve_key", None)
+    template = getattr(options, "litserve_template", None) or None
+    output = getattr(options, "litserve_output", None)
+    given = [
+        name
+        for name, value in (
+            ("--litserve-payload", payload != "tensor"),
+            ("--litserve-key", key is not None),
+            ("--litserve-template", template),
+            ("--litserve-output", output is not None),
+        )
+        if value
+    ]
+    if server != "litserve" and given:
+        raise ConfigError(f"{given[0]} applies to --server litserve, not {server}")
+    if payload == "template" and not template:
+        raise ConfigError("--litserve-payload template needs --litserve-template FILE (the JSON to send)")
+    if template and payload != "template":
+        raise ConfigError(f"--litserve-template is sent with --litserve-payload template, not {payload}")
+    if key is not None and payload != "image-base64":
+        raise ConfigError(f"--litserve-key names the image's key with --litserve-payload image-base64, not {payload}")
+    if key is not None and not str(key):
+        raise ConfigError("--litserve-key must not be empty")
+    if output is not None and not str(output):
+        raise ConfigError("--litserve-output must be a response key, or none for the HTTP status only")
+    return {
+        "litserve_payload": payload,
+        "litserve_key": "image" if key is None else str(key),
+        "litserve_template": _resolve_image(str(template), locustfile) if template else None,
+        "litserve_output": None if output == "none" else str(output or "output"),
+    }
 
 
 def _add_open_loop_arguments(parser: Any) -> None:
@@ -217,6 +303,7 @@ def _number(options: Any, name: str, default: Any, kind: Any) -> Any:
 
 
 def _resolve_image(image: str, locustfile: str | None) -> Path:
+    """A relative path as given when it exists from here, else beside the locustfile."""
     path = Path(image).expanduser()
     if path.is_absolute() or path.exists() or not locustfile:
         return path
@@ -286,6 +373,7 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     seed = _number(options, "seed", None, int)
     if seed is not None and not 0 <= seed < 2**64:
         raise ConfigError(f"--seed must be between 0 and 2**64 - 1, got {seed}")
+    litserve = _resolve_litserve(options, server, getattr(options, "locustfile", None))
     return Settings(
         server=server,
         model=model,
@@ -310,4 +398,5 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         overload=overload,
         seed=seed,
         closed_loop=bool(getattr(options, "closed_loop", False)),
+        **litserve,
     )

@@ -75,7 +75,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
     _expected_top1[environment] = int(settings.expect_top1) if (settings.expect_top1 or "").isdigit() else None
     latency.install(environment, settings, target.endpoint)
     log.info(
-        "locust-inference: %s %s, %d-byte request body, tensor sha256 %s",
+        "locust-inference: %s %s, %d-byte request body, input sha256 %s",
         settings.server,
         target.url,
         target.endpoint.body_length,
