@@ -391,8 +391,10 @@ def triton_server(
     env: dict[str, str] | None = None,
     http_address: str = HOST,
     netns: str | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[RunningServer]:
     """Run ``python -m servers.triton`` until the block exits; wait for server and every model to be ready.
+    ``extra_args`` go to it as they are (e.g. ``--max-batch-size 16``).
 
     ``netns`` runs it in that network namespace (``ip netns``), its HTTP endpoint on ``http_address``
     there. gRPC and metrics get free ports too. Without ``log_path`` the log goes to a temp file that is removed
@@ -400,7 +402,7 @@ def triton_server(
     """
     models = list(models)
     port = http_port or free_port()
-    args = ["--http-port", str(port), "--models", ",".join(models), "--threads", str(threads)]
+    args = ["--http-port", str(port), "--models", ",".join(models), "--threads", str(threads), *extra_args]
     if http_address != HOST:
         args += ["--http-address", http_address]
     ready = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in models)]
@@ -431,12 +433,13 @@ def litserve_server(
     env: dict[str, str] | None = None,
     payload: str = "tensor",
     image_key: str = "image",
+    extra_args: Sequence[str] = (),
 ) -> Iterator[RunningServer]:
     """Run ``python -m servers.litserve_app`` serving ``model`` at ``POST /predict``, taking ``payload``
     (tensor, image-base64 under ``image_key``, or image-bytes); wait for ``/health``."""
     port = port or free_port()
     args = ["--model", model, "--port", str(port), "--threads", str(threads), "--payload", payload]
-    args += ["--image-key", image_key]
+    args += ["--image-key", image_key, *extra_args]
     with _run_server(
         "LitServe",
         "servers.litserve_app",

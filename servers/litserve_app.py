@@ -214,6 +214,8 @@ def build_server(
     max_batch: int | None = None,
     payload: str = "tensor",
     image_key: str = "image",
+    *,
+    batch_timeout: float = DEFAULT_BATCH_TIMEOUT_S,
 ) -> ls.LitServer:
     """A LitServer with one CPU inference worker serving ``model`` at ``/predict``, taking ``payload``."""
     api: ls.LitAPI
@@ -226,7 +228,7 @@ def build_server(
             max_batch = DEFAULT_MAX_BATCH.get(model, 1)
         with warnings.catch_warnings():  # batch()/unbatch() are overridden but only used when batching
             warnings.filterwarnings("ignore", message=".*both batch and unbatch methods implemented.*")
-            api = ModelAPI(model, threads=threads, max_batch_size=max_batch)
+            api = ModelAPI(model, threads=threads, max_batch_size=max_batch, batch_timeout=batch_timeout)
     server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, timeout=60)
     server.uvicorn_graceful_timeout = UVICORN_GRACEFUL_TIMEOUT_S  # default 30 s stalls shutdown
     return server
@@ -265,6 +267,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="server-side batching (default: 64 for sleep_20ms, else 1)",
     )
+    parser.add_argument(
+        "--batch-timeout",
+        type=float,
+        default=DEFAULT_BATCH_TIMEOUT_S,
+        help=f"seconds a batch waits to fill (default {DEFAULT_BATCH_TIMEOUT_S})",
+    )
     parser.add_argument("--payload", choices=PAYLOADS, default="tensor", help="what a request carries")
     parser.add_argument("--image-key", default="image", help="JSON key of the base64 image (image-base64)")
     parser.add_argument("--log-level", default="warning")
@@ -274,7 +282,9 @@ def main(argv: list[str] | None = None) -> None:
 
     _install_signal_handlers()
     exit_with_launcher()
-    server = build_server(args.model, args.threads, args.max_batch_size, args.payload, args.image_key)
+    server = build_server(
+        args.model, args.threads, args.max_batch_size, args.payload, args.image_key, batch_timeout=args.batch_timeout
+    )
     where = f"http://{HOST}:{args.port}/predict"
     print(f"LitServe serving {args.model} ({args.payload}) at {where}", file=sys.stderr, flush=True)
     level = args.log_level  # "info" adds a uvicorn access-log line per request

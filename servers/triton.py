@@ -12,6 +12,7 @@ Prefer :func:`servers.launch.triton_server`, which runs this module in its own p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -279,6 +280,10 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated subset of: " + ",".join(available_models()),
     )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="onnxruntime intra-op threads")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="every model's (default: its own)")
+    parser.add_argument(
+        "--max-queue-delay-us", type=int, default=None, help="dynamic batcher's delay for every model (default: own)"
+    )
     parser.add_argument(
         "--http-address",
         default=HOST,
@@ -290,6 +295,11 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(models) - set(available_models()))
     if unknown:
         parser.error(f"unknown or unavailable models: {','.join(unknown)}")
+    for name in models:  # a deployment of the caller's: the same batching as another server's, say
+        if args.max_batch_size is not None:
+            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_batch_size=args.max_batch_size)
+        if args.max_queue_delay_us is not None:
+            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_queue_delay_us=args.max_queue_delay_us)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     given = {args.http_port, args.grpc_port, args.metrics_port}
     spare = iter(p for p in free_ports(4) if p not in given)

@@ -81,6 +81,7 @@ class Sweep:
     steps: list[SweepStep]
     stopped: str | None
     goodput: Goodput | None
+    deployment: str | None = None  # how the server was deployed, as the sweep was told
 
     @property
     def has_server_stats(self) -> bool:
@@ -206,4 +207,5 @@ def load_sweep(folder: Path, shown: Path) -> Sweep | None:
         steps=[_step(raw, i, path) for i, raw in enumerate(steps)],
         stopped=stopped if isinstance(stopped, str) and stopped else None,
         goodput=_goodput(data.get("goodput"), path),
+        deployment=data["deployment"] if isinstance(data.get("deployment"), str) else None,
     )

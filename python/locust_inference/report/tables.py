@@ -253,7 +253,8 @@ def sweep_plan_line(sweep: Sweep) -> str:
         parts.append(f"stop past {plan.stop_latency}")
     if plan.stop_error_rate is not None:
         parts.append(f"stop past {_percent(plan.stop_error_rate)} failures")
-    return "Plan: " + "; ".join(parts) + "."
+    deployment = f" Deployment: {sweep.deployment}." if sweep.deployment else ""
+    return "Plan: " + "; ".join(parts) + "." + deployment
 
 
 def sweep_result_lines(sweep: Sweep) -> list[str]:

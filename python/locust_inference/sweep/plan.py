@@ -80,6 +80,12 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--sweep-max-windows", env_var="LOCUST_SWEEP_MAX_WINDOWS", type=int, default=10, help="Windows per step at most"
     )
+    group.add_argument(
+        "--deployment",
+        env_var="LOCUST_DEPLOYMENT",
+        default=None,
+        help="How the server is deployed (batching, threads...), recorded in sweep.json and the report",
+    )
     group.add_argument("--slo", env_var="LOCUST_SLO", default=None, help="Latency SLO for goodput, e.g. p99=100ms")
     group.add_argument(
         "--sweep-stop-latency", env_var="LOCUST_SWEEP_STOP_LATENCY", default=None, help="Stop past e.g. p99=500ms"

@@ -46,6 +46,7 @@ def document(
     stopped: str | None,
     goodput: dict[str, Any] | None,
     ended: float,
+    deployment: str | None = None,
 ) -> dict[str, Any]:
     settings_doc = asdict(plan)
     for key in ("slo", "stop_latency"):
@@ -59,6 +60,7 @@ def document(
         "ended": dt.datetime.fromtimestamp(ended, dt.UTC).isoformat(timespec="seconds"),
         "mode": plan.mode,
         "plan": settings_doc,
+        "deployment": deployment,
         "steps": rows,
         "stopped": stopped,
         "goodput": goodput,
@@ -107,6 +109,8 @@ def describe_row(row: dict[str, Any]) -> str:
 def format_summary(doc: dict[str, Any]) -> str:
     unit = "users" if doc["mode"] == "concurrency" else "req/s"
     lines = ["", f"Sweep of {doc['server']}/{doc['model']} ({doc['mode']} steps):", ""]
+    if doc.get("deployment"):
+        lines[-1:-1] = [f"deployment: {doc['deployment']}"]
     lines.append(
         f"{'step':>4} {unit:>7} {'achieved/s':>10} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'p99.9 ms':>9}"
         f" {'failures':>8} {'dropped':>7} {'batch':>5} {'windows':>7}  stable"

@@ -203,7 +203,13 @@ class SweepRun:
         good = goodput(self.rows, self.plan.slo) if self.plan.slo is not None and self.rows else None
         settings = self.collector.settings
         doc = results.document(
-            settings, plan=self.plan, rows=self.rows, stopped=self.stopped, goodput=good, ended=time.time()
+            settings,
+            plan=self.plan,
+            rows=self.rows,
+            stopped=self.stopped,
+            goodput=good,
+            ended=time.time(),
+            deployment=getattr(self.environment.parsed_options, "deployment", None),
         )
         folder, _ = latency.results_folder(self.environment, settings)
         json_path, csv_path = results.write(doc, folder)
