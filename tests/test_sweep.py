@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +26,14 @@ from servers.launch import RunningServer, triton_server
 QUICK = ("--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "2", "--sweep-max-windows", "5")
 
 
-def sweep(tmp_path: Path, url: str, *args: str) -> tuple[dict[str, Any], str]:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sweep(tmp_path: Path, url: str, *args: str, status: int = 0) -> tuple[dict[str, Any], str]:
+    """Runs sweepfile.py with QUICK windows and ``args``; Locust's exit ``status`` (1: some request failed)."""
     run = run_locust(
         tmp_path,
         "--host",
@@ -37,7 +45,7 @@ def sweep(tmp_path: Path, url: str, *args: str) -> tuple[dict[str, Any], str]:
         timeout=240,
         run_time="200s",  # a bound only: the sweep ends the run
     )
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == status, run.stderr[-3000:]
     return json.loads((tmp_path / "sweep.json").read_text()), run.stdout
 
 
@@ -168,3 +176,37 @@ def test_a_sweep_with_two_workers(triton, tmp_path: Path) -> None:
         assert row["failures"] == 0 and row["stable"] == recomputed_stability(row, 2), row
         # the master's windows hold both workers' requests: Triton counts the same ones
         agrees_with_triton(row)
+
+
+def test_the_sweep_stops_past_the_error_rate(triton, tmp_path: Path) -> None:
+    # sleep_20ms answers zeros (top-1 class 0), so every answer fails --expect-top1 7: 100% of the step failed
+    doc, stdout = sweep(
+        tmp_path, triton.url, "--sweep-concurrency", "1,2", "--sweep-stop-errors", "5%", "--expect-top1", "7", status=1
+    )
+    (row,) = doc["steps"]
+    assert row["failures"] == row["requests"] > 0, row
+    assert doc["stopped"] == "stopped at step 1: 100.0% of requests failed, past the limit 5.0%"
+    assert doc["stopped"] in stdout
+
+
+def test_the_sweep_runs_from_locusts_web_ui(triton, tmp_path: Path) -> None:
+    # --autostart: the web UI starts the shape as its start button does; the sweep ends the test
+    port = free_port()
+    cmd = [LOCUST, "-f", "sweepfile.py", "--host", triton.url, *QUICK, "--sweep-concurrency", "1,2"]
+    cmd += ["--autostart", "--autoquit", "1", "--web-host", "127.0.0.1", "--web-port", str(port)]
+    cmd += ["--csv", str(tmp_path / "run")]
+    with (tmp_path / "err").open("w") as err:
+        proc = children.start(
+            cmd,
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms"),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            status = proc.wait(timeout=180)
+        finally:
+            children.stop(proc)
+    assert status == 0, (tmp_path / "err").read_text()[-3000:]
+    doc = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["users"] for r in doc["steps"]] == [1, 2] and doc["stopped"] is None
