@@ -99,7 +99,8 @@ def run(server: str, url: str, model: str, folder: Path, deployed: str) -> int:
     locust = str(Path(sys.executable).parent / "locust")
     cmd = [locust, "-f", "sweepfile.py", "--headless", "--host", url, "--server", server, "--model-name", model]
     cmd += [*sweep_args(), "--deployment", deployed, "--csv", str(folder / "sweep"), "--only-summary", "-t", "60m"]
-    say(f"==> {server}: sweep of {model} at {url} (output in {folder / 'sweep.log'})")
+    shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
+    say(f"==> {server}: sweep of {model} at {url} (output in {shown / 'sweep.log'})")
     with (folder / "sweep.log").open("w") as log:
         proc = children.start(
             cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

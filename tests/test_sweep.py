@@ -153,17 +153,21 @@ def test_a_step_with_a_stall_is_reported_unstable(own_triton: RunningServer, tmp
 
 
 def test_a_sweep_with_two_workers(triton, tmp_path: Path) -> None:
-    conf = tmp_path / "sweep.conf"
-    conf.write_text(
-        "locustfile = sweepfile.py\nexpect-workers = 2\nmaster-bind-host = 127.0.0.1\n"
-        "sweep-concurrency = 2,4\nsweep-window = 3\nsweep-warmup = 1\nsweep-stable-windows = 2\n"
-        "sweep-max-windows = 5\nslo = p99=200ms\n"
-    )
+    # the shipped configs/sweep.conf (2 workers), its steps and windows shortened by environment variables
     results = tmp_path / "results"
     proc = subprocess.run(
-        ["./distributed.sh", str(conf), "sleep_20ms", "triton"],
+        ["./distributed.sh", "configs/sweep.conf", "sleep_20ms", "triton"],
         cwd=REPO_ROOT,
-        env=clean_env(HOST=triton.url, RESULTS_DIR=str(results)),
+        env=clean_env(
+            HOST=triton.url,
+            RESULTS_DIR=str(results),
+            LOCUST_SWEEP_CONCURRENCY="2,4",
+            LOCUST_SWEEP_WINDOW="3",
+            LOCUST_SWEEP_WARMUP="1",
+            LOCUST_SWEEP_STABLE_WINDOWS="2",
+            LOCUST_SWEEP_MAX_WINDOWS="5",
+            LOCUST_SLO="p99=200ms",
+        ),
         capture_output=True,
         text=True,
         timeout=240,
