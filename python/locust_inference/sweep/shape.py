@@ -68,6 +68,7 @@ class SweepRun:
         self.step: _Step | None = None
         self.done = False
         self.server_stats: dict[int, ServerStats | None] = {}
+        self.readers: list[gevent.Greenlet] = []  # the current step's pending reads of Triton's statistics
 
     # --- Locust's side -------------------------------------------------------------------------------
 
@@ -121,7 +122,7 @@ class SweepRun:
             pool = gevent.get_hub().threadpool
             self.server_stats[when] = pool.apply(read_stats, (self.collector.settings,))
 
-        gevent.spawn_later(max(when - now, 0.0), read)
+        self.readers.append(gevent.spawn_later(max(when - now, 0.0), read))
 
     def _close_window(self, step: _Step) -> None:
         assert step.t0 is not None
@@ -139,6 +140,8 @@ class SweepRun:
 
     def _finish(self, step: _Step, now: float) -> tuple[int, float, list[type]] | None:
         row = self._row(step)
+        gevent.killall(self.readers, block=False)  # boundaries the step did not reach
+        self.readers.clear()
         self.rows.append(row)
         log.info("locust-inference sweep: step %d done: %s", step.index + 1, results.describe_row(row))
         self.stopped = self._stop_reason(row)
