@@ -8,13 +8,13 @@ at the end of a load test, and optionally Locust's per-second ``*_stats_history.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .files import read_versioned_json
 from .sweeps import Sweep, SweepError, load_sweep
 
 LATENCY_FILE = "latency.json"
@@ -219,17 +219,7 @@ def load_run(folder: Path, shown: Path | None = None) -> Run:
             f"no {LATENCY_FILE} in {folder}: run a load test against {guess} first "
             f"(make performance-test CONFIG=configs/low.conf MODEL_NAME=resnet50_onnx SERVER={guess})"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReportError(f"cannot read {path}: {e}") from e
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path} is not valid JSON ({e}): run the load test again") from e
-    if not isinstance(data, dict):
-        raise ReportError(f"{path} does not hold a JSON object")
-    version = data.get("version")
-    if version != SUPPORTED_VERSION:
-        raise ReportError(f"{path} has version {version!r}; this report reads version {SUPPORTED_VERSION}")
+    data = read_versioned_json(path, SUPPORTED_VERSION, "run the load test again", ReportError)
     server = data.get("server")
     if not isinstance(server, str) or not server:
         raise ReportError(f'{path} does not say which server it measured ("server" is missing)')

@@ -7,11 +7,12 @@ windows, whether it was stable and (Triton) the server's own breakdown; then the
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .files import read_versioned_json
 
 SWEEP_FILE = "sweep.json"
 SUPPORTED_VERSION = 1
@@ -177,17 +178,7 @@ def load_sweep(folder: Path, shown: Path) -> Sweep | None:
     path = folder / SWEEP_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise SweepError(f"cannot read {path}: {e}") from e
-    except json.JSONDecodeError as e:
-        raise SweepError(f"{path} is not valid JSON ({e}): run the sweep again") from e
-    if not isinstance(data, dict):
-        raise SweepError(f"{path} does not hold a JSON object")
-    version = data.get("version")
-    if version != SUPPORTED_VERSION:
-        raise SweepError(f"{path} has version {version!r}; this report reads version {SUPPORTED_VERSION}")
+    data = read_versioned_json(path, SUPPORTED_VERSION, "run the sweep again", SweepError)
     mode = data.get("mode")
     if mode not in MODES:
         raise SweepError(f"{path} has mode {mode!r}; a sweep's mode is concurrency or rate")
