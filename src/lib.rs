@@ -8,6 +8,7 @@ pub mod latency;
 pub mod litserve;
 pub mod measurements;
 pub mod preprocess;
+pub mod rotation;
 pub mod runtime;
 pub mod schedule;
 pub mod stream;
