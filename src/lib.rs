@@ -2,7 +2,9 @@
 //! Python module; each concern lives in its own module.
 
 pub mod client;
+pub mod convert;
 pub mod error;
+pub mod imageset;
 pub mod jpeg;
 pub mod latency;
 pub mod litserve;
@@ -26,6 +28,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     error::register(m)?;
     m.add_function(wrap_pyfunction!(preprocess::preprocess_image_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::encode_triton_request_py, m)?)?;
+    m.add_function(wrap_pyfunction!(imageset::preprocess_images_py, m)?)?;
+    m.add_function(wrap_pyfunction!(triton::py::encode_triton_inputs_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::decode_triton_response_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::parse_model_metadata_py, m)?)?;
     m.add_function(wrap_pyfunction!(
