@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from locust_inference import input_options
 from locust_inference._native import ConfigError
+from locust_inference.input_options import InputSettings
 
 __all__ = ["ARRIVALS", "DEFAULT_HOSTS", "OVERLOAD_POLICIES", "SERVERS", "Settings", "add_arguments", "resolve"]
 
@@ -53,6 +55,7 @@ class Settings:
     overload: str | None = None
     seed: int | None = None
     closed_loop: bool = False
+    inputs: InputSettings = field(default_factory=InputSettings)
 
     @property
     def name(self) -> str:
@@ -72,7 +75,12 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--model-name", env_var="LOCUST_MODEL_NAME", default=None, help="Model to load-test (env MODEL_NAME)"
     )
-    group.add_argument("--image", env_var="LOCUST_IMAGE", default=DEFAULT_IMAGE, help="Image sent in every request")
+    group.add_argument(
+        "--image",
+        env_var="LOCUST_IMAGE",
+        default=DEFAULT_IMAGE,
+        help="Image(s) sent: a file, a directory or a glob; requests rotate through them",
+    )
     group.add_argument(
         "--triton-format",
         env_var="LOCUST_TRITON_FORMAT",
@@ -142,6 +150,7 @@ def add_arguments(parser: Any) -> None:
         help="User class to run (LowUser or HighUser) when none is named on the command line",
     )
     _add_open_loop_arguments(parser)
+    input_options.add_arguments(parser)
 
 
 def _add_open_loop_arguments(parser: Any) -> None:
@@ -310,4 +319,5 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         overload=overload,
         seed=seed,
         closed_loop=bool(getattr(options, "closed_loop", False)),
+        inputs=input_options.resolve(options),
     )
