@@ -1,6 +1,8 @@
-//! ResNet-style image preprocessing that reproduces torchvision on Pillow:
-//! `Resize(resize)` (antialiased bilinear, Pillow's fixed-point arithmetic), `CenterCrop(crop)`,
-//! `ToTensor()` and `Normalize(mean, std)`, producing a CHW float32 tensor.
+//! Image resampling that reproduces Pillow's antialiased bilinear `resize` (its fixed-point
+//! arithmetic) as torchvision and YOLO-style pipelines use it: `Resize(resize)` + `CenterCrop`
+//! ([`Fit::ShortSide`]), a resize to the model's size ([`Fit::Stretch`]) or one that keeps the
+//! aspect ratio ([`Fit::Letterbox`]), producing packed RGB pixels; [`crate::convert`] turns them
+//! into the model's tensor. [`preprocess_file`] is the ImageNet pipeline, CHW float32.
 //!
 //! Only the part of the resized image that survives the crop is computed: every output pixel of
 //! Pillow's two-pass resampler depends only on its own filter window, so this is exact.

@@ -167,7 +167,12 @@ def _add_open_loop_arguments(parser: Any) -> None:
         default=None,
         help="Spacing of requests: constant (every 1/rate s, the default) or poisson (random, mean rate)",
     )
-    group.add_argument("--seed", env_var="LOCUST_SEED", default=None, help="Seed of poisson arrivals (default random)")
+    group.add_argument(
+        "--seed",
+        env_var="LOCUST_SEED",
+        default=None,
+        help="Seed of poisson arrivals, of --shuffle-inputs orders and of --input-data random (default random)",
+    )
     group.add_argument(
         "--max-in-flight",
         env_var="LOCUST_MAX_IN_FLIGHT",
