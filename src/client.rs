@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use reqwest::{Method, Url};
@@ -235,17 +236,19 @@ fn expected_shape(shape: &[i64]) -> Vec<Option<usize>> {
 /// Header names and values as Python gives them.
 type HeaderList = Vec<(String, String)>;
 
-/// The bodies given to `Endpoint(...)`: one, or several each with its own extra headers.
+/// The bodies given to `Endpoint(...)`: one, or several each with its own extra headers. They are
+/// kept as the Python objects they are, not copied: an image set's bodies can take most of the
+/// memory a run is allowed (`--max-input-memory`).
 #[derive(FromPyObject)]
 enum Bodies {
-    One(Vec<u8>),
-    Many(Vec<(Vec<u8>, HeaderList)>),
+    One(PyBackedBytes),
+    Many(Vec<(PyBackedBytes, HeaderList)>),
 }
 
 impl Bodies {
     fn into_bodies(self) -> Result<Vec<Body>> {
         match self {
-            Bodies::One(bytes) => Ok(vec![Body::new(Bytes::from(bytes))]),
+            Bodies::One(bytes) => Ok(vec![Body::new(Bytes::from_owner(bytes))]),
             Bodies::Many(many) if many.is_empty() => Err(Error::InvalidArgument(
                 "an endpoint needs at least one body".into(),
             )),
@@ -253,7 +256,7 @@ impl Bodies {
                 .into_iter()
                 .map(|(bytes, headers)| {
                     Ok(Body {
-                        bytes: Bytes::from(bytes),
+                        bytes: Bytes::from_owner(bytes),
                         headers: header_map(&headers)?,
                     })
                 })
