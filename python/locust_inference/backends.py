@@ -124,6 +124,9 @@ def _prepare_triton(settings: Settings) -> Target:
     else:
         requests, labels = _image_requests(settings, meta)
     binary = settings.triton_format == "binary"
+    fp16 = next((name for name, dt, _, _ in requests[0] if dt == "FP16"), None)
+    if fp16 is not None and not binary:
+        raise ConfigError(f"input {fp16!r} is FP16, which Triton does not take in JSON: use --triton-format binary")
     tensor_bytes = sum(len(data) for *_, data in requests[0])
     elements = sum(len(data) // np.dtype(input_data.NUMPY_TYPES[dt]).itemsize for _, dt, _, data in requests[0])
     body_bytes = tensor_bytes if binary else elements * JSON_BYTES_PER_ELEMENT
@@ -231,7 +234,7 @@ def _target(
         settings=settings,
         endpoint=endpoint,
         url=url,
-        request_headers=tuple(headers),
+        request_headers=tuple(headers) + (tuple(payload[0][1]) if isinstance(payload, list) else ()),
         json_header_bytes=json_header_bytes,
         tensor_bytes=tensor_bytes,
         input_checksum=input_checksum,
@@ -243,6 +246,8 @@ def prepare(settings: Settings) -> Target:
     """Prepares the target, or raises :class:`ConfigError` saying what is wrong."""
     if settings.inputs.input_data is None:
         image_inputs.image_files(settings.image)  # a missing image is said before any server is asked
+    elif settings.server != "triton":
+        raise ConfigError("--input-data applies to Triton models; LitServe is sent images (--image)")
     if settings.server == "triton":
         return _prepare_triton(settings)
     return _prepare_litserve(settings)
