@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from locust_inference import decode_triton_response
+from locust_inference._native import Stream
 from locust_inference.backends import prepare
 from own_model_support import (
     REPO_ROOT,
@@ -45,8 +47,8 @@ def test_fp16_model_gets_imagenet_preprocessing_rounded_to_half(triton, tmp_path
 
 def test_json_requests_carry_the_same_values(triton, tmp_path: Path) -> None:
     files = image_set(tmp_path / "set")
-    _, got = run(triton.url, "echo_fp16", 3, image=str(tmp_path / "set"), triton_format="json")
-    assert [w for _, w in got] == [words(imagenet(f).astype("<f2")) for f in files]
+    _, got = run(triton.url, "echo_uint8_nhwc", 3, image=str(tmp_path / "set"), triton_format="json")
+    assert [w for _, w in got] == [words(stretched(f, 224, 224)) for f in files]
 
 
 def test_640_model_gets_a_yolo_letterbox(triton, tmp_path: Path) -> None:
@@ -82,6 +84,25 @@ def test_shuffled_inputs_visit_every_image_once_per_round_in_the_seeds_order(tri
         assert sorted(order[:3]) == [0, 1, 2] and order[3:] == order[:3]
     assert [i for i, _ in answers(target, 6, seed=4)] == orders[4]
     assert any(order[:3] != [0, 1, 2] for order in orders.values())
+
+
+def test_an_open_loop_stream_walks_the_set_in_send_order(triton, tmp_path: Path) -> None:
+    files = image_set(tmp_path / "set")
+    target = prepare(settings(triton.url, "echo_uint8_nhwc", image=str(tmp_path / "set")))
+    stream = Stream(target.endpoint, 50.0, max_in_flight=4, overload="queue")
+    completions = []
+    while len(completions) < 7:
+        completions += stream.wait(10)
+    stream.stop()
+    completions.sort(key=lambda c: c.intended)
+    expected = [words(stretched(f, 224, 224)) for f in files]
+    got = [(c.outcome.input_index, _first_words(c.outcome)) for c in completions[:7]]
+    assert got == [(i, expected[i]) for i in [0, 1, 2, 0, 1, 2, 0]]
+
+
+def _first_words(outcome) -> list[int]:
+    length = dict(outcome.headers)["inference-header-content-length"]
+    return [int(v) for v in decode_triton_response(outcome.body, int(length))["CHECKSUM"][0]]
 
 
 def _two_inputs_file(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -46,8 +46,19 @@ def test_a_corrupt_image_in_the_set_stops_the_start_with_its_name(triton, http, 
         ("echo_640", ["--max-input-memory", "1MiB"], ["over --max-input-memory 1 MiB"]),
         ("echo_640", ["--preprocess", "letterbox", "--resize", "700"], ["--resize applies to --preprocess imagenet"]),
         ("echo_fp16", ["--crop", "200"], ["--crop 200x200 does not match the model's 224x224"]),
+        ("echo_fp16", ["--triton-format", "json"], ["input 'IMAGE' is FP16", "--triton-format binary"]),
     ],
-    ids=["two-inputs", "not-an-image", "variable-dim", "shape-mismatch", "layout", "memory", "resize", "crop"],
+    ids=[
+        "two-inputs",
+        "not-an-image",
+        "variable-dim",
+        "shape-mismatch",
+        "layout",
+        "memory",
+        "resize",
+        "crop",
+        "fp16-json",
+    ],
 )
 def test_inputs_the_model_cannot_take(triton, tmp_path: Path, model: str, args: list[str], needles: list[str]) -> None:
     run = run_locust(tmp_path, "--host", triton.url, *args, env=clean_env(SERVER="triton", MODEL_NAME=model))
