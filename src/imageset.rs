@@ -17,6 +17,9 @@ use crate::tensor::DataType;
 /// Sets at least this large report their progress on stderr.
 const PROGRESS_FROM: usize = 200;
 
+/// One image's tensor or why it failed; `None` until it is tried.
+type Slot = Option<Result<Vec<u8>>>;
+
 /// Every image's tensor, in the order of `paths`, using up to `threads` threads.
 pub fn prepare(
     paths: &[PathBuf],
@@ -27,10 +30,10 @@ pub fn prepare(
 ) -> Result<Vec<Vec<u8>>> {
     target.pixels.validate()?;
     let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<Vec<u8>>>>> =
-        Mutex::new((0..paths.len()).map(|_| None).collect());
+    // the results and how many there are; progress is printed under the lock, so in order
+    let results: Mutex<(Vec<Slot>, usize)> =
+        Mutex::new(((0..paths.len()).map(|_| None).collect(), 0));
     let report = progress && paths.len() >= PROGRESS_FROM;
     let step = (paths.len() / 10).max(1);
     std::thread::scope(|scope| {
@@ -45,15 +48,20 @@ pub fn prepare(
                 if result.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
-                results.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(result);
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if report && (n % step == 0 || n == paths.len()) {
-                    eprintln!("locust-inference: preprocessed {n}/{} images", paths.len());
+                let mut guard = results.lock().unwrap_or_else(PoisonError::into_inner);
+                let (slots, done) = &mut *guard;
+                slots[i] = Some(result);
+                *done += 1;
+                if report && (*done % step == 0 || *done == paths.len()) {
+                    eprintln!(
+                        "locust-inference: preprocessed {done}/{} images",
+                        paths.len()
+                    );
                 }
             });
         }
     });
-    let results = results.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let (results, _) = results.into_inner().unwrap_or_else(PoisonError::into_inner);
     // the first failure in file order; files after it may not have been tried
     if let Some(err) = results.iter().flatten().find_map(|r| r.as_ref().err()) {
         return Err(err.clone());
