@@ -187,7 +187,7 @@ class InferenceUser(User):
             expected = learned.setdefault(outcome.input_index, outcome.top1)
         if outcome.top1 != expected:
             inputs = self._target.inputs
-            which = f" for {inputs[outcome.input_index]}" if outcome.input_index < len(inputs) else ""
+            which = f" for {inputs[outcome.input_index]}" if len(inputs) > 1 else ""
             return ProtocolError(f"top-1 class is {outcome.top1}, expected {expected}{which} (--expect-top1)")
         return None
 
