@@ -4,6 +4,7 @@
 pub mod client;
 pub mod convert;
 pub mod error;
+pub mod fit;
 pub mod imageset;
 pub mod jpeg;
 pub mod latency;
