@@ -43,6 +43,11 @@ def setting(name: str) -> str:
     return os.environ.get(name, "").strip() or DEFAULTS[name]
 
 
+def relative(path: Path) -> Path:
+    """``path`` as seen from the repository when it is inside it."""
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
 def say(text: str = "") -> None:
     print(text, flush=True)
 
@@ -99,7 +104,7 @@ def run(server: str, url: str, model: str, folder: Path, deployed: str) -> int:
     locust = str(Path(sys.executable).parent / "locust")
     cmd = [locust, "-f", "sweepfile.py", "--headless", "--host", url, "--server", server, "--model-name", model]
     cmd += [*sweep_args(), "--deployment", deployed, "--csv", str(folder / "sweep"), "--only-summary", "-t", "60m"]
-    shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
+    shown = relative(folder)
     say(f"==> {server}: sweep of {model} at {url} (output in {shown / 'sweep.log'})")
     with (folder / "sweep.log").open("w") as log:
         proc = children.start(
@@ -144,7 +149,7 @@ def main() -> int:
         return 130
     try:
         html_path, md_path = build_report([root / name for name in SERVERS], root)
-        say(f"\nComparison with both curves: {html_path.relative_to(REPO_ROOT)}, {md_path.relative_to(REPO_ROOT)}")
+        say(f"\nComparison with both curves: {relative(html_path)}, {relative(md_path)}")
     except (ReportError, OSError) as err:
         say(f"(no comparison: {err})")
     say()

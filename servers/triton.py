@@ -5,7 +5,8 @@ Usage (foreground until SIGTERM/SIGINT)::
     python -m servers.triton --http-port 8000 [--models tiny_onnx,checksum] [--threads 2]
 
 Models: ``resnet50_onnx``, ``tiny_onnx``, ``checksum``, ``sleep_20ms`` (see :mod:`servers.models`), plus
-``resnet50_openvino`` when the ``openvino`` package is importable. Every endpoint binds to 127.0.0.1 only.
+``resnet50_openvino`` when the ``openvino`` package is importable, and on request the echo-checksum models
+of :mod:`servers.echo_models`. Every endpoint binds to 127.0.0.1 only.
 Prefer :func:`servers.launch.triton_server`, which runs this module in its own process group.
 """
 
@@ -30,6 +31,7 @@ from types import FrameType
 
 import numpy as np
 
+from servers.echo_models import ECHO_MODELS, OUTPUT, EchoModel, echo_batch
 from servers.launch import (
     claim_python_env,
     exit_with_launcher,
@@ -81,7 +83,7 @@ def openvino_available() -> bool:
 
 def available_models() -> list[str]:
     """All model names this server can serve on this machine."""
-    return [*DEFAULT_MODELS, *([OPENVINO_MODEL] if openvino_available() else [])]
+    return [*DEFAULT_MODELS, *([OPENVINO_MODEL] if openvino_available() else []), *ECHO_MODELS]
 
 
 def _openvino_predictor(threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -129,10 +131,31 @@ def load_instances_in_turn() -> None:
     os.environ["TRITON_PARALLEL_INSTANCE_LOADING"] = "0"
 
 
+def _bind_echo(triton, model: EchoModel) -> None:  # triton: pytriton.triton.Triton
+    from pytriton.decorators import batch
+    from pytriton.model_config import ModelConfig, Tensor
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return {OUTPUT: echo_batch(model, inputs)}
+
+    triton.bind(
+        model_name=model.name,
+        infer_func=infer,
+        inputs=[Tensor(name=name, dtype=dtype, shape=shape) for name, dtype, shape in model.inputs],
+        outputs=[Tensor(name=OUTPUT, dtype=np.float32, shape=(16,))],
+        config=ModelConfig(max_batch_size=model.max_batch_size),
+        strict=True,
+    )
+
+
 def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.triton.Triton
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
+    if name in ECHO_MODELS:
+        _bind_echo(triton, ECHO_MODELS[name])
+        return
     spec = MODELS["resnet50_onnx"] if name == OPENVINO_MODEL else MODELS[name]
     settings = SETTINGS[name]
     predictor = _openvino_predictor(threads) if name == OPENVINO_MODEL else load_predictor(name, threads)

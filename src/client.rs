@@ -1,13 +1,15 @@
-//! What Locust users drive: an [`Endpoint`] (one prepared request, shared by all users of a
-//! process), a per-user [`RequestSlot`] that runs it on the I/O runtime and signals completion on
-//! an eventfd, and the [`Outcome`] of each request.
+//! What Locust users drive: an [`Endpoint`] (one prepared request with one or more bodies, shared
+//! by all users of a process), a per-user [`RequestSlot`] that runs it on the I/O runtime, walking
+//! through the bodies in turn, and signals completion on an eventfd, and the [`Outcome`] of each
+//! request.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use reqwest::{Method, Url};
@@ -15,9 +17,10 @@ use reqwest::{Method, Url};
 use crate::error::{Error, Result};
 use crate::litserve;
 use crate::measurements::{Latency, PyMeasurements, Recorder};
+use crate::rotation::{random_seed, Rotation};
 use crate::runtime;
 use crate::tensor::DataType;
-use crate::transport::{ClientConfig, RequestSpec, Transport};
+use crate::transport::{Body, ClientConfig, RequestSpec, Transport};
 use crate::triton::{self, ExpectedOutput};
 use crate::wake::Mailbox;
 
@@ -52,6 +55,8 @@ pub struct Outcome {
     pub error: Option<Error>,
     /// Sent on a second connection: the pooled one was closed before any byte went out.
     pub resent: bool,
+    /// Which of the endpoint's bodies was sent.
+    pub input_index: usize,
 }
 
 pub(crate) struct Endpoint {
@@ -60,12 +65,30 @@ pub(crate) struct Endpoint {
     check: Check,
     keep_headers: bool,
     keep_body: bool,
+    /// Whether each user walks the bodies in its own shuffled order.
+    shuffle: bool,
     pub(crate) latency: Recorder,
 }
 
 impl Endpoint {
-    pub(crate) async fn run(&self) -> Outcome {
-        match self.transport.send(&self.spec).await {
+    /// A walk through this endpoint's bodies for one user, shuffled with `seed` (or a random
+    /// seed) when the endpoint shuffles.
+    pub(crate) fn rotation(&self, seed: Option<u64>) -> Rotation {
+        let seed = self.shuffle.then(|| seed.unwrap_or_else(random_seed));
+        Rotation::new(self.spec.bodies.len(), seed)
+    }
+
+    /// Sends body `index` and judges the answer.
+    pub(crate) async fn run(&self, index: usize) -> Outcome {
+        let outcome = self.exchange(index).await;
+        Outcome {
+            input_index: index,
+            ..outcome
+        }
+    }
+
+    async fn exchange(&self, index: usize) -> Outcome {
+        match self.transport.send(&self.spec, index).await {
             Err(f) => Outcome {
                 resent: f.resent,
                 ..Outcome::failed(f.error, f.elapsed, f.status)
@@ -105,6 +128,7 @@ impl Endpoint {
                     body: self.keep_body.then(|| resp.body.clone()),
                     error,
                     resent: resp.resent,
+                    input_index: 0,
                 }
             }
         }
@@ -163,6 +187,7 @@ impl Outcome {
             body: None,
             error: Some(error),
             resent: false,
+            input_index: 0,
         }
     }
 }
@@ -211,7 +236,40 @@ fn expected_shape(shape: &[i64]) -> Vec<Option<usize>> {
     shape.iter().map(|&d| usize::try_from(d).ok()).collect()
 }
 
-/// One prepared request: URL, headers and a body encoded once and shared by every send.
+/// Header names and values as Python gives them.
+type HeaderList = Vec<(String, String)>;
+
+/// The bodies given to `Endpoint(...)`: one, or several each with its own extra headers. They are
+/// kept as the Python objects they are, not copied: an image set's bodies can take most of the
+/// memory a run is allowed (`--max-input-memory`).
+#[derive(FromPyObject)]
+enum Bodies {
+    One(PyBackedBytes),
+    Many(Vec<(PyBackedBytes, HeaderList)>),
+}
+
+impl Bodies {
+    fn into_bodies(self) -> Result<Vec<Body>> {
+        match self {
+            Bodies::One(bytes) => Ok(vec![Body::new(Bytes::from_owner(bytes))]),
+            Bodies::Many(many) if many.is_empty() => Err(Error::InvalidArgument(
+                "an endpoint needs at least one body".into(),
+            )),
+            Bodies::Many(many) => many
+                .into_iter()
+                .map(|(bytes, headers)| {
+                    Ok(Body {
+                        bytes: Bytes::from_owner(bytes),
+                        headers: header_map(&headers)?,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One prepared request: URL, headers and one or more bodies, each encoded once and shared by
+/// every send.
 #[pyclass(frozen, module = "locust_inference._native", name = "Endpoint")]
 pub struct PyEndpoint {
     pub(crate) inner: Arc<Endpoint>,
@@ -220,12 +278,13 @@ pub struct PyEndpoint {
 #[pymethods]
 impl PyEndpoint {
     #[new]
+    #[allow(clippy::fn_params_excessive_bools)] // Python's keyword arguments
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
-        ca_file = None, keep_headers = false, keep_body = false))]
+        ca_file = None, keep_headers = false, keep_body = false, shuffle = false))]
     fn new(
         url: &str,
-        body: &[u8],
+        body: Bodies,
         method: &str,
         headers: Vec<(String, String)>,
         protocol: &str,
@@ -238,6 +297,7 @@ impl PyEndpoint {
         ca_file: Option<std::path::PathBuf>,
         keep_headers: bool,
         keep_body: bool,
+        shuffle: bool,
     ) -> PyResult<Self> {
         let check = match protocol {
             "none" => Check::Status,
@@ -277,7 +337,7 @@ impl PyEndpoint {
             method,
             url: parse_url(url)?,
             headers: header_map(&headers)?,
-            body: Bytes::copy_from_slice(body),
+            bodies: body.into_bodies()?,
             timeout: self::timeout(timeout)?,
             max_response_bytes,
         };
@@ -289,6 +349,7 @@ impl PyEndpoint {
                 check,
                 keep_headers,
                 keep_body,
+                shuffle,
                 latency: Recorder::default(),
             }),
         })
@@ -299,9 +360,16 @@ impl PyEndpoint {
         self.inner.spec.url.to_string()
     }
 
+    /// The first body's length.
     #[getter]
     fn body_length(&self) -> usize {
-        self.inner.spec.body.len()
+        self.inner.spec.bodies[0].bytes.len()
+    }
+
+    /// How many bodies the requests rotate through.
+    #[getter]
+    fn body_count(&self) -> usize {
+        self.inner.spec.bodies.len()
     }
 
     /// Accounts for a reported request: its latency when it succeeded (`success`, false when a
@@ -331,10 +399,11 @@ impl PyEndpoint {
 
     fn __repr__(&self) -> String {
         format!(
-            "Endpoint({} {}, {} bytes)",
+            "Endpoint({} {}, {} bodies, the first {} bytes)",
             self.inner.spec.method,
             self.inner.spec.url,
-            self.inner.spec.body.len()
+            self.inner.spec.bodies.len(),
+            self.inner.spec.bodies[0].bytes.len()
         )
     }
 }
@@ -344,16 +413,23 @@ impl PyEndpoint {
 #[pyclass(frozen, module = "locust_inference._native", name = "RequestSlot")]
 pub struct PyRequestSlot {
     mailbox: Arc<Mailbox<Outcome>>,
+    /// Where this user is in its walk through the endpoint's bodies (made on the first submit).
+    rotation: Mutex<Option<Rotation>>,
+    seed: Option<u64>,
 }
 
 #[pymethods]
 impl PyRequestSlot {
+    /// `seed` orders this user's walk through a shuffling endpoint's bodies.
     #[new]
-    fn new() -> PyResult<Self> {
+    #[pyo3(signature = (seed = None))]
+    fn new(seed: Option<u64>) -> PyResult<Self> {
         let mailbox =
             Mailbox::new().map_err(|e| Error::Runtime(format!("cannot create an eventfd: {e}")))?;
         Ok(PyRequestSlot {
             mailbox: Arc::new(mailbox),
+            rotation: Mutex::new(None),
+            seed,
         })
     }
 
@@ -362,14 +438,21 @@ impl PyRequestSlot {
         self.mailbox.fd().raw()
     }
 
-    /// Starts sending `endpoint`'s request; any request still in flight is abandoned.
+    /// Starts sending `endpoint`'s request with its next body; any request still in flight is
+    /// abandoned.
     fn submit(&self, endpoint: &PyEndpoint) -> PyResult<()> {
         let rt = runtime::runtime()?;
+        let index = {
+            let mut rotation = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
+            rotation
+                .get_or_insert_with(|| endpoint.inner.rotation(self.seed))
+                .next_index()
+        };
         let generation = self.mailbox.begin();
         let mailbox = Arc::clone(&self.mailbox);
         let endpoint = Arc::clone(&endpoint.inner);
         let task = rt.spawn(async move {
-            let outcome = endpoint.run().await;
+            let outcome = endpoint.run(index).await;
             mailbox.complete(generation, outcome);
         });
         self.mailbox.attach(generation, task.abort_handle());
@@ -449,6 +532,12 @@ impl PyOutcome {
         self.0.top1
     }
 
+    /// Which of the endpoint's bodies this request sent.
+    #[getter]
+    fn input_index(&self) -> usize {
+        self.0.input_index
+    }
+
     /// Response headers, when the endpoint keeps them (`keep_headers=True`).
     #[getter]
     fn headers(&self) -> Option<Vec<(String, String)>> {
@@ -507,12 +596,12 @@ pub fn http_request<'py>(
             .map_err(|_| Error::InvalidArgument(format!("invalid HTTP method {method:?}")))?,
         url: parse_url(url)?,
         headers: header_map(&headers)?,
-        body: Bytes::from(body),
+        bodies: vec![Body::new(Bytes::from(body))],
         timeout: self::timeout(timeout)?,
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
     };
     let transport = Transport::new(&spec, ClientConfig { insecure, ca_file })?;
     let rt = runtime::runtime()?;
-    let result = py.detach(|| rt.block_on(transport.send(&spec)).map_err(|f| f.error))?;
+    let result = py.detach(|| rt.block_on(transport.send(&spec, 0)).map_err(|f| f.error))?;
     Ok((result.status, PyBytes::new(py, &result.body)))
 }

@@ -2,12 +2,16 @@
 //! Python module; each concern lives in its own module.
 
 pub mod client;
+pub mod convert;
 pub mod error;
+pub mod fit;
+pub mod imageset;
 pub mod jpeg;
 pub mod latency;
 pub mod litserve;
 pub mod measurements;
 pub mod preprocess;
+pub mod rotation;
 pub mod runtime;
 pub mod schedule;
 pub mod stream;
@@ -25,6 +29,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     error::register(m)?;
     m.add_function(wrap_pyfunction!(preprocess::preprocess_image_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::encode_triton_request_py, m)?)?;
+    m.add_function(wrap_pyfunction!(imageset::preprocess_images_py, m)?)?;
+    m.add_function(wrap_pyfunction!(triton::py::encode_triton_inputs_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::decode_triton_response_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::parse_model_metadata_py, m)?)?;
     m.add_function(wrap_pyfunction!(

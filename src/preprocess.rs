@@ -1,6 +1,8 @@
-//! ResNet-style image preprocessing that reproduces torchvision on Pillow:
-//! `Resize(resize)` (antialiased bilinear, Pillow's fixed-point arithmetic), `CenterCrop(crop)`,
-//! `ToTensor()` and `Normalize(mean, std)`, producing a CHW float32 tensor.
+//! Image resampling that reproduces Pillow's antialiased bilinear `resize` (its fixed-point
+//! arithmetic) as torchvision and YOLO-style pipelines use it: `Resize(resize)` + `CenterCrop`
+//! ([`Fit::ShortSide`]), a resize to the model's size ([`Fit::Stretch`]) or one that keeps the
+//! aspect ratio ([`Fit::Letterbox`]), producing packed RGB pixels; [`crate::convert`] turns them
+//! into the model's tensor. [`preprocess_file`] is the ImageNet pipeline, CHW float32.
 //!
 //! Only the part of the resized image that survives the crop is computed: every output pixel of
 //! Pillow's two-pass resampler depends only on its own filter window, so this is exact.
@@ -18,6 +20,8 @@ use numpy::{IntoPyArray, PyArray3};
 use pyo3::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::fit::Geometry;
+pub use crate::fit::{letterbox_size, Fit};
 use crate::jpeg;
 
 /// Pillow refuses images above this many pixels (`Image.MAX_IMAGE_PIXELS * 2`) as decompression bombs.
@@ -47,6 +51,24 @@ impl Default for Params {
 }
 
 impl Params {
+    fn fit(&self) -> Fit {
+        Fit::ShortSide {
+            resize: self.resize,
+            width: self.crop,
+            height: self.crop,
+        }
+    }
+
+    /// `ToTensor()` + `Normalize(mean, std)` into CHW float32.
+    fn normalize(&self, window: &Window) -> Vec<f32> {
+        let layout = crate::convert::Pixels {
+            scale: 255.0,
+            mean: self.mean,
+            std: self.std,
+        };
+        crate::convert::to_f32_chw(window, &layout)
+    }
+
     fn validate(&self) -> Result<()> {
         if self.resize == 0 || self.crop == 0 {
             return Err(Error::InvalidArgument(
@@ -70,9 +92,30 @@ impl Params {
     }
 }
 
-/// Reads, decodes and preprocesses an image file into a `3 × crop × crop` CHW tensor.
+/// An image after resampling: `width x height` pixels of packed 8-bit RGB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+/// Reads, decodes and preprocesses an image file into a `3 × crop × crop` CHW tensor (torchvision's
+/// ImageNet pipeline with `params`).
 pub fn preprocess_file(path: &Path, params: &Params) -> Result<Vec<f32>> {
     params.validate()?;
+    let window = window_file(path, params.fit())?;
+    Ok(params.normalize(&window))
+}
+
+/// Preprocesses an already decoded RGB image (see [`preprocess_file`]).
+pub fn preprocess_rgb(image: &RgbImage, params: &Params) -> Vec<f32> {
+    params.normalize(&window_rgb(image, params.fit()))
+}
+
+/// Reads and decodes an image file and resamples it as `fit` says.
+pub fn window_file(path: &Path, fit: Fit) -> Result<Window> {
+    fit.validate()?;
     let fail = |reason: String| Error::Image {
         path: path.display().to_string(),
         reason,
@@ -85,16 +128,16 @@ pub fn preprocess_file(path: &Path, params: &Params) -> Result<Vec<f32>> {
         fail("not a recognised image format (JPEG, PNG, WebP, GIF, BMP, TIFF)".into())
     })?;
     if format == image::ImageFormat::Jpeg {
-        return preprocess_jpeg(&bytes, params).map_err(fail);
+        return window_jpeg(&bytes, fit).map_err(fail);
     }
     let image = decode_other(&bytes, format).map_err(fail)?;
-    Ok(preprocess_rgb(&image, params))
+    Ok(window_rgb(&image, fit))
 }
 
-/// Preprocesses an already decoded RGB image (see [`preprocess_file`]).
-pub fn preprocess_rgb(image: &RgbImage, params: &Params) -> Vec<f32> {
+/// Resamples an already decoded RGB image as `fit` says.
+pub fn window_rgb(image: &RgbImage, fit: Fit) -> Window {
     let (width, height) = image.dimensions();
-    let plan = Plan::new(width as usize, height as usize, params);
+    let plan = Plan::new(width as usize, height as usize, fit);
     let stride = width as usize * 3;
     let mut rgbx = vec![0u8; width as usize * 4 + plan.slack()];
     plan.with_temp(|temp| {
@@ -106,19 +149,19 @@ pub fn preprocess_rgb(image: &RgbImage, params: &Params) -> Vec<f32> {
             }
             plan.take_row(&rgbx, 0, row);
         }
-        plan.finish(temp, params)
+        plan.finish(temp)
     })
 }
 
 /// Decodes a JPEG's needed window row by row straight into the horizontal pass.
-fn preprocess_jpeg(bytes: &[u8], params: &Params) -> std::result::Result<Vec<f32>, String> {
+fn window_jpeg(bytes: &[u8], fit: Fit) -> std::result::Result<Window, String> {
     if !jpeg::is_complete(bytes) {
         return Err("the JPEG data is truncated (no end-of-image marker after the scan)".into());
     }
     let decoder = jpeg::Jpeg::open(bytes)?;
     let (width, height) = decoder.size();
     check_size(width, height)?;
-    let plan = Plan::new(width, height, params);
+    let plan = Plan::new(width, height, fit);
     plan.with_temp(|temp| {
         let mut rows = temp.chunks_exact_mut(plan.temp_stride());
         decoder.decode_window(
@@ -131,7 +174,7 @@ fn preprocess_jpeg(bytes: &[u8], params: &Params) -> std::result::Result<Vec<f32
                 }
             },
         )?;
-        Ok(plan.finish(temp, params))
+        Ok(plan.finish(temp))
     })
 }
 
@@ -401,13 +444,15 @@ fn horizontal_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> boo
 }
 
 impl Plan {
-    fn new(width: usize, height: usize, params: &Params) -> Plan {
-        let (out_w, out_h) = resized_size(width as u32, height as u32, params.resize);
-        let (out_w, out_h) = (out_w as usize, out_h as usize);
-        let crop = params.crop as usize;
-        let left = center_crop_offset(out_w as u32, params.crop) as usize;
-        let top = center_crop_offset(out_h as u32, params.crop) as usize;
-        let (win_w, win_h) = (crop, crop); // crop <= resize <= both sides
+    fn new(width: usize, height: usize, fit: Fit) -> Plan {
+        let Geometry {
+            out_w,
+            out_h,
+            left,
+            top,
+            win_w,
+            win_h,
+        } = fit.geometry(width, height);
         let mut horiz = Coeffs::bilinear(width, out_w, left..left + win_w);
         let mut vert = Coeffs::bilinear(height, out_h, top..top + win_h);
         let avx2 = has_avx2();
@@ -497,18 +542,12 @@ impl Plan {
         horizontal_taps(horiz, src, first_col, out);
     }
 
-    /// The second pass (vertical) or both (vertical then horizontal) over the kept rows, then
-    /// `ToTensor()` + `Normalize`, written as CHW float32.
-    fn finish(&self, temp: &[u8], params: &Params) -> Vec<f32> {
-        // Every byte value's normalized float, computed by the same expression as per pixel.
-        let lut: Vec<[f32; 256]> = (0..3)
-            .map(|c| std::array::from_fn(|v| (v as f32 / 255.0 - params.mean[c]) / params.std[c]))
-            .collect();
+    /// The second pass (vertical) or both (vertical then horizontal) over the kept rows, written
+    /// as packed RGB.
+    fn finish(&self, temp: &[u8]) -> Window {
         let stride = self.temp_stride();
-        let plane = self.win_w * self.win_h;
-        // every element is written below (one row of each plane per `y`): no zeroing
-        let mut out = Vec::with_capacity(3 * plane);
-        let planes = &mut out.spare_capacity_mut()[..3 * plane];
+        // every byte is written below (one row per `y`): no zeroing
+        let mut out = Vec::with_capacity(3 * self.win_w * self.win_h);
         // the portable vertical pass's sums (the AVX2 one keeps them in registers)
         let mut acc = vec![0i32; if self.avx2 { 0 } else { stride }];
         // the vertically resampled row, with the horizontal pass's slack when that pass follows
@@ -536,16 +575,21 @@ impl Plan {
                     vertical_row(input, ws, &mut acc, vertical);
                 }
             }
-            if self.horizontal_first {
-                normalize_row(&row[..stride], y, self.win_w, plane, &lut, planes);
+            let rgbx = if self.horizontal_first {
+                &row[..stride]
             } else {
                 self.horizontal(&row, self.cols.start, &mut resampled);
-                normalize_row(&resampled, y, self.win_w, plane, &lut, planes);
+                &resampled[..]
+            };
+            for px in rgbx.chunks_exact(4) {
+                out.extend_from_slice(&px[..3]);
             }
         }
-        // SAFETY: rows 0..win_h of all three planes were written, which is all 3 * plane elements
-        unsafe { out.set_len(3 * plane) };
-        out
+        Window {
+            width: self.win_w,
+            height: self.win_h,
+            rgb: out,
+        }
     }
 }
 
@@ -754,25 +798,6 @@ unsafe fn vertical_row_avx2(input: &[u8], ws: &[i32], pairs: &[[i32; 2]], row: &
             acc + i32::from(input[k * stride + x]) * w
         });
         row[x] = clip8(acc);
-    }
-}
-
-/// `ToTensor()` + `Normalize` of one RGBX row `y`, through per-channel lookup tables, into CHW.
-fn normalize_row(
-    row: &[u8],
-    y: usize,
-    width: usize,
-    plane: usize,
-    lut: &[[f32; 256]],
-    out: &mut [std::mem::MaybeUninit<f32>],
-) {
-    let at = y * width;
-    let (r, rest) = out.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    for (x, px) in row.chunks_exact(4).enumerate() {
-        r[at + x].write(lut[0][px[0] as usize]);
-        g[at + x].write(lut[1][px[1] as usize]);
-        b[at + x].write(lut[2][px[2] as usize]);
     }
 }
 

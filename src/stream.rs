@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::client::{Endpoint, Outcome, PyEndpoint, PyOutcome};
 use crate::error::{Error, Result};
 use crate::latency::{micros, new_histogram, PyLatencyHistogram};
+use crate::rotation::Rotation;
 use crate::runtime;
 use crate::schedule::{decide, Arrival, Decision, Overload, Schedule};
 use crate::timer::Timer;
@@ -59,6 +60,8 @@ struct Counts {
 
 struct Shared {
     endpoint: Arc<Endpoint>,
+    /// The stream's walk through the endpoint's bodies, in send order.
+    rotation: Mutex<Rotation>,
     inbox: Inbox<Completion>,
     counts: Mutex<Counts>,
     lag: Mutex<hdrhistogram::Histogram<u64>>,
@@ -118,6 +121,8 @@ pub struct StreamConfig {
     pub arrival: Arrival,
     pub max_in_flight: usize,
     pub overload: Overload,
+    /// Orders the walk through a shuffling endpoint's bodies.
+    pub shuffle_seed: Option<u64>,
 }
 
 /// An open-loop stream of one endpoint's request, running from its creation until [`Stream::stop`]
@@ -145,6 +150,7 @@ impl Stream {
             m.streams.rate += config.rate;
         });
         let shared = Arc::new(Shared {
+            rotation: Mutex::new(endpoint.rotation(config.shuffle_seed)),
             endpoint,
             inbox,
             counts: Mutex::new(Counts::default()),
@@ -265,13 +271,18 @@ fn launch(
     intended: Duration,
     start: Instant,
 ) {
+    let index = shared
+        .rotation
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .next_index();
     let shared = Arc::clone(shared);
     tasks.spawn(async move {
         let sent = start.elapsed();
         if !shared.sent(sent.saturating_sub(intended)) {
             return;
         }
-        let outcome = shared.endpoint.run().await;
+        let outcome = shared.endpoint.run(index).await;
         shared.completed(Completion {
             outcome,
             intended,
@@ -318,6 +329,7 @@ impl PyStream {
             arrival,
             max_in_flight,
             overload: Overload::parse(overload)?,
+            shuffle_seed: Some(seed),
         };
         Ok(PyStream {
             inner: Stream::start(Arc::clone(&endpoint.inner), config)?,
@@ -486,6 +498,7 @@ mod tests {
             body: None,
             error: None,
             resent: false,
+            input_index: 0,
         };
         let c = Completion {
             outcome,

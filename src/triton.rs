@@ -14,21 +14,34 @@ use crate::tensor::{self, byte_size, DataType, Tensor};
 /// The HTTP header carrying the JSON header's length.
 pub const HEADER_LENGTH_HEADER: &str = "inference-header-content-length";
 
-/// Encodes an inference request. Returns the body and, in binary mode, the JSON header's length.
+/// Encodes a KServe v2 inference request for one input (see [`encode_inputs`]).
 pub fn encode_request(
     input: &Tensor,
     output_names: &[String],
     binary: bool,
 ) -> Result<(Vec<u8>, Option<usize>)> {
-    let expected = byte_size(input.datatype, &input.shape)?;
-    if input.data.len() != expected {
-        return Err(Error::InvalidArgument(format!(
-            "input {:?} has {} bytes, shape {:?} of {} needs {expected}",
-            input.name,
-            input.data.len(),
-            input.shape,
-            input.datatype
-        )));
+    encode_inputs(std::slice::from_ref(input), output_names, binary)
+}
+
+/// Encodes a KServe v2 inference request for `inputs`, in order. Binary mode returns the JSON
+/// header's length (the `Inference-Header-Content-Length`), the tensors' bytes following it in the
+/// inputs' order; JSON mode writes every tensor inline.
+pub fn encode_inputs(
+    inputs: &[Tensor],
+    output_names: &[String],
+    binary: bool,
+) -> Result<(Vec<u8>, Option<usize>)> {
+    for input in inputs {
+        let expected = byte_size(input.datatype, &input.shape)?;
+        if input.data.len() != expected {
+            return Err(Error::InvalidArgument(format!(
+                "input {:?} has {} bytes, shape {:?} of {} needs {expected}",
+                input.name,
+                input.data.len(),
+                input.shape,
+                input.datatype
+            )));
+        }
     }
     let outputs: Vec<Value> = output_names
         .iter()
@@ -36,38 +49,48 @@ pub fn encode_request(
         .collect();
     if binary {
         let header = json!({
-            "inputs": [{
+            "inputs": inputs.iter().map(|input| json!({
                 "name": input.name,
                 "shape": input.shape,
                 "datatype": input.datatype.name(),
                 "parameters": {"binary_data_size": input.data.len()},
-            }],
+            })).collect::<Vec<_>>(),
             "outputs": outputs,
         });
-        let mut body =
-            serde_json::to_vec(&header).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut body = to_json(&header)?;
         let header_len = body.len();
-        body.extend_from_slice(&input.data);
+        body.reserve(inputs.iter().map(|i| i.data.len()).sum());
+        for input in inputs {
+            body.extend_from_slice(&input.data);
+        }
         return Ok((body, Some(header_len)));
     }
     // JSON mode: the data goes inline, written by hand so floats keep their shortest form.
-    let mut body = Vec::with_capacity(input.data.len() * 3 + 256);
-    body.extend_from_slice(b"{\"inputs\":[{\"name\":");
-    body.extend_from_slice(
-        &serde_json::to_vec(&input.name).map_err(|e| Error::InvalidArgument(e.to_string()))?,
-    );
-    body.extend_from_slice(b",\"shape\":");
-    body.extend_from_slice(
-        &serde_json::to_vec(&input.shape).map_err(|e| Error::InvalidArgument(e.to_string()))?,
-    );
-    body.extend_from_slice(format!(",\"datatype\":\"{}\",\"data\":", input.datatype).as_bytes());
-    tensor::write_json_array(input.datatype, &input.data, &input.shape, false, &mut body)?;
-    body.extend_from_slice(b"}],\"outputs\":");
-    body.extend_from_slice(
-        &serde_json::to_vec(&outputs).map_err(|e| Error::InvalidArgument(e.to_string()))?,
-    );
+    let total: usize = inputs.iter().map(|i| i.data.len()).sum();
+    let mut body = Vec::with_capacity(total * 3 + 256);
+    body.extend_from_slice(b"{\"inputs\":[");
+    for (i, input) in inputs.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"name\":");
+        body.extend_from_slice(&to_json(&input.name)?);
+        body.extend_from_slice(b",\"shape\":");
+        body.extend_from_slice(&to_json(&input.shape)?);
+        body.extend_from_slice(
+            format!(",\"datatype\":\"{}\",\"data\":", input.datatype).as_bytes(),
+        );
+        tensor::write_json_array(input.datatype, &input.data, &input.shape, false, &mut body)?;
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"],\"outputs\":");
+    body.extend_from_slice(&to_json(&outputs)?);
     body.push(b'}');
     Ok((body, None))
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -493,6 +516,37 @@ pub mod py {
         let input = tensor_from_numpy(tensor, input_name)?;
         let (body, header_len) =
             py.detach(|| super::encode_request(&input, &output_names, binary))?;
+        Ok((PyBytes::new(py, &body), header_len))
+    }
+
+    /// `encode_triton_inputs(inputs, output_names, *, binary=True)`: `inputs` are
+    /// `(name, datatype, shape, data)` with `data` the little-endian element bytes.
+    #[pyfunction(name = "encode_triton_inputs")]
+    #[pyo3(signature = (inputs, output_names, *, binary = true))]
+    pub fn encode_triton_inputs_py(
+        py: Python<'_>,
+        inputs: Vec<(String, String, Vec<usize>, Vec<u8>)>,
+        output_names: Vec<String>,
+        binary: bool,
+    ) -> PyResult<(Bound<'_, PyBytes>, Option<usize>)> {
+        let tensors = inputs
+            .into_iter()
+            .map(|(name, datatype, shape, data)| {
+                let datatype = crate::tensor::DataType::parse(&datatype).map_err(|_| {
+                    crate::error::Error::InvalidArgument(format!(
+                        "input {name:?}: unsupported datatype {datatype:?}"
+                    ))
+                })?;
+                Ok(crate::tensor::Tensor {
+                    name,
+                    datatype,
+                    shape,
+                    data,
+                })
+            })
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        let (body, header_len) =
+            py.detach(|| super::encode_inputs(&tensors, &output_names, binary))?;
         Ok((PyBytes::new(py, &body), header_len))
     }
 

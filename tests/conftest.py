@@ -26,7 +26,16 @@ from faults import FaultServer  # noqa: E402
 
 from servers.launch import RunningServer, litserve_server, triton_server  # noqa: E402
 
-TRITON_TEST_MODELS = ("tiny_onnx", "checksum", "sleep_20ms", "resnet50_onnx")
+TRITON_TEST_MODELS = (
+    "tiny_onnx",
+    "checksum",
+    "sleep_20ms",
+    "resnet50_onnx",
+    "echo_uint8_nhwc",
+    "echo_fp16",
+    "echo_640",
+    "echo_two_inputs",
+)
 # own_triton: the stall tests'; hosts, netns_triton: tests/test_multihost.py (network namespaces need root)
 SERVER_FIXTURES = frozenset(
     {
@@ -57,7 +66,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def triton() -> Iterator[RunningServer]:
-    """Triton (PyTriton) serving tiny_onnx, checksum, sleep_20ms and resnet50_onnx.
+    """Triton (PyTriton) serving tiny_onnx, checksum, sleep_20ms, resnet50_onnx and the echo-checksum models.
 
     No retry: a failed start is a failure (see servers.triton.load_instances_in_turn).
     """

@@ -27,12 +27,14 @@ __all__ = [
     "decode_triton_response",
     "encode_litserve_image_request",
     "encode_litserve_request",
+    "encode_triton_inputs",
     "encode_triton_request",
     "fill_litserve_template",
     "http_request",
     "litserve_template_placeholders",
     "parse_model_metadata",
     "preprocess_image",
+    "preprocess_images",
 ]
 
 class LocustInferenceError(Exception):
@@ -69,6 +71,36 @@ def preprocess_image(
 
     Raises ImageError naming the file and the reason when it is missing, empty, truncated or not an
     image; ValueError for impossible parameters."""
+
+def preprocess_images(
+    paths: list[str | PathLike[str]],
+    *,
+    fit: str,
+    width: int,
+    height: int,
+    resize: int = 0,
+    layout: str = "nchw",
+    datatype: str = "FP32",
+    scale: float = 255.0,
+    mean: tuple[float, float, float] = ...,
+    std: tuple[float, float, float] = ...,
+    pad: int = 114,
+    threads: int = 0,
+    progress: bool = False,
+) -> list[bytes]:
+    """Each image's tensor bytes (one batch item of width x height, in order), prepared on `threads`
+    threads (0: one per core). `fit`: shortside (torchvision Resize(resize) + CenterCrop), stretch
+    (resize to width x height) or letterbox (keep the aspect ratio, centred on `pad` grey). Values
+    are (pixel / scale - mean) / std in float32, then FP32, FP16 or rounded and saturated UINT8/INT8;
+    `layout` nchw (CHW) or nhwc (HWC). With `progress`, large sets report on stderr.
+
+    Raises ImageError naming the first file (in order) that cannot be read."""
+
+def encode_triton_inputs(
+    inputs: list[tuple[str, str, list[int], bytes]], output_names: list[str], *, binary: bool = True
+) -> tuple[bytes, int | None]:
+    """A KServe v2 inference request of several inputs, each (name, datatype, shape, little-endian
+    bytes), and in binary mode the JSON header's length; None in JSON mode."""
 
 def encode_triton_request(
     tensor: npt.ArrayLike, input_name: str, output_names: list[str], *, binary: bool = True
@@ -119,12 +151,13 @@ def http_request(
 
 @final
 class Endpoint:
-    """One prepared request whose body is encoded once and shared by every send."""
+    """One prepared request whose bodies are encoded once and shared by every send: one body, or
+    several (each with its own extra headers) that each user's requests rotate through."""
 
     def __new__(
         cls,
         url: str,
-        body: bytes,
+        body: bytes | list[tuple[bytes, list[tuple[str, str]]]],
         *,
         method: str = "POST",
         headers: list[tuple[str, str]] = ...,
@@ -138,11 +171,16 @@ class Endpoint:
         ca_file: str | PathLike[str] | None = None,
         keep_headers: bool = False,
         keep_body: bool = False,
+        shuffle: bool = False,
     ) -> Endpoint: ...
     @property
     def url(self) -> str: ...
     @property
-    def body_length(self) -> int: ...
+    def body_length(self) -> int:
+        """The first body's length."""
+    @property
+    def body_count(self) -> int:
+        """How many bodies the requests rotate through."""
     def record(self, outcome: Outcome, success: bool = True) -> None:
         """Accounts for a reported request (call it as the request is reported): its latency when it
         succeeded (success=False: a check made in Python failed it), and whether it was resent."""
@@ -263,7 +301,8 @@ class RequestSlot:
     """One user's request slot: runs one request at a time on the I/O runtime; fileno() becomes
     readable when the outcome is ready."""
 
-    def __new__(cls) -> RequestSlot: ...
+    def __new__(cls, seed: int | None = None) -> RequestSlot:
+        """`seed` orders this user's walk through a shuffling endpoint's bodies."""
     def fileno(self) -> int: ...
     def submit(self, endpoint: Endpoint) -> None:
         """Starts the request; a request still in flight is abandoned."""
@@ -292,6 +331,9 @@ class Outcome:
     def response_length(self) -> int: ...
     @property
     def top1(self) -> int | None: ...
+    @property
+    def input_index(self) -> int:
+        """Which of the endpoint's bodies this request sent."""
     @property
     def resent(self) -> bool:
         """Whether the request went out on a second connection because the pooled one was closed

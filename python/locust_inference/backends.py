@@ -1,19 +1,21 @@
-"""Turns :class:`~locust_inference.options.Settings` into a ready :class:`Target`: the image is
-preprocessed and the request encoded once, Triton's model metadata is discovered, and the server is
-checked to be reachable, so a bad configuration fails once, at start, with one clear message.
+"""Turns :class:`~locust_inference.options.Settings` into a ready :class:`Target`: Triton's model
+metadata is discovered, every input (each image of the set, or each entry of ``--input-data``) is
+prepared and its request encoded once, and the server is checked to be reachable, so a bad
+configuration fails once, at start, with one clear message.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from locust_inference import image_inputs, input_data
 from locust_inference._native import (
     CertificateError,
     ConfigError,
@@ -22,7 +24,7 @@ from locust_inference._native import (
     RequestError,
     encode_litserve_image_request,
     encode_litserve_request,
-    encode_triton_request,
+    encode_triton_inputs,
     fill_litserve_template,
     http_request,
     litserve_template_placeholders,
@@ -33,7 +35,9 @@ from locust_inference.options import Settings
 
 __all__ = ["Target", "prepare"]
 
-SUPPORTED_INPUT_TYPES = {"FP32": np.float32, "FP16": np.float16}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# JSON text per element, for the memory estimate of --triton-format json (shortest floats, commas)
+JSON_BYTES_PER_ELEMENT = 12
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Target:
     json_header_bytes: int | None
     tensor_bytes: int
     input_checksum: str
+    # what each body carries, for logs and tests: the image files, or the input data's entries
+    inputs: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -70,15 +76,16 @@ def _get(settings: Settings, url: str, what: str) -> tuple[int, bytes]:
 
 
 def _image_tensor(settings: Settings) -> np.ndarray:
+    path = image_inputs.image_files(settings.image)[0]
     try:
-        image = preprocess_image(settings.image)
+        image = preprocess_image(path)
     except ImageError as err:
         raise ConfigError(f"{err} (--image)") from None
     return np.repeat(image[np.newaxis], settings.batch_size, axis=0)
 
 
-def _checksum(tensor: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(tensor, dtype="<f4").tobytes()).hexdigest()
+def _checksum(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _available_models(settings: Settings) -> str:
@@ -109,58 +116,77 @@ def _prepare_triton(settings: Settings) -> Target:
         raise ConfigError(f"GET {meta_url} answered HTTP {status}: {body[:200].decode(errors='replace')}")
     meta = parse_model_metadata(body)
 
-    inputs = {i["name"]: i for i in meta["inputs"]}
-    if settings.input_name:
-        if settings.input_name not in inputs:
-            raise ConfigError(f"model {settings.model!r} has no input {settings.input_name!r}; it has {sorted(inputs)}")
-        spec = inputs[settings.input_name]
-    elif len(meta["inputs"]) == 1:
-        spec = meta["inputs"][0]
-    else:
-        raise ConfigError(f"model {settings.model!r} has inputs {sorted(inputs)}: choose one with --input-name")
-    dtype = SUPPORTED_INPUT_TYPES.get(spec["datatype"])
-    if dtype is None:
-        raise ConfigError(f"input {spec['name']!r} is {spec['datatype']}; images can be sent as FP32 or FP16 only")
-
-    tensor = _image_tensor(settings)
-    model_shape = list(spec["shape"])
-    expected = [settings.batch_size if d == -1 else d for d in model_shape]
-    if expected != list(tensor.shape):
-        if len(model_shape) == 3 and model_shape == list(tensor.shape[1:]):
-            raise ConfigError(
-                f"model {settings.model!r} has no batch dimension (input shape {model_shape}); "
-                "serve it with max_batch_size > 0"
-            )
-        raise ConfigError(
-            f"model {settings.model!r} input {spec['name']!r} has shape {model_shape}, "
-            f"the preprocessed image batch is {list(tensor.shape)}"
-        )
-    tensor = tensor.astype(dtype)
-
     outputs = {o["name"]: o for o in meta["outputs"]}
     names = list(settings.output_names) or [o["name"] for o in meta["outputs"]]
     missing = [n for n in names if n not in outputs]
     if missing:
         raise ConfigError(f"model {settings.model!r} has no output {missing}; it has {sorted(outputs)}")
+    if settings.inputs.input_data is not None:
+        seed = settings.seed if settings.seed is not None else random.SystemRandom().getrandbits(32)
+        requests = input_data.requests(meta["inputs"], settings.inputs, settings.batch_size, seed)
+        labels = tuple(f"{settings.inputs.input_data}[{k}]" for k in range(len(requests)))
+    else:
+        requests, labels = _image_requests(settings, meta)
     binary = settings.triton_format == "binary"
-    payload, header_length = encode_triton_request(tensor, spec["name"], names, binary=binary)
-    headers = [("Content-Type", "application/octet-stream" if binary else "application/json")]
-    if header_length is not None:
-        headers.append(("Inference-Header-Content-Length", str(header_length)))
-    headers.extend(settings.headers)
+    fp16 = next((name for name, dt, _, _ in requests[0] if dt == "FP16"), None)
+    if fp16 is not None and not binary:
+        raise ConfigError(f"input {fp16!r} is FP16, which Triton does not take in JSON: use --triton-format binary")
+    tensor_bytes = sum(len(data) for *_, data in requests[0])
+    elements = sum(len(data) // np.dtype(input_data.NUMPY_TYPES[dt]).itemsize for _, dt, _, data in requests[0])
+    body_bytes = tensor_bytes if binary else elements * JSON_BYTES_PER_ELEMENT
+    image_inputs.check_memory(len(requests), body_bytes, settings.inputs.max_memory, f"{len(requests)} requests")
+    bodies = []
+    for request in requests:
+        payload, header_length = encode_triton_inputs(request, names, binary=binary)
+        bodies.append((payload, [(HEADER_LENGTH, str(header_length))] if header_length is not None else []))
+    headers = [("Content-Type", "application/octet-stream" if binary else "application/json"), *settings.headers]
+    first_header = bodies[0][1][0][1] if binary else None
     expected_outputs = [
         (n, outputs[n]["datatype"], [settings.batch_size if d == -1 else d for d in outputs[n]["shape"]]) for n in names
     ]
     return _target(
         settings,
-        tensor,
         f"{settings.host}/v2/models/{settings.model}/infer",
-        payload,
+        bodies,
         headers,
-        json_header_bytes=header_length if binary else len(payload),
+        json_header_bytes=int(first_header) if first_header is not None else len(bodies[0][0]),
+        tensor_bytes=tensor_bytes,
+        input_checksum=_checksum(b"".join(data for *_, data in requests[0])),
+        inputs=labels,
         protocol="triton",
         outputs=expected_outputs,
     )
+
+
+def _image_input(settings: Settings, meta: dict) -> dict:
+    inputs = {i["name"]: i for i in meta["inputs"]}
+    if settings.input_name:
+        if settings.input_name not in inputs:
+            raise ConfigError(f"model {settings.model!r} has no input {settings.input_name!r}; it has {sorted(inputs)}")
+        return inputs[settings.input_name]
+    if len(meta["inputs"]) == 1:
+        return meta["inputs"][0]
+    raise ConfigError(
+        f"model {settings.model!r} has inputs {sorted(inputs)}: send images to one with --input-name, "
+        "or give them all with --input-data random|zero|FILE.json"
+    )
+
+
+def _image_requests(settings: Settings, meta: dict) -> tuple[list[input_data.Request], tuple[str, ...]]:
+    """One request per image of the set: request k carries images k .. k + batch - 1 (wrapping)."""
+    plan = image_inputs.plan(_image_input(settings, meta), settings.inputs, settings.batch_size)
+    files = image_inputs.image_files(settings.image)
+    batch = settings.batch_size
+    image_inputs.check_memory(
+        len(files), plan.item_bytes * (batch + 1), settings.inputs.max_memory, f"{len(files)} images"
+    )
+    tensors = image_inputs.preprocess(files, plan)
+    shape = [batch, *plan.item_shape]
+    requests = [
+        [(plan.input_name, plan.datatype, shape, b"".join(tensors[(k + j) % len(tensors)] for j in range(batch)))]
+        for k in range(len(tensors))
+    ]
+    return requests, tuple(str(f) for f in files)
 
 
 # Content-Type of an image body, from the file's leading bytes (the formats preprocess_image decodes).
@@ -195,7 +221,7 @@ def _litserve_body(settings: Settings) -> tuple[bytes, str, np.ndarray, bytes | 
     payload = settings.litserve_payload
     if payload == "tensor":
         return encode_litserve_request(tensor), "application/json", tensor, None
-    image = _read(settings.image, "--image")
+    image = _read(image_inputs.image_files(settings.image)[0], "--image")
     if payload == "image-base64":
         return encode_litserve_image_request(settings.litserve_key, image), "application/json", tensor, image
     if payload == "image-bytes":
@@ -218,28 +244,39 @@ def _prepare_litserve(settings: Settings) -> Target:
     url = f"{settings.host}/predict"
     output = settings.litserve_output
     check: dict[str, Any] = {"protocol": "none"} if output is None else {"protocol": "litserve", "output_key": output}
-    target = _target(settings, tensor, url, body, headers, json_header_bytes=None, **check)
-    if image is None:
-        return target
-    # The body carries the file, not the tensor: logs show what was sent.
-    return dataclasses.replace(target, input_checksum=hashlib.sha256(image).hexdigest())
+    # When the body carries the image file rather than the tensor, logs show the file's checksum.
+    sent = image if image is not None else np.ascontiguousarray(tensor, dtype="<f4").tobytes()
+    return _target(
+        settings,
+        url,
+        body,
+        headers,
+        json_header_bytes=None,
+        tensor_bytes=tensor.nbytes,
+        input_checksum=_checksum(sent),
+        **check,
+    )
 
 
 def _target(
     settings: Settings,
-    tensor: np.ndarray,
     url: str,
-    payload: bytes,
+    payload: bytes | list[tuple[bytes, list[tuple[str, str]]]],
     headers: list[tuple[str, str]],
     *,
     json_header_bytes: int | None,
+    tensor_bytes: int,
+    input_checksum: str,
+    inputs: tuple[str, ...] = (),
     **check: Any,
 ) -> Target:
-    """The shared endpoint for a request encoded once; ``check`` says how responses are validated."""
+    """The shared endpoint for requests encoded once (one body, or several each with its own headers);
+    ``check`` says how responses are validated."""
     endpoint = Endpoint(
         url,
         payload,
         headers=headers,
+        shuffle=settings.inputs.shuffle,
         timeout=settings.request_timeout,
         max_response_bytes=settings.max_response_bytes,
         insecure=settings.insecure,
@@ -252,17 +289,20 @@ def _target(
         settings=settings,
         endpoint=endpoint,
         url=url,
-        request_headers=tuple(headers),
+        request_headers=tuple(headers) + (tuple(payload[0][1]) if isinstance(payload, list) else ()),
         json_header_bytes=json_header_bytes,
-        tensor_bytes=tensor.nbytes,
-        input_checksum=_checksum(tensor),
+        tensor_bytes=tensor_bytes,
+        input_checksum=input_checksum,
+        inputs=inputs,
     )
 
 
 def prepare(settings: Settings) -> Target:
     """Prepares the target, or raises :class:`ConfigError` saying what is wrong."""
-    if not settings.image.is_file():
-        raise ConfigError(f"image {settings.image} does not exist (--image)")
+    if settings.inputs.input_data is None:
+        image_inputs.image_files(settings.image)  # a missing image is said before any server is asked
+    elif settings.server != "triton":
+        raise ConfigError("--input-data applies to Triton models; LitServe is sent images (--image)")
     if settings.server == "triton":
         return _prepare_triton(settings)
     return _prepare_litserve(settings)

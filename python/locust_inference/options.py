@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from locust_inference import input_options
 from locust_inference._native import ConfigError
+from locust_inference.input_options import InputSettings
 
 __all__ = [
     "ARRIVALS",
@@ -68,6 +70,7 @@ class Settings:
     litserve_key: str = "image"
     litserve_template: Path | None = None
     litserve_output: str | None = "output"
+    inputs: InputSettings = field(default_factory=InputSettings)
 
     @property
     def name(self) -> str:
@@ -87,7 +90,12 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--model-name", env_var="LOCUST_MODEL_NAME", default=None, help="Model to load-test (env MODEL_NAME)"
     )
-    group.add_argument("--image", env_var="LOCUST_IMAGE", default=DEFAULT_IMAGE, help="Image sent in every request")
+    group.add_argument(
+        "--image",
+        env_var="LOCUST_IMAGE",
+        default=DEFAULT_IMAGE,
+        help="Image(s) sent: a file, a directory or a glob; requests rotate through them",
+    )
     group.add_argument(
         "--triton-format",
         env_var="LOCUST_TRITON_FORMAT",
@@ -158,6 +166,7 @@ def add_arguments(parser: Any) -> None:
     )
     _add_open_loop_arguments(parser)
     _add_litserve_arguments(parser)
+    input_options.add_arguments(parser)
 
 
 def _add_litserve_arguments(parser: Any) -> None:
@@ -244,7 +253,12 @@ def _add_open_loop_arguments(parser: Any) -> None:
         default=None,
         help="Spacing of requests: constant (every 1/rate s, the default) or poisson (random, mean rate)",
     )
-    group.add_argument("--seed", env_var="LOCUST_SEED", default=None, help="Seed of poisson arrivals (default random)")
+    group.add_argument(
+        "--seed",
+        env_var="LOCUST_SEED",
+        default=None,
+        help="Seed of poisson arrivals, of --shuffle-inputs orders and of --input-data random (default random)",
+    )
     group.add_argument(
         "--max-in-flight",
         env_var="LOCUST_MAX_IN_FLIGHT",
@@ -399,4 +413,5 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         seed=seed,
         closed_loop=bool(getattr(options, "closed_loop", False)),
         **litserve,
+        inputs=input_options.resolve(options),
     )

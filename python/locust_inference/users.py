@@ -29,6 +29,9 @@ debug_log = logging.getLogger("locust_inference.debug")
 
 _targets: weakref.WeakKeyDictionary[Environment, Target] = weakref.WeakKeyDictionary()
 _expected_top1: weakref.WeakKeyDictionary[Environment, int | None] = weakref.WeakKeyDictionary()
+# --expect-top1 auto: each input's top-1 class, learned from its first answer
+_learned_top1: weakref.WeakKeyDictionary[Environment, dict[int, int | None]] = weakref.WeakKeyDictionary()
+_user_numbers = itertools.count()
 
 
 def target_for(environment: Environment) -> Target:
@@ -74,10 +77,12 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         log.warning("locust-inference: TLS certificate verification is disabled (--insecure)")
     _expected_top1[environment] = int(settings.expect_top1) if (settings.expect_top1 or "").isdigit() else None
     latency.install(environment, settings, target.endpoint)
+    _learned_top1[environment] = {}
     log.info(
-        "locust-inference: %s %s, %d-byte request body, input sha256 %s",
+        "locust-inference: %s %s, %d request bodies (the first %d bytes, input sha256 %s)",
         settings.server,
         target.url,
+        target.endpoint.body_count,
         target.endpoint.body_length,
         target.input_checksum[:16],
     )
@@ -113,7 +118,7 @@ class InferenceUser(User):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self._target = target_for(environment)
-        self._slot = RequestSlot()
+        self._slot = RequestSlot(seed=self._seed())
         self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
         self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
         self._yielded = False  # whether the greenlet went through the hub since the last wait
@@ -166,12 +171,24 @@ class InferenceUser(User):
             url=target.url,
         )
 
+    def _seed(self) -> int:
+        """This user's seed (its input order when shuffled; an open-loop user's arrivals): from --seed,
+        different for every user and worker, or random."""
+        base = self._target.settings.seed
+        if base is None:
+            return random.SystemRandom().getrandbits(63)
+        worker = getattr(self.environment.runner, "worker_index", 0) or 0
+        return (base + worker * 1_000_003 + next(_user_numbers)) % 2**64
+
     def _check_top1(self, outcome: Outcome) -> Exception | None:
         expected = _expected_top1.get(self.environment)
-        if expected is None:  # --expect-top1 auto: the first answer sets the expectation
-            _expected_top1[self.environment] = expected = outcome.top1
+        if expected is None:  # --expect-top1 auto: each input's first answer sets its expectation
+            learned = _learned_top1.setdefault(self.environment, {})
+            expected = learned.setdefault(outcome.input_index, outcome.top1)
         if outcome.top1 != expected:
-            return ProtocolError(f"top-1 class is {outcome.top1}, expected {expected} (--expect-top1)")
+            inputs = self._target.inputs
+            which = f" for {inputs[outcome.input_index]}" if len(inputs) > 1 else ""
+            return ProtocolError(f"top-1 class is {outcome.top1}, expected {expected}{which} (--expect-top1)")
         return None
 
     @task
@@ -224,9 +241,6 @@ class InferenceUser(User):
         )
 
 
-_stream_numbers = itertools.count()
-
-
 class OpenLoopUser(InferenceUser):
     """Sends the prepared request on a schedule that does not depend on the answers: ``rate``
     requests per second (constant spacing, or Poisson arrivals), at most ``max_in_flight`` at once.
@@ -260,13 +274,6 @@ class OpenLoopUser(InferenceUser):
 
     def wait_time(self) -> float:  # type: ignore[override]
         return self._pacing(self) if self._closed_loop else 0.0
-
-    def _seed(self) -> int:
-        base = self._target.settings.seed
-        if base is None:
-            return random.SystemRandom().getrandbits(63)
-        worker = getattr(self.environment.runner, "worker_index", 0) or 0
-        return (base + worker * 1_000_003 + next(_stream_numbers)) % 2**64
 
     def on_start(self) -> None:
         super().on_start()

@@ -27,14 +27,33 @@ pub struct ClientConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-/// Everything needed to send one request, prepared once and shared by every send.
+/// One prepared body and the headers that belong to it alone (such as the length of a Triton
+/// binary request's JSON header), on top of the [`RequestSpec`]'s own.
+#[derive(Debug, Clone, Default)]
+pub struct Body {
+    /// Encoded once; every send clones the handle, never the bytes.
+    pub bytes: Bytes,
+    pub headers: HeaderMap,
+}
+
+impl Body {
+    pub fn new(bytes: Bytes) -> Self {
+        Body {
+            bytes,
+            headers: HeaderMap::new(),
+        }
+    }
+}
+
+/// Everything needed to send one request, prepared once and shared by every send: one of
+/// `bodies` goes out each time, chosen by the caller.
 #[derive(Debug, Clone)]
 pub struct RequestSpec {
     pub method: Method,
     pub url: Url,
     pub headers: HeaderMap,
-    /// Encoded once; every send clones the handle, never the bytes.
-    pub body: Bytes,
+    /// Never empty.
+    pub bodies: Vec<Body>,
     pub timeout: Duration,
     pub max_response_bytes: usize,
 }
@@ -89,15 +108,18 @@ impl Transport {
         }
     }
 
-    /// Sends the request and reads the whole body, within `spec.timeout` and
-    /// `spec.max_response_bytes`.
-    pub async fn send(&self, spec: &RequestSpec) -> Result<Response, Failure> {
+    /// Sends the request with body `index` (taken modulo the number of bodies) and reads the whole
+    /// response, within `spec.timeout` and `spec.max_response_bytes`.
+    pub async fn send(&self, spec: &RequestSpec, index: usize) -> Result<Response, Failure> {
+        let index = index % spec.bodies.len();
         let start = Instant::now();
         let mut progress = Progress::default();
         let exchange = async {
             match self {
-                Transport::Plain(client) => client.exchange(spec, start, &mut progress).await,
-                Transport::Tls(client) => client.exchange(spec, start, &mut progress).await,
+                Transport::Plain(client) => {
+                    client.exchange(spec, index, start, &mut progress).await
+                }
+                Transport::Tls(client) => client.exchange(spec, index, start, &mut progress).await,
             }
         };
         let error = match tokio::time::timeout(spec.timeout, exchange).await {

@@ -61,8 +61,9 @@ pub struct Client {
     authority: String,
     /// The request target: path and query.
     target: Uri,
-    /// The request's headers, `Host` included.
-    headers: reqwest::header::HeaderMap,
+    /// Each body's complete headers (the request's, the body's own, `Host` and `Content-Length`),
+    /// built once.
+    headers: Vec<reqwest::header::HeaderMap>,
     idle: PerProcess<Vec<Connection>>,
 }
 
@@ -82,8 +83,8 @@ impl Client {
         let target = Uri::from(
             PathAndQuery::try_from(path).map_err(|e| invalid(&format!("has a bad path: {e}")))?,
         );
-        let mut headers = spec.headers.clone();
-        if !headers.contains_key(HOST) {
+        let mut base = spec.headers.clone();
+        if !base.contains_key(HOST) {
             let value = match url.port() {
                 Some(port) => format!("{host}:{port}"),
                 None => host.to_string(),
@@ -92,12 +93,23 @@ impl Client {
                 .map_err(|e| invalid(&format!("has a bad host: {e}")))?;
             let value = HeaderValue::try_from(value)
                 .map_err(|e| invalid(&format!("has a bad host: {e}")))?;
-            headers.insert(HOST, value);
+            base.insert(HOST, value);
         }
-        // hyper leaves out `content-length: 0`, which servers want on an empty POST.
-        if !matches!(spec.method, Method::GET | Method::HEAD) || !spec.body.is_empty() {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(spec.body.len()));
-        }
+        let headers = spec
+            .bodies
+            .iter()
+            .map(|body| {
+                let mut headers = base.clone();
+                for (name, value) in &body.headers {
+                    headers.insert(name, value.clone());
+                }
+                // hyper leaves out `content-length: 0`, which servers want on an empty POST.
+                if !matches!(spec.method, Method::GET | Method::HEAD) || !body.bytes.is_empty() {
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.bytes.len()));
+                }
+                headers
+            })
+            .collect();
         Ok(Client {
             authority: format!("{host}:{port}"),
             target,
@@ -106,22 +118,23 @@ impl Client {
         })
     }
 
-    fn request(&self, spec: &RequestSpec) -> hyper::Request<Full<Bytes>> {
-        let mut request = hyper::Request::new(Full::new(spec.body.clone()));
+    fn request(&self, spec: &RequestSpec, index: usize) -> hyper::Request<Full<Bytes>> {
+        let mut request = hyper::Request::new(Full::new(spec.bodies[index].bytes.clone()));
         *request.method_mut() = spec.method.clone();
         *request.uri_mut() = self.target.clone();
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = self.headers[index].clone();
         request
     }
 
-    /// Sends the request and reads the whole response, timed from `start`.
+    /// Sends the request with body `index` and reads the whole response, timed from `start`.
     pub async fn exchange(
         &self,
         spec: &RequestSpec,
+        index: usize,
         start: Instant,
         progress: &mut Progress,
     ) -> Result<Response> {
-        let mut request = self.request(spec);
+        let mut request = self.request(spec, index);
         let (connection, response) = loop {
             let (mut connection, pooled) = match self.checkout().await {
                 Some(connection) => (connection, true),
@@ -298,7 +311,7 @@ mod tests {
             method: Method::POST,
             url: format!("http://127.0.0.1:{port}/infer").parse().unwrap(),
             headers: reqwest::header::HeaderMap::new(),
-            body: Bytes::from_static(b"tensor"),
+            bodies: vec![super::super::Body::new(Bytes::from_static(b"tensor"))],
             timeout: Duration::from_secs(10),
             max_response_bytes: 1024,
         }
@@ -348,7 +361,9 @@ mod tests {
         let client = Client::new(&spec).unwrap();
         let (first, second) = rt.block_on(async {
             let mut progress = Progress::default();
-            let first = client.exchange(&spec, Instant::now(), &mut progress).await;
+            let first = client
+                .exchange(&spec, 0, Instant::now(), &mut progress)
+                .await;
             tokio::time::sleep(Duration::from_millis(50)).await; // the connection's task goes idle
             close_tx.send(()).unwrap();
             closed_rx.recv().unwrap();
@@ -356,7 +371,7 @@ mod tests {
             let mut progress = Progress::default();
             let second = tokio::time::timeout(
                 Duration::from_secs(5),
-                client.exchange(&spec, Instant::now(), &mut progress),
+                client.exchange(&spec, 0, Instant::now(), &mut progress),
             )
             .await
             .expect("the second exchange hangs");

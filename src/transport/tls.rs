@@ -40,14 +40,20 @@ impl Client {
     pub async fn exchange(
         &self,
         spec: &RequestSpec,
+        index: usize,
         start: Instant,
         progress: &mut Progress,
     ) -> Result<Response> {
         let client = self.current.get_or_try_init(|| build(&self.config))?;
-        let request = client
+        let body = &spec.bodies[index];
+        let mut builder = client
             .request(spec.method.clone(), spec.url.clone())
-            .headers(spec.headers.clone())
-            .body(spec.body.clone())
+            .headers(spec.headers.clone());
+        if !body.headers.is_empty() {
+            builder = builder.headers(body.headers.clone());
+        }
+        let request = builder
+            .body(body.bytes.clone())
             .build()
             .map_err(|e| request_error(spec, &e))?;
         let mut response = client

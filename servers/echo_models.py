@@ -1,0 +1,55 @@
+"""Echo-checksum models for the input paths a user's own model needs: each answers, per batch item,
+the sha256 of the exact bytes it received (all its inputs' raw little-endian bytes, in input order)
+as 16 big-endian uint16 words in float32 (exact), so a test proves byte for byte what arrived.
+
+* ``echo_uint8_nhwc`` -- ``IMAGE`` ``[N,224,224,3]`` UINT8 (a TensorRT-style NHWC engine)
+* ``echo_fp16`` -- ``IMAGE`` ``[N,3,224,224]`` FP16
+* ``echo_640`` -- ``images`` ``[N,3,640,640]`` FP32 (a YOLO-style input)
+* ``echo_two_inputs`` -- ``INPUT_A`` ``[N,4]`` FP32 and ``INPUT_B`` ``[N,-1]`` INT32 (a variable length)
+
+All output ``CHECKSUM`` ``[N,16]`` FP32. Plain numpy: cheap to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ECHO_MODELS", "OUTPUT", "EchoModel", "checksum_words", "echo_batch"]
+
+OUTPUT = "CHECKSUM"
+WORDS = 16
+
+
+@dataclass(frozen=True)
+class EchoModel:
+    name: str
+    inputs: tuple[tuple[str, type, tuple[int, ...]], ...]  # name, numpy dtype, shape without the batch
+    max_batch_size: int = 16
+
+
+ECHO_MODELS: dict[str, EchoModel] = {
+    m.name: m
+    for m in (
+        EchoModel("echo_uint8_nhwc", (("IMAGE", np.uint8, (224, 224, 3)),)),
+        EchoModel("echo_fp16", (("IMAGE", np.float16, (3, 224, 224)),)),
+        EchoModel("echo_640", (("images", np.float32, (3, 640, 640)),), max_batch_size=4),
+        EchoModel("echo_two_inputs", (("INPUT_A", np.float32, (4,)), ("INPUT_B", np.int32, (-1,)))),
+    )
+}
+
+
+def checksum_words(data: bytes) -> list[int]:
+    """The 16 big-endian uint16 words of ``sha256(data)``."""
+    return [int(w) for w in np.frombuffer(hashlib.sha256(data).digest(), dtype=">u2")]
+
+
+def echo_batch(model: EchoModel, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """``[N,16]`` float32: item i's checksum over its inputs' bytes, in the model's input order."""
+    arrays = [np.ascontiguousarray(inputs[name]) for name, _, _ in model.inputs]
+    out = np.zeros((arrays[0].shape[0], WORDS), dtype=np.float32)
+    for i in range(out.shape[0]):
+        out[i] = checksum_words(b"".join(a[i].astype(a.dtype.newbyteorder("<")).tobytes() for a in arrays))
+    return out

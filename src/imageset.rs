@@ -1,0 +1,198 @@
+//! A set of images preprocessed once, at start, in parallel: each file decoded, resampled and
+//! converted into the model's tensor. The first file that fails (in the given order) stops the
+//! whole set with its name, so nothing is sent from a half-prepared set.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::convert::{self, Layout, Pixels, Target};
+use crate::error::{Error, Result};
+use crate::preprocess::{self, Fit};
+use crate::tensor::DataType;
+
+/// Sets at least this large report their progress on stderr.
+const PROGRESS_FROM: usize = 200;
+
+/// One image's tensor or why it failed; `None` until it is tried.
+type Slot = Option<Result<Vec<u8>>>;
+
+/// Every image's tensor, in the order of `paths`, using up to `threads` threads.
+pub fn prepare(
+    paths: &[PathBuf],
+    fit: Fit,
+    target: &Target,
+    threads: usize,
+    progress: bool,
+) -> Result<Vec<Vec<u8>>> {
+    target.pixels.validate()?;
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    // the results and how many there are; progress is printed under the lock, so in order
+    let results: Mutex<(Vec<Slot>, usize)> =
+        Mutex::new(((0..paths.len()).map(|_| None).collect(), 0));
+    let report = progress && paths.len() >= PROGRESS_FROM;
+    let step = (paths.len() / 10).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, paths.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= paths.len() || failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let result = preprocess::window_file(&paths[i], fit)
+                    .and_then(|window| convert::to_tensor(&window, target));
+                if result.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                let mut guard = results.lock().unwrap_or_else(PoisonError::into_inner);
+                let (slots, done) = &mut *guard;
+                slots[i] = Some(result);
+                *done += 1;
+                if report && (*done % step == 0 || *done == paths.len()) {
+                    eprintln!(
+                        "locust-inference: preprocessed {done}/{} images",
+                        paths.len()
+                    );
+                }
+            });
+        }
+    });
+    let (results, _) = results.into_inner().unwrap_or_else(PoisonError::into_inner);
+    // the first failure in file order; files after it may not have been tried
+    if let Some(err) = results.iter().flatten().find_map(|r| r.as_ref().err()) {
+        return Err(err.clone());
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Runtime("an image was skipped".into()))))
+        .collect()
+}
+
+fn parse_layout(layout: &str) -> Result<Layout> {
+    match layout {
+        "nchw" => Ok(Layout::Chw),
+        "nhwc" => Ok(Layout::Hwc),
+        other => Err(Error::InvalidArgument(format!(
+            "layout must be nchw or nhwc, not {other:?}"
+        ))),
+    }
+}
+
+fn parse_fit(fit: &str, resize: u32, width: u32, height: u32) -> Result<Fit> {
+    match fit {
+        "shortside" => Ok(Fit::ShortSide {
+            resize,
+            width,
+            height,
+        }),
+        "stretch" => Ok(Fit::Stretch { width, height }),
+        "letterbox" => Ok(Fit::Letterbox { width, height }),
+        other => Err(Error::InvalidArgument(format!(
+            "fit must be shortside, stretch or letterbox, not {other:?}"
+        ))),
+    }
+}
+
+/// `preprocess_images(paths, *, fit, width, height, resize=0, layout="nchw", datatype="FP32",
+/// scale=255.0, mean=(0,0,0), std=(1,1,1), pad=114, threads=0, progress=False) -> list[bytes]`
+#[pyfunction(name = "preprocess_images")]
+#[pyo3(signature = (paths, *, fit, width, height, resize = 0, layout = "nchw", datatype = "FP32",
+    scale = 255.0, mean = (0.0, 0.0, 0.0), std = (1.0, 1.0, 1.0), pad = 114, threads = 0, progress = false))]
+pub fn preprocess_images_py<'py>(
+    py: Python<'py>,
+    paths: Vec<PathBuf>,
+    fit: &str,
+    width: u32,
+    height: u32,
+    resize: u32,
+    layout: &str,
+    datatype: &str,
+    scale: f32,
+    mean: (f32, f32, f32),
+    std: (f32, f32, f32),
+    pad: u8,
+    threads: usize,
+    progress: bool,
+) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    let fit = parse_fit(fit, resize, width, height)?;
+    let datatype = DataType::parse(datatype)
+        .map_err(|_| Error::InvalidArgument(format!("unknown datatype {datatype:?}")))?;
+    let target = Target {
+        width: width as usize,
+        height: height as usize,
+        pad,
+        layout: parse_layout(layout)?,
+        datatype,
+        pixels: Pixels {
+            scale,
+            mean: [mean.0, mean.1, mean.2],
+            std: [std.0, std.1, std.2],
+        },
+    };
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    } else {
+        threads
+    };
+    let tensors = py.detach(|| prepare(&paths, fit, &target, threads, progress))?;
+    Ok(tensors.iter().map(|t| PyBytes::new(py, t)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            width: 4,
+            height: 4,
+            pad: 114,
+            layout: Layout::Chw,
+            datatype: DataType::Uint8,
+            pixels: Pixels {
+                scale: 1.0,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
+        }
+    }
+
+    fn png(dir: &std::path::Path, name: &str, value: u8) -> PathBuf {
+        let path = dir.join(name);
+        image::RgbImage::from_pixel(8, 6, image::Rgb([value, value, value]))
+            .save(&path)
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn keeps_the_order_and_names_the_first_bad_file() {
+        let dir = std::env::temp_dir().join(format!("imageset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths: Vec<PathBuf> = (0..9)
+            .map(|i| png(&dir, &format!("{i}.png"), i * 20))
+            .collect();
+        let fit = Fit::Stretch {
+            width: 4,
+            height: 4,
+        };
+        let tensors = prepare(&paths, fit, &target(), 3, false).unwrap();
+        for (i, t) in tensors.iter().enumerate() {
+            assert_eq!(t, &vec![i as u8 * 20; 48], "image {i}");
+        }
+        let bad = dir.join("bad.png");
+        std::fs::write(&bad, b"\x89PNG\r\n\x1a\n not really").unwrap();
+        let mut with_bad = paths.clone();
+        with_bad.insert(4, bad.clone());
+        let err = prepare(&with_bad, fit, &target(), 3, false).unwrap_err();
+        assert!(
+            err.to_string().contains(&bad.display().to_string()),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
