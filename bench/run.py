@@ -45,6 +45,8 @@ IMAGE = REPO / "data" / "img1.jpg"
 APT_PACKAGES = ("nginx", "libnginx-mod-http-echo", "wrk")
 SUBPROCESS_GRACE_S = 90.0
 OPEN_USERS, OPEN_RATE = 10, 500  # the open-loop row: 5,000 req/s offered
+IMAGESET_COUNT = 1000  # images in the image-set preprocessing rows
+TENSOR_BYTES = 3 * 224 * 224 * 4  # one preprocessed image, FP32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -68,6 +70,7 @@ class Result:
     dropped: int | None = None  # due while --max-in-flight were out: never sent
     unfinished: int | None = None  # in flight when the run stopped
     lag_p99_ms: float | None = None  # actual - intended send time, p99
+    bytes_per_image: float | None = None  # image sets: the process's memory growth per preprocessed image
     failures: int = 0
     error: str | None = None
 
@@ -276,6 +279,7 @@ def json_client(setup: Setup, name: str, cmd: list[str]) -> Callable[[int], Resu
             rate=data.get("req_s", data.get("images_s")),
             p50_ms=data.get("p50_ms"),
             mean_ms=data.get("mean_ms"),
+            bytes_per_image=data.get("bytes_per_image"),
             failures=failures,
             error=f"{failures} failed requests" if failures else None,
         )
@@ -363,6 +367,16 @@ def build_clients(setup: Setup) -> list[Client]:
                     unit="images/s",
                 )
             )
+    for which, label in (("ours", "image_inputs.preprocess, in parallel"), ("pillow", "Pillow + numpy, in turn")):
+        clients.append(
+            Client(
+                f"imageset_{which}",
+                "preprocess",
+                f"{label}, {IMAGESET_COUNT} JPEGs of 300 to 1,200 pixels a side",
+                json_client(setup, f"imageset-{which}", ["bench.imageset", which, "--count", str(IMAGESET_COUNT)]),
+                unit="images/s",
+            )
+        )
     clients.append(
         Client(
             "wrk_slow50",
@@ -430,6 +444,10 @@ def ratios() -> list[Ratio]:
               ("pre_ours_img1", p50), "x", ">= 3", lambda v: v >= 3),
         Ratio("preprocessing 4000x3000: Pillow+numpy time / ours time (per image, p50)", ("pre_pillow_big", p50),
               ("pre_ours_big", p50), "x", ">= 3", lambda v: v >= 3),
+        Ratio(f"preprocessing {IMAGESET_COUNT} images: ours / Pillow+numpy (images/s)", ("imageset_ours", rate),
+              ("imageset_pillow", rate), "x", ">= 4", lambda v: v >= 4),
+        Ratio(f"preprocessing {IMAGESET_COUNT} images: memory per image / tensor size ({TENSOR_BYTES:,} bytes)",
+              ("imageset_ours", "bytes_per_image"), float(TENSOR_BYTES), "x", "<= 1.05", lambda v: v <= 1.05),
         Ratio(f"open loop, {OPEN_USERS} users x {OPEN_RATE} req/s: achieved / offered (req/s)",
               ("open10", "achieved_rate"), ("open10", "offered_rate"), "x", ">= 0.99", lambda v: v >= 0.99),
         Ratio(f"open loop, {OPEN_USERS} users x {OPEN_RATE} req/s: dropped requests", ("open10", "dropped"), 0.0, "n",
