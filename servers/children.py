@@ -97,3 +97,17 @@ def running(cmd: list[str], **popen_kwargs: Any) -> Iterator[subprocess.Popen[An
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def group_members(pgid: int, name: str) -> list[int]:
+    """The processes of group ``pgid`` whose command name is ``name`` (from ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        comm, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if comm == name and int(rest[2]) == pgid:  # fields after comm: state, ppid, pgrp, ...
+            found.append(int(stat.parent.name))
+    return found

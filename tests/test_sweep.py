@@ -57,7 +57,9 @@ def agrees_with_triton(row: dict[str, Any]) -> None:
     assert server is not None, row
     assert abs(server["inference_count"] - row["requests"]) <= 2 * row["users"] + 0.02 * row["requests"], row
     assert server["compute_infer_ms"] >= 20, row  # each request's batch slept 20 ms
-    assert row["latency_ms"]["mean"] >= server["server_total_ms"], row  # the client's time includes the server's
+    # The client's time includes the server's. The two means cover the step's windows but not quite the same
+    # requests (the histograms hold what was reported in them, up to a report interval later): 5% apart.
+    assert row["latency_ms"]["mean"] >= 0.95 * server["server_total_ms"], row
 
 
 def recomputed_stability(row: dict[str, Any], windows: int, tolerance: float = 0.1) -> bool:
@@ -70,9 +72,9 @@ def recomputed_stability(row: dict[str, Any], windows: int, tolerance: float = 0
 
 
 def test_concurrency_sweep(triton, tmp_path: Path) -> None:
-    doc, stdout = sweep(tmp_path, triton.url, "--sweep-concurrency", "1,2,4", "--slo", "p99=200ms")
+    doc, stdout = sweep(tmp_path, triton.url, "--sweep-concurrency", "1,4", "--slo", "p99=200ms")
     rows = doc["steps"]
-    assert [r["load"] for r in rows] == [1, 2, 4] and [r["users"] for r in rows] == [1, 2, 4]
+    assert [r["load"] for r in rows] == [1, 4] and [r["users"] for r in rows] == [1, 4]
     assert doc["mode"] == "concurrency" and doc["stopped"] is None
     for row in rows:
         assert row["failures"] == 0 and row["dropped"] is None and row["offered_rate_per_s"] is None
@@ -93,10 +95,10 @@ def test_concurrency_sweep(triton, tmp_path: Path) -> None:
 
 
 def test_rate_sweep_offers_each_step_with_streams_of_the_common_rate(triton, tmp_path: Path) -> None:
-    doc, _ = sweep(tmp_path, triton.url, "--sweep-rate", "20:60:20")
+    doc, _ = sweep(tmp_path, triton.url, "--sweep-rate", "20,60")
     rows = doc["steps"]
     assert doc["plan"]["stream_rate"] == 20
-    assert [(r["offered_rate_per_s"], r["users"]) for r in rows] == [(20, 1), (40, 2), (60, 3)]
+    assert [(r["offered_rate_per_s"], r["users"]) for r in rows] == [(20, 1), (60, 3)]
     for row in rows:
         # well within sleep_20ms's capacity: every frame sent, answered in its window
         assert row["dropped"] == 0 and row["failures"] == 0, row
@@ -119,13 +121,13 @@ def own_triton() -> Iterator[RunningServer]:
 
 
 def test_a_step_with_a_stall_is_reported_unstable(own_triton: RunningServer, tmp_path: Path) -> None:
-    # Three 3 s windows that must all agree; the server is stopped for 0.7 s in the second one, which takes
-    # about a quarter of that window's requests (a longer stop and Triton's health check may find its
-    # Python stub dead on a busy machine).
+    # Three 3 s windows that must all agree; tritonserver is stopped for 1 s in the second one (it alone: its
+    # Python stubs run on, so Triton's 1 s health check does not find them dead).
     cmd = [LOCUST, "-f", "sweepfile.py", "--headless", "--host", own_triton.url, "--sweep-concurrency", "2"]
     cmd += ["--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "3", "--sweep-max-windows", "3"]
     cmd += ["--csv", str(tmp_path / "run"), "-t", "120s"]
     err_path = tmp_path / "stderr"
+    (server,) = children.group_members(own_triton.pid, "tritonserver")
     with err_path.open("w") as err:
         proc = children.start(
             cmd,
@@ -141,12 +143,12 @@ def test_a_step_with_a_stall_is_reported_unstable(own_triton: RunningServer, tmp
                 time.sleep(0.05)
             # warm-up 1 s, the first window from the next whole second, then into the second window
             time.sleep(1 + 1 + 3 + 1)
-            os.killpg(own_triton.pid, signal.SIGSTOP)
-            time.sleep(0.7)
-            os.killpg(own_triton.pid, signal.SIGCONT)
+            os.kill(server, signal.SIGSTOP)
+            time.sleep(1.0)
+            os.kill(server, signal.SIGCONT)
             assert proc.wait(timeout=90) == 0, err_path.read_text()[-3000:]
         finally:
-            os.killpg(own_triton.pid, signal.SIGCONT)
+            os.kill(server, signal.SIGCONT)
             children.stop(proc)
     (row,) = json.loads((tmp_path / "sweep.json").read_text())["steps"]
     assert (row["windows"], row["stable"]) == (3, False), row
@@ -162,7 +164,7 @@ def test_a_sweep_with_two_workers(triton, tmp_path: Path) -> None:
         env=clean_env(
             HOST=triton.url,
             RESULTS_DIR=str(results),
-            LOCUST_SWEEP_CONCURRENCY="2,4",
+            LOCUST_SWEEP_CONCURRENCY="4",
             LOCUST_SWEEP_WINDOW="3",
             LOCUST_SWEEP_WARMUP="1",
             LOCUST_SWEEP_STABLE_WINDOWS="2",
@@ -176,7 +178,7 @@ def test_a_sweep_with_two_workers(triton, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((results / "sweep.json").read_text())
     rows = doc["steps"]
-    assert [r["users"] for r in rows] == [2, 4] and doc["stopped"] is None
+    assert [r["users"] for r in rows] == [4] and doc["stopped"] is None
     for row in rows:
         assert row["failures"] == 0 and row["stable"] == recomputed_stability(row, 2), row
         # the master's windows hold both workers' requests: Triton counts the same ones
@@ -197,7 +199,7 @@ def test_the_sweep_stops_past_the_error_rate(triton, tmp_path: Path) -> None:
 def test_the_sweep_runs_from_locusts_web_ui(triton, tmp_path: Path) -> None:
     # --autostart: the web UI starts the shape as its start button does; the sweep ends the test
     port = free_port()
-    cmd = [LOCUST, "-f", "sweepfile.py", "--host", triton.url, *QUICK, "--sweep-concurrency", "1,2"]
+    cmd = [LOCUST, "-f", "sweepfile.py", "--host", triton.url, *QUICK, "--sweep-concurrency", "2"]
     cmd += ["--autostart", "--autoquit", "1", "--web-host", "127.0.0.1", "--web-port", str(port)]
     cmd += ["--csv", str(tmp_path / "run")]
     with (tmp_path / "err").open("w") as err:
@@ -214,4 +216,4 @@ def test_the_sweep_runs_from_locusts_web_ui(triton, tmp_path: Path) -> None:
             children.stop(proc)
     assert status == 0, (tmp_path / "err").read_text()[-3000:]
     doc = json.loads((tmp_path / "sweep.json").read_text())
-    assert [r["users"] for r in doc["steps"]] == [1, 2] and doc["stopped"] is None
+    assert [r["users"] for r in doc["steps"]] == [2] and doc["stopped"] is None

@@ -1,6 +1,7 @@
-"""The product's users, plus a stall: $STALL_SECONDS after the test starts, the server's process group
-($STALL_PGID) is stopped (SIGSTOP) for one second, then continued. Every reported request's response
-time (ms) is written as a JSON list to $STALL_REPORT at exit.
+"""The product's users, plus a stall: $STALL_SECONDS after the test starts, the server's tritonserver (in
+process group $STALL_PGID) is stopped (SIGSTOP) for one second, then continued. Only tritonserver: its
+Python stubs run on, so Triton's health check, which gives a stub 1 s, does not find them dead. Every
+reported request's response time (ms) is written as a JSON list to $STALL_REPORT at exit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from locustfile import HighUser, LowUser  # noqa: E402
+from servers.children import group_members  # noqa: E402
 
 __all__ = ["HighUser", "LowUser"]
 
@@ -31,13 +33,13 @@ def _record(response_time: float, **_kwargs: Any) -> None:
 
 
 def _stall() -> None:
-    pgid = int(os.environ["STALL_PGID"])
+    (server,) = group_members(int(os.environ["STALL_PGID"]), "tritonserver")
     gevent.sleep(float(os.environ.get("STALL_SECONDS", "1.5")))
-    os.killpg(pgid, signal.SIGSTOP)
+    os.kill(server, signal.SIGSTOP)
     try:
         gevent.sleep(1.0)
     finally:
-        os.killpg(pgid, signal.SIGCONT)
+        os.kill(server, signal.SIGCONT)
 
 
 @events.test_start.add_listener
