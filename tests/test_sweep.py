@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,15 +20,9 @@ from locust_inference.sweep.analysis import Window, stable
 from support import LOCUST, REPO_ROOT, clean_env, run_locust
 
 from servers import children
-from servers.launch import RunningServer, triton_server
+from servers.launch import RunningServer, free_port, triton_server
 
 QUICK = ("--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "2", "--sweep-max-windows", "5")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sweep(tmp_path: Path, url: str, *args: str, status: int = 0) -> tuple[dict[str, Any], str]:

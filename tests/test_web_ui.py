@@ -4,7 +4,6 @@ request's intended send time (what latency.json calls latency), not the service 
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -13,12 +12,7 @@ from typing import Any
 from support import LOCUST, REPO_ROOT, clean_env
 
 from servers import children
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from servers.launch import free_port
 
 
 def get(url: str) -> dict[str, Any]:
