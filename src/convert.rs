@@ -97,12 +97,27 @@ pub fn encode(value: f32, datatype: DataType) -> Result<([u8; 4], usize)> {
 /// The tensor of one image: `window` centred on `target`'s canvas (padded with `target.pad`), in
 /// its layout and datatype.
 pub fn to_tensor(window: &Window, target: &Target) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; target.bytes()];
+    to_tensor_into(window, target, &mut out)?;
+    Ok(out)
+}
+
+/// [`to_tensor`] written into `out`, which must be `target.bytes()` long: a set of images is
+/// written straight into the buffers Python keeps, so no image is copied after it is made.
+pub fn to_tensor_into(window: &Window, target: &Target, out: &mut [u8]) -> Result<()> {
     target.pixels.validate()?;
     let (w, h) = (target.width, target.height);
     if window.width > w || window.height > h {
         return Err(Error::InvalidArgument(format!(
             "a {}x{} window does not fit a {w}x{h} input",
             window.width, window.height
+        )));
+    }
+    if out.len() != target.bytes() {
+        return Err(Error::Runtime(format!(
+            "a {w}x{h} tensor takes {} bytes, not {}",
+            target.bytes(),
+            out.len()
         )));
     }
     let size = target.datatype.size();
@@ -121,15 +136,18 @@ pub fn to_tensor(window: &Window, target: &Target) -> Result<Vec<u8>> {
             window.rgb[((y - top) * window.width + (x - left)) * 3 + c]
         }
     };
-    let mut out = Vec::with_capacity(w * h * 3 * size);
+    let mut values = out.chunks_exact_mut(size);
+    let mut put = |x: usize, y: usize, c: usize| {
+        if let Some(value) = values.next() {
+            value.copy_from_slice(&table[c * 256 + usize::from(pixel(x, y, c))][..size]);
+        }
+    };
     match target.layout {
         Layout::Chw => {
             for c in 0..3 {
                 for y in 0..h {
                     for x in 0..w {
-                        out.extend_from_slice(
-                            &table[c * 256 + usize::from(pixel(x, y, c))][..size],
-                        );
+                        put(x, y, c);
                     }
                 }
             }
@@ -138,15 +156,13 @@ pub fn to_tensor(window: &Window, target: &Target) -> Result<Vec<u8>> {
             for y in 0..h {
                 for x in 0..w {
                     for c in 0..3 {
-                        out.extend_from_slice(
-                            &table[c * 256 + usize::from(pixel(x, y, c))][..size],
-                        );
+                        put(x, y, c);
                     }
                 }
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// ImageNet-style CHW float32 of a window that fills its canvas.

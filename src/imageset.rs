@@ -17,22 +17,31 @@ use crate::tensor::DataType;
 /// Sets at least this large report their progress on stderr.
 const PROGRESS_FROM: usize = 200;
 
-/// One image's tensor or why it failed; `None` until it is tried.
-type Slot = Option<Result<Vec<u8>>>;
-
-/// Every image's tensor, in the order of `paths`, using up to `threads` threads.
+/// Every image's tensor written into `outputs` (one buffer of `target.bytes()` per path, in the
+/// order of `paths`), using up to `threads` threads.
 pub fn prepare(
     paths: &[PathBuf],
     fit: Fit,
     target: &Target,
     threads: usize,
     progress: bool,
-) -> Result<Vec<Vec<u8>>> {
+    outputs: Vec<&mut [u8]>,
+) -> Result<()> {
     target.pixels.validate()?;
+    if outputs.len() != paths.len() {
+        return Err(Error::Runtime(format!(
+            "{} buffers for {} images",
+            outputs.len(),
+            paths.len()
+        )));
+    }
+    // each image's buffer is written by exactly one thread; the lock only hands it over
+    let outputs: Vec<Mutex<&mut [u8]>> = outputs.into_iter().map(Mutex::new).collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    // the results and how many there are; progress is printed under the lock, so in order
-    let results: Mutex<(Vec<Slot>, usize)> =
+    // each image's outcome (`None` until tried) and how many are done; progress is printed under
+    // the lock, so in order
+    let results: Mutex<(Vec<Option<Result<()>>>, usize)> =
         Mutex::new(((0..paths.len()).map(|_| None).collect(), 0));
     let report = progress && paths.len() >= PROGRESS_FROM;
     let step = (paths.len() / 10).max(1);
@@ -43,8 +52,10 @@ pub fn prepare(
                 if i >= paths.len() || failed.load(Ordering::Relaxed) {
                     break;
                 }
-                let result = preprocess::window_file(&paths[i], fit)
-                    .and_then(|window| convert::to_tensor(&window, target));
+                let result = preprocess::window_file(&paths[i], fit).and_then(|window| {
+                    let mut out = outputs[i].lock().unwrap_or_else(PoisonError::into_inner);
+                    convert::to_tensor_into(&window, target, &mut out)
+                });
                 if result.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -63,13 +74,49 @@ pub fn prepare(
     });
     let (results, _) = results.into_inner().unwrap_or_else(PoisonError::into_inner);
     // the first failure in file order; files after it may not have been tried
-    if let Some(err) = results.iter().flatten().find_map(|r| r.as_ref().err()) {
-        return Err(err.clone());
+    for result in results {
+        result.unwrap_or_else(|| Err(Error::Runtime("an image was skipped".into())))?;
     }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Error::Runtime("an image was skipped".into()))))
-        .collect()
+    Ok(())
+}
+
+/// `count` new bytes objects of `len` bytes each, filled by `fill` (given their contents as
+/// writable slices, without the GIL). The contents start unwritten, so their pages are faulted in
+/// by the threads that fill them rather than serially under the GIL, and no tensor is copied.
+fn new_bytes_filled_by(
+    py: Python<'_>,
+    count: usize,
+    len: usize,
+    fill: impl Send + FnOnce(Vec<&mut [u8]>) -> Result<()>,
+) -> PyResult<Vec<Bound<'_, PyBytes>>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| Error::InvalidArgument(format!("a {len}-byte tensor is too large")))?;
+    let mut objects = Vec::with_capacity(count);
+    for _ in 0..count {
+        // SAFETY: a NULL source asks CPython for an uninitialised buffer of `size` bytes; a NULL
+        // result means an exception is set, which `from_owned_ptr_or_err` returns.
+        let object = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size),
+            )?
+        };
+        objects.push(object.cast_into::<PyBytes>()?);
+    }
+    let buffers = objects
+        .iter()
+        // SAFETY: each object is new and only ours until returned, so nothing reads or hashes
+        // its contents while they are written; each buffer is `len` bytes and the slices do not
+        // outlive `objects`, which are held until `fill` returns.
+        .map(|object| unsafe {
+            std::slice::from_raw_parts_mut(
+                pyo3::ffi::PyBytes_AsString(object.as_ptr()).cast::<u8>(),
+                len,
+            )
+        })
+        .collect();
+    py.detach(|| fill(buffers))?;
+    Ok(objects)
 }
 
 fn parse_layout(layout: &str) -> Result<Layout> {
@@ -138,8 +185,10 @@ pub fn preprocess_images_py<'py>(
     } else {
         threads
     };
-    let tensors = py.detach(|| prepare(&paths, fit, &target, threads, progress))?;
-    Ok(tensors.iter().map(|t| PyBytes::new(py, t)).collect())
+    target.pixels.validate()?;
+    new_bytes_filled_by(py, paths.len(), target.bytes(), |buffers| {
+        prepare(&paths, fit, &target, threads, progress, buffers)
+    })
 }
 
 #[cfg(test)]
@@ -180,7 +229,9 @@ mod tests {
             width: 4,
             height: 4,
         };
-        let tensors = prepare(&paths, fit, &target(), 3, false).unwrap();
+        let mut tensors = vec![vec![0u8; 48]; paths.len()];
+        let buffers = tensors.iter_mut().map(Vec::as_mut_slice).collect();
+        prepare(&paths, fit, &target(), 3, false, buffers).unwrap();
         for (i, t) in tensors.iter().enumerate() {
             assert_eq!(t, &vec![i as u8 * 20; 48], "image {i}");
         }
@@ -188,7 +239,9 @@ mod tests {
         std::fs::write(&bad, b"\x89PNG\r\n\x1a\n not really").unwrap();
         let mut with_bad = paths.clone();
         with_bad.insert(4, bad.clone());
-        let err = prepare(&with_bad, fit, &target(), 3, false).unwrap_err();
+        let mut tensors = vec![vec![0u8; 48]; with_bad.len()];
+        let buffers = tensors.iter_mut().map(Vec::as_mut_slice).collect();
+        let err = prepare(&with_bad, fit, &target(), 3, false, buffers).unwrap_err();
         assert!(
             err.to_string().contains(&bad.display().to_string()),
             "{err}"
