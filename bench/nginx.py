@@ -9,6 +9,7 @@ It serves two Triton models and LitServe's endpoints::
     GET  /v2/models/sleep_20ms     the same metadata
     POST /v2/models/sleep_20ms/infer  the same response, 20 ms after the body was read (echo_sleep)
     GET  /health                   200
+    GET  /status                   nginx's stub_status: requests received so far (see NullServer.served)
     POST /predict                  {"output":[[0.1,0.9]]}
 """
 
@@ -26,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from servers import children
@@ -60,6 +61,16 @@ class NullServer:
     url: str
     pid: int
     error_log: Path
+    _polls: list[int] = field(default_factory=lambda: [0])
+
+    def served(self) -> int:
+        """Requests nginx has received, not counting these polls of ``/status`` (each counts itself)."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"{self.url}/status", timeout=2) as resp:
+            text = resp.read().decode()
+        self._polls[0] += 1
+        # "Active connections: 1\nserver accepts handled requests\n 1 1 5\n..."
+        return int(text.splitlines()[2].split()[2]) - self._polls[0]
 
 
 def free_port() -> int:
@@ -110,6 +121,7 @@ def render_config(port: int, workdir: Path) -> str:
             f"echo -n {_quote(_infer_response(model))}; }}"
         )
     locations.append("location = /health { return 200 'ok'; }")
+    locations.append("location = /status { stub_status; }")
     locations.append(
         f"location = /predict {{ echo_read_request_body; echo -n {_quote(json.dumps({'output': [[0.1, 0.9]]}))}; }}"
     )

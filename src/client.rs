@@ -22,7 +22,7 @@ use crate::runtime;
 use crate::tensor::DataType;
 use crate::transport::{Body, ClientConfig, RequestSpec, Transport};
 use crate::triton::{self, ExpectedOutput};
-use crate::wake::Mailbox;
+use crate::wake::{self, Mailbox};
 
 /// Default cap on a response body: large enough for any classifier output, small enough that a
 /// misbehaving server cannot exhaust memory.
@@ -451,6 +451,7 @@ impl PyRequestSlot {
         let generation = self.mailbox.begin();
         let mailbox = Arc::clone(&self.mailbox);
         let endpoint = Arc::clone(&endpoint.inner);
+        wake::count_hand_off();
         let task = rt.spawn(async move {
             let outcome = endpoint.run(index).await;
             mailbox.complete(generation, outcome);

@@ -54,6 +54,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_function(wrap_pyfunction!(client::http_request, m)?)?;
+    m.add_function(wrap_pyfunction!(wake::thread_crossings, m)?)?;
     m.add_class::<client::PyEndpoint>()?;
     m.add_class::<client::PyRequestSlot>()?;
     m.add_class::<client::PyOutcome>()?;

@@ -8,9 +8,32 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use pyo3::prelude::*;
+
 use tokio::task::AbortHandle;
+
+/// Work handed from Python's thread to the I/O runtime, and signals from the I/O runtime to Python's
+/// thread, since the process started: what a request costs in crossings between the two threads.
+static TO_IO: AtomicU64 = AtomicU64::new(0);
+static TO_PYTHON: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one hand-off of work from Python's thread to the I/O runtime.
+pub fn count_hand_off() {
+    TO_IO.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `thread_crossings() -> tuple[int, int]`: hand-offs to the I/O runtime and signals back to
+/// Python (eventfd writes) so far in this process.
+#[pyfunction]
+pub fn thread_crossings() -> (u64, u64) {
+    (
+        TO_IO.load(Ordering::Relaxed),
+        TO_PYTHON.load(Ordering::Relaxed),
+    )
+}
 
 /// A non-blocking Linux eventfd.
 #[derive(Debug)]
@@ -29,6 +52,7 @@ impl EventFd {
 
     /// Makes the descriptor readable.
     pub fn signal(&self) {
+        TO_PYTHON.fetch_add(1, Ordering::Relaxed);
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to a descriptor we own. It cannot block
         // (non-blocking) and can only fail when the counter would overflow, which it never nears.

@@ -22,6 +22,7 @@ from locust_inference import (
     encode_litserve_request,
     encode_triton_request,
 )
+from locust_inference._native import thread_crossings
 
 from servers.launch import free_port
 
@@ -55,6 +56,15 @@ def test_latency_is_recorded_only_for_reported_successes(triton) -> None:
     assert (total.count, taken.ttfb.count, taken.service.count, taken.resent) == (1, 1, 1, 0)
     assert abs(total.percentile(50) - ok.response_time) <= ok.response_time / 500 + 0.001
     assert ok_endpoint.take().total.count == 0  # taken
+
+
+def test_each_request_crosses_to_the_io_thread_and_back_once(triton) -> None:
+    endpoint, slot = triton_endpoint(triton.url, "tiny_onnx"), RequestSlot()
+    assert send(endpoint, slot).ok  # connected
+    to_io, to_python = thread_crossings()
+    for _ in range(5):
+        assert send(endpoint, slot).ok
+    assert thread_crossings() == (to_io + 5, to_python + 5)
 
 
 def test_success_against_real_triton(triton) -> None:

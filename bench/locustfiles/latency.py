@@ -1,8 +1,9 @@
 """Added to every Locust run of the benchmark (``-f user_file,bench/locustfiles/latency.py``): keeps each
 successful request's ``response_time`` (float ms, unrounded, unlike Locust's CSV) from the moment spawning
 completes, like ``--reset-stats``, and writes their count and median to ``BENCH_LATENCY_OUT`` at quit,
-with the CPU time per request over the same window: the whole process's (user + system) and our I/O
-threads' (``locust-inference-io``, from ``/proc/self/task``).
+with the crossings per request between Python's thread and our I/O thread over the same window (hand-offs
+to it and signals back, counted in Rust; absent for clients that are not ours). CPU per request is measured
+from outside the process for every client alike (:mod:`bench.cpu`).
 """
 
 from __future__ import annotations
@@ -10,30 +11,21 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from pathlib import Path
+import sys
 from typing import Any
 
 from locust import events
 
 _times: list[float] = []
 _all_requests = [0]
-_cpu_at_start: dict[str, float] = {}  # CPU seconds when spawning completed
-_cpu_per_request: dict[str, float] = {}  # CPU µs per request over the measured window, set at test stop
-_TICK = os.sysconf("SC_CLK_TCK")
+_crossings_at_start: list[tuple[int, int]] = []
+_crossings_per_request: dict[str, float] = {}  # set at test stop
 
 
-def _cpu() -> dict[str, float]:
-    """Seconds of CPU: the process (user + system) and its I/O threads."""
-    io = 0.0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            if (task / "comm").read_text().strip().startswith("locust-inferenc"):
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                io += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    t = os.times()
-    return {"process": t.user + t.system, "io": io}
+def _crossings() -> tuple[int, int] | None:
+    """Ours only: ``None`` when the user file did not load locust-inference's native module."""
+    native = sys.modules.get("locust_inference._native")
+    return None if native is None else native.thread_crossings()
 
 
 @events.request.add_listener
@@ -47,16 +39,18 @@ def _record(response_time: float, exception: BaseException | None = None, **_kwa
 def _reset(**_kwargs: Any) -> None:
     _times.clear()
     _all_requests[0] = 0
-    _cpu_at_start.update(_cpu())
+    _crossings_at_start.clear()
+    if (now := _crossings()) is not None:
+        _crossings_at_start.append(now)
 
 
 @events.test_stop.add_listener
 def _stop(**_kwargs: Any) -> None:
-    if _cpu_at_start and not _cpu_per_request:
-        end = _cpu()
+    if _crossings_at_start and not _crossings_per_request and (end := _crossings()) is not None:
         n = max(_all_requests[0], 1)
-        for key in ("process", "io"):
-            _cpu_per_request[key] = (end[key] - _cpu_at_start[key]) / n * 1e6
+        start = _crossings_at_start[0]
+        _crossings_per_request["to_io"] = (end[0] - start[0]) / n
+        _crossings_per_request["to_python"] = (end[1] - start[1]) / n
 
 
 @events.quitting.add_listener
@@ -69,8 +63,8 @@ def _write(**_kwargs: Any) -> None:
                 {
                     "count": len(_times),
                     "p50_ms": median,
-                    "cpu_us": _cpu_per_request.get("process"),
-                    "io_cpu_us": _cpu_per_request.get("io"),
+                    "to_io_per_request": _crossings_per_request.get("to_io"),
+                    "to_python_per_request": _crossings_per_request.get("to_python"),
                 },
                 f,
             )

@@ -35,6 +35,7 @@ __all__ = [
     "parse_model_metadata",
     "preprocess_image",
     "preprocess_images",
+    "thread_crossings",
 ]
 
 class LocustInferenceError(Exception):
@@ -148,6 +149,10 @@ def http_request(
 ) -> tuple[int, bytes]:
     """One blocking request for set-up work before users start; returns (status, body). Raises
     RequestError / RequestTimeoutError when no response arrives."""
+
+def thread_crossings() -> tuple[int, int]:
+    """Hand-offs of work from Python's thread to the I/O runtime, and signals from it back to Python
+    (eventfd writes), since the process started."""
 
 @final
 class Endpoint:

@@ -1,0 +1,71 @@
+"""bench/cpu.py: the steady window it divides over, on made-up samples, and what it reads from a real
+process (this one) while it does known work."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bench.cpu import SETTLE_S, Sample, Sampler, cost, read_process
+
+
+def sample(at: float, cpu: float, served: int, wakes: int = 0) -> Sample:
+    return Sample(at=at, cpu_s=cpu, io_cpu_s=cpu / 2, main_wakes=wakes, io_wakes=wakes, wakes=2 * wakes, served=served)
+
+
+def test_the_window_starts_after_settling_and_ends_at_the_last_rise() -> None:
+    samples = [
+        sample(0.0, 1.0, 0),  # start-up: CPU spent, nothing served
+        sample(0.5, 2.0, 0),
+        sample(1.0, 2.1, 10),  # the server first saw requests here
+        sample(1.5, 2.2, 20),
+        sample(1.0 + SETTLE_S, 2.3, 30, wakes=5),  # the window starts here
+        sample(3.0, 2.4, 40),
+        sample(3.5, 2.5, 130, wakes=50),  # the window ends here: the server still counted after it
+        sample(4.0, 2.6, 131),
+        sample(4.5, 3.9, 131),  # shutting down: CPU spent, nothing served
+    ]
+    got = cost(samples, has_io_threads=True)
+    assert got is not None
+    assert got.requests == 130 - 30
+    assert abs(got.seconds - (3.5 - 1.0 - SETTLE_S)) < 1e-9
+    assert abs(got.cpu_us - 0.2 / 100 * 1e6) < 1e-6
+    assert got.io_cpu_us is not None and abs(got.io_cpu_us - 0.1 / 100 * 1e6) < 1e-6
+    assert abs(got.wakes - 2 * 45 / 100) < 1e-9 and abs(got.main_wakes - 45 / 100) < 1e-9
+
+
+def test_no_window_without_steady_requests() -> None:
+    assert cost([sample(0.0, 1.0, 0), sample(1.0, 2.0, 0)], has_io_threads=False) is None
+    assert cost([sample(0.0, 1.0, 0), sample(0.25, 1.1, 5), sample(0.5, 1.2, 5)], has_io_threads=False) is None
+    assert cost([], has_io_threads=False) is None
+
+
+def test_a_client_without_io_threads_reports_none_for_them() -> None:
+    samples = [sample(t / 4, t, 10 * t) for t in range(12)]
+    got = cost(samples, has_io_threads=False)
+    assert got is not None and got.io_cpu_us is None and got.io_wakes is None
+
+
+def test_reads_this_processs_cpu_and_wake_ups() -> None:
+    before = read_process(os.getpid())
+    assert before is not None
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # 0.3 s of CPU
+        pass
+    for _ in range(20):
+        time.sleep(0.001)  # each sleep blocks the main thread once: a voluntary switch
+    after = read_process(os.getpid())
+    assert after is not None
+    assert after[0] - before[0] >= 0.25  # clock ticks are 10 ms
+    assert after[2] - before[2] >= 20
+    assert read_process(2**22 + 1) is None  # no such process
+
+
+def test_the_sampler_follows_a_process_and_its_server_count() -> None:
+    counter = iter(range(10**6))
+    sampler = Sampler(lambda: next(counter))
+    sampler.start(os.getpid())
+    time.sleep(1.0)
+    sampler.stop()
+    assert len(sampler.samples) >= 3
+    assert [s.served for s in sampler.samples] == list(range(len(sampler.samples)))
