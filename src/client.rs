@@ -469,9 +469,23 @@ impl PyRequestSlot {
     /// pass. For plain Python callers; greenlets wait on `fileno()` instead.
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> Option<PyOutcome> {
-        let ms = timeout.map_or(-1, |t| (t * 1000.0).clamp(0.0, f64::from(i32::MAX)) as i32);
-        py.detach(|| self.mailbox.fd().poll(ms));
-        self.take()
+        let deadline = timeout.map(|t| {
+            std::time::Instant::now() + std::time::Duration::from_secs_f64(t.clamp(0.0, 1e9))
+        });
+        loop {
+            let ms = deadline.map_or(-1, |d| {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            });
+            py.detach(|| self.mailbox.fd().poll(ms));
+            // a wake can be a stale signal whose result was already taken: then wait on
+            if let Some(outcome) = self.take() {
+                return Some(outcome);
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return None;
+            }
+        }
     }
 
     /// Abandons the request in flight, if any (its connection is closed, nothing is reported).

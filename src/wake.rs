@@ -139,23 +139,25 @@ impl<T> Mailbox<T> {
 
     /// Delivers the result of `generation` (called from the I/O thread) and wakes the waiter.
     pub fn complete(&self, generation: u64, result: T) {
-        let mut state = self.lock();
-        if state.generation != generation {
-            return;
+        {
+            let mut state = self.lock();
+            if state.generation != generation {
+                return;
+            }
+            state.result = Some(result);
+            state.task = None;
         }
-        state.result = Some(result);
-        state.task = None;
-        // under the lock, like the result: the eventfd is readable exactly while a result waits
+        // After the lock is released: signalled under it, the woken waiter (on a shared core, often
+        // scheduled at once) would find the lock still held and block on it. So the eventfd can be
+        // readable with no result (a signal that arrived after its result was taken): `take` drains it.
         self.fd.signal();
     }
 
-    /// Takes the delivered result, if any.
+    /// Takes the delivered result, if any, and the signal that came with it or a stale one.
     pub fn take(&self) -> Option<T> {
         let mut state = self.lock();
         let result = state.result.take();
-        if result.is_some() {
-            self.fd.drain();
-        }
+        self.fd.drain();
         result
     }
 
@@ -182,9 +184,9 @@ impl<T> Mailbox<T> {
     }
 }
 
-/// A queue of results from the I/O thread, signalled on an eventfd: readable exactly while at
-/// least one result waits, so a greenlet takes several at once with one wake-up. Once closed,
-/// pushes are discarded.
+/// A queue of results from the I/O thread, signalled on an eventfd: readable whenever at least
+/// one result waits (and, briefly, after a late signal whose results were already taken), so a
+/// greenlet takes several at once with one wake-up. Once closed, pushes are discarded.
 pub struct Inbox<T> {
     fd: EventFd,
     state: Mutex<InboxState<T>>,
@@ -216,23 +218,26 @@ impl<T> Inbox<T> {
 
     /// Adds a result (called from the I/O thread); false when the inbox is closed.
     pub fn push(&self, item: T) -> bool {
-        let mut state = self.lock();
-        if state.closed {
-            return false;
+        let first = {
+            let mut state = self.lock();
+            if state.closed {
+                return false;
+            }
+            state.items.push_back(item);
+            state.items.len() == 1
+        };
+        if first {
+            // after the lock is released, as in `Mailbox::complete`; a push that finds items
+            // waiting needs no signal of its own: theirs is on its way
+            self.fd.signal();
         }
-        if state.items.is_empty() {
-            self.fd.signal(); // under the lock: readable exactly while items wait
-        }
-        state.items.push_back(item);
         true
     }
 
-    /// Takes every waiting result, oldest first.
+    /// Takes every waiting result, oldest first, and drains the eventfd (also of a stale signal
+    /// whose results an earlier call took).
     pub fn take_all(&self) -> Vec<T> {
         let mut state = self.lock();
-        if state.items.is_empty() {
-            return Vec::new();
-        }
         self.fd.drain();
         state.items.drain(..).collect()
     }
