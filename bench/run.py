@@ -372,7 +372,7 @@ def prepare(workdir: Path) -> tuple[Path, int, Path, Path, dict[str, float]]:
 
 @contextlib.contextmanager
 def _terminate_on_signals() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise KeyboardInterrupt so that every ``finally`` (nginx, clients) runs."""
+    """SIGTERM/SIGHUP raise KeyboardInterrupt so that every ``finally`` (nginx, Triton, clients) runs."""
 
     def handler(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -565,5 +565,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        print("\nbench: interrupted; nginx and the clients it started are stopped", file=sys.stderr)
+        print("\nbench: interrupted; nginx, Triton and the clients it started are stopped", file=sys.stderr)
         sys.exit(130)
