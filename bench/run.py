@@ -6,7 +6,9 @@ Every client of a comparison runs once per repeat, one after the other (A, B, C,
 table reports the median over the repeats; ratios are of those medians, with the range of the per-repeat
 ratios beside them. Nothing here is a test: a missed goal is reported, not failed.
 
-The server is nginx (one worker process) configured as a null inference server (:mod:`bench.nginx`).
+The server is nginx (one worker process) configured as a null inference server (:mod:`bench.nginx`), except
+for the rows on a real Triton (:mod:`bench.triton_server`, started only when one of them is selected), where
+NVIDIA's perf_analyzer (:mod:`bench.perf_analyzer`) and ours send the same-size requests.
 """
 
 from __future__ import annotations
