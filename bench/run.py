@@ -6,7 +6,9 @@ Every client of a comparison runs once per repeat, one after the other (A, B, C,
 table reports the median over the repeats; ratios are of those medians, with the range of the per-repeat
 ratios beside them. Nothing here is a test: a missed goal is reported, not failed.
 
-The server is nginx (one worker process) configured as a null inference server (:mod:`bench.nginx`).
+The server is nginx (one worker process) configured as a null inference server (:mod:`bench.nginx`), except
+for the rows on a real Triton (:mod:`bench.triton_server`, started only when one of them is selected), where
+NVIDIA's perf_analyzer (:mod:`bench.perf_analyzer`) and ours send the same-size requests.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import nginx, sections
+from bench import nginx, perf_analyzer, sections, triton_server
 from bench.clients import BENCH, REPO, Client, Result, Setup, json_client, kill_all, locust_client, wrk_client
+from bench.perf_analyzer import pa_client
 from bench.pinning import CLIENT_CPU, SERVER_CPU, pin_group
 from bench.tables import IMAGESET_COUNT, OPEN_RATE, OPEN_USERS, fmt, render
 from servers.children import clean_env
+from servers.launch import ServerStartError
 
 __all__ = ["main"]
 
@@ -127,6 +131,31 @@ def build_clients(setup: Setup) -> list[Client]:
                 locust_client(setup, "locustfile.py", users, slow, f"slow{users}"),
             )
         )
+    return clients
+
+
+TRITON_KEYS = ("pa10", "tri_ours10")  # the rows on the real Triton: it is started only when one is selected
+
+
+def triton_clients(setup: Setup) -> list[Client]:
+    """The clients on the real Triton (:mod:`bench.triton_server`), ``setup`` counting what Triton answered."""
+    model = triton_server.MODEL
+    ours = ["--server", "triton", "--model-name", model, "HighUser"]
+    clients = [
+        Client(
+            "pa10",
+            "real Triton",
+            f"perf_analyzer --concurrency-range 10, HTTP, binary tensors ({model})",
+            pa_client(setup, model, 10),
+        ),
+        Client(
+            "tri_ours10",
+            "real Triton",
+            f"ours: HighUser, 10 users ({model})",
+            locust_client(setup, "locustfile.py", 10, ours, "tri-ours10"),
+        ),
+    ]
+    assert tuple(c.key for c in clients) == TRITON_KEYS
     return clients
 
 
@@ -237,6 +266,14 @@ METHOD = """\
 - Triton request: `encode_triton_request(preprocess_image('data/img1.jpg')[None], 'x', ['x.45'])`:
   {body_bytes:,} bytes (602,112-byte FP32 tensor + {header_length}-byte JSON header), the same bytes for every
   client. LitServe request: the same tensor as JSON, {json_bytes:,} bytes (ours: `encode_litserve_request`).
+- Real Triton (`pa10`, `tri_ours10`): PyTriton's tritonserver (`servers/triton.py`, started once per run and
+  pinned like nginx: every process of its group) serving `tiny_onnx`, input `input__0` FP32 [N,3,224,224]
+  (global average pool + Gemm; an ONNX Runtime model behind PyTriton's Python backend, so the server costs far
+  more per request than nginx and sets the rate). Both clients send one [1,3,224,224] FP32 tensor (602,112
+  bytes) in binary per request: ours `data/img1.jpg` preprocessed, perf_analyzer {perf_analyzer} zeros
+  (`{pa_command}`). Their CPU per request is divided by Triton's own count
+  (`GET /v2/models/tiny_onnx/stats`, `inference_stats.success.count`); perf_analyzer's rate and p50 are
+  from its `-f` CSV, its mean latency from its report.
 - One client at a time (never two benchmark clients at once; the 2 cores are shared with nginx and with
   whatever else runs on the machine: see the load averages above): `wrk -t1` (Lua script
   `bench/wrk_post.lua`); Locust headless, one process, `-u N -r N -t {duration}s --reset-stats` (steady state:
@@ -337,7 +374,7 @@ def prepare(workdir: Path) -> tuple[Path, int, Path, Path, dict[str, float]]:
 
 @contextlib.contextmanager
 def _terminate_on_signals() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise KeyboardInterrupt so that every ``finally`` (nginx, clients) runs."""
+    """SIGTERM/SIGHUP raise KeyboardInterrupt so that every ``finally`` (nginx, Triton, clients) runs."""
 
     def handler(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -405,7 +442,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: load average {busy:.2f} before starting: other work shares these cores", flush=True)
     started = time.monotonic()
     modes = MODES[args.pinning]
-    with _terminate_on_signals(), tempfile.TemporaryDirectory(prefix="li-bench-") as tmp:
+    keys = set(args.only.split(",")) if args.only else None
+    with (
+        _terminate_on_signals(),
+        tempfile.TemporaryDirectory(prefix="li-bench-") as tmp,
+        contextlib.ExitStack() as servers,
+    ):
         workdir = Path(tmp)
         print("==> preparing the request bodies and the 4000x3000 JPEG", flush=True)
         body, header_length, npy, big, facts = prepare(workdir)
@@ -417,23 +459,29 @@ def main(argv: list[str] | None = None) -> int:
             }
             loads = {pinned: build_clients(setups[pinned]) for pinned in modes}
             preprocessing = preprocessing_clients(setups[False])
-            if args.only:
-                keys = set(args.only.split(","))
-                known = {c.key for c in [*loads[modes[0]], *preprocessing]}
+            if keys is not None:
+                known = {c.key for c in [*loads[modes[0]], *preprocessing]} | set(TRITON_KEYS)
                 if keys - known:
                     parser.error(f"unknown --only keys {sorted(keys - known)}; known: {sorted(known)}")
                 loads = {pinned: [c for c in clients if c.key in keys] for pinned, clients in loads.items()}
                 preprocessing = [c for c in preprocessing if c.key in keys]
+            triton_pid = None
+            if keys is None or keys & set(TRITON_KEYS):
+                triton_pid = _start_triton(servers, workdir, loads, keys, (body, header_length, npy, big))
             total = (sum(len(c) for c in loads.values()) + len(preprocessing)) * args.repeats
             n = 0
             for repeat in range(args.repeats):
                 for pinned in modes:
                     pin_group(server.pid, {SERVER_CPU} if pinned else all_cpus)
+                    if triton_pid is not None:
+                        pin_group(triton_pid, {SERVER_CPU} if pinned else all_cpus)
                     for client in loads[pinned]:
                         n += 1
                         progress = f"[{n}/{total}] repeat {repeat + 1}/{args.repeats}, {_mode(pinned)}"
                         _run_one(client, args.duration, progress)
                 pin_group(server.pid, all_cpus)
+                if triton_pid is not None:
+                    pin_group(triton_pid, all_cpus)
                 for client in preprocessing:
                     n += 1
                     _run_one(client, args.duration, f"[{n}/{total}] repeat {repeat + 1}/{args.repeats}")
@@ -453,7 +501,13 @@ def main(argv: list[str] | None = None) -> int:
         f"| machine | |\n|---|---|\n{header}\n\n"
         + "\n\n".join(sections_md)
         + "\n\n"
-        + METHOD.format(duration=args.duration, repeats=args.repeats, **facts)
+        + METHOD.format(
+            duration=args.duration,
+            repeats=args.repeats,
+            perf_analyzer=perf_analyzer.VERSION,
+            pa_command=perf_analyzer.shown_command(args.duration),
+            **facts,
+        )
     )
     print()
     print("\n\n".join(sections_md))
@@ -469,6 +523,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _start_triton(
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    loads: dict[bool, list[Client]],
+    keys: set[str] | None,
+    bodies: tuple[Path, int, Path, Path],
+) -> int | None:
+    """Starts the real Triton on ``stack`` (stopped, its whole process group, when the stack closes) and adds
+    the selected Triton rows to each mode's ``loads``; returns the process group to pin. When Triton or
+    perf_analyzer cannot be had, the rows stay, each with the reason as its error, and the bench goes on."""
+    if keys is None or "pa10" in keys:
+        try:
+            perf_analyzer.ensure()
+        except perf_analyzer.Unavailable as exc:
+            print(f"note: perf_analyzer unavailable: {exc}", flush=True)
+    model = triton_server.MODEL
+    print(f"==> real Triton (PyTriton's tritonserver) serving {model}, up to a minute to start", flush=True)
+    failed: str | None = None
+    try:
+        triton = stack.enter_context(triton_server.real_triton(workdir))
+    except ServerStartError as exc:
+        failed = f"Triton did not start: {str(exc).splitlines()[0]}"
+        print(f"note: {failed}", flush=True)
+        triton = triton_server.RealTriton("http://127.0.0.1:1", -1, triton_server.MODEL, workdir / "triton.log")
+    else:
+        print(f"==> real Triton at {triton.url} (log {triton.log})", flush=True)
+    for pinned, clients in loads.items():
+        setup = Setup(triton.url, triton.served, workdir, *bodies, pinned)
+        for client in triton_clients(setup):
+            if keys is None or client.key in keys:
+                if failed is not None:
+                    client.run = lambda _duration, reason=failed: Result(error=reason)
+                clients.append(client)
+    return None if failed is not None else triton.pid
+
+
 def _mode(pinned: bool) -> str:
     return f"pinned (server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU})" if pinned else "unpinned"
 
@@ -477,5 +567,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        print("\nbench: interrupted; nginx and the clients it started are stopped", file=sys.stderr)
+        print("\nbench: interrupted; nginx, Triton and the clients it started are stopped", file=sys.stderr)
         sys.exit(130)
