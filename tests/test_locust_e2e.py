@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from support import REPO_ROOT, clean_env, run_locust
 
 CHECKSUM_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "checksum_check.py"
 TIMELINE_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "timeline.py"
+SCHED_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "sched_probe.py"
 
 
 @pytest.mark.parametrize("triton_format", ["binary", "json"])
@@ -126,6 +128,39 @@ def test_ten_users_in_one_process_have_ten_requests_in_flight_at_once(triton, tm
     assert run.returncode == 0, run.stderr[-3000:]
     intervals = json.loads(report.read_text())["intervals"]
     assert most_in_flight(intervals) == 10, f"{len(intervals)} requests"
+
+
+def test_python_thread_gives_way_to_the_io_thread_unless_told_not_to(triton, tmp_path: Path) -> None:
+    """Python's thread runs SCHED_BATCH (no wake-up preemption of the I/O thread, which keeps the default
+    policy); LOCUST_INFERENCE_PYTHON_SCHED=normal keeps the default; anything else is a clear error."""
+    policies = {}
+    for choice in ("", "normal"):
+        report = tmp_path / f"sched-{choice or 'default'}.json"
+        extra = {"LOCUST_INFERENCE_PYTHON_SCHED": choice} if choice else {}
+        run = run_locust(
+            tmp_path,
+            "--host",
+            triton.url,
+            "HighUser",
+            locustfile=SCHED_LOCUSTFILE,
+            env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", SCHED_REPORT=str(report), **extra),
+            users=2,
+            run_time="2s",
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert int(run.stats("triton/tiny_onnx")["Request Count"]) > 0
+        policies[choice] = json.loads(report.read_text())
+    assert policies[""] == {"python": os.SCHED_BATCH, "io": [os.SCHED_OTHER]}
+    assert policies["normal"] == {"python": os.SCHED_OTHER, "io": [os.SCHED_OTHER]}
+    run = run_locust(
+        tmp_path,
+        "--host",
+        triton.url,
+        "HighUser",
+        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", LOCUST_INFERENCE_PYTHON_SCHED="fifo"),
+    )
+    assert run.returncode == 2
+    assert "LOCUST_INFERENCE_PYTHON_SCHED must be batch or normal, not 'fifo'" in run.stderr
 
 
 def test_debug_requests_logs_each_request_without_secrets(triton, tmp_path: Path) -> None:

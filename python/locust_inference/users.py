@@ -18,7 +18,7 @@ from locust import User, constant_pacing, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from locust_inference import distributed, hooks, latency, options
+from locust_inference import distributed, hooks, latency, options, scheduling
 from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
 from locust_inference.backends import Target, prepare
 
@@ -69,6 +69,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
             latency.install(environment, settings, None)
             return  # workers send the requests; they prepare (and validate) the target
         target = prepare(settings)
+        scheduling.give_way_to_io_thread()  # this thread runs the users
     except ConfigError as err:
         _fail_at_start(str(err))
         return
