@@ -42,6 +42,7 @@ __all__ = ["main"]
 
 IMAGE = REPO / "data" / "img1.jpg"
 APT_PACKAGES = ("nginx", "libnginx-mod-http-echo", "wrk")
+NORMAL_SCHED = {"LOCUST_INFERENCE_PYTHON_SCHED": "normal"}  # Python's thread without SCHED_BATCH
 MODES = {"both": (True, False), "pinned": (True,), "unpinned": (False,)}
 
 
@@ -90,6 +91,18 @@ def build_clients(setup: Setup) -> list[Client]:
             "triton",
             f"ours: LowUser open loop, {OPEN_USERS} users x {OPEN_RATE} req/s (--max-in-flight 4, drop)",
             locust_client(setup, "locustfile.py", OPEN_USERS, open_loop, "open10"),
+        ),
+        Client(
+            "ours10_normal",
+            "triton",
+            "ours: HighUser, 10 users, LOCUST_INFERENCE_PYTHON_SCHED=normal (not the default; no goal)",
+            locust_client(setup, "locustfile.py", 10, triton, "ours10-normal", env=NORMAL_SCHED),
+        ),
+        Client(
+            "open10_normal",
+            "triton",
+            "ours: LowUser open loop as above, LOCUST_INFERENCE_PYTHON_SCHED=normal (not the default; no goal)",
+            locust_client(setup, "locustfile.py", OPEN_USERS, open_loop, "open10-normal", env=NORMAL_SCHED),
         ),
         Client(
             "direct1",

@@ -132,16 +132,17 @@ def test_ten_users_in_one_process_have_ten_requests_in_flight_at_once(triton, tm
 
 def test_python_thread_gives_way_to_the_io_thread_unless_told_not_to(triton, tmp_path: Path) -> None:
     """Python's thread runs SCHED_BATCH (no wake-up preemption of the I/O thread, which keeps the default
-    policy); LOCUST_INFERENCE_PYTHON_SCHED=normal keeps the default; anything else is a clear error."""
+    policy), and at nice +10 once an open-loop stream runs (LowUser), so the stream's sends win the core;
+    LOCUST_INFERENCE_PYTHON_SCHED=normal keeps the defaults; anything else is a clear error."""
     policies = {}
-    for choice in ("", "normal"):
-        report = tmp_path / f"sched-{choice or 'default'}.json"
+    for user, choice in (("HighUser", ""), ("LowUser", ""), ("LowUser", "normal")):
+        report = tmp_path / f"sched-{user}-{choice or 'default'}.json"
         extra = {"LOCUST_INFERENCE_PYTHON_SCHED": choice} if choice else {}
         run = run_locust(
             tmp_path,
             "--host",
             triton.url,
-            "HighUser",
+            user,
             locustfile=SCHED_LOCUSTFILE,
             env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", SCHED_REPORT=str(report), **extra),
             users=2,
@@ -149,9 +150,10 @@ def test_python_thread_gives_way_to_the_io_thread_unless_told_not_to(triton, tmp
         )
         assert run.returncode == 0, run.stderr[-3000:]
         assert int(run.stats("triton/tiny_onnx")["Request Count"]) > 0
-        policies[choice] = json.loads(report.read_text())
-    assert policies[""] == {"python": os.SCHED_BATCH, "io": [os.SCHED_OTHER]}
-    assert policies["normal"] == {"python": os.SCHED_OTHER, "io": [os.SCHED_OTHER]}
+        policies[user, choice] = json.loads(report.read_text())
+    assert policies["HighUser", ""] == {"python": os.SCHED_BATCH, "nice": 0, "io": [os.SCHED_OTHER]}
+    assert policies["LowUser", ""] == {"python": os.SCHED_BATCH, "nice": 10, "io": [os.SCHED_OTHER]}
+    assert policies["LowUser", "normal"] == {"python": os.SCHED_OTHER, "nice": 0, "io": [os.SCHED_OTHER]}
     run = run_locust(
         tmp_path,
         "--host",

@@ -290,6 +290,7 @@ class OpenLoopUser(InferenceUser):
             overload=s.overload or self.overload,
         )
         self._stream_watcher = gevent.get_hub().loop.io(self._stream.fileno(), 1)
+        scheduling.put_streams_first()
 
     def _step(self) -> None:
         stream = self._stream

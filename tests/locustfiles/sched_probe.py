@@ -1,12 +1,13 @@
 """The product's users, plus a probe of the scheduling policy of Python's thread and of our I/O threads
-while the users run. Writes ``{"python": policy, "io": [policies]}`` (``os.SCHED_*`` numbers) to
-$SCHED_REPORT when the test stops."""
+while the users run. Writes ``{"python": policy, "nice": n, "io": [policies]}`` (``os.SCHED_*`` numbers,
+Python's thread's nice value) to $SCHED_REPORT when the test stops."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,5 +29,6 @@ def _policy(task: Path) -> int:
 def _probe(**_kwargs: Any) -> None:
     tasks = Path("/proc/self/task")
     io = [_policy(t) for t in tasks.iterdir() if (t / "comm").read_text().startswith("locust-inferenc")]
-    report = {"python": os.sched_getscheduler(0), "io": io}
+    nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    report = {"python": os.sched_getscheduler(0), "nice": nice, "io": io}
     Path(os.environ["SCHED_REPORT"]).write_text(json.dumps(report))
