@@ -10,23 +10,34 @@
   (about 3 s) and carries on with the rest; the requests that worker made since its last report would then
   be missing from the results without a word. The master says which worker (and host) went missing in one
   line and ends the run with exit status 1, as ``distributed.sh`` does for a worker on its own machine.
+  Besides Locust's mark, the master keeps its own clock of each worker's last heartbeat: a worker silent
+  for :data:`SILENT_S` counts as missing too, whatever state Locust's bookkeeping shows.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import gevent
 from locust.env import Environment
-from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterRunner
+from locust.runners import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_LIVENESS,
+    STATE_MISSING,
+    STATE_RUNNING,
+    STATE_SPAWNING,
+    MasterRunner,
+)
 
 __all__ = ["SECRET_OPTIONS", "keep_secrets_home", "stop_when_a_worker_goes_missing"]
 
 log = logging.getLogger("locust_inference")
 SECRET_OPTIONS = ("header", "header_file")  # dests of the options that carry or point to secrets
 POLL_S = 0.5
+SILENT_S = HEARTBEAT_LIVENESS * HEARTBEAT_INTERVAL + 2.0  # Locust's own limit (3 s), and 2 s of slack
 
 
 def keep_secrets_home(environment: Environment) -> None:
@@ -61,12 +72,23 @@ def stop_when_a_worker_goes_missing(environment: Environment) -> None:
     if not isinstance(runner, MasterRunner):
         return
 
+    last_heard: dict[str, float] = {}  # worker id -> time.monotonic() of its last heartbeat
+
+    @environment.events.heartbeat_sent.add_listener
+    def _heard(client_id: str, **_kw: Any) -> None:
+        last_heard[client_id] = time.monotonic()
+
     def watch() -> None:
         while True:
             gevent.sleep(POLL_S)
             if runner.state not in (STATE_RUNNING, STATE_SPAWNING):
                 continue
-            missing = [c.id for c in runner.clients.all if c.state == STATE_MISSING]
+            now = time.monotonic()
+            missing = [
+                c.id
+                for c in runner.clients.all
+                if c.state == STATE_MISSING or now - last_heard.get(c.id, now) > SILENT_S
+            ]
             if missing:
                 break
         message = missing_message(missing)
