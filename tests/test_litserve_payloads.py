@@ -21,6 +21,7 @@ from locust_inference import (
 )
 from locust_inference.backends import Target, prepare
 from locust_inference.options import Settings
+from own_model_support import image_set
 from PIL import Image
 from support import IMAGE, assert_clean_failure, clean_env, run_locust
 
@@ -133,6 +134,48 @@ def test_image_bytes_arrive_exactly(litserve_bytes_checksum: RunningServer, tmp_
     response = answer(target)
     assert response["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
     assert first_words(response) == checksum_words(preprocess_image(image))
+
+
+def answers_in_turn(target: Target, count: int) -> list[dict]:
+    slot = RequestSlot()
+    got = []
+    for _ in range(count):
+        slot.submit(target.endpoint)
+        outcome = slot.wait(timeout=60)
+        assert outcome is not None and outcome.exception is None, outcome
+        assert outcome.body is not None
+        got.append(json.loads(outcome.body))
+    return got
+
+
+def test_an_image_set_rotates_through_litserve_in_order_in_every_payload(
+    litserve_bytes_checksum: RunningServer, litserve_checksum: RunningServer, tmp_path: Path
+) -> None:
+    """The set of Triton's tests (JPEG, PNG, WebP of different sizes): request k carries image k mod 3, as
+    the file itself (its sha256 as received, and the tensor LitServe's Pillow makes of it) or as our tensor
+    (its checksum as received), each with its own Content-Type."""
+    files = image_set(tmp_path / "set")
+    order = [0, 1, 2, 0, 1]
+    as_files = prepare(
+        Settings(
+            server="litserve",
+            model="m",
+            host=litserve_bytes_checksum.url,
+            image=tmp_path / "set",
+            keep_body=True,
+            litserve_payload="image-bytes",
+        )
+    )
+    assert as_files.inputs == tuple(str(f) for f in files)
+    got = answers_in_turn(as_files, len(order))
+    assert [r["sha256"] for r in got] == [hashlib.sha256(files[i].read_bytes()).hexdigest() for i in order]
+    expected = [checksum_words(preprocess_image(f)) for f in files]
+    assert len({tuple(w) for w in expected}) == 3  # three different tensors: the order is visible
+    assert [first_words(r) for r in got] == [expected[i] for i in order]
+    as_tensors = prepare(
+        Settings(server="litserve", model="m", host=litserve_checksum.url, image=tmp_path / "set", keep_body=True)
+    )
+    assert [first_words(r) for r in answers_in_turn(as_tensors, len(order))] == [expected[i] for i in order]
 
 
 def test_template_with_the_image_arrives_exactly(litserve_image_checksum: RunningServer, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from locust_inference._native import (
     parse_model_metadata,
     preprocess_image,
 )
+from locust_inference.input_options import InputSettings
 from locust_inference.options import Settings
 
 __all__ = ["Target", "prepare"]
@@ -38,6 +39,8 @@ __all__ = ["Target", "prepare"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # JSON text per element, for the memory estimate of --triton-format json (shortest floats, commas)
 JSON_BYTES_PER_ELEMENT = 12
+_IMAGENET_INPUT = {"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}  # what LitServe is sent
+_IMAGENET_ITEM_BYTES = 3 * 224 * 224 * 4
 
 
 @dataclass(frozen=True)
@@ -214,46 +217,72 @@ def _read(path: Path, option: str) -> bytes:
         raise ConfigError(f"{option} {path}: cannot be read ({err.strerror or type(err).__name__})") from None
 
 
-def _litserve_body(settings: Settings) -> tuple[bytes, str, np.ndarray, bytes | None]:
-    """The body, its Content-Type, the tensor and, when the body carries the image file rather than
-    the tensor, the file's bytes. The image is always decoded: a file that is no image stops the start."""
-    tensor = _image_tensor(settings)
+def _litserve_tensors(settings: Settings, files: list[Path]) -> list[np.ndarray]:
+    """One [batch, 3, 224, 224] tensor per file (the seed's ImageNet preprocessing): request k carries
+    images k .. k + batch - 1 (wrapping), as for Triton. A set is preprocessed in parallel, in Rust; every
+    file is decoded, so one that is no image stops the start with its name."""
+    if len(files) == 1:
+        return [_image_tensor(settings)]
+    batch = settings.batch_size
+    image_inputs.check_memory(
+        len(files), _IMAGENET_ITEM_BYTES * (batch + 1), settings.inputs.max_memory, f"{len(files)} images"
+    )
+    items = [
+        np.frombuffer(t, dtype="<f4").reshape(3, 224, 224)
+        for t in image_inputs.preprocess(files, image_inputs.plan(_IMAGENET_INPUT, InputSettings(), batch))
+    ]
+    return [np.stack([items[(k + j) % len(items)] for j in range(batch)]) for k in range(len(items))]
+
+
+def _litserve_bodies(settings: Settings, files: list[Path]) -> tuple[list[tuple[bytes, list[tuple[str, str]]]], str]:
+    """Each request body, with its own headers (the Content-Type of an image sent as the body), and the
+    checksum logs show for the first: of the tensor, or of the image file when the body carries the file."""
+    tensors = _litserve_tensors(settings, files)  # before the server: bad input fails alone
     payload = settings.litserve_payload
+    json_type = [("Content-Type", "application/json")]
+    first_tensor = np.ascontiguousarray(tensors[0], dtype="<f4").tobytes()
     if payload == "tensor":
-        return encode_litserve_request(tensor), "application/json", tensor, None
-    image = _read(image_inputs.image_files(settings.image)[0], "--image")
+        estimate = tensors[0].size * JSON_BYTES_PER_ELEMENT
+        image_inputs.check_memory(len(files), estimate, settings.inputs.max_memory, f"{len(files)} requests")
+        return [(encode_litserve_request(t), json_type) for t in tensors], _checksum(first_tensor)
+    images = [_read(f, "--image") for f in files]
+    largest = max(map(len, images)) * 4 // 3 + 64  # the largest body: a file, as is or in base64
+    image_inputs.check_memory(len(files), largest, settings.inputs.max_memory, f"{len(files)} images")
     if payload == "image-base64":
-        return encode_litserve_image_request(settings.litserve_key, image), "application/json", tensor, image
+        key = settings.litserve_key
+        return [(encode_litserve_image_request(key, i), json_type) for i in images], _checksum(images[0])
     if payload == "image-bytes":
-        return image, image_content_type(image), tensor, image
+        return [(i, [("Content-Type", image_content_type(i))]) for i in images], _checksum(images[0])
     assert settings.litserve_template is not None, "options.resolve requires a template file"
     template_path = settings.litserve_template
     template = _read(template_path, "--litserve-template")
     try:
         uses_tensor = "{{tensor}}" in litserve_template_placeholders(template)
-        body = fill_litserve_template(template, image, tensor if uses_tensor else None)
+        bodies = [
+            (fill_litserve_template(template, image, tensor if uses_tensor else None), json_type)
+            for image, tensor in zip(images, tensors, strict=True)
+        ]
     except ValueError as err:
         raise ConfigError(f"--litserve-template {template_path} {err}") from None
-    return body, "application/json", tensor, None if uses_tensor else image
+    return bodies, _checksum(first_tensor if uses_tensor else images[0])
 
 
 def _prepare_litserve(settings: Settings) -> Target:
-    body, content_type, tensor, image = _litserve_body(settings)  # before the server: bad input fails alone
+    files = image_inputs.image_files(settings.image)
+    bodies, checksum = _litserve_bodies(settings, files)
     _get(settings, f"{settings.host}/health", "LitServe")  # any answer will do: it is listening
-    headers = [("Content-Type", content_type), *settings.headers]
     url = f"{settings.host}/predict"
     output = settings.litserve_output
     check: dict[str, Any] = {"protocol": "none"} if output is None else {"protocol": "litserve", "output_key": output}
-    # When the body carries the image file rather than the tensor, logs show the file's checksum.
-    sent = image if image is not None else np.ascontiguousarray(tensor, dtype="<f4").tobytes()
     return _target(
         settings,
         url,
-        body,
-        headers,
+        bodies,
+        list(settings.headers),
         json_header_bytes=None,
-        tensor_bytes=tensor.nbytes,
-        input_checksum=_checksum(sent),
+        tensor_bytes=_IMAGENET_ITEM_BYTES * settings.batch_size,
+        input_checksum=checksum,
+        inputs=tuple(str(f) for f in files) if len(files) > 1 else (),
         **check,
     )
 
