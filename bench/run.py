@@ -287,6 +287,18 @@ METHOD = """\
   (`{pa_command}`). Their CPU per request is divided by Triton's own count
   (`GET /v2/models/tiny_onnx/stats`, `inference_stats.success.count`); perf_analyzer's rate and p50 are
   from its `-f` CSV, its mean latency from its report.
+- Pinned and unpinned: every client that loads a server runs in both modes in each repeat. Pinned (the
+  goals): every thread of the server's processes on CPU 0 (`sched_setaffinity`), the client started under
+  `taskset -c 1` (all its threads: for ours, Python's and the I/O thread), so a client's rate is its capacity
+  on one core; the benchmark's own process (which samples the client) stays on CPU 0. Unpinned: both share every core. Preprocessing rows run once per repeat on both cores.
+- CPU and wake-ups per request, the same way for every client (`bench/cpu.py`): from outside the client,
+  every 0.25 s, its CPU time (`/proc/PID/stat` utime + stime, all threads; ours also its I/O threads', by
+  thread name), its threads' voluntary context switches (each a wake-up after blocking) and the server's
+  count of requests (nginx `stub_status`, less its own polls; Triton's statistics). The window starts 1 s
+  after the server first counts requests (start-up, imports and connecting excluded) and ends at the last
+  sample before the count stops rising; CPU and wake-ups over it are divided by the requests the server
+  counted in it. Crossings (ours only) are hand-offs from Python's thread to the I/O thread and eventfd
+  signals back, counted in Rust and divided by the requests Locust reported, from spawning to the end.
 - One client at a time (never two benchmark clients at once; the 2 cores are shared with nginx and with
   whatever else runs on the machine: see the load averages above): `wrk -t1` (Lua script
   `bench/wrk_post.lua`); Locust headless, one process, `-u N -r N -t {duration}s --reset-stats` (steady state:
@@ -488,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                     pin_group(server.pid, {SERVER_CPU} if pinned else all_cpus)
                     if triton_pid is not None:
                         pin_group(triton_pid, {SERVER_CPU} if pinned else all_cpus)
+                    # this process too (its samplers are started from here and inherit it): off the client's core
+                    os.sched_setaffinity(0, {SERVER_CPU} if pinned else all_cpus)
                     for client in loads[pinned]:
                         n += 1
                         progress = f"[{n}/{total}] repeat {repeat + 1}/{args.repeats}, {_mode(pinned)}"
@@ -495,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                 pin_group(server.pid, all_cpus)
                 if triton_pid is not None:
                     pin_group(triton_pid, all_cpus)
+                os.sched_setaffinity(0, all_cpus)
                 for client in preprocessing:
                     n += 1
                     _run_one(client, args.duration, f"[{n}/{total}] repeat {repeat + 1}/{args.repeats}")
