@@ -7,15 +7,15 @@ wake-up. ``SCHED_BATCH`` only removes that wake-up preemption (the thread keeps 
 I/O thread finishes what is ready, then Python takes several completions in one turn. The I/O thread keeps
 the default policy, so its own wake-ups (a response arriving, an open-loop send falling due) still preempt
 Python at once: send times and timestamps stay as prompt as before. Measured in ``bench/RESULTS.md``
-(pinned, 10 users): about a fifth more requests per second for a sixth less CPU per request.
+(pinned, 10 users): 1.29x the requests per second at 0.79x the CPU per request.
 
 An open-loop stream needs more: its sends are due on the I/O thread at fixed times, and under contention
 a thread that has had more than its fair share of the core (as the I/O thread has, sending most of the
 bytes) waits for the other's time slice to end, milliseconds late. So once a stream starts, Python's thread
 also takes a lower weight (nice +10 for that thread only; raising nice needs no privilege), and the I/O
 thread's wake-ups win. Closed-loop users are left at nice 0: there the I/O thread preempting Python on every
-completion brings back the swapping described above (in ``bench/RESULTS.md``, 10 closed-loop users lost
-about a third of their rate at nice +10).
+completion brings back the swapping described above (renicing Python's thread to +10 during a pinned run
+of 10 closed-loop users cost about a third of their rate, in a check by hand).
 
 ``LOCUST_INFERENCE_PYTHON_SCHED=normal`` keeps the default policy and nice value.
 """
