@@ -290,7 +290,8 @@ METHOD = """\
 - Pinned and unpinned: every client that loads a server runs in both modes in each repeat. Pinned (the
   goals): every thread of the server's processes on CPU 0 (`sched_setaffinity`), the client started under
   `taskset -c 1` (all its threads: for ours, Python's and the I/O thread), so a client's rate is its capacity
-  on one core; the benchmark's own process (which samples the client) stays on CPU 0. Unpinned: both share every core. Preprocessing rows run once per repeat on both cores.
+  on one core; the benchmark's own process (which samples the client) stays on CPU 0. Unpinned: both share
+  every core. Preprocessing rows run once per repeat on both cores.
 - CPU and wake-ups per request, the same way for every client (`bench/cpu.py`): from outside the client,
   every 0.25 s, its CPU time (`/proc/PID/stat` utime + stime, all threads; ours also its I/O threads', by
   thread name), its threads' voluntary context switches (each a wake-up after blocking) and the server's
