@@ -185,7 +185,7 @@ pub fn preprocess_images_py<'py>(
     } else {
         threads
     };
-    target.pixels.validate()?;
+    target.pixels.validate()?; // before the set's memory is allocated, not after
     new_bytes_filled_by(py, paths.len(), target.bytes(), |buffers| {
         prepare(&paths, fit, &target, threads, progress, buffers)
     })

@@ -20,7 +20,6 @@ from locust_inference._native import (
     CertificateError,
     ConfigError,
     Endpoint,
-    ImageError,
     RequestError,
     encode_litserve_image_request,
     encode_litserve_request,
@@ -29,7 +28,6 @@ from locust_inference._native import (
     http_request,
     litserve_template_placeholders,
     parse_model_metadata,
-    preprocess_image,
 )
 from locust_inference.input_options import InputSettings
 from locust_inference.options import Settings
@@ -76,15 +74,6 @@ def _get(settings: Settings, url: str, what: str) -> tuple[int, bytes]:
         raise ConfigError(str(err)) from None
     except RequestError as err:
         raise ConfigError(f"cannot reach {what} at {settings.host}: {err} (is it running? check --host)") from None
-
-
-def _image_tensor(settings: Settings) -> np.ndarray:
-    path = image_inputs.image_files(settings.image)[0]
-    try:
-        image = preprocess_image(path)
-    except ImageError as err:
-        raise ConfigError(f"{err} (--image)") from None
-    return np.repeat(image[np.newaxis], settings.batch_size, axis=0)
 
 
 def _checksum(data: bytes) -> str:
@@ -217,34 +206,36 @@ def _read(path: Path, option: str) -> bytes:
         raise ConfigError(f"{option} {path}: cannot be read ({err.strerror or type(err).__name__})") from None
 
 
-def _litserve_tensors(settings: Settings, files: list[Path]) -> list[np.ndarray]:
-    """One [batch, 3, 224, 224] tensor per file (the seed's ImageNet preprocessing): request k carries
-    images k .. k + batch - 1 (wrapping), as for Triton. A set is preprocessed in parallel, in Rust; every
-    file is decoded, so one that is no image stops the start with its name."""
-    if len(files) == 1:
-        return [_image_tensor(settings)]
-    batch = settings.batch_size
+def _litserve_images(settings: Settings, files: list[Path]) -> list[np.ndarray]:
+    """Each file's [3, 224, 224] tensor (the seed's ImageNet preprocessing), preprocessed in parallel in
+    Rust; every file is decoded, so one that is no image stops the start with its name."""
     image_inputs.check_memory(
-        len(files), _IMAGENET_ITEM_BYTES * (batch + 1), settings.inputs.max_memory, f"{len(files)} images"
+        len(files),
+        _IMAGENET_ITEM_BYTES * (settings.batch_size + 1),
+        settings.inputs.max_memory,
+        f"{len(files)} images",
     )
-    items = [
-        np.frombuffer(t, dtype="<f4").reshape(3, 224, 224)
-        for t in image_inputs.preprocess(files, image_inputs.plan(_IMAGENET_INPUT, InputSettings(), batch))
-    ]
-    return [np.stack([items[(k + j) % len(items)] for j in range(batch)]) for k in range(len(items))]
+    plan = image_inputs.plan(_IMAGENET_INPUT, InputSettings(), settings.batch_size)
+    return [np.frombuffer(t, dtype="<f4").reshape(3, 224, 224) for t in image_inputs.preprocess(files, plan)]
+
+
+def _batch(images: list[np.ndarray], k: int, batch: int) -> np.ndarray:
+    """Request k's [batch, 3, 224, 224] tensor: images k .. k + batch - 1 (wrapping), as for Triton."""
+    return np.stack([images[(k + j) % len(images)] for j in range(batch)])
 
 
 def _litserve_bodies(settings: Settings, files: list[Path]) -> tuple[list[tuple[bytes, list[tuple[str, str]]]], str]:
     """Each request body, with its own headers (the Content-Type of an image sent as the body), and the
     checksum logs show for the first: of the tensor, or of the image file when the body carries the file."""
-    tensors = _litserve_tensors(settings, files)  # before the server: bad input fails alone
+    tensors = _litserve_images(settings, files)  # before the server: bad input fails alone
+    batch = settings.batch_size
     payload = settings.litserve_payload
     json_type = [("Content-Type", "application/json")]
-    first_tensor = np.ascontiguousarray(tensors[0], dtype="<f4").tobytes()
     if payload == "tensor":
-        estimate = tensors[0].size * JSON_BYTES_PER_ELEMENT
+        estimate = _IMAGENET_ITEM_BYTES // 4 * batch * JSON_BYTES_PER_ELEMENT
         image_inputs.check_memory(len(files), estimate, settings.inputs.max_memory, f"{len(files)} requests")
-        return [(encode_litserve_request(t), json_type) for t in tensors], _checksum(first_tensor)
+        bodies = [(encode_litserve_request(_batch(tensors, k, batch)), json_type) for k in range(len(files))]
+        return bodies, _checksum(_batch(tensors, 0, batch).tobytes())
     images = [_read(f, "--image") for f in files]
     largest = max(map(len, images)) * 4 // 3 + 64  # the largest body: a file, as is or in base64
     image_inputs.check_memory(len(files), largest, settings.inputs.max_memory, f"{len(files)} images")
@@ -259,12 +250,12 @@ def _litserve_bodies(settings: Settings, files: list[Path]) -> tuple[list[tuple[
     try:
         uses_tensor = "{{tensor}}" in litserve_template_placeholders(template)
         bodies = [
-            (fill_litserve_template(template, image, tensor if uses_tensor else None), json_type)
-            for image, tensor in zip(images, tensors, strict=True)
+            (fill_litserve_template(template, image, _batch(tensors, k, batch) if uses_tensor else None), json_type)
+            for k, image in enumerate(images)
         ]
     except ValueError as err:
         raise ConfigError(f"--litserve-template {template_path} {err}") from None
-    return bodies, _checksum(first_tensor if uses_tensor else images[0])
+    return bodies, _checksum(_batch(tensors, 0, batch).tobytes() if uses_tensor else images[0])
 
 
 def _prepare_litserve(settings: Settings) -> Target:
