@@ -81,6 +81,12 @@ def build_clients(setup: Setup) -> list[Client]:
             "ours10", "triton", "ours: HighUser, 10 users", locust_client(setup, "locustfile.py", 10, triton, "ours10")
         ),
         Client(
+            "ours10_copy",
+            "triton",
+            "ours: HighUser, 10 users, LOCUST_INFERENCE_ZERO_COPY=off (not the default; no goal)",
+            locust_client(setup, "locustfile.py", 10, triton, "ours10-copy", env={"LOCUST_INFERENCE_ZERO_COPY": "off"}),
+        ),
+        Client(
             "ours10_io2",
             "triton",
             "ours: HighUser, 10 users, LOCUST_INFERENCE_IO_THREADS=2 (not the default; no goal)",

@@ -281,7 +281,7 @@ impl PyEndpoint {
     #[allow(clippy::fn_params_excessive_bools)] // Python's keyword arguments
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
-        ca_file = None, keep_headers = false, keep_body = false, shuffle = false))]
+        ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true))]
     fn new(
         url: &str,
         body: Bodies,
@@ -298,6 +298,7 @@ impl PyEndpoint {
         keep_headers: bool,
         keep_body: bool,
         shuffle: bool,
+        zero_copy: bool,
     ) -> PyResult<Self> {
         let check = match protocol {
             "none" => Check::Status,
@@ -333,7 +334,7 @@ impl PyEndpoint {
         };
         let method = Method::from_str(&method.to_ascii_uppercase())
             .map_err(|_| Error::InvalidArgument(format!("invalid HTTP method {method:?}")))?;
-        let spec = RequestSpec {
+        let mut spec = RequestSpec {
             method,
             url: parse_url(url)?,
             headers: header_map(&headers)?,
@@ -341,7 +342,8 @@ impl PyEndpoint {
             timeout: self::timeout(timeout)?,
             max_response_bytes,
         };
-        let transport = Transport::new(&spec, ClientConfig { insecure, ca_file })?;
+        let config = ClientConfig { insecure, ca_file };
+        let transport = Transport::new(&mut spec, config, zero_copy)?;
         Ok(PyEndpoint {
             inner: Arc::new(Endpoint {
                 transport,
@@ -364,6 +366,13 @@ impl PyEndpoint {
     #[getter]
     fn body_length(&self) -> usize {
         self.inner.spec.bodies[0].bytes.len()
+    }
+
+    /// Whether the bodies are sent with `sendfile` from a sealed memfd rather than copied into the
+    /// socket on every send (`http://` bodies up to 256 MiB in all, unless `zero_copy=False`).
+    #[getter]
+    fn zero_copy(&self) -> bool {
+        self.inner.transport.zero_copy()
     }
 
     /// How many bodies the requests rotate through.
@@ -606,7 +615,7 @@ pub fn http_request<'py>(
     insecure: bool,
     ca_file: Option<std::path::PathBuf>,
 ) -> PyResult<(u16, Bound<'py, PyBytes>)> {
-    let spec = RequestSpec {
+    let mut spec = RequestSpec {
         method: Method::from_str(&method.to_ascii_uppercase())
             .map_err(|_| Error::InvalidArgument(format!("invalid HTTP method {method:?}")))?,
         url: parse_url(url)?,
@@ -615,7 +624,7 @@ pub fn http_request<'py>(
         timeout: self::timeout(timeout)?,
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
     };
-    let transport = Transport::new(&spec, ClientConfig { insecure, ca_file })?;
+    let transport = Transport::new(&mut spec, ClientConfig { insecure, ca_file }, false)?;
     let rt = runtime::runtime()?;
     let result = py.detach(|| rt.block_on(transport.send(&spec, 0)).map_err(|f| f.error))?;
     Ok((result.status, PyBytes::new(py, &result.body)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_BYTES_PER_ELEMENT = 12
 _IMAGENET_INPUT = {"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}  # what LitServe is sent
 _IMAGENET_ITEM_BYTES = 3 * 224 * 224 * 4
+# on (default): http:// bodies are sent with sendfile from a sealed memfd; off: copied on every send
+ZERO_COPY_ENV = "LOCUST_INFERENCE_ZERO_COPY"
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,9 @@ def _target(
 ) -> Target:
     """The shared endpoint for requests encoded once (one body, or several each with its own headers);
     ``check`` says how responses are validated."""
+    zero_copy = os.environ.get(ZERO_COPY_ENV, "on").strip().lower()
+    if zero_copy not in ("on", "off"):
+        raise ConfigError(f"{ZERO_COPY_ENV} must be on or off, not {zero_copy!r}")
     endpoint = Endpoint(
         url,
         payload,
@@ -303,6 +309,7 @@ def _target(
         ca_file=settings.ca_file,
         keep_headers=settings.debug or settings.keep_body,
         keep_body=settings.keep_body,
+        zero_copy=zero_copy == "on",
         **check,
     )
     return Target(

@@ -1,6 +1,6 @@
 //! How a prepared request goes over the wire: [`plain`] (hyper's HTTP/1.1 connections) for
 //! `http://`, [`tls`] (reqwest with rustls) for `https://`, behind one [`Transport`] with one
-//! timeout.
+//! timeout. Over `http://` the bodies are sent without copying them ([`zero_copy`]).
 //!
 //! No transport sends a request twice when the server may have received it. A request is sent
 //! again, on a new connection, only when the pooled connection it was given turned out closed
@@ -8,6 +8,7 @@
 
 pub mod plain;
 pub mod tls;
+pub mod zero_copy;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -99,12 +100,27 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// The transport for `spec`'s URL; `config` applies to `https://` only.
-    pub fn new(spec: &RequestSpec, config: ClientConfig) -> Result<Self> {
+    /// The transport for `spec`'s URL; `config` applies to `https://` only. With `zero_copy`, an
+    /// `http://` transport moves `spec`'s bodies into a sealed memfd and sends them with
+    /// `sendfile` (unless they are too large for a second copy: see [`zero_copy::seal`]).
+    pub fn new(spec: &mut RequestSpec, config: ClientConfig, zero_copy: bool) -> Result<Self> {
         if spec.url.scheme() == "https" {
             Ok(Transport::Tls(tls::Client::new(config)?))
         } else {
-            Ok(Transport::Plain(plain::Client::new(spec)?))
+            let sealed = if zero_copy {
+                zero_copy::seal(&mut spec.bodies)
+            } else {
+                None
+            };
+            Ok(Transport::Plain(plain::Client::new(spec, sealed)?))
+        }
+    }
+
+    /// Whether bodies go out with `sendfile` from a sealed memfd.
+    pub fn zero_copy(&self) -> bool {
+        match self {
+            Transport::Plain(client) => client.zero_copy(),
+            Transport::Tls(_) => false,
         }
     }
 

@@ -2,7 +2,9 @@
 //! kept alive and pooled per endpoint.
 //!
 //! hyper does the framing (Content-Length, chunked, until close, 1xx), its limits and the checks
-//! its maintainers fuzz; the prepared head and the shared `Bytes` body go out in one `writev`.
+//! its maintainers fuzz; the prepared head goes out with `sendmsg` and the shared body with
+//! `sendfile` from a sealed memfd ([`super::zero_copy`]), or head and body in one `writev` when the
+//! bodies stay in Python's memory.
 //! Each connection is driven by its own task on the I/O runtime, which notices a server closing an
 //! idle connection when it next runs; a pooled connection is also looked at (a peek at its socket)
 //! right before reuse, so a close that has arrived is never mistaken for a live connection.
@@ -13,6 +15,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -25,6 +28,7 @@ use reqwest::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use reqwest::Method;
 use tokio::net::TcpStream;
 
+use super::zero_copy::{BodyStream, Sealed};
 use super::{describe, failed, too_large, Progress, RequestSpec, Response};
 use crate::error::{Error, Result};
 use crate::runtime::PerProcess;
@@ -65,11 +69,14 @@ pub struct Client {
     /// built once.
     headers: Vec<reqwest::header::HeaderMap>,
     idle: PerProcess<Vec<Connection>>,
+    /// The memfd the bodies were moved into, when they were.
+    sealed: Option<Arc<Sealed>>,
 }
 
 impl Client {
-    /// Prepares `spec` (an `http://` URL) for sending.
-    pub fn new(spec: &RequestSpec) -> Result<Self> {
+    /// Prepares `spec` (an `http://` URL) for sending; `sealed` holds its bodies when they were
+    /// moved into a memfd.
+    pub fn new(spec: &RequestSpec, sealed: Option<Arc<Sealed>>) -> Result<Self> {
         let url = &spec.url;
         let invalid = |what: &str| Error::InvalidArgument(format!("URL {url} {what}"));
         let host = url.host_str().ok_or_else(|| invalid("has no host"))?;
@@ -115,7 +122,13 @@ impl Client {
             target,
             headers,
             idle: PerProcess::new(),
+            sealed,
         })
+    }
+
+    /// Whether bodies go out with `sendfile` from a sealed memfd.
+    pub fn zero_copy(&self) -> bool {
+        self.sealed.is_some()
     }
 
     fn request(&self, spec: &RequestSpec, index: usize) -> hyper::Request<Full<Bytes>> {
@@ -225,6 +238,8 @@ impl Client {
         let socket = stream
             .as_fd()
             .try_clone_to_owned()
+            .map_err(|e| connect_error(e.to_string()))?;
+        let stream = BodyStream::new(stream, self.sealed.clone())
             .map_err(|e| connect_error(e.to_string()))?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -357,8 +372,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let spec = spec(port);
-        let client = Client::new(&spec).unwrap();
+        let mut spec = spec(port);
+        let sealed = super::super::zero_copy::seal(&mut spec.bodies);
+        assert!(sealed.is_some());
+        let client = Client::new(&spec, sealed).unwrap();
         let (first, second) = rt.block_on(async {
             let mut progress = Progress::default();
             let first = client

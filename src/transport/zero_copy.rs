@@ -1,0 +1,270 @@
+//! Request bodies sent without copying them: kept in one sealed memfd, mapped read-only, and
+//! handed to the socket with `sendfile`.
+//!
+//! A large body sent with `write` costs the client a copy of every byte into the socket's buffers
+//! on each request: for the 602 KB ImageNet tensor that copy is most of a request's CPU (see
+//! `bench/RESULTS.md`). With `sendfile` the socket takes references to the memfd's pages instead,
+//! and the only copy left is the one the server makes as it reads.
+//!
+//! hyper still frames every request: the bodies it is given are slices of the mapping, and
+//! [`BodyStream`] (the connection's I/O) recognises a buffer that lies inside the mapping and sends
+//! it with `sendfile` from the same offset of the memfd; everything else (heads, other bodies)
+//! goes out as hyper wrote it. The memfd is sealed against writes before it is mapped, so the pages
+//! a socket still holds can never change under it.
+
+use std::ffi::CStr;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::Body;
+
+/// Bodies larger than this in total stay where they are (an image set can be most of the run's
+/// memory, and a second copy of it would not fit).
+pub const MAX_SEALED_BYTES: usize = 256 << 20;
+
+/// The sealed memfd and its read-only mapping: the owner of every body slice made from it.
+pub struct Sealed {
+    memfd: OwnedFd,
+    base: *const u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and sealed against writes for its whole life; sharing and
+// sending a pointer to immutable memory between threads is sound.
+unsafe impl Send for Sealed {}
+// SAFETY: as above.
+unsafe impl Sync for Sealed {}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are exactly what mmap returned; no slice outlives the last
+        // `Arc<Sealed>` (each `Bytes` slice holds one).
+        unsafe { libc::munmap(self.base.cast_mut().cast(), self.len) };
+    }
+}
+
+impl AsRef<[u8]> for SealedSlice {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the range was checked to lie inside the mapping, which lives as long as `self.0`.
+        unsafe { std::slice::from_raw_parts(self.0.base.add(self.1), self.2) }
+    }
+}
+
+/// One body's range of the mapping, keeping the mapping alive.
+struct SealedSlice(Arc<Sealed>, usize, usize);
+
+impl Sealed {
+    /// Where `buf` starts in the memfd, when it lies wholly inside the mapping.
+    fn offset_of(&self, buf: &[u8]) -> Option<usize> {
+        let start = (buf.as_ptr() as usize).checked_sub(self.base as usize)?;
+        (!buf.is_empty() && start + buf.len() <= self.len).then_some(start)
+    }
+}
+
+/// Moves `bodies` into a sealed memfd: each body's bytes become a slice of its mapping. Returns the
+/// memfd, or `None` (bodies untouched) when there is nothing to move, when they are over
+/// [`MAX_SEALED_BYTES`], or when this kernel cannot make one.
+pub fn seal(bodies: &mut [Body]) -> Option<Arc<Sealed>> {
+    let total: usize = bodies.iter().map(|b| b.bytes.len()).sum();
+    if total == 0 || total > MAX_SEALED_BYTES {
+        return None;
+    }
+    let sealed = Arc::new(sealed_copy(bodies.iter().map(|b| &b.bytes[..]), total).ok()?);
+    let mut offset = 0;
+    for body in bodies.iter_mut() {
+        let len = body.bytes.len();
+        body.bytes = Bytes::from_owner(SealedSlice(Arc::clone(&sealed), offset, len));
+        offset += len;
+    }
+    Some(sealed)
+}
+
+fn check(result: libc::c_int) -> io::Result<libc::c_int> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+/// A memfd holding `parts` one after another, sealed and mapped read-only.
+fn sealed_copy<'a>(parts: impl Iterator<Item = &'a [u8]>, total: usize) -> io::Result<Sealed> {
+    const NAME: &CStr = c"locust-inference-bodies";
+    // SAFETY: NAME is a valid C string; the new descriptor is owned at once.
+    let memfd = unsafe {
+        OwnedFd::from_raw_fd(check(libc::memfd_create(
+            NAME.as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        ))?)
+    };
+    let file = std::fs::File::from(memfd);
+    file.set_len(total as u64)?;
+    let mut written = 0u64;
+    for part in parts {
+        std::os::unix::fs::FileExt::write_all_at(&file, part, written)?;
+        written += part.len() as u64;
+    }
+    let memfd = OwnedFd::from(file);
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on a descriptor we own.
+    check(unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    // SAFETY: a fresh read-only shared mapping of the whole memfd; checked against MAP_FAILED.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            memfd.as_raw_fd(),
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Sealed {
+        memfd,
+        base: base.cast(),
+        len: total,
+    })
+}
+
+/// A connection's socket as hyper sees it: buffers inside the sealed mapping go out with
+/// `sendfile`, everything else with the socket's own writes.
+pub struct BodyStream {
+    stream: TcpStream,
+    sealed: Option<Arc<Sealed>>,
+}
+
+/// At most this many bytes of a body wait unsent in the socket (`TCP_NOTSENT_LOWAT`) when bodies
+/// go out with `sendfile`. Without a limit the whole body is queued at once, faster than the
+/// server's window opens; the rest then leaves from the softirq that handles the server's ACK, on
+/// the server's CPU, and on loopback those segments overtake the ones still queued on the client's
+/// CPU. The reordering sets off SACK recovery and halves the rate for seconds at a time (see
+/// `bench/RESULTS.md`). 16 to 64 KiB all measured alike; 128 KiB did not help.
+const UNSENT_LIMIT: libc::c_int = 32 << 10;
+
+impl BodyStream {
+    /// Wraps a connected socket; with `sealed`, bodies in it go out with `sendfile`.
+    pub fn new(stream: TcpStream, sealed: Option<Arc<Sealed>>) -> io::Result<Self> {
+        if sealed.is_some() {
+            // SAFETY: setsockopt on a live socket with a c_int value of the right size.
+            check(unsafe {
+                libc::setsockopt(
+                    stream.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NOTSENT_LOWAT,
+                    std::ptr::from_ref(&UNSENT_LIMIT).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            })?;
+        }
+        Ok(BodyStream { stream, sealed })
+    }
+
+    /// Runs the non-blocking `op` when the socket is writable, waiting for it to be.
+    fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        op: impl Fn(RawFd) -> isize,
+    ) -> Poll<io::Result<usize>> {
+        let fd = self.stream.as_raw_fd();
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            let sent = self.stream.try_io(Interest::WRITABLE, || {
+                let n = op(fd);
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                sent => return Poll::Ready(sent),
+            }
+        }
+    }
+}
+
+/// `sendfile` of `len` bytes of `memfd` from `offset`.
+fn send_file(socket: RawFd, memfd: RawFd, offset: usize, len: usize) -> isize {
+    let mut offset = offset as libc::off_t;
+    // SAFETY: both descriptors are open for the call; the kernel reads only inside the memfd.
+    unsafe { libc::sendfile(socket, memfd, &raw mut offset, len) }
+}
+
+/// `sendmsg` of `bufs`; `more` holds them back for what follows (a body sent with `sendfile`),
+/// so head and body leave in the same segments.
+fn send_bufs(socket: RawFd, bufs: &[IoSlice<'_>], more: bool) -> isize {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize);
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    // SAFETY: IoSlice is ABI-compatible with iovec; the buffers live across the call.
+    unsafe { libc::sendmsg(socket, &raw const msg, flags) }
+}
+
+impl AsyncWrite for BodyStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let Some(sealed) = &self.sealed else {
+            return Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs);
+        };
+        let bufs = &bufs[bufs.iter().take_while(|b| b.is_empty()).count()..];
+        let Some(first) = bufs.first() else {
+            return Poll::Ready(Ok(0));
+        };
+        if let Some(offset) = sealed.offset_of(first) {
+            let memfd = sealed.memfd.as_raw_fd();
+            return self.poll_send(cx, |socket| send_file(socket, memfd, offset, first.len()));
+        }
+        let head = bufs
+            .iter()
+            .position(|b| sealed.offset_of(b).is_some())
+            .unwrap_or(bufs.len());
+        let more = head < bufs.len();
+        self.poll_send(cx, |socket| send_bufs(socket, &bufs[..head], more))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for BodyStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
