@@ -268,3 +268,136 @@ impl AsyncRead for BodyStream {
         Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn body(len: usize, seed: u8) -> Body {
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        Body::new(Bytes::from(bytes))
+    }
+
+    #[test]
+    fn sealing_moves_every_body_into_one_mapping_unchanged() {
+        let mut bodies = vec![body(5, 1), body(0, 2), body(70_000, 3)];
+        let before: Vec<Bytes> = bodies.iter().map(|b| b.bytes.clone()).collect();
+        let sealed = seal(&mut bodies).expect("a memfd");
+        assert_eq!(sealed.len, 70_005);
+        for (body, original) in bodies.iter().zip(&before) {
+            assert_eq!(body.bytes, original);
+        }
+        assert_eq!(sealed.offset_of(&bodies[0].bytes), Some(0));
+        assert_eq!(sealed.offset_of(&bodies[2].bytes[10..]), Some(15));
+        assert_eq!(sealed.offset_of(&before[2]), None);
+        assert_eq!(sealed.offset_of(&bodies[1].bytes), None); // empty: nothing to send
+    }
+
+    #[test]
+    fn nothing_is_sealed_when_there_are_no_bytes() {
+        let mut bodies = vec![body(0, 0)];
+        assert!(seal(&mut bodies).is_none());
+    }
+
+    #[test]
+    fn the_mapping_cannot_be_written() {
+        let mut bodies = vec![body(4096, 7)];
+        let sealed = seal(&mut bodies).unwrap();
+        // SAFETY: a 4-byte write from a live array to a descriptor we own.
+        let written = unsafe { libc::write(sealed.memfd.as_raw_fd(), [0u8; 4].as_ptr().cast(), 4) };
+        assert_eq!(written, -1);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
+    }
+
+    /// A head, a sealed body and an unsealed one reach a real socket in order and intact, through a
+    /// send buffer far smaller than the body, so `sendfile` and `sendmsg` return short counts and
+    /// wait for the socket to drain many times.
+    #[test]
+    fn heads_and_bodies_arrive_whole_through_short_writes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut bodies = vec![body(3 << 20, 9)];
+        let sealed = seal(&mut bodies).unwrap();
+        let head = Bytes::from_static(b"POST / HTTP/1.1\r\n\r\n");
+        let other = body(100_000, 4).bytes;
+        let mut expected = head.to_vec();
+        expected.extend_from_slice(&bodies[0].bytes);
+        expected.extend_from_slice(&other);
+        let total = expected.len();
+        let reader = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut got = vec![0u8; total];
+            socket.read_exact(&mut got).unwrap();
+            got
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let stream = TcpStream::connect(address).await.unwrap();
+            let small: libc::c_int = 16 << 10;
+            // SAFETY: setsockopt on a live socket with a c_int of the right size.
+            unsafe {
+                libc::setsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    std::ptr::from_ref(&small).cast(),
+                    4,
+                )
+            };
+            let mut stream = BodyStream::new(stream, Some(sealed)).unwrap();
+            let mut parts = vec![head, bodies[0].bytes.clone(), other];
+            let mut calls = 0;
+            while parts.iter().any(|p| !p.is_empty()) {
+                let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+                let mut n = stream.write_vectored(&slices).await.unwrap();
+                calls += 1;
+                for part in &mut parts {
+                    let step = n.min(part.len());
+                    bytes::Buf::advance(part, step);
+                    n -= step;
+                }
+            }
+            assert!(calls > 10, "{calls} writes: the send buffer never filled");
+        });
+        assert!(reader.join().unwrap() == expected);
+    }
+
+    /// A peer that is gone is an error from `sendfile`, not a signal or a hang (which of the two
+    /// "gone" errors depends on whether the peer's reset was seen before the write).
+    #[test]
+    fn a_closed_peer_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut bodies = vec![body(8 << 20, 5)];
+        let sealed = seal(&mut bodies).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = rt.block_on(async {
+            let stream = TcpStream::connect(address).await.unwrap();
+            let (socket, _) = listener.accept().unwrap();
+            drop(socket);
+            let mut stream = BodyStream::new(stream, Some(sealed)).unwrap();
+            stream.write_all(&bodies[0].bytes).await
+        });
+        let error = result.expect_err("8 MiB cannot fit into a closed peer");
+        assert!(
+            matches!(
+                error.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{error:?}"
+        );
+    }
+}
