@@ -6,6 +6,11 @@ from ``/proc/PID/stat``), its threads' voluntary context switches (each one a wa
 the server's count of answered requests. The window used starts :data:`SETTLE_S` after the server first
 sees requests (start-up, imports and connecting excluded) and ends at the last sample before the client's
 requests stop, so every client is measured over its steady state and divided by what the server counted.
+
+Wake-ups are counted per thread: a thread's switches over the window are its count at the window's end
+less its count at the start (or all of them, when it started inside the window). A thread that ended
+inside the window takes its switches with it (``/proc`` forgets them), so a client whose threads come and
+go shows a floor, never a negative count.
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Cost", "Sample", "Sampler", "cost", "read_process"]
+__all__ = ["Cost", "Sample", "Sampler", "Thread", "cost", "read_process"]
 
 INTERVAL_S = 0.25
 SETTLE_S = 1.0
@@ -26,17 +31,23 @@ IO_THREAD_PREFIX = "locust-inferenc"  # our I/O threads' names, as /proc shows t
 
 
 @dataclass(frozen=True)
+class Thread:
+    """One thread's voluntary context switches so far, and whether it is the main thread or one of ours."""
+
+    switches: int
+    main: bool = False
+    io: bool = False
+
+
+@dataclass(frozen=True)
 class Sample:
     """One reading: seconds since the start, the client's CPU seconds (all threads, and our I/O threads),
-    its wake-ups (voluntary context switches: main thread, our I/O threads, all threads) and the server's
-    answered requests."""
+    each live thread's wake-ups by thread id, and the server's answered requests."""
 
     at: float
     cpu_s: float
     io_cpu_s: float
-    main_wakes: int
-    io_wakes: int
-    wakes: int
+    threads: Mapping[int, Thread]
     served: int
 
 
@@ -65,27 +76,37 @@ def _thread(task: Path) -> tuple[str, float, int]:
     return name, cpu, switches
 
 
-def read_process(pid: int) -> tuple[float, float, int, int, int] | None:
-    """(CPU s, I/O threads' CPU s, main thread's wakes, I/O threads' wakes, all wakes) of a live process."""
+def read_process(pid: int) -> tuple[float, float, dict[int, Thread]] | None:
+    """(CPU s, I/O threads' CPU s, each live thread's wake-ups by id) of a live process."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12])) / TICK
         io_cpu = 0.0
-        main = io = total = 0
+        threads: dict[int, Thread] = {}
         for task in Path(f"/proc/{pid}/task").iterdir():
             try:
                 name, task_cpu, switches = _thread(task)
             except (OSError, IndexError, ValueError):
                 continue  # a thread that just ended
-            total += switches
-            if task.name == str(pid):
-                main = switches
-            if name.startswith(IO_THREAD_PREFIX):
+            io = name.startswith(IO_THREAD_PREFIX)
+            if io:
                 io_cpu += task_cpu
-                io += switches
+            threads[int(task.name)] = Thread(switches, main=task.name == str(pid), io=io)
     except (OSError, IndexError, ValueError):
         return None
-    return cpu, io_cpu, main, io, total
+    return cpu, io_cpu, threads
+
+
+def wakes_between(a: Mapping[int, Thread], b: Mapping[int, Thread]) -> tuple[int, int, int]:
+    """(all, main thread's, I/O threads') wake-ups from ``a`` to ``b`` of the threads alive at ``b``."""
+    total = main = io = 0
+    for tid, thread in b.items():
+        before = a.get(tid)
+        n = thread.switches - (before.switches if before is not None else 0)
+        total += n
+        main += n if thread.main else 0
+        io += n if thread.io else 0
+    return total, main, io
 
 
 class Sampler:
@@ -140,12 +161,13 @@ def cost(samples: list[Sample], has_io_threads: bool) -> Cost | None:
     requests = b.served - a.served
     if requests <= 0:
         return None
+    wakes, main_wakes, io_wakes = wakes_between(a.threads, b.threads)
     return Cost(
         requests=requests,
         seconds=b.at - a.at,
         cpu_us=(b.cpu_s - a.cpu_s) / requests * 1e6,
         io_cpu_us=(b.io_cpu_s - a.io_cpu_s) / requests * 1e6 if has_io_threads else None,
-        wakes=(b.wakes - a.wakes) / requests,
-        main_wakes=(b.main_wakes - a.main_wakes) / requests,
-        io_wakes=(b.io_wakes - a.io_wakes) / requests if has_io_threads else None,
+        wakes=wakes / requests,
+        main_wakes=main_wakes / requests,
+        io_wakes=io_wakes / requests if has_io_threads else None,
     )

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import time
 
-from bench.cpu import SETTLE_S, Sample, Sampler, cost, read_process
+from bench.cpu import SETTLE_S, Sample, Sampler, Thread, cost, read_process
 
 
 def sample(at: float, cpu: float, served: int, wakes: int = 0) -> Sample:
-    return Sample(at=at, cpu_s=cpu, io_cpu_s=cpu / 2, main_wakes=wakes, io_wakes=wakes, wakes=2 * wakes, served=served)
+    threads = {1: Thread(wakes, main=True), 2: Thread(wakes, io=True)}
+    return Sample(at=at, cpu_s=cpu, io_cpu_s=cpu / 2, threads=threads, served=served)
 
 
 def test_the_window_starts_after_settling_and_ends_at_the_last_rise() -> None:
@@ -46,6 +47,20 @@ def test_a_client_without_io_threads_reports_none_for_them() -> None:
     assert got is not None and got.io_cpu_us is None and got.io_wakes is None
 
 
+def test_wake_ups_count_threads_that_start_inside_the_window_and_never_go_below_zero() -> None:
+    """Thread 3 ends inside the window (its switches go with it), thread 4 starts inside it."""
+    start = {1: Thread(100, main=True), 2: Thread(50, io=True), 3: Thread(1000)}
+    end = {1: Thread(130, main=True), 2: Thread(90, io=True), 4: Thread(7)}
+    samples = [Sample(t / 4, t, t / 2, start, 10 * t) for t in range(8)]
+    samples += [Sample(2 + t / 4, 8 + t, 4 + t / 2, end, 80 + 10 * t) for t in range(4)]
+    got = cost(samples, has_io_threads=True)
+    assert got is not None
+    window = got.requests
+    assert got.wakes * window == 30 + 40 + 7
+    assert got.main_wakes * window == 30
+    assert got.io_wakes is not None and got.io_wakes * window == 40
+
+
 def test_reads_this_processs_cpu_and_wake_ups() -> None:
     before = read_process(os.getpid())
     assert before is not None
@@ -57,7 +72,9 @@ def test_reads_this_processs_cpu_and_wake_ups() -> None:
     after = read_process(os.getpid())
     assert after is not None
     assert after[0] - before[0] >= 0.25  # clock ticks are 10 ms
-    assert after[2] - before[2] >= 20
+    main = os.getpid()
+    assert after[2][main].main and not after[2][main].io
+    assert after[2][main].switches - before[2][main].switches >= 20
     assert read_process(2**22 + 1) is None  # no such process
 
 
