@@ -53,6 +53,7 @@ class Result:
     dropped: int | None = None  # due while --max-in-flight were out: never sent
     unfinished: int | None = None  # in flight when the run stopped
     lag_p99_ms: float | None = None  # actual - intended send time, p99
+    service_p99_ms: float | None = None  # from the actual send to the response, p99 (the server's share)
     bytes_per_image: float | None = None  # image sets: the process's memory growth per preprocessed image
     failures: int = 0
     error: str | None = None
@@ -250,6 +251,7 @@ def add_open_loop(result: Result, summary: Path) -> Result:
             result.dropped = ol.get("dropped")
             result.unfinished = ol.get("unfinished")
             result.lag_p99_ms = ol.get("lag_ms", {}).get("p99")
+            result.service_p99_ms = entry.get("service_ms", {}).get("p99")
             break
     return result
 

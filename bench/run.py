@@ -316,7 +316,9 @@ METHOD = """\
 - Open loop (`open10`): `LowUser --rate 500 --max-in-flight 4 --overload drop`, 10 users, one Locust process:
   5,000 req/s offered. Offered and achieved rates, dropped and unfinished requests and the schedule lag p99
   (actual - intended send time) come from the run's `latency.json` (`requests.<name>.open_loop`, over the
-  whole run, spawning included); its p50 is from the intended send time.
+  whole run, spawning included); its p50 is from the intended send time. A request is dropped when its
+  stream still has 4 out when it is due: at 2 ms spacing, only when answers take over about 6 ms. The
+  service time p99 beside it (actual send to response, `service_ms`) shows how often the server took that long.
 - Preprocessing: per-image time (file read + decode + resize + crop + normalize), median over a
   {duration} s loop; the 4000x3000 JPEG ({big_bytes:,} bytes, quality 90, 4:2:0) is made from img1.jpg by
   `bench.preprocess.make_large_jpeg`. Outputs of the two pipelines differ by at most {max_diff_img1:.2g} (img1)
@@ -430,7 +432,8 @@ def _run_one(client: Client, duration: int, progress: str) -> None:
     if result.offered_rate is not None:
         p50 += (
             f"; offered {fmt(result.offered_rate, '')}, achieved {fmt(result.achieved_rate, '')}, "
-            f"dropped {fmt(result.dropped, 'n')}, lag p99 {fmt(result.lag_p99_ms, 'ms')}"
+            f"dropped {fmt(result.dropped, 'n')}, lag p99 {fmt(result.lag_p99_ms, 'ms')}, "
+            f"service time p99 {fmt(result.service_p99_ms, 'ms')}"
         )
     status = f"  [{result.error}]" if result.error else ""
     print(f"{fmt(result.rate, '')} {client.unit}{p50}{status}", flush=True)

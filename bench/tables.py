@@ -164,7 +164,7 @@ def render(
             open_loop = (
                 f"offered {fmt(offered, '')}, achieved {fmt(c.median('achieved_rate'), '')} req/s, dropped "
                 f"{fmt(c.median('dropped'), 'n')}, unfinished {fmt(c.median('unfinished'), 'n')}, lag p99 "
-                f"{fmt(c.median('lag_p99_ms'), 'ms')}"
+                f"{fmt(c.median('lag_p99_ms'), 'ms')}, service time p99 {fmt(c.median('service_p99_ms'), 'ms')}"
             )
             notes = f"{open_loop}; {notes}" if notes else open_loop
         lines.append(
