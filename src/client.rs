@@ -368,8 +368,9 @@ impl PyEndpoint {
         self.inner.spec.bodies[0].bytes.len()
     }
 
-    /// Whether the bodies are sent with `sendfile` from a sealed memfd rather than copied into the
-    /// socket on every send (`http://` bodies up to 256 MiB in all, unless `zero_copy=False`).
+    /// Whether bodies are sent with `sendfile` from a sealed memfd rather than copied into the socket
+    /// on every send (`http://` bodies of up to 1 MiB each and 256 MiB in all, unless
+    /// `zero_copy=False`).
     #[getter]
     fn zero_copy(&self) -> bool {
         self.inner.transport.zero_copy()

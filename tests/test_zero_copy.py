@@ -12,7 +12,7 @@ import pytest
 from locust_inference import Endpoint, RequestSlot, preprocess_image
 from locust_inference.backends import ZERO_COPY_ENV, Target, prepare
 from locust_inference.options import Settings
-from own_model_support import image_set
+from own_model_support import answers, image_set, settings
 from support import assert_clean_failure, clean_env, run_locust
 
 from servers.launch import RunningServer
@@ -41,14 +41,12 @@ def test_an_image_set_arrives_byte_for_byte_either_way(
     monkeypatch: pytest.MonkeyPatch,
     zero_copy: str,
 ) -> None:
-    """Triton's checksum model sees each tensor of the set (JSON bodies of about 2 MB, far more than the
-    32 KiB that may wait unsent), LitServe the sha256 of each file, in the users' order."""
+    """Triton's checksum model sees each tensor of the set (binary bodies of 602 KB, far more than the 32 KiB
+    that may wait unsent), LitServe the sha256 of each file, in the users' order."""
     monkeypatch.setenv(ZERO_COPY_ENV, zero_copy)
     folder = tmp_path / "set"
     files = image_set(folder)
-    tensors = prepare(
-        Settings(server="triton", model="checksum", host=triton.url, image=folder, keep_body=True, triton_format="json")
-    )
+    tensors = prepare(settings(triton.url, "checksum", image=str(folder)))  # binary, as on the command line
     as_files = prepare(
         Settings(
             server="litserve",
@@ -63,23 +61,25 @@ def test_an_image_set_arrives_byte_for_byte_either_way(
     assert as_files.endpoint.zero_copy is (zero_copy == "on")
     expected = [checksum_words(preprocess_image(f)) for f in files]
     assert len({tuple(w) for w in expected}) == 3
-    got = [[int(v) for v in r["outputs"][0]["data"][:16]] for r in answers_in_turn(tensors, len(ORDER))]
-    assert got == [expected[i] for i in ORDER]
+    assert answers(tensors, len(ORDER)) == [(i, expected[i]) for i in ORDER]
     sha = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
     assert [r["sha256"] for r in answers_in_turn(as_files, len(ORDER))] == [sha[i] for i in ORDER]
 
 
 def test_which_way_an_endpoint_sends_is_visible() -> None:
-    """Sealed: http:// bodies up to 256 MiB in all. Copied: when asked, over https://, with nothing to send,
-    or when a second copy of the bodies would be too large."""
+    """Sealed: http:// bodies of up to 1 MiB each, 256 MiB in all. Copied: when asked, over https://, with
+    nothing to send, a body over 1 MiB, or when a second copy of the bodies would be too large."""
     url = "http://127.0.0.1:9/infer"
     assert Endpoint(url, b"tensor").zero_copy is True
     assert Endpoint(url, [(b"a", []), (b"b" * 100_000, [])]).zero_copy is True
     assert Endpoint(url, b"tensor", zero_copy=False).zero_copy is False
     assert Endpoint("https://127.0.0.1:9/infer", b"tensor").zero_copy is False
     assert Endpoint(url, b"", method="GET").zero_copy is False
-    assert Endpoint(url, bytes((256 << 20) + 1)).zero_copy is False
-    assert Endpoint(url, bytes(256 << 20)).zero_copy is True
+    assert Endpoint(url, bytes((1 << 20) + 1)).zero_copy is False
+    assert Endpoint(url, bytes(1 << 20)).zero_copy is True
+    mib = bytes(1 << 20)
+    assert Endpoint(url, [(mib, [])] * 257).zero_copy is False
+    assert Endpoint(url, [(mib, [])] * 256).zero_copy is True
 
 
 def test_a_bad_value_stops_the_start(triton: RunningServer, tmp_path: Path) -> None:

@@ -189,8 +189,8 @@ class Endpoint:
         """How many bodies the requests rotate through."""
     @property
     def zero_copy(self) -> bool:
-        """Whether the bodies are sent with sendfile from a sealed memfd rather than copied into the
-        socket on every send (http:// bodies up to 256 MiB in all, unless zero_copy=False)."""
+        """Whether bodies are sent with sendfile from a sealed memfd rather than copied into the socket
+        on every send (http:// bodies of up to 1 MiB each and 256 MiB in all, unless zero_copy=False)."""
     def record(self, outcome: Outcome, success: bool = True) -> None:
         """Accounts for a reported request (call it as the request is reported): its latency when it
         succeeded (success=False: a check made in Python failed it), and whether it was resent."""
