@@ -81,7 +81,11 @@ impl Sealed {
 /// move, when they are over [`MAX_SEALED_BYTES`] in all, or when this kernel cannot make one.
 pub fn seal(bodies: &mut [Body]) -> Option<Arc<Sealed>> {
     let fits = |body: &Body| (1..=MAX_SEALED_BODY).contains(&body.bytes.len());
-    let total: usize = bodies.iter().filter(|b| fits(b)).map(|b| b.bytes.len()).sum();
+    let total: usize = bodies
+        .iter()
+        .filter(|b| fits(b))
+        .map(|b| b.bytes.len())
+        .sum();
     if total == 0 || total > MAX_SEALED_BYTES {
         return None;
     }
