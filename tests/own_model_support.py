@@ -3,6 +3,7 @@ driven in-process with each answer's checksum words, and the reference pipelines
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,6 +33,19 @@ def answers(target: Target, count: int, seed: int | None = None) -> list[tuple[i
     """Sends ``count`` requests one after the other as one user; each answer's (input index, checksum
     words of its first batch item)."""
     return [(index, rows[0]) for index, rows in batch_answers(target, count, seed)]
+
+
+def answers_in_turn(target: Target, count: int) -> list[dict]:
+    """Sends ``count`` requests one after the other as one user; each answer's JSON body."""
+    slot = RequestSlot()
+    got = []
+    for _ in range(count):
+        slot.submit(target.endpoint)
+        outcome = slot.wait(timeout=60)
+        assert outcome is not None and outcome.exception is None, outcome
+        assert outcome.body is not None
+        got.append(json.loads(outcome.body))
+    return got
 
 
 def batch_answers(target: Target, count: int, seed: int | None = None) -> list[tuple[int, list[list[int]]]]:

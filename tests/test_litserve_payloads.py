@@ -21,7 +21,7 @@ from locust_inference import (
 )
 from locust_inference.backends import Target, prepare
 from locust_inference.options import Settings
-from own_model_support import image_set
+from own_model_support import answers_in_turn, image_set
 from PIL import Image
 from support import IMAGE, assert_clean_failure, clean_env, run_locust
 
@@ -134,18 +134,6 @@ def test_image_bytes_arrive_exactly(litserve_bytes_checksum: RunningServer, tmp_
     response = answer(target)
     assert response["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
     assert first_words(response) == checksum_words(preprocess_image(image))
-
-
-def answers_in_turn(target: Target, count: int) -> list[dict]:
-    slot = RequestSlot()
-    got = []
-    for _ in range(count):
-        slot.submit(target.endpoint)
-        outcome = slot.wait(timeout=60)
-        assert outcome is not None and outcome.exception is None, outcome
-        assert outcome.body is not None
-        got.append(json.loads(outcome.body))
-    return got
 
 
 def test_an_image_set_rotates_through_litserve_in_order_in_every_payload(

@@ -5,32 +5,19 @@ endpoint sends is visible, and a bad value of the variable stops the start with 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
-from locust_inference import Endpoint, RequestSlot, preprocess_image
-from locust_inference.backends import ZERO_COPY_ENV, Target, prepare
+from locust_inference import Endpoint, preprocess_image
+from locust_inference.backends import ZERO_COPY_ENV, prepare
 from locust_inference.options import Settings
-from own_model_support import answers, image_set, settings
+from own_model_support import answers, answers_in_turn, image_set, settings
 from support import assert_clean_failure, clean_env, run_locust
 
 from servers.launch import RunningServer
 from servers.models import checksum_words
 
 ORDER = [0, 1, 2, 0, 1, 2]
-
-
-def answers_in_turn(target: Target, count: int) -> list[dict]:
-    slot = RequestSlot()
-    got = []
-    for _ in range(count):
-        slot.submit(target.endpoint)
-        outcome = slot.wait(timeout=60)
-        assert outcome is not None and outcome.exception is None, outcome
-        assert outcome.body is not None
-        got.append(json.loads(outcome.body))
-    return got
 
 
 @pytest.mark.parametrize("zero_copy", ["on", "off"])
