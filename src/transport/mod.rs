@@ -101,8 +101,8 @@ pub enum Transport {
 
 impl Transport {
     /// The transport for `spec`'s URL; `config` applies to `https://` only. With `zero_copy`, an
-    /// `http://` transport moves `spec`'s bodies into a sealed memfd and sends them with
-    /// `sendfile` (unless they are too large for a second copy: see [`zero_copy::seal`]).
+    /// `http://` transport moves the bodies of `spec` that [`zero_copy::seal`] takes (up to 1 MiB
+    /// each, 256 MiB in all) into a sealed memfd and sends them with `sendfile`.
     pub fn new(spec: &mut RequestSpec, config: ClientConfig, zero_copy: bool) -> Result<Self> {
         if spec.url.scheme() == "https" {
             Ok(Transport::Tls(tls::Client::new(config)?))
@@ -116,7 +116,7 @@ impl Transport {
         }
     }
 
-    /// Whether bodies go out with `sendfile` from a sealed memfd.
+    /// Whether any bodies go out with `sendfile` from a sealed memfd.
     pub fn zero_copy(&self) -> bool {
         match self {
             Transport::Plain(client) => client.zero_copy(),

@@ -2,9 +2,9 @@
 //! handed to the socket with `sendfile`.
 //!
 //! A large body sent with `write` costs the client a copy of every byte into the socket's buffers
-//! on each request: for the 602 KB ImageNet tensor that copy is most of a request's CPU (see
-//! `bench/RESULTS.md`). With `sendfile` the socket takes references to the memfd's pages instead,
-//! and the only copy left is the one the server makes as it reads.
+//! on each request: for the 602 KB ImageNet tensor that copy took 38% of the client's core at 10
+//! users (see `bench/TRANSPORT.md`). With `sendfile` the socket takes references to the memfd's
+//! pages instead, and the only copy left is the one the server makes as it reads.
 //!
 //! hyper still frames every request: the bodies it is given are slices of the mapping, and
 //! [`BodyStream`] (the connection's I/O) recognises a buffer that lies inside the mapping and sends
@@ -58,15 +58,15 @@ impl Drop for Sealed {
     }
 }
 
+/// One body's range of the mapping (offset, length), keeping the mapping alive.
+struct SealedSlice(Arc<Sealed>, usize, usize);
+
 impl AsRef<[u8]> for SealedSlice {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: the range was checked to lie inside the mapping, which lives as long as `self.0`.
+        // SAFETY: `seal` made the range inside the mapping, which lives as long as `self.0`.
         unsafe { std::slice::from_raw_parts(self.0.base.add(self.1), self.2) }
     }
 }
-
-/// One body's range of the mapping, keeping the mapping alive.
-struct SealedSlice(Arc<Sealed>, usize, usize);
 
 impl Sealed {
     /// Where `buf` starts in the memfd, when it lies wholly inside the mapping.
@@ -80,19 +80,17 @@ impl Sealed {
 /// slice of its mapping. Returns the memfd, or `None` (bodies untouched) when there is nothing to
 /// move, when they are over [`MAX_SEALED_BYTES`] in all, or when this kernel cannot make one.
 pub fn seal(bodies: &mut [Body]) -> Option<Arc<Sealed>> {
-    let fits = |body: &Body| (1..=MAX_SEALED_BODY).contains(&body.bytes.len());
-    let total: usize = bodies
-        .iter()
-        .filter(|b| fits(b))
-        .map(|b| b.bytes.len())
-        .sum();
+    let mut moved: Vec<&mut Body> = bodies
+        .iter_mut()
+        .filter(|b| (1..=MAX_SEALED_BODY).contains(&b.bytes.len()))
+        .collect();
+    let total: usize = moved.iter().map(|b| b.bytes.len()).sum();
     if total == 0 || total > MAX_SEALED_BYTES {
         return None;
     }
-    let parts = bodies.iter().filter(|b| fits(b)).map(|b| &b.bytes[..]);
-    let sealed = Arc::new(sealed_copy(parts, total).ok()?);
+    let sealed = Arc::new(sealed_copy(moved.iter().map(|b| &b.bytes[..]), total).ok()?);
     let mut offset = 0;
-    for body in bodies.iter_mut().filter(|b| fits(b)) {
+    for body in &mut moved {
         let len = body.bytes.len();
         body.bytes = Bytes::from_owner(SealedSlice(Arc::clone(&sealed), offset, len));
         offset += len;
@@ -162,7 +160,7 @@ pub struct BodyStream {
 /// server's window opens; the rest then leaves from the softirq that handles the server's ACK, on
 /// the server's CPU, and on loopback those segments overtake the ones still queued on the client's
 /// CPU. The reordering sets off SACK recovery and halves the rate for seconds at a time (see
-/// `bench/RESULTS.md`). 16 to 64 KiB all measured alike; 128 KiB did not help.
+/// `bench/TRANSPORT.md`). 16 to 64 KiB all measured alike; 128 KiB did not help.
 const UNSENT_LIMIT: libc::c_int = 32 << 10;
 
 impl BodyStream {
@@ -292,6 +290,13 @@ mod tests {
 
     use super::*;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     fn body(len: usize, seed: u8) -> Body {
         let bytes: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -363,10 +368,7 @@ mod tests {
             socket.read_exact(&mut got).unwrap();
             got
         });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(async {
             let stream = TcpStream::connect(address).await.unwrap();
             let small: libc::c_int = 16 << 10;
@@ -406,10 +408,7 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let mut bodies = vec![body(MAX_SEALED_BODY, 5)];
         let sealed = seal(&mut bodies).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let result = rt.block_on(async {
             let stream = TcpStream::connect(address).await.unwrap();
             let (socket, _) = listener.accept().unwrap();
