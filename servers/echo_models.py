@@ -6,6 +6,8 @@ as 16 big-endian uint16 words in float32 (exact), so a test proves byte for byte
 * ``echo_fp16`` -- ``IMAGE`` ``[N,3,224,224]`` FP16
 * ``echo_640`` -- ``images`` ``[N,3,640,640]`` FP32 (a YOLO-style input)
 * ``echo_two_inputs`` -- ``INPUT_A`` ``[N,4]`` FP32 and ``INPUT_B`` ``[N,-1]`` INT32 (a variable length)
+* ``echo_untouched`` -- as ``echo_uint8_nhwc``, for tests that prove nothing was sent: no other test
+  addresses it, so no request another test abandoned can reach it late and move its count
 
 All output ``CHECKSUM`` ``[N,16]`` FP32. Plain numpy: cheap to load.
 """
@@ -37,6 +39,7 @@ ECHO_MODELS: dict[str, EchoModel] = {
         EchoModel("echo_fp16", (("IMAGE", np.float16, (3, 224, 224)),)),
         EchoModel("echo_640", (("images", np.float32, (3, 640, 640)),), max_batch_size=4),
         EchoModel("echo_two_inputs", (("INPUT_A", np.float32, (4,)), ("INPUT_B", np.int32, (-1,)))),
+        EchoModel("echo_untouched", (("IMAGE", np.uint8, (224, 224, 3)),)),
     )
 }
 

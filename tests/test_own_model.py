@@ -89,12 +89,14 @@ def test_shuffled_inputs_visit_every_image_once_per_round_in_the_seeds_order(tri
 def test_an_open_loop_stream_walks_the_set_in_send_order(triton, tmp_path: Path) -> None:
     files = image_set(tmp_path / "set")
     target = prepare(settings(triton.url, "echo_uint8_nhwc", image=str(tmp_path / "set")))
-    stream = Stream(target.endpoint, 50.0, max_in_flight=4, overload="queue")
+    # One request out at a time, the rest queued: answers come back in send order, so the first seven
+    # answers are the first seven sends (with more in flight a slow answer lets later ones overtake it).
+    stream = Stream(target.endpoint, 50.0, max_in_flight=1, overload="queue")
     completions = []
     while len(completions) < 7:
         completions += stream.wait(10)
     stream.stop()
-    completions.sort(key=lambda c: c.intended)
+    assert [c.intended for c in completions] == sorted(c.intended for c in completions)
     expected = [words(stretched(f, 224, 224)) for f in files]
     got = [(c.outcome.input_index, _first_words(c.outcome)) for c in completions[:7]]
     assert got == [(i, expected[i]) for i in [0, 1, 2, 0, 1, 2, 0]]

@@ -22,17 +22,17 @@ def test_a_corrupt_image_in_the_set_stops_the_start_with_its_name(triton, http, 
     image_set(tmp_path / "set")
     bad = tmp_path / "set" / "b_broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
-    before = _inferences(http, triton.url, "echo_uint8_nhwc")
+    before = _inferences(http, triton.url, "echo_untouched")
     run = run_locust(
         tmp_path,
         "--host",
         triton.url,
         "--image",
         str(tmp_path / "set"),
-        env=clean_env(SERVER="triton", MODEL_NAME="echo_uint8_nhwc"),
+        env=clean_env(SERVER="triton", MODEL_NAME="echo_untouched"),
     )
     assert_clean_failure(run, str(bad), "--image")
-    assert _inferences(http, triton.url, "echo_uint8_nhwc") == before
+    assert _inferences(http, triton.url, "echo_untouched") == before
 
 
 @pytest.mark.parametrize(
