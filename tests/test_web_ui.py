@@ -4,6 +4,7 @@ request's intended send time (what latency.json calls latency), not the service 
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.request
 from pathlib import Path
@@ -53,7 +54,10 @@ def test_web_ui_shows_latency_from_the_intended_send_time(triton, tmp_path: Path
     (row,) = [s for s in final["stats"] if s["name"] == "triton/sleep_20ms"]
     latency, service = entry["latency_ms"], entry["service_ms"]
     assert row["num_requests"] == entry["count"] and row["num_failures"] == 0, (row, entry["count"])
-    # Locust keeps two significant digits of each response time: its median is latency.json's within 5%
-    assert abs(row["median_response_time"] - latency["p50"]) <= 0.05 * latency["p50"], (row, latency)
+    # Locust keeps two significant digits of each response time above 100 ms: its median is a sample
+    # rounded to its bucket (100 ms wide between 1 and 10 s), so it lies within half a bucket of that
+    # sample, and the sample is latency.json's p50 or its neighbour (here some 13 ms apart): within a bucket
+    bucket = 10 ** (math.floor(math.log10(latency["p50"])) - 1)
+    assert abs(row["median_response_time"] - latency["p50"]) <= bucket, (row, latency)
     assert latency["p50"] > 10 * service["p99"], (latency, service)
     assert charted and max(charted) > 10 * service["p99"], (charted, service)
