@@ -20,3 +20,4 @@ class HighUser(InferenceUser):
     """Maximum throughput: the next request leaves as soon as the previous one returns."""
 
     wait_time = constant(0)
+    back_to_back = True

@@ -423,9 +423,19 @@ impl PyEndpoint {
 #[pyclass(frozen, module = "locust_inference._native", name = "RequestSlot")]
 pub struct PyRequestSlot {
     mailbox: Arc<Mailbox<Outcome>>,
-    /// Where this user is in its walk through the endpoint's bodies (made on the first submit).
-    rotation: Mutex<Option<Rotation>>,
+    /// Where this user is in its walk through the endpoint's bodies (made on the first submit;
+    /// shared with the task, which takes the next index for a follow-up).
+    rotation: Arc<Mutex<Option<Rotation>>>,
     seed: Option<u64>,
+}
+
+/// The next body of `rotation` (made for `endpoint` on first use).
+fn next_index(rotation: &Mutex<Option<Rotation>>, endpoint: &Endpoint, seed: Option<u64>) -> usize {
+    rotation
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(|| endpoint.rotation(seed))
+        .next_index()
 }
 
 #[pymethods]
@@ -438,7 +448,7 @@ impl PyRequestSlot {
             Mailbox::new().map_err(|e| Error::Runtime(format!("cannot create an eventfd: {e}")))?;
         Ok(PyRequestSlot {
             mailbox: Arc::new(mailbox),
-            rotation: Mutex::new(None),
+            rotation: Arc::new(Mutex::new(None)),
             seed,
         })
     }
@@ -448,23 +458,34 @@ impl PyRequestSlot {
         self.mailbox.fd().raw()
     }
 
-    /// Starts sending `endpoint`'s request with its next body; any request still in flight is
-    /// abandoned.
-    fn submit(&self, endpoint: &PyEndpoint) -> PyResult<()> {
+    /// Starts sending `endpoint`'s request with its next body, or adopts the follow-up the slot
+    /// already sent to `endpoint`; any other request still in flight is abandoned. With `follow`,
+    /// the I/O thread sends the next request itself the moment this one is answered (a follow-up,
+    /// adopted by the next submit), so the caller's turn overlaps that request instead of delaying it.
+    #[pyo3(signature = (endpoint, follow = false))]
+    fn submit(&self, endpoint: &PyEndpoint, follow: bool) -> PyResult<()> {
+        let key = Arc::as_ptr(&endpoint.inner) as usize;
+        if self.mailbox.adopt(key, follow) {
+            return Ok(());
+        }
         let rt = runtime::runtime()?;
-        let index = {
-            let mut rotation = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
-            rotation
-                .get_or_insert_with(|| endpoint.inner.rotation(self.seed))
-                .next_index()
-        };
-        let generation = self.mailbox.begin();
+        let index = next_index(&self.rotation, &endpoint.inner, self.seed);
+        let generation = self.mailbox.begin(key, follow);
         let mailbox = Arc::clone(&self.mailbox);
+        let rotation = Arc::clone(&self.rotation);
         let endpoint = Arc::clone(&endpoint.inner);
+        let seed = self.seed;
         wake::count_hand_off();
         let task = rt.spawn(async move {
-            let outcome = endpoint.run(index).await;
-            mailbox.complete(generation, outcome);
+            let (mut generation, mut index) = (generation, index);
+            loop {
+                let outcome = endpoint.run(index).await;
+                let Some(next) = mailbox.complete(generation, outcome) else {
+                    break;
+                };
+                generation = next;
+                index = next_index(&rotation, &endpoint, seed);
+            }
         });
         self.mailbox.attach(generation, task.abort_handle());
         Ok(())
@@ -503,9 +524,20 @@ impl PyRequestSlot {
         self.mailbox.cancel();
     }
 
+    /// Sends no follow-up: a request out now is the last one unless submit asks again.
+    fn unfollow(&self) {
+        self.mailbox.unfollow();
+    }
+
     #[getter]
     fn in_flight(&self) -> bool {
         self.mailbox.in_flight()
+    }
+
+    /// Whether a follow-up is out or answered that no submit has adopted yet.
+    #[getter]
+    fn ahead(&self) -> bool {
+        self.mailbox.ahead()
     }
 }
 

@@ -85,12 +85,27 @@ impl EventFd {
 
 struct State<T> {
     generation: u64,
-    result: Option<T>,
+    /// Results delivered and not yet taken, oldest first: at most two (an answer Python has not
+    /// taken yet, and that of the request the slot sent on its own when the answer arrived).
+    results: VecDeque<T>,
+    /// The task running this slot's requests, while one runs.
     task: Option<AbortHandle>,
+    /// What the requests of this generation were started for (an endpoint's address).
+    key: usize,
+    /// Whether the task starts the next request itself as soon as this one is answered.
+    follow: bool,
+    /// Whether the request of `generation` was started by the task (a follow-up) and no caller
+    /// has adopted it yet.
+    ahead: bool,
 }
 
 /// Holds at most one request in flight and its result. Starting a new request or cancelling
 /// aborts the previous one; a late completion of an old generation is discarded.
+///
+/// A request begun with `follow` is followed: the moment it is answered, the task that ran it
+/// starts the next one (a new generation), without waiting for the caller to take the answer
+/// and ask again. The caller's next request then [`adopt`](Mailbox::adopt)s that follow-up. Only
+/// the caller re-arms `follow`, so the task runs at most one request ahead of the caller.
 pub struct Mailbox<T> {
     fd: EventFd,
     state: Mutex<State<T>>,
@@ -102,8 +117,11 @@ impl<T> Mailbox<T> {
             fd: EventFd::new()?,
             state: Mutex::new(State {
                 generation: 0,
-                result: None,
+                results: VecDeque::new(),
                 task: None,
+                key: 0,
+                follow: false,
+                ahead: false,
             }),
         })
     }
@@ -116,15 +134,43 @@ impl<T> Mailbox<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Forgets any previous request and returns the generation of the next one.
-    pub fn begin(&self) -> u64 {
+    /// Forgets any previous request and returns the generation of the next one, started for
+    /// `key` and followed by another as soon as it is answered when `follow`.
+    pub fn begin(&self, key: usize, follow: bool) -> u64 {
         let mut state = self.lock();
         state.generation += 1;
         if let Some(task) = state.task.take() {
             task.abort();
         }
         self.clear(&mut state);
+        state.key = key;
+        state.follow = follow;
         state.generation
+    }
+
+    /// Takes over the follow-up the task started for `key`, if one is out (or answered) and no
+    /// earlier answer waits untaken, and sets whether it is followed in turn. False: the caller
+    /// begins a request of its own.
+    pub fn adopt(&self, key: usize, follow: bool) -> bool {
+        let mut state = self.lock();
+        // its answer, once in, must be the only one waiting: an earlier one is the caller's to take
+        let answered = usize::from(state.task.is_none());
+        if !state.ahead || state.key != key || state.results.len() != answered {
+            return false;
+        }
+        state.ahead = false;
+        state.follow = follow && state.task.is_some();
+        true
+    }
+
+    /// Whether a follow-up is out or answered that no caller has adopted yet.
+    pub fn ahead(&self) -> bool {
+        self.lock().ahead
+    }
+
+    /// Stops following: a request out now is not followed by another.
+    pub fn unfollow(&self) {
+        self.lock().follow = false;
     }
 
     /// Remembers how to abort the request of `generation`.
@@ -138,32 +184,49 @@ impl<T> Mailbox<T> {
     }
 
     /// Delivers the result of `generation` (called from the I/O thread) and wakes the waiter.
-    pub fn complete(&self, generation: u64, result: T) {
-        {
+    /// Returns the generation of the follow-up the caller's task is to start now, if this request
+    /// was followed.
+    pub fn complete(&self, generation: u64, result: T) -> Option<u64> {
+        let next = {
             let mut state = self.lock();
             if state.generation != generation {
-                return;
+                return None;
             }
-            state.result = Some(result);
-            state.task = None;
-        }
+            state.results.push_back(result);
+            if state.follow {
+                state.follow = false;
+                state.ahead = true;
+                state.generation += 1;
+                Some(state.generation)
+            } else {
+                state.task = None;
+                None
+            }
+        };
         // After the lock is released: signalled under it, the woken waiter (on a shared core, often
         // scheduled at once) would find the lock still held and block on it. So the eventfd can be
         // readable with no result (a signal that arrived after its result was taken): `take` drains it.
         self.fd.signal();
+        next
     }
 
-    /// Takes the delivered result, if any, and the signal that came with it or a stale one.
+    /// Takes the oldest delivered result, if any; the eventfd stays readable while another waits
+    /// and is drained (also of a stale signal) once none does.
     pub fn take(&self) -> Option<T> {
         let mut state = self.lock();
-        let result = state.result.take();
-        self.fd.drain();
+        let result = state.results.pop_front();
+        if state.results.is_empty() {
+            self.fd.drain();
+        }
         result
     }
 
-    /// Drops a result nobody took, and its signal (no syscall when there is none).
+    /// Drops results nobody took, and their signal (no syscall when there is none).
     fn clear(&self, state: &mut State<T>) {
-        if state.result.take().is_some() {
+        state.follow = false;
+        state.ahead = false;
+        if !state.results.is_empty() {
+            state.results.clear();
             self.fd.drain();
         }
     }
@@ -178,9 +241,9 @@ impl<T> Mailbox<T> {
         self.clear(&mut state);
     }
 
+    /// Whether a request is out: begun and not answered, or a follow-up.
     pub fn in_flight(&self) -> bool {
-        let state = self.lock();
-        state.task.is_some() && state.result.is_none()
+        self.lock().task.is_some()
     }
 }
 
@@ -259,6 +322,21 @@ impl<T> Inbox<T> {
 mod tests {
     use super::*;
 
+    const KEY: usize = 0x1000;
+
+    /// Begins a request whose task never ends by itself (as an I/O-thread task waiting on a server).
+    fn begin_running(m: &Mailbox<u32>, rt: &tokio::runtime::Runtime, follow: bool) -> u64 {
+        let g = m.begin(KEY, follow);
+        m.attach(g, rt.spawn(std::future::pending::<()>()).abort_handle());
+        g
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn eventfd_signals_and_drains() {
         let fd = EventFd::new().unwrap();
@@ -273,8 +351,8 @@ mod tests {
     #[test]
     fn stale_generations_are_dropped() {
         let m: Mailbox<u32> = Mailbox::new().unwrap();
-        let g1 = m.begin();
-        let g2 = m.begin();
+        let g1 = m.begin(KEY, false);
+        let g2 = m.begin(KEY, false);
         m.complete(g1, 1);
         assert!(!m.fd().poll(0));
         assert_eq!(m.take(), None);
@@ -282,15 +360,15 @@ mod tests {
         assert!(m.fd().poll(0));
         assert_eq!(m.take(), Some(2));
         assert!(!m.fd().poll(0));
-        let g3 = m.begin();
+        let g3 = m.begin(KEY, false);
         m.cancel();
         m.complete(g3, 3);
         assert_eq!(m.take(), None);
         // a result never taken: the next request (or a cancel) leaves the eventfd unreadable
-        let g4 = m.begin();
+        let g4 = m.begin(KEY, false);
         m.complete(g4, 4);
         assert!(m.fd().poll(0));
-        let g5 = m.begin();
+        let g5 = m.begin(KEY, false);
         assert!(!m.fd().poll(0));
         m.complete(g5, 5);
         m.cancel();
@@ -299,9 +377,75 @@ mod tests {
     }
 
     #[test]
+    fn a_followed_request_hands_over_a_new_generation_once() {
+        let rt = runtime();
+        let m: Mailbox<u32> = Mailbox::new().unwrap();
+        let g1 = begin_running(&m, &rt, true);
+        let g2 = m.complete(g1, 1).expect("followed");
+        assert_eq!(g2, g1 + 1);
+        assert!(m.ahead());
+        // the follow-up is not followed until adopted: its answer ends the chain
+        assert_eq!(m.take(), Some(1));
+        assert!(!m.fd().poll(0));
+        assert!(
+            !m.adopt(KEY + 1, true),
+            "another endpoint's request is not adopted"
+        );
+        assert!(m.adopt(KEY, true));
+        assert!(!m.ahead() && !m.adopt(KEY, true), "adopted once");
+        let g3 = m.complete(g2, 2).expect("re-armed by adopt");
+        assert_eq!(m.take(), Some(2));
+        assert!(m.adopt(KEY, true));
+        m.unfollow();
+        assert_eq!(m.complete(g3, 3), None, "unfollowed before its answer");
+        assert_eq!(m.take(), Some(3));
+        assert!(!m.ahead() && !m.adopt(KEY, true));
+    }
+
+    #[test]
+    fn two_answers_wait_in_order_and_keep_the_eventfd_readable_between() {
+        let rt = runtime();
+        let m: Mailbox<u32> = Mailbox::new().unwrap();
+        let g1 = begin_running(&m, &rt, true);
+        let g2 = m.complete(g1, 1).unwrap();
+        assert_eq!(
+            m.complete(g2, 2),
+            None,
+            "the follow-up was never adopted, so not followed"
+        );
+        // the first answer is untaken: adopting now would hand the caller the wrong one
+        assert!(!m.adopt(KEY, true));
+        assert_eq!(m.take(), Some(1));
+        assert!(m.fd().poll(0), "the second answer still waits");
+        assert!(m.adopt(KEY, true), "its answer is the only one waiting");
+        assert_eq!(m.take(), Some(2));
+        assert!(!m.fd().poll(0));
+        assert!(!m.in_flight());
+    }
+
+    #[test]
+    fn begin_and_cancel_drop_a_follow_up_and_its_answer() {
+        let rt = runtime();
+        let m: Mailbox<u32> = Mailbox::new().unwrap();
+        let g1 = begin_running(&m, &rt, true);
+        let g2 = m.complete(g1, 1).unwrap();
+        let g3 = begin_running(&m, &rt, false);
+        assert!(!m.ahead());
+        assert_eq!(m.complete(g2, 2), None, "stale");
+        assert_eq!(m.take(), None);
+        let g4 = m.complete(g3, 3);
+        assert_eq!(g4, None);
+        assert_eq!(m.take(), Some(3));
+        let g5 = begin_running(&m, &rt, true);
+        let _ = m.complete(g5, 5).unwrap();
+        m.cancel();
+        assert!(!m.ahead() && !m.fd().poll(0) && m.take().is_none());
+    }
+
+    #[test]
     fn completes_from_another_thread() {
         let m = std::sync::Arc::new(Mailbox::<&'static str>::new().unwrap());
-        let g = m.begin();
+        let g = m.begin(KEY, false);
         let m2 = std::sync::Arc::clone(&m);
         let t = std::thread::spawn(move || m2.complete(g, "done"));
         assert!(m.fd().poll(10_000));

@@ -48,6 +48,12 @@ def answers_in_turn(target: Target, count: int) -> list[dict]:
     return got
 
 
+def first_words(outcome) -> list[int]:
+    """The checksum words of an echo model's answer for its first batch item."""
+    length = dict(outcome.headers)["inference-header-content-length"]
+    return [int(v) for v in decode_triton_response(outcome.body, int(length))["CHECKSUM"][0]]
+
+
 def batch_answers(target: Target, count: int, seed: int | None = None) -> list[tuple[int, list[list[int]]]]:
     """Like :func:`answers`, with the checksum words of every batch item."""
     slot = RequestSlot(seed=seed)

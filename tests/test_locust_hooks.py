@@ -52,6 +52,8 @@ def test_the_installed_locust_has_every_hook_we_replace() -> None:
         ("bucket_unused", "locust.stats.bucket_response_time is no longer what StatsEntry rounds response times with"),
         ("sleep_removed", "locust.user.task.TaskSet._sleep does not exist"),
         ("sleep_changed", "locust.user.task.TaskSet._sleep is no longer a method taking (self, seconds)"),
+        ("stop_changed", "locust.User.stop is no longer a method taking (self, force)"),
+        ("stop_state_unused", "locust.User.stop no longer asks a running user to stop after its task (_state)"),
     ],
 )
 def test_a_locust_without_a_hook_stops_the_run_naming_it(tmp_path: Path, breakage: str, message: str) -> None:

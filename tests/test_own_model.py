@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from locust_inference import decode_triton_response
 from locust_inference._native import Stream
 from locust_inference.backends import prepare
 from own_model_support import (
     REPO_ROOT,
     answers,
     batch_answers,
+    first_words,
     image_set,
     imagenet,
     letterboxed,
@@ -98,13 +98,8 @@ def test_an_open_loop_stream_walks_the_set_in_send_order(triton, tmp_path: Path)
     stream.stop()
     assert [c.intended for c in completions] == sorted(c.intended for c in completions)
     expected = [words(stretched(f, 224, 224)) for f in files]
-    got = [(c.outcome.input_index, _first_words(c.outcome)) for c in completions[:7]]
+    got = [(c.outcome.input_index, first_words(c.outcome)) for c in completions[:7]]
     assert got == [(i, expected[i]) for i in [0, 1, 2, 0, 1, 2, 0]]
-
-
-def _first_words(outcome) -> list[int]:
-    length = dict(outcome.headers)["inference-header-content-length"]
-    return [int(v) for v in decode_triton_response(outcome.body, int(length))["CHECKSUM"][0]]
 
 
 def _two_inputs_file(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:

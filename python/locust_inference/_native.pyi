@@ -314,16 +314,23 @@ class RequestSlot:
     def __new__(cls, seed: int | None = None) -> RequestSlot:
         """`seed` orders this user's walk through a shuffling endpoint's bodies."""
     def fileno(self) -> int: ...
-    def submit(self, endpoint: Endpoint) -> None:
-        """Starts the request; a request still in flight is abandoned."""
+    def submit(self, endpoint: Endpoint, follow: bool = False) -> None:
+        """Starts the request, or adopts the follow-up already sent to `endpoint`; another request
+        still in flight is abandoned. With `follow`, the I/O thread sends the next request itself
+        the moment this one is answered (a follow-up, which the next submit adopts)."""
     def take(self) -> Outcome | None:
         """The outcome once ready, else None."""
     def wait(self, timeout: float | None = None) -> Outcome | None:
         """Blocks the thread (GIL released) until ready or timeout; not for greenlets."""
     def cancel(self) -> None:
         """Abandons the request in flight, if any."""
+    def unfollow(self) -> None:
+        """Sends no follow-up after the request out now."""
     @property
     def in_flight(self) -> bool: ...
+    @property
+    def ahead(self) -> bool:
+        """Whether a follow-up is out or answered that no submit has adopted yet."""
 
 @final
 class Outcome:

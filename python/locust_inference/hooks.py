@@ -1,6 +1,6 @@
 """The parts of Locust this package replaces, checked before a run starts.
 
-Two of them, neither promised by Locust to stay as they are:
+Three of them, none promised by Locust to stay as they are:
 
 * ``locust.stats.bucket_response_time(response_time)``, which ``StatsEntry`` calls by its module-level
   name to round each response time for Locust's percentiles: :mod:`locust_inference.latency` replaces it
@@ -8,6 +8,10 @@ Two of them, neither promised by Locust to stay as they are:
 * ``TaskSet._sleep(self, seconds)``, through which ``TaskSet.wait`` sleeps, on the ``_taskset_instance``
   that ``User.run`` creates: :class:`locust_inference.users.InferenceUser` replaces it on its own task
   set to skip the zero wait right after a request.
+* ``User.stop(self, force=False)``, which the runner calls to stop a user and which, unless forced, sets
+  ``_state`` to ``LOCUST_STATE_STOPPING`` for ``TaskSet.run`` to stop the user after its task:
+  :class:`locust_inference.users.InferenceUser` extends it to send no follow-up once asked to stop, and
+  reads ``_state`` to report a follow-up that left before the stop.
 
 A Locust release that removes or changes one of them stops the run at start with one line naming it
 (:class:`LocustHookError`, a :class:`ConfigError`), rather than measuring differently without a word.
@@ -30,16 +34,19 @@ from locust_inference._native import ConfigError
 __all__ = [
     "BUCKET_HOOK",
     "SLEEP_HOOK",
+    "STOP_HOOK",
     "LocustHookError",
     "check",
     "check_bucket",
     "check_sleep",
+    "check_stop",
     "failure",
     "supported_locust",
 ]
 
 BUCKET_HOOK = "locust.stats.bucket_response_time"
 SLEEP_HOOK = "locust.user.task.TaskSet._sleep"
+STOP_HOOK = "locust.User.stop"
 
 
 class LocustHookError(ConfigError):
@@ -102,7 +109,19 @@ def check_sleep() -> None:
         raise failure(SLEEP_HOOK, "is no longer reached through User._taskset_instance")
 
 
+def check_stop() -> None:
+    """Raises :class:`LocustHookError` unless ``User.stop`` is as extended here."""
+    stop = getattr(User, "stop", None)
+    if not callable(stop) or _parameters(stop) != ["self", "force"]:
+        raise failure(STOP_HOOK, "is no longer a method taking (self, force)")
+    if not (_uses(stop, "_state") and _uses(stop, "LOCUST_STATE_STOPPING")):
+        raise failure(STOP_HOOK, "no longer asks a running user to stop after its task (_state)")
+    if not _uses(getattr(TaskSet, "run", None), "LOCUST_STATE_STOPPING"):
+        raise failure(STOP_HOOK, "is no longer what TaskSet.run stops a user after its task for")
+
+
 def check() -> None:
-    """Both checks: raises :class:`LocustHookError` naming the first hook that is not as expected."""
+    """Every check: raises :class:`LocustHookError` naming the first hook that is not as expected."""
     check_bucket()
     check_sleep()
+    check_stop()

@@ -17,6 +17,7 @@ import gevent
 from locust import User, constant_pacing, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
+from locust.user.task import LOCUST_STATE_STOPPING
 
 from locust_inference import distributed, hooks, latency, options, scheduling
 from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
@@ -112,9 +113,17 @@ def _redact_response(headers: Any) -> list[tuple[str, str]]:
 
 
 class InferenceUser(User):
-    """Sends the prepared inference request in a loop. Subclasses set ``wait_time``."""
+    """Sends the prepared inference request in a loop. Subclasses set ``wait_time``.
+
+    ``back_to_back = True`` (HighUser) sends each request the moment the previous one is answered,
+    as wrk does: the I/O thread sends it (a follow-up) while this greenlet reports the answer, so
+    the turn through Python and Locust overlaps the next request instead of delaying it. It applies
+    while the user has one task and its ``wait_time()`` is 0; every request is still reported, in
+    order, each timed from its own send. A user asked to stop sends no follow-up, and one already
+    out when the stop came is waited for and reported in the same task."""
 
     abstract = True
+    back_to_back: ClassVar[bool] = False
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -123,6 +132,7 @@ class InferenceUser(User):
         self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
         self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
         self._yielded = False  # whether the greenlet went through the hub since the last wait
+        self._follows = self.back_to_back and len(self.tasks) == 1
 
     def _wait(self) -> Outcome:
         hub = gevent.get_hub()
@@ -136,9 +146,17 @@ class InferenceUser(User):
                 return outcome
 
     def send(self) -> Outcome:
-        """Sends one request, waits without blocking other greenlets, and reports it."""
+        """Sends one request (or adopts the follow-up already out), waits without blocking other
+        greenlets, and reports it."""
+        follow = self._follows and self._state != LOCUST_STATE_STOPPING and self.wait_time() == 0
+        outcome = self._exchange(follow)
+        while self._state == LOCUST_STATE_STOPPING and self._slot.ahead:
+            self._exchange(follow=False)  # a follow-up that left before the stop: reported, not lost
+        return outcome
+
+    def _exchange(self, follow: bool) -> Outcome:
         target = self._target
-        self._slot.submit(target.endpoint)
+        self._slot.submit(target.endpoint, follow=follow)
         try:
             outcome = self._wait()
         except BaseException:
@@ -149,6 +167,11 @@ class InferenceUser(User):
         target.endpoint.record(outcome, success=exception is None)
         self._fire(outcome, outcome.response_time, exception, self._context)
         return outcome
+
+    def stop(self, force: bool = False) -> bool:
+        """Locust's stop; from now on the slot sends no follow-up of its own."""
+        self._slot.unfollow()
+        return super().stop(force)
 
     def _judge(self, outcome: Outcome) -> Exception | None:
         """The failure to report: the outcome's own, or a failed --expect-top1 check."""

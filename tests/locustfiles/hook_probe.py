@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import locust
 import locust.stats
 from locust import events
 from locust.user.task import TaskSet
@@ -25,11 +26,21 @@ def _sleep_with_a_new_signature(self: Any, seconds: float, reason: str) -> None:
     raise AssertionError("never called: the run stops at start")
 
 
+def _stop_without_force(self: Any) -> None:
+    raise AssertionError("never called: the run stops at start")
+
+
+def _stop_that_kills(self: Any, force: bool = False) -> None:
+    raise AssertionError("never called: the run stops at start")
+
+
 BREAKS = {
     "bucket_removed": lambda: delattr(locust.stats, "bucket_response_time"),
     "bucket_unused": lambda: setattr(locust.stats.StatsEntry, "_log_response_time", lambda self, rt: None),
     "sleep_removed": lambda: delattr(TaskSet, "_sleep"),
     "sleep_changed": lambda: setattr(TaskSet, "_sleep", _sleep_with_a_new_signature),
+    "stop_changed": lambda: setattr(locust.User, "stop", _stop_without_force),
+    "stop_state_unused": lambda: setattr(locust.User, "stop", _stop_that_kills),
 }
 if os.environ.get("BREAK_HOOK"):
     BREAKS[os.environ["BREAK_HOOK"]]()

@@ -1,0 +1,83 @@
+"""HighUser's back-to-back sending: the I/O thread sends each next request the moment an answer arrives
+(a follow-up), against real Triton; the order of the bodies, what crosses between the threads, and a
+graceful stop that leaves nothing sent unreported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from locust_inference import RequestSlot
+from locust_inference._native import thread_crossings
+from locust_inference.backends import prepare
+from own_model_support import first_words, image_set, settings, stretched, words
+from support import REPO_ROOT, clean_env, run_locust
+
+
+def test_follow_ups_walk_the_set_in_order_and_each_saves_a_hand_off(triton, tmp_path: Path) -> None:
+    files = image_set(tmp_path / "set")
+    endpoint = prepare(settings(triton.url, "echo_uint8_nhwc", image=str(tmp_path / "set"))).endpoint
+    slot = RequestSlot()
+    to_io = thread_crossings()[0]
+    got, followed = [], []
+    for _ in range(8):
+        slot.submit(endpoint, follow=True)  # adopts the follow-up when one left, else starts a request
+        outcome = slot.wait(timeout=60)
+        assert outcome is not None and outcome.ok, outcome
+        # Whether the next request left as this answer arrived: it does unless this request was itself
+        # a follow-up answered before the submit above adopted it (then it was not armed in time).
+        followed.append(slot.ahead)
+        got.append((outcome.input_index, first_words(outcome)))
+    slot.unfollow()
+    slot.cancel()
+    assert not slot.ahead and not slot.in_flight
+    # the first request and each one that followed no follow-up crossed to the I/O thread
+    assert thread_crossings()[0] == to_io + 1 + followed[:-1].count(False)
+    expected = [words(stretched(f, 224, 224)) for f in files]
+    assert got == [(i, expected[i]) for i in [0, 1, 2, 0, 1, 2, 0, 1]]
+
+
+def test_without_follow_every_request_is_a_hand_off(triton, tmp_path: Path) -> None:
+    image_set(tmp_path / "set")
+    endpoint = prepare(settings(triton.url, "echo_uint8_nhwc", image=str(tmp_path / "set"))).endpoint
+    slot = RequestSlot()
+    to_io = thread_crossings()[0]
+    for _ in range(3):
+        slot.submit(endpoint)
+        assert slot.wait(timeout=60) is not None
+        assert not slot.ahead and not slot.in_flight
+    assert thread_crossings()[0] == to_io + 3
+
+
+def _stop_probe(triton, tmp_path: Path, hold: bool) -> list[dict]:
+    probe = tmp_path / "probe.jsonl"
+    run = run_locust(
+        tmp_path,
+        "--host",
+        triton.url,
+        "--stop-timeout",
+        "30",
+        "ProbedHighUser",
+        env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms", PROBE_OUT=str(probe), PROBE_HOLD=str(int(hold))),
+        locustfile=REPO_ROOT / "tests" / "locustfiles" / "stop_probe.py",
+        run_time="2s",
+        users=4,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    states = [json.loads(line) for line in probe.read_text().splitlines()]
+    requests = json.loads((tmp_path / "latency.json").read_text())["locust"]["requests"]  # Locust's exact count
+    assert requests == sum(s["reported"] for s in states)
+    assert run.stats("triton/sleep_20ms")["Failure Count"] == "0"
+    return states
+
+
+def test_a_graceful_stop_sends_no_follow_up_after_the_last_answer(triton, tmp_path: Path) -> None:
+    states = _stop_probe(triton, tmp_path, hold=False)
+    assert [(s["ahead"], s["in_flight"]) for s in states] == [(False, False)] * 4
+
+
+def test_a_follow_up_out_before_a_graceful_stop_is_reported(triton, tmp_path: Path) -> None:
+    # each user holds in the task that reported its first answer until the stop: its follow-up left
+    # before the stop, and is reported in that task
+    states = _stop_probe(triton, tmp_path, hold=True)
+    assert states == [{"ahead": False, "in_flight": False, "reported": 2}] * 4
