@@ -470,24 +470,25 @@ impl PyRequestSlot {
         }
         let rt = runtime::runtime()?;
         let index = next_index(&self.rotation, &endpoint.inner, self.seed);
-        let generation = self.mailbox.begin(key, follow);
         let mailbox = Arc::clone(&self.mailbox);
         let rotation = Arc::clone(&self.rotation);
         let endpoint = Arc::clone(&endpoint.inner);
         let seed = self.seed;
         wake::count_hand_off();
-        let task = rt.spawn(async move {
-            let (mut generation, mut index) = (generation, index);
-            loop {
-                let outcome = endpoint.run(index).await;
-                let Some(next) = mailbox.complete(generation, outcome) else {
-                    break;
-                };
-                generation = next;
-                index = next_index(&rotation, &endpoint, seed);
-            }
+        self.mailbox.start(key, follow, |generation| {
+            rt.spawn(async move {
+                let (mut generation, mut index) = (generation, index);
+                loop {
+                    let outcome = endpoint.run(index).await;
+                    let Some(next) = mailbox.complete(generation, outcome) else {
+                        break;
+                    };
+                    generation = next;
+                    index = next_index(&rotation, &endpoint, seed);
+                }
+            })
+            .abort_handle()
         });
-        self.mailbox.attach(generation, task.abort_handle());
         Ok(())
     }
 

@@ -134,9 +134,11 @@ impl<T> Mailbox<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Forgets any previous request and returns the generation of the next one, started for
-    /// `key` and followed by another as soon as it is answered when `follow`.
-    pub fn begin(&self, key: usize, follow: bool) -> u64 {
+    /// Forgets any previous request and starts the next, for `key` and followed by another as
+    /// soon as it is answered when `follow`: `spawn` gets its generation and returns the task's
+    /// abort handle. All under the lock, so the task cannot deliver (and move on to a follow-up's
+    /// generation) before its handle is kept.
+    pub fn start(&self, key: usize, follow: bool, spawn: impl FnOnce(u64) -> AbortHandle) {
         let mut state = self.lock();
         state.generation += 1;
         if let Some(task) = state.task.take() {
@@ -145,7 +147,7 @@ impl<T> Mailbox<T> {
         self.clear(&mut state);
         state.key = key;
         state.follow = follow;
-        state.generation
+        state.task = Some(spawn(state.generation));
     }
 
     /// Takes over the follow-up the task started for `key`, if one is out (or answered) and no
@@ -171,16 +173,6 @@ impl<T> Mailbox<T> {
     /// Stops following: a request out now is not followed by another.
     pub fn unfollow(&self) {
         self.lock().follow = false;
-    }
-
-    /// Remembers how to abort the request of `generation`.
-    pub fn attach(&self, generation: u64, task: AbortHandle) {
-        let mut state = self.lock();
-        if state.generation == generation {
-            state.task = Some(task);
-        } else {
-            task.abort();
-        }
     }
 
     /// Delivers the result of `generation` (called from the I/O thread) and wakes the waiter.
@@ -325,10 +317,13 @@ mod tests {
     const KEY: usize = 0x1000;
 
     /// Begins a request whose task never ends by itself (as an I/O-thread task waiting on a server).
-    fn begin_running(m: &Mailbox<u32>, rt: &tokio::runtime::Runtime, follow: bool) -> u64 {
-        let g = m.begin(KEY, follow);
-        m.attach(g, rt.spawn(std::future::pending::<()>()).abort_handle());
-        g
+    fn begin_running<T>(m: &Mailbox<T>, rt: &tokio::runtime::Runtime, follow: bool) -> u64 {
+        let mut generation = 0;
+        m.start(KEY, follow, |g| {
+            generation = g;
+            rt.spawn(std::future::pending::<()>()).abort_handle()
+        });
+        generation
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -350,9 +345,10 @@ mod tests {
 
     #[test]
     fn stale_generations_are_dropped() {
+        let rt = runtime();
         let m: Mailbox<u32> = Mailbox::new().unwrap();
-        let g1 = m.begin(KEY, false);
-        let g2 = m.begin(KEY, false);
+        let g1 = begin_running(&m, &rt, false);
+        let g2 = begin_running(&m, &rt, false);
         m.complete(g1, 1);
         assert!(!m.fd().poll(0));
         assert_eq!(m.take(), None);
@@ -360,15 +356,15 @@ mod tests {
         assert!(m.fd().poll(0));
         assert_eq!(m.take(), Some(2));
         assert!(!m.fd().poll(0));
-        let g3 = m.begin(KEY, false);
+        let g3 = begin_running(&m, &rt, false);
         m.cancel();
         m.complete(g3, 3);
         assert_eq!(m.take(), None);
         // a result never taken: the next request (or a cancel) leaves the eventfd unreadable
-        let g4 = m.begin(KEY, false);
+        let g4 = begin_running(&m, &rt, false);
         m.complete(g4, 4);
         assert!(m.fd().poll(0));
-        let g5 = m.begin(KEY, false);
+        let g5 = begin_running(&m, &rt, false);
         assert!(!m.fd().poll(0));
         m.complete(g5, 5);
         m.cancel();
@@ -443,9 +439,31 @@ mod tests {
     }
 
     #[test]
+    fn a_request_answered_before_start_returns_is_still_followed() {
+        let rt = runtime();
+        let m = std::sync::Arc::new(Mailbox::<u32>::new().unwrap());
+        let mut answering = None;
+        m.start(KEY, true, |g| {
+            // the I/O thread answers at once, while the caller has not yet kept the task's handle
+            let m2 = std::sync::Arc::clone(&m);
+            answering = Some(std::thread::spawn(move || m2.complete(g, 1)));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            rt.spawn(std::future::pending::<()>()).abort_handle()
+        });
+        let next = answering.unwrap().join().unwrap();
+        assert!(next.is_some(), "followed");
+        assert!(
+            m.in_flight() && m.ahead(),
+            "the follow-up runs on the kept task"
+        );
+        assert_eq!(m.take(), Some(1));
+    }
+
+    #[test]
     fn completes_from_another_thread() {
+        let rt = runtime();
         let m = std::sync::Arc::new(Mailbox::<&'static str>::new().unwrap());
-        let g = m.begin(KEY, false);
+        let g = begin_running(&m, &rt, false);
         let m2 = std::sync::Arc::clone(&m);
         let t = std::thread::spawn(move || m2.complete(g, "done"));
         assert!(m.fd().poll(10_000));
