@@ -317,7 +317,7 @@ mod tests {
     const KEY: usize = 0x1000;
 
     /// Begins a request whose task never ends by itself (as an I/O-thread task waiting on a server).
-    fn begin_running<T>(m: &Mailbox<T>, rt: &tokio::runtime::Runtime, follow: bool) -> u64 {
+    fn start_running<T>(m: &Mailbox<T>, rt: &tokio::runtime::Runtime, follow: bool) -> u64 {
         let mut generation = 0;
         m.start(KEY, follow, |g| {
             generation = g;
@@ -347,8 +347,8 @@ mod tests {
     fn stale_generations_are_dropped() {
         let rt = runtime();
         let m: Mailbox<u32> = Mailbox::new().unwrap();
-        let g1 = begin_running(&m, &rt, false);
-        let g2 = begin_running(&m, &rt, false);
+        let g1 = start_running(&m, &rt, false);
+        let g2 = start_running(&m, &rt, false);
         m.complete(g1, 1);
         assert!(!m.fd().poll(0));
         assert_eq!(m.take(), None);
@@ -356,15 +356,15 @@ mod tests {
         assert!(m.fd().poll(0));
         assert_eq!(m.take(), Some(2));
         assert!(!m.fd().poll(0));
-        let g3 = begin_running(&m, &rt, false);
+        let g3 = start_running(&m, &rt, false);
         m.cancel();
         m.complete(g3, 3);
         assert_eq!(m.take(), None);
         // a result never taken: the next request (or a cancel) leaves the eventfd unreadable
-        let g4 = begin_running(&m, &rt, false);
+        let g4 = start_running(&m, &rt, false);
         m.complete(g4, 4);
         assert!(m.fd().poll(0));
-        let g5 = begin_running(&m, &rt, false);
+        let g5 = start_running(&m, &rt, false);
         assert!(!m.fd().poll(0));
         m.complete(g5, 5);
         m.cancel();
@@ -376,7 +376,7 @@ mod tests {
     fn a_followed_request_hands_over_a_new_generation_once() {
         let rt = runtime();
         let m: Mailbox<u32> = Mailbox::new().unwrap();
-        let g1 = begin_running(&m, &rt, true);
+        let g1 = start_running(&m, &rt, true);
         let g2 = m.complete(g1, 1).expect("followed");
         assert_eq!(g2, g1 + 1);
         assert!(m.ahead());
@@ -402,7 +402,7 @@ mod tests {
     fn two_answers_wait_in_order_and_keep_the_eventfd_readable_between() {
         let rt = runtime();
         let m: Mailbox<u32> = Mailbox::new().unwrap();
-        let g1 = begin_running(&m, &rt, true);
+        let g1 = start_running(&m, &rt, true);
         let g2 = m.complete(g1, 1).unwrap();
         assert_eq!(
             m.complete(g2, 2),
@@ -420,19 +420,19 @@ mod tests {
     }
 
     #[test]
-    fn begin_and_cancel_drop_a_follow_up_and_its_answer() {
+    fn a_new_request_and_cancel_drop_a_follow_up_and_its_answer() {
         let rt = runtime();
         let m: Mailbox<u32> = Mailbox::new().unwrap();
-        let g1 = begin_running(&m, &rt, true);
+        let g1 = start_running(&m, &rt, true);
         let g2 = m.complete(g1, 1).unwrap();
-        let g3 = begin_running(&m, &rt, false);
+        let g3 = start_running(&m, &rt, false);
         assert!(!m.ahead());
         assert_eq!(m.complete(g2, 2), None, "stale");
         assert_eq!(m.take(), None);
         let g4 = m.complete(g3, 3);
         assert_eq!(g4, None);
         assert_eq!(m.take(), Some(3));
-        let g5 = begin_running(&m, &rt, true);
+        let g5 = start_running(&m, &rt, true);
         let _ = m.complete(g5, 5).unwrap();
         m.cancel();
         assert!(!m.ahead() && !m.fd().poll(0) && m.take().is_none());
@@ -463,7 +463,7 @@ mod tests {
     fn completes_from_another_thread() {
         let rt = runtime();
         let m = std::sync::Arc::new(Mailbox::<&'static str>::new().unwrap());
-        let g = begin_running(&m, &rt, false);
+        let g = start_running(&m, &rt, false);
         let m2 = std::sync::Arc::clone(&m);
         let t = std::thread::spawn(move || m2.complete(g, "done"));
         assert!(m.fd().poll(10_000));
