@@ -8,6 +8,8 @@ as 16 big-endian uint16 words in float32 (exact), so a test proves byte for byte
 * ``echo_two_inputs`` -- ``INPUT_A`` ``[N,4]`` FP32 and ``INPUT_B`` ``[N,-1]`` INT32 (a variable length)
 * ``echo_untouched`` -- as ``echo_uint8_nhwc``, for tests that prove nothing was sent: no other test
   addresses it, so no request another test abandoned can reach it late and move its count
+* ``echo_counted`` -- as ``echo_uint8_nhwc``, for the tests that compare its count of requests with what
+  was reported (no other test addresses it)
 
 All output ``CHECKSUM`` ``[N,16]`` FP32. Plain numpy: cheap to load.
 """
@@ -40,6 +42,7 @@ ECHO_MODELS: dict[str, EchoModel] = {
         EchoModel("echo_640", (("images", np.float32, (3, 640, 640)),), max_batch_size=4),
         EchoModel("echo_two_inputs", (("INPUT_A", np.float32, (4,)), ("INPUT_B", np.int32, (-1,)))),
         EchoModel("echo_untouched", (("IMAGE", np.uint8, (224, 224, 3)),)),
+        EchoModel("echo_counted", (("IMAGE", np.uint8, (224, 224, 3)),)),
     )
 }
 

@@ -233,7 +233,7 @@ impl<T> Mailbox<T> {
         self.clear(&mut state);
     }
 
-    /// Whether a request is out: begun and not answered, or a follow-up.
+    /// Whether a request is out and unanswered (a follow-up included).
     pub fn in_flight(&self) -> bool {
         self.lock().task.is_some()
     }

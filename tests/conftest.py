@@ -36,6 +36,7 @@ TRITON_TEST_MODELS = (
     "echo_640",
     "echo_two_inputs",
     "echo_untouched",
+    "echo_counted",
 )
 # own_triton: the stall tests'; hosts, netns_triton: tests/test_multihost.py (network namespaces need root)
 SERVER_FIXTURES = frozenset(

@@ -28,6 +28,7 @@ def test_follow_ups_walk_the_set_in_order_and_each_saves_a_hand_off(triton, tmp_
         # a follow-up answered before the submit above adopted it (then it was not armed in time).
         followed.append(slot.ahead)
         got.append((outcome.input_index, first_words(outcome)))
+    assert followed[0], "the first request was armed before it could be answered"
     slot.unfollow()
     slot.cancel()
     assert not slot.ahead and not slot.in_flight
@@ -49,8 +50,16 @@ def test_without_follow_every_request_is_a_hand_off(triton, tmp_path: Path) -> N
     assert thread_crossings()[0] == to_io + 3
 
 
-def _stop_probe(triton, tmp_path: Path, hold: bool) -> list[dict]:
+def _inferences(http, url: str, model: str) -> int:
+    stats = http.get(f"{url}/v2/models/{model}/stats", timeout=10).json()
+    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
+
+
+def _stop_probe(triton, http, tmp_path: Path, hold: bool, wait: float = 0) -> tuple[int, int, list[dict]]:
+    """A graceful stop of 4 back-to-back users on echo_counted: (requests the server answered, requests
+    Locust counted, each user's reports)."""
     probe = tmp_path / "probe.jsonl"
+    before = _inferences(http, triton.url, "echo_counted")
     run = run_locust(
         tmp_path,
         "--host",
@@ -58,26 +67,44 @@ def _stop_probe(triton, tmp_path: Path, hold: bool) -> list[dict]:
         "--stop-timeout",
         "30",
         "ProbedHighUser",
-        env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms", PROBE_OUT=str(probe), PROBE_HOLD=str(int(hold))),
+        env=clean_env(
+            SERVER="triton",
+            MODEL_NAME="echo_counted",
+            PROBE_OUT=str(probe),
+            PROBE_HOLD=str(int(hold)),
+            PROBE_WAIT=str(wait),
+        ),
         locustfile=REPO_ROOT / "tests" / "locustfiles" / "stop_probe.py",
         run_time="2s",
         users=4,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    states = [json.loads(line) for line in probe.read_text().splitlines()]
-    requests = json.loads((tmp_path / "latency.json").read_text())["locust"]["requests"]  # Locust's exact count
-    assert requests == sum(s["reported"] for s in states)
-    assert run.stats("triton/sleep_20ms")["Failure Count"] == "0"
-    return states
+    assert run.stats("triton/echo_counted")["Failure Count"] == "0"
+    answered = _inferences(http, triton.url, "echo_counted") - before
+    counted = json.loads((tmp_path / "latency.json").read_text())["locust"]["requests"]  # Locust's exact count
+    return answered, counted, [json.loads(line) for line in probe.read_text().splitlines()]
 
 
-def test_a_graceful_stop_sends_no_follow_up_after_the_last_answer(triton, tmp_path: Path) -> None:
-    states = _stop_probe(triton, tmp_path, hold=False)
-    assert [(s["ahead"], s["in_flight"]) for s in states] == [(False, False)] * 4
+def test_a_graceful_stop_leaves_no_request_unreported(triton, http, tmp_path: Path) -> None:
+    # each user's follow-up, out when the stop came, is waited for and reported, not abandoned
+    answered, counted, users = _stop_probe(triton, http, tmp_path, hold=False)
+    assert answered == counted == sum(u["reported"] for u in users) > 0
+    assert len(users) == 4
 
 
-def test_a_follow_up_out_before_a_graceful_stop_is_reported(triton, tmp_path: Path) -> None:
+def test_a_follow_up_out_before_a_graceful_stop_is_reported(triton, http, tmp_path: Path) -> None:
     # each user holds in the task that reported its first answer until the stop: its follow-up left
-    # before the stop, and is reported in that task
-    states = _stop_probe(triton, tmp_path, hold=True)
-    assert states == [{"ahead": False, "in_flight": False, "reported": 2}] * 4
+    # before the stop, and is reported as the user stops; nothing else is sent
+    answered, counted, users = _stop_probe(triton, http, tmp_path, hold=True)
+    assert (answered, counted, [u["reported"] for u in users]) == (8, 8, [2, 2, 2, 2])
+
+
+def test_a_positive_wait_turns_back_to_back_off_after_the_one_follow_up_already_out(
+    triton, http, tmp_path: Path
+) -> None:
+    # the first request was armed before any wait was seen: its follow-up left as it was answered;
+    # after the first 50 ms wait no request leaves before its user asks
+    answered, counted, users = _stop_probe(triton, http, tmp_path, hold=False, wait=0.05)
+    assert answered == counted == sum(u["reported"] for u in users)
+    for user in users:
+        assert user["ahead"] == [True] + [False] * (user["reported"] - 1), user

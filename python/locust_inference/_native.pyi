@@ -327,7 +327,8 @@ class RequestSlot:
     def unfollow(self) -> None:
         """Sends no follow-up after the request out now."""
     @property
-    def in_flight(self) -> bool: ...
+    def in_flight(self) -> bool:
+        """Whether a request is out and unanswered (a follow-up included)."""
     @property
     def ahead(self) -> bool:
         """Whether a follow-up is out or answered that no submit has adopted yet."""

@@ -10,8 +10,8 @@ Three of them, none promised by Locust to stay as they are:
   set to skip the zero wait right after a request.
 * ``User.stop(self, force=False)``, which the runner calls to stop a user and which, unless forced, sets
   ``_state`` to ``LOCUST_STATE_STOPPING`` for ``TaskSet.run`` to stop the user after its task:
-  :class:`locust_inference.users.InferenceUser` extends it to send no follow-up once asked to stop, and
-  reads ``_state`` to report a follow-up that left before the stop.
+  :class:`locust_inference.users.InferenceUser` extends it, and reads ``_state``, to send no follow-up
+  once asked to stop.
 
 A Locust release that removes or changes one of them stops the run at start with one line naming it
 (:class:`LocustHookError`, a :class:`ConfigError`), rather than measuring differently without a word.
@@ -19,6 +19,7 @@ A Locust release that removes or changes one of them stops the run at start with
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import inspect
 from collections.abc import Callable
@@ -111,6 +112,8 @@ def check_sleep() -> None:
 
 def check_stop() -> None:
     """Raises :class:`LocustHookError` unless ``User.stop`` is as extended here."""
+    if getattr(importlib.import_module("locust.user.task"), "LOCUST_STATE_STOPPING", None) is None:
+        raise failure(STOP_HOOK, "has no LOCUST_STATE_STOPPING in locust.user.task to ask a user to stop with")
     stop = getattr(User, "stop", None)
     if not callable(stop) or _parameters(stop) != ["self", "force"]:
         raise failure(STOP_HOOK, "is no longer a method taking (self, force)")

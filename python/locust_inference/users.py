@@ -6,6 +6,7 @@ Each request fires ``events.request`` exactly once, with the latency measured in
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import random
@@ -14,10 +15,10 @@ import weakref
 from typing import Any, ClassVar
 
 import gevent
+from gevent import GreenletExit
 from locust import User, constant_pacing, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
-from locust.user.task import LOCUST_STATE_STOPPING
 
 from locust_inference import distributed, hooks, latency, options, scheduling
 from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
@@ -33,6 +34,8 @@ _expected_top1: weakref.WeakKeyDictionary[Environment, int | None] = weakref.Wea
 # --expect-top1 auto: each input's top-1 class, learned from its first answer
 _learned_top1: weakref.WeakKeyDictionary[Environment, dict[int, int | None]] = weakref.WeakKeyDictionary()
 _user_numbers = itertools.count()
+# Locust's state of a user asked to stop after its task; hooks.check_stop stops the run at start if missing
+_STOPPING = getattr(importlib.import_module("locust.user.task"), "LOCUST_STATE_STOPPING", None)
 
 
 def target_for(environment: Environment) -> Target:
@@ -117,10 +120,11 @@ class InferenceUser(User):
 
     ``back_to_back = True`` (HighUser) sends each request the moment the previous one is answered,
     as wrk does: the I/O thread sends it (a follow-up) while this greenlet reports the answer, so
-    the turn through Python and Locust overlaps the next request instead of delaying it. It applies
-    while the user has one task and its ``wait_time()`` is 0; every request is still reported, in
-    order, each timed from its own send. A user asked to stop sends no follow-up, and one already
-    out when the stop came is waited for and reported in the same task."""
+    the turn through Python and Locust overlaps the next request instead of delaying it. It needs
+    one task and a zero wait: a positive wait turns it off for the user (a follow-up already out is
+    still reported, timed from its own send). Every request is reported once, in order. A user asked
+    to stop sends no follow-up; stopped gracefully (``StopUser``, ``--stop-timeout``), it waits for
+    one that left before and reports it; killed, it abandons it, as any request in flight."""
 
     abstract = True
     back_to_back: ClassVar[bool] = False
@@ -132,7 +136,7 @@ class InferenceUser(User):
         self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
         self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
         self._yielded = False  # whether the greenlet went through the hub since the last wait
-        self._follows = self.back_to_back and len(self.tasks) == 1
+        self._follows = self.back_to_back and len(set(self.tasks)) == 1
 
     def _wait(self) -> Outcome:
         hub = gevent.get_hub()
@@ -148,11 +152,7 @@ class InferenceUser(User):
     def send(self) -> Outcome:
         """Sends one request (or adopts the follow-up already out), waits without blocking other
         greenlets, and reports it."""
-        follow = self._follows and self._state != LOCUST_STATE_STOPPING and self.wait_time() == 0
-        outcome = self._exchange(follow)
-        while self._state == LOCUST_STATE_STOPPING and self._slot.ahead:
-            self._exchange(follow=False)  # a follow-up that left before the stop: reported, not lost
-        return outcome
+        return self._exchange(self._follows and self._state != _STOPPING)
 
     def _exchange(self, follow: bool) -> Outcome:
         target = self._target
@@ -238,12 +238,20 @@ class InferenceUser(User):
 
         def _sleep(seconds: float) -> None:
             yielded, self._yielded = self._yielded, False
+            if seconds > 0 and self._follows:
+                self._follows = False  # back to back only while the waits are zero
+                self._slot.unfollow()
             if seconds > 0 or not yielded:
                 sleep(seconds)
 
         taskset._sleep = _sleep
 
     def on_stop(self) -> None:
+        # Called as Locust handles the exception that stops the user: a kill (GreenletExit) abandons
+        # a follow-up, a graceful stop waits for it and reports it (a kill meanwhile abandons it).
+        stopping = sys.exc_info()[0]
+        if stopping is not None and not issubclass(stopping, GreenletExit) and self._slot.ahead:
+            self._exchange(follow=False)
         self._slot.cancel()
 
     def _log_debug(self, outcome: Outcome) -> None:

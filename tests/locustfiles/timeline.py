@@ -1,5 +1,8 @@
 """The product's users, each request timed on the client: when ``send`` was called and when it returned
-(``time.perf_counter``, seconds), for the requests that completed.
+(``time.perf_counter``, seconds), for the requests that completed. HighUser's request may have left
+before ``send`` was called (its I/O thread sends back to back), so each interval lies within the time
+its request was in flight and its greenlet waited in the hub: overlapping intervals are overlapping
+requests, and a wait that blocked the process could not overlap any.
 
 Writes ``{"intervals": [[start, end], ...]}`` to $TIMELINE_REPORT at exit.
 """
