@@ -7,11 +7,22 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from servers import children
 from servers.children import clean_env
 
-__all__ = ["IMAGE", "LOCUST", "REPO_ROOT", "Run", "assert_clean_failure", "clean_env", "run_distributed", "run_locust"]
+__all__ = [
+    "IMAGE",
+    "LOCUST",
+    "REPO_ROOT",
+    "Run",
+    "assert_clean_failure",
+    "clean_env",
+    "run_distributed",
+    "run_locust",
+    "triton_successes",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).parent / "locust")
@@ -118,3 +129,9 @@ def run_distributed(
         timeout=120,
     )
     return proc, results
+
+
+def triton_successes(http: Any, url: str, model: str) -> int:
+    """How many inferences of ``model`` the Triton at ``url`` has answered successfully (its statistics)."""
+    stats = http.get(f"{url}/v2/models/{model}/stats", timeout=10).json()
+    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])

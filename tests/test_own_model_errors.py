@@ -10,19 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from own_model_support import image_set, stretched, words
-from support import assert_clean_failure, clean_env, run_locust
-
-
-def _inferences(http, url: str, model: str) -> int:
-    stats = http.get(f"{url}/v2/models/{model}/stats", timeout=10).json()
-    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
+from support import assert_clean_failure, clean_env, run_locust, triton_successes
 
 
 def test_a_corrupt_image_in_the_set_stops_the_start_with_its_name(triton, http, tmp_path: Path) -> None:
     image_set(tmp_path / "set")
     bad = tmp_path / "set" / "b_broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
-    before = _inferences(http, triton.url, "echo_untouched")
+    before = triton_successes(http, triton.url, "echo_untouched")
     run = run_locust(
         tmp_path,
         "--host",
@@ -32,7 +27,7 @@ def test_a_corrupt_image_in_the_set_stops_the_start_with_its_name(triton, http, 
         env=clean_env(SERVER="triton", MODEL_NAME="echo_untouched"),
     )
     assert_clean_failure(run, str(bad), "--image")
-    assert _inferences(http, triton.url, "echo_untouched") == before
+    assert triton_successes(http, triton.url, "echo_untouched") == before
 
 
 @pytest.mark.parametrize(

@@ -121,10 +121,11 @@ class InferenceUser(User):
     ``back_to_back = True`` (HighUser) sends each request the moment the previous one is answered,
     as wrk does: the I/O thread sends it (a follow-up) while this greenlet reports the answer, so
     the turn through Python and Locust overlaps the next request instead of delaying it. It needs
-    one task and a zero wait: a positive wait turns it off for the user (a follow-up already out is
-    still reported, timed from its own send). Every request is reported once, in order. A user asked
-    to stop sends no follow-up; stopped gracefully (``StopUser``, ``--stop-timeout``), it waits for
-    one that left before and reports it; killed, it abandons it, as any request in flight."""
+    one task and zero waits: a positive first wait keeps it off, and a later positive wait turns it
+    off (a follow-up already out is still reported, timed from its own send). Every request is
+    reported once, in order. A user asked to stop sends no follow-up; stopped gracefully
+    (``StopUser``, ``--stop-timeout``), it waits for one that left before and reports it; killed, it
+    abandons it, as any request in flight."""
 
     abstract = True
     back_to_back: ClassVar[bool] = False
@@ -225,6 +226,8 @@ class InferenceUser(User):
 
     def on_start(self) -> None:
         self._skip_redundant_zero_waits()
+        if self._follows and self.wait_time() > 0:
+            self._follows = False  # back to back only with zero waits
 
     def _skip_redundant_zero_waits(self) -> None:
         """Locust turns a zero wait (HighUser; LowUser behind its pace) into ``gevent.sleep(0)``, one
