@@ -1,6 +1,6 @@
 """A load sweep against one server: `--sweep-concurrency 1,2,4,8` (closed-loop users) or `--sweep-rate 5:60:5`
 (open-loop streams offering that many requests per second), each step measured until stable; `--slo
-p99=100ms` gives the server's goodput. Results: sweep.json and sweep.csv beside latency.json. See README.md."""
+p99=100ms` gives the server's goodput. Results: sweep.json and sweep.csv beside latency.json. See docs/sweeps.md."""
 
 from __future__ import annotations
 
