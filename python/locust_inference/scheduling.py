@@ -6,8 +6,8 @@ request: the I/O thread is switched out in the middle of its work and Python han
 wake-up. ``SCHED_BATCH`` only removes that wake-up preemption (the thread keeps its share of the CPU): the
 I/O thread finishes what is ready, then Python takes several completions in one turn. The I/O thread keeps
 the default policy, so its own wake-ups (a response arriving, an open-loop send falling due) still preempt
-Python at once: send times and timestamps stay as prompt as before. Measured in ``bench/RESULTS.md``
-(pinned, 10 users): 1.29x the requests per second at 0.79x the CPU per request.
+Python at once: send times and timestamps stay as prompt as before. What it changes is measured by
+``make bench`` (the rows with ``LOCUST_INFERENCE_PYTHON_SCHED=normal`` in ``bench/RESULTS.md``).
 
 An open-loop stream needs more: its sends are due on the I/O thread at fixed times, and under contention
 a thread that has had more than its fair share of the core (as the I/O thread has, sending most of the
