@@ -95,6 +95,7 @@ if [[ -n $cert && -f $cert ]]; then
     build_args+=(--secret "id=pip_cert,src=$cert")
 fi
 
+previous=$("$engine" "${engine_args[@]}" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 if [[ $engine == docker ]]; then
     DOCKER_BUILDKIT=1 docker build --tag "$image" "${build_args[@]}" .
 else
@@ -102,4 +103,9 @@ else
     # installed as the old one); the step that takes time is pip's, about half a minute.
     podman "${engine_args[@]}" build --no-cache --network=host "${limits[@]}" --tag "$image" "${build_args[@]}" .
 fi
-say "built $image"
+# The image this tag named before is left untagged by the build: remove it, unless something uses it.
+current=$("$engine" "${engine_args[@]}" image inspect --format '{{.Id}}' "$image")
+if [[ -n $previous && $previous != "$current" ]]; then
+    "$engine" "${engine_args[@]}" rmi "$previous" >/dev/null 2>&1 || true
+fi
+say "built $image ($("$engine" "${engine_args[@]}" image inspect --format '{{.Size}}' "$image" | numfmt --to=si)B)"
