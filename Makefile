@@ -118,13 +118,17 @@ serve-litserve: $(STAMP) ## run the reference LitServe in the foreground (PORT=8
 	$(PY) -m servers.litserve_app --port $(or $(PORT),8001) --model $(MODEL) --threads $(THREADS) --payload $(PAYLOAD)
 
 # The image runs Locust (master or worker) with the wheel built in a builder stage: see Dockerfile.
-CONTAINER ?= docker
+# docker/image.sh picks the engine (CONTAINER=docker|podman, else whichever answers) and, where no
+# registry answers, builds on a Debian base made here with a wheel built here.
+CONTAINER ?=
 IMAGE ?= locust-inference:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
-.PHONY: image
-image: ## build the container image IMAGE (default locust-inference:<version>) with CONTAINER (docker)
-	@command -v $(CONTAINER) >/dev/null || { echo "make image: $(CONTAINER) is not installed: install a container engine (or set CONTAINER=podman) to build the image" >&2; exit 1; }
-	@$(CONTAINER) info >/dev/null 2>&1 || { echo "make image: no container engine answers ($(CONTAINER) info failed): start one (or point DOCKER_HOST at one) to build the image" >&2; exit 1; }
-	DOCKER_BUILDKIT=1 $(CONTAINER) build --tag $(IMAGE) .
+.PHONY: image test-image
+image: ## build the container image IMAGE (default locust-inference:<version>) with docker or podman
+	@CONTAINER="$(CONTAINER)" IMAGE="$(IMAGE)" MATURIN="$(abspath $(VENV))/bin/maturin" docker/image.sh
+
+test-image: $(STAMP) $(CHROMIUM_STAMP) ## build the image and run it: standalone, master and workers, against the reference Triton
+	@echo "==> pytest -m container (builds the image, runs it with the reference Triton)"
+	@$(PY) -m pytest -m container
 
 .PHONY: bench
 bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx; writes bench/RESULTS.md (BENCH_ARGS=--quick)

@@ -10,4 +10,6 @@ if [ $# -ne 1 ] || [ ! -f "$1" ]; then
     echo "install-wheel.sh: expected exactly one locust_inference wheel, found: $*" >&2
     exit 1
 fi
+# A CA bundle given to the build as the secret pip_cert (see docker/image.sh) is the one pip trusts.
+if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi
 python -m pip install --only-binary=:all: "$1"

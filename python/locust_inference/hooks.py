@@ -1,6 +1,6 @@
 """The parts of Locust this package replaces, checked before a run starts.
 
-Three of them, none promised by Locust to stay as they are:
+Four of them, none promised by Locust to stay as they are:
 
 * ``locust.stats.bucket_response_time(response_time)``, which ``StatsEntry`` calls by its module-level
   name to round each response time for Locust's percentiles: :mod:`locust_inference.latency` replaces it
@@ -12,6 +12,11 @@ Three of them, none promised by Locust to stay as they are:
   ``_state`` to ``LOCUST_STATE_STOPPING`` for ``TaskSet.run`` to stop the user after its task:
   :class:`locust_inference.users.InferenceUser` extends it, and reads ``_state``, to send no follow-up
   once asked to stop.
+* ``StatsCSVFileWriter.close_files(self)``, which Locust calls as it exits. Its ``--csv`` files are
+  rewritten once a second by a loop, and not again at the end: requests answered in the last second
+  (those a ``--stop-timeout`` waited for among them) were missing from ``_stats.csv`` while the
+  summary and ``latency.json`` counted them. :func:`install_final_csv` makes ``close_files`` write the
+  final rows first, with the writer's own row functions.
 
 A Locust release that removes or changes one of them stops the run at start with one line naming it
 (:class:`LocustHookError`, a :class:`ConfigError`), rather than measuring differently without a word.
@@ -34,20 +39,30 @@ from locust_inference._native import ConfigError
 
 __all__ = [
     "BUCKET_HOOK",
+    "CSV_HOOK",
     "SLEEP_HOOK",
     "STOP_HOOK",
     "LocustHookError",
     "check",
     "check_bucket",
+    "check_csv",
     "check_sleep",
     "check_stop",
     "failure",
+    "install_final_csv",
     "supported_locust",
 ]
 
 BUCKET_HOOK = "locust.stats.bucket_response_time"
 SLEEP_HOOK = "locust.user.task.TaskSet._sleep"
 STOP_HOOK = "locust.User.stop"
+CSV_HOOK = "locust.stats.StatsCSVFileWriter.close_files"
+# What the final write uses of the writer: (file handle, csv writer, header columns) per rewritten file.
+_CSV_FILES = (
+    ("requests_csv_filehandle", "requests_csv_writer", "requests_csv_columns", "_requests_data_rows"),
+    ("failures_csv_filehandle", "failures_csv_writer", "failures_columns", "_failures_data_rows"),
+    ("exceptions_csv_filehandle", "exceptions_csv_writer", "exceptions_columns", "_exceptions_data_rows"),
+)
 
 
 class LocustHookError(ConfigError):
@@ -123,8 +138,57 @@ def check_stop() -> None:
         raise failure(STOP_HOOK, "is no longer what TaskSet.run stops a user after its task for")
 
 
+def check_csv() -> None:
+    """Raises :class:`LocustHookError` unless ``StatsCSVFileWriter`` writes its files as extended here."""
+    writer = getattr(locust.stats, "StatsCSVFileWriter", None)
+    if writer is None:
+        raise failure(CSV_HOOK, "does not exist")
+    close = getattr(writer, "close_files", None)
+    if not callable(close) or _parameters(close) != ["self"]:
+        raise failure(CSV_HOOK, "is no longer a method taking (self)")
+    init, loop = getattr(writer, "__init__", None), getattr(writer, "stats_writer", None)
+    for handle, csv_writer, columns, rows in _CSV_FILES:
+        if not (_uses(init, handle) and _uses(init, csv_writer) and _uses(loop, rows)):
+            raise failure(CSV_HOOK, f"no longer writes {handle} with {rows}")
+        if not callable(getattr(writer, rows, None)):
+            raise failure(CSV_HOOK, f"has no {rows} to write {handle} with")
+        if not _uses(loop, columns):
+            raise failure(CSV_HOOK, f"no longer heads {handle} with {columns}")
+
+
+def _write_final_rows(writer: Any) -> None:
+    """Rewrites each file the way the writer's loop does, with the statistics as they are now."""
+    for handle_name, writer_name, columns, rows in _CSV_FILES:
+        handle, csv_writer = getattr(writer, handle_name), getattr(writer, writer_name)
+        if handle.closed:
+            continue
+        handle.seek(0)
+        csv_writer.writerow(getattr(writer, columns))
+        getattr(writer, rows)(csv_writer)
+        handle.truncate()
+
+
+def install_final_csv() -> None:
+    """Makes ``StatsCSVFileWriter.close_files`` write the final rows before it closes the files (once)."""
+    check_csv()
+    writer = locust.stats.StatsCSVFileWriter
+    original = writer.close_files
+    if getattr(original, "_writes_final_rows", False):
+        return
+
+    def close_files(self: Any) -> None:
+        try:
+            _write_final_rows(self)
+        finally:
+            original(self)
+
+    close_files._writes_final_rows = True  # type: ignore[attr-defined]
+    writer.close_files = close_files  # type: ignore[method-assign]
+
+
 def check() -> None:
     """Every check: raises :class:`LocustHookError` naming the first hook that is not as expected."""
     check_bucket()
     check_sleep()
     check_stop()
+    check_csv()

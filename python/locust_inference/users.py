@@ -65,6 +65,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         return
     try:
         hooks.check()  # before anything else: a Locust that changed what we replace is not measured
+        hooks.install_final_csv()  # --csv files end with every request reported, as the summary does
         settings = options.resolve(parsed, environment.host)
         _select_user_class(environment, settings.class_name)
         if isinstance(environment.runner, MasterRunner):

@@ -34,6 +34,10 @@ def _stop_that_kills(self: Any, force: bool = False) -> None:
     raise AssertionError("never called: the run stops at start")
 
 
+def _close_files_with_a_reason(self: Any, reason: str) -> None:
+    raise AssertionError("never called: the run stops at start")
+
+
 BREAKS = {
     "bucket_removed": lambda: delattr(locust.stats, "bucket_response_time"),
     "bucket_unused": lambda: setattr(locust.stats.StatsEntry, "_log_response_time", lambda self, rt: None),
@@ -41,6 +45,8 @@ BREAKS = {
     "sleep_changed": lambda: setattr(TaskSet, "_sleep", _sleep_with_a_new_signature),
     "stop_changed": lambda: setattr(locust.User, "stop", _stop_without_force),
     "stop_state_unused": lambda: setattr(locust.User, "stop", _stop_that_kills),
+    "csv_close_changed": lambda: setattr(locust.stats.StatsCSVFileWriter, "close_files", _close_files_with_a_reason),
+    "csv_rows_removed": lambda: delattr(locust.stats.StatsCSV, "_requests_data_rows"),
 }
 if os.environ.get("BREAK_HOOK"):
     BREAKS[os.environ["BREAK_HOOK"]]()
