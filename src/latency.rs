@@ -45,15 +45,109 @@ pub fn to_bytes(h: &Histogram<u64>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The V2 encoding's cookie (uncompressed; `to_bytes` never compresses) and header length.
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_HEADER_LEN: usize = 40;
+/// How many counts a histogram with our fixed bounds holds (checked against hdrhistogram by a test).
+pub(crate) const COUNTS_LEN: usize = 17_408;
+
+/// Decodes what [`to_bytes`] wrote. The bytes come from a worker, so everything is checked before
+/// hdrhistogram's `Deserializer` sees them: it allocates the payload length its header claims
+/// before reading (4 GiB from a 4-byte field) and a counts array for the bounds the header names,
+/// and it trusts the counts (a zero run of `i64::MIN` overflows a negation). Here the header must
+/// name our own bounds and the payload length must be the bytes present, so it allocates no more
+/// than the input and one histogram of ours; the counts must fit our histogram and their sum a u64.
 pub fn from_bytes(bytes: &[u8]) -> Result<Histogram<u64>> {
+    let bad = |what: String| Error::protocol(format!("not a serialised latency histogram: {what}"));
+    let Some((header, payload)) = bytes.split_first_chunk::<V2_HEADER_LEN>() else {
+        return Err(bad(format!(
+            "{} bytes, shorter than its {V2_HEADER_LEN}-byte header",
+            bytes.len()
+        )));
+    };
+    let word = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let long = |at: usize| (u64::from(word(at)) << 32) | u64::from(word(at + 4));
+    if word(0) != V2_COOKIE {
+        return Err(bad(format!("unknown cookie {:#010x}", word(0))));
+    }
+    if word(4) as usize != payload.len() {
+        return Err(bad(format!(
+            "its header claims {} payload bytes, {} are there",
+            word(4),
+            payload.len()
+        )));
+    }
+    let (offset, digits, low, high, ratio) = (word(8), word(12), long(16), long(24), long(32));
+    if (offset, digits, low, high, ratio)
+        != (
+            0,
+            u32::from(SIGNIFICANT_DIGITS),
+            LOWEST_US,
+            HIGHEST_US,
+            1f64.to_bits(),
+        )
+    {
+        return Err(bad(format!(
+            "not a histogram of {LOWEST_US} µs to {HIGHEST_US} µs at {SIGNIFICANT_DIGITS} digits \
+             (lowest {low}, highest {high}, digits {digits}, offset {offset}, ratio {})",
+            f64::from_bits(ratio)
+        )));
+    }
+    let total = check_counts(payload).map_err(|what| bad(what.into()))?;
     let h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut std::io::Cursor::new(bytes))
-        .map_err(|e| Error::protocol(format!("not a serialised latency histogram: {e:?}")))?;
-    let mut fixed = new_histogram();
-    fixed
-        .add(&h)
-        .map_err(|e| Error::protocol(format!("histogram out of range: {e:?}")))?;
-    Ok(fixed)
+        .map_err(|e| bad(format!("{e}")))?;
+    // The bounds are ours, so `h` is what `new_histogram` makes, with the counts. Its total must
+    // be exact: hdrhistogram saturates it, and `check_counts` refused a sum that would.
+    if h.len() != total {
+        return Err(bad(format!("{} samples counted, {total} encoded", h.len())));
+    }
+    Ok(h)
+}
+
+/// Walks the V2 counts (zig-zag LEB128-64b9B numbers: a count, or minus a run of zero counts) and
+/// returns their sum; an error when a number is cut short, the counts go past our histogram's
+/// [`COUNTS_LEN`] or their sum past `u64::MAX`.
+fn check_counts(mut payload: &[u8]) -> std::result::Result<u64, &'static str> {
+    let (mut index, mut total) = (0usize, 0u64);
+    while !payload.is_empty() {
+        let mut n = 0u64;
+        let mut used = 0;
+        loop {
+            let Some(&b) = payload.get(used) else {
+                return Err("a count is cut short");
+            };
+            if used == 8 {
+                n |= u64::from(b) << 56; // the ninth byte is used whole
+                used += 1;
+                break;
+            }
+            n |= u64::from(b & 0x7f) << (7 * used);
+            used += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        payload = &payload[used..];
+        if n & 1 == 1 {
+            // minus a run of zero counts: (n >> 1) + 1 of them
+            index = usize::try_from((n >> 1) + 1)
+                .ok()
+                .and_then(|run| index.checked_add(run))
+                .filter(|&i| i <= COUNTS_LEN)
+                .ok_or("more counts than the histogram holds")?;
+        } else {
+            let count = n >> 1;
+            if index >= COUNTS_LEN {
+                return Err("more counts than the histogram holds");
+            }
+            total = total.checked_add(count).ok_or("counts sum past 2^64")?;
+            index += 1;
+        }
+    }
+    Ok(total)
 }
 
 /// `(percentile 0-100, latency µs)` points for an HdrHistogram-style percentile plot.
@@ -181,9 +275,191 @@ impl PyLatencyHistogram {
     }
 }
 
+/// The test binary's allocator: it counts what a thread asks for while [`alloc_meter::measure`]
+/// runs, so that tests can bound what decoding hostile bytes allocates.
+#[cfg(test)]
+pub(crate) mod alloc_meter {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// While measuring, a single request above this is refused (the test process aborts with
+    /// "memory allocation of N bytes failed", as a master under a memory limit does) instead of
+    /// taking gigabytes of the shared machine's memory.
+    const REFUSE_ABOVE: usize = 256 << 20;
+
+    thread_local! {
+        static METERING: Cell<bool> = const { Cell::new(false) };
+        static REQUESTED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    struct Meter;
+
+    /// Counts `size`; false when the request is to be refused.
+    fn note(size: usize) -> bool {
+        METERING
+            .try_with(|on| {
+                if on.get() {
+                    REQUESTED.with(|r| r.set(r.get().saturating_add(size)));
+                    size <= REFUSE_ABOVE
+                } else {
+                    true
+                }
+            })
+            .unwrap_or(true)
+    }
+
+    // SAFETY: every call is passed to `System` unchanged, or refused with a null pointer.
+    unsafe impl GlobalAlloc for Meter {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if note(layout.size()) {
+                System.alloc(layout)
+            } else {
+                std::ptr::null_mut()
+            }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            if note(layout.size()) {
+                System.alloc_zeroed(layout)
+            } else {
+                std::ptr::null_mut()
+            }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if note(new_size) {
+                System.realloc(ptr, layout, new_size)
+            } else {
+                std::ptr::null_mut()
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout);
+        }
+    }
+
+    #[global_allocator]
+    static METER: Meter = Meter;
+
+    /// Runs `f` and returns its result with the bytes this thread asked for meanwhile (a realloc
+    /// counts its whole new size).
+    pub fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        REQUESTED.with(|r| r.set(0));
+        METERING.with(|on| on.set(true));
+        let out = f();
+        METERING.with(|on| on.set(false));
+        (out, REQUESTED.with(Cell::get))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What decoding `len` bytes may allocate: one histogram of ours, a copy of the bytes, and
+    /// room for an error message.
+    fn allowed(len: usize) -> usize {
+        let (_, histogram) = alloc_meter::measure(new_histogram);
+        histogram + 2 * len + 4096
+    }
+
+    fn sample() -> Vec<u8> {
+        let mut h = new_histogram();
+        for v in [1, 2, 999, 1000, 20_000, 20_001, 59_000_000] {
+            h.record_n(v, v % 7 + 1).unwrap();
+        }
+        to_bytes(&h).unwrap()
+    }
+
+    #[test]
+    fn counts_len_is_that_of_our_histograms() {
+        assert_eq!(new_histogram().distinct_values(), COUNTS_LEN);
+    }
+
+    #[test]
+    fn a_header_claiming_4_gib_is_refused_without_allocating_them() {
+        let mut forged = to_bytes(&new_histogram()).unwrap();
+        forged[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        let (result, used) = alloc_meter::measure(|| from_bytes(&forged));
+        let err = result.unwrap_err();
+        assert!(
+            err.to_string().contains("claims 4294967295 payload bytes"),
+            "{err}"
+        );
+        assert!(used <= allowed(forged.len()), "{used} bytes allocated");
+    }
+
+    #[test]
+    fn other_bounds_are_refused_without_allocating_their_histogram() {
+        // 1 ns .. 2^62 at 5 digits: a 46 MiB counts array in hdrhistogram
+        let mut forged = to_bytes(&new_histogram()).unwrap();
+        forged[12..16].copy_from_slice(&5u32.to_be_bytes());
+        forged[24..32].copy_from_slice(&(1u64 << 62).to_be_bytes());
+        let (result, used) = alloc_meter::measure(|| from_bytes(&forged));
+        assert!(matches!(result, Err(Error::Protocol(_))));
+        assert!(used <= allowed(forged.len()), "{used} bytes allocated");
+    }
+
+    #[test]
+    fn a_zero_run_of_i64_min_is_refused() {
+        // zig-zag u64::MAX is i64::MIN: hdrhistogram negates it to count the zeros
+        let mut forged = to_bytes(&new_histogram()).unwrap();
+        forged.truncate(V2_HEADER_LEN);
+        forged.extend_from_slice(&[0xff; 9]);
+        forged[4..8].copy_from_slice(&9u32.to_be_bytes());
+        assert!(matches!(from_bytes(&forged), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn counts_summing_past_u64_are_refused() {
+        // zig-zag encoded i64::MAX (9 bytes), twice: fits; three times: the sum does not
+        let count = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let forged = |times: usize| {
+            let mut b = to_bytes(&new_histogram()).unwrap();
+            b.truncate(V2_HEADER_LEN);
+            for _ in 0..times {
+                b.extend_from_slice(&count);
+            }
+            b[4..8].copy_from_slice(&(9 * times as u32).to_be_bytes());
+            b
+        };
+        assert_eq!(from_bytes(&forged(2)).unwrap().len(), 2 * i64::MAX as u64);
+        assert!(matches!(from_bytes(&forged(3)), Err(Error::Protocol(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_nor_allocate_much(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let (_, used) = alloc_meter::measure(|| from_bytes(&bytes));
+            prop_assert!(used <= allowed(bytes.len()), "{} bytes allocated", used);
+        }
+
+        #[test]
+        fn mutated_histograms_never_panic_nor_allocate_much(
+            cut in any::<prop::sample::Index>(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let mut bytes = sample();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let (_, used) = alloc_meter::measure(|| from_bytes(&bytes));
+            prop_assert!(used <= allowed(bytes.len()), "{} bytes allocated", used);
+        }
+
+        #[test]
+        fn forged_header_words_never_panic_nor_allocate_much(at in 1usize..10, word in any::<u32>(), cut in any::<prop::sample::Index>()) {
+            let mut bytes = sample();
+            bytes[at * 4..at * 4 + 4].copy_from_slice(&word.to_be_bytes());
+            bytes.truncate(V2_HEADER_LEN + cut.index(bytes.len() - V2_HEADER_LEN + 1));
+            let (_, used) = alloc_meter::measure(|| from_bytes(&bytes));
+            prop_assert!(used <= allowed(bytes.len()), "{} bytes allocated", used);
+        }
+    }
 
     #[test]
     fn merge_equals_one_histogram_of_all_samples() {

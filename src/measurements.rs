@@ -55,15 +55,28 @@ pub struct StreamCounts {
 }
 
 impl StreamCounts {
-    fn add(&mut self, o: &StreamCounts) {
-        self.scheduled += o.scheduled;
-        self.sent += o.sent;
-        self.dropped += o.dropped;
-        self.completed += o.completed;
-        self.unfinished += o.unfinished;
-        self.started += o.started;
-        self.rate += o.rate;
-        self.seconds += o.seconds;
+    /// The sum of both, or an error naming the first counter that would overflow (or the rate or
+    /// running time that would not be finite): a merge never wraps or saturates.
+    fn checked_add(&self, o: &StreamCounts) -> Result<StreamCounts> {
+        let sum = |name: &str, a: u64, b: u64| {
+            a.checked_add(b)
+                .ok_or_else(|| Error::protocol(format!("merging would overflow the {name} count")))
+        };
+        let fsum = |name: &str, a: f64, b: f64| {
+            Some(a + b)
+                .filter(|s| s.is_finite())
+                .ok_or_else(|| Error::protocol(format!("merging would make the {name} infinite")))
+        };
+        Ok(StreamCounts {
+            scheduled: sum("scheduled", self.scheduled, o.scheduled)?,
+            sent: sum("sent", self.sent, o.sent)?,
+            dropped: sum("dropped", self.dropped, o.dropped)?,
+            completed: sum("completed", self.completed, o.completed)?,
+            unfinished: sum("unfinished", self.unfinished, o.unfinished)?,
+            started: sum("streams", self.started, o.started)?,
+            rate: fsum("rate", self.rate, o.rate)?,
+            seconds: fsum("stream seconds", self.seconds, o.seconds)?,
+        })
     }
 }
 
@@ -93,15 +106,40 @@ const MAGIC: &[u8; 4] = b"LIM\x01";
 const COUNTERS: usize = 9;
 
 impl Measurements {
-    /// Adds `other`'s samples and counts (a worker's report, on the master).
+    /// Adds `other`'s samples and counts (a worker's report, on the master). When a count would
+    /// overflow it is an error and nothing is added.
     pub fn add(&mut self, other: &Measurements) -> Result<()> {
+        let (streams, resent) = self.check_add(other)?;
         for (mine, theirs) in self.histograms_mut().into_iter().zip(other.histograms()) {
             mine.add(theirs)
                 .map_err(|e| Error::InvalidArgument(format!("cannot merge histograms: {e:?}")))?;
         }
-        self.streams.add(&other.streams);
-        self.resent += other.resent;
+        self.streams = streams;
+        self.resent = resent;
         Ok(())
+    }
+
+    /// The counters `add` would leave, or an error when one would overflow: checking the
+    /// histograms' totals is enough, as none of their counts exceeds its total, which is exact
+    /// (hdrhistogram saturates it and its counts; `from_bytes` refuses counts that would).
+    fn check_add(&self, other: &Measurements) -> Result<(StreamCounts, u64)> {
+        for (name, mine, theirs) in ["latency", "TTFB", "service time", "lag"]
+            .into_iter()
+            .zip(self.histograms())
+            .zip(other.histograms())
+            .map(|((n, a), b)| (n, a, b))
+        {
+            if mine.len().checked_add(theirs.len()).is_none() {
+                return Err(Error::protocol(format!(
+                    "merging would overflow the {name} histogram's count"
+                )));
+            }
+        }
+        let resent = self
+            .resent
+            .checked_add(other.resent)
+            .ok_or_else(|| Error::protocol("merging would overflow the resent count"))?;
+        Ok((self.streams.checked_add(&other.streams)?, resent))
     }
 
     /// Forgets what was measured (Locust's `--reset-stats`), but not how many streams run and
@@ -171,21 +209,14 @@ impl Measurements {
             b
         };
         let n = |i| u64::from_le_bytes(word(i));
-        let mut m = Measurements {
-            resent: n(0),
-            streams: StreamCounts {
-                scheduled: n(1),
-                sent: n(2),
-                dropped: n(3),
-                completed: n(4),
-                unfinished: n(5),
-                started: n(6),
-                rate: f64::from_le_bytes(word(7)),
-                seconds: f64::from_le_bytes(word(8)),
-            },
-            ..Measurements::default()
-        };
-        for h in m.histograms_mut() {
+        let (rate, seconds) = (f64::from_le_bytes(word(7)), f64::from_le_bytes(word(8)));
+        for (name, x) in [("rate", rate), ("stream seconds", seconds)] {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(bad(&format!("{name} {x} is not a finite number >= 0")));
+            }
+        }
+        let mut histograms = Vec::with_capacity(4);
+        for _ in 0..4 {
             let Some((len, tail)) = rest.split_first_chunk::<4>() else {
                 return Err(bad("truncated"));
             };
@@ -194,13 +225,31 @@ impl Measurements {
                 return Err(bad("truncated"));
             }
             let (bytes, tail) = tail.split_at(len);
-            *h = from_bytes(bytes)?;
+            histograms.push(from_bytes(bytes)?);
             rest = tail;
         }
         if !rest.is_empty() {
             return Err(bad("trailing bytes"));
         }
-        Ok(m)
+        let [total, ttfb, service, lag]: [Histogram<u64>; 4] =
+            histograms.try_into().unwrap_or_else(|_| unreachable!());
+        Ok(Measurements {
+            total,
+            ttfb,
+            service,
+            lag,
+            resent: n(0),
+            streams: StreamCounts {
+                scheduled: n(1),
+                sent: n(2),
+                dropped: n(3),
+                completed: n(4),
+                unfinished: n(5),
+                started: n(6),
+                rate,
+                seconds,
+            },
+        })
     }
 }
 
@@ -354,8 +403,15 @@ impl PyMeasurements {
         Ok(d)
     }
 
+    /// Adds `other`; raises ProtocolError, adding nothing, when a count would overflow.
     fn add(&mut self, other: &PyMeasurements) -> PyResult<()> {
         Ok(self.inner.add(&other.inner)?)
+    }
+
+    /// Raises ProtocolError when `add(other)` would (a count would overflow); changes nothing.
+    fn check_add(&self, other: &PyMeasurements) -> PyResult<()> {
+        self.inner.check_add(&other.inner)?;
+        Ok(())
     }
 
     /// Forgets what was measured, keeping the number of streams and their offered rate.
@@ -391,6 +447,7 @@ impl PyMeasurements {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::latency::alloc_meter::measure;
     use crate::latency::HIGHEST_US;
     use proptest::prelude::*;
 
@@ -482,6 +539,90 @@ mod tests {
         }
     }
 
+    /// What decoding `len` bytes may allocate: four histograms of ours, a copy of the bytes, and
+    /// room for an error message.
+    fn allowed(len: usize) -> usize {
+        let (_, histograms) = measure(|| [0; 4].map(|_| new_histogram()));
+        histograms + 2 * len + 4096
+    }
+
+    /// Where each histogram's V2 header starts in `bytes` (a valid encoding).
+    fn histogram_offsets(bytes: &[u8]) -> Vec<usize> {
+        let mut at = 4 + COUNTERS * 8;
+        let mut starts = Vec::new();
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            starts.push(at + 4);
+            at += 4 + len;
+        }
+        starts
+    }
+
+    #[test]
+    fn a_report_whose_histogram_claims_4_gib_is_refused_without_allocating_them() {
+        let mut forged = Measurements::default().to_bytes().unwrap();
+        let h = histogram_offsets(&forged)[0];
+        forged[h + 4..h + 8].copy_from_slice(&u32::MAX.to_be_bytes());
+        let (result, used) = measure(|| Measurements::from_bytes(&forged));
+        assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
+        assert!(used <= allowed(forged.len()), "{used} bytes allocated");
+    }
+
+    #[test]
+    fn rates_and_seconds_must_be_finite_and_not_negative() {
+        for bad in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.0,
+            -f64::MIN_POSITIVE,
+        ] {
+            for field in [7, 8] {
+                let mut bytes = Measurements::default().to_bytes().unwrap();
+                let at = 4 + field * 8;
+                bytes[at..at + 8].copy_from_slice(&bad.to_le_bytes());
+                let err = Measurements::from_bytes(&bytes).unwrap_err();
+                assert!(err.to_string().contains("not a finite number"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_merge_that_would_overflow_is_an_error_and_adds_nothing() {
+        let with = |f: &dyn Fn(&mut Measurements)| {
+            let mut m = Measurements::default();
+            m.streams.rate = 1.0;
+            f(&mut m);
+            m
+        };
+        let one = with(&|m| {
+            m.resent = 1;
+            m.streams.sent = 1;
+            m.total.record_n(9, 2).unwrap();
+        });
+        for (mine, theirs) in [
+            (with(&|m| m.resent = u64::MAX), &one),
+            (with(&|m| m.streams.sent = u64::MAX), &one),
+            (
+                with(&|m| m.streams.rate = f64::MAX),
+                &with(&|m| m.streams.rate = f64::MAX),
+            ),
+            // two counts of i64::MAX, as a worker may send them: a total of 2^64 - 2
+            (
+                with(&|m| {
+                    m.total.record_n(5, i64::MAX as u64).unwrap();
+                    m.total.record_n(7, i64::MAX as u64).unwrap();
+                }),
+                &one,
+            ),
+        ] {
+            let mut merged = mine.clone();
+            let result = merged.add(theirs);
+            assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
+            assert!(merged == mine, "a refused merge added something");
+        }
+    }
+
     fn arbitrary() -> impl Strategy<Value = Measurements> {
         (
             prop::collection::vec(1u64..60_000_000, 0..50),
@@ -511,6 +652,37 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_nor_allocate_much(
+            tail in prop::collection::vec(any::<u8>(), 0..800),
+            magic in any::<bool>(),
+        ) {
+            let bytes = if magic { [MAGIC.as_slice(), &tail].concat() } else { tail };
+            let (_, used) = measure(|| Measurements::from_bytes(&bytes));
+            prop_assert!(used <= allowed(bytes.len()), "{} bytes allocated", used);
+        }
+
+        #[test]
+        fn mutated_reports_never_panic_nor_allocate_much(
+            m in arbitrary(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            header_word in prop::option::of((0usize..4, 1usize..10, any::<u32>())),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = m.to_bytes().unwrap();
+            if let Some((h, word, value)) = header_word {
+                let at = histogram_offsets(&bytes)[h] + word * 4;
+                bytes[at..at + 4].copy_from_slice(&value.to_be_bytes());
+            }
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let (_, used) = measure(|| Measurements::from_bytes(&bytes));
+            prop_assert!(used <= allowed(bytes.len()), "{} bytes allocated", used);
+        }
+
         #[test]
         fn bytes_round_trip(m in arbitrary()) {
             let back = Measurements::from_bytes(&m.to_bytes().unwrap()).unwrap();

@@ -27,14 +27,24 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from locust_inference import hooks
-from locust_inference._native import Measurements
+from locust_inference._native import Measurements, ProtocolError
 from locust_inference.options import Settings
 from locust_inference.server_stats import ServerStats, breakdown, read_stats
 
-__all__ = ["Collector", "collector_of", "fine_bucket_response_time", "install", "use_fine_buckets"]
+__all__ = [
+    "Collector",
+    "collector_of",
+    "fine_bucket_response_time",
+    "install",
+    "merge_report",
+    "use_fine_buckets",
+]
 
 log = logging.getLogger("locust_inference")
 REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measurements.to_bytes()}
+# Request names the master keeps measurements for: each costs four histograms (about 0.5 MiB), so a
+# worker naming thousands would cost gigabytes. A run has one name per process in practice.
+MAX_NAMES = 100
 _locust_bucket = getattr(locust.stats, "bucket_response_time", None)  # Locust's own (checked before use)
 _fine_bucket_users: set[int] = set()  # id() of each Environment whose run uses fine buckets
 
@@ -82,8 +92,18 @@ class Collector:
     stats_at_start: ServerStats | None = None
 
     def add(self, name: str, measurements: Measurements) -> None:
-        self.measured.setdefault(name, Measurements()).add(measurements)
+        """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
+        count would overflow or ``name`` would be one name too many."""
+        mine = self.measured.get(name)
+        if mine is None:
+            if len(self.measured) >= MAX_NAMES:
+                raise ProtocolError(f"more than {MAX_NAMES} request names")
+            mine = Measurements()
+        mine.check_add(measurements)
+        self.window.check_add(measurements)
+        mine.add(measurements)
         self.window.add(measurements)
+        self.measured[name] = mine
 
     def poll(self) -> None:
         """Takes what this process's endpoint recorded since the last take (a worker sends it instead)."""
@@ -236,6 +256,39 @@ def _rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def merge_report(collector: Collector, client_id: Any, data: Any) -> None:
+    """Merges the measurements of a worker's report (``data`` of Locust's ``worker_report``) into ``collector``.
+
+    Nothing in a report is trusted: an entry that is not ``name (str): bytes``, does not decode, or would
+    overflow a count when merged is refused, and the rest merged; one warning per report names the worker
+    and the first reason. Nothing raises out of here, as Locust would log the traceback and the run end with
+    exit code 2 (and a Rust abort would end the master)."""
+    if not isinstance(data, dict) or REPORT_KEY not in data:
+        return  # not ours: Locust's own listeners judge the report
+    entries = data[REPORT_KEY]
+    refused: list[str] = []
+    if not isinstance(entries, dict):
+        refused.append(f"of type {type(entries).__name__}, not a dict of measurements")
+        entries = {}
+    for name, blob in entries.items():
+        try:
+            if not isinstance(name, str):
+                raise ProtocolError(f"the name is of type {type(name).__name__}, not str")
+            if not isinstance(blob, bytes):
+                raise ProtocolError(f"of type {type(blob).__name__}, not bytes")
+            collector.add(name, Measurements.from_bytes(blob))
+        except (ProtocolError, ValueError) as err:
+            refused.append(f"{name!r:.80}: {err}")
+    if refused:
+        log.warning(
+            "refused %d of the %d latency entries from worker %.80r: %s",
+            len(refused),
+            max(len(entries), 1),
+            client_id,
+            refused[0],
+        )
+
+
 def results_folder(environment: Environment, settings: Settings) -> tuple[Path, str | None]:
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if prefix:
@@ -283,8 +336,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
 
         @events.worker_report.add_listener
         def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-            for name, blob in data.get(REPORT_KEY, {}).items():
-                collector.add(name, Measurements.from_bytes(blob))
+            merge_report(collector, client_id, data)
 
     @events.test_start.add_listener
     def _start(**_kw: Any) -> None:
