@@ -61,8 +61,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [[ -z ${LOCUST:-} ]]; then
     if [[ -x $here/.venv/bin/locust ]]; then LOCUST=$here/.venv/bin/locust; else LOCUST=locust; fi
 fi
-python=$(dirname "$LOCUST")/python
-[[ -x $python ]] || python=python3
+# the python beside locust (a bare "locust" is looked up in PATH: dirname would say ".", and ./python in this
+# repository is a folder)
+python=$(dirname "$(command -v "$LOCUST" || echo "$LOCUST")")/python
+[[ -f $python && -x $python ]] || python=python3
 
 conf_value() { # the value of a key in the config file, or empty
     sed -n -E "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*([^#]*[^[:space:]#]).*/\1/p" "$config" | tail -n 1

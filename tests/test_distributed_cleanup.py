@@ -20,9 +20,10 @@ from typing import Any
 from support import REPO_ROOT, clean_env
 
 # Stands in for locust: says its role and pid in FAKE_DIR, then waits. SIGUSR1 ends it with status 0;
-# SIGTERM too, unless FAKE_<ROLE>_TERM=ignore. A worker does not leave when the master does.
+# SIGTERM too, unless FAKE_<ROLE>_TERM=ignore. A worker does not leave when the master does. With
+# FAKE_EXIT=now it writes its arguments and ends at once, status 0.
 FAKE_LOCUST = """\
-import os, signal, sys
+import json, os, signal, sys
 
 role = "master" if "--master" in sys.argv else "worker"
 folder = os.environ["FAKE_DIR"]
@@ -33,6 +34,10 @@ signal.signal(signal.SIGUSR1, leave)
 with open(f"{folder}/{role}.tmp", "w") as f:
     f.write(str(os.getpid()))
 os.rename(f"{folder}/{role}.tmp", f"{folder}/{role}")
+if os.environ.get("FAKE_EXIT") == "now":
+    with open(f"{folder}/{role}.argv", "w") as f:
+        json.dump(sys.argv[1:], f)
+    sys.exit(0)
 while True:
     signal.pause()
 """
@@ -114,10 +119,15 @@ print(json.dumps({
 """
 
 
-def run_case(tmp_path: Path, case: str) -> dict[str, Any]:
-    fake = tmp_path / "fake_locust"
+def write_fake(folder: Path) -> Path:
+    fake = folder / "fake_locust"
     fake.write_text(f"#!{sys.executable}\n{FAKE_LOCUST}")
     fake.chmod(0o755)
+    return fake
+
+
+def run_case(tmp_path: Path, case: str) -> dict[str, Any]:
+    fake = write_fake(tmp_path)
     conf = tmp_path / "one.conf"
     conf.write_text("expect-workers = 1\nrun-time = 10m\n")
     folder = tmp_path / "state"
@@ -181,3 +191,35 @@ def test_the_exit_cleanup_spares_the_id_of_a_master_already_waited_for(tmp_path:
     assert result["returncode"] == 0, result
     assert result["decoy_alive"], result
     assert result["still_running"]["worker"] is False, result
+
+
+def test_a_locust_found_in_path_is_run_with_the_python_beside_it(tmp_path: Path) -> None:
+    """LOCUST=locust, as when no .venv is in the checkout: the python beside the locust that PATH finds
+    picks the master's port, not ./python (a folder of this repository, from where distributed.sh runs)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    write_fake(bin_dir)
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\ntouch "$FAKE_DIR/python-used"\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    conf = tmp_path / "one.conf"
+    conf.write_text("expect-workers = 1\n")
+    folder = tmp_path / "state"
+    folder.mkdir()
+    env = clean_env(LOCUST="fake_locust", FAKE_DIR=str(folder), FAKE_EXIT="now", RESULTS_DIR=str(tmp_path / "r"))
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    proc = subprocess.run(
+        ["./distributed.sh", str(conf), "m", "triton"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (folder / "python-used").exists()
+    argv = json.loads((folder / "master.argv").read_text())
+    port = argv[argv.index("--master-bind-port") + 1]
+    assert port.isdigit() and 0 < int(port) < 65536, argv
+    worker = json.loads((folder / "worker.argv").read_text())
+    assert worker[worker.index("--master-port") + 1] == port, worker
