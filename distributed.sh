@@ -61,8 +61,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [[ -z ${LOCUST:-} ]]; then
     if [[ -x $here/.venv/bin/locust ]]; then LOCUST=$here/.venv/bin/locust; else LOCUST=locust; fi
 fi
-python=$(dirname "$LOCUST")/python
-[[ -x $python ]] || python=python3
+# the python beside locust (a bare "locust" is looked up in PATH: dirname would say ".", and ./python in this
+# repository is a folder)
+python=$(dirname "$(command -v "$LOCUST" || echo "$LOCUST")")/python
+[[ -f $python && -x $python ]] || python=python3
 
 conf_value() { # the value of a key in the config file, or empty
     sed -n -E "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*([^#]*[^[:space:]#]).*/\1/p" "$config" | tail -n 1
@@ -144,24 +146,56 @@ case $role in
     master) what=master ;;
     worker) what=workers ;;
 esac
+# The processes started here. Bash reaps a child as soon as it exits, so its id is free for anyone at once:
+# a child is still ours only while /proc shows it running, as a child of this shell, with the start time it
+# had at launch. Every probe and signal checks that first, and an id that `wait` has collected is dropped
+# from `started`, never looked at again. (What is left: the child ending, and its id being taken again, in
+# the instant between that check and the signal, which needs the kernel to go through every other id first.)
 pids=()
+declare -A started=() # pid -> its start time (field 22 of /proc/PID/stat), for those not yet waited for
+stat=()
+read_stat() { # the fields of /proc/$1/stat after the command name into $stat: [0] state, [1] parent, [19] start time
+    local line
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    read -r -a stat <<<"${line##*) }"
+}
+launched() { # records child $1 just started with &
+    pids+=("$1")
+    if read_stat "$1" && [[ ${stat[1]} == "$$" ]]; then started[$1]=${stat[19]}; fi
+}
+ours() { # whether child $1 still runs, and is still the process started as $1
+    [[ -n ${started[$1]:-} ]] && read_stat "$1" &&
+        [[ ${stat[0]} != Z && ${stat[1]} == "$$" && ${stat[19]} == "${started[$1]}" ]]
+}
+collected() { # child $1 was waited for: its id may belong to another process from now on
+    unset "started[$1]"
+}
+signal_ours() { # signal $1 to each of the other arguments that is still ours
+    local sig=$1 pid
+    shift
+    for pid; do
+        if ours "$pid"; then kill "-$sig" "$pid" 2>/dev/null || true; fi
+    done
+}
 # shellcheck disable=SC2317  # invoked by trap
 cleanup() {
     trap - EXIT INT TERM
-    local alive=()
+    local pid alive=()
     for pid in "${pids[@]}"; do
-        kill -0 "$pid" 2>/dev/null && alive+=("$pid")
+        if ours "$pid"; then alive+=("$pid"); fi
     done
-    if ((${#alive[@]})); then
-        kill -TERM "${alive[@]}" 2>/dev/null || true
-        for _ in $(seq 50); do
-            local still=()
-            for pid in "${alive[@]}"; do kill -0 "$pid" 2>/dev/null && still+=("$pid"); done
-            ((${#still[@]})) || break
-            sleep 0.1
+    ((${#alive[@]})) || return 0
+    signal_ours TERM "${alive[@]}"
+    for _ in $(seq 50); do
+        local still=()
+        for pid in "${alive[@]}"; do
+            if ours "$pid"; then still+=("$pid"); fi
         done
-        for pid in "${alive[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    fi
+        alive=("${still[@]}")
+        ((${#alive[@]})) || return 0
+        sleep 0.1
+    done
+    signal_ours KILL "${alive[@]}" # only those still ours after the grace period
 }
 # shellcheck disable=SC2317  # invoked by trap
 on_signal() {
@@ -186,29 +220,31 @@ if [[ $role != worker ]]; then
     "$LOCUST" "${common[@]}" --master --master-bind-port "$port" --expect-workers "$expected" "${mode[@]}" \
         "${master_extra[@]}" --csv "$prefix" --html "$prefix.html" &
     master=$!
-    pids+=("$master")
+    launched "$master"
 fi
 for _ in $(seq "$local_workers"); do
     "$LOCUST" "${common[@]}" --worker --master-host "$master_host" --master-port "$port" &
-    pids+=("$!")
+    launched "$!"
 done
 
 status=0
 declare -A finished=()
 while true; do
-    if [[ -n $master ]] && ! kill -0 "$master" 2>/dev/null; then
+    if [[ -n $master ]] && ! ours "$master"; then
         wait "$master" || status=$?
+        collected "$master"
         break
     fi
     running=0
     for pid in "${pids[@]}"; do
         [[ $pid == "$master" || -n ${finished[$pid]:-} ]] && continue
-        if kill -0 "$pid" 2>/dev/null; then
+        if ours "$pid"; then
             running=$((running + 1))
             continue
         fi
         code=0
         wait "$pid" || code=$?
+        collected "$pid"
         finished[$pid]=$code
         if ((code != 0)); then
             echo "distributed.sh: worker $pid exited with status $code; stopping the run" >&2
@@ -223,7 +259,7 @@ done
 # workers leave by themselves when the master quits; give them a moment, then clean up
 for pid in "${pids[@]}"; do
     [[ $pid == "$master" ]] && continue
-    for _ in $(seq 25); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    for _ in $(seq 25); do ours "$pid" || break; sleep 0.2; done
 done
 if [[ $role == worker ]]; then
     echo "==> workers done (exit status $status)"

@@ -29,7 +29,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust_inference import hooks
 from locust_inference._native import Measurements, ProtocolError
 from locust_inference.options import Settings
-from locust_inference.server_stats import ServerStats, breakdown, read_stats
+from locust_inference.server_stats import StatsRead, breakdown
 
 __all__ = [
     "Collector",
@@ -89,7 +89,7 @@ class Collector:
     measured: dict[str, Measurements] = field(default_factory=dict)
     window: Measurements = field(default_factory=Measurements)  # all names, since the last take_window()
     started: dt.datetime | None = None
-    stats_at_start: ServerStats | None = None
+    stats_at_start: StatsRead | None = None  # Triton's statistics at the start, being read
 
     def add(self, name: str, measurements: Measurements) -> None:
         """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
@@ -120,7 +120,7 @@ class Collector:
         for m in self.measured.values():
             m.restart()
         self.started = dt.datetime.now(dt.UTC)
-        self.stats_at_start = read_stats(self.settings)
+        self.stats_at_start = StatsRead(self.settings)
 
     def open_loop(self, name: str) -> dict[str, Any] | None:
         """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams."""
@@ -183,7 +183,9 @@ class Collector:
             "duration_s": duration,
             "history_csv": history_csv,
             "requests": requests,
-            "server_stats": breakdown(self.stats_at_start, read_stats(self.settings), client_mean),
+            "server_stats": breakdown(
+                self.stats_at_start.get() if self.stats_at_start else None, StatsRead(self.settings).get(), client_mean
+            ),
             "locust": locust_numbers,
         }
 
@@ -345,7 +347,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
             collector.measured.clear()
             collector.take_window()
             collector.started = dt.datetime.now(dt.UTC)
-            collector.stats_at_start = read_stats(settings)
+            collector.stats_at_start = StatsRead(settings)
 
     @events.quitting.add_listener
     def _finish(**_kw: Any) -> None:

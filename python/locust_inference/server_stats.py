@@ -8,10 +8,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import gevent
+
 from locust_inference._native import RequestError, http_request
 from locust_inference.options import Settings
 
-__all__ = ["ServerStats", "breakdown", "read_stats"]
+__all__ = ["ServerStats", "StatsRead", "breakdown", "read_stats"]
 
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
@@ -51,6 +53,19 @@ def read_stats(settings: Settings) -> ServerStats | None:
         )
     except (RequestError, ValueError, KeyError, IndexError, TypeError):
         return None
+
+
+class StatsRead:
+    """One :func:`read_stats` running in gevent's threadpool (the native request releases the GIL while it
+    waits), started at once; :meth:`get` waits for it, letting other greenlets run. A read made in an event
+    listener would hold Locust's loop for up to its 10 s timeout when the server is slow or silent: on a
+    master, the heartbeats of healthy workers would go unread meanwhile, and the workers be counted missing."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._result = gevent.get_hub().threadpool.spawn(read_stats, settings) if settings.server == "triton" else None
+
+    def get(self) -> ServerStats | None:
+        return None if self._result is None else self._result.get()
 
 
 def breakdown(start: ServerStats | None, end: ServerStats | None, client_mean_ms: float | None) -> dict | None:
