@@ -191,6 +191,26 @@ pub fn preprocess_images_py<'py>(
     })
 }
 
+/// Width, height and whether it is a JPEG, from the header of the image at `path` alone (`None` when
+/// the header cannot be read: preprocessing the file says why).
+fn header_size(path: &std::path::Path) -> Option<(u32, u32, bool)> {
+    let reader = image::ImageReader::open(path)
+        .ok()?
+        .with_guessed_format()
+        .ok()?;
+    let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    let (width, height) = reader.into_dimensions().ok()?;
+    Some((width, height, jpeg))
+}
+
+/// `image_sizes(paths) -> list[tuple[int, int, bool] | None]`: each image's width, height and whether
+/// it is a JPEG, read from its header without decoding it, for the memory estimate made before
+/// [`preprocess_images_py`] decodes the set.
+#[pyfunction(name = "image_sizes")]
+pub fn image_sizes_py(py: Python<'_>, paths: Vec<PathBuf>) -> Vec<Option<(u32, u32, bool)>> {
+    py.detach(|| paths.iter().map(|p| header_size(p)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +236,18 @@ mod tests {
             .save(&path)
             .unwrap();
         path
+    }
+
+    #[test]
+    fn sizes_come_from_the_headers() {
+        let dir = std::env::temp_dir().join(format!("imageset-sizes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = png(&dir, "a.png", 7);
+        let bad = dir.join("b.png");
+        std::fs::write(&bad, b"not an image").unwrap();
+        let sizes: Vec<_> = [&good, &bad].iter().map(|p| header_size(p)).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(sizes, vec![Some((8, 6, false)), None]);
     }
 
     #[test]
