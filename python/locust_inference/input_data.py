@@ -203,8 +203,10 @@ def _check_requests(
     ]
     bodies = input_memory.triton_body_bytes(per_input, binary=False) if not binary else requests
     bodies += len(entries) * input_memory.TRITON_HEADER_BYTES
-    smallest = min(bodies // len(entries), largest)
-    need = max(held + requests, input_memory.encoding(requests, bodies, smallest, 2 * largest))
+    # the largest body: its tensors, or their JSON text (at most 6 bytes a byte: "false," of a BOOL)
+    largest_body = input_memory.TRITON_HEADER_BYTES + largest * (1 if binary else 6)
+    smallest = min(bodies // len(entries), largest_body)
+    need = max(held + requests, input_memory.encoding(requests, bodies, smallest, largest + largest_body))
     input_memory.check(need, limit, what)
 
 

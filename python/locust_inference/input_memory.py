@@ -52,10 +52,10 @@ JSON_ELEMENT_BYTES = {
 JSON_DOCUMENT_FACTOR = 17
 # Working memory of one preprocessing thread per pixel of the image it decodes: a JPEG is decoded row by
 # row, but a progressive one keeps its coefficients (up to 6 bytes a pixel) and the resampler keeps up to
-# 4 bytes a pixel of rows; other formats are decoded whole (up to 8 bytes a pixel, 16-bit RGBA), converted
-# to 8-bit RGB (3) and resampled (4).
+# 4 bytes a pixel of rows; other formats are decoded whole (the bytes of a pixel their header says, e.g. 8
+# for 16-bit RGBA), converted to 8-bit RGB (3) and resampled (4).
 JPEG_BYTES_PER_PIXEL = 10
-OTHER_BYTES_PER_PIXEL = 15
+CONVERTED_BYTES_PER_PIXEL = 3 + 4
 MAX_PIXELS = 2 * 89_478_485  # larger images are refused by the decoder (src/preprocess.rs)
 
 
@@ -88,10 +88,12 @@ def image_decoding(files: list[Path]) -> int:
             file_bytes = path.stat().st_size
         except OSError:
             file_bytes = 0  # preprocessing names the file and why
-        pixels = size[0] * size[1] if size is not None else 0
-        if pixels > MAX_PIXELS:  # refused by the decoder before it allocates, with its own line
-            pixels = 0
-        per_pixel = JPEG_BYTES_PER_PIXEL if size is not None and size[2] else OTHER_BYTES_PER_PIXEL
+        if size is None:  # not an image: refused by the decoder before it allocates
+            working.append(file_bytes)
+            continue
+        width, height, decoded = size
+        pixels = width * height if width * height <= MAX_PIXELS else 0  # larger: refused, with its own line
+        per_pixel = decoded + CONVERTED_BYTES_PER_PIXEL if decoded else JPEG_BYTES_PER_PIXEL
         working.append(file_bytes + pixels * per_pixel)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = min(cpus, len(working))  # preprocess_images: a thread per core it may run on
