@@ -274,3 +274,10 @@ def test_litserve_payloads_count_every_copy(tmp_path: Path, payload: str, limit:
         env=clean_env(SERVER="litserve", MODEL_NAME="m"),
     )
     assert_clean_failure(run, needle, f"over --max-input-memory {limit.removesuffix('MiB')} MiB")
+
+
+def test_a_token_with_a_control_character_is_refused_without_showing_it(tmp_path: Path) -> None:
+    env = clean_env(SERVER="triton", MODEL_NAME="m", INFERENCE_AUTH_TOKEN="tok\x01secretvalue")
+    run = run_locust(tmp_path, "--host", NOWHERE, run_time="1s", env=env)
+    assert_clean_failure(run, "INFERENCE_AUTH_TOKEN: the value holds a control character")
+    assert "secretvalue" not in run.stderr + run.stdout

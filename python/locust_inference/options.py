@@ -412,9 +412,9 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     header_file = getattr(options, "header_file", None)
     if header_file:
         headers += _header_file(str(header_file))
-    token = env.get("INFERENCE_AUTH_TOKEN")
+    token = (env.get("INFERENCE_AUTH_TOKEN") or "").strip()  # a secret mounted as a file ends in a newline
     if token:
-        headers.append(("Authorization", f"Bearer {token}"))
+        headers.append(_header(f"Authorization: Bearer {token}", "INFERENCE_AUTH_TOKEN"))
     outputs = getattr(options, "output_name", None)
     expect_top1 = getattr(options, "expect_top1", None) or None
     if expect_top1 is not None and expect_top1 != "auto":
