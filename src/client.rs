@@ -192,15 +192,36 @@ impl Outcome {
     }
 }
 
+/// Parses an http(s) URL without credentials: one transport would send `user:password@` as Basic
+/// auth and the other drop it, and every failure message carries the URL, so a password in it would
+/// reach the failures CSV and the reports. Errors never show the part before `@`.
 fn parse_url(url: &str) -> Result<Url> {
-    let parsed =
-        Url::parse(url).map_err(|e| Error::InvalidArgument(format!("invalid URL {url:?}: {e}")))?;
+    let shown = without_userinfo(url);
+    let parsed = Url::parse(url)
+        .map_err(|e| Error::InvalidArgument(format!("invalid URL {shown:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Error::InvalidArgument(format!(
-            "URL {url:?} is not http:// or https://"
+            "URL {shown:?} is not http:// or https://"
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "URL {shown:?} carries a user or password: send credentials as a header (Authorization)"
         )));
     }
     Ok(parsed)
+}
+
+/// `url` with anything before an `@` in its authority replaced by `***`.
+fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority = url[start..]
+        .find(['/', '?', '#', '\\'])
+        .map_or(&url[start..], |end| &url[start..start + end]);
+    match authority.rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
 }
 
 fn header_map(headers: &[(String, String)]) -> Result<HeaderMap> {
@@ -670,4 +691,35 @@ pub fn http_request<'py>(
     let rt = runtime::runtime()?;
     let result = py.detach(|| rt.block_on(transport.send(&spec, 0)).map_err(|f| f.error))?;
     Ok((result.status, PyBytes::new(py, &result.body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn urls_without_credentials_parse() {
+        for url in [
+            "http://127.0.0.1:8000",
+            "https://h/v2/models/m@1",
+            "http://h?x=a@b",
+        ] {
+            assert!(parse_url(url).is_ok(), "{url}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn credentials_are_refused_and_never_shown(
+            user in "[a-z]{0,6}",
+            secret in "[A-Za-z0-9]{8,16}",
+            rest in prop::sample::select(vec!["127.0.0.1:8000", "h:99999", "h/p", "[::1"]),
+        ) {
+            for url in [format!("http://{user}:{secret}@{rest}"), format!("https://{secret}@{rest}")] {
+                let err = parse_url(&url).expect_err("refused").to_string();
+                prop_assert!(!err.contains(&secret), "{}", err);
+            }
+        }
+    }
 }

@@ -191,6 +191,34 @@ pub fn preprocess_images_py<'py>(
     })
 }
 
+/// Width, height and the bytes a pixel takes decoded (0 for a JPEG, decoded row by row), from the
+/// header of the image at `path` alone (`None` when the header cannot be read: preprocessing the file
+/// says why).
+fn header_size(path: &std::path::Path) -> Option<(u32, u32, u16)> {
+    use image::ImageDecoder as _;
+    let reader = image::ImageReader::open(path)
+        .ok()?
+        .with_guessed_format()
+        .ok()?;
+    let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    let decoder = reader.into_decoder().ok()?;
+    let (width, height) = decoder.dimensions();
+    let bytes = if jpeg {
+        0
+    } else {
+        decoder.color_type().bytes_per_pixel()
+    };
+    Some((width, height, bytes.into()))
+}
+
+/// `image_sizes(paths) -> list[tuple[int, int, int] | None]`: each image's width, height and the bytes a
+/// pixel takes decoded (0 for a JPEG), read from its header without decoding it, for the memory
+/// estimate made before [`preprocess_images_py`] decodes the set.
+#[pyfunction(name = "image_sizes")]
+pub fn image_sizes_py(py: Python<'_>, paths: Vec<PathBuf>) -> Vec<Option<(u32, u32, u16)>> {
+    py.detach(|| paths.iter().map(|p| header_size(p)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +244,18 @@ mod tests {
             .save(&path)
             .unwrap();
         path
+    }
+
+    #[test]
+    fn sizes_come_from_the_headers() {
+        let dir = std::env::temp_dir().join(format!("imageset-sizes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = png(&dir, "a.png", 7);
+        let bad = dir.join("b.png");
+        std::fs::write(&bad, b"not an image").unwrap();
+        let sizes: Vec<_> = [&good, &bad].iter().map(|p| header_size(p)).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(sizes, vec![Some((8, 6, 3)), None]);
     }
 
     #[test]

@@ -30,6 +30,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(preprocess::preprocess_image_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::encode_triton_request_py, m)?)?;
     m.add_function(wrap_pyfunction!(imageset::preprocess_images_py, m)?)?;
+    m.add_function(wrap_pyfunction!(imageset::image_sizes_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::encode_triton_inputs_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::decode_triton_response_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::py::parse_model_metadata_py, m)?)?;

@@ -74,8 +74,8 @@ def test_config_file_that_does_not_exist(tmp_path: Path) -> None:
 def test_bad_option_values(tmp_path: Path) -> None:
     for args, message in (
         (["--triton-format", "protobuf"], "--triton-format must be binary or json"),
-        (["--request-timeout", "-1"], "--request-timeout must be positive"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--request-timeout", "-1"], "--request-timeout must be a number from 0.001 to 86,400 seconds"),
+        (["--batch-size", "0"], "--batch-size must be a whole number from 1 to 1,000,000"),
         (["--expect-top1", "cat"], "--expect-top1 must be 'auto' or a class index"),
         (["--header", "no-colon"], "is not of the form 'Name: value'"),
         (["--host", "127.0.0.1:8000"], "must start with http:// or https://"),

@@ -147,12 +147,12 @@ def test_a_stall_delays_one_request_in_closed_loop(own_triton: RunningServer, tm
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--rate", "0"], "--rate must be a positive number of requests per second"),
-        (["--rate", "fast"], "--rate must be a number"),
-        (["--max-in-flight", "0"], "--max-in-flight must be at least 1"),
+        (["--rate", "0"], "--rate must be a number from 0.001 to 1,000,000 requests per second"),
+        (["--rate", "fast"], "--rate must be a number from"),
+        (["--max-in-flight", "0"], "--max-in-flight must be a whole number from 1 to 100,000"),
         (["--arrival", "burst"], "--arrival must be constant or poisson"),
         (["--overload", "block"], "--overload must be drop or queue"),
-        (["--seed", "-1"], "--seed must be between 0 and 2**64 - 1"),
+        (["--seed", "-1"], "--seed must be a whole number from 0 to 18,446,744,073,709,551,615"),
     ],
 )
 def test_bad_open_loop_options(tmp_path: Path, args: list[str], message: str) -> None:

@@ -92,7 +92,7 @@ def test_bad_input_option_values(tmp_path: Path) -> None:
         (["--dtype", "bf16"], "--dtype must be fp32, fp16, uint8 or int8"),
         (["--mean", "0.5,x,1"], "--mean must be three numbers"),
         (["--std", "1,0,1"], "--std must not be zero"),
-        (["--crop", "0"], "--crop must be a positive whole number"),
+        (["--crop", "0"], "--crop must be a whole number of pixels from 1 to 16384"),
         (["--shape", "INPUT_B"], "--shape 'INPUT_B' is not of the form NAME:d1,d2"),
         (["--max-input-memory", "lots"], "--max-input-memory must be a size"),
         (["--input-data", "nope.json"], "--input-data must be random, zero or a JSON file; nope.json does not exist"),

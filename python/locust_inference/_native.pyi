@@ -97,6 +97,10 @@ def preprocess_images(
 
     Raises ImageError naming the first file (in order) that cannot be read."""
 
+def image_sizes(paths: list[str | PathLike[str]]) -> list[tuple[int, int, int] | None]:
+    """Each image's (width, height, bytes a pixel takes decoded: 0 for a JPEG, decoded row by row) from its
+    header alone, without decoding it; None where the header cannot be read."""
+
 def encode_triton_inputs(
     inputs: list[tuple[str, str, list[int], bytes]], output_names: list[str], *, binary: bool = True
 ) -> tuple[bytes, int | None]:

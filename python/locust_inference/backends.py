@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from locust_inference import image_inputs, input_data
+from locust_inference import image_inputs, input_data, input_memory
 from locust_inference._native import (
     CertificateError,
     ConfigError,
@@ -36,8 +36,6 @@ from locust_inference.options import Settings
 __all__ = ["Target", "prepare"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-# JSON text per element, for the memory estimate of --triton-format json (shortest floats, commas)
-JSON_BYTES_PER_ELEMENT = 12
 _IMAGENET_INPUT = {"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}  # what LitServe is sent
 _IMAGENET_ITEM_BYTES = 3 * 224 * 224 * 4
 # on (default): http:// bodies are sent with sendfile from a sealed memfd; off: copied on every send
@@ -116,21 +114,18 @@ def _prepare_triton(settings: Settings) -> Target:
     missing = [n for n in names if n not in outputs]
     if missing:
         raise ConfigError(f"model {settings.model!r} has no output {missing}; it has {sorted(outputs)}")
+    binary = settings.triton_format == "binary"
     if settings.inputs.input_data is not None:
         seed = settings.seed if settings.seed is not None else random.SystemRandom().getrandbits(32)
-        requests = input_data.requests(meta["inputs"], settings.inputs, settings.batch_size, seed)
+        requests = input_data.requests(meta["inputs"], settings.inputs, settings.batch_size, seed, binary=binary)
         labels = tuple(f"{settings.inputs.input_data}[{k}]" for k in range(len(requests)))
     else:
-        requests, labels = _image_requests(settings, meta)
-    binary = settings.triton_format == "binary"
+        requests, labels = _image_requests(settings, meta, binary=binary)
     fp16 = next((name for name, dt, _, _ in requests[0] if dt == "FP16"), None)
     if fp16 is not None and not binary:
         raise ConfigError(f"input {fp16!r} is FP16, which Triton does not take in JSON: use --triton-format binary")
     tensor_bytes = sum(len(data) for *_, data in requests[0])
-    elements = sum(len(data) // np.dtype(input_data.NUMPY_TYPES[dt]).itemsize for _, dt, _, data in requests[0])
-    body_bytes = tensor_bytes if binary else elements * JSON_BYTES_PER_ELEMENT
-    image_inputs.check_memory(len(requests), body_bytes, settings.inputs.max_memory, f"{len(requests)} requests")
-    bodies = []
+    bodies = []  # the memory they take with the requests was checked before either was made
     for request in requests:
         payload, header_length = encode_triton_inputs(request, names, binary=binary)
         bodies.append((payload, [(HEADER_LENGTH, str(header_length))] if header_length is not None else []))
@@ -167,14 +162,25 @@ def _image_input(settings: Settings, meta: dict) -> dict:
     )
 
 
-def _image_requests(settings: Settings, meta: dict) -> tuple[list[input_data.Request], tuple[str, ...]]:
+def _image_requests(
+    settings: Settings, meta: dict, *, binary: bool
+) -> tuple[list[input_data.Request], tuple[str, ...]]:
     """One request per image of the set: request k carries images k .. k + batch - 1 (wrapping)."""
     plan = image_inputs.plan(_image_input(settings, meta), settings.inputs, settings.batch_size)
     files = image_inputs.image_files(settings.image)
     batch = settings.batch_size
-    image_inputs.check_memory(
-        len(files), plan.item_bytes * (batch + 1), settings.inputs.max_memory, f"{len(files)} images"
+    count, request_bytes = len(files), batch * plan.item_bytes
+    body = input_memory.triton_body_bytes(
+        [(plan.datatype, batch * plan.width * plan.height * 3, request_bytes)], binary=binary
     )
+    all_tensors, all_requests = count * plan.item_bytes, count * request_bytes
+    need = max(
+        all_tensors + input_memory.image_decoding(files),  # preprocessing: every tensor, images being decoded
+        all_tensors + all_requests,  # the batches joined from the tensors
+        # the bodies encoded from the requests (the tensors are gone), one at a time copied to Rust
+        input_memory.encoding(all_requests, count * body, body, request_bytes + body),
+    )
+    input_memory.check(need, settings.inputs.max_memory, f"{count} images")
     tensors = image_inputs.preprocess(files, plan)
     shape = [batch, *plan.item_shape]
     requests = [
@@ -209,15 +215,48 @@ def _read(path: Path, option: str) -> bytes:
         raise ConfigError(f"{option} {path}: cannot be read ({err.strerror or type(err).__name__})") from None
 
 
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # reading it says why
+
+
+def _check_litserve_memory(settings: Settings, files: list[Path], template: bytes | None) -> None:
+    """Refuses, before any image is read or decoded, bodies that would not fit in --max-input-memory with
+    everything they are made from: the tensors (every file is preprocessed, whatever the payload), the
+    files read, the batches stacked and the bodies encoded, their copies in Rust and in the sealed memfd."""
+    count, batch, item = len(files), settings.batch_size, _IMAGENET_ITEM_BYTES
+    tensors = count * item
+    tensor_json = item // 4 * batch * input_memory.JSON_ELEMENT_BYTES["FP32"]  # one batch as a nested list
+    sizes = [_file_size(f) for f in files]
+    base64 = [(size + 2) // 3 * 4 for size in sizes]
+    payload = settings.litserve_payload
+    if payload == "tensor":
+        encode = input_memory.encoding(tensors, count * tensor_json, tensor_json, 2 * batch * item + tensor_json)
+    elif payload == "image-bytes":  # the files are the bodies
+        encode = input_memory.encoding(tensors, sum(sizes), min(sizes), 0)
+    else:
+        assert template is not None or payload == "image-base64"
+        extra = len(settings.litserve_key) + 16 if template is None else len(template)
+        uses_tensor = template is not None and "{{tensor}}" in _placeholders(settings, template)
+        bodies = [extra + b + (tensor_json if uses_tensor else 0) for b in base64]
+        transient = max(bodies) + (2 * batch * item if uses_tensor else 0)
+        encode = input_memory.encoding(tensors + sum(sizes), sum(bodies), min(bodies), transient)
+    need = max(tensors + input_memory.image_decoding(files), encode)
+    input_memory.check(need, settings.inputs.max_memory, f"{count} images")
+
+
+def _placeholders(settings: Settings, template: bytes) -> list[str]:
+    try:
+        return litserve_template_placeholders(template)
+    except ValueError as err:
+        raise ConfigError(f"--litserve-template {settings.litserve_template} {err}") from None
+
+
 def _litserve_images(settings: Settings, files: list[Path]) -> list[np.ndarray]:
     """Each file's [3, 224, 224] tensor (the seed's ImageNet preprocessing), preprocessed in parallel in
     Rust; every file is decoded, so one that is no image stops the start with its name."""
-    image_inputs.check_memory(
-        len(files),
-        _IMAGENET_ITEM_BYTES * (settings.batch_size + 1),
-        settings.inputs.max_memory,
-        f"{len(files)} images",
-    )
     plan = image_inputs.plan(_IMAGENET_INPUT, InputSettings(), settings.batch_size)
     return [np.frombuffer(t, dtype="<f4").reshape(3, 224, 224) for t in image_inputs.preprocess(files, plan)]
 
@@ -230,26 +269,28 @@ def _batch(images: list[np.ndarray], k: int, batch: int) -> np.ndarray:
 def _litserve_bodies(settings: Settings, files: list[Path]) -> tuple[list[tuple[bytes, list[tuple[str, str]]]], str]:
     """Each request body, with its own headers (the Content-Type of an image sent as the body), and the
     checksum logs show for the first: of the tensor, or of the image file when the body carries the file."""
+    payload = settings.litserve_payload
+    template = None
+    if payload == "template":
+        assert settings.litserve_template is not None, "options.resolve requires a template file"
+        # read whole before the estimate, which depends on its placeholders: bounded by its size first
+        input_memory.check(_file_size(settings.litserve_template), settings.inputs.max_memory, "--litserve-template")
+        template = _read(settings.litserve_template, "--litserve-template")
+    _check_litserve_memory(settings, files, template)
     tensors = _litserve_images(settings, files)  # before the server: bad input fails alone
     batch = settings.batch_size
-    payload = settings.litserve_payload
     json_type = [("Content-Type", "application/json")]
     if payload == "tensor":
-        estimate = _IMAGENET_ITEM_BYTES // 4 * batch * JSON_BYTES_PER_ELEMENT
-        image_inputs.check_memory(len(files), estimate, settings.inputs.max_memory, f"{len(files)} requests")
         bodies = [(encode_litserve_request(_batch(tensors, k, batch)), json_type) for k in range(len(files))]
         return bodies, _checksum(_batch(tensors, 0, batch).tobytes())
     images = [_read(f, "--image") for f in files]
-    largest = max(map(len, images)) * 4 // 3 + 64  # the largest body: a file, as is or in base64
-    image_inputs.check_memory(len(files), largest, settings.inputs.max_memory, f"{len(files)} images")
     if payload == "image-base64":
         key = settings.litserve_key
         return [(encode_litserve_image_request(key, i), json_type) for i in images], _checksum(images[0])
     if payload == "image-bytes":
         return [(i, [("Content-Type", image_content_type(i))]) for i in images], _checksum(images[0])
-    assert settings.litserve_template is not None, "options.resolve requires a template file"
+    assert template is not None
     template_path = settings.litserve_template
-    template = _read(template_path, "--litserve-template")
     try:
         uses_tensor = "{{tensor}}" in litserve_template_placeholders(template)
         bodies = [

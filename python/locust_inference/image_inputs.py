@@ -1,13 +1,12 @@
 """Images as the model takes them: the input's shape and datatype (Triton's metadata) decide the
 tensor's size, layout and datatype, ``--preprocess`` and its overrides decide the pixels' journey,
 and every image of ``--image`` (a file, a directory or a glob) is preprocessed once, in parallel in
-Rust, after a memory estimate is checked against ``--max-input-memory``.
+Rust, after a memory estimate is checked against ``--max-input-memory`` (see :mod:`input_memory`).
 """
 
 from __future__ import annotations
 
 import glob
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,20 +143,6 @@ def image_files(spec: Path) -> list[Path]:
             raise ConfigError(f"--image {spec}: the pattern matches no files")
         return files
     raise ConfigError(f"image {spec} does not exist (--image)")
-
-
-def check_memory(count: int, body_bytes: int, limit: int, what: str) -> None:
-    """Refuses, in one line, inputs whose prepared request bodies would need more than ``limit`` bytes."""
-    need = count * body_bytes
-    if need > limit:
-        raise ConfigError(
-            f"{what} need about {_mib(need)} of request bodies, over --max-input-memory {_mib(limit)}: "
-            "use fewer inputs or a smaller batch, or raise --max-input-memory"
-        )
-
-
-def _mib(n: float) -> str:
-    return f"{math.ceil(n / 2**20)} MiB"
 
 
 def preprocess(files: list[Path], p: ImagePlan) -> list[bytes]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from locust_inference import input_memory
 from locust_inference._native import ConfigError
 from locust_inference.input_options import InputSettings
 
@@ -95,7 +96,13 @@ def _generated(inputs: list[_Input], kind: str, seed: int) -> list[dict[str, tup
     return [entry]
 
 
-def _load(path: Path) -> list[Any]:
+def _load(path: Path, limit: int) -> list[Any]:
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ConfigError(f"--input-data {path}: cannot be read ({type(err).__name__})") from None
+    # parsed, a number of two characters becomes a Python object of 32 bytes: checked before reading
+    input_memory.check(size * input_memory.JSON_DOCUMENT_FACTOR, limit, f"--input-data {path} ({size} bytes)")
     try:
         document = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as err:
@@ -141,10 +148,10 @@ def _value(where: str, i: _Input, value: Any) -> tuple[list[int], bytes]:
     return list(shape), np.ascontiguousarray(array).tobytes()
 
 
-def _entries(path: Path, inputs: list[_Input]) -> list[dict[str, tuple[list[int], bytes]]]:
+def _entries(path: Path, inputs: list[_Input], limit: int) -> list[dict[str, tuple[list[int], bytes]]]:
     entries = []
     names = {i.name for i in inputs}
-    for n, raw in enumerate(_load(path)):
+    for n, raw in enumerate(_load(path, limit)):
         where = f"--input-data {path}: data[{n}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} is not an object of inputs")
@@ -160,16 +167,68 @@ def _entries(path: Path, inputs: list[_Input]) -> list[dict[str, tuple[list[int]
     return entries
 
 
-def requests(specs: list[dict], settings: InputSettings, batch_size: int, seed: int) -> list[Request]:
-    """The requests to rotate through: request k carries entries k .. k + batch - 1 (wrapping)."""
+def _check_generated(inputs: list[_Input], batch_size: int, limit: int, binary: bool) -> None:
+    """Refuses, before anything is generated, an entry and its requests that would not fit in ``limit``:
+    each input made as 64-bit values, converted and copied to bytes, then ``batch_size`` copies joined into
+    the request, encoded into its body and copied to Rust while it is."""
+    shapes = [(i, math.prod(i.fixed_item())) for i in inputs]
+    entry = sum(i.dtype.itemsize * n for i, n in shapes)
+    making = max((8 + 2 * i.dtype.itemsize) * n for i, n in shapes)
+    request = batch_size * entry
+    body = input_memory.triton_body_bytes(
+        [(i.datatype, batch_size * n, batch_size * i.dtype.itemsize * n) for i, n in shapes], binary=binary
+    )
+    need = max(entry + making, entry + request, input_memory.encoding(request, body, body, request + body))
+    input_memory.check(need, limit, f"--input-data with batch {batch_size}")
+
+
+def _check_requests(
+    entries: list[dict[str, tuple[list[int], bytes]]],
+    inputs: list[_Input],
+    batch_size: int,
+    *,
+    limit: int,
+    binary: bool,
+    what: str,
+) -> None:
+    """Refuses, before they are joined, requests of ``entries`` that would not fit in ``limit``: each entry
+    is carried by ``batch_size`` requests, whose bodies are encoded (each request copied to Rust while it
+    is) and copied into the sealed memfd."""
+    held = sum(len(data) for entry in entries for _, data in entry.values())
+    requests = batch_size * held
+    largest = batch_size * max(sum(len(data) for _, data in entry.values()) for entry in entries)
+    itemsize = {i.name: i.dtype.itemsize for i in inputs}
+    per_input = [
+        (i.datatype, batch_size * sum(len(e[i.name][1]) for e in entries) // itemsize[i.name], 0) for i in inputs
+    ]
+    bodies = input_memory.triton_body_bytes(per_input, binary=False) if not binary else requests
+    bodies += len(entries) * input_memory.TRITON_HEADER_BYTES
+    # the largest body: its tensors, or their JSON text (at most 6 bytes a byte: "false," of a BOOL)
+    largest_body = input_memory.TRITON_HEADER_BYTES + largest * (1 if binary else 6)
+    smallest = min(bodies // len(entries), largest_body)
+    need = max(held + requests, input_memory.encoding(requests, bodies, smallest, largest + largest_body))
+    input_memory.check(need, limit, what)
+
+
+def requests(
+    specs: list[dict], settings: InputSettings, batch_size: int, seed: int, *, binary: bool = True
+) -> list[Request]:
+    """The requests to rotate through: request k carries entries k .. k + batch - 1 (wrapping). What they
+    will take in memory, with their bodies (binary or JSON), is checked against ``settings.max_memory``
+    before it is allocated."""
     inputs = [_Input(spec, settings, batch_size) for spec in specs]
     known = {i.name for i in inputs}
     for name, _ in settings.shapes:
         if name not in known:
             raise ConfigError(f"--shape {name}: the model has no such input (it has {sorted(known)})")
     source = settings.input_data or "random"
-    generated = source in ("random", "zero")
-    entries = _generated(inputs, source, seed) if generated else _entries(Path(source), inputs)
+    if source in ("random", "zero"):
+        _check_generated(inputs, batch_size, settings.max_memory, binary)
+        entries = _generated(inputs, source, seed)
+    else:
+        entries = _entries(Path(source), inputs, settings.max_memory)
+    what = f"{len(entries)} requests of batch {batch_size}"
+    _check_requests(entries, inputs, batch_size, limit=settings.max_memory, binary=binary, what=what)
     out = []
     for k in range(len(entries)):
         request: Request = []

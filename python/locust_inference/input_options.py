@@ -19,7 +19,13 @@ PRESETS = ("imagenet", "letterbox", "resize", "none")
 LAYOUTS = ("nchw", "nhwc")
 DTYPES = ("fp32", "fp16", "uint8", "int8")
 DEFAULT_MAX_INPUT_MEMORY = 2 * 1024**3
-_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
+MIN_INPUT_MEMORY = 1024**2
+MAX_INPUT_MEMORY = 1024**4
+MAX_SIDE = 16_384  # pixels of --resize and --crop: a larger side is no image model's input
+MAX_DIMENSION = 2**31 - 1  # of --shape; what it multiplies to is bounded by --max-input-memory
+MAX_RANK = 16
+_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+_UNITS |= {"ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,14 @@ def _choice(options: Any, name: str, choices: tuple[str, ...]) -> str | None:
 
 
 def _positive(text: str, option: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"--{option} must be a positive whole number of pixels, not {text!r}")
+    if not re.fullmatch(r"\s*[0-9]{1,9}\s*", text) or not 1 <= int(text) <= MAX_SIDE:
+        raise ConfigError(f"--{option} must be a whole number of pixels from 1 to {MAX_SIDE}, not {_shown(text)}")
     return int(text)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _crop(text: str | None) -> tuple[int, int] | None:
@@ -133,22 +144,26 @@ def _triple(text: str | None, option: str) -> tuple[float, float, float] | None:
 def _memory(text: str | None) -> int:
     if not text:
         return DEFAULT_MAX_INPUT_MEMORY
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?)?b?\s*", str(text).lower())
-    if not match:
-        raise ConfigError(f"--max-input-memory must be a size such as 512MiB or 2GiB, not {text!r}")
-    return int(float(match.group(1)) * _UNITS[match.group(2) or ""])
+    match = re.fullmatch(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([kmgt]i?)?b?\s*", str(text).lower())
+    size = int(float(match.group(1)) * _UNITS[match.group(2) or ""]) if match else 0
+    if not MIN_INPUT_MEMORY <= size <= MAX_INPUT_MEMORY:
+        raise ConfigError(
+            f"--max-input-memory must be a size from 1MiB to 1TiB such as 512MiB or 2GiB, not {_shown(text)}"
+        )
+    return size
 
 
 def _shapes(values: list[str] | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
     shapes = []
     for value in values or []:
         name, sep, dims = str(value).rpartition(":")
-        try:
-            parsed = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            parsed = ()
-        if not sep or not name or not parsed or min(parsed) < 0:
-            raise ConfigError(f"--shape {value!r} is not of the form NAME:d1,d2,... with whole dimensions")
+        parts = dims.split(",")
+        parsed = tuple(int(d) for d in parts) if all(re.fullmatch(r"\s*[0-9]{1,10}\s*", d) for d in parts) else ()
+        if not sep or not name or not parsed or max(parsed) > MAX_DIMENSION or len(parsed) > MAX_RANK:
+            raise ConfigError(
+                f"--shape {_shown(value)} is not of the form NAME:d1,d2,... with up to {MAX_RANK} whole "
+                f"dimensions from 0 to {MAX_DIMENSION}"
+            )
         shapes.append((name, parsed))
     return tuple(shapes)
 

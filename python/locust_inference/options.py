@@ -7,7 +7,9 @@ The seed harness's environment variables keep working: ``SERVER`` (or ``INFERENC
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,15 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 ARRIVALS = ("constant", "poisson")
 OVERLOAD_POLICIES = ("drop", "queue")
 LITSERVE_PAYLOADS = ("tensor", "image-base64", "image-bytes", "template")
+# The accepted ranges of numeric options: wide enough for any real test, narrow enough that no value
+# overflows, panics or allocates without end on the native side (e.g. tokio's semaphore takes at most
+# usize::MAX >> 3 permits).
+TIMEOUT_RANGE = (0.001, 86_400.0)  # seconds: a millisecond to a day
+RATE_RANGE = (0.001, 1_000_000.0)  # requests per second of one user
+MAX_BATCH_SIZE = 1_000_000
+MAX_RESPONSE_BYTES = 2**40  # 1 TiB
+MAX_IN_FLIGHT = 100_000
+MAX_CLASS_INDEX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -105,11 +116,10 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--request-timeout",
         env_var="LOCUST_REQUEST_TIMEOUT",
-        type=float,
         default=60.0,
         help="Seconds before a request counts as failed (default 60)",
     )
-    group.add_argument("--batch-size", env_var="LOCUST_BATCH_SIZE", type=int, default=1, help="Images per request")
+    group.add_argument("--batch-size", env_var="LOCUST_BATCH_SIZE", default=1, help="Images per request")
     group.add_argument(
         "--input-name", env_var="LOCUST_INPUT_NAME", default=None, help="Triton input (default: from metadata)"
     )
@@ -122,7 +132,6 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--max-response-bytes",
         env_var="LOCUST_MAX_RESPONSE_BYTES",
-        type=int,
         default=64 * 1024 * 1024,
         help="Larger responses are failures (default 64 MiB)",
     )
@@ -282,11 +291,22 @@ def _add_open_loop_arguments(parser: Any) -> None:
     )
 
 
-def _parse_header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip():
-        raise ConfigError(f"--header {text!r} is not of the form 'Name: value'")
-    return name.strip(), value.strip()
+# RFC 9110 token characters: what a header name may be made of
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header(line: str, where: str) -> tuple[str, str]:
+    """``Name: value`` from ``line``; ``where`` says which option or line it came from. The line may hold a
+    secret (an API key given as ``X-Api-Key key``), so no part of it is ever shown."""
+    name, sep, value = line.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
+        raise ConfigError(f"{where} is not of the form 'Name: value' (not shown: it may hold a secret)")
+    if not _HEADER_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: the name is not a valid HTTP header name (not shown: it may hold a secret)")
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise ConfigError(f"{where}: the value holds a control character (not shown: it may hold a secret)")
+    return name, value
 
 
 def _header_file(path: str) -> list[tuple[str, str]]:
@@ -295,25 +315,62 @@ def _header_file(path: str) -> list[tuple[str, str]]:
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
         raise ConfigError(f"--header-file {path}: cannot be read ({reason})") from None
-    headers = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip():  # the line itself may hold a secret: only its number is shown
-            raise ConfigError(f"--header-file {path}: line {number} is not of the form 'Name: value'")
-        headers.append((name.strip(), value.strip()))
-    return headers
+    return [
+        _header(line, f"--header-file {path}: line {number}")
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
-def _number(options: Any, name: str, default: Any, kind: Any) -> Any:
+def _check_host(host: str) -> str:
+    """``host`` without a trailing slash, refused when it names credentials: one transport would send
+    them as Basic auth and the other drop them, and every failure message carries the URL, so the
+    password would reach the failures CSV, the reports and latency.json."""
+    authority = re.split(r"[/?#]", host.split("://", 1)[-1], maxsplit=1)[0]
+    if "@" in authority:
+        raise ConfigError(
+            "--host must not carry a user or password (user:password@): send credentials with "
+            "--header 'Authorization: ...' or --header-file, or a bearer token with INFERENCE_AUTH_TOKEN"
+        )
+    host = host.rstrip("/")
+    if not host.startswith(("http://", "https://")):
+        raise ConfigError(f"host {host!r} must start with http:// or https:// (--host)")
+    return host
+
+
+def shown(value: Any) -> str:
+    """An option's value for an error line: quoted, and cut short (a value may be a whole file)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def bounded(value: Any, option: str, low: float, high: float, *, whole: bool, unit: str = "") -> Any:
+    """``value`` (a string from the command line, a config file or the environment, or a default) as an
+    int (``whole``) or a finite float within ``[low, high]``; anything else is a one-line ConfigError naming
+    ``option`` and the accepted range. Bounded at start, so no absurd value reaches the native side, where
+    it would panic (a semaphore of 2**61 permits), overflow a conversion or allocate without end."""
+    text = str(value).strip()
+    number: float | None = None
+    if whole and re.fullmatch(r"[+-]?[0-9]{1,30}", text):  # int() also takes other scripts' digits
+        number = int(text)
+    elif not whole:
+        with contextlib.suppress(ValueError):
+            number = float(text)
+    if number is None or not low <= number <= high:  # NaN compares false: refused too
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"{option} must be {kind} from {plain(low)} to {plain(high)}{unit}, not {shown(value)}")
+    return number
+
+
+def plain(x: float) -> str:
+    return f"{int(x):,}" if x == int(x) else f"{x:g}"
+
+
+def _number(options: Any, name: str, default: Any, low: float, high: float, *, whole: bool, unit: str = "") -> Any:
     value = getattr(options, name, None)
     if value is None:
         return default
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--{name.replace('_', '-')} must be a number, not {value!r}") from None
+    return bounded(value, f"--{name.replace('_', '-')}", low, high, whole=whole, unit=unit)
 
 
 def _resolve_image(image: str, locustfile: str | None) -> Path:
@@ -343,50 +400,39 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     triton_format = str(getattr(options, "triton_format", "binary") or "binary").lower()
     if triton_format not in ("binary", "json"):
         raise ConfigError(f"--triton-format must be binary or json, not {triton_format!r}")
-    timeout = _number(options, "request_timeout", 60.0, float)
-    if not timeout > 0:
-        raise ConfigError(f"--request-timeout must be positive, got {timeout}")
-    batch_size = _number(options, "batch_size", 1, int)
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    max_bytes = _number(options, "max_response_bytes", 64 * 1024 * 1024, int)
-    if max_bytes < 1:
-        raise ConfigError(f"--max-response-bytes must be positive, got {max_bytes}")
-    host = (host or DEFAULT_HOSTS[server]).rstrip("/")
-    if not host.startswith(("http://", "https://")):
-        raise ConfigError(f"host {host!r} must start with http:// or https:// (--host)")
+    timeout = float(_number(options, "request_timeout", 60.0, *TIMEOUT_RANGE, whole=False, unit=" seconds"))
+    batch_size = _number(options, "batch_size", 1, 1, MAX_BATCH_SIZE, whole=True)
+    max_bytes = _number(options, "max_response_bytes", 64 * 1024 * 1024, 1, MAX_RESPONSE_BYTES, whole=True)
+    host = _check_host(host or DEFAULT_HOSTS[server])
     image = _resolve_image(
         str(getattr(options, "image", DEFAULT_IMAGE) or DEFAULT_IMAGE), getattr(options, "locustfile", None)
     )
-    headers = [_parse_header(h) for h in (getattr(options, "header", None) or [])]
+    given = getattr(options, "header", None) or []
+    headers = [_header(h, f"--header #{n}" if len(given) > 1 else "--header") for n, h in enumerate(given, 1)]
     header_file = getattr(options, "header_file", None)
     if header_file:
         headers += _header_file(str(header_file))
-    token = env.get("INFERENCE_AUTH_TOKEN")
+    token = (env.get("INFERENCE_AUTH_TOKEN") or "").strip()  # a secret mounted as a file ends in a newline
     if token:
-        headers.append(("Authorization", f"Bearer {token}"))
+        headers.append(_header(f"Authorization: Bearer {token}", "INFERENCE_AUTH_TOKEN"))
     outputs = getattr(options, "output_name", None)
     expect_top1 = getattr(options, "expect_top1", None) or None
-    if expect_top1 is not None and expect_top1 != "auto" and not str(expect_top1).isdigit():
-        raise ConfigError(f"--expect-top1 must be 'auto' or a class index, not {expect_top1!r}")
+    if expect_top1 is not None and expect_top1 != "auto":
+        if not re.fullmatch(r"\s*[0-9]+\s*", str(expect_top1)):
+            raise ConfigError(f"--expect-top1 must be 'auto' or a class index, not {shown(expect_top1)}")
+        expect_top1 = str(bounded(expect_top1, "--expect-top1", 0, MAX_CLASS_INDEX, whole=True))
     ca_file = getattr(options, "ca_file", None)
     if ca_file and not Path(ca_file).is_file():
         raise ConfigError(f"--ca-file {ca_file} does not exist")
-    rate = _number(options, "rate", None, float)
-    if rate is not None and not (0 < rate < float("inf")):
-        raise ConfigError(f"--rate must be a positive number of requests per second, got {rate}")
+    rate = _number(options, "rate", None, *RATE_RANGE, whole=False, unit=" requests per second")
     arrival = getattr(options, "arrival", None) or None
     if arrival is not None and arrival not in ARRIVALS:
         raise ConfigError(f"--arrival must be {' or '.join(ARRIVALS)}, not {arrival!r}")
-    max_in_flight = _number(options, "max_in_flight", None, int)
-    if max_in_flight is not None and max_in_flight < 1:
-        raise ConfigError(f"--max-in-flight must be at least 1, got {max_in_flight}")
+    max_in_flight = _number(options, "max_in_flight", None, 1, MAX_IN_FLIGHT, whole=True)
     overload = getattr(options, "overload", None) or None
     if overload is not None and overload not in OVERLOAD_POLICIES:
         raise ConfigError(f"--overload must be {' or '.join(OVERLOAD_POLICIES)}, not {overload!r}")
-    seed = _number(options, "seed", None, int)
-    if seed is not None and not 0 <= seed < 2**64:
-        raise ConfigError(f"--seed must be between 0 and 2**64 - 1, got {seed}")
+    seed = _number(options, "seed", None, 0, 2**64 - 1, whole=True)
     litserve = _resolve_litserve(options, server, getattr(options, "locustfile", None))
     return Settings(
         server=server,

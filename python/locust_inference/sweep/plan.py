@@ -11,10 +11,17 @@ from fractions import Fraction
 from typing import Any
 
 from locust_inference._native import ConfigError
+from locust_inference.options import bounded, plain, shown
 
 __all__ = ["Limit", "SweepPlan", "add_arguments", "parse_limit", "parse_steps", "resolve"]
 
 MAX_STREAMS = 1000  # rate steps: open-loop users at the largest step
+MAX_STEPS = 10_000
+MAX_USERS = 100_000  # concurrency steps
+MIN_RATE, MAX_RATE = 0.001, 1_000_000.0  # rate steps, req/s: rates are matched in thousandths
+MAX_WINDOW_S = 3600
+MAX_WINDOWS = 1000
+MAX_LATENCY_MS = 86_400_000.0  # a day, as --request-timeout
 
 
 @dataclass(frozen=True)
@@ -66,10 +73,10 @@ def add_arguments(parser: Any) -> None:
         default=None,
         help="Steps of offered req/s: start:stop:step (e.g. 5:60:5) or a list (10,20,40)",
     )
-    group.add_argument("--sweep-window", env_var="LOCUST_SWEEP_WINDOW", type=int, default=5, help="Window (s)")
-    group.add_argument("--sweep-warmup", env_var="LOCUST_SWEEP_WARMUP", type=int, default=5, help="Warm-up (s)")
+    group.add_argument("--sweep-window", env_var="LOCUST_SWEEP_WINDOW", default=5, help="Window (s)")
+    group.add_argument("--sweep-warmup", env_var="LOCUST_SWEEP_WARMUP", default=5, help="Warm-up (s)")
     group.add_argument(
-        "--sweep-stable-windows", env_var="LOCUST_SWEEP_STABLE_WINDOWS", type=int, default=3, help="Windows to agree"
+        "--sweep-stable-windows", env_var="LOCUST_SWEEP_STABLE_WINDOWS", default=3, help="Windows to agree"
     )
     group.add_argument(
         "--sweep-tolerance",
@@ -78,7 +85,7 @@ def add_arguments(parser: Any) -> None:
         help="How closely the windows agree on throughput and p99 (default 10%%)",
     )
     group.add_argument(
-        "--sweep-max-windows", env_var="LOCUST_SWEEP_MAX_WINDOWS", type=int, default=10, help="Windows per step at most"
+        "--sweep-max-windows", env_var="LOCUST_SWEEP_MAX_WINDOWS", default=10, help="Windows per step at most"
     )
     group.add_argument(
         "--deployment",
@@ -102,9 +109,9 @@ def _number(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"{what}: {text!r} is not a number") from None
+        raise ConfigError(f"{what}: {shown(text)} is not a number") from None
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{what}: {text!r} must be a positive number")
+        raise ConfigError(f"{what}: {shown(text)} must be a positive number")
     return value
 
 
@@ -116,18 +123,27 @@ def parse_steps(text: str, what: str, *, whole: bool) -> tuple[float, ...]:
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:
-            raise ConfigError(f"{what} {text!r}: a range is start:stop:step, e.g. 5:60:5")
+            raise ConfigError(f"{what} {shown(text)}: a range is start:stop:step, e.g. 5:60:5")
         start, stop, step = (_number(p, what) for p in parts)
         if stop < start:
-            raise ConfigError(f"{what} {text!r}: stop is below start")
-        count = math.floor((stop - start) / step + 1e-9) + 1
+            raise ConfigError(f"{what} {shown(text)}: stop is below start")
+        span = (stop - start) / step  # inf when a huge range meets a tiny step
+        if not span < MAX_STEPS:  # counted before the steps are made: 1:1e9:1 would fill the memory
+            raise ConfigError(f"{what} {shown(text)}: more than {MAX_STEPS} steps")
+        count = math.floor(span + 1e-9) + 1
         steps = tuple(round(start + i * step, 9) for i in range(count))
     else:
-        steps = tuple(_number(p.strip(), what) for p in text.split(","))
+        parts = text.split(",")
+        if len(parts) > MAX_STEPS:
+            raise ConfigError(f"{what}: {len(parts)} steps, at most {MAX_STEPS}")
+        steps = tuple(_number(p.strip(), what) for p in parts)
     if any(b <= a for a, b in itertools.pairwise(steps)):
-        raise ConfigError(f"{what} {text!r}: steps must increase")
+        raise ConfigError(f"{what} {shown(text)}: steps must increase")
     if whole and any(s != int(s) for s in steps):
-        raise ConfigError(f"{what} {text!r}: users are whole numbers")
+        raise ConfigError(f"{what} {shown(text)}: users are whole numbers")
+    low, high, unit = (1, MAX_USERS, " users") if whole else (MIN_RATE, MAX_RATE, " req/s")
+    if steps[0] < low or steps[-1] > high:
+        raise ConfigError(f"{what} {shown(text)}: steps must be from {plain(low)} to {plain(high)}{unit}")
     return steps
 
 
@@ -135,20 +151,21 @@ def parse_limit(text: str, what: str) -> Limit:
     """``p99=100ms``, ``p99.9=0.5s``, ``p50=20`` (ms)."""
     m = re.fullmatch(rf"\s*p({_NUMBER})\s*=\s*({_NUMBER})\s*(ms|s)?\s*", text)
     if not m:
-        raise ConfigError(f"{what} {text!r}: give a percentile and a latency, e.g. p99=100ms")
+        raise ConfigError(f"{what} {shown(text)}: give a percentile and a latency, e.g. p99=100ms")
     percentile, value, unit = float(m.group(1)), float(m.group(2)), m.group(3) or "ms"
     if not 0 < percentile < 100:
-        raise ConfigError(f"{what} {text!r}: the percentile must be between 0 and 100, e.g. p99")
-    if value <= 0:
-        raise ConfigError(f"{what} {text!r}: the latency must be positive")
-    return Limit(percentile, value * (1000 if unit == "s" else 1))
+        raise ConfigError(f"{what} {shown(text)}: the percentile must be between 0 and 100, e.g. p99")
+    ms = value * (1000 if unit == "s" else 1)
+    if not 0 < ms <= MAX_LATENCY_MS:  # also inf, from a few hundred digits
+        raise ConfigError(f"{what} {shown(text)}: the latency must be positive, at most a day")
+    return Limit(percentile, ms)
 
 
 def _fraction(text: str, what: str) -> float:
     t = text.strip()
     value = _number(t.removesuffix("%"), what) / (100 if t.endswith("%") else 1)
     if value >= 1:
-        raise ConfigError(f"{what} {text!r} must be below 100%")
+        raise ConfigError(f"{what} {shown(text)} must be below 100%")
     return value
 
 
@@ -181,27 +198,29 @@ def resolve(options: Any) -> SweepPlan:
         mode, steps = "rate", parse_steps(rate, "--sweep-rate", whole=False)
         given = getattr(options, "rate", None)
         stream_rate = _stream_rate(steps, _number(str(given), "--rate") if given is not None else None)
-    if options.sweep_window < WORKER_REPORT_INTERVAL:
+    window = bounded(options.sweep_window, "--sweep-window", 1, MAX_WINDOW_S, whole=True, unit=" seconds")
+    if window < WORKER_REPORT_INTERVAL:
         raise ConfigError(
-            f"--sweep-window {options.sweep_window} s is shorter than Locust's worker report interval"
+            f"--sweep-window {window} s is shorter than Locust's worker report interval"
             f" ({WORKER_REPORT_INTERVAL:g} s): a window would hold no report"
         )
-    if options.sweep_warmup < 0:
-        raise ConfigError("--sweep-warmup must be 0 or more seconds")
-    if options.sweep_stable_windows < 2:
+    warmup = bounded(options.sweep_warmup, "--sweep-warmup", 0, MAX_WINDOW_S, whole=True, unit=" seconds")
+    stable = bounded(options.sweep_stable_windows, "--sweep-stable-windows", 0, MAX_WINDOWS, whole=True)
+    if stable < 2:
         raise ConfigError("--sweep-stable-windows must be at least 2: stability is windows agreeing")
-    if options.sweep_max_windows < options.sweep_stable_windows:
+    max_windows = bounded(options.sweep_max_windows, "--sweep-max-windows", 0, MAX_WINDOWS, whole=True)
+    if max_windows < stable:
         raise ConfigError("--sweep-max-windows must be at least --sweep-stable-windows")
     errors = options.sweep_stop_errors
     return SweepPlan(
         mode=mode,
         steps=steps,
         stream_rate=stream_rate,
-        window_s=options.sweep_window,
-        warmup_s=options.sweep_warmup,
-        stable_windows=options.sweep_stable_windows,
+        window_s=window,
+        warmup_s=warmup,
+        stable_windows=stable,
         tolerance=_fraction(str(options.sweep_tolerance), "--sweep-tolerance"),
-        max_windows=options.sweep_max_windows,
+        max_windows=max_windows,
         slo=parse_limit(options.slo, "--slo") if options.slo else None,
         stop_latency=parse_limit(options.sweep_stop_latency, "--sweep-stop-latency")
         if options.sweep_stop_latency
