@@ -27,7 +27,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from locust_inference import hooks
-from locust_inference._native import Measurements
+from locust_inference._native import Measurements, ProtocolError
 from locust_inference.options import Settings
 from locust_inference.server_stats import ServerStats, breakdown, read_stats
 
@@ -35,6 +35,8 @@ __all__ = ["Collector", "collector_of", "fine_bucket_response_time", "install", 
 
 log = logging.getLogger("locust_inference")
 REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measurements.to_bytes()}
+# a worker report's entry: how many resets (--reset-stats) the worker made before taking what it sends
+RESETS_KEY = "locust_inference_resets"
 _locust_bucket = getattr(locust.stats, "bucket_response_time", None)  # Locust's own (checked before use)
 _fine_bucket_users: set[int] = set()  # id() of each Environment whose run uses fine buckets
 
@@ -80,6 +82,7 @@ class Collector:
     window: Measurements = field(default_factory=Measurements)  # all names, since the last take_window()
     started: dt.datetime | None = None
     stats_at_start: ServerStats | None = None
+    resets: int = 0  # restarts so far (--reset-stats)
 
     def add(self, name: str, measurements: Measurements) -> None:
         self.measured.setdefault(name, Measurements()).add(measurements)
@@ -99,24 +102,34 @@ class Collector:
         """Forgets what was measured and counts time from now; streams keep their number and rate."""
         for m in self.measured.values():
             m.restart()
+        self.resets += 1
         self.started = dt.datetime.now(dt.UTC)
         self.stats_at_start = read_stats(self.settings)
 
     def open_loop(self, name: str) -> dict[str, Any] | None:
-        """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams."""
+        """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams.
+
+        Every request a stream scheduled ends once: dropped, completed (reported) or unfinished (its stream
+        stopped first), so ``carried + scheduled = dropped + completed + unfinished + pending``. ``carried``
+        are the requests still pending at ``--reset-stats`` (scheduled before it, ended after it);
+        ``pending`` are those in flight, queued or answered but not reported yet: 0 once every stream
+        stopped, as at the end of a run."""
         c = self.measured[name].streams
         if not c["streams"]:
             return None
         mean_seconds = c["stream_seconds"] / c["streams"]  # how long the average stream ran
         per_s = (lambda n: n / mean_seconds) if mean_seconds > 0 else (lambda _n: None)
         lag = self.measured[name].lag.summary()
+        ended = int(c["dropped"]) + int(c["completed"]) + int(c["unfinished"])
         return {
             "offered_rate_per_s": c["rate"],
+            "carried": int(c["carried"]),
             "scheduled": int(c["scheduled"]),
             "sent": int(c["sent"]),
             "dropped": int(c["dropped"]),
             "completed": int(c["completed"]),
             "unfinished": int(c["unfinished"]),
+            "pending": int(c["carried"]) + int(c["scheduled"]) - ended,
             "streams": int(c["streams"]),
             "stream_seconds": c["stream_seconds"],
             "scheduled_per_s": per_s(c["scheduled"]),
@@ -168,6 +181,17 @@ class Collector:
         }
 
 
+def _stale(resets: Any, master_resets: int) -> bool:
+    """Whether a worker's report, taken after its ``resets``-th reset, is of requests the master forgot.
+
+    The master resets (``--reset-stats``) first, then tells the workers to: a report a worker sent before
+    its own reset may arrive after the master's, and holds requests from before it (the ones pending at the
+    worker's reset are counted in its next report as carried)."""
+    if type(resets) is not int or resets < 0:
+        raise ProtocolError(f"a worker's report has {RESETS_KEY} = {str(resets)[:40]!r}, not a count of resets")
+    return resets < master_resets
+
+
 def write_results(summary: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = folder / "latency.json", folder / "latency.csv"
@@ -202,8 +226,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"Open loop, {name}: offered {ol['offered_rate_per_s']:g} req/s ({ol['streams']} streams), "
-                f"achieved {_rate(ol['achieved_per_s'])} req/s; scheduled {ol['scheduled']}, sent {ol['sent']}, "
-                f"dropped {ol['dropped']}, completed {ol['completed']}, unfinished {ol['unfinished']}; lag (ms) "
+                f"achieved {_rate(ol['achieved_per_s'])} req/s; {_identity(ol)}; sent {ol['sent']}; lag (ms) "
                 + ", ".join(f"{k} {v:.3f}" for k, v in ol["lag_ms"].items())
                 + ". latency runs from each request's intended send time, service from its actual send.",
             ]
@@ -230,6 +253,16 @@ def format_summary(summary: dict[str, Any]) -> str:
             ),
         ]
     return "\n".join(lines)
+
+
+def _identity(ol: dict[str, Any]) -> str:
+    """The open-loop counters as the identity they keep (see Collector.open_loop)."""
+    carried = f" + carried {ol['carried']}" if ol.get("carried") else ""
+    pending = f" + pending {ol['pending']}" if ol.get("pending") else ""
+    return (
+        f"scheduled {ol['scheduled']}{carried} = dropped {ol['dropped']} + completed {ol['completed']} + "
+        f"unfinished {ol['unfinished']}{pending}"
+    )
 
 
 def _rate(value: float | None) -> str:
@@ -276,6 +309,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         def _report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
             if endpoint is not None:
                 data[REPORT_KEY] = {settings.name: endpoint.take().to_bytes()}
+                data[RESETS_KEY] = collector.resets
 
         return collector
 
@@ -283,6 +317,8 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
 
         @events.worker_report.add_listener
         def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+            if REPORT_KEY in data and _stale(data.get(RESETS_KEY, 0), collector.resets):
+                return
             for name, blob in data.get(REPORT_KEY, {}).items():
                 collector.add(name, Measurements.from_bytes(blob))
 
