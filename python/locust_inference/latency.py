@@ -35,7 +35,7 @@ __all__ = ["Collector", "collector_of", "fine_bucket_response_time", "install", 
 
 log = logging.getLogger("locust_inference")
 REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measurements.to_bytes()}
-# a worker report's entry: how many resets (--reset-stats) the worker made before taking what it sends
+# a worker report's entry, with --reset-stats: how many resets the worker made before taking what it sends
 RESETS_KEY = "locust_inference_resets"
 _locust_bucket = getattr(locust.stats, "bucket_response_time", None)  # Locust's own (checked before use)
 _fine_bucket_users: set[int] = set()  # id() of each Environment whose run uses fine buckets
@@ -309,7 +309,8 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         def _report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
             if endpoint is not None:
                 data[REPORT_KEY] = {settings.name: endpoint.take().to_bytes()}
-                data[RESETS_KEY] = collector.resets
+                if environment.reset_stats:  # a worker without it never resets: the master takes all it sends
+                    data[RESETS_KEY] = collector.resets
 
         return collector
 
@@ -317,7 +318,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
 
         @events.worker_report.add_listener
         def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-            if REPORT_KEY in data and _stale(data.get(RESETS_KEY, 0), collector.resets):
+            if RESETS_KEY in data and _stale(data[RESETS_KEY], collector.resets):
                 return
             for name, blob in data.get(REPORT_KEY, {}).items():
                 collector.add(name, Measurements.from_bytes(blob))
