@@ -423,7 +423,8 @@ impl PyEndpoint {
     }
 
     /// Forgets what was recorded since the last take, as Locust's `--reset-stats` does once all
-    /// users are spawned; running streams count their time from now.
+    /// users are spawned; running streams count their time from now, and their pending requests
+    /// as carried (see `StreamCounts`).
     fn reset(&self) {
         self.inner.latency.reset();
     }

@@ -33,18 +33,32 @@ pub struct Measurements {
 }
 
 /// What the open-loop streams of an endpoint did since the last take.
+///
+/// Every request a stream scheduled ends exactly once: dropped, completed (reported) or unfinished
+/// (its stream stopped first). Summed over the takes since the start, or since the last reset:
+///
+/// `carried + scheduled = dropped + completed + unfinished + pending`
+///
+/// where `pending` is what is in flight, queued, or answered but not yet reported: 0 once every
+/// stream stopped (as at the end of a run). A reset (Locust's `--reset-stats`) does not forget the
+/// requests pending at that moment: they become `carried`, and are completed or unfinished after it,
+/// like the requests scheduled after it.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct StreamCounts {
+    /// Requests scheduled before the last reset and still pending at it (in flight, queued, or
+    /// answered but not reported): they end after the reset, so they are counted after it.
+    pub carried: u64,
     /// Requests whose intended send time came.
     pub scheduled: u64,
     /// Requests that left.
     pub sent: u64,
     /// Requests never sent because `max_in_flight` were out (`drop` policy).
     pub dropped: u64,
-    /// Requests reported (to Locust), whatever their outcome.
+    /// Requests reported (their Locust request event fired), whatever their outcome.
     pub completed: u64,
     /// Requests scheduled but neither dropped nor reported when their stream stopped: in flight,
-    /// queued, or answered but not yet taken.
+    /// queued, or answered but not reported (untaken, or taken and never reported, as when a request
+    /// listener stops the user in the middle of a batch).
     pub unfinished: u64,
     /// Streams started.
     pub started: u64,
@@ -68,6 +82,7 @@ impl StreamCounts {
                 .ok_or_else(|| Error::protocol(format!("merging would make the {name} infinite")))
         };
         Ok(StreamCounts {
+            carried: sum("carried", self.carried, o.carried)?,
             scheduled: sum("scheduled", self.scheduled, o.scheduled)?,
             sent: sum("sent", self.sent, o.sent)?,
             dropped: sum("dropped", self.dropped, o.dropped)?,
@@ -102,8 +117,8 @@ impl Default for Measurements {
 }
 
 /// Starts the wire format; the version is its last byte.
-const MAGIC: &[u8; 4] = b"LIM\x01";
-const COUNTERS: usize = 9;
+const MAGIC: &[u8; 4] = b"LIM\x02";
+const COUNTERS: usize = 10;
 
 impl Measurements {
     /// Adds `other`'s samples and counts (a worker's report, on the master). When a count would
@@ -143,7 +158,8 @@ impl Measurements {
     }
 
     /// Forgets what was measured (Locust's `--reset-stats`), but not how many streams run and
-    /// their offered rate: they go on after the reset.
+    /// their offered rate: they go on after the reset. `carried` starts at 0: the recorder sets it
+    /// to the requests pending at the reset (see [`Recorder::reset`]).
     pub fn restart(&mut self) {
         let StreamCounts { started, rate, .. } = self.streams;
         *self = Measurements::default();
@@ -164,7 +180,7 @@ impl Measurements {
         ]
     }
 
-    /// The wire format: magic, nine little-endian counters, then each histogram (V2 encoding)
+    /// The wire format: magic, ten little-endian counters (the last is `carried`), then each histogram (V2 encoding)
     /// after its u32 length.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let s = &self.streams;
@@ -183,6 +199,7 @@ impl Measurements {
         }
         out.extend_from_slice(&s.rate.to_le_bytes());
         out.extend_from_slice(&s.seconds.to_le_bytes());
+        out.extend_from_slice(&s.carried.to_le_bytes());
         for h in self.histograms() {
             let bytes = to_bytes(h)?;
             let len = u32::try_from(bytes.len())
@@ -248,6 +265,7 @@ impl Measurements {
                 started: n(6),
                 rate,
                 seconds,
+                carried: n(9),
             },
         })
     }
@@ -255,10 +273,19 @@ impl Measurements {
 
 /// The [`Measurements`] of one endpoint, filled as its users report requests.
 pub struct Recorder {
-    current: Mutex<Measurements>,
+    current: Mutex<Current>,
     /// When the measurements were last reset (or the recorder made): a stream's running time
     /// counts from here when it started earlier.
     since: Mutex<Instant>,
+}
+
+/// What a [`Recorder`] holds under its lock.
+#[derive(Default)]
+struct Current {
+    measurements: Measurements,
+    /// The endpoint's open-loop requests scheduled and not yet dropped, reported or unfinished, over
+    /// every take and reset: what a reset carries over.
+    pending: u64,
 }
 
 impl Default for Recorder {
@@ -292,21 +319,56 @@ impl Recorder {
         });
     }
 
-    /// Changes the measurements under the lock (stream counters).
+    fn current(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the measurements under the lock (streams started, their rate and running time).
     pub fn update(&self, f: impl FnOnce(&mut Measurements)) {
-        f(&mut self.current.lock().unwrap_or_else(PoisonError::into_inner));
+        f(&mut self.current().measurements);
+    }
+
+    /// Accounts for an open-loop request whose intended send time came: pending until it is
+    /// dropped, reported or unfinished.
+    pub fn scheduled(&self) {
+        let mut c = self.current();
+        c.measurements.streams.scheduled += 1;
+        c.pending += 1;
+    }
+
+    /// Accounts for a pending open-loop request that was never sent.
+    pub fn dropped(&self) {
+        let mut c = self.current();
+        c.measurements.streams.dropped += 1;
+        c.pending = c.pending.saturating_sub(1);
+    }
+
+    /// Accounts for a pending open-loop request that was reported.
+    pub fn completed(&self) {
+        let mut c = self.current();
+        c.measurements.streams.completed += 1;
+        c.pending = c.pending.saturating_sub(1);
+    }
+
+    /// Accounts for `n` pending open-loop requests that a stopping stream abandoned.
+    pub fn unfinished(&self, n: u64) {
+        let mut c = self.current();
+        c.measurements.streams.unfinished += n;
+        c.pending = c.pending.saturating_sub(n);
     }
 
     /// Returns what was recorded since the last call and starts afresh.
     pub fn take(&self) -> Measurements {
-        std::mem::take(&mut *self.current.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut self.current().measurements)
     }
 
-    /// Forgets what was recorded since the last take (see [`Measurements::restart`]); streams
-    /// count their running time from now.
+    /// Forgets what was recorded since the last take (see [`Measurements::restart`]), but not the
+    /// open-loop requests pending now: they are `carried` into what follows, as they end after the
+    /// reset. Streams count their running time from now.
     pub fn reset(&self) {
-        let mut m = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        m.restart();
+        let mut c = self.current();
+        c.measurements.restart();
+        c.measurements.streams.carried = c.pending;
         *self.since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 
@@ -386,12 +448,13 @@ impl PyMeasurements {
         self.inner.resent
     }
 
-    /// The open-loop counters: scheduled, sent, dropped, completed, unfinished, streams, rate,
-    /// stream_seconds.
+    /// The open-loop counters: carried, scheduled, sent, dropped, completed, unfinished, streams,
+    /// rate, stream_seconds (see [`StreamCounts`] for the identity between them).
     #[getter]
     fn streams<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = self.inner.streams;
         let d = PyDict::new(py);
+        d.set_item("carried", c.carried)?;
         d.set_item("scheduled", c.scheduled)?;
         d.set_item("sent", c.sent)?;
         d.set_item("dropped", c.dropped)?;
@@ -626,7 +689,7 @@ mod tests {
     fn arbitrary() -> impl Strategy<Value = Measurements> {
         (
             prop::collection::vec(1u64..60_000_000, 0..50),
-            prop::array::uniform7(0u64..1_000_000),
+            prop::array::uniform8(0u64..1_000_000),
             0.0f64..1e6,
             0.0f64..1e6,
         )
@@ -644,6 +707,7 @@ mod tests {
                     completed: n[4],
                     unfinished: n[5],
                     started: n[6],
+                    carried: n[7],
                     rate,
                     seconds,
                 };
@@ -651,7 +715,78 @@ mod tests {
             })
     }
 
+    /// What a recorder's open-loop counters go through: (what happens, how many).
+    #[derive(Debug, Clone, Copy)]
+    enum Event {
+        Scheduled,
+        Dropped,
+        Completed,
+        Unfinished,
+        Take,
+        Reset,
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Event>> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => Just(Event::Scheduled),
+                1 => Just(Event::Dropped),
+                3 => Just(Event::Completed),
+                1 => Just(Event::Unfinished),
+                1 => Just(Event::Take),
+                1 => Just(Event::Reset),
+            ],
+            0..200,
+        )
+    }
+
     proptest! {
+        /// carried + scheduled = dropped + completed + unfinished + pending over the takes since
+        /// the last reset, whenever the reset comes (a stream only ends requests it scheduled).
+        #[test]
+        fn a_reset_keeps_the_identity(events in events()) {
+            let r = Recorder::default();
+            let mut pending = 0u64;
+            let mut since_reset = StreamCounts::default();
+            for e in events {
+                match e {
+                    Event::Scheduled => {
+                        r.scheduled();
+                        pending += 1;
+                    }
+                    Event::Dropped | Event::Completed | Event::Unfinished if pending == 0 => {}
+                    Event::Dropped => {
+                        r.dropped();
+                        pending -= 1;
+                    }
+                    Event::Completed => {
+                        r.completed();
+                        pending -= 1;
+                    }
+                    Event::Unfinished => {
+                        let n = pending.div_ceil(2);
+                        r.unfinished(n);
+                        pending -= n;
+                    }
+                    Event::Take => {
+                        since_reset = since_reset.checked_add(&r.take().streams).unwrap();
+                    }
+                    Event::Reset => {
+                        r.reset();
+                        since_reset = StreamCounts::default();
+                    }
+                }
+                let now = since_reset
+                    .checked_add(&r.current().measurements.streams)
+                    .unwrap();
+                prop_assert_eq!(
+                    now.carried + now.scheduled,
+                    now.dropped + now.completed + now.unfinished + pending,
+                    "{:?}", now
+                );
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic_nor_allocate_much(
             tail in prop::collection::vec(any::<u8>(), 0..800),

@@ -9,6 +9,7 @@
 //! (what a user of a 30 fps camera waits), its service time from the actual one.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct Completion {
     pub intended: Duration,
     /// When it left, from the stream's start.
     pub sent: Duration,
+    /// The id of the stream that sent it (only that stream records it).
+    pub stream: u64,
 }
 
 impl Completion {
@@ -47,18 +50,28 @@ impl Completion {
     }
 }
 
-/// A stream's own counters (the endpoint's recorder gets the same events for the run's report).
+/// A stream's own counters, from its start (the endpoint's recorder gets the same events for the
+/// run's report). Once stopped: `scheduled = dropped + reported + unfinished`, the unfinished ones
+/// counted at the stop, whether they were in flight, queued, or answered but not reported.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     scheduled: u64,
     sent: u64,
     dropped: u64,
+    /// Answered (queued in the inbox).
     completed: u64,
+    /// Taken from the inbox.
     delivered: u64,
+    /// Reported with `record`: a taken answer that is never reported counts as unfinished.
+    reported: u64,
     stopped: bool,
 }
 
+/// Stream ids, unique in the process.
+static STREAM_IDS: AtomicU64 = AtomicU64::new(0);
+
 struct Shared {
+    id: u64,
     endpoint: Arc<Endpoint>,
     /// The stream's walk through the endpoint's bodies, in send order.
     rotation: Mutex<Rotation>,
@@ -79,7 +92,7 @@ impl Shared {
             return false;
         }
         c.scheduled += 1;
-        self.endpoint.latency.update(|m| m.streams.scheduled += 1);
+        self.endpoint.latency.scheduled();
         true
     }
 
@@ -87,7 +100,7 @@ impl Shared {
         let mut c = self.counts();
         if !c.stopped {
             c.dropped += 1;
-            self.endpoint.latency.update(|m| m.streams.dropped += 1);
+            self.endpoint.latency.dropped();
         }
     }
 
@@ -150,6 +163,7 @@ impl Stream {
             m.streams.rate += config.rate;
         });
         let shared = Arc::new(Shared {
+            id: STREAM_IDS.fetch_add(1, Ordering::Relaxed),
             rotation: Mutex::new(endpoint.rotation(config.shuffle_seed)),
             endpoint,
             inbox,
@@ -185,8 +199,8 @@ impl Stream {
     }
 
     /// Stops sending and abandons the requests in flight. Returns how many scheduled requests
-    /// were neither dropped nor taken (in flight, queued, or answered but untaken); 0 when
-    /// already stopped.
+    /// were neither dropped nor reported (in flight, queued, or answered but untaken or taken and
+    /// not reported); 0 when already stopped.
     pub fn stop(&self) -> u64 {
         let mut c = self.shared.counts();
         if c.stopped {
@@ -195,18 +209,49 @@ impl Stream {
         c.stopped = true;
         self.driver.abort(); // its JoinSet aborts the requests in flight
         self.shared.inbox.close();
-        let unfinished = c.scheduled.saturating_sub(c.dropped + c.delivered);
+        let unfinished = c.scheduled.saturating_sub(c.dropped + c.reported);
         let seconds = self
             .shared
             .endpoint
             .latency
             .running_time(self.start.into_std())
             .as_secs_f64();
-        self.shared.endpoint.latency.update(|m| {
-            m.streams.unfinished += unfinished;
-            m.streams.seconds += seconds;
-        });
+        let recorder = &self.shared.endpoint.latency;
+        recorder.unfinished(unfinished);
+        recorder.update(|m| m.streams.seconds += seconds);
         unfinished
+    }
+
+    /// Accounts for a taken completion as it is reported: its latencies when it succeeded
+    /// (`success`) and one completed request. Refused once the stream stopped (it counted the
+    /// completion as unfinished then), and for a completion this stream did not hand over.
+    pub fn record(&self, completion: &Completion, success: bool) -> Result<()> {
+        let mut c = self.shared.counts();
+        if completion.stream != self.shared.id {
+            return Err(Error::InvalidArgument(
+                "this completion is not one of this stream's".into(),
+            ));
+        }
+        if c.stopped {
+            return Err(Error::InvalidArgument(
+                "the stream stopped: its unreported completions counted as unfinished".into(),
+            ));
+        }
+        if c.reported >= c.delivered {
+            return Err(Error::InvalidArgument(
+                "more completions reported than taken".into(),
+            ));
+        }
+        c.reported += 1;
+        let recorder = &self.shared.endpoint.latency;
+        recorder.record(
+            completion
+                .outcome
+                .latency(success, completion.response_time()),
+            completion.outcome.resent,
+        );
+        recorder.completed();
+        Ok(())
     }
 }
 
@@ -287,6 +332,7 @@ fn launch(
             outcome,
             intended,
             sent,
+            stream: shared.id,
         });
         drop(permit);
     });
@@ -343,7 +389,14 @@ impl PyStream {
 
     /// Every completion that arrived since the last call, oldest first.
     fn take(&self) -> Vec<PyCompletion> {
-        self.inner.take().into_iter().map(PyCompletion).collect()
+        self.inner
+            .take()
+            .into_iter()
+            .map(|inner| PyCompletion {
+                inner,
+                reported: AtomicBool::new(false),
+            })
+            .collect()
     }
 
     /// Blocks the calling thread (without the GIL) until a completion waits or `timeout` seconds
@@ -355,17 +408,22 @@ impl PyStream {
         self.take()
     }
 
-    /// Accounts for a completion as it is reported: its latencies when it succeeded (`success`,
-    /// false when a check made in Python failed it) and one completed request.
+    /// Accounts for a taken completion as it is reported: its latencies when it succeeded
+    /// (`success`, false when a check made in Python failed it) and one completed request.
+    /// ValueError for a completion already recorded, one of another stream, or once the stream
+    /// stopped (which counted every taken completion not recorded yet as unfinished).
     #[pyo3(signature = (completion, success = true))]
-    fn record(&self, completion: &PyCompletion, success: bool) {
-        let c = &completion.0;
-        let recorder = &self.inner.shared.endpoint.latency;
-        recorder.record(
-            c.outcome.latency(success, c.response_time()),
-            c.outcome.resent,
-        );
-        recorder.update(|m| m.streams.completed += 1);
+    fn record(&self, completion: &PyCompletion, success: bool) -> PyResult<()> {
+        if completion.reported.swap(true, Ordering::Relaxed) {
+            return Err(
+                Error::InvalidArgument("this completion was already recorded".into()).into(),
+            );
+        }
+        let recorded = self.inner.record(&completion.inner, success);
+        if recorded.is_err() {
+            completion.reported.store(false, Ordering::Relaxed);
+        }
+        Ok(recorded?)
     }
 
     /// Stops the schedule and abandons requests in flight; returns how many scheduled requests
@@ -374,7 +432,8 @@ impl PyStream {
         self.inner.stop()
     }
 
-    /// The stream's counters: scheduled, sent, dropped, completed (answered), delivered (taken).
+    /// The stream's counters, from its start: scheduled, sent, dropped, completed (answered),
+    /// delivered (taken), reported (recorded).
     fn counts(&self) -> std::collections::HashMap<&'static str, u64> {
         let c = *self.inner.shared.counts();
         [
@@ -383,6 +442,7 @@ impl PyStream {
             ("dropped", c.dropped),
             ("completed", c.completed),
             ("delivered", c.delivered),
+            ("reported", c.reported),
         ]
         .into_iter()
         .collect()
@@ -431,43 +491,47 @@ impl PyStream {
 
 /// One answered request of a stream.
 #[pyclass(frozen, module = "locust_inference._native", name = "Completion")]
-pub struct PyCompletion(Completion);
+pub struct PyCompletion {
+    inner: Completion,
+    /// Whether its stream recorded it (once only).
+    reported: AtomicBool,
+}
 
 #[pymethods]
 impl PyCompletion {
     #[getter]
     fn outcome(&self) -> PyOutcome {
-        PyOutcome(self.0.outcome.clone())
+        PyOutcome(self.inner.outcome.clone())
     }
 
     /// Milliseconds from the intended send time to the last response byte (or the failure).
     #[getter]
     fn response_time(&self) -> f64 {
-        ms(self.0.response_time())
+        ms(self.inner.response_time())
     }
 
     /// Milliseconds from the actual send to the last response byte (or the failure).
     #[getter]
     fn service_time(&self) -> f64 {
-        ms(self.0.outcome.response_time)
+        ms(self.inner.outcome.response_time)
     }
 
     /// Milliseconds between the intended and the actual send time.
     #[getter]
     fn lag(&self) -> f64 {
-        ms(self.0.lag())
+        ms(self.inner.lag())
     }
 
     /// Seconds from the stream's start to the intended send time.
     #[getter]
     fn intended(&self) -> f64 {
-        self.0.intended.as_secs_f64()
+        self.inner.intended.as_secs_f64()
     }
 
     /// Seconds from the stream's start to the actual send time.
     #[getter]
     fn sent(&self) -> f64 {
-        self.0.sent.as_secs_f64()
+        self.inner.sent.as_secs_f64()
     }
 
     fn __repr__(&self) -> String {
@@ -477,7 +541,7 @@ impl PyCompletion {
             self.lag(),
             self.response_time(),
             self.service_time(),
-            self.0.outcome.error.is_none()
+            self.inner.outcome.error.is_none()
         )
     }
 }
@@ -504,6 +568,7 @@ mod tests {
             outcome,
             intended: Duration::from_millis(100),
             sent: Duration::from_millis(130),
+            stream: 0,
         };
         assert_eq!(c.lag(), Duration::from_millis(30));
         assert_eq!(c.response_time(), Duration::from_millis(50));

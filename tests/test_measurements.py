@@ -36,7 +36,7 @@ def test_measurements_cross_the_wire_whole_and_refuse_other_bytes() -> None:
     back = Measurements.from_bytes(empty.to_bytes())
     assert back == empty and back.total.count == 0 and back.streams["streams"] == 0
     assert back.streams == dict.fromkeys(
-        ("scheduled", "sent", "dropped", "completed", "unfinished", "streams", "rate", "stream_seconds"), 0
+        ("carried", "scheduled", "sent", "dropped", "completed", "unfinished", "streams", "rate", "stream_seconds"), 0
     )
     merged = Measurements()
     merged.add(back)
@@ -45,7 +45,7 @@ def test_measurements_cross_the_wire_whole_and_refuse_other_bytes() -> None:
     blob = empty.to_bytes()
     for garbage, reason in (
         (b"", "wrong header"),
-        (b"LIM\x02" + blob[4:], "wrong header"),  # another version's
+        (b"LIM\x01" + blob[4:], "wrong header"),  # the previous version's (no carried counter)
         (LatencyHistogram().to_bytes(), "wrong header"),
         (blob[:-1], "truncated"),
         (blob + b"\0", "trailing bytes"),

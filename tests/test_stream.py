@@ -14,11 +14,14 @@ from locust_inference import Completion, Endpoint, Stream
 
 
 def run(stream: Stream, seconds: float) -> list[Completion]:
-    """Takes the stream's completions for `seconds`, then stops it."""
+    """Takes and records (reports) the stream's completions for `seconds`: what a user does."""
     done: list[Completion] = []
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
-        done += stream.wait(timeout=left)
+        taken = stream.wait(timeout=left)
+        for completion in taken:
+            stream.record(completion)
+        done += taken
     return done
 
 

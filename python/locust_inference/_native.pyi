@@ -202,7 +202,8 @@ class Endpoint:
         """What the requests recorded since the last call measured; recording starts afresh."""
     def reset(self) -> None:
         """Forgets what was recorded since the last take (Locust's --reset-stats, once all users are
-        spawned); running streams count their time from now."""
+        spawned); running streams count their time from now. The open-loop requests pending now (in
+        flight, queued, answered but not reported) are counted as carried: they end after the reset."""
 
 @final
 class Measurements:
@@ -238,8 +239,10 @@ class Measurements:
         """Requests of any outcome that were resent."""
     @property
     def streams(self) -> dict[str, int | float]:
-        """Open-loop counters: scheduled, sent, dropped, completed, unfinished, streams, rate (sum of
-        the streams' rates), stream_seconds (sum of stopped streams' run times)."""
+        """Open-loop counters: carried, scheduled, sent, dropped, completed, unfinished, streams, rate (sum
+        of the streams' rates), stream_seconds (sum of stopped streams' run times). Summed since the start
+        or the last reset: carried + scheduled = dropped + completed + unfinished + the requests still
+        pending (0 once every stream stopped); carried are those pending at the reset."""
     def add(self, other: Measurements) -> None: ...
     def restart(self) -> None:
         """Forgets what was measured, keeping the number of streams and their offered rate."""
@@ -272,13 +275,15 @@ class Stream:
     def wait(self, timeout: float | None = None) -> list[Completion]:
         """Blocks (without the GIL) until completions wait or the timeout passes, then takes them."""
     def record(self, completion: Completion, success: bool = True) -> None:
-        """Accounts for a reported completion: its latencies (response time from the intended send,
-        service time, TTFB) when it succeeded, and one completed request."""
+        """Accounts for a taken completion as it is reported: its latencies (response time from the intended
+        send, service time, TTFB) when it succeeded, and one completed request. ValueError for a completion
+        already recorded, one of another stream, or after stop() (which counted it as unfinished)."""
     def stop(self) -> int:
         """Stops the schedule, abandons requests in flight; returns how many scheduled requests will
-        never be reported (in flight, queued, or untaken). 0 when already stopped."""
+        never be reported (in flight, queued, untaken, or taken and not recorded). 0 when already stopped."""
     def counts(self) -> dict[str, int]:
-        """scheduled, sent, dropped, completed (answered), delivered (taken)."""
+        """From the stream's start: scheduled, sent, dropped, completed (answered), delivered (taken),
+        reported (recorded)."""
     def lag(self) -> LatencyHistogram:
         """How late this stream's requests left (actual - intended send time)."""
     @property

@@ -45,6 +45,8 @@ REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measu
 # Request names the master keeps measurements for: each costs four histograms (about 0.5 MiB), so a
 # worker naming thousands would cost gigabytes. A run has one name per process in practice.
 MAX_NAMES = 100
+# a worker report's entry, with --reset-stats: how many resets the worker made before taking what it sends
+RESETS_KEY = "locust_inference_resets"
 _locust_bucket = getattr(locust.stats, "bucket_response_time", None)  # Locust's own (checked before use)
 _fine_bucket_users: set[int] = set()  # id() of each Environment whose run uses fine buckets
 
@@ -90,6 +92,7 @@ class Collector:
     window: Measurements = field(default_factory=Measurements)  # all names, since the last take_window()
     started: dt.datetime | None = None
     stats_at_start: StatsRead | None = None  # Triton's statistics at the start, being read
+    resets: int = 0  # restarts so far (--reset-stats)
 
     def add(self, name: str, measurements: Measurements) -> None:
         """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
@@ -119,24 +122,34 @@ class Collector:
         """Forgets what was measured and counts time from now; streams keep their number and rate."""
         for m in self.measured.values():
             m.restart()
+        self.resets += 1
         self.started = dt.datetime.now(dt.UTC)
         self.stats_at_start = StatsRead(self.settings)
 
     def open_loop(self, name: str) -> dict[str, Any] | None:
-        """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams."""
+        """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams.
+
+        Every request a stream scheduled ends once: dropped, completed (reported) or unfinished (its stream
+        stopped first), so ``carried + scheduled = dropped + completed + unfinished + pending``. ``carried``
+        are the requests still pending at ``--reset-stats`` (scheduled before it, ended after it);
+        ``pending`` are those in flight, queued or answered but not reported yet: 0 once every stream
+        stopped, as at the end of a run."""
         c = self.measured[name].streams
         if not c["streams"]:
             return None
         mean_seconds = c["stream_seconds"] / c["streams"]  # how long the average stream ran
         per_s = (lambda n: n / mean_seconds) if mean_seconds > 0 else (lambda _n: None)
         lag = self.measured[name].lag.summary()
+        ended = int(c["dropped"]) + int(c["completed"]) + int(c["unfinished"])
         return {
             "offered_rate_per_s": c["rate"],
+            "carried": int(c["carried"]),
             "scheduled": int(c["scheduled"]),
             "sent": int(c["sent"]),
             "dropped": int(c["dropped"]),
             "completed": int(c["completed"]),
             "unfinished": int(c["unfinished"]),
+            "pending": int(c["carried"]) + int(c["scheduled"]) - ended,
             "streams": int(c["streams"]),
             "stream_seconds": c["stream_seconds"],
             "scheduled_per_s": per_s(c["scheduled"]),
@@ -190,6 +203,17 @@ class Collector:
         }
 
 
+def _stale(resets: Any, master_resets: int) -> bool:
+    """Whether a worker's report, taken after its ``resets``-th reset, is of requests the master forgot.
+
+    The master resets (``--reset-stats``) first, then tells the workers to: a report a worker sent before
+    its own reset may arrive after the master's, and holds requests from before it (the ones pending at the
+    worker's reset are counted in its next report as carried)."""
+    if type(resets) is not int or resets < 0:
+        raise ProtocolError(f"a worker's report has {RESETS_KEY} = {str(resets)[:40]!r}, not a count of resets")
+    return resets < master_resets
+
+
 def write_results(summary: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = folder / "latency.json", folder / "latency.csv"
@@ -224,8 +248,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"Open loop, {name}: offered {ol['offered_rate_per_s']:g} req/s ({ol['streams']} streams), "
-                f"achieved {_rate(ol['achieved_per_s'])} req/s; scheduled {ol['scheduled']}, sent {ol['sent']}, "
-                f"dropped {ol['dropped']}, completed {ol['completed']}, unfinished {ol['unfinished']}; lag (ms) "
+                f"achieved {_rate(ol['achieved_per_s'])} req/s; {_identity(ol)}; sent {ol['sent']}; lag (ms) "
                 + ", ".join(f"{k} {v:.3f}" for k, v in ol["lag_ms"].items())
                 + ". latency runs from each request's intended send time, service from its actual send.",
             ]
@@ -252,6 +275,16 @@ def format_summary(summary: dict[str, Any]) -> str:
             ),
         ]
     return "\n".join(lines)
+
+
+def _identity(ol: dict[str, Any]) -> str:
+    """The open-loop counters as the identity they keep (see Collector.open_loop)."""
+    carried = f" + carried {ol['carried']}" if ol.get("carried") else ""
+    pending = f" + pending {ol['pending']}" if ol.get("pending") else ""
+    return (
+        f"scheduled {ol['scheduled']}{carried} = dropped {ol['dropped']} + completed {ol['completed']} + "
+        f"unfinished {ol['unfinished']}{pending}"
+    )
 
 
 def _rate(value: float | None) -> str:
@@ -331,6 +364,8 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         def _report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
             if endpoint is not None:
                 data[REPORT_KEY] = {settings.name: endpoint.take().to_bytes()}
+                if environment.reset_stats:  # a worker without it never resets: the master takes all it sends
+                    data[RESETS_KEY] = collector.resets
 
         return collector
 
@@ -338,6 +373,13 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
 
         @events.worker_report.add_listener
         def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+            if RESETS_KEY in data:
+                try:
+                    if _stale(data[RESETS_KEY], collector.resets):
+                        return
+                except ProtocolError as err:
+                    log.warning("refused the report from worker %.80r: %s", client_id, err)
+                    return
             merge_report(collector, client_id, data)
 
     @events.test_start.add_listener

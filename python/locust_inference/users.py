@@ -6,6 +6,7 @@ Each request fires ``events.request`` exactly once, with the latency measured in
 
 from __future__ import annotations
 
+import collections
 import importlib
 import itertools
 import logging
@@ -307,6 +308,9 @@ class OpenLoopUser(InferenceUser):
         self._pacing = constant_pacing(1 / self._rate)
         self._stream: Stream | None = None
         self._stream_watcher: Any = None
+        # Taken from the stream, not reported yet: a task that ends early (an exception) leaves the rest for
+        # the next; a user that stops leaves them to stream.stop(), which counts them as unfinished.
+        self._batch: collections.deque[Completion] = collections.deque()
 
     def wait_time(self) -> float:  # type: ignore[override]
         return self._pacing(self) if self._closed_loop else 0.0
@@ -332,10 +336,12 @@ class OpenLoopUser(InferenceUser):
         if stream is None:
             self.send()
             return
-        gevent.get_hub().wait(self._stream_watcher)
-        self._yielded = True
-        for completion in stream.take():
-            self._report(stream, completion)
+        if not self._batch:
+            gevent.get_hub().wait(self._stream_watcher)
+            self._yielded = True
+            self._batch.extend(stream.take())
+        while self._batch:
+            self._report(stream, self._batch.popleft())
 
     def _report(self, stream: Stream, completion: Completion) -> None:
         outcome = completion.outcome
@@ -346,5 +352,5 @@ class OpenLoopUser(InferenceUser):
 
     def on_stop(self) -> None:
         if self._stream is not None:
-            self._stream.stop()  # requests in flight, queued or untaken count as unfinished
+            self._stream.stop()  # requests in flight, queued, or taken and not reported count as unfinished
         super().on_stop()
