@@ -644,7 +644,7 @@ impl PyOutcome {
 }
 
 /// One blocking request, for set-up work (model metadata, statistics) before users start.
-/// Returns `(status, body)`; connection failures and timeouts raise.
+/// Returns `(status, body)`; connection failures, timeouts and redirects (3xx, never followed) raise.
 #[pyfunction]
 #[pyo3(signature = (method, url, *, body = Vec::new(), headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
 pub fn http_request<'py>(

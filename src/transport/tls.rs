@@ -96,6 +96,9 @@ fn build(config: &ClientConfig) -> Result<reqwest::Client> {
         .http1_only()
         .tcp_nodelay(true)
         .no_proxy()
+        // A 3xx comes back as it is, and `Transport::send` fails it: reqwest would re-send the
+        // body and the `--header` values (all but `Authorization`) to whatever host it names.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90));
     let builder = if config.insecure {
         builder.danger_accept_invalid_certs(true)
