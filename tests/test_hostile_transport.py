@@ -1,9 +1,14 @@
 """Hostile answers at the transport: redirects are failures that name where they point and are never
-followed (over http:// and https:// alike, for load requests and the start-up reads)."""
+followed (over http:// and https:// alike, for load requests and the start-up reads), a Content-Length
+far beyond what arrives sizes no buffer."""
 
 from __future__ import annotations
 
+import os
 import ssl
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -157,3 +162,47 @@ def test_a_redirected_metadata_read_stops_the_run_at_start(
     assert other_host.connections_opened == 0, "the redirect was followed to another host"
     assert_clean_failure(run, f"HTTP 307 from {server.url}/v2/models/ok: redirect to {location} not followed", "--host")
     assert SECRET not in run.stderr + run.stdout
+
+
+def huge_content_length(h: BaseHTTPRequestHandler) -> None:
+    """Announces 1 TiB, sends 1 KiB and closes."""
+    h.send_response(200)
+    h.send_header("Content-Length", str(1 << 40))
+    h.end_headers()
+    h.wfile.write(b"x" * 1024)
+    h.wfile.flush()
+    h.close_connection = True
+
+
+# Run in a child whose address space is capped at 16 GiB: a buffer sized from the header (1 TiB) cannot
+# be allocated there whatever the machine's overcommit setting, and the allocation failure aborts.
+CHILD = textwrap.dedent(
+    """
+    import resource, sys
+    resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
+    from locust_inference import Endpoint, RequestSlot
+    endpoint = Endpoint(sys.argv[1], b"x", protocol="none", max_response_bytes=1 << 41, ca_file=sys.argv[2])
+    slot = RequestSlot()
+    slot.submit(endpoint)
+    outcome = slot.wait(timeout=60)
+    print(outcome.error_kind if outcome is not None else "no outcome")
+    print(outcome.exception if outcome is not None else "")
+    """
+)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_huge_content_length_sizes_no_buffer_and_fails_as_cut_short(scheme: str, serve, cert) -> None:
+    server = serve(huge_content_length, https=scheme == "https")
+    url = f"{server.url}/infer"
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, url, str(cert["cert"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    kind, message = child.stdout.splitlines()
+    assert kind == "transport", child.stdout
+    assert message.startswith(f"request to {url} failed: response cut short, before the {1 << 40} bytes it announced:")

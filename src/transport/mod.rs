@@ -190,6 +190,12 @@ pub(crate) fn failed(spec: &RequestSpec, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Why a body that announced `length` bytes ended before them (no count of what did arrive, which
+/// varies: one reason per server answer keeps Locust's failures in one group).
+pub(crate) fn cut_short(length: usize, reason: &str) -> String {
+    format!("response cut short, before the {length} bytes it announced: {reason}")
+}
+
 /// The response body is over `spec.max_response_bytes`.
 pub(crate) fn too_large(spec: &RequestSpec) -> Error {
     Error::TooLarge {
