@@ -90,6 +90,9 @@ pub enum Error {
         url: String,
         location: String,
     },
+    /// A panic while the request was being sent or judged, caught so that its waiter is answered.
+    #[error("internal error (panic) in the request to {url}: {reason}")]
+    Internal { url: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -114,6 +117,7 @@ impl Error {
             Error::InvalidArgument(_) => "invalid-argument",
             Error::UnsupportedType(_) => "unsupported-type",
             Error::Redirect { .. } => "redirect",
+            Error::Internal { .. } => "internal",
         }
     }
 }
@@ -128,7 +132,8 @@ impl From<Error> for PyErr {
             Error::Connect { .. }
             | Error::Status { .. }
             | Error::Transport { .. }
-            | Error::TooLarge { .. } => RequestError::new_err(msg),
+            | Error::TooLarge { .. }
+            | Error::Internal { .. } => RequestError::new_err(msg),
             Error::Redirect { .. } => RedirectError::new_err(msg),
             Error::Certificate { .. } => CertificateError::new_err(msg),
             Error::Runtime(_) => LocustInferenceError::new_err(msg),

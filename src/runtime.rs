@@ -1,12 +1,19 @@
 //! The process's tokio runtime, and [`PerProcess`]: state that belongs to the process that made it.
 //!
+//! A panic in a request is caught ([`catch_panic`]) and becomes that request's failure, so the
+//! greenlet waiting for it is answered.
+//!
 //! Locust's `--processes` forks. A runtime's threads do not survive a fork, and a pooled connection
 //! in the child shares its socket and its epoll registration with the parent. So the child lets go
 //! of what it inherited without dropping it (dropping would wait for threads that do not exist
 //! there, or unregister the parent's sockets) and makes its own on first use.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError};
+use std::task::Poll;
 
 use tokio::runtime::Runtime;
 
@@ -104,6 +111,31 @@ fn io_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// Runs `future`, catching a panic in it: `Err` carries the panic's message. The future is not
+/// polled again after a panic; what it held is dropped with it.
+pub async fn catch_panic<F: Future>(future: F) -> std::result::Result<F::Output, String> {
+    let mut future = pin!(future);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    })
+    .await
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&'static str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
 static RUNTIME: PerProcess<Arc<Runtime>> = PerProcess::new();
 
 /// This process's runtime, created on first use and re-created after a fork.
@@ -123,6 +155,19 @@ pub fn runtime() -> Result<Arc<Runtime>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_is_caught_with_its_message() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let caught = rt.block_on(catch_panic(async {
+            tokio::task::yield_now().await; // panics on a later poll, not the first
+            panic!("at {}", 42)
+        }));
+        assert_eq!(caught, Err::<(), _>("at 42".into()));
+        assert_eq!(rt.block_on(catch_panic(async { 7 })), Ok(7));
+    }
 
     #[test]
     fn a_value_is_made_once_per_process() {

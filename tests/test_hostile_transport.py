@@ -1,6 +1,7 @@
 """Hostile answers at the transport: redirects are failures that name where they point and are never
 followed (over http:// and https:// alike, for load requests and the start-up reads), a Content-Length
-far beyond what arrives sizes no buffer."""
+far beyond what arrives sizes no buffer, and out-of-range values are refused where they enter the native
+core."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from faults import FaultServer
-from locust_inference import Endpoint, RequestSlot, http_request
+from locust_inference import Endpoint, RequestSlot, Stream, http_request
 from locust_inference._native import RedirectError
 from support import assert_clean_failure, clean_env, run_locust
 from test_security import self_signed
@@ -206,3 +207,13 @@ def test_a_huge_content_length_sizes_no_buffer_and_fails_as_cut_short(scheme: st
     kind, message = child.stdout.splitlines()
     assert kind == "transport", child.stdout
     assert message.startswith(f"request to {url} failed: response cut short, before the {1 << 40} bytes it announced:")
+
+
+def test_max_in_flight_beyond_what_a_semaphore_holds_is_refused(serve) -> None:
+    server = serve(redirect(307, "http://127.0.0.1:9/"), https=False)
+    endpoint = Endpoint(f"{server.url}/infer", b"x", protocol="none")
+    with pytest.raises(
+        ValueError, match=r"^max_in_flight must be at most 2305843009213693951, got 2305843009213693952$"
+    ):
+        Stream(endpoint, 1.0, max_in_flight=2305843009213693952)
+    assert server.requests == 0
