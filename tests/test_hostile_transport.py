@@ -1,11 +1,12 @@
 """Hostile answers at the transport: redirects are failures that name where they point and are never
 followed (over http:// and https:// alike, for load requests and the start-up reads), a Content-Length
-far beyond what arrives sizes no buffer, and out-of-range values are refused where they enter the native
-core."""
+far beyond what arrives sizes no buffer, out-of-range values are refused where they enter the native
+core, and the I/O runtime's threads take no process-directed signal."""
 
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -217,3 +218,24 @@ def test_max_in_flight_beyond_what_a_semaphore_holds_is_refused(serve) -> None:
     ):
         Stream(endpoint, 1.0, max_in_flight=2305843009213693952)
     assert server.requests == 0
+
+
+def _blocked(status: str) -> set[int]:
+    mask = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+def test_the_io_threads_block_process_directed_signals(serve) -> None:
+    server = serve(redirect(307, "http://127.0.0.1:9/"), https=False)
+    with pytest.raises(RedirectError):
+        http_request("GET", f"{server.url}/v2/models/ok/stats")  # the runtime runs by now
+    tasks = Path("/proc/self/task")
+    io_threads = [t for t in tasks.iterdir() if (t / "comm").read_text().strip().startswith("locust-inferen")]
+    assert io_threads, "no I/O thread found"
+    for task in io_threads:
+        blocked = _blocked((task / "status").read_text())
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
+            assert sig in blocked, f"thread {task.name} takes {sig.name}"
+        assert signal.SIGSEGV not in blocked
+    main = _blocked((tasks / str(os.getpid()) / "status").read_text())
+    assert signal.SIGINT not in main, "Python's own thread must still take Ctrl-C"
