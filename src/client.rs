@@ -40,6 +40,9 @@ enum Check {
         key: String,
         shape: Option<Vec<Option<usize>>>,
     },
+    /// Panics as it judges: how the tests make a request panic.
+    #[cfg(test)]
+    Panic,
 }
 
 /// The result of one request.
@@ -78,9 +81,21 @@ impl Endpoint {
         Rotation::new(self.spec.bodies.len(), seed)
     }
 
-    /// Sends body `index` and judges the answer.
+    /// Sends body `index` and judges the answer. A panic on the way is this request's failure, so
+    /// whoever waits for it is answered.
     pub(crate) async fn run(&self, index: usize) -> Outcome {
-        let outcome = self.exchange(index).await;
+        let start = std::time::Instant::now();
+        let outcome = match runtime::catch_panic(self.exchange(index)).await {
+            Ok(outcome) => outcome,
+            Err(reason) => Outcome::failed(
+                Error::Internal {
+                    url: self.spec.url.to_string(),
+                    reason,
+                },
+                start.elapsed(),
+                None,
+            ),
+        };
         Outcome {
             input_index: index,
             ..outcome
@@ -145,6 +160,8 @@ impl Endpoint {
                 triton::check_response(body, header_length, expected)
             }
             Check::LitServe { key, shape } => litserve::check_response(body, key, shape.as_deref()),
+            #[cfg(test)]
+            Check::Panic => panic!("injected by a test"),
         }
     }
 }
@@ -463,6 +480,27 @@ fn next_index(rotation: &Mutex<Option<Rotation>>, endpoint: &Endpoint, seed: Opt
         .next_index()
 }
 
+/// A slot's task: runs the request of `generation` with body `index`, delivers its outcome to
+/// `mailbox`, and goes on with each follow-up the mailbox asks for.
+async fn run_requests(
+    endpoint: Arc<Endpoint>,
+    mailbox: Arc<Mailbox<Outcome>>,
+    rotation: Arc<Mutex<Option<Rotation>>>,
+    seed: Option<u64>,
+    generation: u64,
+    index: usize,
+) {
+    let (mut generation, mut index) = (generation, index);
+    loop {
+        let outcome = endpoint.run(index).await;
+        let Some(next) = mailbox.complete(generation, outcome) else {
+            break;
+        };
+        generation = next;
+        index = next_index(&rotation, &endpoint, seed);
+    }
+}
+
 #[pymethods]
 impl PyRequestSlot {
     /// `seed` orders this user's walk through a shuffling endpoint's bodies.
@@ -506,17 +544,9 @@ impl PyRequestSlot {
         let seed = self.seed;
         wake::count_hand_off();
         self.mailbox.start(key, follow, |generation| {
-            rt.spawn(async move {
-                let (mut generation, mut index) = (generation, index);
-                loop {
-                    let outcome = endpoint.run(index).await;
-                    let Some(next) = mailbox.complete(generation, outcome) else {
-                        break;
-                    };
-                    generation = next;
-                    index = next_index(&rotation, &endpoint, seed);
-                }
-            })
+            rt.spawn(run_requests(
+                endpoint, mailbox, rotation, seed, generation, index,
+            ))
             .abort_handle()
         });
         Ok(())
@@ -532,7 +562,9 @@ impl PyRequestSlot {
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> Option<PyOutcome> {
         let deadline = timeout.map(|t| {
-            std::time::Instant::now() + std::time::Duration::from_secs_f64(t.clamp(0.0, 1e9))
+            // NaN waits not at all, rather than panicking
+            std::time::Instant::now()
+                + std::time::Duration::try_from_secs_f64(t.clamp(0.0, 1e9)).unwrap_or_default()
         });
         loop {
             let ms = deadline.map_or(-1, |d| {
@@ -666,7 +698,7 @@ impl PyOutcome {
 }
 
 /// One blocking request, for set-up work (model metadata, statistics) before users start.
-/// Returns `(status, body)`; connection failures and timeouts raise.
+/// Returns `(status, body)`; connection failures, timeouts and redirects (3xx, never followed) raise.
 #[pyfunction]
 #[pyo3(signature = (method, url, *, body = Vec::new(), headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
 pub fn http_request<'py>(
@@ -690,14 +722,156 @@ pub fn http_request<'py>(
     };
     let transport = Transport::new(&mut spec, ClientConfig { insecure, ca_file }, false)?;
     let rt = runtime::runtime()?;
-    let result = py.detach(|| rt.block_on(transport.send(&spec, 0)).map_err(|f| f.error))?;
+    let url = spec.url.to_string();
+    // On the runtime's own thread, as every request: its signals are blocked there, and a panic
+    // comes back as an error rather than unwinding into Python.
+    let task = rt.spawn(async move { transport.send(&spec, 0).await.map_err(|f| f.error) });
+    let result = py
+        .detach(|| rt.block_on(task))
+        .map_err(|e| Error::Internal {
+            url,
+            reason: if e.is_panic() {
+                runtime::panic_message(e.into_panic().as_ref())
+            } else {
+                "the request was cancelled".into()
+            },
+        })??;
     Ok((result.status, PyBytes::new(py, &result.body)))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
     use super::*;
+    use crate::schedule::{Arrival, Overload};
+    use crate::stream::{Stream, StreamConfig};
     use proptest::prelude::*;
+
+    /// Answers every request on every connection with a 200, until the test process ends.
+    fn serve_ok() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// An endpoint of the server on `port` whose answers are judged by `check`.
+    fn endpoint(port: u16, check: Check) -> Arc<Endpoint> {
+        let mut spec = RequestSpec {
+            method: Method::POST,
+            url: format!("http://127.0.0.1:{port}/infer").parse().unwrap(),
+            headers: HeaderMap::new(),
+            bodies: vec![Body::new(Bytes::from_static(b"tensor"))],
+            timeout: Duration::from_secs(30),
+            max_response_bytes: 1024,
+        };
+        let transport = Transport::new(&mut spec, ClientConfig::default(), false).unwrap();
+        Arc::new(Endpoint {
+            transport,
+            spec,
+            check,
+            keep_headers: false,
+            keep_body: false,
+            shuffle: false,
+            latency: Recorder::default(),
+        })
+    }
+
+    fn injected(port: u16) -> Error {
+        Error::Internal {
+            url: format!("http://127.0.0.1:{port}/infer"),
+            reason: "injected by a test".into(),
+        }
+    }
+
+    /// A request whose task panics is answered with a failure that says so: without that, the
+    /// greenlet waiting on the slot's eventfd would wait forever. (The poll's limit only guards
+    /// against that hang.)
+    #[test]
+    fn a_panic_in_a_slot_s_request_is_its_failure_and_wakes_the_waiter() {
+        let port = serve_ok();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mailbox = Arc::new(Mailbox::new().unwrap());
+        let rotation = Arc::new(Mutex::new(None));
+        for panics in [true, false] {
+            let endpoint = endpoint(port, if panics { Check::Panic } else { Check::Status });
+            let (m, r) = (Arc::clone(&mailbox), Arc::clone(&rotation));
+            mailbox.start(1, false, |generation| {
+                rt.spawn(run_requests(endpoint, m, r, None, generation, 0))
+                    .abort_handle()
+            });
+            assert!(mailbox.fd().poll(30_000), "the waiter is never woken");
+            let outcome = mailbox.take().unwrap();
+            if panics {
+                assert_eq!(outcome.error, Some(injected(port)));
+                assert_eq!(outcome.error.unwrap().kind(), "internal");
+            } else {
+                assert!(outcome.error.is_none(), "the slot works on after a panic");
+            }
+        }
+    }
+
+    /// The same in an open-loop stream: each panicking request is a failed completion, and the
+    /// stream's slot is free again for the next.
+    #[test]
+    fn a_panic_in_a_stream_s_request_is_a_failed_completion() {
+        let port = serve_ok();
+        let config = StreamConfig {
+            rate: 50.0,
+            arrival: Arrival::Constant,
+            max_in_flight: 1,
+            overload: Overload::Queue,
+            shuffle_seed: None,
+        };
+        let stream = Stream::start(endpoint(port, Check::Panic), config).unwrap();
+        let mut completions = Vec::new();
+        while completions.len() < 3 {
+            assert!(
+                stream.fd().poll(30_000),
+                "no completion: a panic lost the request"
+            );
+            completions.extend(stream.take());
+        }
+        stream.stop();
+        for completion in completions {
+            assert_eq!(completion.outcome.error, Some(injected(port)));
+        }
+    }
 
     #[test]
     fn urls_without_credentials_parse() {

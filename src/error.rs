@@ -42,6 +42,12 @@ create_exception!(
 );
 create_exception!(
     locust_inference._native,
+    RedirectError,
+    RequestError,
+    "The server answered with a redirect (3xx), which is never followed."
+);
+create_exception!(
+    locust_inference._native,
     ProtocolError,
     LocustInferenceError,
     "A message does not follow the server's protocol (bad header, sizes that don't add up...)."
@@ -76,6 +82,17 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     UnsupportedType(String),
+    /// A 3xx answer: a failure, never followed, so no request (with the user's headers and body)
+    /// goes to a host the user did not name.
+    #[error("HTTP {status} from {url}: redirect to {location} not followed (requests go only to the URL given)")]
+    Redirect {
+        status: u16,
+        url: String,
+        location: String,
+    },
+    /// A panic while the request was being sent or judged, caught so that its waiter is answered.
+    #[error("internal error (panic) in the request to {url}: {reason}")]
+    Internal { url: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -99,6 +116,8 @@ impl Error {
             Error::Runtime(_) => "runtime",
             Error::InvalidArgument(_) => "invalid-argument",
             Error::UnsupportedType(_) => "unsupported-type",
+            Error::Redirect { .. } => "redirect",
+            Error::Internal { .. } => "internal",
         }
     }
 }
@@ -113,7 +132,9 @@ impl From<Error> for PyErr {
             Error::Connect { .. }
             | Error::Status { .. }
             | Error::Transport { .. }
-            | Error::TooLarge { .. } => RequestError::new_err(msg),
+            | Error::TooLarge { .. }
+            | Error::Internal { .. } => RequestError::new_err(msg),
+            Error::Redirect { .. } => RedirectError::new_err(msg),
             Error::Certificate { .. } => CertificateError::new_err(msg),
             Error::Runtime(_) => LocustInferenceError::new_err(msg),
             Error::InvalidArgument(_) => PyValueError::new_err(msg),
@@ -135,5 +156,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RequestTimeoutError", py.get_type::<RequestTimeoutError>())?;
     m.add("CertificateError", py.get_type::<CertificateError>())?;
     m.add("ProtocolError", py.get_type::<ProtocolError>())?;
+    m.add("RedirectError", py.get_type::<RedirectError>())?;
     Ok(())
 }

@@ -155,6 +155,14 @@ impl Stream {
                 "max_in_flight must be at least 1".into(),
             ));
         }
+        if config.max_in_flight > Semaphore::MAX_PERMITS {
+            // tokio's semaphore panics beyond this, in the stream's task, where nobody would hear
+            return Err(Error::InvalidArgument(format!(
+                "max_in_flight must be at most {}, got {}",
+                Semaphore::MAX_PERMITS,
+                config.max_in_flight
+            )));
+        }
         let inbox =
             Inbox::new().map_err(|e| Error::Runtime(format!("cannot create an eventfd: {e}")))?;
         let rt = runtime::runtime()?;

@@ -18,6 +18,7 @@ __all__ = [
     "Measurements",
     "Outcome",
     "ProtocolError",
+    "RedirectError",
     "RequestError",
     "RequestSlot",
     "RequestTimeoutError",
@@ -55,6 +56,9 @@ class RequestTimeoutError(RequestError):
 
 class CertificateError(RequestError):
     """The server's TLS certificate was not accepted (unknown issuer, wrong host, expired...)."""
+
+class RedirectError(RequestError):
+    """The server answered with a redirect (3xx), which is never followed."""
 
 class ProtocolError(LocustInferenceError):
     """A message does not follow the server's protocol (bad header, sizes that don't add up...)."""
@@ -152,7 +156,8 @@ def http_request(
     ca_file: str | PathLike[str] | None = None,
 ) -> tuple[int, bytes]:
     """One blocking request for set-up work before users start; returns (status, body). Raises
-    RequestError / RequestTimeoutError when no response arrives."""
+    RequestError / RequestTimeoutError when no response arrives, and RedirectError (naming the status and
+    Location) for a 3xx, which is never followed."""
 
 def thread_crossings() -> tuple[int, int]:
     """Hand-offs of work from Python's thread to the I/O runtime, and signals from it back to Python

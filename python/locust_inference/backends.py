@@ -21,6 +21,7 @@ from locust_inference._native import (
     CertificateError,
     ConfigError,
     Endpoint,
+    RedirectError,
     RequestError,
     encode_litserve_image_request,
     encode_litserve_request,
@@ -73,6 +74,8 @@ def _get(settings: Settings, url: str, what: str) -> tuple[int, bytes]:
         )
     except CertificateError as err:
         raise ConfigError(str(err)) from None
+    except RedirectError as err:
+        raise ConfigError(f"{err}; point --host at the {what} server itself") from None
     except RequestError as err:
         raise ConfigError(f"cannot reach {what} at {settings.host}: {err} (is it running? check --host)") from None
 

@@ -2,6 +2,9 @@
 //! `http://`, [`tls`] (reqwest with rustls) for `https://`, behind one [`Transport`] with one
 //! timeout. Over `http://` the bodies are sent without copying them ([`zero_copy`]).
 //!
+//! A 3xx answer is a failed request naming its `Location`, on both transports: never followed, so
+//! the body and the user's headers (an API key in `--header`) go to no host the user did not name.
+//!
 //! No transport sends a request twice when the server may have received it. A request is sent
 //! again, on a new connection, only when the pooled connection it was given turned out closed
 //! before any byte of it was written; the [`Response`] says so, and the run counts it.
@@ -14,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::{Method, Url};
 
 use crate::error::{Error, Result};
@@ -139,6 +142,11 @@ impl Transport {
             }
         };
         let error = match tokio::time::timeout(spec.timeout, exchange).await {
+            Ok(Ok(response)) if (300..400).contains(&response.status) => Error::Redirect {
+                status: response.status,
+                url: spec.url.to_string(),
+                location: location(&response.headers),
+            },
             Ok(Ok(response)) => return Ok(response),
             Ok(Err(error)) => error,
             Err(_) => Error::Timeout {
@@ -155,12 +163,37 @@ impl Transport {
     }
 }
 
+/// A redirect's `Location` as it can be shown: printable, and cut after [`MAX_LOCATION_CHARS`].
+fn location(headers: &HeaderMap) -> String {
+    /// Enough for any real URL; a hostile server's megabyte stays out of logs and failure lists.
+    const MAX_LOCATION_CHARS: usize = 300;
+    let Some(value) = headers.get(LOCATION) else {
+        return "(no Location header)".into();
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let mut shown: String = text
+        .chars()
+        .take(MAX_LOCATION_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(MAX_LOCATION_CHARS).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// A transport failure of `spec`'s request.
 pub(crate) fn failed(spec: &RequestSpec, reason: impl Into<String>) -> Error {
     Error::Transport {
         url: spec.url.to_string(),
         reason: reason.into(),
     }
+}
+
+/// Why a body that announced `length` bytes ended before them (no count of what did arrive, which
+/// varies: one reason per server answer keeps Locust's failures in one group).
+pub(crate) fn cut_short(length: usize, reason: &str) -> String {
+    format!("response cut short, before the {length} bytes it announced: {reason}")
 }
 
 /// The response body is over `spec.max_response_bytes`.
@@ -187,4 +220,28 @@ pub(crate) fn describe(err: &dyn std::error::Error) -> String {
         source = e.source();
     }
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    fn shown(value: &[u8]) -> String {
+        let mut headers = HeaderMap::new();
+        headers.insert(LOCATION, HeaderValue::from_bytes(value).unwrap());
+        location(&headers)
+    }
+
+    #[test]
+    fn a_location_is_shown_printable_and_cut() {
+        assert_eq!(shown(b"http://other:8000/v2"), "http://other:8000/v2");
+        assert_eq!(shown(b"http://a/\tb\xffc"), "http://a/?b\u{fffd}c");
+        let long = format!("http://a/{}", "x".repeat(1000));
+        let cut = shown(long.as_bytes());
+        assert_eq!(cut.chars().count(), 301);
+        assert!(cut.ends_with("x…"), "{cut}");
+        assert_eq!(location(&HeaderMap::new()), "(no Location header)");
+    }
 }

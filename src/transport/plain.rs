@@ -183,9 +183,11 @@ impl Client {
         if length.is_some_and(|n| n > spec.max_response_bytes) {
             return Err(too_large(spec));
         }
-        let mut bytes = BytesMut::with_capacity(length.unwrap_or(0));
+        // Grown as bytes arrive, never sized from the header: a server announcing a terabyte and
+        // sending a kilobyte costs a kilobyte (and the request fails as cut short).
+        let mut bytes = BytesMut::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| response_failed(spec, &e))?;
+            let frame = frame.map_err(|e| response_failed(spec, &e, length))?;
             if let Ok(data) = frame.into_data() {
                 if bytes.len() + data.len() > spec.max_response_bytes {
                     return Err(too_large(spec));
@@ -267,12 +269,15 @@ fn request_failed(spec: &RequestSpec, error: &hyper::Error) -> Error {
     failed(spec, describe(error))
 }
 
-/// Why reading the body of a response failed.
-fn response_failed(spec: &RequestSpec, error: &hyper::Error) -> Error {
-    if error.is_incomplete_message() {
-        return failed(spec, "connection closed before the response was complete");
+/// Why reading the body of a response that `announced` a length (or none) failed.
+fn response_failed(spec: &RequestSpec, error: &hyper::Error, announced: Option<usize>) -> Error {
+    match announced {
+        Some(length) => failed(spec, super::cut_short(length, &describe(error))),
+        None if error.is_incomplete_message() => {
+            failed(spec, "connection closed before the response was complete")
+        }
+        None => failed(spec, describe(error)),
     }
-    failed(spec, describe(error))
 }
 
 #[cfg(test)]

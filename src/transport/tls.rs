@@ -69,12 +69,16 @@ impl Client {
         {
             return Err(too_large(spec));
         }
-        let mut body = BytesMut::with_capacity(response.content_length().unwrap_or(0) as usize);
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| request_error(spec, &e))?
-        {
+        // Grown as bytes arrive, never sized from the header (see `plain`).
+        let mut body = BytesMut::new();
+        let announced = response.content_length();
+        while let Some(chunk) = response.chunk().await.map_err(|e| match announced {
+            Some(length) => Error::Transport {
+                url: spec.url.to_string(),
+                reason: super::cut_short(length as usize, &describe(&e)),
+            },
+            None => request_error(spec, &e),
+        })? {
             if body.len() + chunk.len() > spec.max_response_bytes {
                 return Err(too_large(spec));
             }
@@ -96,6 +100,9 @@ fn build(config: &ClientConfig) -> Result<reqwest::Client> {
         .http1_only()
         .tcp_nodelay(true)
         .no_proxy()
+        // A 3xx comes back as it is, and `Transport::send` fails it: reqwest would re-send the
+        // body and the `--header` values (all but `Authorization`) to whatever host it names.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90));
     let builder = if config.insecure {
         builder.danger_accept_invalid_certs(true)

@@ -199,7 +199,14 @@ impl BodyStream {
                 }
             });
             match sent {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // EINTR: a signal came in before anything was sent; nothing to undo, so again.
+                // (`sendfile` returns it when a signal lands as it moves pages; the socket's own
+                // non-blocking writes were not seen to, as they return EAGAIN rather than wait.)
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
                 sent => return Poll::Ready(sent),
             }
         }
@@ -397,6 +404,86 @@ mod tests {
             }
             assert!(calls > 10, "{calls} writes: the send buffer never filled");
         });
+        assert!(reader.join().unwrap() == expected);
+    }
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    /// Signals hitting the sending thread, with a handler installed without `SA_RESTART` (as
+    /// Python's are), interrupt `sendfile` (EINTR): the send goes on and every byte arrives. The
+    /// reader is slow, so the sends wait and are interrupted again and again.
+    #[test]
+    fn signals_during_sends_do_not_fail_them() {
+        // SAFETY: installs a handler that does nothing (async-signal-safe) for SIGUSR1, which
+        // nothing else in this test process uses; an all-zero sigaction is a valid start.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&raw mut action.sa_mask);
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR1, &raw const action, std::ptr::null_mut()),
+                0
+            );
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut bodies = vec![body(MAX_SEALED_BODY, 11)];
+        let sealed = seal(&mut bodies).unwrap();
+        let head = Bytes::from_static(b"POST / HTTP/1.1\r\n\r\n");
+        let other = body(300_000, 6).bytes;
+        let rounds = 4;
+        let mut expected = Vec::new();
+        for _ in 0..rounds {
+            expected.extend_from_slice(&head);
+            expected.extend_from_slice(&bodies[0].bytes);
+            expected.extend_from_slice(&other);
+        }
+        let total = expected.len();
+        let reader = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut got = vec![0u8; total];
+            for chunk in got.chunks_mut(16 << 10) {
+                socket.read_exact(chunk).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            got
+        });
+        // SAFETY: pthread_self has no preconditions.
+        let sender = unsafe { libc::pthread_self() };
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::clone(&done);
+        let signaller = std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: the sending thread lives until this thread is joined.
+                unsafe { libc::pthread_kill(sender, libc::SIGUSR1) };
+                sent += 1;
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
+            sent
+        });
+        let rt = runtime();
+        let result = rt.block_on(async {
+            let stream = TcpStream::connect(address).await?;
+            let mut stream = BodyStream::new(stream, Some(sealed))?;
+            for _ in 0..rounds {
+                let mut parts = vec![head.clone(), bodies[0].bytes.clone(), other.clone()];
+                while parts.iter().any(|p| !p.is_empty()) {
+                    let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+                    let mut n = stream.write_vectored(&slices).await?;
+                    for part in &mut parts {
+                        let step = n.min(part.len());
+                        bytes::Buf::advance(part, step);
+                        n -= step;
+                    }
+                }
+            }
+            io::Result::Ok(())
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let signals = signaller.join().unwrap();
+        result.expect("a signal failed the send");
+        assert!(signals > 10, "only {signals} signals were sent");
         assert!(reader.join().unwrap() == expected);
     }
 
