@@ -11,6 +11,7 @@ pub mod latency;
 pub mod litserve;
 pub mod measurements;
 pub mod preprocess;
+pub mod reason;
 pub mod rotation;
 pub mod runtime;
 pub mod schedule;
