@@ -7,6 +7,7 @@ pub mod error;
 pub mod fit;
 pub mod imageset;
 pub mod jpeg;
+pub mod json_array;
 pub mod latency;
 pub mod litserve;
 pub mod measurements;
