@@ -112,7 +112,7 @@ impl Endpoint {
                     Err(Error::Status {
                         status: resp.status,
                         url: self.spec.url.to_string(),
-                        body: reason::body_reason(&resp.body),
+                        body: reason::grouped_body_reason(&resp.body),
                         excerpt: reason::body_excerpt(&resp.body),
                     })
                 };

@@ -4,6 +4,10 @@
 //! message that comes from the server is normalised: what varies between requests is replaced by
 //! `#`, and the raw text is left to the DEBUG_REQUESTS log.
 
+use std::collections::HashSet;
+
+use crate::runtime::PerProcess;
+
 /// Longest normalised reason, in bytes, before the `…` that marks a cut.
 pub const MAX_REASON_BYTES: usize = 200;
 /// How much of a body is read to make its reason: more than [`MAX_REASON_BYTES`], so that where
@@ -16,6 +20,33 @@ pub const EXCERPT_BYTES: usize = 200;
 const LONG_WORD: usize = 32;
 /// All-hex words this long are ids even without a digit (`deadbeef`).
 const HEX_ID: usize = 8;
+
+/// Distinct body reasons one process reports; later new ones share [`OTHER_REASON`]. Normalising
+/// cannot recognise every id (a random one without digits reads as a word), and this keeps the
+/// failures table bounded whatever the server sends.
+pub const MAX_REASONS: usize = 64;
+pub const OTHER_REASON: &str =
+    "(one of more than 64 different error bodies; DEBUG_REQUESTS=true logs each)";
+
+static SEEN: PerProcess<HashSet<String>> = PerProcess::new();
+
+/// [`body_reason`], bounded to [`MAX_REASONS`] different ones in this process.
+pub fn grouped_body_reason(body: &[u8]) -> String {
+    let reason = body_reason(body);
+    SEEN.with(|seen| admit(seen.get_or_insert_with(HashSet::new), reason))
+}
+
+/// `reason` if it was seen or there is room for one more in `seen`, else [`OTHER_REASON`].
+fn admit(seen: &mut HashSet<String>, reason: String) -> String {
+    if seen.contains(&reason) {
+        reason
+    } else if seen.len() < MAX_REASONS {
+        seen.insert(reason.clone());
+        reason
+    } else {
+        OTHER_REASON.to_owned()
+    }
+}
 
 /// The reason a body gives, for grouping: the normalised start of its text, or `(empty body)`.
 pub fn body_reason(body: &[u8]) -> String {
@@ -204,6 +235,21 @@ mod tests {
             a.ends_with(" the…") && a.len() <= MAX_REASON_BYTES + '…'.len_utf8(),
             "{a}"
         );
+    }
+
+    #[test]
+    fn distinct_reasons_are_bounded() {
+        let mut seen = HashSet::new();
+        for i in 0..MAX_REASONS {
+            assert_eq!(admit(&mut seen, format!("r{i:?}x")), format!("r{i:?}x"));
+        }
+        assert_eq!(admit(&mut seen, "new".into()), OTHER_REASON);
+        assert_eq!(
+            admit(&mut seen, "r0x".into()),
+            "r0x",
+            "one seen before keeps its own"
+        );
+        assert_eq!(seen.len(), MAX_REASONS);
     }
 
     #[test]

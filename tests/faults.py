@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import socket
 import ssl
+import string
 import sys
 import threading
 import time
@@ -135,6 +137,13 @@ def _status_with_request_id(h: Handler, model: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
     body = {"error": "injected failure", "request_id": request_id, "seq": len(h.server.request_ids), "time": stamp}
     h._send(500, json.dumps(body).encode())
+
+
+def _status_with_random_word(h: Handler, model: str) -> None:
+    """500 with a random word of letters in the page: nothing tells it from prose, no rule normalises it."""
+    word = "".join(random.choices(string.ascii_lowercase, k=16))
+    h.server.request_ids.append(word)
+    h._send(500, f'{{"error":"injected failure","token":"{word}"}}'.encode())
 
 
 def _slow(h: Handler, model: str) -> None:
@@ -282,6 +291,7 @@ FAULTS: dict[str, Callable[[Handler, str], None]] = {
     "status503": _status(503),
     "status401": _status(401),
     "status500_request_id": _status_with_request_id,
+    "status500_random_word": _status_with_random_word,
     "slow": _slow,
     "close_mid_body": _close_mid_body,
     "header_length_missing": _header_length(None),

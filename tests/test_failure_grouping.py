@@ -18,7 +18,7 @@ MODEL = "status500_request_id"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _run(fault_server, tmp_path: Path, **env: str):
+def _run(fault_server, tmp_path: Path, model: str = MODEL, **env: str):
     run = run_locust(
         tmp_path,
         "--host",
@@ -26,11 +26,11 @@ def _run(fault_server, tmp_path: Path, **env: str):
         "HighUser",
         users=2,
         run_time="2s",
-        env=clean_env(SERVER="triton", MODEL_NAME=MODEL, **env),
+        env=clean_env(SERVER="triton", MODEL_NAME=model, **env),
     )
     assert run.returncode == 1, run.stderr[-2000:]  # Locust's exit code when requests failed
     assert "Traceback" not in run.stderr and "panicked" not in run.stderr, run.stderr[-2000:]
-    stats = run.stats(f"triton/{MODEL}")
+    stats = run.stats(f"triton/{model}")
     requests = int(stats["Request Count"])
     assert requests > 2 and int(stats["Failure Count"]) == requests, stats
     # every answer the server gave was a different page
@@ -67,3 +67,15 @@ def test_debug_requests_logs_each_raw_error_page(fault_server, tmp_path: Path) -
     ids = [m.group(0) for m in logged if m]
     assert len(set(ids)) == requests and set(ids) <= set(fault_server.request_ids)
     assert all(f'"request_id": "{i}"' in line for i, line in zip(ids, lines, strict=True))
+
+
+def test_error_pages_no_rule_normalises_stay_a_bounded_number_of_entries(fault_server, tmp_path: Path) -> None:
+    """A random word of letters reads as prose: each page is its own reason, up to 64 in a process,
+    and the rest share one entry."""
+    run, requests = _run(fault_server, tmp_path, model="status500_random_word")
+    assert requests > 64
+    failures = run.failures()
+    assert len(failures) == 65, len(failures)
+    assert sum(int(f["Occurrences"]) for f in failures) == requests
+    (other,) = [f for f in failures if "different error bodies" in f["Error"]]
+    assert int(other["Occurrences"]) == requests - 64
