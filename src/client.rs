@@ -17,6 +17,7 @@ use reqwest::{Method, Url};
 use crate::error::{Error, Result};
 use crate::litserve;
 use crate::measurements::{Latency, PyMeasurements, Recorder};
+use crate::reason;
 use crate::rotation::{random_seed, Rotation};
 use crate::runtime;
 use crate::tensor::DataType;
@@ -126,7 +127,8 @@ impl Endpoint {
                     Err(Error::Status {
                         status: resp.status,
                         url: self.spec.url.to_string(),
-                        body: preview(&resp.body),
+                        body: reason::grouped_body_reason(&resp.body),
+                        excerpt: reason::body_excerpt(&resp.body),
                     })
                 };
                 let (top1, error) = match verdict {
@@ -164,19 +166,6 @@ impl Endpoint {
             Check::Panic => panic!("injected by a test"),
         }
     }
-}
-
-/// The first 200 bytes of a body, as text, for error messages.
-fn preview(body: &[u8]) -> String {
-    let cut = &body[..body.len().min(200)];
-    let mut text = String::from_utf8_lossy(cut).replace(['\r', '\n'], " ");
-    if body.len() > 200 {
-        text.push('…');
-    }
-    if text.trim().is_empty() {
-        text = "(empty body)".into();
-    }
-    text
 }
 
 impl Outcome {
@@ -674,6 +663,21 @@ impl PyOutcome {
     #[getter]
     fn error_kind(&self) -> Option<&'static str> {
         self.0.error.as_ref().map(Error::kind)
+    }
+
+    /// The failure as it happened, for the DEBUG_REQUESTS log: an HTTP error status with the raw
+    /// start of its body, where `exception` has it normalised so that failures group.
+    #[getter]
+    fn error_detail(&self) -> Option<String> {
+        self.0.error.as_ref().map(|e| match e {
+            Error::Status {
+                status,
+                url,
+                excerpt,
+                ..
+            } => format!("HTTP {status} from {url}: {excerpt}"),
+            other => other.to_string(),
+        })
     }
 
     /// The failure as a `LocustInferenceError` instance, or `None`.

@@ -62,11 +62,14 @@ pub enum Error {
     Protocol(String),
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
+    /// `body` is the body's normalised reason, what Locust groups failures by
+    /// (`reason::body_reason`); `excerpt` its raw start, for the DEBUG_REQUESTS log only.
     #[error("HTTP {status} from {url}: {body}")]
     Status {
         status: u16,
         url: String,
         body: String,
+        excerpt: String,
     },
     #[error("no complete response from {url} within {seconds} s")]
     Timeout { url: String, seconds: f64 },

@@ -2,10 +2,13 @@
 //! `{"output": <nested list>}` out, and the bodies of APIs as users deploy them: the encoded image
 //! base64'd under a key, or the user's own JSON template with placeholders filled in.
 
+use std::collections::BTreeSet;
+
 use base64::Engine as _;
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{Error, Result};
+use crate::json_array::{Skip, Walk};
 use crate::tensor::{self, DataType, Tensor};
 
 /// Replaced, inside any JSON string value of a template, by the image file's bytes in base64.
@@ -200,58 +203,249 @@ fn placeholders_in(content: &[u8]) -> Result<Vec<&'static str>> {
 /// finite, of the expected shape when one is given; the argmax of its first row is the top-1
 /// class), a class index (a non-negative integer, the top-1), another number, or a non-empty
 /// label. Returns the top-1 class when the value names one.
+///
+/// The body is checked as it is parsed, never built into a tree: memory does not grow with it.
 pub fn check_response(
     body: &[u8],
     key: &str,
     expected_shape: Option<&[Option<usize>]>,
 ) -> Result<Option<usize>> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Error::protocol(format!("response is not valid JSON: {e}")))?;
-    let Some(output) = value.get(key) else {
-        let keys = match &value {
-            Value::Object(map) => {
-                let names: Vec<&str> = map.keys().take(8).map(String::as_str).collect();
-                format!("it has {names:?}")
-            }
-            _ => "it is not a JSON object".into(),
-        };
-        return Err(Error::protocol(format!(
-            "response has no \"{key}\" field ({keys}; --litserve-output names the key checked)"
-        )));
-    };
-    match output {
-        Value::Array(_) => check_array(key, output, expected_shape),
-        _ if expected_shape.is_some() => {
-            Err(Error::protocol(format!("\"{key}\" is not a numeric array")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let found = Response {
+        key,
+        expected_shape,
+    }
+    .deserialize(&mut de)
+    .and_then(|found| de.end().map(|()| found))
+    .map_err(|e| Error::protocol(format!("response is not valid JSON: {e}")))?;
+    match found {
+        Found::Value(verdict) => verdict,
+        Found::Missing(keys) => {
+            let keys = match keys {
+                Some(names) => {
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    format!("it has {names:?}")
+                }
+                None => "it is not a JSON object".into(),
+            };
+            Err(Error::protocol(format!(
+                "response has no \"{key}\" field ({keys}; --litserve-output names the key checked)"
+            )))
         }
-        Value::Number(n) => {
-            if n.as_f64().is_some_and(f64::is_finite) {
-                Ok(n.as_u64().and_then(|v| usize::try_from(v).ok()))
-            } else {
-                Err(Error::protocol(format!("\"{key}\" is not a finite number")))
-            }
-        }
-        Value::String(label) if !label.is_empty() => Ok(None),
-        other => Err(Error::protocol(format!(
-            "\"{key}\" is {}: expected a numeric array, a class index or a label",
-            match other {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::String(_) => "an empty string",
-                _ => "an object",
-            }
-        ))),
     }
 }
 
-fn check_array(
-    key: &str,
-    output: &Value,
-    expected_shape: Option<&[Option<usize>]>,
-) -> Result<Option<usize>> {
-    let (data, shape) = tensor::json_array_to_bytes(DataType::Fp64, output)
-        .map_err(|e| Error::protocol(format!("\"{key}\" is not a numeric array: {e}")))?;
-    if let Some(want) = expected_shape {
+/// What the top level held: the checked value under the key (the last one, as a JSON object
+/// keeps it), or, without one, the first key names in order (`None`: not an object).
+enum Found {
+    Value(Result<Option<usize>>),
+    Missing(Option<BTreeSet<String>>),
+}
+
+/// Keys named when the one checked is missing.
+const KEYS_NAMED: usize = 8;
+
+struct Response<'k> {
+    key: &'k str,
+    expected_shape: Option<&'k [Option<usize>]>,
+}
+
+impl<'de> DeserializeSeed<'de> for Response<'_> {
+    type Value = Found;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Found, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Response<'_> {
+    type Value = Found;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut verdict = None;
+        let mut names = BTreeSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if name == self.key {
+                verdict = Some(map.next_value_seed(OutputValue {
+                    key: self.key,
+                    expected_shape: self.expected_shape,
+                })?);
+            } else {
+                map.next_value_seed(Skip)?;
+            }
+            if verdict.is_none() {
+                names.insert(name);
+                if names.len() > KEYS_NAMED {
+                    names.pop_last();
+                }
+            }
+        }
+        Ok(verdict.map_or(Found::Missing(Some(names)), Found::Value))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Found, A::Error> {
+        Skip.visit_seq(seq)?;
+        Ok(Found::Missing(None))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Found, E> {
+        Ok(Found::Missing(None))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Found, E> {
+        Ok(Found::Missing(None))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Found, E> {
+        Ok(Found::Missing(None))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Found, E> {
+        Ok(Found::Missing(None))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Found, E> {
+        Ok(Found::Missing(None))
+    }
+
+    fn visit_unit<E>(self) -> Result<Found, E> {
+        Ok(Found::Missing(None))
+    }
+}
+
+/// The value under the key, checked as it is parsed.
+struct OutputValue<'k> {
+    key: &'k str,
+    expected_shape: Option<&'k [Option<usize>]>,
+}
+
+impl OutputValue<'_> {
+    fn not_array(&self) -> Option<Error> {
+        self.expected_shape
+            .map(|_| Error::protocol(format!("\"{}\" is not a numeric array", self.key)))
+    }
+
+    fn other(&self, what: &str) -> Result<Option<usize>> {
+        if let Some(e) = self.not_array() {
+            return Err(e);
+        }
+        Err(Error::protocol(format!(
+            "\"{}\" is {what}: expected a numeric array, a class index or a label",
+            self.key
+        )))
+    }
+
+    fn number(&self, finite: bool, class: Option<usize>) -> Result<Option<usize>> {
+        if let Some(e) = self.not_array() {
+            return Err(e);
+        }
+        if finite {
+            Ok(class)
+        } else {
+            Err(Error::protocol(format!(
+                "\"{}\" is not a finite number",
+                self.key
+            )))
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for OutputValue<'_> {
+    type Value = Result<Option<usize>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OutputValue<'_> {
+    type Value = Result<Option<usize>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let mut argmax: Option<(usize, f64)> = None;
+        let mut nan = false;
+        let mut all_finite = true;
+        let sink = |i: usize, first_row: bool, bytes: &[u8]| {
+            let v = tensor::element_f64(DataType::Fp64, bytes, 0);
+            all_finite &= v.is_finite();
+            if first_row {
+                if v.is_nan() {
+                    nan = true;
+                } else if argmax.is_none_or(|(_, b)| v > b) {
+                    argmax = Some((i, v));
+                }
+            }
+        };
+        let mut walk = Walk::new(DataType::Fp64, sink);
+        walk.seed().visit_seq(seq)?;
+        let (walked, _) = walk.finish();
+        let key = self.key;
+        Ok(walked
+            .map_err(|e| Error::protocol(format!("\"{key}\" is not a numeric array: {e}")))
+            .and_then(|(shape, _)| {
+                check_shape(key, &shape, self.expected_shape)?;
+                if !all_finite {
+                    return Err(Error::protocol(format!(
+                        "\"{key}\" contains non-finite values"
+                    )));
+                }
+                Ok(argmax.filter(|_| !nan).map(|(i, _)| i))
+            }))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Skip.visit_map(map)?;
+        Ok(self.other("an object"))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(self.number(true, usize::try_from(v).ok()))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(self.number(
+            true,
+            u64::try_from(v).ok().and_then(|v| usize::try_from(v).ok()),
+        ))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(self.number(v.is_finite(), None))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        if let Some(e) = self.not_array() {
+            return Ok(Err(e));
+        }
+        if v.is_empty() {
+            Ok(self.other("an empty string"))
+        } else {
+            Ok(Ok(None))
+        }
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(self.other("a boolean"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(self.other("null"))
+    }
+}
+
+fn check_shape(key: &str, shape: &[usize], expected: Option<&[Option<usize>]>) -> Result<()> {
+    if let Some(want) = expected {
         let ok = shape.len() == want.len()
             && shape
                 .iter()
@@ -264,18 +458,7 @@ fn check_array(
             )));
         }
     }
-    if !tensor::all_finite(DataType::Fp64, &data) {
-        return Err(Error::protocol(format!(
-            "\"{key}\" contains non-finite values"
-        )));
-    }
-    let row_len = shape.iter().skip(1).product::<usize>() * 8;
-    let first_row = if shape.len() > 1 {
-        &data[..row_len.min(data.len())]
-    } else {
-        &data[..]
-    };
-    Ok(tensor::argmax(DataType::Fp64, first_row))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,10 +5,14 @@
 //! travels in `Inference-Header-Content-Length`, and each binary tensor names its size in
 //! `parameters.binary_data_size`, in the order the tensors appear in the header.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::json_array::{self, Walk};
 use crate::tensor::{self, byte_size, DataType, Tensor};
 
 /// The HTTP header carrying the JSON header's length.
@@ -94,22 +98,23 @@ fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 }
 
 #[derive(Deserialize)]
-struct ResponseHeader {
-    #[serde(default)]
-    outputs: Vec<OutputHeader>,
+struct ResponseHeader<'a> {
+    #[serde(default, borrow)]
+    outputs: Vec<OutputHeader<'a>>,
     #[serde(default)]
     error: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct OutputHeader {
+struct OutputHeader<'a> {
     name: String,
     datatype: String,
     shape: Vec<i64>,
     #[serde(default)]
     parameters: Option<serde_json::Map<String, Value>>,
-    #[serde(default)]
-    data: Option<Value>,
+    /// Left as text, walked once the datatype is known: a tree of it would cost ~16x its size.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 /// Parses the `Inference-Header-Content-Length` value.
@@ -138,6 +143,109 @@ fn shape_of(name: &str, shape: &[i64]) -> Result<Vec<usize>> {
 
 /// Decodes an inference response (binary or plain JSON) into its output tensors.
 pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<Tensor>> {
+    Ok(decode_outputs(body, header_length, true)?
+        .into_iter()
+        .map(|out| Tensor {
+            name: out.name,
+            datatype: out.datatype,
+            shape: out.shape,
+            data: out.data.into_owned(),
+        })
+        .collect())
+}
+
+/// An output of a response: binary data borrowed from the body; JSON data walked, kept only when
+/// asked for, and summarised.
+struct Output<'a> {
+    name: String,
+    datatype: DataType,
+    shape: Vec<usize>,
+    data: Cow<'a, [u8]>,
+    /// For JSON data: whether every value is finite, and the top-1 of the first row.
+    summary: Option<Summary>,
+}
+
+#[derive(Default)]
+struct Summary {
+    all_finite: bool,
+    top1: Option<usize>,
+}
+
+/// Top-1 of a stream of values, as [`tensor::argmax`] finds it (first of equals, none after a NaN).
+#[derive(Default)]
+struct Argmax {
+    best: Option<(usize, f64)>,
+    nan: bool,
+}
+
+impl Argmax {
+    fn push(&mut self, i: usize, v: f64) {
+        if v.is_nan() {
+            self.nan = true;
+        } else if self.best.is_none_or(|(_, b)| v > b) {
+            self.best = Some((i, v));
+        }
+    }
+
+    fn top1(&self) -> Option<usize> {
+        self.best.filter(|_| !self.nan).map(|(i, _)| i)
+    }
+}
+
+/// Elements in the first row of a tensor of this shape (all of them for fewer than 2 dimensions).
+fn first_row_len(shape: &[usize]) -> usize {
+    if shape.len() > 1 {
+        shape.iter().skip(1).product()
+    } else {
+        usize::MAX
+    }
+}
+
+/// Walks an output's JSON data: checks it as [`tensor::json_array_to_bytes`] would, summarises it,
+/// and keeps its bytes when `keep`.
+fn walk_json_data(
+    name: &str,
+    datatype: DataType,
+    shape: &[usize],
+    raw: &RawValue,
+    keep: bool,
+) -> Result<(Vec<u8>, usize, Summary)> {
+    let row = first_row_len(shape);
+    let mut kept = Vec::new();
+    let mut all_finite = true;
+    let mut argmax = Argmax::default();
+    let sink = |i: usize, _: bool, bytes: &[u8]| {
+        let v = tensor::element_f64(datatype, bytes, 0);
+        all_finite &= !datatype.is_float() || v.is_finite();
+        if i < row {
+            argmax.push(i, v);
+        }
+        if keep {
+            kept.extend_from_slice(bytes);
+        }
+    };
+    let mut walk = Walk::new(datatype, sink);
+    let walked = json_array::walk_text(raw.get(), &mut walk);
+    let (result, _) = walk.finish();
+    let (_, count) = walked
+        .and(result)
+        .map_err(|e| Error::protocol(format!("output {name:?}: {e}")))?;
+    Ok((
+        kept,
+        count,
+        Summary {
+            all_finite,
+            top1: argmax.top1(),
+        },
+    ))
+}
+
+/// The outputs of a response, checked for consistency; JSON data is kept only when `keep_json`.
+fn decode_outputs(
+    body: &[u8],
+    header_length: Option<usize>,
+    keep_json: bool,
+) -> Result<Vec<Output<'_>>> {
     let header_len = header_length.unwrap_or(body.len());
     if header_len > body.len() {
         return Err(Error::protocol(format!(
@@ -152,7 +260,7 @@ pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<
         return Err(Error::protocol(format!("server reported an error: {err}")));
     }
     let mut offset = header_len;
-    let mut tensors = Vec::with_capacity(header.outputs.len());
+    let mut outputs = Vec::with_capacity(header.outputs.len());
     for out in header.outputs {
         let datatype = DataType::parse(&out.datatype)
             .map_err(|e| Error::protocol(format!("output {:?}: {e}", out.name)))?;
@@ -162,7 +270,7 @@ pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<
             .parameters
             .as_ref()
             .and_then(|p| p.get("binary_data_size"));
-        let data = match (binary_size, &out.data) {
+        let (data, summary) = match (binary_size, out.data) {
             (Some(v), _) => {
                 let n = v
                     .as_u64()
@@ -189,21 +297,20 @@ pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<
                             body.len() - offset
                         ))
                     })?;
-                let data = body[offset..end].to_vec();
+                let data = Cow::Borrowed(&body[offset..end]);
                 offset = end;
-                data
+                (data, None)
             }
-            (None, Some(values)) => {
-                let (data, _) = tensor::json_array_to_bytes(datatype, values)
-                    .map_err(|e| Error::protocol(format!("output {:?}: {e}", out.name)))?;
-                if data.len() != size {
+            (None, Some(raw)) => {
+                let (data, count, summary) =
+                    walk_json_data(&out.name, datatype, &shape, raw, keep_json)?;
+                if count.checked_mul(datatype.size()) != Some(size) {
                     return Err(Error::protocol(format!(
-                        "output {:?}: {} values do not match shape {shape:?}",
+                        "output {:?}: {count} values do not match shape {shape:?}",
                         out.name,
-                        data.len() / datatype.size()
                     )));
                 }
-                data
+                (Cow::Owned(data), Some(summary))
             }
             (None, None) => {
                 return Err(Error::protocol(format!(
@@ -212,11 +319,12 @@ pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<
                 )))
             }
         };
-        tensors.push(Tensor {
+        outputs.push(Output {
             name: out.name,
             datatype,
             shape,
             data,
+            summary,
         });
     }
     if offset != body.len() {
@@ -225,7 +333,7 @@ pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<
             body.len() - offset
         )));
     }
-    Ok(tensors)
+    Ok(outputs)
 }
 
 /// A tensor as model metadata describes it; `-1` marks a variable dimension.
@@ -276,7 +384,7 @@ pub fn check_response(
     header_length: Option<usize>,
     expected: &[ExpectedOutput],
 ) -> Result<Option<usize>> {
-    let outputs = decode_response(body, header_length)?;
+    let outputs = decode_outputs(body, header_length, false)?;
     let mut top1 = None;
     for (i, want) in expected.iter().enumerate() {
         let got = outputs
@@ -305,20 +413,23 @@ pub fn check_response(
                 format_shape(&want.shape)
             )));
         }
-        if !tensor::all_finite(got.datatype, &got.data) {
+        let finite = match &got.summary {
+            Some(summary) => summary.all_finite,
+            None => tensor::all_finite(got.datatype, &got.data),
+        };
+        if !finite {
             return Err(Error::protocol(format!(
                 "output {:?} contains NaN or infinite values",
                 want.name
             )));
         }
         if i == 0 {
-            let row = got.shape.iter().skip(1).product::<usize>() * got.datatype.size();
-            let first_row = if got.shape.len() > 1 {
-                &got.data[..row.min(got.data.len())]
+            top1 = if let Some(summary) = &got.summary {
+                summary.top1
             } else {
-                &got.data[..]
+                let row = first_row_len(&got.shape).saturating_mul(got.datatype.size());
+                tensor::argmax(got.datatype, &got.data[..row.min(got.data.len())])
             };
-            top1 = tensor::argmax(got.datatype, first_row);
         }
     }
     Ok(top1)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import socket
 import ssl
+import string
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -124,6 +127,23 @@ def _status(code: int) -> Callable[[Handler, str], None]:
         h._send(code, f'{{"error":"injected failure {code} for {model}"}}'.encode())
 
     return fault
+
+
+def _status_with_request_id(h: Handler, model: str) -> None:
+    """500 with an error page that differs in every answer, as gateways' pages do: a request id, a
+    sequence number and a timestamp. The ids served are kept in ``request_ids``."""
+    request_id = str(uuid.uuid4())
+    h.server.request_ids.append(request_id)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+    body = {"error": "injected failure", "request_id": request_id, "seq": len(h.server.request_ids), "time": stamp}
+    h._send(500, json.dumps(body).encode())
+
+
+def _status_with_random_word(h: Handler, model: str) -> None:
+    """500 with a random word of letters in the page: nothing tells it from prose, no rule normalises it."""
+    word = "".join(random.choices(string.ascii_lowercase, k=16))
+    h.server.request_ids.append(word)
+    h._send(500, f'{{"error":"injected failure","token":"{word}"}}'.encode())
 
 
 def _slow(h: Handler, model: str) -> None:
@@ -270,6 +290,8 @@ FAULTS: dict[str, Callable[[Handler, str], None]] = {
     "status500": _status(500),
     "status503": _status(503),
     "status401": _status(401),
+    "status500_request_id": _status_with_request_id,
+    "status500_random_word": _status_with_random_word,
     "slow": _slow,
     "close_mid_body": _close_mid_body,
     "header_length_missing": _header_length(None),
@@ -309,6 +331,7 @@ class FaultServer(ThreadingHTTPServer):
         self.last_body = b""
         self.last_path = ""
         self.body_digests: list[bytes] = []
+        self.request_ids: list[str] = []
         self.requests = 0
         self.connections_opened = 0
         self.slow_seconds = slow_seconds

@@ -274,7 +274,8 @@ class InferenceUser(User):
             f"{outcome.ttfb:.3f}ms" if outcome.ttfb is not None else None,
             outcome.response_length,
             _redact_response(outcome.headers or []),
-            f" error={outcome.exception}" if outcome.exception is not None else "",
+            # the raw start of an error body (with its request id); the failure Locust counts has it normalised
+            f" error={outcome.error_detail}" if outcome.error_detail is not None else "",
         )
 
 
