@@ -295,8 +295,6 @@ mod reference;
 /// tensors) and rejected, and memory no longer grows with the response.
 #[cfg(test)]
 mod equivalence {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
 
     use proptest::prelude::*;
     use serde_json::{json, Value};
@@ -306,66 +304,7 @@ mod equivalence {
     use crate::triton::ExpectedOutput;
     use crate::{litserve, triton};
 
-    /// Counts the bytes live on each thread, and their peak, so that a test measures what its own
-    /// calls allocate while other tests run on other threads.
-    struct Counting;
-
-    thread_local! {
-        static LIVE: Cell<isize> = const { Cell::new(0) };
-        static PEAK: Cell<isize> = const { Cell::new(0) };
-    }
-
-    fn note(delta: isize) {
-        let _ = LIVE.try_with(|live| {
-            let now = live.get() + delta;
-            live.set(now);
-            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-        });
-    }
-
-    // SAFETY: every call goes to the system allocator unchanged; only counters are updated.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let p = unsafe { System.alloc(layout) };
-            if !p.is_null() {
-                note(layout.size() as isize);
-            }
-            p
-        }
-
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            let p = unsafe { System.alloc_zeroed(layout) };
-            if !p.is_null() {
-                note(layout.size() as isize);
-            }
-            p
-        }
-
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(ptr, layout) };
-            note(-(layout.size() as isize));
-        }
-
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            let p = unsafe { System.realloc(ptr, layout, new_size) };
-            if !p.is_null() {
-                note(new_size as isize - layout.size() as isize);
-            }
-            p
-        }
-    }
-
-    #[global_allocator]
-    static ALLOCATOR: Counting = Counting;
-
-    /// The most bytes `f` had allocated at once, beyond what was live before it.
-    fn peak_of<T>(f: impl FnOnce() -> T) -> (usize, T) {
-        let start = LIVE.with(Cell::get);
-        PEAK.with(|p| p.set(start));
-        let result = f();
-        let peak = PEAK.with(Cell::get) - start;
-        (usize::try_from(peak).unwrap_or(0), result)
-    }
+    use crate::alloc_meter::peak_of;
 
     /// `{"output": [[n values]]}` with one-digit values, the case a tree costs most for.
     fn litserve_body(n: usize) -> Vec<u8> {

@@ -275,84 +275,6 @@ impl PyLatencyHistogram {
     }
 }
 
-/// The test binary's allocator: it counts what a thread asks for while [`alloc_meter::measure`]
-/// runs, so that tests can bound what decoding hostile bytes allocates.
-#[cfg(test)]
-pub(crate) mod alloc_meter {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    /// While measuring, a single request above this is refused (the test process aborts with
-    /// "memory allocation of N bytes failed", as a master under a memory limit does) instead of
-    /// taking gigabytes of the shared machine's memory.
-    const REFUSE_ABOVE: usize = 256 << 20;
-
-    thread_local! {
-        static METERING: Cell<bool> = const { Cell::new(false) };
-        static REQUESTED: Cell<usize> = const { Cell::new(0) };
-    }
-
-    struct Meter;
-
-    /// Counts `size`; false when the request is to be refused.
-    fn note(size: usize) -> bool {
-        METERING
-            .try_with(|on| {
-                if on.get() {
-                    REQUESTED.with(|r| r.set(r.get().saturating_add(size)));
-                    size <= REFUSE_ABOVE
-                } else {
-                    true
-                }
-            })
-            .unwrap_or(true)
-    }
-
-    // SAFETY: every call is passed to `System` unchanged, or refused with a null pointer.
-    unsafe impl GlobalAlloc for Meter {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            if note(layout.size()) {
-                System.alloc(layout)
-            } else {
-                std::ptr::null_mut()
-            }
-        }
-
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            if note(layout.size()) {
-                System.alloc_zeroed(layout)
-            } else {
-                std::ptr::null_mut()
-            }
-        }
-
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if note(new_size) {
-                System.realloc(ptr, layout, new_size)
-            } else {
-                std::ptr::null_mut()
-            }
-        }
-
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            System.dealloc(ptr, layout);
-        }
-    }
-
-    #[global_allocator]
-    static METER: Meter = Meter;
-
-    /// Runs `f` and returns its result with the bytes this thread asked for meanwhile (a realloc
-    /// counts its whole new size).
-    pub fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
-        REQUESTED.with(|r| r.set(0));
-        METERING.with(|on| on.set(true));
-        let out = f();
-        METERING.with(|on| on.set(false));
-        (out, REQUESTED.with(Cell::get))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,7 +283,7 @@ mod tests {
     /// What decoding `len` bytes may allocate: one histogram of ours, a copy of the bytes, and
     /// room for an error message.
     fn allowed(len: usize) -> usize {
-        let (_, histogram) = alloc_meter::measure(new_histogram);
+        let (_, histogram) = crate::alloc_meter::measure(new_histogram);
         histogram + 2 * len + 4096
     }
 
@@ -382,7 +304,7 @@ mod tests {
     fn a_header_claiming_4_gib_is_refused_without_allocating_them() {
         let mut forged = to_bytes(&new_histogram()).unwrap();
         forged[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
-        let (result, used) = alloc_meter::measure(|| from_bytes(&forged));
+        let (result, used) = crate::alloc_meter::measure(|| from_bytes(&forged));
         let err = result.unwrap_err();
         assert!(
             err.to_string().contains("claims 4294967295 payload bytes"),
@@ -397,7 +319,7 @@ mod tests {
         let mut forged = to_bytes(&new_histogram()).unwrap();
         forged[12..16].copy_from_slice(&5u32.to_be_bytes());
         forged[24..32].copy_from_slice(&(1u64 << 62).to_be_bytes());
-        let (result, used) = alloc_meter::measure(|| from_bytes(&forged));
+        let (result, used) = crate::alloc_meter::measure(|| from_bytes(&forged));
         assert!(matches!(result, Err(Error::Protocol(_))));
         assert!(used <= allowed(forged.len()), "{used} bytes allocated");
     }
@@ -432,7 +354,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic_nor_allocate_much(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-            let (_, used) = alloc_meter::measure(|| from_bytes(&bytes));
+            let (_, used) = crate::alloc_meter::measure(|| from_bytes(&bytes));
             prop_assert!(used <= allowed(bytes.len()), "{} bytes allocated", used);
         }
 
@@ -447,7 +369,7 @@ mod tests {
                 bytes[i] = b;
             }
             bytes.truncate(cut.index(bytes.len() + 1));
-            let (_, used) = alloc_meter::measure(|| from_bytes(&bytes));
+            let (_, used) = crate::alloc_meter::measure(|| from_bytes(&bytes));
             prop_assert!(used <= allowed(bytes.len()), "{} bytes allocated", used);
         }
 
@@ -456,7 +378,7 @@ mod tests {
             let mut bytes = sample();
             bytes[at * 4..at * 4 + 4].copy_from_slice(&word.to_be_bytes());
             bytes.truncate(V2_HEADER_LEN + cut.index(bytes.len() - V2_HEADER_LEN + 1));
-            let (_, used) = alloc_meter::measure(|| from_bytes(&bytes));
+            let (_, used) = crate::alloc_meter::measure(|| from_bytes(&bytes));
             prop_assert!(used <= allowed(bytes.len()), "{} bytes allocated", used);
         }
     }

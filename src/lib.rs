@@ -1,6 +1,8 @@
 //! `locust_inference._native`: the Rust core of locust-inference. This file only registers the
 //! Python module; each concern lives in its own module.
 
+#[cfg(test)]
+mod alloc_meter;
 pub mod client;
 pub mod convert;
 pub mod error;

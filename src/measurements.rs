@@ -510,7 +510,7 @@ impl PyMeasurements {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::latency::alloc_meter::measure;
+    use crate::alloc_meter::measure;
     use crate::latency::HIGHEST_US;
     use proptest::prelude::*;
 
