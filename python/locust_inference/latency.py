@@ -93,6 +93,7 @@ class Collector:
     started: dt.datetime | None = None
     stats_at_start: StatsRead | None = None  # Triton's statistics at the start, being read
     resets: int = 0  # restarts so far (--reset-stats)
+    final: dict[str, Any] | None = None  # the summary written at the end (latency.json's content)
 
     def add(self, name: str, measurements: Measurements) -> None:
         """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
@@ -397,7 +398,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         if not collector.measured:
             return
         folder, history = results_folder(environment, settings)
-        summary = collector.summary(environment, history)
+        summary = collector.final = collector.summary(environment, history)
         json_path, csv_path = write_results(summary, folder)
         sys.stdout.write(format_summary(summary) + f"\n\nwritten: {json_path}, {csv_path}\n")
         sys.stdout.flush()

@@ -21,7 +21,7 @@ from locust import User, constant_pacing, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from locust_inference import distributed, hooks, latency, options, scheduling
+from locust_inference import checks, distributed, hooks, latency, options, scheduling
 from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
 from locust_inference.backends import Target, prepare
 
@@ -57,6 +57,7 @@ def _fail_at_start(message: str) -> None:
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
     options.add_arguments(parser)
+    checks.add_arguments(parser.add_argument_group("locust-inference checks"))
 
 
 @events.init.add_listener
@@ -69,6 +70,8 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         hooks.install_final_csv()  # --csv files end with every request reported, as the summary does
         settings = options.resolve(parsed, environment.host)
         _select_user_class(environment, settings.class_name)
+        # before latency.install: the checks read the summary it writes
+        checks.install(environment, checks.parse(getattr(parsed, "check", None)), getattr(parsed, "junit", None))
         if isinstance(environment.runner, MasterRunner):
             distributed.keep_secrets_home(environment)  # settings (with the headers) are resolved above
             distributed.stop_when_a_worker_goes_missing(environment)
