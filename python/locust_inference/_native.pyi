@@ -32,6 +32,7 @@ __all__ = [
     "encode_triton_request",
     "fill_litserve_template",
     "http_request",
+    "image_sizes",
     "litserve_template_placeholders",
     "parse_model_metadata",
     "preprocess_image",
@@ -248,7 +249,10 @@ class Measurements:
         of the streams' rates), stream_seconds (sum of stopped streams' run times). Summed since the start
         or the last reset: carried + scheduled = dropped + completed + unfinished + the requests still
         pending (0 once every stream stopped); carried are those pending at the reset."""
-    def add(self, other: Measurements) -> None: ...
+    def add(self, other: Measurements) -> None:
+        """Adds ``other``; raises ProtocolError, adding nothing, when a count would overflow."""
+    def check_add(self, other: Measurements) -> None:
+        """Raises ProtocolError when ``add(other)`` would (a count would overflow); changes nothing."""
     def restart(self) -> None:
         """Forgets what was measured, keeping the number of streams and their offered rate."""
     def to_bytes(self) -> bytes: ...
