@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from locust_inference import Endpoint, preprocess_image
-from locust_inference.backends import ZERO_COPY_ENV, prepare
+from locust_inference.backends import IO_THREADS_ENV, ZERO_COPY_ENV, prepare
 from locust_inference.options import Settings
 from own_model_support import answers, answers_in_turn, image_set, settings
 from support import assert_clean_failure, clean_env, run_locust
@@ -78,3 +78,16 @@ def test_a_bad_value_stops_the_start(triton: RunningServer, tmp_path: Path) -> N
         env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", **{ZERO_COPY_ENV: "maybe"}),
     )
     assert_clean_failure(run, f"{ZERO_COPY_ENV} must be on or off, not 'maybe'")
+
+
+@pytest.mark.parametrize("threads", ["two", "0", "65", "-1", "1.5"])
+def test_a_bad_io_thread_count_stops_the_start(triton: RunningServer, tmp_path: Path, threads: str) -> None:
+    """The runtime would take 1 thread instead, without a word."""
+    run = run_locust(
+        tmp_path,
+        "--host",
+        triton.url,
+        "HighUser",
+        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", **{IO_THREADS_ENV: threads}),
+    )
+    assert_clean_failure(run, f"{IO_THREADS_ENV} must be a whole number from 1 to 64, not {threads!r}")

@@ -41,6 +41,8 @@ _IMAGENET_INPUT = {"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 22
 _IMAGENET_ITEM_BYTES = 3 * 224 * 224 * 4
 # on (default): http:// bodies are sent with sendfile from a sealed memfd; off: copied on every send
 ZERO_COPY_ENV = "LOCUST_INFERENCE_ZERO_COPY"
+IO_THREADS_ENV = "LOCUST_INFERENCE_IO_THREADS"
+MAX_IO_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -368,8 +370,20 @@ def _target(
     )
 
 
+def check_io_threads() -> None:
+    """``LOCUST_INFERENCE_IO_THREADS`` is read by the I/O runtime when it starts (the first native
+    request); a value it cannot use would silently be 1 there, so it is refused here first."""
+    value = os.environ.get(IO_THREADS_ENV)
+    if value is None:
+        return
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_IO_THREADS):
+        raise ConfigError(f"{IO_THREADS_ENV} must be a whole number from 1 to {MAX_IO_THREADS}, not {value[:40]!r}")
+
+
 def prepare(settings: Settings) -> Target:
     """Prepares the target, or raises :class:`ConfigError` saying what is wrong."""
+    check_io_threads()  # before anything starts the I/O runtime
     if settings.inputs.input_data is None:
         image_inputs.image_files(settings.image)  # a missing image is said before any server is asked
     elif settings.server != "triton":
