@@ -257,7 +257,13 @@ fn decode_outputs(
         Error::protocol(format!("response header is not valid inference JSON: {e}"))
     })?;
     if let Some(err) = header.error {
-        return Err(Error::protocol(format!("server reported an error: {err}")));
+        // The server's words, normalised as an error body is: one Locust failure entry per kind of
+        // error, however many request ids or timestamps the server puts in it, and on one line.
+        let text = err.as_str().map_or_else(|| err.to_string(), str::to_owned);
+        return Err(Error::protocol(format!(
+            "server reported an error: {}",
+            crate::reason::normalise(&text)
+        )));
     }
     let mut offset = header_len;
     let mut outputs = Vec::with_capacity(header.outputs.len());
@@ -560,6 +566,27 @@ mod tests {
             assert!(matches!(err, Error::Protocol(_)), "{err}");
             assert!(err.to_string().contains(needle), "{needle}: {err}");
         }
+    }
+
+    /// A server's error text varies per request (ids, times) and may hold line breaks: the failure
+    /// names one kind of error, on one line, whatever the request.
+    #[test]
+    fn a_server_reported_error_is_one_normalised_line() {
+        let reasons: Vec<String> = [
+            "req 81f3a2c9d04b: timed out\nat 12:00:01",
+            "req 0c1d2e3f4a5b: timed out\nat 12:00:02",
+        ]
+        .iter()
+        .map(|text| {
+            let body = serde_json::to_vec(&json!({ "error": text })).unwrap();
+            decode_response(&body, None).unwrap_err().to_string()
+        })
+        .collect();
+        assert_eq!(reasons[0], reasons[1]);
+        assert!(!reasons[0].contains('\n'), "{}", reasons[0]);
+        assert!(reasons[0].contains("timed out"), "{}", reasons[0]);
+        let long = serde_json::to_vec(&json!({ "error": "word ".repeat(1000) })).unwrap();
+        assert!(decode_response(&long, None).unwrap_err().to_string().len() < 300);
     }
 
     #[test]
