@@ -54,12 +54,19 @@ print("sent")
 """
 
 
+# HdrHistogram's V2 encoding starts with this cookie, then the payload's length (big-endian u32).
+V2_COOKIE = bytes.fromhex("1c849313")
+
+
 def forged_4gib_blob() -> bytes:
     """A worker's empty Measurements whose first histogram's V2 header claims a payload of 2^32 - 1 bytes."""
     blob = bytearray(Measurements().to_bytes())
-    first = 4 + 9 * 8 + 4  # magic, nine counters, the histogram's u32 length
+    first = blob.index(V2_COOKIE)  # after the magic, the counters and the histogram's u32 length
     blob[first + 4 : first + 8] = (2**32 - 1).to_bytes(4, "big")
     return bytes(blob)
+
+
+MAGIC = Measurements().to_bytes()[:4]  # the wire format's marker and version, alone: too short
 
 
 def limit_memory() -> None:
@@ -170,7 +177,7 @@ def merge(*reports: tuple[str, Any]) -> dict[str, Any]:
         ({NAME: "text"}, f": {NAME!r}: of type str, not bytes"),
         ({NAME: None}, f": {NAME!r}: of type NoneType, not bytes"),
         ({7: good_blob(1.0)}, ": 7: the name is of type int, not str"),
-        ({NAME: b"LIM\x01"}, f": {NAME!r}: not a locust-inference measurement: too short"),
+        ({NAME: MAGIC}, f": {NAME!r}: not a locust-inference measurement: too short"),
         ({NAME: forged_4gib_blob()}, f": {NAME!r}: not a serialised latency histogram: its header claims 4294967295"),
     ],
 )
