@@ -138,7 +138,7 @@ def _triple(text: str | None, option: str) -> tuple[float, float, float] | None:
         raise ConfigError(f"--{option} must be three finite numbers R,G,B, not {text!r}")
     if option == "std" and 0.0 in values:
         raise ConfigError(f"--std must not be zero, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _memory(text: str | None) -> int:

@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,7 +48,8 @@ REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measu
 MAX_NAMES = 100
 # a worker report's entry, with --reset-stats: how many resets the worker made before taking what it sends
 RESETS_KEY = "locust_inference_resets"
-_locust_bucket = getattr(locust.stats, "bucket_response_time", None)  # Locust's own (checked before use)
+# Locust's own (hooks.check_bucket checks it before use_fine_buckets replaces it)
+_locust_bucket: Callable[[float], int] | None = getattr(locust.stats, "bucket_response_time", None)
 _fine_bucket_users: set[int] = set()  # id() of each Environment whose run uses fine buckets
 
 
@@ -55,7 +57,8 @@ def fine_bucket_response_time(response_time: float) -> float:
     """Locust's bucketing, but with 0.1 ms resolution below 100 ms (Locust rounds to whole ms)."""
     if response_time < 100:
         return round(response_time, 1)
-    return _locust_bucket(response_time)  # type: ignore[misc]
+    assert _locust_bucket is not None, "installed only after hooks.check_bucket found Locust's"
+    return _locust_bucket(response_time)
 
 
 def use_fine_buckets(environment: Environment) -> None:
@@ -63,16 +66,20 @@ def use_fine_buckets(environment: Environment) -> None:
     event, when Locust's own is put back unless another Environment still uses it. Raises
     :class:`~locust_inference.hooks.LocustHookError` when Locust's hook is not the one replaced here."""
     hooks.check_bucket()
+    original = _locust_bucket
+    if original is None:  # check_bucket found one set after this module was imported: not Locust's
+        raise hooks.failure(hooks.BUCKET_HOOK, "did not exist when locust_inference was imported")
     if id(environment) in _fine_bucket_users:
         return
     _fine_bucket_users.add(id(environment))
-    locust.stats.bucket_response_time = fine_bucket_response_time
+    # Locust hints an int; its buckets are only dict keys and rounding, so tenths of a ms work as well.
+    locust.stats.bucket_response_time = fine_bucket_response_time  # type: ignore[assignment]
 
     @environment.events.quit.add_listener
     def _restore(**_kw: Any) -> None:
         _fine_bucket_users.discard(id(environment))
         if not _fine_bucket_users:
-            locust.stats.bucket_response_time = _locust_bucket
+            locust.stats.bucket_response_time = original  # type: ignore[assignment]  # a def to mypy
 
 
 class Recording(Protocol):
