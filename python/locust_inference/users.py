@@ -21,7 +21,7 @@ from locust import User, constant_pacing, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from locust_inference import checks, distributed, hooks, latency, options, scheduling
+from locust_inference import checks, defaults, distributed, hooks, latency, options, scheduling
 from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
 from locust_inference.backends import Target, prepare
 
@@ -304,10 +304,10 @@ class OpenLoopUser(InferenceUser):
     """
 
     abstract = True
-    rate: ClassVar[float] = 30.0
-    arrival: ClassVar[str] = "constant"
-    max_in_flight: ClassVar[int] = 4
-    overload: ClassVar[str] = "drop"
+    rate: ClassVar[float] = defaults.OPEN_LOOP_RATE
+    arrival: ClassVar[str] = defaults.OPEN_LOOP_ARRIVAL
+    max_in_flight: ClassVar[int] = defaults.OPEN_LOOP_MAX_IN_FLIGHT
+    overload: ClassVar[str] = defaults.OPEN_LOOP_OVERLOAD
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from locust_inference import defaults
 from locust_inference._native import ConfigError
 from locust_inference.options import bounded, plain, shown
 
@@ -73,19 +74,30 @@ def add_arguments(parser: Any) -> None:
         default=None,
         help="Steps of offered req/s: start:stop:step (e.g. 5:60:5) or a list (10,20,40)",
     )
-    group.add_argument("--sweep-window", env_var="LOCUST_SWEEP_WINDOW", default=5, help="Window (s)")
-    group.add_argument("--sweep-warmup", env_var="LOCUST_SWEEP_WARMUP", default=5, help="Warm-up (s)")
     group.add_argument(
-        "--sweep-stable-windows", env_var="LOCUST_SWEEP_STABLE_WINDOWS", default=3, help="Windows to agree"
+        "--sweep-window", env_var="LOCUST_SWEEP_WINDOW", default=defaults.SWEEP_WINDOW_S, help="Window (s)"
+    )
+    group.add_argument(
+        "--sweep-warmup", env_var="LOCUST_SWEEP_WARMUP", default=defaults.SWEEP_WARMUP_S, help="Warm-up (s)"
+    )
+    group.add_argument(
+        "--sweep-stable-windows",
+        env_var="LOCUST_SWEEP_STABLE_WINDOWS",
+        default=defaults.SWEEP_STABLE_WINDOWS,
+        help="Windows to agree",
     )
     group.add_argument(
         "--sweep-tolerance",
         env_var="LOCUST_SWEEP_TOLERANCE",
-        default="10%",
-        help="How closely the windows agree on throughput and p99 (default 10%%)",
+        default=defaults.SWEEP_TOLERANCE,
+        help="How closely the windows agree on throughput and p99 (default "
+        f"{defaults.SWEEP_TOLERANCE.replace('%', '%%')})",
     )
     group.add_argument(
-        "--sweep-max-windows", env_var="LOCUST_SWEEP_MAX_WINDOWS", default=10, help="Windows per step at most"
+        "--sweep-max-windows",
+        env_var="LOCUST_SWEEP_MAX_WINDOWS",
+        default=defaults.SWEEP_MAX_WINDOWS,
+        help="Windows per step at most",
     )
     group.add_argument(
         "--deployment",
