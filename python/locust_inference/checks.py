@@ -6,7 +6,8 @@ verdicts as a JUnit XML report.
 A condition is ``[NAME:]METRIC OP VALUE[UNIT]``, e.g. ``p99<=100ms``, ``fail_ratio<=1%``, ``rps>=50``,
 ``dropped==0`` or ``triton/resnet50_onnx:p50<200ms``. Without ``NAME:`` it must hold for every request name
 of the run. Latencies are in ms unless a unit says otherwise (``us``, ``ms``, ``s``); ratios take ``1%`` or
-``0.01``. A run that measured no request breaches every condition: a gate that saw nothing does not pass.
+``0.01`` (a bare number of 1 or more is refused: ``fail_ratio<=1`` may mean 1% or 100%). A run that
+measured no request breaches every condition: a gate that saw nothing does not pass.
 """
 
 from __future__ import annotations
@@ -122,8 +123,10 @@ def parse(texts: Sequence[str] | None) -> list[Check]:
                 raise ConfigError(f"--check {text!r}: {metric} is a time: give ms, s or us, not %")
             value *= _TIME_UNITS[unit or "ms"]
         elif metric == "fail_ratio":
-            if unit not in (None, "%"):
-                raise ConfigError(f"--check {text!r}: fail_ratio is a ratio: give 1% or 0.01")
+            if unit not in (None, "%") or (unit is None and value >= 1):
+                raise ConfigError(
+                    f"--check {text!r}: fail_ratio takes a fraction such as 0.01 or a percentage such as 1%"
+                )
             value = value / 100 if unit == "%" else value
             if value > 1:
                 raise ConfigError(f"--check {text!r}: fail_ratio is at most 100% (1.0)")
