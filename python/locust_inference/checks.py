@@ -17,12 +17,13 @@ import operator
 import re
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from locust_inference._native import ConfigError
+from locust_inference.results_schema import HISTOGRAMS
 
 __all__ = [
     "BREACHED_EXIT_CODE",
@@ -49,7 +50,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 _PERCENTILES = ("p50", "p90", "p95", "p99", "p99.9", "p99.99")
 _STATS = (*_PERCENTILES, "mean", "min", "max")
 # Latency metrics: (prefix in the condition, the latency.json histogram they are read from).
-_HISTOGRAMS = (("", "latency_ms"), ("ttfb_", "ttfb_ms"), ("service_", "service_ms"))
+_HISTOGRAMS = tuple(zip(("", "ttfb_", "service_"), HISTOGRAMS, strict=True))
 LATENCY_METRICS = {f"{prefix}{stat}": (key, stat) for prefix, key in _HISTOGRAMS for stat in _STATS}
 LAG_METRICS = {f"lag_{stat}": stat for stat in ("p50", "p99", "max")}
 COUNT_METRICS = ("requests", "failures", "resent", "dropped", "unfinished")
@@ -181,7 +182,7 @@ def measure(metric: str, entry: dict[str, Any]) -> float:
     return float(values[metric])  # parse() admits only METRICS
 
 
-def evaluate(checks: Sequence[Check], summary: dict[str, Any] | None) -> list[Verdict]:
+def evaluate(checks: Sequence[Check], summary: Mapping[str, Any] | None) -> list[Verdict]:
     """Every check against ``summary`` (``latency.json``'s content; None when nothing was measured)."""
     requests: dict[str, Any] = (summary or {}).get("requests") or {}
     verdicts = []
