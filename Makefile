@@ -86,7 +86,7 @@ test-python-fast: $(STAMP)
 	@echo "==> pytest -m 'not server' (no Triton, no LitServe)"
 	@NO_TEST_SERVERS=1 $(PY) -m pytest -m "not server"
 
-lint: $(STAMP) ## cargo fmt + clippy, ruff, stub check, shellcheck
+lint: $(STAMP) ## cargo fmt + clippy, ruff, mypy and stub check, shellcheck
 	@command -v shellcheck >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then echo "==> installing Debian's shellcheck (make lint)"; \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 || \
@@ -96,6 +96,7 @@ lint: $(STAMP) ## cargo fmt + clippy, ruff, stub check, shellcheck
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python servers tests bench locustfile.py sweepfile.py
 	$(VENV)/bin/ruff format --check python servers tests bench locustfile.py sweepfile.py
+	$(PY) -m mypy python/locust_inference
 	$(PY) -m mypy.stubtest locust_inference._native
 	shellcheck distributed.sh .ci/run docker/build-wheel.sh docker/install-wheel.sh
 

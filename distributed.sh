@@ -49,6 +49,8 @@ model=$2
 server=${3:-${SERVER:-${INFERENCE_SERVER:-}}}
 [[ -f $config ]] || { echo "distributed.sh: config file $config does not exist" >&2; exit 2; }
 [[ -n $model ]] || usage
+# The default hosts are HOSTS in python/locust_inference/defaults.py (importing the package to read them
+# would load Locust and the extension first): change them together.
 case $server in
     triton) default_host=http://127.0.0.1:8000 ;;
     litserve) default_host=http://127.0.0.1:8001 ;;

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from locust_inference.results_schema import LATENCY_FILE
+
 from bench import nginx
 from bench.cpu import Sampler
 from bench.pinning import client_prefix
@@ -216,7 +218,7 @@ def locust_client(
     def run(duration: int) -> Result:
         prefix = setup.workdir / f"locust-{name}"
         latency_out = setup.workdir / f"locust-{name}-latency.json"
-        summary = prefix.parent / "latency.json"  # locust-inference's, next to the --csv files
+        summary = prefix.parent / LATENCY_FILE  # locust-inference's, next to the --csv files
         for stale in (Path(f"{prefix}_stats.csv"), latency_out, summary):
             stale.unlink(missing_ok=True)
         child_env = clean_env(
@@ -238,7 +240,8 @@ def locust_client(
 
 
 def add_open_loop(result: Result, summary: Path) -> Result:
-    """The open-loop numbers of ``summary`` (locust-inference's latency.json), when a request name has them."""
+    """The open-loop numbers of ``summary`` (locust-inference's latency.json, ``OpenLoop`` in
+    locust_inference.results_schema), when a request name has them."""
     try:
         requests = json.loads(summary.read_text()).get("requests", {})
     except (OSError, ValueError):

@@ -30,6 +30,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from locust_inference.results_schema import LATENCY_CSV, LATENCY_FILE
+
 from servers import children
 from servers.launch import REPO_ROOT, RunningServer, litserve_server, triton_server
 
@@ -206,8 +208,8 @@ def run_scenario(server: str, url: str, run_time: str) -> RunResult:
     results = results_root() / server
     (REPO_ROOT / results).mkdir(parents=True, exist_ok=True)
     stats_path = REPO_ROOT / results / f"{SCENARIO}_stats.csv"
-    latency_path = REPO_ROOT / results / "latency.json"
-    for stale in (stats_path, latency_path, latency_path.with_suffix(".csv")):
+    latency_path = REPO_ROOT / results / LATENCY_FILE
+    for stale in (stats_path, latency_path, REPO_ROOT / results / LATENCY_CSV):
         stale.unlink(missing_ok=True)  # never report a previous run's numbers
     log_path = REPO_ROOT / results / f"{SCENARIO}.log"
     env = {**os.environ, "HOST": url, "RUN_TIME": run_time, "RESULTS_DIR": str(results), "PYTHONUNBUFFERED": "1"}
@@ -249,7 +251,8 @@ def run_scenario(server: str, url: str, run_time: str) -> RunResult:
 
 
 def read_measured(path: Path, name: str) -> Measured | None:
-    """Request ``name``'s numbers in a ``latency.json``, or None when absent or unreadable."""
+    """Request ``name``'s numbers in a ``latency.json`` (``RequestEntry`` in locust_inference.results_schema),
+    or None when absent or unreadable."""
     try:
         entry = json.loads(path.read_text())["requests"][name]
         ol = entry.get("open_loop")

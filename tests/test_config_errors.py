@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import configargparse
 import pytest
+from locust_inference import defaults, input_options, options
 from support import REPO_ROOT, assert_clean_failure, clean_env, run_locust
 
 from servers.launch import free_port
@@ -73,7 +76,6 @@ def test_config_file_that_does_not_exist(tmp_path: Path) -> None:
 
 def test_bad_option_values(tmp_path: Path) -> None:
     for args, message in (
-        (["--triton-format", "protobuf"], "--triton-format must be binary or json"),
         (["--request-timeout", "-1"], "--request-timeout must be a number from 0.001 to 86,400 seconds"),
         (["--batch-size", "0"], "--batch-size must be a whole number from 1 to 1,000,000"),
         (["--expect-top1", "cat"], "--expect-top1 must be 'auto' or a class index"),
@@ -82,6 +84,48 @@ def test_bad_option_values(tmp_path: Path) -> None:
     ):
         run = run_locust(tmp_path, *args, env=clean_env(SERVER="triton", MODEL_NAME="m"))
         assert_clean_failure(run, message)
+
+
+def parsed(*args: str) -> Any:
+    """``args`` read by the kind of parser Locust's is (importing Locust would monkey-patch this process)."""
+    parser = configargparse.ArgumentParser(add_help=False, default_config_files=[])
+    options.add_arguments(parser)
+    return parser.parse_args(list(args))
+
+
+def test_the_option_defaults_are_the_settings_defaults() -> None:
+    given = parsed()
+    settings = options.resolve(given, None, environ={"SERVER": "triton", "MODEL_NAME": "m"})
+    image = Path(defaults.IMAGE)
+    assert settings == options.Settings(server="triton", model="m", host=defaults.HOSTS["triton"], image=image)
+    assert settings.inputs == input_options.InputSettings()
+    litserve = options.resolve(given, None, environ={"SERVER": "litserve", "MODEL_NAME": "m"})
+    assert litserve.host == defaults.HOSTS["litserve"]
+
+
+def test_choices_are_read_in_any_case() -> None:
+    given = parsed("--triton-format", "JSON", "--litserve-payload", "Image-Base64")
+    assert (given.triton_format, given.litserve_payload) == ("json", "image-base64")
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--triton-format", "protobuf"],
+            "locust: error: argument --triton-format: invalid choice: 'protobuf' (choose from 'binary', 'json')",
+        ),
+        (
+            ["--server", "litserve", "--litserve-payload", "jpeg"],
+            "locust: error: argument --litserve-payload: invalid choice: 'jpeg' "
+            "(choose from 'tensor', 'image-base64', 'image-bytes', 'template')",
+        ),
+    ],
+)
+def test_a_bad_choice_is_one_line(tmp_path: Path, args: list[str], line: str) -> None:
+    run = run_locust(tmp_path, *args, env=clean_env(SERVER="triton", MODEL_NAME="m"))
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    assert run.stderr == line + "\n"
 
 
 @pytest.mark.parametrize(

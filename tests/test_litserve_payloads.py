@@ -298,7 +298,6 @@ def test_bad_litserve_options(tmp_path: Path) -> None:
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
     missing = tmp_path / "missing.json"
     for args, message in (
-        (["--litserve-payload", "multipart"], "--litserve-payload must be one of tensor, image-base64, image-bytes"),
         (["--litserve-payload", "template"], "--litserve-payload template needs --litserve-template FILE"),
         (
             ["--litserve-payload", "image-base64", "--litserve-template", str(good)],

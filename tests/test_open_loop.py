@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from locust_inference import results_schema
 from support import REPO_ROOT, clean_env, run_distributed, run_locust
 from test_config_errors import assert_clean_failure
 
@@ -28,10 +29,11 @@ def open_loop_run(tmp_path: Path, url: str, model: str, *args: str, run_time: st
     )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((run.csv_prefix.parent / "latency.json").read_text())
-    entry = summary["requests"][f"triton/{model}"]
+    entry = dict(summary["requests"][f"triton/{model}"])  # a copy: the document stays as written
     entry["locust_requests"] = int(run.stats(f"triton/{model}")["Request Count"])
     entry["stdout"] = run.stdout
     entry["server_stats"] = summary["server_stats"]
+    entry["document"] = summary
     return entry
 
 
@@ -41,6 +43,23 @@ def sustained(triton, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     return open_loop_run(
         tmp_path_factory.mktemp("sustained"), triton.url, "tiny_onnx", "--rate", "100", "--max-in-flight", "16"
     )
+
+
+def keys(typed_dict: Any) -> set[str]:
+    return set(typed_dict.__required_keys__ | typed_dict.__optional_keys__)
+
+
+def test_latency_json_is_written_as_its_schema_says(sustained: dict[str, Any]) -> None:
+    # the report, --check, the demo and the bench read these keys by the schema's names
+    document = sustained["document"]
+    assert set(document) == keys(results_schema.LatencyDocument) and document["version"] == results_schema.VERSION
+    (entry,) = document["requests"].values()
+    assert set(entry) == keys(results_schema.RequestEntry)
+    assert set(entry["open_loop"]) == keys(results_schema.OpenLoop)
+    assert set(document["locust"]) == keys(results_schema.LocustNumbers)
+    assert {name for name, _ in results_schema.histograms(entry)} == {"latency", "ttfb", "service"}
+    for _, percentiles in results_schema.histograms(entry):
+        assert tuple(percentiles) == results_schema.SUMMARY_KEYS
 
 
 def test_a_sustained_rate_is_achieved(sustained: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from locust_inference import ConfigError
 from locust_inference.sweep.analysis import Window, goodput, stable
-from locust_inference.sweep.plan import Limit, parse_limit, parse_steps
+from locust_inference.sweep.plan import Limit, parse_fraction, parse_limit, parse_steps
 from support import REPO_ROOT, assert_clean_failure, clean_env, run_locust
 
 
@@ -35,6 +35,39 @@ def test_steps_are_lists_or_inclusive_ranges() -> None:
 def test_bad_steps_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_steps(text, "--sweep-concurrency", whole=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("10%", 0.1), ("0.1", 0.1), (" 5 % ", 0.05), ("0.5%", 0.005), ("99.9%", 0.999), (".25", 0.25)],
+)
+def test_a_fraction_is_read_as_a_percentage_or_a_fraction(text: str, value: float) -> None:
+    assert parse_fraction(text, "--sweep-tolerance") == pytest.approx(value)
+
+
+FORMS = "--sweep-tolerance takes a fraction such as 0.1 or a percentage such as 10%, not "
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("10", FORMS + "'10'"),  # 10% or ten times: not guessed at
+        ("1", FORMS + "'1'"),  # 1% or 100%
+        ("ten", FORMS + "'ten'"),
+        ("nan", FORMS + "'nan'"),
+        ("%", FORMS + "'%'"),
+        ("150%", "--sweep-tolerance '150%' must be above 0% and below 100%"),
+        ("100%", "--sweep-tolerance '100%' must be above 0% and below 100%"),
+        ("0%", "--sweep-tolerance '0%' must be above 0% and below 100%"),
+        ("0", "--sweep-tolerance '0' must be above 0% and below 100%"),
+        ("-5%", "--sweep-tolerance '-5%' must be above 0% and below 100%"),
+        ("inf%", "--sweep-tolerance 'inf%' must be above 0% and below 100%"),
+    ],
+)
+def test_a_fraction_that_is_none_says_which_forms_are_read(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_fraction(text, "--sweep-tolerance")
+    assert str(refused.value) == message
 
 
 def test_limits() -> None:
@@ -92,7 +125,11 @@ def test_goodput_interpolates_between_the_last_step_within_the_slo_and_the_next(
         (["--sweep-concurrency", "1,2", "--slo", "100ms"], "--slo '100ms': give a percentile and a latency"),
         (["--sweep-concurrency", "1,2", "--sweep-window", "2"], "shorter than Locust's worker report interval"),
         (["--sweep-concurrency", "1,2", "--sweep-stable-windows", "1"], "must be at least 2"),
-        (["--sweep-concurrency", "1,2", "--sweep-stop-errors", "150%"], "must be below 100%"),
+        (["--sweep-concurrency", "1,2", "--sweep-stop-errors", "150%"], "must be above 0% and below 100%"),
+        (
+            ["--sweep-concurrency", "1,2", "--sweep-tolerance", "10"],
+            "--sweep-tolerance takes a fraction such as 0.1 or a percentage such as 10%, not '10'",
+        ),
     ],
 )
 def test_bad_sweep_options_end_the_start_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:

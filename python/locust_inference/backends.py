@@ -153,14 +153,15 @@ def _prepare_triton(settings: Settings) -> Target:
     )
 
 
-def _image_input(settings: Settings, meta: dict) -> dict:
-    inputs = {i["name"]: i for i in meta["inputs"]}
+def _image_input(settings: Settings, meta: dict[str, Any]) -> dict[str, Any]:
+    specs: list[dict[str, Any]] = meta["inputs"]
+    inputs = {i["name"]: i for i in specs}
     if settings.input_name:
         if settings.input_name not in inputs:
             raise ConfigError(f"model {settings.model!r} has no input {settings.input_name!r}; it has {sorted(inputs)}")
         return inputs[settings.input_name]
-    if len(meta["inputs"]) == 1:
-        return meta["inputs"][0]
+    if len(specs) == 1:
+        return specs[0]
     raise ConfigError(
         f"model {settings.model!r} has inputs {sorted(inputs)}: send images to one with --input-name, "
         "or give them all with --input-data random|zero|FILE.json"
@@ -168,7 +169,7 @@ def _image_input(settings: Settings, meta: dict) -> dict:
 
 
 def _image_requests(
-    settings: Settings, meta: dict, *, binary: bool
+    settings: Settings, meta: dict[str, Any], *, binary: bool
 ) -> tuple[list[input_data.Request], tuple[str, ...]]:
     """One request per image of the set: request k carries images k .. k + batch - 1 (wrapping)."""
     plan = image_inputs.plan(_image_input(settings, meta), settings.inputs, settings.batch_size)
@@ -259,14 +260,16 @@ def _placeholders(settings: Settings, template: bytes) -> list[str]:
         raise ConfigError(f"--litserve-template {settings.litserve_template} {err}") from None
 
 
-def _litserve_images(settings: Settings, files: list[Path]) -> list[np.ndarray]:
+def _litserve_images(settings: Settings, files: list[Path]) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
     """Each file's [3, 224, 224] tensor (the seed's ImageNet preprocessing), preprocessed in parallel in
     Rust; every file is decoded, so one that is no image stops the start with its name."""
     plan = image_inputs.plan(_IMAGENET_INPUT, InputSettings(), settings.batch_size)
     return [np.frombuffer(t, dtype="<f4").reshape(3, 224, 224) for t in image_inputs.preprocess(files, plan)]
 
 
-def _batch(images: list[np.ndarray], k: int, batch: int) -> np.ndarray:
+def _batch(
+    images: list[np.ndarray[Any, np.dtype[np.float32]]], k: int, batch: int
+) -> np.ndarray[Any, np.dtype[np.float32]]:
     """Request k's [batch, 3, 224, 224] tensor: images k .. k + batch - 1 (wrapping), as for Triton."""
     return np.stack([images[(k + j) % len(images)] for j in range(batch)])
 

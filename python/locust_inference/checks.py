@@ -6,7 +6,8 @@ verdicts as a JUnit XML report.
 A condition is ``[NAME:]METRIC OP VALUE[UNIT]``, e.g. ``p99<=100ms``, ``fail_ratio<=1%``, ``rps>=50``,
 ``dropped==0`` or ``triton/resnet50_onnx:p50<200ms``. Without ``NAME:`` it must hold for every request name
 of the run. Latencies are in ms unless a unit says otherwise (``us``, ``ms``, ``s``); ratios take ``1%`` or
-``0.01``. A run that measured no request breaches every condition: a gate that saw nothing does not pass.
+``0.01`` (a bare number of 1 or more is refused: ``fail_ratio<=1`` may mean 1% or 100%). A run that
+measured no request breaches every condition: a gate that saw nothing does not pass.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import operator
 import re
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from locust_inference._native import ConfigError
+from locust_inference.results_schema import HISTOGRAMS
 
 __all__ = [
     "BREACHED_EXIT_CODE",
@@ -48,7 +50,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 _PERCENTILES = ("p50", "p90", "p95", "p99", "p99.9", "p99.99")
 _STATS = (*_PERCENTILES, "mean", "min", "max")
 # Latency metrics: (prefix in the condition, the latency.json histogram they are read from).
-_HISTOGRAMS = (("", "latency_ms"), ("ttfb_", "ttfb_ms"), ("service_", "service_ms"))
+_HISTOGRAMS = tuple(zip(("", "ttfb_", "service_"), HISTOGRAMS, strict=True))
 LATENCY_METRICS = {f"{prefix}{stat}": (key, stat) for prefix, key in _HISTOGRAMS for stat in _STATS}
 LAG_METRICS = {f"lag_{stat}": stat for stat in ("p50", "p99", "max")}
 COUNT_METRICS = ("requests", "failures", "resent", "dropped", "unfinished")
@@ -122,8 +124,10 @@ def parse(texts: Sequence[str] | None) -> list[Check]:
                 raise ConfigError(f"--check {text!r}: {metric} is a time: give ms, s or us, not %")
             value *= _TIME_UNITS[unit or "ms"]
         elif metric == "fail_ratio":
-            if unit not in (None, "%"):
-                raise ConfigError(f"--check {text!r}: fail_ratio is a ratio: give 1% or 0.01")
+            if unit not in (None, "%") or (unit is None and value >= 1):
+                raise ConfigError(
+                    f"--check {text!r}: fail_ratio takes a fraction such as 0.01 or a percentage such as 1%"
+                )
             value = value / 100 if unit == "%" else value
             if value > 1:
                 raise ConfigError(f"--check {text!r}: fail_ratio is at most 100% (1.0)")
@@ -178,7 +182,7 @@ def measure(metric: str, entry: dict[str, Any]) -> float:
     return float(values[metric])  # parse() admits only METRICS
 
 
-def evaluate(checks: Sequence[Check], summary: dict[str, Any] | None) -> list[Verdict]:
+def evaluate(checks: Sequence[Check], summary: Mapping[str, Any] | None) -> list[Verdict]:
     """Every check against ``summary`` (``latency.json``'s content; None when nothing was measured)."""
     requests: dict[str, Any] = (summary or {}).get("requests") or {}
     verdicts = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from locust_inference._native import ConfigError, ImageError, preprocess_images
 from locust_inference.input_options import InputSettings
@@ -77,7 +78,7 @@ def _size(name: str, shape: list[int], size: tuple[int, int], s: InputSettings, 
     return width, height
 
 
-def plan(spec: dict, s: InputSettings, batch_size: int) -> ImagePlan:
+def plan(spec: dict[str, Any], s: InputSettings, batch_size: int) -> ImagePlan:
     """The image pipeline for the model input ``spec`` (name, datatype, shape), or a one-line error."""
     name, shape, model_type = spec["name"], list(spec["shape"]), spec["datatype"]
     datatype = DATATYPES[s.dtype] if s.dtype else model_type
@@ -121,8 +122,8 @@ def plan(spec: dict, s: InputSettings, batch_size: int) -> ImagePlan:
         height=height,
         resize=resize,
         scale=scale,
-        mean=s.mean or mean,  # type: ignore[arg-type]
-        std=s.std or std,  # type: ignore[arg-type]
+        mean=s.mean or mean,
+        std=s.std or std,
     )
 
 

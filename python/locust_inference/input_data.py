@@ -49,7 +49,7 @@ Request = list[tuple[str, str, list[int], bytes]]
 class _Input:
     """A model input: its datatype and the shape of one batch item (``None`` where still unknown)."""
 
-    def __init__(self, spec: dict, settings: InputSettings, batch_size: int) -> None:
+    def __init__(self, spec: dict[str, Any], settings: InputSettings, batch_size: int) -> None:
         self.name: str = spec["name"]
         self.datatype: str = spec["datatype"]
         shape = list(spec["shape"])
@@ -211,7 +211,7 @@ def _check_requests(
 
 
 def requests(
-    specs: list[dict], settings: InputSettings, batch_size: int, seed: int, *, binary: bool = True
+    specs: list[dict[str, Any]], settings: InputSettings, batch_size: int, seed: int, *, binary: bool = True
 ) -> list[Request]:
     """The requests to rotate through: request k carries entries k .. k + batch - 1 (wrapping). What they
     will take in memory, with their bodies (binary or JSON), is checked against ``settings.max_memory``

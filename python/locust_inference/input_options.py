@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from locust_inference import defaults
 from locust_inference._native import ConfigError
 
 __all__ = ["DTYPES", "LAYOUTS", "PRESETS", "InputSettings", "add_arguments", "resolve"]
 
-PRESETS = ("imagenet", "letterbox", "resize", "none")
-LAYOUTS = ("nchw", "nhwc")
-DTYPES = ("fp32", "fp16", "uint8", "int8")
-DEFAULT_MAX_INPUT_MEMORY = 2 * 1024**3
+PRESETS = defaults.PRESETS
+LAYOUTS = defaults.LAYOUTS
+DTYPES = defaults.DTYPES
+DEFAULT_MAX_INPUT_MEMORY = defaults.MAX_INPUT_MEMORY
 MIN_INPUT_MEMORY = 1024**2
 MAX_INPUT_MEMORY = 1024**4
 MAX_SIDE = 16_384  # pixels of --resize and --crop: a larger side is no image model's input
@@ -61,9 +62,11 @@ def add_arguments(parser: Any) -> None:
     )
     group.add_argument("--mean", env_var="LOCUST_MEAN", default=None, help="Per-channel mean R,G,B (of pixel/scale)")
     group.add_argument("--std", env_var="LOCUST_STD", default=None, help="Per-channel std R,G,B")
-    group.add_argument("--layout", env_var="LOCUST_LAYOUT", default=None, help="nchw or nhwc (default: from the shape)")
     group.add_argument(
-        "--dtype", env_var="LOCUST_DTYPE", default=None, help="fp32, fp16, uint8 or int8 (default: the model's)"
+        "--layout", env_var="LOCUST_LAYOUT", default=None, help=f"{_either(LAYOUTS)} (default: from the shape)"
+    )
+    group.add_argument(
+        "--dtype", env_var="LOCUST_DTYPE", default=None, help=f"{_either(DTYPES)} (default: the model's)"
     )
     group.add_argument(
         "--shuffle-inputs",
@@ -76,7 +79,8 @@ def add_arguments(parser: Any) -> None:
         "--max-input-memory",
         env_var="LOCUST_MAX_INPUT_MEMORY",
         default=None,
-        help="Refuse to prepare inputs needing more memory than this (e.g. 512MiB; default 2GiB)",
+        help="Refuse to prepare inputs needing more memory than this (e.g. 512MiB; default "
+        f"{DEFAULT_MAX_INPUT_MEMORY // 1024**3}GiB)",
     )
     group.add_argument(
         "--input-data",
@@ -93,15 +97,20 @@ def add_arguments(parser: Any) -> None:
     )
 
 
+def _either(choices: tuple[str, ...]) -> str:
+    """``a, b or c``"""
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+# No argparse choices= for these: None means "follow the model", and Locust's web UI shows an option with
+# choices as a list that starts on the first choice, as if it had been given.
 def _choice(options: Any, name: str, choices: tuple[str, ...]) -> str | None:
     value = getattr(options, name, None)
     if value is None or value == "":
         return None
     value = str(value).strip().lower()
     if value not in choices:
-        raise ConfigError(
-            f"--{name.replace('_', '-')} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}"
-        )
+        raise ConfigError(f"--{name.replace('_', '-')} must be {_either(choices)}, not {value!r}")
     return value
 
 
@@ -138,7 +147,7 @@ def _triple(text: str | None, option: str) -> tuple[float, float, float] | None:
         raise ConfigError(f"--{option} must be three finite numbers R,G,B, not {text!r}")
     if option == "std" and 0.0 in values:
         raise ConfigError(f"--std must not be zero, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _memory(text: str | None) -> int:

@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +30,17 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust_inference import hooks
 from locust_inference._native import Measurements, ProtocolError
 from locust_inference.options import Settings
+from locust_inference.results_schema import (
+    LATENCY_CSV,
+    LATENCY_FILE,
+    SUMMARY_KEYS,
+    VERSION,
+    LatencyDocument,
+    LocustNumbers,
+    OpenLoop,
+    RequestEntry,
+    histograms,
+)
 from locust_inference.server_stats import StatsRead, breakdown
 
 __all__ = [
@@ -47,7 +59,8 @@ REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measu
 MAX_NAMES = 100
 # a worker report's entry, with --reset-stats: how many resets the worker made before taking what it sends
 RESETS_KEY = "locust_inference_resets"
-_locust_bucket = getattr(locust.stats, "bucket_response_time", None)  # Locust's own (checked before use)
+# Locust's own (hooks.check_bucket checks it before use_fine_buckets replaces it)
+_locust_bucket: Callable[[float], int] | None = getattr(locust.stats, "bucket_response_time", None)
 _fine_bucket_users: set[int] = set()  # id() of each Environment whose run uses fine buckets
 
 
@@ -55,7 +68,8 @@ def fine_bucket_response_time(response_time: float) -> float:
     """Locust's bucketing, but with 0.1 ms resolution below 100 ms (Locust rounds to whole ms)."""
     if response_time < 100:
         return round(response_time, 1)
-    return _locust_bucket(response_time)  # type: ignore[misc]
+    assert _locust_bucket is not None, "installed only after hooks.check_bucket found Locust's"
+    return _locust_bucket(response_time)
 
 
 def use_fine_buckets(environment: Environment) -> None:
@@ -63,16 +77,20 @@ def use_fine_buckets(environment: Environment) -> None:
     event, when Locust's own is put back unless another Environment still uses it. Raises
     :class:`~locust_inference.hooks.LocustHookError` when Locust's hook is not the one replaced here."""
     hooks.check_bucket()
+    original = _locust_bucket
+    if original is None:  # check_bucket found one set after this module was imported: not Locust's
+        raise hooks.failure(hooks.BUCKET_HOOK, "did not exist when locust_inference was imported")
     if id(environment) in _fine_bucket_users:
         return
     _fine_bucket_users.add(id(environment))
-    locust.stats.bucket_response_time = fine_bucket_response_time
+    # Locust hints an int; its buckets are only dict keys and rounding, so tenths of a ms work as well.
+    locust.stats.bucket_response_time = fine_bucket_response_time  # type: ignore[assignment]
 
     @environment.events.quit.add_listener
     def _restore(**_kw: Any) -> None:
         _fine_bucket_users.discard(id(environment))
         if not _fine_bucket_users:
-            locust.stats.bucket_response_time = _locust_bucket
+            locust.stats.bucket_response_time = original  # type: ignore[assignment]  # a def to mypy
 
 
 class Recording(Protocol):
@@ -93,7 +111,7 @@ class Collector:
     started: dt.datetime | None = None
     stats_at_start: StatsRead | None = None  # Triton's statistics at the start, being read
     resets: int = 0  # restarts so far (--reset-stats)
-    final: dict[str, Any] | None = None  # the summary written at the end (latency.json's content)
+    final: LatencyDocument | None = None  # the summary written at the end (latency.json's content)
 
     def add(self, name: str, measurements: Measurements) -> None:
         """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
@@ -127,7 +145,7 @@ class Collector:
         self.started = dt.datetime.now(dt.UTC)
         self.stats_at_start = StatsRead(self.settings)
 
-    def open_loop(self, name: str) -> dict[str, Any] | None:
+    def open_loop(self, name: str) -> OpenLoop | None:
         """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams.
 
         Every request a stream scheduled ends once: dropped, completed (reported) or unfinished (its stream
@@ -139,7 +157,10 @@ class Collector:
         if not c["streams"]:
             return None
         mean_seconds = c["stream_seconds"] / c["streams"]  # how long the average stream ran
-        per_s = (lambda n: n / mean_seconds) if mean_seconds > 0 else (lambda _n: None)
+
+        def per_s(n: float) -> float | None:
+            return n / mean_seconds if mean_seconds > 0 else None
+
         lag = self.measured[name].lag.summary()
         ended = int(c["dropped"]) + int(c["completed"]) + int(c["unfinished"])
         return {
@@ -158,12 +179,12 @@ class Collector:
             "lag_ms": {k: lag[k] for k in ("p50", "p99", "max") if k in lag},
         }
 
-    def summary(self, environment: Environment, history_csv: str | None) -> dict[str, Any]:
+    def summary(self, environment: Environment, history_csv: str | None) -> LatencyDocument:
         ended = dt.datetime.now(dt.UTC)
         started = self.started or ended
         duration = max((ended - started).total_seconds(), 1e-9)
-        requests: dict[str, Any] = {}
-        locust_numbers: dict[str, Any] = {}
+        requests: dict[str, RequestEntry] = {}
+        locust_numbers: LocustNumbers = {}
         for name, m in sorted(self.measured.items()):
             entry = environment.stats.entries.get((name, "infer"))
             hist = m.total
@@ -182,13 +203,15 @@ class Collector:
                 locust_numbers = {  # Locust's own view (one request name per run in practice)
                     "requests": entry.num_requests,
                     "failures": entry.num_failures,
-                    **{f"p{int(q * 100)}_ms": entry.get_response_time_percentile(q) for q in (0.5, 0.95, 0.99)},
+                    "p50_ms": entry.get_response_time_percentile(0.5),
+                    "p95_ms": entry.get_response_time_percentile(0.95),
+                    "p99_ms": entry.get_response_time_percentile(0.99),
                 }
         client_mean = None
         if len(self.measured) == 1:
             client_mean = next(iter(self.measured.values())).total.summary().get("mean")
         return {
-            "version": 1,
+            "version": VERSION,
             "server": self.settings.server,
             "model": self.settings.model,
             "host": self.settings.host,
@@ -215,30 +238,28 @@ def _stale(resets: Any, master_resets: int) -> bool:
     return resets < master_resets
 
 
-def write_results(summary: dict[str, Any], folder: Path) -> tuple[Path, Path]:
+def write_results(summary: LatencyDocument, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = folder / "latency.json", folder / "latency.csv"
+    json_path, csv_path = folder / LATENCY_FILE, folder / LATENCY_CSV
     json_path.write_text(json.dumps(summary, indent=2) + "\n")
-    keys = ["min", "mean", "p50", "p90", "p95", "p99", "p99.9", "p99.99", "max"]
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["name", "measure", "count", *(f"{k}_ms" for k in keys)])
+        writer.writerow(["name", "measure", "count", *(f"{k}_ms" for k in SUMMARY_KEYS)])
         for name, entry in summary["requests"].items():
-            for measure in ("latency", "ttfb", "service"):
-                values = entry.get(f"{measure}_ms") or {}
-                writer.writerow([name, measure, entry["count"], *(f"{values.get(k, 0):.3f}" for k in keys)])
+            for measure, values in histograms(entry):
+                row = (f"{values.get(k, 0):.3f}" for k in SUMMARY_KEYS)
+                writer.writerow([name, measure, entry["count"], *row])
     return json_path, csv_path
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: LatencyDocument) -> str:
     lines = ["", "Latency (µs histograms, successful requests)", ""]
     header = f"{'name':<32} {'measure':<8} {'count':>8} " + " ".join(
         f"{k:>9}" for k in ("p50", "p90", "p95", "p99", "p99.9", "p99.99", "max", "mean")
     )
     lines.append(header)
     for name, entry in summary["requests"].items():
-        for measure in ("latency", "ttfb", "service"):
-            v = entry.get(f"{measure}_ms") or {}
+        for measure, v in histograms(entry):
             values = " ".join(
                 f"{v.get(k, 0):>9.3f}" for k in ("p50", "p90", "p95", "p99", "p99.9", "p99.99", "max", "mean")
             )
@@ -278,7 +299,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _identity(ol: dict[str, Any]) -> str:
+def _identity(ol: OpenLoop) -> str:
     """The open-loop counters as the identity they keep (see Collector.open_loop)."""
     carried = f" + carried {ol['carried']}" if ol.get("carried") else ""
     pending = f" + pending {ol['pending']}" if ol.get("pending") else ""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from locust_inference import input_options
+from locust_inference import defaults, input_options
 from locust_inference._native import ConfigError
 from locust_inference.input_options import InputSettings
 
@@ -30,13 +30,14 @@ __all__ = [
     "resolve",
 ]
 
-SERVERS = ("triton", "litserve")
-DEFAULT_HOSTS = {"triton": "http://127.0.0.1:8000", "litserve": "http://127.0.0.1:8001"}
-DEFAULT_IMAGE = "data/img1.jpg"
+# the names this module has always offered, from the one table of defaults
+SERVERS = defaults.SERVERS
+DEFAULT_HOSTS = defaults.HOSTS
+DEFAULT_IMAGE = defaults.IMAGE
+ARRIVALS = defaults.ARRIVALS
+OVERLOAD_POLICIES = defaults.OVERLOAD_POLICIES
+LITSERVE_PAYLOADS = defaults.LITSERVE_PAYLOADS
 TRUE_WORDS = {"1", "true", "yes", "on"}
-ARRIVALS = ("constant", "poisson")
-OVERLOAD_POLICIES = ("drop", "queue")
-LITSERVE_PAYLOADS = ("tensor", "image-base64", "image-bytes", "template")
 # The accepted ranges of numeric options: wide enough for any real test, narrow enough that no value
 # overflows, panics or allocates without end on the native side (e.g. tokio's semaphore takes at most
 # usize::MAX >> 3 permits).
@@ -56,12 +57,12 @@ class Settings:
     model: str
     host: str
     image: Path
-    triton_format: str = "binary"
-    request_timeout: float = 60.0
+    triton_format: str = defaults.TRITON_FORMAT
+    request_timeout: float = defaults.REQUEST_TIMEOUT_S
     input_name: str | None = None
     output_names: tuple[str, ...] = ()
-    batch_size: int = 1
-    max_response_bytes: int = 64 * 1024 * 1024
+    batch_size: int = defaults.BATCH_SIZE
+    max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
     headers: tuple[tuple[str, str], ...] = ()
     insecure: bool = False
     ca_file: Path | None = None
@@ -77,10 +78,10 @@ class Settings:
     seed: int | None = None
     closed_loop: bool = False
     # LitServe as deployed: what the body carries and which response key is checked (None: status only)
-    litserve_payload: str = "tensor"
-    litserve_key: str = "image"
+    litserve_payload: str = defaults.LITSERVE_PAYLOAD
+    litserve_key: str = defaults.LITSERVE_KEY
     litserve_template: Path | None = None
-    litserve_output: str | None = "output"
+    litserve_output: str | None = defaults.LITSERVE_OUTPUT
     inputs: InputSettings = field(default_factory=InputSettings)
 
     @property
@@ -90,13 +91,18 @@ class Settings:
 
 
 def add_arguments(parser: Any) -> None:
-    """Registers the options on Locust's parser (``events.init_command_line_parser``)."""
+    """Registers the options on Locust's parser (``events.init_command_line_parser``).
+
+    Only the choice-like options with a default of their own get argparse ``choices=``: Locust's web UI shows
+    an option with choices as a list that starts on its default, else on the first choice, as if given, so
+    those whose absence means something (--server: SERVER; --arrival, --overload: the user class's own) are
+    checked in :func:`resolve` instead. Either way a bad value stops the start in one line, exit status 2."""
     group = parser.add_argument_group("locust-inference")
     group.add_argument(
         "--server",
         env_var="LOCUST_SERVER",
         default=None,
-        help="Inference server: triton or litserve (env SERVER / INFERENCE_SERVER also work)",
+        help=f"Inference server: {' or '.join(SERVERS)} (env SERVER / INFERENCE_SERVER also work)",
     )
     group.add_argument(
         "--model-name", env_var="LOCUST_MODEL_NAME", default=None, help="Model to load-test (env MODEL_NAME)"
@@ -110,16 +116,20 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--triton-format",
         env_var="LOCUST_TRITON_FORMAT",
-        default="binary",
-        help="Triton request format: binary (binary tensor extension) or json",
+        default=defaults.TRITON_FORMAT,
+        type=str.lower,
+        choices=list(defaults.TRITON_FORMATS),
+        help="Triton request format: binary (binary tensor extension, the default) or json",
     )
     group.add_argument(
         "--request-timeout",
         env_var="LOCUST_REQUEST_TIMEOUT",
-        default=60.0,
-        help="Seconds before a request counts as failed (default 60)",
+        default=defaults.REQUEST_TIMEOUT_S,
+        help=f"Seconds before a request counts as failed (default {plain(defaults.REQUEST_TIMEOUT_S)})",
     )
-    group.add_argument("--batch-size", env_var="LOCUST_BATCH_SIZE", default=1, help="Images per request")
+    group.add_argument(
+        "--batch-size", env_var="LOCUST_BATCH_SIZE", default=defaults.BATCH_SIZE, help="Images per request"
+    )
     group.add_argument(
         "--input-name", env_var="LOCUST_INPUT_NAME", default=None, help="Triton input (default: from metadata)"
     )
@@ -132,8 +142,8 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--max-response-bytes",
         env_var="LOCUST_MAX_RESPONSE_BYTES",
-        default=64 * 1024 * 1024,
-        help="Larger responses are failures (default 64 MiB)",
+        default=defaults.MAX_RESPONSE_BYTES,
+        help=f"Larger responses are failures (default {defaults.MAX_RESPONSE_BYTES // 2**20} MiB)",
     )
     group.add_argument(
         "--header",
@@ -183,7 +193,9 @@ def _add_litserve_arguments(parser: Any) -> None:
     group.add_argument(
         "--litserve-payload",
         env_var="LOCUST_LITSERVE_PAYLOAD",
-        default=None,
+        default=defaults.LITSERVE_PAYLOAD,
+        type=str.lower,
+        choices=list(defaults.LITSERVE_PAYLOADS),
         help='Request body: tensor ({"input": <nested list>}, the default), image-base64 (the image file '
         "base64'd under --litserve-key in a JSON object), image-bytes (the image file as the body, "
         "Content-Type from its format) or template (--litserve-template with its placeholders filled)",
@@ -192,7 +204,7 @@ def _add_litserve_arguments(parser: Any) -> None:
         "--litserve-key",
         env_var="LOCUST_LITSERVE_KEY",
         default=None,
-        help="JSON key of the base64 image with --litserve-payload image-base64 (default image)",
+        help=f"JSON key of the base64 image with --litserve-payload image-base64 (default {defaults.LITSERVE_KEY})",
     )
     group.add_argument(
         "--litserve-template",
@@ -206,13 +218,13 @@ def _add_litserve_arguments(parser: Any) -> None:
         env_var="LOCUST_LITSERVE_OUTPUT",
         default=None,
         help="Response key checked: a numeric array (its argmax is the top-1), a class index or a label "
-        "(default output); none: the HTTP status only",
+        f"(default {defaults.LITSERVE_OUTPUT}); none: the HTTP status only",
     )
 
 
 def _resolve_litserve(options: Any, server: str, locustfile: str | None) -> dict[str, Any]:
     """The LitServe payload settings; combinations that cannot mean anything are errors."""
-    payload = str(getattr(options, "litserve_payload", None) or "tensor").lower()
+    payload = str(getattr(options, "litserve_payload", None) or defaults.LITSERVE_PAYLOAD).lower()
     if payload not in LITSERVE_PAYLOADS:
         raise ConfigError(f"--litserve-payload must be one of {', '.join(LITSERVE_PAYLOADS)}, not {payload!r}")
     key = getattr(options, "litserve_key", None)
@@ -221,7 +233,7 @@ def _resolve_litserve(options: Any, server: str, locustfile: str | None) -> dict
     given = [
         name
         for name, value in (
-            ("--litserve-payload", payload != "tensor"),
+            ("--litserve-payload", payload != defaults.LITSERVE_PAYLOAD),
             ("--litserve-key", key is not None),
             ("--litserve-template", template),
             ("--litserve-output", output is not None),
@@ -242,9 +254,9 @@ def _resolve_litserve(options: Any, server: str, locustfile: str | None) -> dict
         raise ConfigError("--litserve-output must be a response key, or none for the HTTP status only")
     return {
         "litserve_payload": payload,
-        "litserve_key": "image" if key is None else str(key),
+        "litserve_key": defaults.LITSERVE_KEY if key is None else str(key),
         "litserve_template": _resolve_image(str(template), locustfile) if template else None,
-        "litserve_output": None if output == "none" else str(output or "output"),
+        "litserve_output": None if output == "none" else str(output or defaults.LITSERVE_OUTPUT),
     }
 
 
@@ -254,13 +266,15 @@ def _add_open_loop_arguments(parser: Any) -> None:
         "--rate",
         env_var="LOCUST_RATE",
         default=None,
-        help="Requests per second per user, sent whatever the answers (default: the class's rate; LowUser 30)",
+        help="Requests per second per user, sent whatever the answers (default: the class's rate; "
+        f"LowUser {plain(defaults.OPEN_LOOP_RATE)})",
     )
     group.add_argument(
         "--arrival",
         env_var="LOCUST_ARRIVAL",
         default=None,
-        help="Spacing of requests: constant (every 1/rate s, the default) or poisson (random, mean rate)",
+        help=f"Spacing of requests: constant (every 1/rate s) or poisson (random, mean rate); default: the "
+        f"class's ({defaults.OPEN_LOOP_ARRIVAL} for LowUser)",
     )
     group.add_argument(
         "--seed",
@@ -272,14 +286,16 @@ def _add_open_loop_arguments(parser: Any) -> None:
         "--max-in-flight",
         env_var="LOCUST_MAX_IN_FLIGHT",
         default=None,
-        help="Requests one user may have in flight at once (default 4)",
+        help=f"Requests one user may have in flight at once (default: the class's, {defaults.OPEN_LOOP_MAX_IN_FLIGHT} "
+        "for LowUser)",
     )
     group.add_argument(
         "--overload",
         env_var="LOCUST_OVERLOAD",
         default=None,
-        help="When max-in-flight are out at a request's time: drop (never sent, counted; the default) "
-        "or queue (sent in order as soon as one returns; its latency counts from its intended time)",
+        help="When max-in-flight are out at a request's time: drop (never sent, counted) or queue (sent in "
+        "order as soon as one returns; its latency counts from its intended time); default: the class's "
+        f"({defaults.OPEN_LOOP_OVERLOAD} for LowUser)",
     )
     group.add_argument(
         "--closed-loop",
@@ -397,12 +413,14 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     model = (getattr(options, "model_name", None) or env.get("MODEL_NAME") or "").strip()
     if not model:
         raise ConfigError("no model chosen: pass --model-name NAME or set MODEL_NAME=NAME")
-    triton_format = str(getattr(options, "triton_format", "binary") or "binary").lower()
-    if triton_format not in ("binary", "json"):
-        raise ConfigError(f"--triton-format must be binary or json, not {triton_format!r}")
-    timeout = float(_number(options, "request_timeout", 60.0, *TIMEOUT_RANGE, whole=False, unit=" seconds"))
-    batch_size = _number(options, "batch_size", 1, 1, MAX_BATCH_SIZE, whole=True)
-    max_bytes = _number(options, "max_response_bytes", 64 * 1024 * 1024, 1, MAX_RESPONSE_BYTES, whole=True)
+    triton_format = str(getattr(options, "triton_format", None) or defaults.TRITON_FORMAT).lower()
+    if triton_format not in defaults.TRITON_FORMATS:
+        raise ConfigError(f"--triton-format must be {' or '.join(defaults.TRITON_FORMATS)}, not {triton_format!r}")
+    timeout = float(
+        _number(options, "request_timeout", defaults.REQUEST_TIMEOUT_S, *TIMEOUT_RANGE, whole=False, unit=" seconds")
+    )
+    batch_size = _number(options, "batch_size", defaults.BATCH_SIZE, 1, MAX_BATCH_SIZE, whole=True)
+    max_bytes = _number(options, "max_response_bytes", defaults.MAX_RESPONSE_BYTES, 1, MAX_RESPONSE_BYTES, whole=True)
     host = _check_host(host or DEFAULT_HOSTS[server])
     image = _resolve_image(
         str(getattr(options, "image", DEFAULT_IMAGE) or DEFAULT_IMAGE), getattr(options, "locustfile", None)

@@ -68,7 +68,9 @@ class StatsRead:
         return None if self._result is None else self._result.get()
 
 
-def breakdown(start: ServerStats | None, end: ServerStats | None, client_mean_ms: float | None) -> dict | None:
+def breakdown(
+    start: ServerStats | None, end: ServerStats | None, client_mean_ms: float | None
+) -> dict[str, float | None] | None:
     """The difference between two snapshots, per inference, in ms; None without both snapshots."""
     if start is None or end is None:
         return None
@@ -79,7 +81,7 @@ def breakdown(start: ServerStats | None, end: ServerStats | None, client_mean_ms
         return None
     per_phase = {f"{phase}_ms": (end.ns[phase] - start.ns[phase]) / successes / 1e6 for phase in PHASES}
     server_total = sum(per_phase.values())
-    result = {
+    result: dict[str, float | None] = {
         "inference_count": inferences,
         "execution_count": executions,
         "avg_batch_size": inferences / executions if executions else None,

@@ -21,7 +21,7 @@ from locust import User, constant_pacing, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from locust_inference import checks, distributed, hooks, latency, options, scheduling
+from locust_inference import checks, defaults, distributed, hooks, latency, options, scheduling
 from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
 from locust_inference.backends import Target, prepare
 
@@ -85,7 +85,8 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
     _targets[environment] = target
     if settings.insecure:
         log.warning("locust-inference: TLS certificate verification is disabled (--insecure)")
-    _expected_top1[environment] = int(settings.expect_top1) if (settings.expect_top1 or "").isdigit() else None
+    top1 = settings.expect_top1
+    _expected_top1[environment] = int(top1) if top1 is not None and top1.isdigit() else None
     latency.install(environment, settings, target.endpoint)
     _learned_top1[environment] = {}
     log.info(
@@ -177,18 +178,21 @@ class InferenceUser(User):
     def stop(self, force: bool = False) -> bool:
         """Locust's stop; from now on the slot sends no follow-up of its own."""
         self._slot.unfollow()
-        return super().stop(force)
+        stopped: bool = super().stop(force)
+        return stopped
 
     def _judge(self, outcome: Outcome) -> Exception | None:
         """The failure to report: the outcome's own, or a failed --expect-top1 check."""
-        exception = outcome.exception
+        exception: Exception | None = outcome.exception
         if exception is None and self._target.settings.expect_top1 is not None:
             exception = self._check_top1(outcome)
         if self._target.settings.debug:
             self._log_debug(outcome)
         return exception
 
-    def _fire(self, outcome: Outcome, response_time: float, exception: Exception | None, context: dict) -> None:
+    def _fire(
+        self, outcome: Outcome, response_time: float, exception: Exception | None, context: dict[str, Any]
+    ) -> None:
         target = self._target
         self.environment.events.request.fire(
             request_type="infer",
@@ -241,7 +245,8 @@ class InferenceUser(User):
         a task that did not send still yields: no user can keep the others from running."""
         taskset = getattr(self, "_taskset_instance", None)
         sleep = getattr(taskset, "_sleep", None)
-        if sleep is None:  # checked at start (hooks.check); this is for a User started without Locust's init
+        # checked at start (hooks.check); this is for a User started without Locust's init
+        if taskset is None or sleep is None:
             raise hooks.failure(hooks.SLEEP_HOOK, "is not reachable from this User (no _taskset_instance)")
 
         def _sleep(seconds: float) -> None:
@@ -299,10 +304,10 @@ class OpenLoopUser(InferenceUser):
     """
 
     abstract = True
-    rate: ClassVar[float] = 30.0
-    arrival: ClassVar[str] = "constant"
-    max_in_flight: ClassVar[int] = 4
-    overload: ClassVar[str] = "drop"
+    rate: ClassVar[float] = defaults.OPEN_LOOP_RATE
+    arrival: ClassVar[str] = defaults.OPEN_LOOP_ARRIVAL
+    max_in_flight: ClassVar[int] = defaults.OPEN_LOOP_MAX_IN_FLIGHT
+    overload: ClassVar[str] = defaults.OPEN_LOOP_OVERLOAD
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -316,7 +321,7 @@ class OpenLoopUser(InferenceUser):
         # the next; a user that stops leaves them to stream.stop(), which counts them as unfinished.
         self._batch: collections.deque[Completion] = collections.deque()
 
-    def wait_time(self) -> float:  # type: ignore[override]
+    def wait_time(self) -> float:
         return self._pacing(self) if self._closed_loop else 0.0
 
     def on_start(self) -> None:

@@ -132,7 +132,7 @@ def latency_over_time(lines: Sequence[Line]) -> go.Figure:
 
 def figure_html(figure: go.Figure, div_id: str) -> str:
     """The figure as a ``<div>`` and an inline script that draws it with the page's plotly.js."""
-    return pio.to_html(
+    html: str = pio.to_html(
         figure,
         full_html=False,
         include_plotlyjs=False,
@@ -142,3 +142,4 @@ def figure_html(figure: go.Figure, div_id: str) -> str:
         default_height=HEIGHT,
         validate=True,
     )
+    return html

@@ -14,11 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from locust_inference import results_schema
+
 from .files import read_versioned_json
 from .sweeps import Sweep, SweepError, load_sweep
 
-LATENCY_FILE = "latency.json"
-SUPPORTED_VERSION = 1
+# The file's schema is results_schema's; it is read here value by value, each checked: the file is input.
+LATENCY_FILE = results_schema.LATENCY_FILE
+SUPPORTED_VERSION = results_schema.VERSION
 
 # Okabe-Ito: distinct for the common kinds of colour blindness, and on white and in print.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from locust_inference import defaults
 from locust_inference._native import ConfigError
 from locust_inference.options import bounded, plain, shown
 
-__all__ = ["Limit", "SweepPlan", "add_arguments", "parse_limit", "parse_steps", "resolve"]
+__all__ = ["Limit", "SweepPlan", "add_arguments", "parse_fraction", "parse_limit", "parse_steps", "resolve"]
 
 MAX_STREAMS = 1000  # rate steps: open-loop users at the largest step
 MAX_STEPS = 10_000
@@ -73,19 +74,30 @@ def add_arguments(parser: Any) -> None:
         default=None,
         help="Steps of offered req/s: start:stop:step (e.g. 5:60:5) or a list (10,20,40)",
     )
-    group.add_argument("--sweep-window", env_var="LOCUST_SWEEP_WINDOW", default=5, help="Window (s)")
-    group.add_argument("--sweep-warmup", env_var="LOCUST_SWEEP_WARMUP", default=5, help="Warm-up (s)")
     group.add_argument(
-        "--sweep-stable-windows", env_var="LOCUST_SWEEP_STABLE_WINDOWS", default=3, help="Windows to agree"
+        "--sweep-window", env_var="LOCUST_SWEEP_WINDOW", default=defaults.SWEEP_WINDOW_S, help="Window (s)"
+    )
+    group.add_argument(
+        "--sweep-warmup", env_var="LOCUST_SWEEP_WARMUP", default=defaults.SWEEP_WARMUP_S, help="Warm-up (s)"
+    )
+    group.add_argument(
+        "--sweep-stable-windows",
+        env_var="LOCUST_SWEEP_STABLE_WINDOWS",
+        default=defaults.SWEEP_STABLE_WINDOWS,
+        help="Windows to agree",
     )
     group.add_argument(
         "--sweep-tolerance",
         env_var="LOCUST_SWEEP_TOLERANCE",
-        default="10%",
-        help="How closely the windows agree on throughput and p99 (default 10%%)",
+        default=defaults.SWEEP_TOLERANCE,
+        help="How closely the windows agree on throughput and p99: a percentage such as 10%% or a fraction such "
+        f"as 0.1 (default {defaults.SWEEP_TOLERANCE.replace('%', '%%')})",
     )
     group.add_argument(
-        "--sweep-max-windows", env_var="LOCUST_SWEEP_MAX_WINDOWS", default=10, help="Windows per step at most"
+        "--sweep-max-windows",
+        env_var="LOCUST_SWEEP_MAX_WINDOWS",
+        default=defaults.SWEEP_MAX_WINDOWS,
+        help="Windows per step at most",
     )
     group.add_argument(
         "--deployment",
@@ -98,7 +110,10 @@ def add_arguments(parser: Any) -> None:
         "--sweep-stop-latency", env_var="LOCUST_SWEEP_STOP_LATENCY", default=None, help="Stop past e.g. p99=500ms"
     )
     group.add_argument(
-        "--sweep-stop-errors", env_var="LOCUST_SWEEP_STOP_ERRORS", default=None, help="Stop past an error rate (5%%)"
+        "--sweep-stop-errors",
+        env_var="LOCUST_SWEEP_STOP_ERRORS",
+        default=None,
+        help="Stop past an error rate: a percentage such as 5%% or a fraction such as 0.05",
     )
 
 
@@ -161,11 +176,20 @@ def parse_limit(text: str, what: str) -> Limit:
     return Limit(percentile, ms)
 
 
-def _fraction(text: str, what: str) -> float:
+def parse_fraction(text: str, what: str) -> float:
+    """``10%`` or ``0.1``, above 0 and below 1. A bare number of 1 or more is refused, not guessed at: ``10``
+    may mean 10% or ten times, and ``1`` 1% or 100%."""
     t = text.strip()
-    value = _number(t.removesuffix("%"), what) / (100 if t.endswith("%") else 1)
-    if value >= 1:
-        raise ConfigError(f"{what} {shown(text)} must be below 100%")
+    percent = t.endswith("%")
+    try:
+        value = float(t.removesuffix("%").strip())
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or (not percent and value >= 1):
+        raise ConfigError(f"{what} takes a fraction such as 0.1 or a percentage such as 10%, not {shown(text)}")
+    value = value / 100 if percent else value
+    if not 0 < value < 1:  # also inf
+        raise ConfigError(f"{what} {shown(text)} must be above 0% and below 100%")
     return value
 
 
@@ -219,11 +243,11 @@ def resolve(options: Any) -> SweepPlan:
         window_s=window,
         warmup_s=warmup,
         stable_windows=stable,
-        tolerance=_fraction(str(options.sweep_tolerance), "--sweep-tolerance"),
+        tolerance=parse_fraction(str(options.sweep_tolerance), "--sweep-tolerance"),
         max_windows=max_windows,
         slo=parse_limit(options.slo, "--slo") if options.slo else None,
         stop_latency=parse_limit(options.sweep_stop_latency, "--sweep-stop-latency")
         if options.sweep_stop_latency
         else None,
-        stop_error_rate=_fraction(errors, "--sweep-stop-errors") if errors else None,
+        stop_error_rate=parse_fraction(errors, "--sweep-stop-errors") if errors else None,
     )
