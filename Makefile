@@ -98,7 +98,7 @@ lint: $(STAMP) ## cargo fmt + clippy, ruff, mypy and stub check, shellcheck
 	$(VENV)/bin/ruff format --check python servers tests bench locustfile.py sweepfile.py
 	$(PY) -m mypy python/locust_inference
 	$(PY) -m mypy.stubtest locust_inference._native
-	shellcheck distributed.sh .ci/run docker/build-wheel.sh docker/install-wheel.sh
+	shellcheck distributed.sh .ci/run docker/build-wheel.sh docker/install-wheel.sh docker/image.sh
 
 performance-test: $(STAMP) ## run a load test: CONFIG=configs/low.conf MODEL_NAME=... SERVER=triton|litserve
 	@[[ -n "$(CONFIG)" ]] || { echo "CONFIG is required, e.g. CONFIG=configs/low.conf" >&2; exit 2; }
