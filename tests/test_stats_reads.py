@@ -102,12 +102,15 @@ if listener == "test_start":
 else:  # a --reset-stats run once all users are spawned
     env.reset_stats = True
     env.events.spawning_complete.fire(user_count=1)
+# Users (or a master's spawn messages) start once the listener returns: the snapshot was taken by then.
+read_ended_with_listener = collector.stats_at_start is not None and collector.stats_at_start.ready()
 end = time.monotonic() + 60  # a guard against a hang, not a measurement
 while not server["done"] and time.monotonic() < end:
     gevent.sleep(0.01)
 read = collector.stats_at_start
 print(json.dumps({
     **probe, **server, "read_started": read is not None, "read_result": repr(read.get() if read else "no read"),
+    "read_ended_with_listener": read_ended_with_listener,
 }))
 env.runner.quit()
 """
@@ -129,3 +132,4 @@ def test_a_silent_statistics_server_does_not_hold_the_master_loop(listener: str)
     assert result["runs_while_held"] == PROBE_RUNS, result  # the loop ran while the read waited
     assert result["client_gave_up"] is False, result  # the read still waited when the probe released the server
     assert result["read_result"] == "None", result  # closed without an answer: no statistics
+    assert result["read_ended_with_listener"] is True, result  # before any request it is subtracted from

@@ -144,6 +144,7 @@ class Collector:
         self.resets += 1
         self.started = dt.datetime.now(dt.UTC)
         self.stats_at_start = StatsRead(self.settings)
+        self.stats_at_start.get()  # see _start: the snapshot before the requests it is subtracted from
 
     def open_loop(self, name: str) -> OpenLoop | None:
         """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams.
@@ -412,6 +413,11 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
             collector.take_window()
             collector.started = dt.datetime.now(dt.UTC)
             collector.stats_at_start = StatsRead(settings)
+            # Waited for here, letting other greenlets (a master's heartbeats) run: the users, or the
+            # master's spawn messages, start only after this listener, so the snapshot precedes every
+            # request it is subtracted from (a read still out as the first requests ran counted some of
+            # them at the start, and Triton's count came out below ours).
+            collector.stats_at_start.get()
 
     @events.quitting.add_listener
     def _finish(**_kw: Any) -> None:
