@@ -8,9 +8,9 @@
 //! to even and saturate (numpy's `clip(rint(x), lo, hi)`). Since a value depends only on the pixel
 //! byte and its channel, each channel's 256 possible encodings are computed once.
 
+use super::resample::Window;
 use crate::error::{Error, Result};
-use crate::preprocess::Window;
-use crate::tensor::DataType;
+use crate::protocol::tensor::DataType;
 
 /// The memory order of one image's tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,7 @@ pub fn encode(value: f32, datatype: DataType) -> Result<([u8; 4], usize)> {
 
 /// The tensor of one image: `window` centred on `target`'s canvas (padded with `target.pad`), in
 /// its layout and datatype.
+#[cfg(test)]
 pub fn to_tensor(window: &Window, target: &Target) -> Result<Vec<u8>> {
     let mut out = vec![0u8; target.bytes()];
     to_tensor_into(window, target, &mut out)?;
@@ -269,7 +270,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(crate::tensor::fuzz_config())]
+        #![proptest_config(crate::protocol::tensor::fuzz_config())]
 
         /// FP32 is the float itself, FP16 its nearest half, and the integers what numpy's
         /// `clip(rint(x))` gives, for any float.

@@ -14,16 +14,16 @@ use pyo3::types::PyBytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use reqwest::{Method, Url};
 
+use crate::engine::rotation::{random_seed, Rotation};
+use crate::engine::runtime;
+use crate::engine::wake::{self, Mailbox};
 use crate::error::{Error, Result};
-use crate::litserve;
-use crate::measurements::{Latency, PyMeasurements, Recorder};
-use crate::reason;
-use crate::rotation::{random_seed, Rotation};
-use crate::runtime;
-use crate::tensor::DataType;
+use crate::measure::measurements::{Latency, PyMeasurements, Recorder};
+use crate::protocol::litserve;
+use crate::protocol::reason;
+use crate::protocol::tensor::DataType;
+use crate::protocol::triton::{self, ExpectedOutput};
 use crate::transport::{Body, ClientConfig, RequestSpec, Transport};
-use crate::triton::{self, ExpectedOutput};
-use crate::wake::{self, Mailbox};
 
 /// Default cap on a response body: large enough for any classifier output, small enough that a
 /// misbehaving server cannot exhaust memory.
@@ -749,8 +749,8 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
-    use crate::schedule::{Arrival, Overload};
-    use crate::stream::{Stream, StreamConfig};
+    use crate::engine::schedule::{Arrival, Overload};
+    use crate::engine::stream::{Stream, StreamConfig};
     use proptest::prelude::*;
 
     /// Answers every request on every connection with a 200, until the test process ends.

@@ -8,8 +8,8 @@ use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{Error, Result};
-use crate::json_array::{Skip, Walk};
-use crate::tensor::{self, DataType, Tensor};
+use crate::protocol::json_array::{Skip, Walk};
+use crate::protocol::tensor::{self, DataType, Tensor};
 
 /// Replaced, inside any JSON string value of a template, by the image file's bytes in base64.
 pub const IMAGE_BASE64: &str = "{{image_base64}}";
@@ -454,7 +454,7 @@ fn check_shape(key: &str, shape: &[usize], expected: Option<&[Option<usize>]>) -
         if !ok {
             return Err(Error::protocol(format!(
                 "\"{key}\" has shape {shape:?}, expected {}",
-                crate::triton::format_shape(want)
+                crate::protocol::triton::format_shape(want)
             )));
         }
     }
@@ -639,8 +639,8 @@ pub mod py {
     use pyo3::types::PyBytes;
 
     use crate::error::Error;
-    use crate::tensor::py::tensor_from_numpy;
-    use crate::tensor::DataType;
+    use crate::protocol::tensor::py::tensor_from_numpy;
+    use crate::protocol::tensor::DataType;
 
     /// `encode_litserve_request(tensor) -> bytes`: `{"input": <nested list>}` of a float32 tensor.
     #[pyfunction(name = "encode_litserve_request")]
@@ -718,7 +718,7 @@ mod fuzz {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(crate::tensor::fuzz_config())]
+        #![proptest_config(crate::protocol::tensor::fuzz_config())]
 
         #[test]
         fn response_check_never_panics(body in proptest::collection::vec(any::<u8>(), 0..300)) {
@@ -733,9 +733,9 @@ mod fuzz {
 
         #[test]
         fn float32_json_round_trips(values in proptest::collection::vec(any::<f32>().prop_filter("finite", |v| v.is_finite()), 1..50)) {
-            let t = crate::tensor::Tensor {
+            let t = crate::protocol::tensor::Tensor {
                 name: "input".into(),
-                datatype: crate::tensor::DataType::Fp32,
+                datatype: crate::protocol::tensor::DataType::Fp32,
                 shape: vec![1, values.len()],
                 data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             };

@@ -373,7 +373,9 @@ pub fn json_value_to_bytes(
 }
 
 /// Flattens a (possibly nested) JSON array of numbers into little-endian bytes; returns the shape
-/// found when the nesting is regular.
+/// found when the nesting is regular. The reference the streaming walk ([`crate::protocol::json_array`])
+/// is tested against.
+#[cfg(test)]
 pub fn json_array_to_bytes(
     datatype: DataType,
     value: &serde_json::Value,
@@ -392,6 +394,7 @@ pub fn json_array_to_bytes(
     Ok((out, shape))
 }
 
+#[cfg(test)]
 fn flatten_into(
     datatype: DataType,
     value: &serde_json::Value,

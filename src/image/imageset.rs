@@ -9,10 +9,12 @@ use std::sync::{Mutex, PoisonError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::convert::{self, Layout, Pixels, Target};
+use super::convert::{self, Layout, Pixels, Target};
+use super::fit::Fit;
+use super::resample;
 use crate::error::{Error, Result};
-use crate::preprocess::{self, Fit};
-use crate::tensor::DataType;
+
+use crate::protocol::tensor::DataType;
 
 /// Sets at least this large report their progress on stderr.
 const PROGRESS_FROM: usize = 200;
@@ -52,7 +54,7 @@ pub fn prepare(
                 if i >= paths.len() || failed.load(Ordering::Relaxed) {
                     break;
                 }
-                let result = preprocess::window_file(&paths[i], fit).and_then(|window| {
+                let result = resample::window_file(&paths[i], fit).and_then(|window| {
                     let mut out = outputs[i].lock().unwrap_or_else(PoisonError::into_inner);
                     convert::to_tensor_into(&window, target, &mut out)
                 });

@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::json_array::{self, Walk};
-use crate::tensor::{self, byte_size, DataType, Tensor};
+use crate::protocol::json_array::{self, Walk};
+use crate::protocol::tensor::{self, byte_size, DataType, Tensor};
 
 /// The HTTP header carrying the JSON header's length.
 pub const HEADER_LENGTH_HEADER: &str = "inference-header-content-length";
@@ -262,7 +262,7 @@ fn decode_outputs(
         let text = err.as_str().map_or_else(|| err.to_string(), str::to_owned);
         return Err(Error::protocol(format!(
             "server reported an error: {}",
-            crate::reason::normalise(&text)
+            crate::protocol::reason::normalise(&text)
         )));
     }
     let mut offset = header_len;
@@ -639,7 +639,7 @@ pub mod py {
     use pyo3::prelude::*;
     use pyo3::types::{PyBytes, PyDict, PyList};
 
-    use crate::tensor::py::{tensor_from_numpy, tensor_to_numpy};
+    use crate::protocol::tensor::py::{tensor_from_numpy, tensor_to_numpy};
 
     /// `encode_triton_request(tensor, input_name, output_names, *, binary=True)`
     #[pyfunction(name = "encode_triton_request")]
@@ -670,12 +670,13 @@ pub mod py {
         let tensors = inputs
             .into_iter()
             .map(|(name, datatype, shape, data)| {
-                let datatype = crate::tensor::DataType::parse(&datatype).map_err(|_| {
-                    crate::error::Error::InvalidArgument(format!(
-                        "input {name:?}: unsupported datatype {datatype:?}"
-                    ))
-                })?;
-                Ok(crate::tensor::Tensor {
+                let datatype =
+                    crate::protocol::tensor::DataType::parse(&datatype).map_err(|_| {
+                        crate::error::Error::InvalidArgument(format!(
+                            "input {name:?}: unsupported datatype {datatype:?}"
+                        ))
+                    })?;
+                Ok(crate::protocol::tensor::Tensor {
                     name,
                     datatype,
                     shape,
@@ -747,7 +748,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(crate::tensor::fuzz_config())]
+        #![proptest_config(crate::protocol::tensor::fuzz_config())]
 
         #[test]
         fn decoder_never_panics_on_arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..600), len in proptest::option::of(0usize..700)) {
