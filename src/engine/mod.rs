@@ -7,6 +7,7 @@ pub(crate) mod endpoint;
 pub(crate) mod rotation;
 pub(crate) mod runtime;
 pub(crate) mod schedule;
+pub(crate) mod slot;
 pub(crate) mod stream;
 pub(crate) mod timer;
 pub(crate) mod wake;
@@ -17,7 +18,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(endpoint::http_request, m)?)?;
     m.add_function(wrap_pyfunction!(wake::thread_crossings, m)?)?;
     m.add_class::<endpoint::PyEndpoint>()?;
-    m.add_class::<endpoint::PyRequestSlot>()?;
+    m.add_class::<slot::PyRequestSlot>()?;
     m.add_class::<endpoint::PyOutcome>()?;
     m.add_class::<stream::PyStream>()?;
     m.add_class::<stream::PyCompletion>()?;
