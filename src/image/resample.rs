@@ -483,6 +483,9 @@ impl Plan {
 
 /// The horizontal pass with AVX2: two output pixels per vector, one per 128-bit lane, four taps per
 /// step (the layout of [`Coeffs::horizontal_layout`]). Integer sums in another order: the same result.
+///
+/// # Safety
+/// The CPU must have AVX2. The bounds of the unchecked accesses are asserted here.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn horizontal_avx2(horiz: &Coeffs, src: &[u8], first_col: usize, out: &mut [u8]) {
@@ -631,6 +634,9 @@ fn vertical_row(input: &[u8], ws: &[i32], acc: &mut [i32], row: &mut [u8]) {
 /// each step multiplies two input rows, their bytes interleaved into 16-bit pairs, by the pair of
 /// weights with `_mm256_madd_epi16`, twice (the high and low parts of [`split`]). `pairs` is the
 /// row's [`Coeffs::get_pairs`]: an odd last row is paired with itself at weight zero.
+///
+/// # Safety
+/// The CPU must have AVX2. Every load and store goes through a bounds-checked slice.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::cast_ptr_alignment)] // loadu and storeu access unaligned
