@@ -303,7 +303,7 @@ pub struct PyEndpoint {
 #[pymethods]
 impl PyEndpoint {
     #[new]
-    #[allow(clippy::fn_params_excessive_bools)] // Python's keyword arguments
+    #[allow(clippy::fn_params_excessive_bools, clippy::too_many_arguments)] // Python's keyword arguments
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
         ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true))]
@@ -555,6 +555,7 @@ impl PyOutcome {
 /// One blocking request, for set-up work (model metadata, statistics) before users start.
 /// Returns `(status, body)`; connection failures, timeouts and redirects (3xx, never followed) raise.
 #[pyfunction]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
 #[pyo3(signature = (method, url, *, body = Vec::new(), headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
 pub fn http_request<'py>(
     py: Python<'py>,

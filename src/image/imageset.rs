@@ -149,6 +149,7 @@ fn parse_fit(fit: &str, resize: u32, width: u32, height: u32) -> Result<Fit> {
 /// `preprocess_images(paths, *, fit, width, height, resize=0, layout="nchw", datatype="FP32",
 /// scale=255.0, mean=(0,0,0), std=(1,1,1), pad=114, threads=0, progress=False) -> list[bytes]`
 #[pyfunction(name = "preprocess_images")]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
 #[pyo3(signature = (paths, *, fit, width, height, resize = 0, layout = "nchw", datatype = "FP32",
     scale = 255.0, mean = (0.0, 0.0, 0.0), std = (1.0, 1.0, 1.0), pad = 114, threads = 0, progress = false))]
 pub fn preprocess_images_py<'py>(
