@@ -3,6 +3,7 @@
 //! each request. A user's slot that runs it is in [`super::slot`].
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +62,13 @@ pub struct Outcome {
     pub input_index: usize,
 }
 
+/// The id of the next endpoint made: ids start at 1 (a slot's mailbox starts with key 0, no
+/// endpoint's) and are never reused, unlike an address.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
 pub(crate) struct Endpoint {
+    /// Unique in the process: the key a slot's follow-up is adopted by.
+    pub(crate) id: usize,
     transport: Transport,
     spec: RequestSpec,
     check: Check,
@@ -371,6 +378,7 @@ impl PyEndpoint {
         let transport = Transport::new(&mut spec, config, zero_copy)?;
         Ok(PyEndpoint {
             inner: Arc::new(Endpoint {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 transport,
                 spec,
                 check,
@@ -657,6 +665,7 @@ mod tests {
         };
         let transport = Transport::new(&mut spec, ClientConfig::default(), false).unwrap();
         Arc::new(Endpoint {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             transport,
             spec,
             check,

@@ -20,9 +20,6 @@ pub struct PyRequestSlot {
     /// shared with the task, which takes the next index for a follow-up).
     rotation: Arc<Mutex<Option<Rotation>>>,
     seed: Option<u64>,
-    /// The endpoint of the last request started here, kept alive so that its address (the key a
-    /// follow-up is adopted by) cannot be taken by another endpoint while its answer may wait.
-    started_for: Mutex<Option<Arc<Endpoint>>>,
 }
 
 /// The next body of `rotation` (made for `endpoint` on first use).
@@ -67,7 +64,6 @@ impl PyRequestSlot {
             mailbox: Arc::new(mailbox),
             rotation: Arc::new(Mutex::new(None)),
             seed,
-            started_for: Mutex::new(None),
         })
     }
 
@@ -82,16 +78,12 @@ impl PyRequestSlot {
     /// adopted by the next submit), so the caller's turn overlaps that request instead of delaying it.
     #[pyo3(signature = (endpoint, follow = false))]
     fn submit(&self, endpoint: &PyEndpoint, follow: bool) -> PyResult<()> {
-        let key = Arc::as_ptr(&endpoint.inner) as usize;
+        let key = endpoint.inner.id;
         if self.mailbox.adopt(key, follow) {
             return Ok(());
         }
         let rt = runtime::runtime()?;
         let index = next_index(&self.rotation, &endpoint.inner, self.seed);
-        *self
-            .started_for
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&endpoint.inner));
         let mailbox = Arc::clone(&self.mailbox);
         let rotation = Arc::clone(&self.rotation);
         let endpoint = Arc::clone(&endpoint.inner);
