@@ -1,12 +1,12 @@
 //! `locust_inference._native`: the Rust core of locust-inference. This file only registers the
 //! areas, each of which adds its own Python classes and functions:
 //!
-//! - [`image`]: image files into the tensors a model takes;
-//! - [`protocol`]: tensors and the servers' wire formats;
-//! - [`transport`]: HTTP/1.1 connections (plain, TLS, zero-copy);
-//! - [`engine`]: endpoints, request slots, open-loop streams and the I/O threads;
-//! - [`measure`]: latency histograms and the measurements workers ship;
-//! - [`error`]: the one error enum and its Python exceptions.
+//! - `image`: image files into the tensors a model takes;
+//! - `protocol`: tensors and the servers' wire formats;
+//! - `transport`: HTTP/1.1 connections (plain, TLS, zero-copy);
+//! - `engine`: endpoints, request slots, open-loop streams and the I/O threads;
+//! - `measure`: latency histograms and the measurements workers ship;
+//! - `error`: the one error enum and its Python exceptions.
 
 #[cfg(test)]
 mod alloc_meter;

@@ -103,8 +103,9 @@ pub fn to_tensor(window: &Window, target: &Target) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// [`to_tensor`] written into `out`, which must be `target.bytes()` long: a set of images is
-/// written straight into the buffers Python keeps, so no image is copied after it is made.
+/// The tensor of one image (as `to_tensor` makes it) written into `out`, which must be
+/// `target.bytes()` long: a set of images is written straight into the buffers Python keeps, so no
+/// image is copied after it is made.
 pub fn to_tensor_into(window: &Window, target: &Target, out: &mut [u8]) -> Result<()> {
     target.pixels.validate()?;
     let (w, h) = (target.width, target.height);

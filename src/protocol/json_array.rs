@@ -2,7 +2,7 @@
 //! `serde_json::Value` tree (which costs about 16 times the text for short numbers) or keeping the
 //! elements: a response is validated on the I/O thread, in memory independent of its size.
 //!
-//! The rules are those of [`tensor::json_array_to_bytes`]: the nesting must be regular (the shape
+//! The rules are those of `tensor::json_array_to_bytes` (the tests' reference): the nesting must be regular (the shape
 //! is read along the first elements), every leaf at the same depth, each a valid value of the
 //! datatype. When an array breaks two rules, which of them is reported may differ (this walk
 //! finds a row's wrong length when the row ends, the tree walk when it starts).

@@ -201,7 +201,7 @@ fn first_row_len(shape: &[usize]) -> usize {
     }
 }
 
-/// Walks an output's JSON data: checks it as [`tensor::json_array_to_bytes`] would, summarises it,
+/// Walks an output's JSON data: checks it as `tensor::json_array_to_bytes` would, summarises it,
 /// and keeps its bytes when `keep`.
 fn walk_json_data(
     name: &str,
