@@ -50,6 +50,27 @@ def test_without_follow_every_request_is_a_hand_off(triton, tmp_path: Path) -> N
     assert thread_crossings()[0] == to_io + 3
 
 
+def test_a_follow_up_is_adopted_only_by_its_own_endpoint(triton, tmp_path: Path) -> None:
+    # Two endpoints of one body each, told apart by their image: the follow-up the slot sent to the
+    # first is not what a submit to the second takes.
+    files = image_set(tmp_path / "set")
+    first, second = (prepare(settings(triton.url, "echo_uint8_nhwc", image=str(f))).endpoint for f in files[:2])
+    expected = [words(stretched(f, 224, 224)) for f in files[:2]]
+    slot = RequestSlot()
+    slot.submit(first, follow=True)
+    outcome = slot.wait(timeout=60)
+    assert outcome is not None and outcome.ok, outcome
+    assert first_words(outcome) == expected[0]
+    assert slot.ahead, "the follow-up was armed before the answer came"
+    to_io = thread_crossings()[0]
+    slot.submit(second)
+    outcome = slot.wait(timeout=60)
+    assert outcome is not None and outcome.ok, outcome
+    assert first_words(outcome) == expected[1], "the first endpoint's follow-up was taken"
+    assert thread_crossings()[0] == to_io + 1  # a request of its own, handed to the I/O thread
+    slot.cancel()
+
+
 def _stop_probe(triton, http, tmp_path: Path, hold: bool, wait: float = 0) -> tuple[int, int, list[dict]]:
     """A graceful stop of 4 back-to-back users on echo_counted: (requests the server answered, requests
     Locust counted, each user's reports)."""

@@ -56,7 +56,7 @@ JSON_DOCUMENT_FACTOR = 17
 # for 16-bit RGBA), converted to 8-bit RGB (3) and resampled (4).
 JPEG_BYTES_PER_PIXEL = 10
 CONVERTED_BYTES_PER_PIXEL = 3 + 4
-MAX_PIXELS = 2 * 89_478_485  # larger images are refused by the decoder (src/preprocess.rs)
+MAX_PIXELS = 2 * 89_478_485  # larger images are refused by the decoder (src/image/resample.rs)
 
 
 def triton_body_bytes(tensors: list[tuple[str, int, int]], *, binary: bool) -> int:

@@ -30,8 +30,8 @@ use tokio::net::TcpStream;
 
 use super::zero_copy::{BodyStream, Sealed};
 use super::{describe, failed, too_large, Progress, RequestSpec, Response};
+use crate::engine::runtime::PerProcess;
 use crate::error::{Error, Result};
-use crate::runtime::PerProcess;
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 

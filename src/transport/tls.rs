@@ -20,8 +20,8 @@ use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use super::{describe, too_large, ClientConfig, Progress, RequestSpec, Response};
+use crate::engine::runtime::PerProcess;
 use crate::error::{Error, Result};
-use crate::runtime::PerProcess;
 
 /// A keep-alive pooled client shared by all users of a process.
 pub struct Client {

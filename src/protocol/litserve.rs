@@ -8,8 +8,8 @@ use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{Error, Result};
-use crate::json_array::{Skip, Walk};
-use crate::tensor::{self, DataType, Tensor};
+use crate::protocol::json_array::{Skip, Walk};
+use crate::protocol::tensor::{self, DataType, Tensor};
 
 /// Replaced, inside any JSON string value of a template, by the image file's bytes in base64.
 pub const IMAGE_BASE64: &str = "{{image_base64}}";
@@ -454,7 +454,7 @@ fn check_shape(key: &str, shape: &[usize], expected: Option<&[Option<usize>]>) -
         if !ok {
             return Err(Error::protocol(format!(
                 "\"{key}\" has shape {shape:?}, expected {}",
-                crate::triton::format_shape(want)
+                crate::protocol::triton::format_shape(want)
             )));
         }
     }
@@ -633,92 +633,12 @@ mod tests {
     }
 }
 
-/// Python bindings of the codec.
-pub mod py {
-    use pyo3::prelude::*;
-    use pyo3::types::PyBytes;
-
-    use crate::error::Error;
-    use crate::tensor::py::tensor_from_numpy;
-    use crate::tensor::DataType;
-
-    /// `encode_litserve_request(tensor) -> bytes`: `{"input": <nested list>}` of a float32 tensor.
-    #[pyfunction(name = "encode_litserve_request")]
-    pub fn encode_litserve_request_py<'py>(
-        py: Python<'py>,
-        tensor: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let input = tensor_from_numpy(tensor, "input")?;
-        if input.datatype != DataType::Fp32 {
-            return Err(Error::UnsupportedType(format!(
-                "LitServe requests carry float32, not {}",
-                input.datatype
-            ))
-            .into());
-        }
-        let body = py.detach(|| super::encode_request(&input))?;
-        Ok(PyBytes::new(py, &body))
-    }
-
-    /// `check_litserve_response(body, expected_shape=None, key="output") -> int | None`:
-    /// validates a response and returns its top-1 index; raises `ProtocolError` when `key` is
-    /// missing or its value is not a numeric array, a number or a label.
-    #[pyfunction(name = "check_litserve_response")]
-    #[pyo3(signature = (body, expected_shape = None, key = "output"))]
-    pub fn check_litserve_response_py(
-        body: &[u8],
-        expected_shape: Option<Vec<i64>>,
-        key: &str,
-    ) -> PyResult<Option<usize>> {
-        let shape: Option<Vec<Option<usize>>> =
-            expected_shape.map(|s| s.iter().map(|&d| usize::try_from(d).ok()).collect());
-        Ok(super::check_response(body, key, shape.as_deref())?)
-    }
-
-    /// `encode_litserve_image_request(key, image) -> bytes`: `{"<key>": "<base64 of image>"}`.
-    #[pyfunction(name = "encode_litserve_image_request")]
-    pub fn encode_litserve_image_request_py<'py>(
-        py: Python<'py>,
-        key: &str,
-        image: &[u8],
-    ) -> Bound<'py, PyBytes> {
-        let body = py.detach(|| super::encode_image_request(key, image));
-        PyBytes::new(py, &body)
-    }
-
-    /// `litserve_template_placeholders(template) -> list[str]`: the placeholders a template uses;
-    /// raises `ValueError` when it is not valid JSON or has an unknown or misplaced placeholder.
-    #[pyfunction(name = "litserve_template_placeholders")]
-    pub fn litserve_template_placeholders_py(template: &[u8]) -> PyResult<Vec<&'static str>> {
-        Ok(super::template_placeholders(template)?)
-    }
-
-    /// `fill_litserve_template(template, image, tensor=None) -> bytes`: the template with its
-    /// placeholders filled; raises `ValueError` saying what is wrong with the template.
-    #[pyfunction(name = "fill_litserve_template")]
-    #[pyo3(signature = (template, image, tensor = None))]
-    pub fn fill_litserve_template_py<'py>(
-        py: Python<'py>,
-        template: &[u8],
-        image: &[u8],
-        tensor: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let tensor = tensor.map(|t| tensor_from_numpy(t, "input")).transpose()?;
-        let inputs = super::TemplateInputs {
-            image,
-            tensor: tensor.as_ref(),
-        };
-        let body = py.detach(|| super::fill_template(template, &inputs))?;
-        Ok(PyBytes::new(py, &body))
-    }
-}
-
 #[cfg(test)]
 mod fuzz {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(crate::tensor::fuzz_config())]
+        #![proptest_config(crate::protocol::tensor::fuzz_config())]
 
         #[test]
         fn response_check_never_panics(body in proptest::collection::vec(any::<u8>(), 0..300)) {
@@ -733,9 +653,9 @@ mod fuzz {
 
         #[test]
         fn float32_json_round_trips(values in proptest::collection::vec(any::<f32>().prop_filter("finite", |v| v.is_finite()), 1..50)) {
-            let t = crate::tensor::Tensor {
+            let t = crate::protocol::tensor::Tensor {
                 name: "input".into(),
-                datatype: crate::tensor::DataType::Fp32,
+                datatype: crate::protocol::tensor::DataType::Fp32,
                 shape: vec![1, values.len()],
                 data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             };

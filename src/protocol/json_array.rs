@@ -2,7 +2,7 @@
 //! `serde_json::Value` tree (which costs about 16 times the text for short numbers) or keeping the
 //! elements: a response is validated on the I/O thread, in memory independent of its size.
 //!
-//! The rules are those of [`tensor::json_array_to_bytes`]: the nesting must be regular (the shape
+//! The rules are those of `tensor::json_array_to_bytes` (the tests' reference): the nesting must be regular (the shape
 //! is read along the first elements), every leaf at the same depth, each a valid value of the
 //! datatype. When an array breaks two rules, which of them is reported may differ (this walk
 //! finds a row's wrong length when the row ends, the tree walk when it starts).
@@ -11,7 +11,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::tensor::{self, DataType};
+use crate::protocol::tensor::{self, DataType};
 
 /// Receives each element: its index, whether it is in the first row of the outermost array (every
 /// element of a flat array is), and its little-endian bytes as `datatype`.
@@ -300,9 +300,9 @@ mod equivalence {
     use serde_json::{json, Value};
 
     use super::reference;
-    use crate::tensor::DataType;
-    use crate::triton::ExpectedOutput;
-    use crate::{litserve, triton};
+    use crate::protocol::tensor::DataType;
+    use crate::protocol::triton::ExpectedOutput;
+    use crate::protocol::{litserve, triton};
 
     use crate::alloc_meter::peak_of;
 
@@ -435,7 +435,7 @@ mod equivalence {
     #[test]
     #[ignore = "prints measurements"]
     fn measure_finite_scan() {
-        use crate::tensor::{all_finite, element_f64};
+        use crate::protocol::tensor::{all_finite, element_f64};
         let data: Vec<u8> = (0..16_000_000u32)
             .flat_map(|i| (i as f32).to_le_bytes())
             .collect();
@@ -559,7 +559,7 @@ mod equivalence {
     }
 
     proptest! {
-        #![proptest_config(crate::tensor::fuzz_config())]
+        #![proptest_config(crate::protocol::tensor::fuzz_config())]
 
         #[test]
         fn litserve_check_agrees_with_the_tree(

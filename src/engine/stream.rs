@@ -18,14 +18,14 @@ use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::client::{Endpoint, Outcome, PyEndpoint, PyOutcome};
+use crate::engine::endpoint::{Endpoint, Outcome, PyEndpoint, PyOutcome};
+use crate::engine::rotation::Rotation;
+use crate::engine::runtime;
+use crate::engine::schedule::{decide, Arrival, Decision, Overload, Schedule};
+use crate::engine::timer::Timer;
+use crate::engine::wake::Inbox;
 use crate::error::{Error, Result};
-use crate::latency::{micros, new_histogram, PyLatencyHistogram};
-use crate::rotation::Rotation;
-use crate::runtime;
-use crate::schedule::{decide, Arrival, Decision, Overload, Schedule};
-use crate::timer::Timer;
-use crate::wake::Inbox;
+use crate::measure::histogram::{micros, new_histogram, PyLatencyHistogram};
 
 /// One answered request of a stream.
 pub struct Completion {
@@ -194,7 +194,7 @@ impl Stream {
         })
     }
 
-    pub fn fd(&self) -> &crate::wake::EventFd {
+    pub fn fd(&self) -> &crate::engine::wake::EventFd {
         self.shared.inbox.fd()
     }
 

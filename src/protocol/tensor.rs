@@ -373,7 +373,9 @@ pub fn json_value_to_bytes(
 }
 
 /// Flattens a (possibly nested) JSON array of numbers into little-endian bytes; returns the shape
-/// found when the nesting is regular.
+/// found when the nesting is regular. The reference the streaming walk ([`crate::protocol::json_array`])
+/// is tested against.
+#[cfg(test)]
 pub fn json_array_to_bytes(
     datatype: DataType,
     value: &serde_json::Value,
@@ -392,6 +394,7 @@ pub fn json_array_to_bytes(
     Ok((out, shape))
 }
 
+#[cfg(test)]
 fn flatten_into(
     datatype: DataType,
     value: &serde_json::Value,
@@ -517,81 +520,5 @@ pub fn fuzz_config() -> proptest::test_runner::Config {
     proptest::test_runner::Config {
         cases,
         ..proptest::test_runner::Config::default()
-    }
-}
-
-/// Conversions between [`Tensor`] and numpy arrays, at the Python boundary only.
-pub mod py {
-    use pyo3::prelude::*;
-    use pyo3::types::PyBytes;
-
-    use super::{DataType, Tensor};
-    use crate::error::Error;
-
-    /// numpy's little-endian dtype string for a datatype.
-    fn numpy_dtype(datatype: DataType) -> &'static str {
-        match datatype {
-            DataType::Bool => "|b1",
-            DataType::Uint8 => "|u1",
-            DataType::Int8 => "|i1",
-            DataType::Uint16 => "<u2",
-            DataType::Int16 => "<i2",
-            DataType::Fp16 => "<f2",
-            DataType::Uint32 => "<u4",
-            DataType::Int32 => "<i4",
-            DataType::Fp32 => "<f4",
-            DataType::Uint64 => "<u8",
-            DataType::Int64 => "<i8",
-            DataType::Fp64 => "<f8",
-        }
-    }
-
-    fn from_numpy_name(name: &str) -> Option<DataType> {
-        Some(match name {
-            "bool" => DataType::Bool,
-            "uint8" => DataType::Uint8,
-            "int8" => DataType::Int8,
-            "uint16" => DataType::Uint16,
-            "int16" => DataType::Int16,
-            "float16" => DataType::Fp16,
-            "uint32" => DataType::Uint32,
-            "int32" => DataType::Int32,
-            "float32" => DataType::Fp32,
-            "uint64" => DataType::Uint64,
-            "int64" => DataType::Int64,
-            "float64" => DataType::Fp64,
-            _ => return None,
-        })
-    }
-
-    /// Copies a numpy array (any layout or byte order) into a wire tensor.
-    pub fn tensor_from_numpy(array: &Bound<'_, PyAny>, name: &str) -> PyResult<Tensor> {
-        let py = array.py();
-        let numpy = py.import("numpy")?;
-        let array = numpy.call_method1("asarray", (array,))?;
-        let dtype_name: String = array.getattr("dtype")?.getattr("name")?.extract()?;
-        let datatype = from_numpy_name(&dtype_name).ok_or_else(|| {
-            Error::UnsupportedType(format!(
-                "numpy dtype {dtype_name} has no KServe v2 datatype"
-            ))
-        })?;
-        let shape: Vec<usize> = array.getattr("shape")?.extract()?;
-        let contiguous = numpy.call_method1("ascontiguousarray", (array, numpy_dtype(datatype)))?;
-        let data: Vec<u8> = contiguous.call_method0("tobytes")?.extract()?;
-        Ok(Tensor {
-            name: name.to_string(),
-            datatype,
-            shape,
-            data,
-        })
-    }
-
-    /// A new, writable numpy array holding the tensor.
-    pub fn tensor_to_numpy<'py>(py: Python<'py>, tensor: &Tensor) -> PyResult<Bound<'py, PyAny>> {
-        let numpy = py.import("numpy")?;
-        let bytes = PyBytes::new(py, &tensor.data);
-        let flat = numpy.call_method1("frombuffer", (bytes, numpy_dtype(tensor.datatype)))?;
-        flat.call_method1("reshape", (tensor.shape.clone(),))?
-            .call_method0("copy")
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::runtime::PerProcess;
+use crate::engine::runtime::PerProcess;
 
 /// Longest normalised reason, in bytes, before the `…` that marks a cut.
 pub const MAX_REASON_BYTES: usize = 200;
@@ -283,7 +283,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(crate::tensor::fuzz_config())]
+        #![proptest_config(crate::protocol::tensor::fuzz_config())]
 
         #[test]
         fn normalising_is_idempotent_and_bounded(text in reasonish()) {

@@ -90,7 +90,7 @@ struct State<T> {
     results: VecDeque<T>,
     /// The task running this slot's requests, while one runs.
     task: Option<AbortHandle>,
-    /// What the requests of this generation were started for (an endpoint's address).
+    /// What the requests of this generation were started for (an endpoint's id).
     key: usize,
     /// Whether the task starts the next request itself as soon as this one is answered.
     follow: bool,

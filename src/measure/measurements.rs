@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::error::{Error, Result};
-use crate::latency::{from_bytes, micros, new_histogram, to_bytes, PyLatencyHistogram};
+use crate::measure::histogram::{from_bytes, micros, new_histogram, to_bytes, PyLatencyHistogram};
 
 /// What one endpoint's reported requests measured since the last take.
 #[derive(Debug, Clone, PartialEq)]
@@ -511,7 +511,7 @@ impl PyMeasurements {
 mod tests {
     use super::*;
     use crate::alloc_meter::measure;
-    use crate::latency::HIGHEST_US;
+    use crate::measure::histogram::HIGHEST_US;
     use proptest::prelude::*;
 
     fn latency(total: Duration, ttfb: Duration) -> Latency {

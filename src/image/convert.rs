@@ -8,9 +8,9 @@
 //! to even and saturate (numpy's `clip(rint(x), lo, hi)`). Since a value depends only on the pixel
 //! byte and its channel, each channel's 256 possible encodings are computed once.
 
+use super::resample::Window;
 use crate::error::{Error, Result};
-use crate::preprocess::Window;
-use crate::tensor::DataType;
+use crate::protocol::tensor::DataType;
 
 /// The memory order of one image's tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,14 +96,16 @@ pub fn encode(value: f32, datatype: DataType) -> Result<([u8; 4], usize)> {
 
 /// The tensor of one image: `window` centred on `target`'s canvas (padded with `target.pad`), in
 /// its layout and datatype.
+#[cfg(test)]
 pub fn to_tensor(window: &Window, target: &Target) -> Result<Vec<u8>> {
     let mut out = vec![0u8; target.bytes()];
     to_tensor_into(window, target, &mut out)?;
     Ok(out)
 }
 
-/// [`to_tensor`] written into `out`, which must be `target.bytes()` long: a set of images is
-/// written straight into the buffers Python keeps, so no image is copied after it is made.
+/// The tensor of one image (as `to_tensor` makes it) written into `out`, which must be
+/// `target.bytes()` long: a set of images is written straight into the buffers Python keeps, so no
+/// image is copied after it is made.
 pub fn to_tensor_into(window: &Window, target: &Target, out: &mut [u8]) -> Result<()> {
     target.pixels.validate()?;
     let (w, h) = (target.width, target.height);
@@ -269,7 +271,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(crate::tensor::fuzz_config())]
+        #![proptest_config(crate::protocol::tensor::fuzz_config())]
 
         /// FP32 is the float itself, FP16 its nearest half, and the integers what numpy's
         /// `clip(rint(x))` gives, for any float.

@@ -126,15 +126,6 @@ impl Schedule {
         })
     }
 
-    pub fn rate(&self) -> f64 {
-        self.rate
-    }
-
-    /// How many requests were handed out so far.
-    pub fn issued(&self) -> u64 {
-        self.next
-    }
-
     /// The offset of the next request, and advances past it.
     pub fn next_offset(&mut self) -> Duration {
         let k = self.next;

@@ -34,6 +34,12 @@ fn guard<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
+/// libjpeg's fatal error handler: formats the message and unwinds with it into [`guard`] (libjpeg
+/// must not return from it).
+///
+/// # Safety
+/// Called by libjpeg only, with a `cinfo` whose error manager is the one `Jpeg::open` installed,
+/// from inside [`guard`].
 unsafe extern "C-unwind" fn error_exit(cinfo: &mut ffi::jpeg_common_struct) {
     let mut buffer = [0u8; 80];
     // SAFETY: libjpeg calls error_exit with the error manager installed by `Jpeg::open`; its
@@ -56,6 +62,10 @@ unsafe extern "C-unwind" fn error_exit(cinfo: &mut ffi::jpeg_common_struct) {
     std::panic::resume_unwind(Box::new(message));
 }
 
+/// libjpeg's warning handler: warnings are not reported (Pillow ignores them too).
+///
+/// # Safety
+/// Does nothing with its arguments.
 unsafe extern "C-unwind" fn silence(_cinfo: &mut ffi::jpeg_common_struct, _level: i32) {}
 
 impl<'a> Jpeg<'a> {
@@ -70,6 +80,10 @@ impl<'a> Jpeg<'a> {
                 bytes,
             }
         };
+        // SAFETY: `err` and `cinfo` are zeroed, boxed (their addresses stay put while libjpeg keeps
+        // pointers to them) and live as long as `jpeg`; the error manager is installed before
+        // jpeg_create_decompress, so every fatal error unwinds from `error_exit` into `guard`; the
+        // source is `bytes`, which `jpeg` borrows for its whole life.
         guard(|| unsafe {
             ffi::jpeg_std_error(&mut jpeg.err);
             jpeg.err.error_exit = Some(error_exit);
@@ -110,6 +124,10 @@ impl<'a> Jpeg<'a> {
         let inverted = cmyk && has_adobe_marker(self.bytes);
         let first_row = rows.start.saturating_sub(MARGIN);
         let cinfo = &mut *self.cinfo;
+        // SAFETY: `cinfo` is the decoder `open` set up (header read, error manager installed); the
+        // crop `x..x + w` lies within the image (`cols.end <= width`) and the rows skipped lie before
+        // `rows.end <= height`, as jpeg_crop_scanline and jpeg_skip_scanlines require; fatal errors
+        // unwind into `guard`.
         let (first_col, w, channels) = guard(|| unsafe {
             cinfo.out_color_space = if cmyk {
                 ffi::J_COLOR_SPACE::JCS_CMYK
@@ -143,6 +161,8 @@ impl<'a> Jpeg<'a> {
         let skew = (36 - buffer.as_ptr() as usize % 32) % 32;
         let row = &mut buffer[skew..skew + len];
         for y in first_row..rows.end {
+            // SAFETY: `row` holds `w * channels` bytes (the cropped output width in RGBX or CMYK,
+            // four bytes a pixel, checked above) and more; libjpeg writes one scanline into it.
             let read = guard(|| unsafe {
                 let mut line = row.as_mut_ptr();
                 ffi::jpeg_read_scanlines(cinfo, &raw mut line, 1)
@@ -170,6 +190,8 @@ impl Drop for Jpeg<'_> {
         // Frees everything, whatever state an error left the decoder in (rows after the window are
         // not read: destroying aborts the decompression).
         let cinfo = &mut *self.cinfo;
+        // SAFETY: `cinfo` was created by jpeg_create_decompress in `open` and is destroyed once,
+        // here; libjpeg's own memory goes with it, ours (the boxes) after.
         let _ = guard(|| unsafe { ffi::jpeg_destroy_decompress(cinfo) });
     }
 }

@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::json_array::{self, Walk};
-use crate::tensor::{self, byte_size, DataType, Tensor};
+use crate::protocol::json_array::{self, Walk};
+use crate::protocol::tensor::{self, byte_size, DataType, Tensor};
 
 /// The HTTP header carrying the JSON header's length.
 pub const HEADER_LENGTH_HEADER: &str = "inference-header-content-length";
@@ -201,7 +201,7 @@ fn first_row_len(shape: &[usize]) -> usize {
     }
 }
 
-/// Walks an output's JSON data: checks it as [`tensor::json_array_to_bytes`] would, summarises it,
+/// Walks an output's JSON data: checks it as `tensor::json_array_to_bytes` would, summarises it,
 /// and keeps its bytes when `keep`.
 fn walk_json_data(
     name: &str,
@@ -262,7 +262,7 @@ fn decode_outputs(
         let text = err.as_str().map_or_else(|| err.to_string(), str::to_owned);
         return Err(Error::protocol(format!(
             "server reported an error: {}",
-            crate::reason::normalise(&text)
+            crate::protocol::reason::normalise(&text)
         )));
     }
     let mut offset = header_len;
@@ -634,105 +634,6 @@ mod tests {
     }
 }
 
-/// Python bindings of the codec.
-pub mod py {
-    use pyo3::prelude::*;
-    use pyo3::types::{PyBytes, PyDict, PyList};
-
-    use crate::tensor::py::{tensor_from_numpy, tensor_to_numpy};
-
-    /// `encode_triton_request(tensor, input_name, output_names, *, binary=True)`
-    #[pyfunction(name = "encode_triton_request")]
-    #[pyo3(signature = (tensor, input_name, output_names, *, binary = true))]
-    pub fn encode_triton_request_py<'py>(
-        py: Python<'py>,
-        tensor: &Bound<'py, PyAny>,
-        input_name: &str,
-        output_names: Vec<String>,
-        binary: bool,
-    ) -> PyResult<(Bound<'py, PyBytes>, Option<usize>)> {
-        let input = tensor_from_numpy(tensor, input_name)?;
-        let (body, header_len) =
-            py.detach(|| super::encode_request(&input, &output_names, binary))?;
-        Ok((PyBytes::new(py, &body), header_len))
-    }
-
-    /// `encode_triton_inputs(inputs, output_names, *, binary=True)`: `inputs` are
-    /// `(name, datatype, shape, data)` with `data` the little-endian element bytes.
-    #[pyfunction(name = "encode_triton_inputs")]
-    #[pyo3(signature = (inputs, output_names, *, binary = true))]
-    pub fn encode_triton_inputs_py(
-        py: Python<'_>,
-        inputs: Vec<(String, String, Vec<usize>, Vec<u8>)>,
-        output_names: Vec<String>,
-        binary: bool,
-    ) -> PyResult<(Bound<'_, PyBytes>, Option<usize>)> {
-        let tensors = inputs
-            .into_iter()
-            .map(|(name, datatype, shape, data)| {
-                let datatype = crate::tensor::DataType::parse(&datatype).map_err(|_| {
-                    crate::error::Error::InvalidArgument(format!(
-                        "input {name:?}: unsupported datatype {datatype:?}"
-                    ))
-                })?;
-                Ok(crate::tensor::Tensor {
-                    name,
-                    datatype,
-                    shape,
-                    data,
-                })
-            })
-            .collect::<crate::error::Result<Vec<_>>>()?;
-        let (body, header_len) =
-            py.detach(|| super::encode_inputs(&tensors, &output_names, binary))?;
-        Ok((PyBytes::new(py, &body), header_len))
-    }
-
-    /// `decode_triton_response(body, header_length) -> dict[str, numpy.ndarray]`
-    #[pyfunction(name = "decode_triton_response")]
-    #[pyo3(signature = (body, header_length = None))]
-    pub fn decode_triton_response_py<'py>(
-        py: Python<'py>,
-        body: &[u8],
-        header_length: Option<usize>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let tensors = super::decode_response(body, header_length)?;
-        let out = PyDict::new(py);
-        for t in &tensors {
-            out.set_item(&t.name, tensor_to_numpy(py, t)?)?;
-        }
-        Ok(out)
-    }
-
-    /// `parse_model_metadata(body) -> dict`: name, platform, versions, inputs and outputs (each a
-    /// dict of name, datatype, shape).
-    #[pyfunction(name = "parse_model_metadata")]
-    pub fn parse_model_metadata_py<'py>(
-        py: Python<'py>,
-        body: &[u8],
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let meta = super::parse_model_metadata(body)?;
-        let specs = |specs: &[super::TensorSpec]| -> PyResult<Bound<'py, PyList>> {
-            let list = PyList::empty(py);
-            for s in specs {
-                let d = PyDict::new(py);
-                d.set_item("name", &s.name)?;
-                d.set_item("datatype", &s.datatype)?;
-                d.set_item("shape", s.shape.clone())?;
-                list.append(d)?;
-            }
-            Ok(list)
-        };
-        let out = PyDict::new(py);
-        out.set_item("name", &meta.name)?;
-        out.set_item("platform", &meta.platform)?;
-        out.set_item("versions", meta.versions.clone())?;
-        out.set_item("inputs", specs(&meta.inputs)?)?;
-        out.set_item("outputs", specs(&meta.outputs)?)?;
-        Ok(out)
-    }
-}
-
 /// Property tests ("fuzzing" on stable Rust): the decoder and header parser never panic, whatever
 /// the bytes, and every encoded tensor decodes back to itself. `PROPTEST_CASES=100000 cargo test
 /// fuzz` runs a longer campaign.
@@ -747,7 +648,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(crate::tensor::fuzz_config())]
+        #![proptest_config(crate::protocol::tensor::fuzz_config())]
 
         #[test]
         fn decoder_never_panics_on_arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..600), len in proptest::option::of(0usize..700)) {

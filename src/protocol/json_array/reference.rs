@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::tensor::{self, byte_size, DataType, Tensor};
-use crate::triton::{format_shape, ExpectedOutput};
+use crate::protocol::tensor::{self, byte_size, DataType, Tensor};
+use crate::protocol::triton::{format_shape, ExpectedOutput};
 
 pub fn litserve_check(
     body: &[u8],

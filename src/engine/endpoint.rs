@@ -1,10 +1,10 @@
-//! What Locust users drive: an [`Endpoint`] (one prepared request with one or more bodies, shared
-//! by all users of a process), a per-user [`RequestSlot`] that runs it on the I/O runtime, walking
-//! through the bodies in turn, and signals completion on an eventfd, and the [`Outcome`] of each
-//! request.
+//! What Locust users send: an [`Endpoint`] (one prepared request with one or more bodies, shared
+//! by all users of a process), how it runs one request on the I/O runtime, and the [`Outcome`] of
+//! each request. A user's slot that runs it is in [`super::slot`].
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,16 +14,15 @@ use pyo3::types::PyBytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use reqwest::{Method, Url};
 
+use crate::engine::rotation::{random_seed, Rotation};
+use crate::engine::runtime;
 use crate::error::{Error, Result};
-use crate::litserve;
-use crate::measurements::{Latency, PyMeasurements, Recorder};
-use crate::reason;
-use crate::rotation::{random_seed, Rotation};
-use crate::runtime;
-use crate::tensor::DataType;
+use crate::measure::measurements::{Latency, PyMeasurements, Recorder};
+use crate::protocol::litserve;
+use crate::protocol::reason;
+use crate::protocol::tensor::DataType;
+use crate::protocol::triton::{self, ExpectedOutput};
 use crate::transport::{Body, ClientConfig, RequestSpec, Transport};
-use crate::triton::{self, ExpectedOutput};
-use crate::wake::{self, Mailbox};
 
 /// Default cap on a response body: large enough for any classifier output, small enough that a
 /// misbehaving server cannot exhaust memory.
@@ -63,7 +62,13 @@ pub struct Outcome {
     pub input_index: usize,
 }
 
+/// The id of the next endpoint made: ids start at 1 (a slot's mailbox starts with key 0, no
+/// endpoint's) and are never reused, unlike an address.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
 pub(crate) struct Endpoint {
+    /// Unique in the process: the key a slot's follow-up is adopted by.
+    pub(crate) id: usize,
     transport: Transport,
     spec: RequestSpec,
     check: Check,
@@ -305,7 +310,7 @@ pub struct PyEndpoint {
 #[pymethods]
 impl PyEndpoint {
     #[new]
-    #[allow(clippy::fn_params_excessive_bools)] // Python's keyword arguments
+    #[allow(clippy::fn_params_excessive_bools, clippy::too_many_arguments)] // Python's keyword arguments
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
         ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true))]
@@ -373,6 +378,7 @@ impl PyEndpoint {
         let transport = Transport::new(&mut spec, config, zero_copy)?;
         Ok(PyEndpoint {
             inner: Arc::new(Endpoint {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 transport,
                 spec,
                 check,
@@ -443,153 +449,6 @@ impl PyEndpoint {
             self.inner.spec.bodies.len(),
             self.inner.spec.bodies[0].bytes.len()
         )
-    }
-}
-
-/// A user's request slot: runs one request at a time on the I/O runtime and makes `fileno()`
-/// readable when its outcome is ready.
-#[pyclass(frozen, module = "locust_inference._native", name = "RequestSlot")]
-pub struct PyRequestSlot {
-    mailbox: Arc<Mailbox<Outcome>>,
-    /// Where this user is in its walk through the endpoint's bodies (made on the first submit;
-    /// shared with the task, which takes the next index for a follow-up).
-    rotation: Arc<Mutex<Option<Rotation>>>,
-    seed: Option<u64>,
-    /// The endpoint of the last request started here, kept alive so that its address (the key a
-    /// follow-up is adopted by) cannot be taken by another endpoint while its answer may wait.
-    started_for: Mutex<Option<Arc<Endpoint>>>,
-}
-
-/// The next body of `rotation` (made for `endpoint` on first use).
-fn next_index(rotation: &Mutex<Option<Rotation>>, endpoint: &Endpoint, seed: Option<u64>) -> usize {
-    rotation
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_or_insert_with(|| endpoint.rotation(seed))
-        .next_index()
-}
-
-/// A slot's task: runs the request of `generation` with body `index`, delivers its outcome to
-/// `mailbox`, and goes on with each follow-up the mailbox asks for.
-async fn run_requests(
-    endpoint: Arc<Endpoint>,
-    mailbox: Arc<Mailbox<Outcome>>,
-    rotation: Arc<Mutex<Option<Rotation>>>,
-    seed: Option<u64>,
-    generation: u64,
-    index: usize,
-) {
-    let (mut generation, mut index) = (generation, index);
-    loop {
-        let outcome = endpoint.run(index).await;
-        let Some(next) = mailbox.complete(generation, outcome) else {
-            break;
-        };
-        generation = next;
-        index = next_index(&rotation, &endpoint, seed);
-    }
-}
-
-#[pymethods]
-impl PyRequestSlot {
-    /// `seed` orders this user's walk through a shuffling endpoint's bodies.
-    #[new]
-    #[pyo3(signature = (seed = None))]
-    fn new(seed: Option<u64>) -> PyResult<Self> {
-        let mailbox =
-            Mailbox::new().map_err(|e| Error::Runtime(format!("cannot create an eventfd: {e}")))?;
-        Ok(PyRequestSlot {
-            mailbox: Arc::new(mailbox),
-            rotation: Arc::new(Mutex::new(None)),
-            seed,
-            started_for: Mutex::new(None),
-        })
-    }
-
-    /// The eventfd that becomes readable when an outcome is ready.
-    fn fileno(&self) -> i32 {
-        self.mailbox.fd().raw()
-    }
-
-    /// Starts sending `endpoint`'s request with its next body, or adopts the follow-up the slot
-    /// already sent to `endpoint`; any other request still in flight is abandoned. With `follow`,
-    /// the I/O thread sends the next request itself the moment this one is answered (a follow-up,
-    /// adopted by the next submit), so the caller's turn overlaps that request instead of delaying it.
-    #[pyo3(signature = (endpoint, follow = false))]
-    fn submit(&self, endpoint: &PyEndpoint, follow: bool) -> PyResult<()> {
-        let key = Arc::as_ptr(&endpoint.inner) as usize;
-        if self.mailbox.adopt(key, follow) {
-            return Ok(());
-        }
-        let rt = runtime::runtime()?;
-        let index = next_index(&self.rotation, &endpoint.inner, self.seed);
-        *self
-            .started_for
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&endpoint.inner));
-        let mailbox = Arc::clone(&self.mailbox);
-        let rotation = Arc::clone(&self.rotation);
-        let endpoint = Arc::clone(&endpoint.inner);
-        let seed = self.seed;
-        wake::count_hand_off();
-        self.mailbox.start(key, follow, |generation| {
-            rt.spawn(run_requests(
-                endpoint, mailbox, rotation, seed, generation, index,
-            ))
-            .abort_handle()
-        });
-        Ok(())
-    }
-
-    /// The outcome, once `fileno()` is readable; `None` before.
-    fn take(&self) -> Option<PyOutcome> {
-        self.mailbox.take().map(PyOutcome)
-    }
-
-    /// Blocks the calling thread (without the GIL) until the outcome is ready or `timeout` seconds
-    /// pass. For plain Python callers; greenlets wait on `fileno()` instead.
-    #[pyo3(signature = (timeout = None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> Option<PyOutcome> {
-        let deadline = timeout.map(|t| {
-            // NaN waits not at all, rather than panicking
-            std::time::Instant::now()
-                + std::time::Duration::try_from_secs_f64(t.clamp(0.0, 1e9)).unwrap_or_default()
-        });
-        loop {
-            let ms = deadline.map_or(-1, |d| {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-            });
-            py.detach(|| self.mailbox.fd().poll(ms));
-            // a wake can be a stale signal whose result was already taken: then wait on
-            if let Some(outcome) = self.take() {
-                return Some(outcome);
-            }
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return None;
-            }
-        }
-    }
-
-    /// Abandons the request in flight, if any (its connection is closed, nothing is reported).
-    fn cancel(&self) {
-        self.mailbox.cancel();
-    }
-
-    /// Sends no follow-up: a request out now is the last one unless submit asks again.
-    fn unfollow(&self) {
-        self.mailbox.unfollow();
-    }
-
-    #[getter]
-    fn in_flight(&self) -> bool {
-        self.mailbox.in_flight()
-    }
-
-    /// Whether a follow-up is out or answered that no submit has adopted yet.
-    #[getter]
-    fn ahead(&self) -> bool {
-        self.mailbox.ahead()
     }
 }
 
@@ -704,6 +563,7 @@ impl PyOutcome {
 /// One blocking request, for set-up work (model metadata, statistics) before users start.
 /// Returns `(status, body)`; connection failures, timeouts and redirects (3xx, never followed) raise.
 #[pyfunction]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
 #[pyo3(signature = (method, url, *, body = Vec::new(), headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
 pub fn http_request<'py>(
     py: Python<'py>,
@@ -749,9 +609,12 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
-    use crate::schedule::{Arrival, Overload};
-    use crate::stream::{Stream, StreamConfig};
+    use crate::engine::schedule::{Arrival, Overload};
+    use crate::engine::slot::run_requests;
+    use crate::engine::stream::{Stream, StreamConfig};
+    use crate::engine::wake::Mailbox;
     use proptest::prelude::*;
+    use std::sync::Mutex;
 
     /// Answers every request on every connection with a 200, until the test process ends.
     fn serve_ok() -> u16 {
@@ -802,6 +665,7 @@ mod tests {
         };
         let transport = Transport::new(&mut spec, ClientConfig::default(), false).unwrap();
         Arc::new(Endpoint {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             transport,
             spec,
             check,

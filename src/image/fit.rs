@@ -2,7 +2,6 @@
 //! for torchvision's short-side resize and center crop, a plain resize, and YOLO's letterbox.
 
 use crate::error::{Error, Result};
-use crate::preprocess::{center_crop_offset, resized_size};
 
 /// How an image becomes the window of pixels the model sees (all with Pillow's antialiased
 /// bilinear resampling, as torchvision uses it).
@@ -114,9 +113,61 @@ impl Geometry {
     }
 }
 
+/// torchvision's output size for `Resize(size)` with an int: the short side becomes `size`, the long
+/// side `int(size * long / short)`.
+pub fn resized_size(width: u32, height: u32, size: u32) -> (u32, u32) {
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
+    let new_long = (f64::from(size) * f64::from(long) / f64::from(short)) as u32;
+    if width <= height {
+        (size, new_long)
+    } else {
+        (new_long, size)
+    }
+}
+
+/// torchvision's `CenterCrop` offset: `int(round((size - crop) / 2.0))`, with Python's
+/// round-half-to-even.
+pub fn center_crop_offset(size: u32, crop: u32) -> u32 {
+    let diff = i64::from(size) - i64::from(crop);
+    let offset = if diff % 2 == 0 {
+        diff / 2
+    } else {
+        // diff / 2 is x.5: round to the even neighbour
+        let down = diff.div_euclid(2);
+        if down % 2 == 0 {
+            down
+        } else {
+            down + 1
+        }
+    };
+    offset.max(0) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_size_follows_torchvision() {
+        assert_eq!(resized_size(512, 600, 256), (256, 300));
+        assert_eq!(resized_size(600, 512, 256), (300, 256));
+        assert_eq!(resized_size(256, 999, 256), (256, 999));
+        assert_eq!(resized_size(3, 1000, 256), (256, 85333));
+        assert_eq!(resized_size(4000, 3000, 256), (341, 256));
+    }
+
+    #[test]
+    fn crop_offset_rounds_half_to_even() {
+        assert_eq!(center_crop_offset(300, 224), 38);
+        assert_eq!(center_crop_offset(225, 224), 0); // round(0.5) == 0
+        assert_eq!(center_crop_offset(227, 224), 2); // round(1.5) == 2
+        assert_eq!(center_crop_offset(229, 224), 2); // round(2.5) == 2
+        assert_eq!(center_crop_offset(224, 224), 0);
+    }
 
     #[test]
     fn letterbox_keeps_the_aspect_ratio_inside_the_box() {

@@ -1,13 +1,13 @@
 //! Image resampling that reproduces Pillow's antialiased bilinear `resize` (its fixed-point
 //! arithmetic) as torchvision and YOLO-style pipelines use it: `Resize(resize)` + `CenterCrop`
 //! ([`Fit::ShortSide`]), a resize to the model's size ([`Fit::Stretch`]) or one that keeps the
-//! aspect ratio ([`Fit::Letterbox`]), producing packed RGB pixels; [`crate::convert`] turns them
-//! into the model's tensor. [`preprocess_file`] is the ImageNet pipeline, CHW float32.
+//! aspect ratio ([`Fit::Letterbox`]), producing packed RGB pixels; [`super::convert`] turns them
+//! into the model's tensor; [`super::preprocess`] is the ImageNet pipeline, CHW float32.
 //!
 //! Only the part of the resized image that survives the crop is computed: every output pixel of
 //! Pillow's two-pass resampler depends only on its own filter window, so this is exact.
 //!
-//! JPEG goes through libjpeg-turbo's code with Pillow's settings (see [`crate::jpeg`]), decoding only
+//! JPEG goes through libjpeg-turbo's code with Pillow's settings (see [`super::jpeg`]), decoding only
 //! the rows and columns the crop window depends on, each row straight into the horizontal pass;
 //! other formats are decoded whole by the `image` crate, whose PNG, WebP, GIF, BMP and TIFF decoders
 //! are exact.
@@ -16,13 +16,10 @@ use std::ops::Range;
 use std::path::Path;
 
 use image::{ImageReader, RgbImage};
-use numpy::{IntoPyArray, PyArray3};
-use pyo3::prelude::*;
 
+use super::fit::{Fit, Geometry};
+use super::jpeg;
 use crate::error::{Error, Result};
-use crate::fit::Geometry;
-pub use crate::fit::{letterbox_size, Fit};
-use crate::jpeg;
 
 /// Pillow refuses images above this many pixels (`Image.MAX_IMAGE_PIXELS * 2`) as decompression bombs.
 const MAX_PIXELS: u64 = 2 * 89_478_485;
@@ -30,87 +27,12 @@ const MAX_PIXELS: u64 = 2 * 89_478_485;
 /// Pillow's `PRECISION_BITS` for 8-bit resampling.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// What to do to the image; the defaults are the ImageNet ones.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Params {
-    pub resize: u32,
-    pub crop: u32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-impl Default for Params {
-    fn default() -> Self {
-        Params {
-            resize: 256,
-            crop: 224,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
-        }
-    }
-}
-
-impl Params {
-    fn fit(&self) -> Fit {
-        Fit::ShortSide {
-            resize: self.resize,
-            width: self.crop,
-            height: self.crop,
-        }
-    }
-
-    /// `ToTensor()` + `Normalize(mean, std)` into CHW float32.
-    fn normalize(&self, window: &Window) -> Vec<f32> {
-        let layout = crate::convert::Pixels {
-            scale: 255.0,
-            mean: self.mean,
-            std: self.std,
-        };
-        crate::convert::to_f32_chw(window, &layout)
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.resize == 0 || self.crop == 0 {
-            return Err(Error::InvalidArgument(
-                "resize and crop must be positive".into(),
-            ));
-        }
-        if self.crop > self.resize {
-            return Err(Error::InvalidArgument(format!(
-                "crop ({}) must not exceed resize ({})",
-                self.crop, self.resize
-            )));
-        }
-        if self.std.iter().any(|s| *s == 0.0 || !s.is_finite())
-            || self.mean.iter().any(|m| !m.is_finite())
-        {
-            return Err(Error::InvalidArgument(
-                "mean must be finite and std finite and non-zero".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// An image after resampling: `width x height` pixels of packed 8-bit RGB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pub width: usize,
     pub height: usize,
     pub rgb: Vec<u8>,
-}
-
-/// Reads, decodes and preprocesses an image file into a `3 × crop × crop` CHW tensor (torchvision's
-/// ImageNet pipeline with `params`).
-pub fn preprocess_file(path: &Path, params: &Params) -> Result<Vec<f32>> {
-    params.validate()?;
-    let window = window_file(path, params.fit())?;
-    Ok(params.normalize(&window))
-}
-
-/// Preprocesses an already decoded RGB image (see [`preprocess_file`]).
-pub fn preprocess_rgb(image: &RgbImage, params: &Params) -> Vec<f32> {
-    params.normalize(&window_rgb(image, params.fit()))
 }
 
 /// Reads and decodes an image file and resamples it as `fit` says.
@@ -202,40 +124,6 @@ fn check_size(width: usize, height: usize) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// torchvision's output size for `Resize(size)` with an int: the short side becomes `size`, the long
-/// side `int(size * long / short)`.
-pub fn resized_size(width: u32, height: u32, size: u32) -> (u32, u32) {
-    let (short, long) = if width <= height {
-        (width, height)
-    } else {
-        (height, width)
-    };
-    let new_long = (f64::from(size) * f64::from(long) / f64::from(short)) as u32;
-    if width <= height {
-        (size, new_long)
-    } else {
-        (new_long, size)
-    }
-}
-
-/// torchvision's `CenterCrop` offset: `int(round((size - crop) / 2.0))`, with Python's
-/// round-half-to-even.
-pub fn center_crop_offset(size: u32, crop: u32) -> u32 {
-    let diff = i64::from(size) - i64::from(crop);
-    let offset = if diff % 2 == 0 {
-        diff / 2
-    } else {
-        // diff / 2 is x.5: round to the even neighbour
-        let down = diff.div_euclid(2);
-        if down % 2 == 0 {
-            down
-        } else {
-            down + 1
-        }
-    };
-    offset.max(0) as u32
 }
 
 /// Pillow's filter weights along one axis for a run of output indices: for each, the first input
@@ -595,6 +483,9 @@ impl Plan {
 
 /// The horizontal pass with AVX2: two output pixels per vector, one per 128-bit lane, four taps per
 /// step (the layout of [`Coeffs::horizontal_layout`]). Integer sums in another order: the same result.
+///
+/// # Safety
+/// The CPU must have AVX2. The bounds of the unchecked accesses are asserted here.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn horizontal_avx2(horiz: &Coeffs, src: &[u8], first_col: usize, out: &mut [u8]) {
@@ -743,6 +634,9 @@ fn vertical_row(input: &[u8], ws: &[i32], acc: &mut [i32], row: &mut [u8]) {
 /// each step multiplies two input rows, their bytes interleaved into 16-bit pairs, by the pair of
 /// weights with `_mm256_madd_epi16`, twice (the high and low parts of [`split`]). `pairs` is the
 /// row's [`Coeffs::get_pairs`]: an odd last row is paired with itself at weight zero.
+///
+/// # Safety
+/// The CPU must have AVX2. Every load and store goes through a bounds-checked slice.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::cast_ptr_alignment)] // loadu and storeu access unaligned
@@ -801,51 +695,13 @@ unsafe fn vertical_row_avx2(input: &[u8], ws: &[i32], pairs: &[[i32; 2]], row: &
     }
 }
 
-/// `preprocess_image(path, *, resize=256, crop=224, mean=..., std=...) -> numpy.ndarray`
-#[pyfunction(name = "preprocess_image")]
-#[pyo3(signature = (path, *, resize = 256, crop = 224, mean = (0.485, 0.456, 0.406), std = (0.229, 0.224, 0.225)))]
-pub fn preprocess_image_py(
-    py: Python<'_>,
-    path: std::path::PathBuf,
-    resize: u32,
-    crop: u32,
-    mean: (f32, f32, f32),
-    std: (f32, f32, f32),
-) -> PyResult<Bound<'_, PyArray3<f32>>> {
-    let params = Params {
-        resize,
-        crop,
-        mean: [mean.0, mean.1, mean.2],
-        std: [std.0, std.1, std.2],
-    };
-    let data = py.detach(|| preprocess_file(&path, &params))?;
-    let side = crop as usize;
-    let array = ndarray::Array3::from_shape_vec((3, side, side), data)
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    Ok(array.into_pyarray(py))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn output_size_follows_torchvision() {
-        assert_eq!(resized_size(512, 600, 256), (256, 300));
-        assert_eq!(resized_size(600, 512, 256), (300, 256));
-        assert_eq!(resized_size(256, 999, 256), (256, 999));
-        assert_eq!(resized_size(3, 1000, 256), (256, 85333));
-        assert_eq!(resized_size(4000, 3000, 256), (341, 256));
-    }
-
-    #[test]
-    fn crop_offset_rounds_half_to_even() {
-        assert_eq!(center_crop_offset(300, 224), 38);
-        assert_eq!(center_crop_offset(225, 224), 0); // round(0.5) == 0
-        assert_eq!(center_crop_offset(227, 224), 2); // round(1.5) == 2
-        assert_eq!(center_crop_offset(229, 224), 2); // round(2.5) == 2
-        assert_eq!(center_crop_offset(224, 224), 0);
-    }
+    // the ImageNet pipeline is the simplest way to drive the passes end to end
+    use crate::error::Error;
+    use crate::image::fit::{center_crop_offset, resized_size};
+    use crate::image::preprocess::{preprocess_file, preprocess_rgb, Params};
 
     #[test]
     fn weights_sum_to_one_in_fixed_point() {
@@ -1066,14 +922,5 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn rejects_crop_larger_than_resize() {
-        let p = Params {
-            crop: 300,
-            ..Params::default()
-        };
-        assert!(matches!(p.validate(), Err(Error::InvalidArgument(_))));
     }
 }

@@ -1,0 +1,151 @@
+//! A per-user request slot: runs an [`Endpoint`]'s request on the I/O runtime, walking through
+//! its bodies in turn, and signals completion on an eventfd.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::prelude::*;
+
+use super::endpoint::{Endpoint, Outcome, PyEndpoint, PyOutcome};
+use super::rotation::Rotation;
+use super::runtime;
+use super::wake::{self, Mailbox};
+use crate::error::Error;
+
+/// A user's request slot: runs one request at a time on the I/O runtime and makes `fileno()`
+/// readable when its outcome is ready.
+#[pyclass(frozen, module = "locust_inference._native", name = "RequestSlot")]
+pub struct PyRequestSlot {
+    mailbox: Arc<Mailbox<Outcome>>,
+    /// Where this user is in its walk through the endpoint's bodies (made on the first submit;
+    /// shared with the task, which takes the next index for a follow-up).
+    rotation: Arc<Mutex<Option<Rotation>>>,
+    seed: Option<u64>,
+}
+
+/// The next body of `rotation` (made for `endpoint` on first use).
+fn next_index(rotation: &Mutex<Option<Rotation>>, endpoint: &Endpoint, seed: Option<u64>) -> usize {
+    rotation
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(|| endpoint.rotation(seed))
+        .next_index()
+}
+
+/// A slot's task: runs the request of `generation` with body `index`, delivers its outcome to
+/// `mailbox`, and goes on with each follow-up the mailbox asks for.
+pub(crate) async fn run_requests(
+    endpoint: Arc<Endpoint>,
+    mailbox: Arc<Mailbox<Outcome>>,
+    rotation: Arc<Mutex<Option<Rotation>>>,
+    seed: Option<u64>,
+    generation: u64,
+    index: usize,
+) {
+    let (mut generation, mut index) = (generation, index);
+    loop {
+        let outcome = endpoint.run(index).await;
+        let Some(next) = mailbox.complete(generation, outcome) else {
+            break;
+        };
+        generation = next;
+        index = next_index(&rotation, &endpoint, seed);
+    }
+}
+
+#[pymethods]
+impl PyRequestSlot {
+    /// `seed` orders this user's walk through a shuffling endpoint's bodies.
+    #[new]
+    #[pyo3(signature = (seed = None))]
+    fn new(seed: Option<u64>) -> PyResult<Self> {
+        let mailbox =
+            Mailbox::new().map_err(|e| Error::Runtime(format!("cannot create an eventfd: {e}")))?;
+        Ok(PyRequestSlot {
+            mailbox: Arc::new(mailbox),
+            rotation: Arc::new(Mutex::new(None)),
+            seed,
+        })
+    }
+
+    /// The eventfd that becomes readable when an outcome is ready.
+    fn fileno(&self) -> i32 {
+        self.mailbox.fd().raw()
+    }
+
+    /// Starts sending `endpoint`'s request with its next body, or adopts the follow-up the slot
+    /// already sent to `endpoint`; any other request still in flight is abandoned. With `follow`,
+    /// the I/O thread sends the next request itself the moment this one is answered (a follow-up,
+    /// adopted by the next submit), so the caller's turn overlaps that request instead of delaying it.
+    #[pyo3(signature = (endpoint, follow = false))]
+    fn submit(&self, endpoint: &PyEndpoint, follow: bool) -> PyResult<()> {
+        let key = endpoint.inner.id;
+        if self.mailbox.adopt(key, follow) {
+            return Ok(());
+        }
+        let rt = runtime::runtime()?;
+        let index = next_index(&self.rotation, &endpoint.inner, self.seed);
+        let mailbox = Arc::clone(&self.mailbox);
+        let rotation = Arc::clone(&self.rotation);
+        let endpoint = Arc::clone(&endpoint.inner);
+        let seed = self.seed;
+        wake::count_hand_off();
+        self.mailbox.start(key, follow, |generation| {
+            rt.spawn(run_requests(
+                endpoint, mailbox, rotation, seed, generation, index,
+            ))
+            .abort_handle()
+        });
+        Ok(())
+    }
+
+    /// The outcome, once `fileno()` is readable; `None` before.
+    fn take(&self) -> Option<PyOutcome> {
+        self.mailbox.take().map(PyOutcome)
+    }
+
+    /// Blocks the calling thread (without the GIL) until the outcome is ready or `timeout` seconds
+    /// pass. For plain Python callers; greenlets wait on `fileno()` instead.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> Option<PyOutcome> {
+        let deadline = timeout.map(|t| {
+            // NaN waits not at all, rather than panicking
+            std::time::Instant::now()
+                + std::time::Duration::try_from_secs_f64(t.clamp(0.0, 1e9)).unwrap_or_default()
+        });
+        loop {
+            let ms = deadline.map_or(-1, |d| {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            });
+            py.detach(|| self.mailbox.fd().poll(ms));
+            // a wake can be a stale signal whose result was already taken: then wait on
+            if let Some(outcome) = self.take() {
+                return Some(outcome);
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return None;
+            }
+        }
+    }
+
+    /// Abandons the request in flight, if any (its connection is closed, nothing is reported).
+    fn cancel(&self) {
+        self.mailbox.cancel();
+    }
+
+    /// Sends no follow-up: a request out now is the last one unless submit asks again.
+    fn unfollow(&self) {
+        self.mailbox.unfollow();
+    }
+
+    #[getter]
+    fn in_flight(&self) -> bool {
+        self.mailbox.in_flight()
+    }
+
+    /// Whether a follow-up is out or answered that no submit has adopted yet.
+    #[getter]
+    fn ahead(&self) -> bool {
+        self.mailbox.ahead()
+    }
+}

@@ -1,0 +1,12 @@
+//! What goes over the wire: tensors ([`tensor`]), Triton's KServe v2 JSON ([`triton`]), LitServe's
+//! JSON ([`litserve`]), the streaming JSON walk both decode with ([`json_array`]) and the short
+//! reasons a failure is reported with ([`reason`]). gRPC and SSE will go here.
+
+pub(crate) mod json_array;
+pub(crate) mod litserve;
+mod py;
+pub(crate) mod reason;
+pub(crate) mod tensor;
+pub(crate) mod triton;
+
+pub(crate) use py::register;
