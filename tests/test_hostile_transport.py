@@ -230,10 +230,23 @@ def test_the_io_threads_block_process_directed_signals(serve) -> None:
     with pytest.raises(RedirectError):
         http_request("GET", f"{server.url}/v2/models/ok/stats")  # the runtime runs by now
     tasks = Path("/proc/self/task")
-    io_threads = [t for t in tasks.iterdir() if (t / "comm").read_text().strip().startswith("locust-inferen")]
+
+    def read(path: Path) -> str | None:
+        """A thread's file, or None when the thread ended since it was listed (other threads come and go)."""
+        try:
+            return path.read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+
+    io_threads = {
+        task: status
+        for task in tasks.iterdir()
+        if (read(task / "comm") or "").strip().startswith("locust-inferen")
+        and (status := read(task / "status")) is not None
+    }
     assert io_threads, "no I/O thread found"
-    for task in io_threads:
-        blocked = _blocked((task / "status").read_text())
+    for task, status in io_threads.items():
+        blocked = _blocked(status)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
             assert sig in blocked, f"thread {task.name} takes {sig.name}"
         assert signal.SIGSEGV not in blocked
