@@ -452,3 +452,29 @@ def litserve_server(
         env=env,
     ) as srv:
         yield srv
+
+
+@contextlib.contextmanager
+def litserve_llm_server(
+    port: int | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    *,
+    timeout: float = LITSERVE_START_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> Iterator[RunningServer]:
+    """Run ``python -m servers.litserve_llm`` (the synthetic generator behind LitServe's ``OpenAISpec`` at
+    ``POST /v1/chat/completions``); ``extra_args`` are the generator's options (``--prefill-ms 50`` ...)."""
+    port = port or free_port()
+    with _run_server(
+        "LitServe",
+        "servers.litserve_llm",
+        args=["--port", str(port), *extra_args],
+        port=port,
+        models=["synthetic_llm"],
+        ready_paths=["/health"],
+        timeout=timeout,
+        log_path=log_path,
+        env=env,
+    ) as srv:
+        yield srv

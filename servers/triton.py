@@ -6,7 +6,10 @@ Usage (foreground until SIGTERM/SIGINT)::
 
 Models: ``resnet50_onnx``, ``tiny_onnx``, ``checksum``, ``sleep_20ms`` (see :mod:`servers.models`), plus
 ``resnet50_openvino`` when the ``openvino`` package is importable, and on request the echo-checksum models
-of :mod:`servers.echo_models`. Every endpoint binds to 127.0.0.1 only.
+of :mod:`servers.echo_models` and ``synthetic_llm``: the text generator of :mod:`servers.generator` as a
+decoupled model, streamed at ``POST /v2/models/synthetic_llm/generate_stream`` (its options:
+``--prefill-ms``, ``--token-ms``, ``--max-tokens``, ``--slots``, ``--timing-log``).
+Every endpoint binds to 127.0.0.1 only.
 Prefer :func:`servers.launch.triton_server`, which runs this module in its own process group.
 """
 
@@ -24,13 +27,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 import numpy as np
 
+from servers import generator
 from servers.echo_models import ECHO_MODELS, OUTPUT, EchoModel, echo_batch
 from servers.launch import (
     claim_python_env,
@@ -47,6 +51,8 @@ HOST = "127.0.0.1"
 INFERENCE_TOKEN_ENV = "TRITON_INFERENCE_TOKEN"
 DEFAULT_MODELS = ("resnet50_onnx", "tiny_onnx", "checksum", "sleep_20ms")
 OPENVINO_MODEL = "resnet50_openvino"
+GENERATOR_MODEL = "synthetic_llm"
+GENERATOR = generator.Generator()  # its settings: main() replaces it from the command line
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ def openvino_available() -> bool:
 
 def available_models() -> list[str]:
     """All model names this server can serve on this machine."""
-    return [*DEFAULT_MODELS, *([OPENVINO_MODEL] if openvino_available() else []), *ECHO_MODELS]
+    return [*DEFAULT_MODELS, *([OPENVINO_MODEL] if openvino_available() else []), *ECHO_MODELS, GENERATOR_MODEL]
 
 
 def _openvino_predictor(threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -149,12 +155,39 @@ def _bind_echo(triton, model: EchoModel) -> None:  # triton: pytriton.triton.Tri
     )
 
 
+def _bind_generator(triton, settings: generator.Generator) -> None:  # triton: pytriton.triton.Triton
+    """``synthetic_llm``: BYTES ``text_input`` in, one ``text_output`` response per token (decoupled), the
+    length from the request's ``max_tokens`` parameter. The infer function is an async generator: PyTriton
+    runs a synchronous one in turns, interleaving concurrent requests' tokens (42 ms apart at 4 users for a
+    10 ms generator), while async ones share its event loop and keep their schedule."""
+    from pytriton.model_config import ModelConfig, Tensor
+
+    async def infer(requests: list) -> AsyncIterator[list[dict[str, np.ndarray]]]:
+        # Not batching: Triton hands each execution one request.
+        (request,) = requests
+        count = settings.length((request.parameters or {}).get("max_tokens"))
+        async for text in settings.tokens(count):
+            yield [{"text_output": np.array([text.encode()], dtype=np.object_)}]
+
+    triton.bind(
+        model_name=GENERATOR_MODEL,
+        infer_func=infer,
+        inputs=[Tensor(name="text_input", dtype=np.bytes_, shape=(1,))],
+        outputs=[Tensor(name="text_output", dtype=np.bytes_, shape=(1,))],
+        config=ModelConfig(batching=False, decoupled=True),
+        strict=True,
+    )
+
+
 def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.triton.Triton
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
     if name in ECHO_MODELS:
         _bind_echo(triton, ECHO_MODELS[name])
+        return
+    if name == GENERATOR_MODEL:
+        _bind_generator(triton, GENERATOR)
         return
     spec = MODELS["resnet50_onnx"] if name == OPENVINO_MODEL else MODELS[name]
     settings = SETTINGS[name]
@@ -312,13 +345,20 @@ def main(argv: list[str] | None = None) -> None:
         default=HOST,
         help=f"address of the HTTP endpoint (default {HOST}; gRPC and metrics stay on {HOST})",
     )
+    generator.add_arguments(parser)
     args = parser.parse_args(argv)
+    global GENERATOR  # noqa: PLW0603 - read by _bind_model, once, before serving
+    try:
+        GENERATOR = generator.from_arguments(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(available_models()))
     if unknown:
         parser.error(f"unknown or unavailable models: {','.join(unknown)}")
-    for name in models:  # a deployment of the caller's: the same batching as another server's, say
+    # A deployment of the caller's: the same batching as another server's, say.
+    for name in set(models) - {GENERATOR_MODEL}:
         if args.max_batch_size is not None:
             SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_batch_size=args.max_batch_size)
         if args.max_queue_delay_us is not None:

@@ -1,0 +1,103 @@
+"""Serve the synthetic generator of :mod:`servers.generator` with LitServe's ``OpenAISpec`` at
+``POST /v1/chat/completions`` on 127.0.0.1 (streaming and not).
+
+The API is the async form (``enable_async=True``, async ``decode_request``/``predict``/``encode_response``):
+LitServe's synchronous ``OpenAISpec`` serves one request at a time, which would make the server, not the
+generator's timing, what a load test measures. Each token is one chunk; the last one carries the usage
+(prompt tokens: the words of the messages' text; completion tokens: the count generated), which LitServe
+sends in a final chunk before ``data: [DONE]`` whatever ``stream_options`` says.
+
+Usage (foreground until SIGTERM/SIGINT)::
+
+    python -m servers.litserve_llm --port 8002 [--prefill-ms 50] [--token-ms 10] [--max-tokens 64]
+        [--slots 64] [--timing-log FILE]
+
+Prefer :func:`servers.launch.litserve_llm_server`, which runs this module in its own process group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import litserve as ls
+from litserve.specs.openai import OpenAISpec
+
+from servers import generator
+from servers.launch import exit_with_launcher
+from servers.litserve_app import HOST, UVICORN_GRACEFUL_TIMEOUT_S, _install_signal_handlers
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or the ``text`` parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+class SyntheticChatAPI(ls.LitAPI):
+    """OpenAI chat completions answered by a :class:`servers.generator.Generator` (created in the worker)."""
+
+    def __init__(self, settings: generator.Generator) -> None:
+        super().__init__(enable_async=True, spec=OpenAISpec(), stream=True)
+        self.settings = settings
+        self._generator: generator.Generator | None = None
+
+    def setup(self, device: str) -> None:
+        # A fresh copy in the inference worker: its slot semaphore belongs to that process's event loop.
+        s = self.settings
+        self._generator = generator.Generator(s.prefill_s, s.per_token_s, s.max_tokens, s.slots, s.timing_log)
+
+    async def decode_request(self, request, **kwargs: Any) -> tuple[int, int]:
+        assert self._generator is not None, "setup() was not called"
+        words = sum(generator.prompt_tokens(_text(m.content)) for m in request.messages)
+        requested = request.max_completion_tokens or request.max_tokens
+        return words, self._generator.length(requested)
+
+    async def predict(self, x: tuple[int, int], **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        assert self._generator is not None, "setup() was not called"
+        prompt, count = x
+        done = 0
+        async for text in self._generator.tokens(count):
+            done += 1
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if done == count:  # OpenAISpec puts the last item's usage into the final chunk
+                usage = {"prompt_tokens": prompt, "completion_tokens": count, "total_tokens": prompt + count}
+                message.update(usage)
+            yield message
+
+    async def encode_response(self, output: AsyncIterator[dict[str, Any]], **kwargs: Any) -> AsyncIterator[Any]:
+        async for item in output:
+            yield item
+
+
+def build_server(settings: generator.Generator) -> ls.LitServer:
+    """A LitServer with one CPU worker serving the generator at ``/v1/chat/completions``."""
+    server = ls.LitServer(SyntheticChatAPI(settings), accelerator="cpu", devices=1, workers_per_device=1, timeout=120)
+    server.uvicorn_graceful_timeout = UVICORN_GRACEFUL_TIMEOUT_S
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the synthetic generator with LitServe's OpenAISpec.")
+    parser.add_argument("--port", type=int, default=8002)
+    parser.add_argument("--log-level", default="warning")
+    generator.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = generator.from_arguments(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    _install_signal_handlers()
+    exit_with_launcher()
+    server = build_server(settings)
+    print(f"LitServe serving {settings} at http://{HOST}:{args.port}/v1/chat/completions", file=sys.stderr, flush=True)
+    server.run(host=HOST, port=args.port, num_api_servers=1, log_level=args.log_level, generate_client_file=False)
+
+
+if __name__ == "__main__":
+    main()
