@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from locust_inference import image_inputs, input_data, input_memory
+from locust_inference import generative, image_inputs, input_data, input_memory
 from locust_inference._native import (
     CertificateError,
     ConfigError,
@@ -387,6 +387,8 @@ def check_io_threads() -> None:
 def prepare(settings: Settings) -> Target:
     """Prepares the target, or raises :class:`ConfigError` saying what is wrong."""
     check_io_threads()  # before anything starts the I/O runtime
+    if settings.generative.generative:  # prompts, not tensors: no model metadata, no images
+        return generative.prepare(settings)
     if settings.inputs.input_data is None:
         image_inputs.image_files(settings.image)  # a missing image is said before any server is asked
     elif settings.server != "triton":

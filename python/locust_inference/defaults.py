@@ -9,6 +9,8 @@ Values that must also hold elsewhere say where: the Rust side has its own defaul
 from __future__ import annotations
 
 __all__ = [
+    "API",
+    "APIS",
     "ARRIVALS",
     "BATCH_SIZE",
     "DTYPES",
@@ -20,7 +22,9 @@ __all__ = [
     "LITSERVE_PAYLOAD",
     "LITSERVE_PAYLOADS",
     "MAX_INPUT_MEMORY",
+    "MAX_PROMPTS_BYTES",
     "MAX_RESPONSE_BYTES",
+    "MAX_TOKENS",
     "OPEN_LOOP_ARRIVAL",
     "OPEN_LOOP_MAX_IN_FLIGHT",
     "OPEN_LOOP_OVERLOAD",
@@ -29,6 +33,7 @@ __all__ = [
     "PRESETS",
     "REQUEST_TIMEOUT_S",
     "SERVERS",
+    "STREAM",
     "SWEEP_MAX_WINDOWS",
     "SWEEP_STABLE_WINDOWS",
     "SWEEP_TOLERANCE",
@@ -56,6 +61,13 @@ LITSERVE_PAYLOADS = ("tensor", "image-base64", "image-bytes", "template")
 LITSERVE_PAYLOAD = "tensor"
 LITSERVE_KEY = "image"  # the JSON key of the base64 image
 LITSERVE_OUTPUT = "output"  # the response key checked
+
+# Generative models (generative_options.py): what requests are, and how they are sent
+APIS = ("infer", "chat", "completions", "generate")
+API = "infer"  # tensors or images, as before generative models
+STREAM = True  # with --api other than infer; --no-stream turns it off
+MAX_TOKENS = None  # not sent: the server's own limit
+MAX_PROMPTS_BYTES = 256 * 1024**2  # a --prompts file larger than this is refused before it is read
 
 # Open-loop users (OpenLoopUser's class attributes; --rate and the others override them)
 ARRIVALS = ("constant", "poisson")

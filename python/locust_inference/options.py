@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from locust_inference import defaults, input_options
+from locust_inference import defaults, generative_options, input_options
 from locust_inference._native import ConfigError
+from locust_inference.generative_options import GenerativeSettings
 from locust_inference.input_options import InputSettings
 
 __all__ = [
@@ -83,6 +84,7 @@ class Settings:
     litserve_template: Path | None = None
     litserve_output: str | None = defaults.LITSERVE_OUTPUT
     inputs: InputSettings = field(default_factory=InputSettings)
+    generative: GenerativeSettings = field(default_factory=GenerativeSettings)
 
     @property
     def name(self) -> str:
@@ -186,6 +188,7 @@ def add_arguments(parser: Any) -> None:
     _add_open_loop_arguments(parser)
     _add_litserve_arguments(parser)
     input_options.add_arguments(parser)
+    generative_options.add_arguments(parser)
 
 
 def _add_litserve_arguments(parser: Any) -> None:
@@ -478,4 +481,5 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         closed_loop=bool(getattr(options, "closed_loop", False)),
         **litserve,
         inputs=input_options.resolve(options),
+        generative=generative_options.resolve(options),
     )

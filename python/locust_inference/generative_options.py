@@ -1,0 +1,176 @@
+"""Options for generative models (``--api``, ``--stream``/``--no-stream``, ``--prompts``, ``--max-tokens``,
+``--ignore-eos``, ``--sampling``), resolved into :class:`GenerativeSettings`. The requests themselves are
+prepared in :mod:`generative`; docs/generative.md says what each option sends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from locust_inference import defaults
+from locust_inference._native import ConfigError
+
+__all__ = ["APIS", "GenerativeSettings", "add_arguments", "resolve"]
+
+APIS = defaults.APIS
+MAX_TOKENS = 1_000_000
+MAX_SAMPLING_BYTES = 64 * 1024  # one --sampling option's value, as written
+_SAMPLING_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+# What the body already carries: set by other options, never by --sampling
+_OWN_KEYS = {
+    "model": "--model-name",
+    "messages": "--prompts",
+    "prompt": "--prompts",
+    "text_input": "--prompts",
+    "stream": "--stream/--no-stream",
+    "stream_options": "--stream",
+    "max_tokens": "--max-tokens",
+    "ignore_eos": "--ignore-eos",
+    "min_tokens": "--ignore-eos",
+}
+
+
+@dataclass(frozen=True)
+class GenerativeSettings:
+    """What the user asked generative requests to be; ``api == "infer"`` means: not generative."""
+
+    api: str = defaults.API
+    stream: bool = defaults.STREAM
+    prompts: Path | None = None
+    max_tokens: int | None = defaults.MAX_TOKENS
+    ignore_eos: bool = False
+    sampling: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def generative(self) -> bool:
+        return self.api != "infer"
+
+
+def add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("locust-inference generative models (--api chat, completions or generate)")
+    group.add_argument(
+        "--api",
+        env_var="LOCUST_API",
+        default=None,
+        help="What requests are: infer (tensors or images, the default), chat (OpenAI POST /v1/chat/completions), "
+        "completions (OpenAI POST /v1/completions) or generate (Triton POST /v2/models/MODEL/generate_stream, "
+        "or /generate with --no-stream)",
+    )
+    group.add_argument(
+        "--stream",
+        env_var="LOCUST_STREAM",
+        action="store_true",
+        default=False,
+        help="Stream tokens (Server-Sent Events): the default with --api chat, completions or generate",
+    )
+    group.add_argument(
+        "--no-stream",
+        env_var="LOCUST_NO_STREAM",
+        action="store_true",
+        default=False,
+        help="Ask for the whole answer at once (no time to first token then)",
+    )
+    group.add_argument(
+        "--prompts",
+        env_var="LOCUST_PROMPTS",
+        default=None,
+        help="Prompts sent, one body each, rotated: JSONL with a 'prompt' or 'messages' per line, or a ShareGPT "
+        "JSON file (its conversations' first human turns); default: a small built-in set",
+    )
+    group.add_argument(
+        "--max-tokens",
+        env_var="LOCUST_MAX_TOKENS",
+        default=None,
+        help="Output tokens asked for (max_tokens); default: not sent, the server's own limit",
+    )
+    group.add_argument(
+        "--ignore-eos",
+        env_var="LOCUST_IGNORE_EOS",
+        action="store_true",
+        default=False,
+        help="Ask the server to generate --max-tokens whatever the model says (ignore_eos, and min_tokens)",
+    )
+    group.add_argument(
+        "--sampling",
+        env_var="LOCUST_SAMPLING",
+        action="append",
+        default=None,
+        help="key=value added to each body (repeatable), the value read as JSON: --sampling temperature=0.7",
+    )
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _sampling(given: list[str]) -> tuple[tuple[str, Any], ...]:
+    pairs: dict[str, Any] = {}
+    for item in given:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not _SAMPLING_KEY.fullmatch(key):
+            raise ConfigError(f"--sampling must be key=value, the key of letters, digits, _ . or -, not {_shown(item)}")
+        if key in _OWN_KEYS:
+            raise ConfigError(f"--sampling {key}=... is set by {_OWN_KEYS[key]}, not --sampling")
+        if key in pairs:
+            raise ConfigError(f"--sampling {key} is given twice")
+        if len(text) > MAX_SAMPLING_BYTES:
+            raise ConfigError(f"--sampling {key}: the value is longer than {MAX_SAMPLING_BYTES} characters")
+        try:
+            pairs[key] = json.loads(text)
+        except ValueError:
+            raise ConfigError(
+                f'--sampling {key}: the value must be JSON (0.7, true, "text", [1, 2]), not {_shown(text)}'
+            ) from None
+    return tuple(pairs.items())
+
+
+def resolve(options: Any) -> GenerativeSettings:
+    """:class:`GenerativeSettings` from Locust's parsed options; a ConfigError (one line) when they make no
+    sense together. A generative option without ``--api`` is refused: it would silently do nothing."""
+    api = str(getattr(options, "api", None) or defaults.API).strip().lower()
+    if api not in APIS:
+        raise ConfigError(f"--api must be one of {', '.join(APIS)}, not {_shown(api)}")
+    stream, no_stream = bool(getattr(options, "stream", False)), bool(getattr(options, "no_stream", False))
+    if stream and no_stream:
+        raise ConfigError("--stream and --no-stream contradict each other: give one")
+    prompts = getattr(options, "prompts", None) or None
+    max_tokens_given = getattr(options, "max_tokens", None)
+    max_tokens = None
+    if max_tokens_given is not None:
+        text = str(max_tokens_given).strip()
+        if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_TOKENS:
+            raise ConfigError(f"--max-tokens must be a whole number from 1 to {MAX_TOKENS:,}, not {_shown(text)}")
+        max_tokens = int(text)
+    ignore_eos = bool(getattr(options, "ignore_eos", False))
+    sampling = _sampling(getattr(options, "sampling", None) or [])
+    if api == "infer":
+        given = [
+            name
+            for name, value in (
+                ("--stream", stream),
+                ("--no-stream", no_stream),
+                ("--prompts", prompts),
+                ("--max-tokens", max_tokens is not None),
+                ("--ignore-eos", ignore_eos),
+                ("--sampling", sampling),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(f"{given[0]} applies to generative models: add --api chat, completions or generate")
+    if ignore_eos and max_tokens is None:
+        raise ConfigError("--ignore-eos needs --max-tokens N (the length to generate)")
+    return GenerativeSettings(
+        api=api,
+        stream=not no_stream,
+        prompts=Path(str(prompts)).expanduser() if prompts else None,
+        max_tokens=max_tokens,
+        ignore_eos=ignore_eos,
+        sampling=sampling,
+    )

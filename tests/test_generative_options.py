@@ -1,0 +1,179 @@
+"""Generative options and prompts: bodies as each API expects them, and hostile --prompts files or option
+values stopping the start with one line (exit 2). No server needed: prompts are read before any is asked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from locust_inference import generative, generative_options
+from locust_inference._native import ConfigError
+from locust_inference.options import Settings
+from support import assert_clean_failure, clean_env, run_locust
+
+from servers.launch import free_port
+
+
+def _options(**given: Any) -> argparse.Namespace:
+    names = ("api", "stream", "no_stream", "prompts", "max_tokens", "ignore_eos", "sampling")
+    return argparse.Namespace(**{name: given.get(name) for name in names})
+
+
+def _settings(server: str = "litserve", **given: Any) -> Settings:
+    return Settings(
+        server=server,
+        model="m",
+        host="http://127.0.0.1:1",
+        image=Path("unused"),
+        generative=generative_options.resolve(_options(**given)),
+    )
+
+
+def test_chat_body_streams_asks_for_usage_and_passes_sampling_through() -> None:
+    settings = _settings(api="chat", max_tokens="16", ignore_eos=True, sampling=["temperature=0.5", 'stop=["x"]'])
+    [body] = generative.bodies(settings, ["Hello there"])
+    assert json.loads(body) == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "Hello there"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 16,
+        "ignore_eos": True,
+        "min_tokens": 16,
+        "temperature": 0.5,
+        "stop": ["x"],
+    }
+    assert generative.url(settings) == "http://127.0.0.1:1/v1/chat/completions"
+
+
+def test_completions_without_stream_joins_messages_and_asks_for_no_usage_option() -> None:
+    settings = _settings(api="completions", no_stream=True)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    [body] = generative.bodies(settings, [messages])
+    assert json.loads(body) == {"model": "m", "prompt": "Be brief.\nHi", "stream": False}
+    assert generative.url(settings) == "http://127.0.0.1:1/v1/completions"
+
+
+@pytest.mark.parametrize(("stream", "path"), [(True, "generate_stream"), (False, "generate")])
+def test_triton_generate_body_and_url(stream: bool, path: str) -> None:
+    settings = _settings("triton", api="generate", no_stream=not stream, max_tokens="8", sampling=["top_k=4"])
+    [body] = generative.bodies(settings, ["Hi"])
+    assert json.loads(body) == {"text_input": "Hi", "max_tokens": 8, "top_k": 4}
+    assert generative.url(settings) == f"http://127.0.0.1:1/v2/models/m/{path}"
+
+
+def test_prompts_file_formats(tmp_path: Path) -> None:
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a"}\n\n{"messages": [{"role": "user", "content": "b"}]}\n')
+    assert generative.load_prompts(jsonl, 2**30) == ["a", [{"role": "user", "content": "b"}]]
+    sharegpt = tmp_path / "s.json"
+    conversations = [{"from": "system", "value": "s"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "r"}]
+    sharegpt.write_text(json.dumps([{"id": "1", "conversations": conversations}]))
+    assert generative.load_prompts(sharegpt, 2**30) == [[{"role": "user", "content": "q"}]]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"api": "chatt"}, "--api must be one of infer, chat, completions, generate"),
+        ({"stream": True}, "--stream applies to generative models"),
+        ({"api": "infer", "sampling": ["temperature=1"]}, "--sampling applies to generative models"),
+        ({"api": "chat", "stream": True, "no_stream": True}, "contradict"),
+        ({"api": "chat", "max_tokens": "0"}, "--max-tokens must be a whole number from 1 to 1,000,000"),
+        ({"api": "chat", "max_tokens": "1e3"}, "--max-tokens must be a whole number"),
+        ({"api": "chat", "ignore_eos": True}, "--ignore-eos needs --max-tokens"),
+        ({"api": "chat", "sampling": ["temperature"]}, "--sampling must be key=value"),
+        ({"api": "chat", "sampling": ["temperature=hot"]}, "--sampling temperature: the value must be JSON"),
+        ({"api": "chat", "sampling": ["stream=false"]}, "--sampling stream=... is set by --stream/--no-stream"),
+        ({"api": "chat", "sampling": ["top_k=1", "top_k=2"]}, "--sampling top_k is given twice"),
+    ],
+)
+def test_bad_generative_options(given: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        generative_options.resolve(_options(**given))
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+BAD_PROMPTS = [
+    (b'{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "c"\n', "line 3 is not JSON"),
+    (b'{"prompt": "a"}\n{"text": "b"}\n', "line 2 has neither 'prompt' nor 'messages'"),
+    (b'{"prompt": 7}\n', "line 1: 'prompt' must be a non-empty string"),
+    (b'{"messages": [{"role": "wizard", "content": "x"}]}\n', "line 1: message 1 has role 'wizard'"),
+    (b'{"prompt": "a"}\n{"prompt": "\xff"}\n', "line 2 is not UTF-8"),
+    (b"[1, 2]\n", "entry 1 has no 'conversations' list"),
+    (
+        b'[{"conversations": [{"from": "human", "value": "q"}]}, {"conversations": [{"from": "gpt", "value": "r"}]}]',
+        "entry 2 has no human turn",
+    ),
+    (b"\n\n", "holds no prompts"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), BAD_PROMPTS, ids=[m.split()[0] + m.split()[-1] for _, m in BAD_PROMPTS]
+)
+def test_bad_prompts_file_stops_the_start_in_one_line(tmp_path: Path, content: bytes, message: str) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_bytes(content)
+    host = f"http://127.0.0.1:{free_port()}"  # never asked: the prompts are read first
+    run = run_locust(
+        tmp_path,
+        "--host",
+        host,
+        "--api",
+        "chat",
+        "--prompts",
+        str(prompts),
+        env=clean_env(SERVER="litserve", MODEL_NAME="m"),
+    )
+    assert_clean_failure(run, f"--prompts {prompts}", message)
+
+
+def test_prompts_file_too_large_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    prompts = tmp_path / "big.jsonl"
+    with open(prompts, "wb") as file:  # sparse: 2 MiB that are never read
+        file.truncate(2 * 1024**2)
+    run = run_locust(
+        tmp_path,
+        "--host",
+        f"http://127.0.0.1:{free_port()}",
+        "--api",
+        "chat",
+        "--prompts",
+        str(prompts),
+        "--max-input-memory",
+        "4MiB",
+        env=clean_env(SERVER="litserve", MODEL_NAME="m"),
+    )
+    assert_clean_failure(run, f"--prompts {prompts} is 2,097,152 bytes, more than the 699,050 allowed")
+
+
+def test_missing_prompts_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.jsonl"
+    run = run_locust(
+        tmp_path,
+        "--host",
+        f"http://127.0.0.1:{free_port()}",
+        "--api",
+        "chat",
+        "--prompts",
+        str(missing),
+        env=clean_env(SERVER="litserve", MODEL_NAME="m"),
+    )
+    assert_clean_failure(run, f"--prompts {missing} cannot be read (No such file or directory)")
+
+
+def test_generate_needs_triton(tmp_path: Path) -> None:
+    run = run_locust(
+        tmp_path,
+        "--host",
+        f"http://127.0.0.1:{free_port()}",
+        "--api",
+        "generate",
+        env=clean_env(SERVER="litserve", MODEL_NAME="m"),
+    )
+    assert_clean_failure(run, "--api generate is Triton's generate extension: use --server triton")
