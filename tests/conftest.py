@@ -6,10 +6,13 @@ The servers run in their own process groups via :mod:`servers.launch`, which alw
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -24,7 +27,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from faults import FaultServer  # noqa: E402
 
-from servers.launch import RunningServer, litserve_server, triton_server  # noqa: E402
+from servers.launch import RunningServer, litserve_llm_server, litserve_server, triton_server  # noqa: E402
 
 TRITON_TEST_MODELS = (
     "tiny_onnx",
@@ -51,8 +54,14 @@ SERVER_FIXTURES = frozenset(
         "own_triton",
         "hosts",
         "netns_triton",
+        "litserve_llm",
+        "triton_llm",
     }
 )
+# The synthetic generator's settings on both servers (servers/generator.py): tests check against them.
+GENERATOR_PREFILL_MS = 50
+GENERATOR_TOKEN_MS = 10
+GENERATOR_MAX_TOKENS = 64
 # The key the image-base64 checksum server reads: not the default, so tests prove --litserve-key is used.
 LITSERVE_CHECKSUM_IMAGE_KEY = "photo"
 
@@ -138,3 +147,54 @@ def http() -> Iterator[requests.Session]:
         yield session
     finally:
         session.close()
+
+
+@dataclass
+class GeneratorServer:
+    """A server of the synthetic generator and the file where it logs each request's own timing."""
+
+    server: RunningServer
+    timing_log: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def mark(self) -> int:
+        """Where the timing log ends now: pass it to :meth:`timings` to read only what came after."""
+        return self.timing_log.stat().st_size if self.timing_log.exists() else 0
+
+    def timings(self, since: int = 0) -> list[dict[str, Any]]:
+        """Each request's timing as the generator measured it, logged after ``since`` (see servers.generator)."""
+        with self.timing_log.open("rb") as file:
+            file.seek(since)
+            return [json.loads(line) for line in file.read().splitlines() if line.strip()]
+
+
+def generator_args(timing_log: Path, **overrides: Any) -> list[str]:
+    """The generator's command-line options (prefill 50 ms, 10 ms a token, at most 64 tokens, unless overridden)."""
+    settings = {
+        "prefill-ms": GENERATOR_PREFILL_MS,
+        "token-ms": GENERATOR_TOKEN_MS,
+        "max-tokens": GENERATOR_MAX_TOKENS,
+        "timing-log": timing_log,
+        **{k.replace("_", "-"): v for k, v in overrides.items()},
+    }
+    return [arg for key, value in settings.items() for arg in (f"--{key}", str(value))]
+
+
+@pytest.fixture(scope="session")
+def litserve_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
+    """LitServe's OpenAISpec (async) serving the synthetic generator at POST /v1/chat/completions."""
+    log = tmp_path_factory.mktemp("litserve-llm") / "timing.jsonl"
+    with litserve_llm_server(extra_args=generator_args(log)) as server:
+        yield GeneratorServer(server, log)
+
+
+@pytest.fixture(scope="session")
+def triton_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
+    """Triton (PyTriton) serving the synthetic generator as the decoupled model synthetic_llm
+    (POST /v2/models/synthetic_llm/generate_stream)."""
+    log = tmp_path_factory.mktemp("triton-llm") / "timing.jsonl"
+    with triton_server(models=["synthetic_llm"], extra_args=generator_args(log)) as server:
+        yield GeneratorServer(server, log)
