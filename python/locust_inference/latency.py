@@ -38,7 +38,9 @@ from locust_inference.results_schema import (
     LatencyDocument,
     LocustNumbers,
     OpenLoop,
+    Percentiles,
     RequestEntry,
+    TokenEntry,
     histograms,
 )
 from locust_inference.server_stats import StatsRead, breakdown
@@ -112,6 +114,7 @@ class Collector:
     stats_at_start: StatsRead | None = None  # Triton's statistics at the start, being read
     resets: int = 0  # restarts so far (--reset-stats)
     final: LatencyDocument | None = None  # the summary written at the end (latency.json's content)
+    users: int = 0  # the most users that ran at once (Locust's spawning_complete), for tokens per user
 
     def add(self, name: str, measurements: Measurements) -> None:
         """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
@@ -180,6 +183,28 @@ class Collector:
             "lag_ms": {k: lag[k] for k in ("p50", "p99", "max") if k in lag},
         }
 
+    def tokens(self, name: str, duration: float) -> TokenEntry:
+        """``name``'s token measures (see results_schema.TokenEntry) over ``duration`` seconds."""
+        m = self.measured[name]
+        counts = m.tokens
+        per_s = counts["output_tokens_total"] / duration
+        return {
+            "ttft_ms": m.ttft.summary(),
+            "itl_ms": m.itl.summary(),
+            "tpot_ms": m.tpot.summary(),
+            "output_tokens": m.output_tokens.summary(),
+            "input_tokens": m.input_tokens.summary(),
+            "output_tokens_total": counts["output_tokens_total"],
+            "output_tokens_failed": counts["output_tokens_failed"],
+            "token_requests": counts["token_requests"],
+            "approximate_requests": counts["approximate_requests"],
+            "no_token_requests": counts["no_token_requests"],
+            "approximate": counts["approximate_requests"] > 0,
+            "output_tokens_per_s": per_s,
+            "users": self.users,
+            "output_tokens_per_s_per_user": per_s / self.users if self.users else None,
+        }
+
     def summary(self, environment: Environment, history_csv: str | None) -> LatencyDocument:
         ended = dt.datetime.now(dt.UTC)
         started = self.started or ended
@@ -198,6 +223,7 @@ class Collector:
                 "ttfb_ms": m.ttfb.summary(),
                 "service_ms": m.service.summary(),
                 "open_loop": self.open_loop(name),
+                "tokens": self.tokens(name, duration) if self.settings.generative.generative else None,
                 "distribution": hist.distribution(),
             }
             if entry and entry.num_requests:
@@ -275,6 +301,10 @@ def format_summary(summary: LatencyDocument) -> str:
                 + ", ".join(f"{k} {v:.3f}" for k, v in ol["lag_ms"].items())
                 + ". latency runs from each request's intended send time, service from its actual send.",
             ]
+    for name, entry in summary["requests"].items():
+        tokens = entry.get("tokens")
+        if tokens:
+            lines += ["", *_format_tokens(name, tokens)]
     resent = {name: entry.get("resent", 0) for name, entry in summary["requests"].items()}
     lines += [
         "",
@@ -298,6 +328,26 @@ def format_summary(summary: LatencyDocument) -> str:
             ),
         ]
     return "\n".join(lines)
+
+
+def _format_tokens(name: str, t: TokenEntry) -> list[str]:
+    """The token lines of the summary: time to first token, inter-token latency and time per output token
+    (p50, p99), and the token rates."""
+
+    def pair(p: Percentiles) -> str:
+        return f"p50 {p['p50']:.3f}, p99 {p['p99']:.3f}" if p else "none measured"
+
+    counted = "counted by chunks (approximate: no usage from the server)" if t["approximate"] else "from usage"
+    per_user = t["output_tokens_per_s_per_user"]
+    return [
+        f"Tokens, {name} (ms): time to first token {pair(t['ttft_ms'])}; inter-token latency {pair(t['itl_ms'])}; "
+        f"time per output token {pair(t['tpot_ms'])}",
+        f"  output tokens/s {t['output_tokens_per_s']:.1f}"
+        + (f" ({per_user:.1f} per user, {t['users']} users)" if per_user is not None else "")
+        + f"; {t['output_tokens_total']} output tokens in {t['token_requests']} requests, {counted}"
+        + (f"; {t['output_tokens_failed']} in failed requests" if t["output_tokens_failed"] else "")
+        + (f"; {t['no_token_requests']} requests without a token" if t["no_token_requests"] else ""),
+    ]
 
 
 def _identity(ol: OpenLoop) -> str:
@@ -373,7 +423,8 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
     take_local = collector.poll
 
     @events.spawning_complete.add_listener
-    def _reset(**_kw: Any) -> None:
+    def _reset(user_count: int = 0, **_kw: Any) -> None:
+        collector.users = max(collector.users, user_count)
         # Locust resets its own statistics here with --reset-stats (its runner's listener); ours follow,
         # in every process, so that latency.json covers the same requests as Locust's numbers.
         if environment.reset_stats:

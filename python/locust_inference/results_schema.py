@@ -21,6 +21,7 @@ __all__ = [
     "OpenLoop",
     "Percentiles",
     "RequestEntry",
+    "TokenEntry",
     "histograms",
 ]
 
@@ -57,6 +58,26 @@ class OpenLoop(TypedDict):
     lag_ms: Percentiles  # p50, p99, max of the send lag (actual - intended send time)
 
 
+class TokenEntry(TypedDict):
+    """``requests.<name>.tokens``: a generative endpoint's token measures (docs/generative.md), over its
+    successful requests unless named otherwise; None for tensor requests (``--api infer``)."""
+
+    ttft_ms: Percentiles  # time to first token (from the intended send time in an open loop)
+    itl_ms: Percentiles  # inter-token latency: every gap between content chunks
+    tpot_ms: Percentiles  # time per output token: (end - first token) / (output tokens - 1), per request
+    output_tokens: Percentiles  # per request (counts, not ms)
+    input_tokens: Percentiles  # per request, from the server's usage (empty without)
+    output_tokens_total: int
+    output_tokens_failed: int  # received by failed requests before they failed
+    token_requests: int  # successful requests with an output token count
+    approximate_requests: int  # of those, counted by content chunks (no usage from the server)
+    no_token_requests: int  # successful requests without a content chunk
+    approximate: bool  # some counts are chunks, not tokens
+    output_tokens_per_s: float  # output_tokens_total over the run's duration
+    users: int  # the most users that ran at once (all workers)
+    output_tokens_per_s_per_user: float | None  # None without users
+
+
 class RequestEntry(TypedDict):
     """``requests.<name>``: one request name's counts and latencies."""
 
@@ -68,6 +89,7 @@ class RequestEntry(TypedDict):
     ttfb_ms: Percentiles
     service_ms: Percentiles
     open_loop: OpenLoop | None
+    tokens: TokenEntry | None
     distribution: list[tuple[float, float]]  # (percentile, ms) points; lists in the file
 
 

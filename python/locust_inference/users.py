@@ -172,7 +172,13 @@ class InferenceUser(User):
         exception = self._judge(outcome)
         # With no yield before the event: the histograms and Locust count the same requests.
         target.endpoint.record(outcome, success=exception is None)
-        self._fire(outcome, outcome.response_time, exception, self._context)
+        ttft = outcome.ttft  # generative streams: in the event's context, not as a second Locust entry
+        self._fire(
+            outcome,
+            outcome.response_time,
+            exception,
+            self._context if ttft is None else {**self._context, "ttft": ttft},
+        )
         return outcome
 
     def stop(self, force: bool = False) -> bool:
@@ -357,6 +363,8 @@ class OpenLoopUser(InferenceUser):
         exception = self._judge(outcome)
         stream.record(completion, success=exception is None)
         context = {**self._context, "service_time": completion.service_time, "lag": completion.lag}
+        if completion.ttft is not None:  # from the intended send time, as the latency
+            context["ttft"] = completion.ttft
         self._fire(outcome, completion.response_time, exception, context)
 
     def on_stop(self) -> None:
