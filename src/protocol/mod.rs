@@ -6,6 +6,7 @@ pub(crate) mod json_array;
 pub(crate) mod litserve;
 mod py;
 pub(crate) mod reason;
+pub(crate) mod sse;
 pub(crate) mod tensor;
 pub(crate) mod triton;
 
