@@ -93,6 +93,10 @@ pub enum Error {
         url: String,
         location: String,
     },
+    /// A streamed answer that failed part way: an error event from the server, a stream that ended
+    /// before its end marker, or one JSON body where a stream was asked for.
+    #[error("stream from {url} failed: {reason}")]
+    Stream { url: String, reason: String },
     /// A panic while the request was being sent or judged, caught so that its waiter is answered.
     #[error("internal error (panic) in the request to {url}: {reason}")]
     Internal { url: String, reason: String },
@@ -121,6 +125,7 @@ impl Error {
             Error::UnsupportedType(_) => "unsupported-type",
             Error::Redirect { .. } => "redirect",
             Error::Internal { .. } => "internal",
+            Error::Stream { .. } => "stream",
         }
     }
 }
@@ -136,7 +141,8 @@ impl From<Error> for PyErr {
             | Error::Status { .. }
             | Error::Transport { .. }
             | Error::TooLarge { .. }
-            | Error::Internal { .. } => RequestError::new_err(msg),
+            | Error::Internal { .. }
+            | Error::Stream { .. } => RequestError::new_err(msg),
             Error::Redirect { .. } => RedirectError::new_err(msg),
             Error::Certificate { .. } => CertificateError::new_err(msg),
             Error::Runtime(_) => LocustInferenceError::new_err(msg),

@@ -18,6 +18,7 @@ use crate::engine::rotation::{random_seed, Rotation};
 use crate::engine::runtime;
 use crate::error::{Error, Result};
 use crate::measure::measurements::{Latency, PyMeasurements, Recorder};
+use crate::protocol::generative::{self, Api, Tokens};
 use crate::protocol::litserve;
 use crate::protocol::reason;
 use crate::protocol::tensor::DataType;
@@ -40,6 +41,9 @@ enum Check {
         key: String,
         shape: Option<Vec<Option<usize>>>,
     },
+    /// Generated text, streamed (Server-Sent Events) when `stream`: read as it arrives by a
+    /// [`generative::Reader`], which counts the tokens.
+    Generative { api: Api, stream: bool },
     /// Panics as it judges: how the tests make a request panic.
     #[cfg(test)]
     Panic,
@@ -60,6 +64,9 @@ pub struct Outcome {
     pub resent: bool,
     /// Which of the endpoint's bodies was sent.
     pub input_index: usize,
+    /// A generative endpoint's answer: its tokens and when they arrived (what arrived before a
+    /// failure too). Shared: an outcome is cloned on its way to Python.
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 /// The id of the next endpoint made: ids start at 1 (a slot's mailbox starts with key 0, no
@@ -109,9 +116,22 @@ impl Endpoint {
     }
 
     async fn exchange(&self, index: usize) -> Outcome {
-        match self.transport.send(&self.spec, index).await {
+        let mut reader = match self.check {
+            Check::Generative { api, stream } => Some(generative::Reader::new(
+                api,
+                stream,
+                self.spec.url.to_string(),
+                self.spec.max_response_bytes,
+            )),
+            _ => None,
+        };
+        let sink = reader
+            .as_mut()
+            .map(|r| r as &mut dyn crate::transport::BodySink);
+        match self.transport.send_to(&self.spec, index, sink).await {
             Err(f) => Outcome {
                 resent: f.resent,
+                tokens: reader.map(|r| Arc::new(r.into_tokens())),
                 ..Outcome::failed(f.error, f.elapsed, f.status)
             },
             Ok(resp) => {
@@ -126,8 +146,16 @@ impl Endpoint {
                         })
                         .collect()
                 });
+                let mut tokens = None;
                 let verdict = if (200..300).contains(&resp.status) {
-                    self.judge(&resp.headers, &resp.body)
+                    match reader {
+                        Some(reader) => {
+                            let (read, verdict) = reader.finish(&resp.body);
+                            tokens = Some(Arc::new(read));
+                            verdict.map(|()| None)
+                        }
+                        None => self.judge(&resp.headers, &resp.body),
+                    }
                 } else {
                     Err(Error::Status {
                         status: resp.status,
@@ -151,6 +179,7 @@ impl Endpoint {
                     error,
                     resent: resp.resent,
                     input_index: 0,
+                    tokens,
                 }
             }
         }
@@ -167,6 +196,7 @@ impl Endpoint {
                 triton::check_response(body, header_length, expected)
             }
             Check::LitServe { key, shape } => litserve::check_response(body, key, shape.as_deref()),
+            Check::Generative { .. } => Ok(None), // judged by its reader
             #[cfg(test)]
             Check::Panic => panic!("injected by a test"),
         }
@@ -199,6 +229,7 @@ impl Outcome {
             error: Some(error),
             resent: false,
             input_index: 0,
+            tokens: None,
         }
     }
 }
@@ -313,7 +344,7 @@ impl PyEndpoint {
     #[allow(clippy::fn_params_excessive_bools, clippy::too_many_arguments)] // Python's keyword arguments
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
-        ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true))]
+        ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true, stream = false))]
     fn new(
         url: &str,
         body: Bodies,
@@ -331,6 +362,7 @@ impl PyEndpoint {
         keep_body: bool,
         shuffle: bool,
         zero_copy: bool,
+        stream: bool,
     ) -> PyResult<Self> {
         let check = match protocol {
             "none" => Check::Status,
@@ -357,13 +389,23 @@ impl PyEndpoint {
                 key: output_key.to_owned(),
                 shape: output_shape.as_deref().map(expected_shape),
             },
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "protocol must be 'triton', 'litserve' or 'none', not {other:?}"
-                ))
-                .into())
-            }
+            other => match Api::parse(other) {
+                Some(api) => Check::Generative { api, stream },
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "protocol must be 'triton', 'litserve', 'openai', 'triton-generate' or \
+                         'none', not {other:?}"
+                    ))
+                    .into())
+                }
+            },
         };
+        if stream && !matches!(check, Check::Generative { .. }) {
+            return Err(Error::InvalidArgument(format!(
+                "stream=True needs protocol 'openai' or 'triton-generate', not {protocol:?}"
+            ))
+            .into());
+        }
         let method = Method::from_str(&method.to_ascii_uppercase())
             .map_err(|_| Error::InvalidArgument(format!("invalid HTTP method {method:?}")))?;
         let mut spec = RequestSpec {
@@ -423,7 +465,8 @@ impl PyEndpoint {
     fn record(&self, outcome: &PyOutcome, success: bool) {
         let o = &outcome.0;
         let latency = o.latency(success, o.response_time);
-        self.inner.latency.record(latency, o.resent);
+        let tokens = o.tokens.as_deref().map(|t| (t, Duration::ZERO));
+        self.inner.latency.record(latency, o.resent, tokens);
     }
 
     /// What the requests recorded since the last call measured (latency histograms, resent
@@ -506,6 +549,61 @@ impl PyOutcome {
         self.0.input_index
     }
 
+    /// Milliseconds from the send to the first content chunk of a streamed answer (a generative
+    /// endpoint's), when one arrived.
+    #[getter]
+    fn ttft(&self) -> Option<f64> {
+        self.0.tokens.as_ref()?.ttft().map(ms)
+    }
+
+    /// Milliseconds per output token after the first: (last content chunk − first) / (output
+    /// tokens − 1); None below 2 tokens or without a stream.
+    #[getter]
+    fn tpot(&self) -> Option<f64> {
+        self.0.tokens.as_ref()?.tpot().map(ms)
+    }
+
+    /// Milliseconds between consecutive content chunks (inter-token latencies), in order.
+    #[getter]
+    fn itl(&self) -> Vec<f64> {
+        self.0
+            .tokens
+            .as_ref()
+            .map(|t| t.gaps().map(ms).collect())
+            .unwrap_or_default()
+    }
+
+    /// Output tokens: the server's `usage.completion_tokens`, else the content chunks of a
+    /// stream (see `token_source`); None when unknown (not generative, or a whole body without
+    /// usage).
+    #[getter]
+    fn output_tokens(&self) -> Option<u64> {
+        self.0.tokens.as_ref()?.output_tokens()
+    }
+
+    /// Input tokens, from the server's `usage.prompt_tokens`.
+    #[getter]
+    fn input_tokens(&self) -> Option<u64> {
+        self.0.tokens.as_ref()?.usage_input
+    }
+
+    /// Where `output_tokens` comes from: "usage" (the server's count) or "chunks" (content
+    /// chunks counted, approximate); None when it is None.
+    #[getter]
+    fn token_source(&self) -> Option<&'static str> {
+        self.0
+            .tokens
+            .as_ref()?
+            .source()
+            .map(generative::Source::name)
+    }
+
+    /// Content chunks received (events with text; 1 for a whole body with text).
+    #[getter]
+    fn chunks(&self) -> u64 {
+        self.0.tokens.as_ref().map_or(0, |t| t.chunks)
+    }
+
     /// Response headers, when the endpoint keeps them (`keep_headers=True`).
     #[getter]
     fn headers(&self) -> Option<Vec<(String, String)>> {
@@ -558,6 +656,10 @@ impl PyOutcome {
             Some(e) => format!("Outcome(failed, {e})"),
         }
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// One blocking request, for set-up work (model metadata, statistics) before users start.

@@ -48,6 +48,11 @@ impl Completion {
     pub fn response_time(&self) -> Duration {
         self.lag() + self.outcome.response_time
     }
+
+    /// From the intended send time to the first content chunk of a streamed answer.
+    pub fn ttft(&self) -> Option<Duration> {
+        Some(self.lag() + self.outcome.tokens.as_ref()?.ttft()?)
+    }
 }
 
 /// A stream's own counters, from its start (the endpoint's recorder gets the same events for the
@@ -252,11 +257,13 @@ impl Stream {
         }
         c.reported += 1;
         let recorder = &self.shared.endpoint.latency;
+        let tokens = completion.outcome.tokens.as_deref();
         recorder.record(
             completion
                 .outcome
                 .latency(success, completion.response_time()),
             completion.outcome.resent,
+            tokens.map(|t| (t, completion.lag())),
         );
         recorder.completed();
         Ok(())
@@ -518,6 +525,13 @@ impl PyCompletion {
         ms(self.inner.response_time())
     }
 
+    /// Milliseconds from the intended send time to the first content chunk of a streamed answer
+    /// (lag + the outcome's ttft), when one arrived.
+    #[getter]
+    fn ttft(&self) -> Option<f64> {
+        self.inner.ttft().map(ms)
+    }
+
     /// Milliseconds from the actual send to the last response byte (or the failure).
     #[getter]
     fn service_time(&self) -> f64 {
@@ -571,6 +585,12 @@ mod tests {
             error: None,
             resent: false,
             input_index: 0,
+            tokens: Some(Arc::new(crate::protocol::generative::Tokens {
+                streamed: true,
+                chunks: 1,
+                times: vec![Duration::from_millis(7)],
+                ..Default::default()
+            })),
         };
         let c = Completion {
             outcome,
@@ -580,6 +600,11 @@ mod tests {
         };
         assert_eq!(c.lag(), Duration::from_millis(30));
         assert_eq!(c.response_time(), Duration::from_millis(50));
+        assert_eq!(
+            c.ttft(),
+            Some(Duration::from_millis(37)),
+            "from the intended send"
+        );
         let early = Completion {
             sent: Duration::from_millis(90),
             ..c

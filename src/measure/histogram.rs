@@ -275,6 +275,113 @@ impl PyLatencyHistogram {
     }
 }
 
+/// A histogram of counts (tokens per request), exposed to Python: the same HdrHistogram as the
+/// latencies (0 to 60,000,000, 3 significant digits: exact up to 2048), values as they are.
+#[pyclass(module = "locust_inference._native", name = "CountHistogram")]
+#[derive(Clone)]
+pub struct PyCountHistogram {
+    pub inner: Histogram<u64>,
+}
+
+impl PyCountHistogram {
+    pub fn wrap(inner: Histogram<u64>) -> Self {
+        PyCountHistogram { inner }
+    }
+}
+
+#[pymethods]
+impl PyCountHistogram {
+    #[new]
+    fn new() -> Self {
+        PyCountHistogram {
+            inner: new_histogram(),
+        }
+    }
+
+    /// Records one count (clamped to 60,000,000).
+    fn record(&mut self, value: u64) {
+        self.inner.saturating_record(value);
+    }
+
+    /// Adds every value of `other` (merging workers' histograms).
+    fn add(&mut self, other: &PyCountHistogram) -> PyResult<()> {
+        self.inner
+            .add(&other.inner)
+            .map_err(|e| Error::InvalidArgument(format!("cannot merge histograms: {e:?}")).into())
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &to_bytes(&self.inner)?))
+    }
+
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        Ok(PyCountHistogram {
+            inner: from_bytes(data)?,
+        })
+    }
+
+    /// How many values were recorded.
+    #[getter]
+    fn count(&self) -> u64 {
+        self.inner.len()
+    }
+
+    /// The sum of the values (each as the histogram holds it: exact up to 2048).
+    #[getter]
+    fn total(&self) -> u64 {
+        self.inner
+            .iter_recorded()
+            .map(|v| v.value_iterated_to().saturating_mul(v.count_at_value()))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// The value at a percentile (0-100); 0 when empty.
+    fn percentile(&self, percentile: f64) -> u64 {
+        if self.inner.is_empty() {
+            return 0;
+        }
+        self.inner
+            .highest_equivalent(self.inner.value_at_percentile(percentile.clamp(0.0, 100.0)))
+    }
+
+    /// min, mean, p50, p90, p95, p99, p99.9, p99.99, max (empty dict when no values).
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        if self.inner.is_empty() {
+            return Ok(d);
+        }
+        d.set_item("min", self.inner.min() as f64)?;
+        d.set_item("mean", self.inner.mean())?;
+        for (name, p) in SUMMARY_PERCENTILES {
+            d.set_item(name, self.percentile(p) as f64)?;
+        }
+        d.set_item(
+            "max",
+            self.inner.highest_equivalent(self.inner.max()) as f64,
+        )?;
+        Ok(d)
+    }
+
+    /// `[(percentile, value), ...]` for a percentile plot.
+    #[pyo3(signature = (ticks_per_half = 5))]
+    fn distribution(&self, ticks_per_half: u32) -> Vec<(f64, u64)> {
+        distribution(&self.inner, ticks_per_half)
+    }
+
+    fn __eq__(&self, other: &PyCountHistogram) -> bool {
+        self.inner == other.inner
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CountHistogram(count={}, p50={})",
+            self.inner.len(),
+            self.percentile(50.0)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

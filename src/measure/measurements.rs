@@ -1,6 +1,7 @@
-//! What an endpoint's requests measured: latency histograms, the resent count and the open-loop
-//! stream counters, recorded as users report requests, taken by Python at each Locust report, sent
-//! from workers to the master as one compact blob and merged there.
+//! What an endpoint's requests measured: latency histograms, the resent count, the open-loop
+//! stream counters and a generative endpoint's token measures, recorded as users report requests,
+//! taken by Python at each Locust report, sent from workers to the master as one compact blob and
+//! merged there.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -10,7 +11,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::error::{Error, Result};
-use crate::measure::histogram::{from_bytes, micros, new_histogram, to_bytes, PyLatencyHistogram};
+use crate::measure::histogram::{
+    from_bytes, micros, new_histogram, to_bytes, PyCountHistogram, PyLatencyHistogram,
+};
+use crate::protocol::generative::{Source, Tokens};
 
 /// What one endpoint's reported requests measured since the last take.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,8 +29,23 @@ pub struct Measurements {
     pub service: Histogram<u64>,
     /// Open-loop streams: how late each request left (actual - intended send time).
     pub lag: Histogram<u64>,
+    /// Generative endpoints, successful streamed requests with a content chunk: time to the first
+    /// (from the intended send time in an open loop), µs.
+    pub ttft: Histogram<u64>,
+    /// Generative endpoints, successful requests: every gap between consecutive content chunks, µs.
+    pub itl: Histogram<u64>,
+    /// Generative endpoints, successful requests of at least 2 output tokens: time per output
+    /// token after the first, µs.
+    pub tpot: Histogram<u64>,
+    /// Generative endpoints, successful requests whose count is known: output tokens (a count,
+    /// not µs).
+    pub output_tokens: Histogram<u64>,
+    /// Generative endpoints, successful requests whose `usage` gave it: input tokens (a count).
+    pub input_tokens: Histogram<u64>,
     /// Open-loop streams: their counters.
     pub streams: StreamCounts,
+    /// Generative endpoints: token counters.
+    pub tokens: TokenCounts,
     /// Requests of any outcome that went out on a second connection (the pooled one was closed
     /// before any byte of the request was written).
     pub resent: u64,
@@ -95,6 +114,41 @@ impl StreamCounts {
     }
 }
 
+/// What a generative endpoint's reported requests produced (see `protocol::generative` for how
+/// tokens are counted). Over successful requests: `requests` of them had an output token count,
+/// `approximate` of those by counting chunks; `no_tokens` had no content chunk (so no TTFT).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct TokenCounts {
+    /// Output tokens of successful requests (the sum of the `output_tokens` histogram's values).
+    pub output: u64,
+    /// Output tokens received by failed requests before they failed (their `usage`, else their
+    /// content chunks).
+    pub failed_output: u64,
+    /// Successful requests with an output token count.
+    pub requests: u64,
+    /// Successful requests whose count is their content chunks (the server gave no `usage`).
+    pub approximate: u64,
+    /// Successful requests without a content chunk.
+    pub no_tokens: u64,
+}
+
+impl TokenCounts {
+    /// The sum of both, or an error naming the first counter that would overflow.
+    fn checked_add(&self, o: &TokenCounts) -> Result<TokenCounts> {
+        let sum = |name: &str, a: u64, b: u64| {
+            a.checked_add(b)
+                .ok_or_else(|| Error::protocol(format!("merging would overflow the {name} count")))
+        };
+        Ok(TokenCounts {
+            output: sum("output token", self.output, o.output)?,
+            failed_output: sum("failed output token", self.failed_output, o.failed_output)?,
+            requests: sum("token request", self.requests, o.requests)?,
+            approximate: sum("approximate request", self.approximate, o.approximate)?,
+            no_tokens: sum("no-token request", self.no_tokens, o.no_tokens)?,
+        })
+    }
+}
+
 /// One successful request's latencies.
 #[derive(Debug, Clone, Copy)]
 pub struct Latency {
@@ -110,26 +164,46 @@ impl Default for Measurements {
             ttfb: new_histogram(),
             service: new_histogram(),
             lag: new_histogram(),
+            ttft: new_histogram(),
+            itl: new_histogram(),
+            tpot: new_histogram(),
+            output_tokens: new_histogram(),
+            input_tokens: new_histogram(),
             streams: StreamCounts::default(),
+            tokens: TokenCounts::default(),
             resent: 0,
         }
     }
 }
 
 /// Starts the wire format; the version is its last byte.
-const MAGIC: &[u8; 4] = b"LIM\x02";
-const COUNTERS: usize = 10;
+const MAGIC: &[u8; 4] = b"LIM\x03";
+const COUNTERS: usize = 15;
+const HISTOGRAMS: usize = 9;
+/// The histograms' names in failures, in wire order.
+const HISTOGRAM_NAMES: [&str; HISTOGRAMS] = [
+    "latency",
+    "TTFB",
+    "service time",
+    "lag",
+    "TTFT",
+    "inter-token latency",
+    "TPOT",
+    "output token",
+    "input token",
+];
 
 impl Measurements {
     /// Adds `other`'s samples and counts (a worker's report, on the master). When a count would
     /// overflow it is an error and nothing is added.
     pub fn add(&mut self, other: &Measurements) -> Result<()> {
-        let (streams, resent) = self.check_add(other)?;
+        let (streams, tokens, resent) = self.check_add(other)?;
         for (mine, theirs) in self.histograms_mut().into_iter().zip(other.histograms()) {
             mine.add(theirs)
                 .map_err(|e| Error::InvalidArgument(format!("cannot merge histograms: {e:?}")))?;
         }
         self.streams = streams;
+        self.tokens = tokens;
         self.resent = resent;
         Ok(())
     }
@@ -137,8 +211,8 @@ impl Measurements {
     /// The counters `add` would leave, or an error when one would overflow: checking the
     /// histograms' totals is enough, as none of their counts exceeds its total, which is exact
     /// (hdrhistogram saturates it and its counts; `from_bytes` refuses counts that would).
-    fn check_add(&self, other: &Measurements) -> Result<(StreamCounts, u64)> {
-        for (name, mine, theirs) in ["latency", "TTFB", "service time", "lag"]
+    fn check_add(&self, other: &Measurements) -> Result<(StreamCounts, TokenCounts, u64)> {
+        for (name, mine, theirs) in HISTOGRAM_NAMES
             .into_iter()
             .zip(self.histograms())
             .zip(other.histograms())
@@ -154,7 +228,40 @@ impl Measurements {
             .resent
             .checked_add(other.resent)
             .ok_or_else(|| Error::protocol("merging would overflow the resent count"))?;
-        Ok((self.streams.checked_add(&other.streams)?, resent))
+        Ok((
+            self.streams.checked_add(&other.streams)?,
+            self.tokens.checked_add(&other.tokens)?,
+            resent,
+        ))
+    }
+
+    /// Accounts for one reported generative answer (see [`Recorder::record`]). Counters saturate:
+    /// a server's `usage` is any u64.
+    fn record_tokens(&mut self, t: &Tokens, lag: Duration, success: bool) {
+        let c = &mut self.tokens;
+        if !success {
+            c.failed_output = c.failed_output.saturating_add(t.received());
+            return;
+        }
+        if let Some(ttft) = t.ttft() {
+            self.ttft.saturating_record(micros(lag + ttft));
+        }
+        for gap in t.gaps() {
+            self.itl.saturating_record(micros(gap));
+        }
+        if let Some(tpot) = t.tpot() {
+            self.tpot.saturating_record(micros(tpot));
+        }
+        if let Some(n) = t.output_tokens() {
+            self.output_tokens.saturating_record(n);
+            c.output = c.output.saturating_add(n);
+            c.requests += 1;
+            c.approximate += u64::from(t.source() == Some(Source::Chunks));
+        }
+        if let Some(n) = t.usage_input {
+            self.input_tokens.saturating_record(n);
+        }
+        c.no_tokens += u64::from(t.chunks == 0);
     }
 
     /// Forgets what was measured (Locust's `--reset-stats`), but not how many streams run and
@@ -167,24 +274,41 @@ impl Measurements {
         self.streams.rate = rate;
     }
 
-    fn histograms(&self) -> [&Histogram<u64>; 4] {
-        [&self.total, &self.ttfb, &self.service, &self.lag]
+    /// In wire order.
+    fn histograms(&self) -> [&Histogram<u64>; HISTOGRAMS] {
+        [
+            &self.total,
+            &self.ttfb,
+            &self.service,
+            &self.lag,
+            &self.ttft,
+            &self.itl,
+            &self.tpot,
+            &self.output_tokens,
+            &self.input_tokens,
+        ]
     }
 
-    fn histograms_mut(&mut self) -> [&mut Histogram<u64>; 4] {
+    fn histograms_mut(&mut self) -> [&mut Histogram<u64>; HISTOGRAMS] {
         [
             &mut self.total,
             &mut self.ttfb,
             &mut self.service,
             &mut self.lag,
+            &mut self.ttft,
+            &mut self.itl,
+            &mut self.tpot,
+            &mut self.output_tokens,
+            &mut self.input_tokens,
         ]
     }
 
-    /// The wire format: magic, ten little-endian counters (the last is `carried`), then each histogram (V2 encoding)
-    /// after its u32 length.
+    /// The wire format (version 3): magic, fifteen little-endian counters (resent, seven stream
+    /// counters, rate and seconds as f64, carried, then the five token counters), then each
+    /// histogram (V2 encoding) after its u32 length, in [`HISTOGRAM_NAMES`] order.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let s = &self.streams;
-        let mut out = Vec::with_capacity(4 + COUNTERS * 8 + 4 * 64);
+        let mut out = Vec::with_capacity(4 + COUNTERS * 8 + HISTOGRAMS * 64);
         out.extend_from_slice(MAGIC);
         for n in [
             self.resent,
@@ -200,6 +324,16 @@ impl Measurements {
         out.extend_from_slice(&s.rate.to_le_bytes());
         out.extend_from_slice(&s.seconds.to_le_bytes());
         out.extend_from_slice(&s.carried.to_le_bytes());
+        let t = &self.tokens;
+        for n in [
+            t.output,
+            t.failed_output,
+            t.requests,
+            t.approximate,
+            t.no_tokens,
+        ] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
         for h in self.histograms() {
             let bytes = to_bytes(h)?;
             let len = u32::try_from(bytes.len())
@@ -232,8 +366,8 @@ impl Measurements {
                 return Err(bad(&format!("{name} {x} is not a finite number >= 0")));
             }
         }
-        let mut histograms = Vec::with_capacity(4);
-        for _ in 0..4 {
+        let mut histograms = Vec::with_capacity(HISTOGRAMS);
+        for _ in 0..HISTOGRAMS {
             let Some((len, tail)) = rest.split_first_chunk::<4>() else {
                 return Err(bad("truncated"));
             };
@@ -248,13 +382,27 @@ impl Measurements {
         if !rest.is_empty() {
             return Err(bad("trailing bytes"));
         }
-        let [total, ttfb, service, lag]: [Histogram<u64>; 4] =
-            histograms.try_into().unwrap_or_else(|_| unreachable!());
+        let [total, ttfb, service, lag, ttft, itl, tpot, output_tokens, input_tokens]: [Histogram<
+            u64,
+        >;
+            HISTOGRAMS] = histograms.try_into().unwrap_or_else(|_| unreachable!());
         Ok(Measurements {
             total,
             ttfb,
             service,
             lag,
+            ttft,
+            itl,
+            tpot,
+            output_tokens,
+            input_tokens,
+            tokens: TokenCounts {
+                output: n(10),
+                failed_output: n(11),
+                requests: n(12),
+                approximate: n(13),
+                no_tokens: n(14),
+            },
             resent: n(0),
             streams: StreamCounts {
                 scheduled: n(1),
@@ -298,9 +446,15 @@ impl Default for Recorder {
 }
 
 impl Recorder {
-    /// Accounts for one reported request: its latencies when it succeeded (`latency`), and
-    /// whether it was resent.
-    pub fn record(&self, latency: Option<Latency>, resent: bool) {
+    /// Accounts for one reported request: its latencies when it succeeded (`latency`), whether
+    /// it was resent, and a generative answer's tokens with how late the request left (its TTFT
+    /// counts from the intended send time). A failed request's tokens count as `failed_output`.
+    pub fn record(
+        &self,
+        latency: Option<Latency>,
+        resent: bool,
+        tokens: Option<(&Tokens, Duration)>,
+    ) {
         self.update(|m| {
             if let Some(l) = latency {
                 m.total.saturating_record(micros(l.total));
@@ -308,6 +462,9 @@ impl Recorder {
                 m.service.saturating_record(micros(l.service));
             }
             m.resent += u64::from(resent);
+            if let Some((t, lag)) = tokens {
+                m.record_tokens(t, lag, latency.is_some());
+            }
         });
     }
 
@@ -412,8 +569,8 @@ impl PyMeasurements {
                 ttfb: ttfb.inner.clone(),
                 service: service.inner.clone(),
                 lag: lag.inner.clone(),
-                streams: StreamCounts::default(),
                 resent,
+                ..Measurements::default()
             },
         }
     }
@@ -440,6 +597,51 @@ impl PyMeasurements {
     #[getter]
     fn lag(&self) -> PyLatencyHistogram {
         PyLatencyHistogram::wrap(self.inner.lag.clone())
+    }
+
+    /// Generative endpoints: time to first token of successful streamed requests (from the
+    /// intended send time in an open loop).
+    #[getter]
+    fn ttft(&self) -> PyLatencyHistogram {
+        PyLatencyHistogram::wrap(self.inner.ttft.clone())
+    }
+
+    /// Generative endpoints: every gap between consecutive content chunks of successful requests.
+    #[getter]
+    fn itl(&self) -> PyLatencyHistogram {
+        PyLatencyHistogram::wrap(self.inner.itl.clone())
+    }
+
+    /// Generative endpoints: time per output token after the first, successful requests.
+    #[getter]
+    fn tpot(&self) -> PyLatencyHistogram {
+        PyLatencyHistogram::wrap(self.inner.tpot.clone())
+    }
+
+    /// Generative endpoints: output tokens per successful request (a count).
+    #[getter]
+    fn output_tokens(&self) -> PyCountHistogram {
+        PyCountHistogram::wrap(self.inner.output_tokens.clone())
+    }
+
+    /// Generative endpoints: input tokens per successful request, from `usage` (a count).
+    #[getter]
+    fn input_tokens(&self) -> PyCountHistogram {
+        PyCountHistogram::wrap(self.inner.input_tokens.clone())
+    }
+
+    /// Generative endpoints' token counters: output_tokens_total, output_tokens_failed,
+    /// token_requests, approximate_requests, no_token_requests (see [`TokenCounts`]).
+    #[getter]
+    fn tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.inner.tokens;
+        let d = PyDict::new(py);
+        d.set_item("output_tokens_total", c.output)?;
+        d.set_item("output_tokens_failed", c.failed_output)?;
+        d.set_item("token_requests", c.requests)?;
+        d.set_item("approximate_requests", c.approximate)?;
+        d.set_item("no_token_requests", c.no_tokens)?;
+        Ok(d)
     }
 
     /// Requests of any outcome that were resent.
@@ -531,13 +733,15 @@ mod tests {
                 Duration::from_millis(20),
             )),
             false,
+            None,
         );
         r.record(
             Some(latency(Duration::from_nanos(10), Duration::from_secs(100))),
             true,
+            None,
         );
         r.record_sent(Duration::from_millis(3));
-        r.record(None, true);
+        r.record(None, true, None);
         let m = r.take();
         assert_eq!(m.total.len(), 2);
         assert_eq!(m.total.min(), 1);
@@ -567,6 +771,7 @@ mod tests {
         r.record(
             Some(latency(Duration::from_millis(5), Duration::from_millis(4))),
             true,
+            None,
         );
         let before = Instant::now();
         std::thread::sleep(Duration::from_millis(20));
@@ -602,10 +807,10 @@ mod tests {
         }
     }
 
-    /// What decoding `len` bytes may allocate: four histograms of ours, a copy of the bytes, and
-    /// room for an error message.
+    /// What decoding `len` bytes may allocate: our histograms, a copy of the bytes, and room for
+    /// an error message.
     fn allowed(len: usize) -> usize {
-        let (_, histograms) = measure(|| [0; 4].map(|_| new_histogram()));
+        let (_, histograms) = measure(|| [0; HISTOGRAMS].map(|_| new_histogram()));
         histograms + 2 * len + 4096
     }
 
@@ -661,11 +866,31 @@ mod tests {
         let one = with(&|m| {
             m.resent = 1;
             m.streams.sent = 1;
+            m.tokens.output = 1;
+            m.tokens.no_tokens = 1;
             m.total.record_n(9, 2).unwrap();
+            m.itl.record_n(9, 2).unwrap();
+            m.input_tokens.record_n(9, 2).unwrap();
         });
         for (mine, theirs) in [
             (with(&|m| m.resent = u64::MAX), &one),
             (with(&|m| m.streams.sent = u64::MAX), &one),
+            (with(&|m| m.tokens.output = u64::MAX), &one),
+            (with(&|m| m.tokens.no_tokens = u64::MAX), &one),
+            (
+                with(&|m| {
+                    m.itl.record_n(5, i64::MAX as u64).unwrap();
+                    m.itl.record_n(7, i64::MAX as u64).unwrap();
+                }),
+                &one,
+            ),
+            (
+                with(&|m| {
+                    m.input_tokens.record_n(5, i64::MAX as u64).unwrap();
+                    m.input_tokens.record_n(7, i64::MAX as u64).unwrap();
+                }),
+                &one,
+            ),
             (
                 with(&|m| m.streams.rate = f64::MAX),
                 &with(&|m| m.streams.rate = f64::MAX),
@@ -688,17 +913,24 @@ mod tests {
 
     fn arbitrary() -> impl Strategy<Value = Measurements> {
         (
-            prop::collection::vec(1u64..60_000_000, 0..50),
+            prop::collection::vec(0u64..60_000_000, 0..80),
             prop::array::uniform8(0u64..1_000_000),
+            prop::array::uniform5(0u64..1_000_000),
             0.0f64..1e6,
             0.0f64..1e6,
         )
-            .prop_map(|(samples, n, rate, seconds)| {
+            .prop_map(|(samples, n, t, rate, seconds)| {
                 let mut m = Measurements::default();
                 for (i, s) in samples.iter().enumerate() {
-                    [&mut m.total, &mut m.ttfb, &mut m.service, &mut m.lag][i % 4]
-                        .saturating_record(*s);
+                    m.histograms_mut()[i % HISTOGRAMS].saturating_record(*s);
                 }
+                m.tokens = TokenCounts {
+                    output: t[0],
+                    failed_output: t[1],
+                    requests: t[2],
+                    approximate: t[3],
+                    no_tokens: t[4],
+                };
                 m.resent = n[0];
                 m.streams = StreamCounts {
                     scheduled: n[1],
@@ -801,7 +1033,7 @@ mod tests {
         fn mutated_reports_never_panic_nor_allocate_much(
             m in arbitrary(),
             edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
-            header_word in prop::option::of((0usize..4, 1usize..10, any::<u32>())),
+            header_word in prop::option::of((0usize..HISTOGRAMS, 1usize..10, any::<u32>())),
             cut in any::<prop::sample::Index>(),
         ) {
             let mut bytes = m.to_bytes().unwrap();
@@ -837,6 +1069,8 @@ mod tests {
             prop_assert_eq!(merged.resent, a.resent + b.resent);
             prop_assert_eq!(merged.streams.dropped, a.streams.dropped + b.streams.dropped);
             prop_assert_eq!(merged.streams.started, a.streams.started + b.streams.started);
+            prop_assert_eq!(merged.tokens.output, a.tokens.output + b.tokens.output);
+            prop_assert_eq!(merged.tokens.no_tokens, a.tokens.no_tokens + b.tokens.no_tokens);
         }
     }
 }

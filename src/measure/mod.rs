@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<histogram::PyLatencyHistogram>()?;
+    m.add_class::<histogram::PyCountHistogram>()?;
     m.add_class::<measurements::PyMeasurements>()?;
     Ok(())
 }

@@ -1,11 +1,14 @@
 //! What goes over the wire: tensors ([`tensor`]), Triton's KServe v2 JSON ([`triton`]), LitServe's
 //! JSON ([`litserve`]), the streaming JSON walk both decode with ([`json_array`]) and the short
-//! reasons a failure is reported with ([`reason`]). gRPC and SSE will go here.
+//! reasons a failure is reported with ([`reason`]), Server-Sent Events ([`sse`]) and the generated
+//! text of language models' answers ([`generative`]). gRPC will go here.
 
+pub(crate) mod generative;
 pub(crate) mod json_array;
 pub(crate) mod litserve;
 mod py;
 pub(crate) mod reason;
+pub(crate) mod sse;
 pub(crate) mod tensor;
 pub(crate) mod triton;
 

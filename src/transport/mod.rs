@@ -86,12 +86,43 @@ pub struct Failure {
     pub resent: bool,
 }
 
+/// Reads a response body as it arrives, on the I/O thread (a streaming endpoint's events): what
+/// it gathered stays with its owner when the exchange fails or times out part way.
+pub trait BodySink: Send {
+    /// The response head arrived.
+    fn head(&mut self, status: u16, headers: &HeaderMap);
+    /// A frame of the body arrived, `at` after the send started (the clock of `Response::total`).
+    /// An error ends the exchange with it (the connection is closed, not pooled).
+    fn frame(&mut self, data: &[u8], at: Duration) -> Result<()>;
+}
+
 /// What one exchange knows when it fails or times out: set as the exchange goes.
-#[derive(Debug, Default)]
-pub struct Progress {
+#[derive(Default)]
+pub struct Progress<'a> {
     /// The response status, once the head is in.
     pub status: Option<u16>,
     pub resent: bool,
+    /// Given each frame of the body as it arrives, when the endpoint asks (streaming endpoints
+    /// only: nothing is timed per frame otherwise).
+    pub sink: Option<&'a mut dyn BodySink>,
+}
+
+impl Progress<'_> {
+    /// Hands the head to the sink, if any.
+    pub(crate) fn head(&mut self, status: u16, headers: &HeaderMap) {
+        self.status = Some(status);
+        if let Some(sink) = self.sink.as_deref_mut() {
+            sink.head(status, headers);
+        }
+    }
+
+    /// Hands a body frame to the sink, if any, stamped with its arrival from `start`.
+    pub(crate) fn frame(&mut self, data: &[u8], start: Instant) -> Result<()> {
+        match self.sink.as_deref_mut() {
+            Some(sink) => sink.frame(data, start.elapsed()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// How an endpoint's requests are sent.
@@ -130,9 +161,22 @@ impl Transport {
     /// Sends the request with body `index` (taken modulo the number of bodies) and reads the whole
     /// response, within `spec.timeout` and `spec.max_response_bytes`.
     pub async fn send(&self, spec: &RequestSpec, index: usize) -> Result<Response, Failure> {
+        self.send_to(spec, index, None).await
+    }
+
+    /// [`Transport::send`], giving the head and each body frame to `sink` as they arrive.
+    pub async fn send_to(
+        &self,
+        spec: &RequestSpec,
+        index: usize,
+        sink: Option<&mut dyn BodySink>,
+    ) -> Result<Response, Failure> {
         let index = index % spec.bodies.len();
         let start = Instant::now();
-        let mut progress = Progress::default();
+        let mut progress = Progress {
+            sink,
+            ..Progress::default()
+        };
         let exchange = async {
             match self {
                 Transport::Plain(client) => {

@@ -145,7 +145,7 @@ impl Client {
         spec: &RequestSpec,
         index: usize,
         start: Instant,
-        progress: &mut Progress,
+        progress: &mut Progress<'_>,
     ) -> Result<Response> {
         let mut request = self.request(spec, index);
         let (connection, response) = loop {
@@ -174,8 +174,8 @@ impl Client {
         };
         let ttfb = start.elapsed();
         let status = response.status().as_u16();
-        progress.status = Some(status);
         let (parts, mut body) = response.into_parts();
+        progress.head(status, &parts.headers);
         let length = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -193,6 +193,7 @@ impl Client {
                     return Err(too_large(spec));
                 }
                 bytes.extend_from_slice(&data);
+                progress.frame(&data, start)?;
             }
         }
         let total = start.elapsed();

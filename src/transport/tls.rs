@@ -42,7 +42,7 @@ impl Client {
         spec: &RequestSpec,
         index: usize,
         start: Instant,
-        progress: &mut Progress,
+        progress: &mut Progress<'_>,
     ) -> Result<Response> {
         let client = self.current.get_or_try_init(|| build(&self.config))?;
         let body = &spec.bodies[index];
@@ -62,7 +62,7 @@ impl Client {
             .map_err(|e| request_error(spec, &e))?;
         let ttfb = start.elapsed();
         let status = response.status().as_u16();
-        progress.status = Some(status);
+        progress.head(status, response.headers());
         if response
             .content_length()
             .is_some_and(|n| n > spec.max_response_bytes as u64)
@@ -83,6 +83,7 @@ impl Client {
                 return Err(too_large(spec));
             }
             body.extend_from_slice(&chunk);
+            progress.frame(&chunk, start)?;
         }
         Ok(Response {
             status,

@@ -1,0 +1,722 @@
+//! Generated text, streamed or not: what the answers of two APIs hold, read as the body arrives.
+//!
+//! - `openai`: `POST /v1/chat/completions` and `/v1/completions`. Streamed (Server-Sent Events) as
+//!   chunks whose `choices[i].delta.content` (chat; also `reasoning_content`) or `choices[i].text`
+//!   (completions) carry the text, `usage` (`prompt_tokens`, `completion_tokens`) in any chunk
+//!   (usually a last one with empty `choices`), and `data: [DONE]` at the end. Not streamed: one
+//!   JSON body with `choices[i].message.content` or `choices[i].text`, and `usage`.
+//! - `triton-generate`: Triton's generate extension. `generate_stream` sends one event
+//!   `{"model_name": ..., "text_output": ...}` per response of the decoupled model and no end marker
+//!   (the body just ends); `generate` sends one such JSON body.
+//!
+//! An event or body carrying `error` fails the request with the server's message; data that is not
+//! JSON, or not an object, is a protocol error.
+//!
+//! # Tokens
+//!
+//! A *content chunk* is an event whose text is not empty; its time is the arrival (on the I/O
+//! thread, from the request's send) of the frame that completed the event. The output token count
+//! is the server's `usage.completion_tokens` when some event carries it (source `usage`), else the
+//! number of content chunks (source `chunks`, approximate: a chunk may hold several tokens).
+//!
+//! - time to first token (TTFT): send → first content chunk; none without one.
+//! - inter-token latency (ITL): every gap between two consecutive content chunks. How many tokens
+//!   a chunk holds is unknown without a tokenizer, so a chunk counts as one token here even when
+//!   `usage` says there were more tokens than chunks: with `n` chunks there are `n - 1` gaps.
+//!   (A chunk holding k tokens would count as k tokens at that instant, k - 1 gaps of 0, once k is
+//!   known.) Two events in one frame are 0 apart.
+//! - time per output token (TPOT): (last content chunk − first) / (output tokens − 1), with the
+//!   output token count above (so from `usage` when present); none below 2 tokens.
+//!
+//! An answer that is not streamed has no TTFT, ITL or TPOT; its tokens come from `usage` only.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::protocol::reason;
+use crate::protocol::sse::{self, Event};
+use crate::transport::BodySink;
+
+/// The largest event of a stream: a token chunk takes a few hundred bytes; one past this is a
+/// broken or hostile stream (a line that never ends), refused before it costs more memory.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAi,
+    TritonGenerate,
+}
+
+impl Api {
+    pub fn parse(name: &str) -> Option<Api> {
+        match name {
+            "openai" => Some(Api::OpenAi),
+            "triton-generate" => Some(Api::TritonGenerate),
+            _ => None,
+        }
+    }
+}
+
+/// Where an output token count comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The server's `usage.completion_tokens`.
+    Usage,
+    /// The number of content chunks: approximate.
+    Chunks,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Usage => "usage",
+            Source::Chunks => "chunks",
+        }
+    }
+}
+
+/// What one answer held of generated text, so far (a failed request keeps what arrived).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tokens {
+    /// Whether the answer was an event stream.
+    pub streamed: bool,
+    /// Content chunks (events, or a whole body's choices, with text).
+    pub chunks: u64,
+    /// When each content chunk of a stream arrived, from the send, in order.
+    pub times: Vec<Duration>,
+    /// `usage.completion_tokens`, the last one given.
+    pub usage_output: Option<u64>,
+    /// `usage.prompt_tokens`, the last one given.
+    pub usage_input: Option<u64>,
+}
+
+impl Tokens {
+    /// From the send to the first content chunk of a stream.
+    pub fn ttft(&self) -> Option<Duration> {
+        self.times.first().copied()
+    }
+
+    /// The output token count: from `usage`, else the content chunks of a stream.
+    pub fn output_tokens(&self) -> Option<u64> {
+        self.usage_output.or(self.streamed.then_some(self.chunks))
+    }
+
+    pub fn source(&self) -> Option<Source> {
+        match (self.usage_output, self.streamed) {
+            (Some(_), _) => Some(Source::Usage),
+            (None, true) => Some(Source::Chunks),
+            (None, false) => None,
+        }
+    }
+
+    /// (last content chunk − first) / (output tokens − 1); none below 2 tokens or without chunks.
+    pub fn tpot(&self) -> Option<Duration> {
+        let n = self.output_tokens()?;
+        let (first, last) = (self.times.first()?, self.times.last()?);
+        let steps = u32::try_from(n.checked_sub(1).filter(|&s| s > 0)?).unwrap_or(u32::MAX);
+        Some(last.saturating_sub(*first) / steps)
+    }
+
+    /// The gaps between consecutive content chunks (inter-token latencies).
+    pub fn gaps(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.times.windows(2).map(|w| w[1].saturating_sub(w[0]))
+    }
+
+    /// The tokens to count for a failed request: what `usage` said, else the chunks received.
+    pub fn received(&self) -> u64 {
+        self.usage_output.unwrap_or(self.chunks)
+    }
+}
+
+/// Reads one answer of a generative endpoint as it arrives (a [`BodySink`]), then judges it.
+pub struct Reader {
+    api: Api,
+    /// Whether the request asked for a stream.
+    stream: bool,
+    url: String,
+    limit: usize,
+    /// Set when the head announced an event stream in a 2xx answer.
+    parser: Option<sse::Parser>,
+    /// The head's `Content-Type`.
+    content_type: Option<String>,
+    /// `data: [DONE]` arrived (openai).
+    done: bool,
+    tokens: Tokens,
+}
+
+impl Reader {
+    /// A reader of one answer from `url`; `stream` when the request asked for one; events are
+    /// limited to `max_response_bytes` and [`MAX_EVENT_BYTES`].
+    pub fn new(api: Api, stream: bool, url: String, max_response_bytes: usize) -> Self {
+        Reader {
+            api,
+            stream,
+            url,
+            limit: max_response_bytes.min(MAX_EVENT_BYTES),
+            parser: None,
+            content_type: None,
+            done: false,
+            tokens: Tokens::default(),
+        }
+    }
+
+    /// What arrived, for a request that failed on the way.
+    pub fn into_tokens(self) -> Tokens {
+        self.tokens
+    }
+
+    /// Judges a complete 2xx answer whose body is `body`: its tokens, and its failure if any.
+    pub fn finish(mut self, body: &[u8]) -> (Tokens, Result<()>) {
+        let verdict = match &self.parser {
+            Some(parser) => {
+                if self.api == Api::OpenAi && !self.done {
+                    Err(self.stream_failed("the stream ended before data: [DONE]"))
+                } else if !self.done && !parser.between_events() {
+                    Err(self.protocol("the event stream ended in the middle of an event"))
+                } else {
+                    Ok(())
+                }
+            }
+            None => self.whole_body(body),
+        };
+        (self.tokens, verdict)
+    }
+
+    /// A body that is not an event stream: one JSON answer.
+    fn whole_body(&mut self, body: &[u8]) -> Result<()> {
+        let parsed = self.message(body);
+        if self.stream {
+            let sent = match (&parsed, self.content_type.as_deref()) {
+                (Ok(()), _) => "one JSON body".to_owned(),
+                (Err(_), Some(kind)) => {
+                    format!(
+                        "no event stream (Content-Type: {})",
+                        reason::normalise(kind)
+                    )
+                }
+                (Err(_), None) => "no event stream (no Content-Type)".to_owned(),
+            };
+            return Err(self.stream_failed(&format!("asked for a stream, the server sent {sent}")));
+        }
+        parsed
+    }
+
+    fn stream_failed(&self, reason: &str) -> Error {
+        Error::Stream {
+            url: self.url.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn protocol(&self, what: &str) -> Error {
+        Error::protocol(format!("malformed answer from {}: {what}", self.url))
+    }
+
+    /// Reads one event's data, or one whole body: tokens into `self.tokens`.
+    fn message(&mut self, data: &[u8]) -> Result<()> {
+        let text = match self.api {
+            Api::OpenAi => {
+                let m: OpenAiMessage<'_> = self.json(data)?;
+                if let Some(message) = m.error.as_ref().and_then(error_message).or_else(|| {
+                    (m.object.as_deref() == Some("error"))
+                        .then(|| m.message.as_deref().unwrap_or("(no message)").to_owned())
+                }) {
+                    return Err(self.server_error(&message));
+                }
+                if let Some(usage) = m.usage {
+                    self.tokens.usage_output = usage.completion_tokens.or(self.tokens.usage_output);
+                    self.tokens.usage_input = usage.prompt_tokens.or(self.tokens.usage_input);
+                }
+                m.choices.unwrap_or_default().iter().any(Choice::has_text)
+            }
+            Api::TritonGenerate => {
+                let m: TritonMessage<'_> = self.json(data)?;
+                if let Some(message) = m.error.as_ref().and_then(error_message) {
+                    return Err(self.server_error(&message));
+                }
+                m.text_output.is_some_and(|t| t.has_text())
+            }
+        };
+        self.tokens.chunks += u64::from(text);
+        Ok(())
+    }
+
+    fn json<'a, T: Deserialize<'a>>(&self, data: &'a [u8]) -> Result<T> {
+        serde_json::from_slice(data).map_err(|e| {
+            let what = if e.is_data() {
+                "JSON of the wrong shape"
+            } else {
+                "not JSON"
+            };
+            self.protocol(&format!(
+                "{what} ({})",
+                reason::normalise(&String::from_utf8_lossy(&data[..data.len().min(100)]))
+            ))
+        })
+    }
+
+    fn server_error(&self, message: &str) -> Error {
+        self.stream_failed(&format!(
+            "the server sent an error: {}",
+            reason::normalise(message)
+        ))
+    }
+
+    /// One event of the stream, `at` after the send.
+    fn event(&mut self, event: &Event<'_>) -> Result<()> {
+        if self.done {
+            return Ok(()); // nothing counts after the end marker
+        }
+        if event.kind == b"error" {
+            let text = String::from_utf8_lossy(event.data);
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    v.get("error")
+                        .and_then(error_message)
+                        .or_else(|| error_message(&v))
+                })
+                .unwrap_or_else(|| text.into_owned());
+            return Err(self.server_error(&message));
+        }
+        if self.api == Api::OpenAi && event.data.trim_ascii() == b"[DONE]" {
+            self.done = true;
+            return Ok(());
+        }
+        let before = self.tokens.chunks;
+        self.message(event.data)?;
+        if self.tokens.chunks > before {
+            self.tokens.times.push(event.at);
+        }
+        Ok(())
+    }
+}
+
+impl BodySink for Reader {
+    fn head(&mut self, status: u16, headers: &HeaderMap) {
+        self.content_type = headers
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let event_stream = self.content_type.as_deref().is_some_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        });
+        if (200..300).contains(&status) && event_stream {
+            self.parser = Some(sse::Parser::new(self.limit));
+            self.tokens.streamed = true;
+        }
+    }
+
+    fn frame(&mut self, data: &[u8], at: Duration) -> Result<()> {
+        let Some(mut parser) = self.parser.take() else {
+            return Ok(());
+        };
+        let result = parser.feed(data, at, &mut |event| self.event(&event));
+        self.parser = Some(parser);
+        result.map_err(|e| match e {
+            Error::Protocol(what) if !what.starts_with("malformed") => self.protocol(&what),
+            other => other,
+        })
+    }
+}
+
+/// The message of an `error` value: a string, or an object's `message` (or the object itself).
+fn error_message(error: &serde_json::Value) -> Option<String> {
+    match error {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => Some(match o.get("message") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => error.to_string(),
+        }),
+        other => Some(other.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct OpenAiMessage<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<Choice<'a>>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+    /// `"error"` in some servers' error objects (vLLM), whose `message` says why.
+    #[serde(default, borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Content<'a>>,
+    #[serde(default, borrow)]
+    message: Option<Content<'a>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+impl Choice<'_> {
+    fn has_text(&self) -> bool {
+        self.text.as_deref().is_some_and(|t| !t.is_empty())
+            || [&self.delta, &self.message]
+                .into_iter()
+                .flatten()
+                .any(Content::has_text)
+    }
+}
+
+#[derive(Deserialize)]
+struct Content<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+}
+
+impl Content<'_> {
+    fn has_text(&self) -> bool {
+        [&self.content, &self.reasoning_content]
+            .into_iter()
+            .flatten()
+            .any(|t| !t.is_empty())
+    }
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct TritonMessage<'a> {
+    #[serde(default, borrow)]
+    text_output: Option<TextOutput<'a>>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// A BYTES output as Triton's generate extension gives it: one string, or an array of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TextOutput<'a> {
+    One(#[serde(borrow)] Cow<'a, str>),
+    Many(#[serde(borrow)] Vec<Cow<'a, str>>),
+}
+
+impl TextOutput<'_> {
+    fn has_text(&self) -> bool {
+        match self {
+            TextOutput::One(t) => !t.is_empty(),
+            TextOutput::Many(ts) => ts.iter().any(|t| !t.is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use reqwest::header::HeaderValue;
+
+    const URL: &str = "http://127.0.0.1:1/v1/chat/completions";
+
+    fn headers(content_type: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        h
+    }
+
+    /// Reads `frames` (bytes, ms) of a 200 answer of type `content_type`; the frames' error, or
+    /// the verdict on the whole body.
+    fn read(
+        api: Api,
+        stream: bool,
+        content_type: &str,
+        frames: &[(&[u8], u64)],
+    ) -> (Tokens, Result<()>) {
+        let mut reader = Reader::new(api, stream, URL.into(), 1 << 16);
+        reader.head(200, &headers(content_type));
+        let mut body = Vec::new();
+        for (bytes, ms) in frames {
+            body.extend_from_slice(bytes);
+            if let Err(e) = reader.frame(bytes, Duration::from_millis(*ms)) {
+                return (reader.into_tokens(), Err(e));
+            }
+        }
+        reader.finish(&body)
+    }
+
+    fn sse(api: Api, frames: &[(&[u8], u64)]) -> (Tokens, Result<()>) {
+        read(api, true, "text/event-stream; charset=utf-8", frames)
+    }
+
+    fn ms(ms: &[u64]) -> Vec<Duration> {
+        ms.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    const CHAT: &[(&[u8], u64)] = &[
+        (
+            b"data: {\"id\":\"1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            5,
+        ),
+        (
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+            50,
+        ),
+        (
+            b": keep-alive\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+            60,
+        ),
+        (
+            b"data: {\"choices\":[{\"delta\":{\"content\":\" \\u00e9!\"},\"finish_reason\":\"stop\"}]}\n\n",
+            75,
+        ),
+        (
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":4,\"total_tokens\":16}}\n\ndata: [DONE]\n\n",
+            76,
+        ),
+    ];
+
+    #[test]
+    fn an_openai_chat_stream_with_usage() {
+        let (tokens, verdict) = sse(Api::OpenAi, CHAT);
+        verdict.unwrap();
+        assert_eq!(tokens.times, ms(&[50, 60, 75]));
+        assert_eq!(tokens.chunks, 3);
+        assert_eq!(tokens.ttft(), Some(Duration::from_millis(50)));
+        assert_eq!(tokens.gaps().collect::<Vec<_>>(), ms(&[10, 15]));
+        assert_eq!(
+            (tokens.output_tokens(), tokens.usage_input, tokens.source()),
+            (Some(4), Some(12), Some(Source::Usage))
+        );
+        // 25 ms over 4 tokens: 3 steps
+        assert_eq!(tokens.tpot(), Some(Duration::from_millis(25) / 3));
+    }
+
+    #[test]
+    fn without_usage_chunks_count_approximately() {
+        let (tokens, verdict) = sse(Api::OpenAi, &CHAT[..4]);
+        assert!(verdict.is_err(), "no [DONE]");
+        let mut frames = CHAT[..4].to_vec();
+        frames.push((b"data: [DONE]\n\n", 80));
+        let (tokens_done, verdict) = sse(Api::OpenAi, &frames);
+        verdict.unwrap();
+        assert_eq!(tokens, tokens_done);
+        assert_eq!(
+            (tokens.output_tokens(), tokens.source(), tokens.usage_input),
+            (Some(3), Some(Source::Chunks), None)
+        );
+        assert_eq!(tokens.tpot(), Some(Duration::from_micros(12_500)));
+    }
+
+    #[test]
+    fn completions_and_reasoning_count_as_content() {
+        let (tokens, verdict) = sse(
+            Api::OpenAi,
+            &[
+                (b"data: {\"choices\":[{\"text\":\"a\"}]}\n\n", 1),
+                (b"data: {\"choices\":[{\"text\":\"\"}]}\n\n", 2),
+                (b"data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hm\",\"content\":null}}]}\n\n", 3),
+                (b"data: [DONE]\n\ndata: {\"choices\":[{\"text\":\"late\"}]}\n\n", 4),
+            ],
+        );
+        verdict.unwrap();
+        assert_eq!(tokens.times, ms(&[1, 3]));
+    }
+
+    #[test]
+    fn a_stream_that_ends_before_done_fails_with_its_tokens() {
+        let (tokens, verdict) = sse(Api::OpenAi, &CHAT[..3]);
+        let err = verdict.unwrap_err();
+        assert_eq!(err.kind(), "stream");
+        assert!(
+            err.to_string().contains("ended before data: [DONE]"),
+            "{err}"
+        );
+        assert_eq!((tokens.chunks, tokens.received()), (2, 2));
+    }
+
+    #[test]
+    fn error_events_fail_naming_the_server_s_message() {
+        for (frame, message) in [
+            (
+                &b"data: {\"error\":{\"message\":\"out of memory 123\",\"type\":\"x\"}}\n\n"[..],
+                "out of memory #",
+            ),
+            (
+                b"data: {\"object\":\"error\",\"message\":\"bad\"}\n\n",
+                "bad",
+            ),
+            (b"event: error\ndata: {\"message\":\"boom\"}\n\n", "boom"),
+            (b"event: error\ndata: plain words\n\n", "plain words"),
+        ] {
+            let (tokens, verdict) = sse(Api::OpenAi, &[CHAT[1], (frame, 9)]);
+            let err = verdict.unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("stream from {URL} failed: the server sent an error: {message}")
+            );
+            assert_eq!(tokens.chunks, 1, "the tokens before the error count");
+        }
+        let (_, verdict) = sse(
+            Api::TritonGenerate,
+            &[(b"data: {\"error\":\"model crashed\"}\n\n", 1)],
+        );
+        assert!(verdict.unwrap_err().to_string().ends_with("model crashed"));
+    }
+
+    #[test]
+    fn data_that_is_not_a_json_object_is_a_protocol_error() {
+        for frame in [
+            &b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}\n\n"[..],
+            b"data: hello\n\n",
+            b"data: 12\n\n",
+            b"data: {\"choices\":[{\"delta\":{\"content\":7}}]}\n\n",
+        ] {
+            let (_, verdict) = sse(Api::OpenAi, &[(frame, 1)]);
+            let err = verdict.unwrap_err();
+            assert_eq!(err.kind(), "protocol", "{err}");
+            assert!(
+                err.to_string().starts_with("malformed answer from"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_over_the_limit_fails_as_malformed() {
+        let line = vec![b'x'; 2 << 20];
+        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 64 << 20);
+        reader.head(200, &headers("text/event-stream"));
+        let err = line
+            .chunks(64 << 10)
+            .find_map(|frame| reader.frame(frame, Duration::ZERO).err())
+            .expect("refused");
+        assert!(
+            err.to_string()
+                .contains("a server-sent event larger than 1048576 bytes"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), "protocol");
+    }
+
+    #[test]
+    fn a_triton_generate_stream_ends_with_its_body() {
+        let (tokens, verdict) = sse(
+            Api::TritonGenerate,
+            &[
+                (b"data: {\"model_name\":\"gen\",\"model_version\":\"1\",\"text_output\":\"a\"}\n\n", 20),
+                (b"data: {\"model_name\":\"gen\",\"text_output\":\"\"}\n\ndata: {\"text_output\":[\"b\"]}\n\n", 30),
+            ],
+        );
+        verdict.unwrap();
+        assert_eq!(
+            (tokens.times.clone(), tokens.output_tokens(), tokens.source()),
+            (ms(&[20, 30]), Some(2), Some(Source::Chunks))
+        );
+        // cut inside an event, with the body framed as complete
+        let (_, verdict) = sse(
+            Api::TritonGenerate,
+            &[(b"data: {\"text_output\":\"a\"}\n\ndata: {\"text", 1)],
+        );
+        assert_eq!(verdict.unwrap_err().kind(), "protocol");
+    }
+
+    #[test]
+    fn a_stream_without_text_succeeds_with_zero_tokens_and_no_ttft() {
+        let (tokens, verdict) = sse(Api::OpenAi, &[(b"data: [DONE]\n\n", 1)]);
+        verdict.unwrap();
+        assert_eq!(
+            (tokens.ttft(), tokens.tpot(), tokens.output_tokens()),
+            (None, None, Some(0))
+        );
+    }
+
+    #[test]
+    fn one_json_body_where_a_stream_was_asked_for_fails_cleanly() {
+        let body: &[u8] = b"{\"choices\":[{\"message\":{\"content\":\"hi\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}";
+        let (tokens, verdict) = read(Api::OpenAi, true, "application/json", &[(body, 1)]);
+        assert_eq!(
+            verdict.unwrap_err().to_string(),
+            format!("stream from {URL} failed: asked for a stream, the server sent one JSON body")
+        );
+        assert_eq!(tokens.received(), 1, "its usage still counts");
+        let (_, verdict) = read(Api::OpenAi, true, "text/plain", &[(b"hi", 1)]);
+        assert!(verdict
+            .unwrap_err()
+            .to_string()
+            .ends_with("the server sent no event stream (Content-Type: text/plain)"));
+        // not asked for: one JSON answer, tokens from usage only
+        let (tokens, verdict) = read(Api::OpenAi, false, "application/json", &[(body, 1)]);
+        verdict.unwrap();
+        assert_eq!(
+            (
+                tokens.output_tokens(),
+                tokens.usage_input,
+                tokens.chunks,
+                tokens.ttft()
+            ),
+            (Some(1), Some(3), 1, None)
+        );
+        let (tokens, verdict) = read(
+            Api::TritonGenerate,
+            false,
+            "application/json",
+            &[(b"{\"model_name\":\"m\",\"text_output\":\"abc\"}", 1)],
+        );
+        verdict.unwrap();
+        assert_eq!(
+            (tokens.output_tokens(), tokens.source(), tokens.chunks),
+            (None, None, 1)
+        );
+    }
+
+    #[test]
+    fn an_error_status_is_not_read_as_a_stream() {
+        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 1024);
+        reader.head(500, &headers("text/event-stream"));
+        reader
+            .frame(
+                b"data: {\"choices\":[{\"text\":\"a\"}]}\n\n",
+                Duration::ZERO,
+            )
+            .unwrap();
+        assert_eq!(reader.into_tokens(), Tokens::default());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_frames_never_panic(
+            frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..80), 0..12),
+            api in prop::sample::select(vec![Api::OpenAi, Api::TritonGenerate]),
+        ) {
+            let frames: Vec<(&[u8], u64)> = frames.iter().map(|f| (f.as_slice(), 0)).collect();
+            let (tokens, _) = sse(api, &frames);
+            prop_assert_eq!(tokens.times.len() as u64, tokens.chunks);
+        }
+
+        /// Cut anywhere, a stream gives the same tokens (times aside) and verdict.
+        #[test]
+        fn frames_cut_anywhere_give_the_same_tokens(cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+            let whole: Vec<u8> = CHAT.iter().flat_map(|(b, _)| b.iter().copied()).collect();
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(whole.len() + 1)).collect();
+            at.extend([0, whole.len()]);
+            at.sort_unstable();
+            let frames: Vec<(&[u8], u64)> = at.windows(2).map(|w| (&whole[w[0]..w[1]], 0)).collect();
+            let (tokens, verdict) = sse(Api::OpenAi, &frames);
+            prop_assert!(verdict.is_ok());
+            prop_assert_eq!((tokens.chunks, tokens.output_tokens(), tokens.usage_input), (3, Some(4), Some(12)));
+        }
+    }
+}
