@@ -9,9 +9,9 @@ never the rest: the mean gap stays the set time whatever the loop's timer resolu
 
 At most ``slots`` requests generate at once (the others wait for a slot, their prefill starting when they
 get one), so a test can overload the server on purpose. With ``timing_log`` set, each finished request
-appends one JSON line: its token count, ``first_token_s`` (from arrival to the first token's emission,
-queueing for a slot included) and ``gaps_s`` (between emissions): the server's own measurement, which tests
-compare the client's against.
+appends one JSON line (``"where": "generator"``): its token count, ``first_token_s`` (from arrival to the
+first token's emission, queueing for a slot included) and ``gaps_s`` (between emissions): the server's own
+measurement, which tests compare the client's against.
 """
 
 from __future__ import annotations
@@ -78,16 +78,22 @@ class Generator:
         if not self.timing_log or not emitted:
             return
         record = {
+            "where": "generator",
             "tokens": count,
             "first_token_s": emitted[0] - arrived,
             "gaps_s": [b - a for a, b in itertools.pairwise(emitted)],
         }
-        # One write per line with O_APPEND: lines from concurrent requests (or processes) never interleave.
-        fd = os.open(self.timing_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (json.dumps(record) + "\n").encode())
-        finally:
-            os.close(fd)
+        append_record(self.timing_log, record)
+
+
+def append_record(path: str, record: dict[str, object]) -> None:
+    """Appends ``record`` to the timing log as one JSON line. One write per line with O_APPEND: lines from
+    concurrent requests (or processes) never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (json.dumps(record) + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 async def _sleep_until(deadline: float) -> None:

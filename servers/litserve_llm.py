@@ -18,7 +18,9 @@ Prefer :func:`servers.launch.litserve_llm_server`, which runs this module in its
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -75,9 +77,52 @@ class SyntheticChatAPI(ls.LitAPI):
             yield item
 
 
+class HttpTimingLog:
+    """ASGI middleware timing each streamed answer where it leaves the server: from the request reaching
+    the HTTP server to each body message carrying content, logged as one JSON line (``"where": "http"``,
+    ``first_token_s``, ``gaps_s``) beside the generator's own. It includes LitServe's hops between its API
+    process and its worker, which the generator's timing cannot see."""
+
+    def __init__(self, app: Any, timing_log: str) -> None:
+        self.app = app
+        self.timing_log = timing_log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or not str(scope.get("path", "")).endswith("/completions"):
+            await self.app(scope, receive, send)
+            return
+        arrived = time.perf_counter()
+        emitted: list[float] = []
+
+        async def timed_send(message: Any) -> None:
+            if message.get("type") == "http.response.body" and b'"content":"' in message.get("body", b""):
+                emitted.append(time.perf_counter())
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+        if emitted:
+            generator.append_record(
+                self.timing_log,
+                {
+                    "where": "http",
+                    "tokens": len(emitted),
+                    "first_token_s": emitted[0] - arrived,
+                    "gaps_s": [b - a for a, b in itertools.pairwise(emitted)],
+                },
+            )
+
+
 def build_server(settings: generator.Generator) -> ls.LitServer:
     """A LitServer with one CPU worker serving the generator at ``/v1/chat/completions``."""
-    server = ls.LitServer(SyntheticChatAPI(settings), accelerator="cpu", devices=1, workers_per_device=1, timeout=120)
+    middlewares: list[Any] = [(HttpTimingLog, {"timing_log": settings.timing_log})] if settings.timing_log else []
+    server = ls.LitServer(
+        SyntheticChatAPI(settings),
+        accelerator="cpu",
+        devices=1,
+        workers_per_device=1,
+        timeout=120,
+        middlewares=middlewares,
+    )
     server.uvicorn_graceful_timeout = UVICORN_GRACEFUL_TIMEOUT_S
     return server
 

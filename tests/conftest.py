@@ -164,11 +164,14 @@ class GeneratorServer:
         """Where the timing log ends now: pass it to :meth:`timings` to read only what came after."""
         return self.timing_log.stat().st_size if self.timing_log.exists() else 0
 
-    def timings(self, since: int = 0) -> list[dict[str, Any]]:
-        """Each request's timing as the generator measured it, logged after ``since`` (see servers.generator)."""
+    def timings(self, since: int = 0, where: str = "generator") -> list[dict[str, Any]]:
+        """Each request's timing logged after ``since``, as measured ``where``: ``generator`` (by the generator
+        itself, servers.generator) or ``http`` (where the answer leaves LitServe's HTTP server,
+        servers.litserve_llm.HttpTimingLog)."""
         with self.timing_log.open("rb") as file:
             file.seek(since)
-            return [json.loads(line) for line in file.read().splitlines() if line.strip()]
+            records = [json.loads(line) for line in file.read().splitlines() if line.strip()]
+        return [r for r in records if r["where"] == where]
 
 
 def generator_args(timing_log: Path, **overrides: Any) -> list[str]:

@@ -1,0 +1,171 @@
+"""Token streaming end to end: the real locustfile, run headless by Locust, against the synthetic generator
+(servers/generator.py: 50 ms to the first token, then one token every 10 ms) behind LitServe's OpenAISpec
+and Triton's generate_stream. Measured times are compared with the generator's own measurement of the
+same requests (its timing log), never with a wall-clock bound.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import GENERATOR_MAX_TOKENS, GENERATOR_PREFILL_MS, GeneratorServer, generator_args
+from support import clean_env, run_locust
+from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
+
+from servers.launch import litserve_llm_server
+
+# How far the client's time to first token may lie above the server's own (arrival to first token): the
+# loopback round trip and the hops the server's measurement does not see. LitServe's is taken where the
+# answer leaves its HTTP server (servers.litserve_llm.HttpTimingLog): only the round trip is missing.
+# Triton's HTTP front cannot be timed from Python: its measurement is the generator's own, in PyTriton's
+# proxy, which misses the hops from the HTTP front through the Python backend to the proxy and back.
+TTFT_OVERHEAD_MS = {"litserve": 2.0, "triton": 10.0}  # seen: 0.5 and 4.2 ms
+# How far the client's inter-token p50 may lie from the gaps the generator measured between its emissions
+ITL_TOLERANCE_MS = 0.5
+MAX_TOKENS = 32
+
+
+def api_args(server: str) -> tuple[list[str], dict[str, str]]:
+    """The options and environment of a run against ``server``'s generator."""
+    if server == "litserve":
+        return ["--api", "chat"], {"SERVER": "litserve", "MODEL_NAME": "synthetic_llm"}
+    return ["--api", "generate"], {"SERVER": "triton", "MODEL_NAME": "synthetic_llm"}
+
+
+def generative_run(
+    tmp_path: Path, gen: GeneratorServer, server: str, *args: str, users: int = 2, run_time: str = "4s"
+) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
+    """Runs HighUser against the generator; returns latency.json's entry, the generator's timings of the
+    run's requests, and the run."""
+    options, env = api_args(server)
+    mark = gen.mark()
+    run = run_locust(
+        tmp_path, "--host", gen.url, *options, *args, "HighUser", env=clean_env(**env), users=users, run_time=run_time
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    document = json.loads((run.csv_prefix.parent / "latency.json").read_text())
+    return document["requests"][f"{server}/synthetic_llm"], gen.timings(mark), run
+
+
+@pytest.fixture(scope="module", params=["litserve", "triton"])
+def measured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One run of 2 users asking for 32 tokens, on each server."""
+    server = request.param
+    gen: GeneratorServer = request.getfixturevalue(f"{server}_llm")
+    tmp = tmp_path_factory.mktemp(f"measured-{server}")
+    mark = gen.mark()
+    entry, timings, run = generative_run(tmp, gen, server, "--max-tokens", str(MAX_TOKENS))
+    edge = gen.timings(mark, "http") if server == "litserve" else timings
+    yield {"server": server, "entry": entry, "timings": timings, "edge": edge, "run": run}
+
+
+def test_output_token_count_is_exact(measured: dict[str, Any]) -> None:
+    tokens = measured["entry"]["tokens"]
+    done = tokens["token_requests"]  # the approximate ones (counted by chunks) among them
+    assert done == measured["entry"]["count"] > 0 and tokens["no_token_requests"] == 0
+    assert tokens["output_tokens"]["min"] == tokens["output_tokens"]["max"] == MAX_TOKENS, tokens["output_tokens"]
+    assert tokens["output_tokens_total"] == MAX_TOKENS * done
+    assert all(t["tokens"] == MAX_TOKENS for t in measured["timings"])
+    # OpenAI servers send usage; Triton's generate_stream does not: its counts are chunks, labelled approximate
+    assert tokens["approximate"] is (measured["server"] == "triton")
+    assert tokens["approximate_requests"] == (done if measured["server"] == "triton" else 0)
+
+
+def test_time_to_first_token_is_the_generators_plus_the_round_trip(measured: dict[str, Any]) -> None:
+    ttft = measured["entry"]["tokens"]["ttft_ms"]
+    server_ms = statistics.median(t["first_token_s"] * 1000 for t in measured["edge"])
+    assert ttft["p50"] >= GENERATOR_PREFILL_MS
+    # the histogram keeps 3 significant digits: 0.1 % below is the same value
+    print(f"{measured['server']}: client TTFT p50 {ttft['p50']:.3f} ms, server's {server_ms:.3f} ms")
+    assert server_ms * 0.999 <= ttft["p50"] <= server_ms + TTFT_OVERHEAD_MS[measured["server"]], (ttft, server_ms)
+
+
+def test_inter_token_latency_is_the_generators_gap(measured: dict[str, Any]) -> None:
+    itl = measured["entry"]["tokens"]["itl_ms"]
+    gaps = statistics.median(g * 1000 for t in measured["edge"] for g in t["gaps_s"])
+    print(f"{measured['server']}: client ITL p50 {itl['p50']:.3f} ms, server's gaps p50 {gaps:.3f} ms")
+    assert abs(itl["p50"] - gaps) <= ITL_TOLERANCE_MS, (itl, gaps)
+    # time per output token: (end - first token) / (tokens - 1), the mean gap of each request
+    tpot = measured["entry"]["tokens"]["tpot_ms"]
+    means = statistics.median(sum(t["gaps_s"]) * 1000 / len(t["gaps_s"]) for t in measured["timings"])
+    assert abs(tpot["p50"] - means) <= ITL_TOLERANCE_MS, (tpot, means)
+
+
+def test_locust_counts_one_entry_per_request(measured: dict[str, Any]) -> None:
+    run, entry = measured["run"], measured["entry"]
+    stats = run.stats(f"{measured['server']}/synthetic_llm")
+    assert int(stats["Failure Count"]) == 0, run.failures()
+    # one Locust entry per request, end to end: no second entry for the first token
+    with open(f"{run.csv_prefix}_stats.csv", newline="") as f:
+        names = [row["Name"] for row in csv.DictReader(f) if row["Name"] != "Aggregated"]
+    assert names == [f"{measured['server']}/synthetic_llm"]
+    assert int(stats["Request Count"]) <= entry["count"]  # Locust's CSV may miss the last partial second
+
+
+def test_summary_shows_token_percentiles(measured: dict[str, Any]) -> None:
+    out = measured["run"].stdout + measured["run"].stderr
+    assert "time to first token" in out and "output tokens/s" in out, out[-3000:]
+
+
+def test_without_max_tokens_the_server_cap_is_the_length(litserve_llm: GeneratorServer, tmp_path: Path) -> None:
+    entry, timings, _ = generative_run(tmp_path, litserve_llm, "litserve", users=1, run_time="2s")
+    tokens = entry["tokens"]
+    assert tokens["output_tokens"]["min"] == tokens["output_tokens"]["max"] == GENERATOR_MAX_TOKENS
+    assert all(t["tokens"] == GENERATOR_MAX_TOKENS for t in timings)
+
+
+def test_eight_users_in_one_process_have_eight_streams_in_flight(litserve_llm: GeneratorServer, tmp_path: Path) -> None:
+    """gevent-safety for streams: each user's greenlet waits in the hub while its tokens arrive."""
+    report = tmp_path / "timeline.json"
+    run = run_locust(
+        tmp_path,
+        "--host",
+        litserve_llm.url,
+        "--api",
+        "chat",
+        "--max-tokens",
+        "16",
+        "HighUser",
+        locustfile=TIMELINE_LOCUSTFILE,
+        env=clean_env(SERVER="litserve", MODEL_NAME="synthetic_llm", TIMELINE_REPORT=str(report)),
+        users=8,
+        run_time="3s",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    intervals = json.loads(report.read_text())["intervals"]
+    assert most_in_flight(intervals) == 8, f"{len(intervals)} requests"
+
+
+@pytest.mark.server
+def test_open_loop_time_to_first_token_counts_from_the_intended_send(tmp_path: Path) -> None:
+    """One slot, 50 ms a request (one token each): request k is meant for 20k ms (50/s) and its first
+    token cannot come before 50(k+1) ms, so its time to first token is at least 30k ms and the median of
+    n requests at least 30 ms * (n/2 - 1): it grows with the run, as it would not if timed from the send."""
+    log = tmp_path / "timing.jsonl"
+    with litserve_llm_server(extra_args=generator_args(log, slots=1)) as server:
+        run = run_locust(
+            tmp_path,
+            "--host",
+            server.url,
+            "--api",
+            "chat",
+            "--max-tokens",
+            "1",
+            "--rate",
+            "50",
+            "--max-in-flight",
+            "1000",
+            "LowUser",
+            env=clean_env(SERVER="litserve", MODEL_NAME="synthetic_llm"),
+            run_time="3s",
+        )
+    assert run.returncode == 0, run.stderr[-3000:]
+    entry = json.loads((run.csv_prefix.parent / "latency.json").read_text())["requests"]["litserve/synthetic_llm"]
+    n = entry["tokens"]["token_requests"]
+    assert n > 10 and entry["tokens"]["ttft_ms"]["p50"] >= 30 * (n / 2 - 1), (n, entry["tokens"]["ttft_ms"])
