@@ -11,6 +11,7 @@ __all__ = [
     "CertificateError",
     "Completion",
     "ConfigError",
+    "CountHistogram",
     "Endpoint",
     "ImageError",
     "LatencyHistogram",
@@ -188,7 +189,13 @@ class Endpoint:
         keep_body: bool = False,
         shuffle: bool = False,
         zero_copy: bool = True,
-    ) -> Endpoint: ...
+        stream: bool = False,
+    ) -> Endpoint:
+        """protocol "openai" (chat/completions, OpenAI-compatible) or "triton-generate" (Triton's
+        generate extension) reads generated text and counts tokens; with stream=True the answer must be
+        Server-Sent Events (parsed on the I/O thread, each event timed as it arrives): one JSON body
+        instead is a failed request ("asked for a stream, the server sent one JSON body"), an "openai"
+        stream must end with data: [DONE], an error event fails the request with the server's message."""
     @property
     def url(self) -> str: ...
     @property
@@ -240,6 +247,32 @@ class Measurements:
     @property
     def lag(self) -> LatencyHistogram:
         """Open-loop requests: actual - intended send time."""
+    @property
+    def ttft(self) -> LatencyHistogram:
+        """Generative endpoints: time to first token (send, or intended send in an open loop, to the
+        first content chunk) of successful streamed requests that had one."""
+    @property
+    def itl(self) -> LatencyHistogram:
+        """Generative endpoints: every gap between consecutive content chunks of successful requests
+        (n chunks give n - 1 gaps, whatever usage says: a chunk counts as one token here)."""
+    @property
+    def tpot(self) -> LatencyHistogram:
+        """Generative endpoints: (last content chunk - first) / (output tokens - 1) of successful
+        requests with at least 2 output tokens."""
+    @property
+    def output_tokens(self) -> CountHistogram:
+        """Generative endpoints: output tokens per successful request whose count is known (usage,
+        else content chunks of a stream). Values are counts, not times."""
+    @property
+    def input_tokens(self) -> CountHistogram:
+        """Generative endpoints: input tokens per successful request, from the server's usage."""
+    @property
+    def tokens(self) -> dict[str, int]:
+        """Generative endpoints' counters: output_tokens_total (sum over successful requests),
+        output_tokens_failed (received by failed requests before they failed: usage, else chunks),
+        token_requests (successful requests with an output token count), approximate_requests (of
+        those, counted by content chunks: no usage), no_token_requests (successful requests without a
+        content chunk, hence no TTFT)."""
     @property
     def resent(self) -> int:
         """Requests of any outcome that were resent."""
@@ -318,6 +351,10 @@ class Completion:
     def lag(self) -> float:
         """ms between the intended and the actual send time."""
     @property
+    def ttft(self) -> float | None:
+        """ms from the intended send time to the first content chunk (lag + outcome.ttft), when one
+        arrived."""
+    @property
     def intended(self) -> float:
         """Seconds from the stream's start to the intended send time."""
     @property
@@ -375,6 +412,31 @@ class Outcome:
         """Whether the request went out on a second connection because the pooled one was closed
         before any byte of it was written (the server cannot have seen the first try)."""
     @property
+    def ttft(self) -> float | None:
+        """Generative endpoints: ms from the send to the first content chunk of a stream; None without
+        one (or for a whole JSON answer)."""
+    @property
+    def tpot(self) -> float | None:
+        """Generative endpoints: ms per output token after the first, (last chunk - first) /
+        (output_tokens - 1); None below 2 tokens or without a stream."""
+    @property
+    def itl(self) -> list[float]:
+        """Generative endpoints: ms between consecutive content chunks, in order."""
+    @property
+    def output_tokens(self) -> int | None:
+        """Generative endpoints: usage.completion_tokens, else the content chunks of a stream (see
+        token_source); None when unknown. For a failed request: what arrived before the failure."""
+    @property
+    def input_tokens(self) -> int | None:
+        """Generative endpoints: usage.prompt_tokens, when the server sent it."""
+    @property
+    def token_source(self) -> str | None:
+        """"usage" (the server's count) or "chunks" (content chunks counted: approximate); None when
+        output_tokens is None."""
+    @property
+    def chunks(self) -> int:
+        """Content chunks received (events with text; 1 for a whole JSON answer with text)."""
+    @property
     def headers(self) -> list[tuple[str, str]] | None: ...
     @property
     def body(self) -> bytes | None: ...
@@ -404,4 +466,30 @@ class LatencyHistogram:
         """min, mean, p50, p90, p95, p99, p99.9, p99.99, max in ms."""
     def distribution(self, ticks_per_half: int = 5) -> list[tuple[float, float]]:
         """(percentile, ms) points for a percentile plot."""
+    def __eq__(self, other: object, /) -> bool: ...
+
+@final
+class CountHistogram:
+    """An HdrHistogram of counts (tokens per request): 0 to 60,000,000, 3 significant digits (exact up
+    to 2048). The same encoding as LatencyHistogram, but values are counts as they are, not ms."""
+
+    def __new__(cls) -> CountHistogram: ...
+    def record(self, value: int) -> None: ...
+    def add(self, other: CountHistogram) -> None:
+        """Adds every value of other (merging workers' histograms)."""
+    def to_bytes(self) -> bytes: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> CountHistogram: ...
+    @property
+    def count(self) -> int:
+        """How many values were recorded."""
+    @property
+    def total(self) -> int:
+        """The sum of the values."""
+    def percentile(self, percentile: float) -> int:
+        """The value at a percentile (0-100); 0 when empty."""
+    def summary(self) -> dict[str, float]:
+        """min, mean, p50, p90, p95, p99, p99.9, p99.99, max."""
+    def distribution(self, ticks_per_half: int = 5) -> list[tuple[float, int]]:
+        """(percentile, value) points for a percentile plot."""
     def __eq__(self, other: object, /) -> bool: ...
