@@ -18,7 +18,7 @@ MODELS ?=
 THREADS ?= 2
 PAYLOAD ?= tensor
 
-.PHONY: help install demo sweep test test-fast test-rust test-python test-python-fast lint performance-test serve-triton \
+.PHONY: help install demo demo-llm sweep test test-fast test-rust test-python test-python-fast lint performance-test serve-triton \
 	serve-litserve clean
 
 help: ## list the targets
@@ -61,6 +61,9 @@ $(CHROMIUM_STAMP): | $(STAMP)
 
 demo: $(STAMP) ## start both reference servers, run the low-load scenario against each, print a comparison
 	@$(PY) -m servers.demo
+
+demo-llm: $(STAMP) ## the synthetic text generator behind LitServe (OpenAI) and Triton (generate_stream): TTFT, ITL, tokens/s
+	@$(PY) -m servers.demo_llm
 
 sweep: $(STAMP) ## both reference servers deployed alike, the same load sweep against each, curves and goodput
 	@$(PY) -m servers.sweep
