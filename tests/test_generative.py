@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import GENERATOR_MAX_TOKENS, GENERATOR_PREFILL_MS, GeneratorServer, generator_args
+from locust_inference.results_schema import TokenEntry
 from support import clean_env, run_locust
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 
@@ -174,3 +175,33 @@ def test_open_loop_time_to_first_token_counts_from_the_intended_send(tmp_path: P
     assert n > 10 and ttft["p50"] >= 30 * (n / 2 - 1), (n, ttft)
     # the server saw each request alone: from the actual send, the first token came after the prefill
     assert entry["service_ms"]["p50"] < ttft["p50"] / 2, (entry["service_ms"], ttft)
+
+
+def test_latency_json_tokens_section_is_written_as_its_schema_says(measured: dict[str, Any]) -> None:
+    tokens = measured["entry"]["tokens"]
+    assert set(tokens) == set(TokenEntry.__required_keys__ | TokenEntry.__optional_keys__)
+    assert tokens["users"] == 2
+    assert tokens["output_tokens_per_s_per_user"] == pytest.approx(tokens["output_tokens_per_s"] / 2)
+
+
+def test_two_worker_processes_merge_their_token_measures(litserve_llm: GeneratorServer, tmp_path: Path) -> None:
+    """Locust's --processes: the workers' reports carry the token histograms and counters to the master."""
+    entry, timings, _ = generative_run(
+        tmp_path, litserve_llm, "litserve", "--max-tokens", "8", "--processes", "2", users=4, run_time="3s"
+    )
+    tokens = entry["tokens"]
+    assert tokens["token_requests"] == entry["count"] > 0 and tokens["users"] == 4
+    assert tokens["output_tokens_total"] == 8 * entry["count"] == tokens["output_tokens"]["mean"] * entry["count"]
+    assert tokens["ttft_ms"]["p50"] >= GENERATOR_PREFILL_MS
+    assert len(timings) >= entry["count"]  # the server answered at least every request counted
+
+
+def test_without_streaming_tokens_come_from_usage_and_there_is_no_first_token(
+    litserve_llm: GeneratorServer, tmp_path: Path
+) -> None:
+    entry, _, _ = generative_run(tmp_path, litserve_llm, "litserve", "--max-tokens", "8", "--no-stream", users=1)
+    tokens = entry["tokens"]
+    assert tokens["token_requests"] == entry["count"] > 0 and tokens["approximate"] is False
+    assert tokens["output_tokens"]["min"] == tokens["output_tokens"]["max"] == 8
+    assert tokens["input_tokens"]["min"] > 0  # the prompt's words, from usage
+    assert tokens["ttft_ms"] == {} and tokens["itl_ms"] == {}
