@@ -205,3 +205,40 @@ def test_without_streaming_tokens_come_from_usage_and_there_is_no_first_token(
     assert tokens["output_tokens"]["min"] == tokens["output_tokens"]["max"] == 8
     assert tokens["input_tokens"]["min"] > 0  # the prompt's words, from usage
     assert tokens["ttft_ms"] == {} and tokens["itl_ms"] == {}
+
+
+def test_goodput_counts_the_requests_that_met_every_objective(litserve_llm: GeneratorServer, tmp_path: Path) -> None:
+    """One token a request: no time per output token to miss, and a day is no bound on latency, so every
+    request meets both objectives, in two worker processes whose counts the master adds."""
+    entry, _, _ = generative_run(
+        tmp_path,
+        litserve_llm,
+        "litserve",
+        "--max-tokens",
+        "1",
+        "--token-slo",
+        "tpot_p99=1ms",
+        "--token-slo",
+        "latency_p99=86400s",
+        "--processes",
+        "2",
+        users=2,
+        run_time="3s",
+    )
+    slo = entry["tokens"]["slo"]
+    assert slo["met"] == slo["judged"] == entry["count"] > 0 and slo["attainment"] == 1.0, slo
+    assert slo["objectives"] == {"tpot_p99": 1.0, "latency_p99": 86_400_000.0}
+    assert slo["held"] == {"tpot_p99": None, "latency_p99": True}
+    assert slo["goodput_per_s"] == pytest.approx(entry["requests_per_s"])
+
+
+def test_goodput_is_zero_when_the_first_token_cannot_come_in_time(
+    litserve_llm: GeneratorServer, tmp_path: Path
+) -> None:
+    """The generator's prefill is 50 ms: no time to first token is within 40 ms."""
+    entry, _, run = generative_run(
+        tmp_path, litserve_llm, "litserve", "--max-tokens", "4", "--token-slo", "ttft_p50=40ms", users=1, run_time="2s"
+    )
+    slo = entry["tokens"]["slo"]
+    assert slo["met"] == 0 and slo["judged"] == entry["count"] > 0 and slo["held"] == {"ttft_p50": False}, slo
+    assert "goodput 0.00 req/s: 0 of" in run.stdout

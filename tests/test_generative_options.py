@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from locust_inference import generative, generative_options
-from locust_inference._native import ConfigError
+from locust_inference._native import ConfigError, ProtocolError
 from locust_inference.options import Settings
 from support import assert_clean_failure, clean_env, run_locust
 
@@ -18,7 +19,7 @@ from servers.launch import free_port
 
 
 def _options(**given: Any) -> argparse.Namespace:
-    names = ("api", "stream", "no_stream", "prompts", "max_tokens", "ignore_eos", "sampling")
+    names = ("api", "stream", "no_stream", "prompts", "max_tokens", "ignore_eos", "sampling", "token_slo")
     return argparse.Namespace(**{name: given.get(name) for name in names})
 
 
@@ -177,3 +178,68 @@ def test_generate_needs_triton(tmp_path: Path) -> None:
         env=clean_env(SERVER="litserve", MODEL_NAME="m"),
     )
     assert_clean_failure(run, "--api generate is Triton's generate extension: use --server triton")
+
+
+def test_token_slos_are_parsed() -> None:
+    settings = generative_options.resolve(_options(api="chat", token_slo=["ttft_p99=500ms", "tpot_p90 = 0.05s"]))
+    assert [(s.measure, s.percentile, s.ms, s.key) for s in settings.slos] == [
+        ("ttft", 99.0, 500.0, "ttft_p99"),
+        ("tpot", 90.0, 50.0, "tpot_p90"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["ttft=500ms"], "--token-slo takes ttft_p99=500ms"),
+        (["itl_p99=5ms"], "--token-slo takes"),
+        (["ttft_p100=5ms"], "the percentile must be within 0-100"),
+        (["ttft_p99=0"], "the time within a day"),
+        (["ttft_p99=5ms", "ttft_p50=9ms"], "--token-slo gives ttft twice"),
+    ],
+)
+def test_bad_token_slos(given: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        generative_options.resolve(_options(api="chat", token_slo=given))
+
+
+def test_token_slo_needs_a_generative_api() -> None:
+    with pytest.raises(ConfigError, match="--token-slo applies to generative models"):
+        generative_options.resolve(_options(token_slo=["ttft_p99=1s"]))
+
+
+def test_a_request_meets_the_objectives_only_when_it_succeeded_within_every_one() -> None:
+    slos = generative_options.resolve(_options(api="chat", token_slo=["ttft_p99=100ms", "tpot_p99=10ms"])).slos
+    count = generative.SloCount(slos)
+    count.judge(True, 99.0, 9.0, 5000.0)  # met
+    count.judge(True, 99.0, None, 5000.0)  # met: one token, no time per output token to miss
+    count.judge(True, None, 9.0, 5000.0)  # missed: no first token (not streamed)
+    count.judge(True, 101.0, 9.0, 5000.0)  # missed: TTFT
+    count.judge(False, 1.0, 1.0, 5.0)  # missed: failed
+    assert (count.met, count.judged) == (2, 5)
+    assert count.take() == {"met": 2, "judged": 5} and (count.met, count.judged) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        None,
+        {"met": 1},
+        {"met": 1, "judged": 2, "extra": 0},
+        {"met": True, "judged": 2},
+        {"met": 1.0, "judged": 2},
+        {"met": -1, "judged": 2},
+        {"met": 3, "judged": 2},
+        {"met": 10**5000, "judged": 10**5000},
+    ],
+    ids=["none", "missing", "extra", "bool", "float", "negative", "met-above-judged", "huge"],
+)
+def test_a_forged_slo_report_is_refused_and_adds_nothing(report: Any) -> None:
+    count = generative.SloCount(())
+    count.add({"met": 1, "judged": 2})
+    with pytest.raises(ProtocolError):
+        count.add(report)
+    assert (count.met, count.judged) == (1, 2)
+    count.add({"met": 0, "judged": generative.MAX_SLO_COUNT - 2})
+    with pytest.raises(ProtocolError, match="overflow"):
+        count.add({"met": 0, "judged": 1})

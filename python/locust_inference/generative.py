@@ -11,17 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from locust_inference import defaults
-from locust_inference._native import ConfigError
+from locust_inference._native import ConfigError, ProtocolError
+from locust_inference.generative_options import TokenSlo
 
 if TYPE_CHECKING:
     from locust_inference.backends import Target
     from locust_inference.options import Settings
 
-__all__ = ["BUILTIN_PROMPTS", "Prompt", "bodies", "load_prompts", "prepare", "url"]
+__all__ = ["BUILTIN_PROMPTS", "Prompt", "SloCount", "bodies", "load_prompts", "prepare", "url"]
 
 # A prompt: its text (completions, generate) or chat messages ({"role": ..., "content": ...} each)
 Prompt = str | list[dict[str, str]]
@@ -231,3 +233,55 @@ def prepare(settings: Settings) -> Target:
         protocol="triton-generate" if g.api == "generate" else "openai",
         stream=g.stream,
     )
+
+
+MAX_SLO_COUNT = 2**53  # a worker's report beyond this is forged: no run sends that many requests
+
+
+@dataclass
+class SloCount:
+    """Requests judged against ``--token-slo`` and those that met every objective (DistServe's goodput).
+
+    Every reported request is judged; it meets the objectives when it succeeded and each measure is within
+    its bound: its time to first token (none, as without streaming, misses), its time per output token
+    (none, below 2 tokens, has nothing to miss) and its latency. A worker sends what it counted since its
+    last report (:meth:`take`); the master adds it (:meth:`add`), trusting nothing in it."""
+
+    slos: tuple[TokenSlo, ...]
+    met: int = 0
+    judged: int = 0
+
+    def judge(self, success: bool, ttft_ms: float | None, tpot_ms: float | None, latency_ms: float) -> None:
+        self.judged += 1
+        values = {"ttft": ttft_ms, "tpot": tpot_ms, "latency": latency_ms}
+        if success and all(self._within(slo, values[slo.measure]) for slo in self.slos):
+            self.met += 1
+
+    @staticmethod
+    def _within(slo: TokenSlo, value: float | None) -> bool:
+        if value is None:
+            return slo.measure == "tpot"
+        return value <= slo.ms
+
+    def take(self) -> dict[str, int]:
+        """The counts since the last take (a worker's report), starting afresh."""
+        counts = {"met": self.met, "judged": self.judged}
+        self.reset()
+        return counts
+
+    def reset(self) -> None:
+        self.met = self.judged = 0
+
+    def add(self, report: Any) -> None:
+        """Adds a worker's counts; ProtocolError, adding nothing, when they are not two counts with met <=
+        judged, or would pass :data:`MAX_SLO_COUNT`."""
+        if not isinstance(report, dict) or set(report) != {"met", "judged"}:
+            raise ProtocolError("the SLO counts are not {'met': n, 'judged': n}")
+        met, judged = report["met"], report["judged"]
+        if type(met) is not int or type(judged) is not int or not 0 <= met <= judged <= MAX_SLO_COUNT:
+            # not shown: str() of a forged int of 5,000 digits raises
+            raise ProtocolError("the SLO counts are not whole numbers with 0 <= met <= judged <= 2**53")
+        if self.judged + judged > MAX_SLO_COUNT:
+            raise ProtocolError("merging would overflow the SLO counts")
+        self.met += met
+        self.judged += judged

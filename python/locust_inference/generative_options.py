@@ -14,11 +14,15 @@ from typing import Any
 from locust_inference import defaults
 from locust_inference._native import ConfigError
 
-__all__ = ["APIS", "GenerativeSettings", "add_arguments", "resolve"]
+__all__ = ["APIS", "SLO_MEASURES", "GenerativeSettings", "TokenSlo", "add_arguments", "resolve"]
 
 APIS = defaults.APIS
 MAX_TOKENS = 1_000_000
 MAX_SAMPLING_BYTES = 64 * 1024  # one --sampling option's value, as written
+SLO_MEASURES = ("ttft", "tpot", "latency")
+MAX_SLO_MS = 86_400_000.0  # a day
+_NUMBER = r"[0-9]{1,12}(?:\.[0-9]{1,6})?"
+_SLO = re.compile(rf"\s*({'|'.join(SLO_MEASURES)})_p({_NUMBER})\s*=\s*({_NUMBER})\s*(ms|s)?\s*")
 _SAMPLING_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 # What the body already carries: set by other options, never by --sampling
 _OWN_KEYS = {
@@ -35,6 +39,24 @@ _OWN_KEYS = {
 
 
 @dataclass(frozen=True)
+class TokenSlo:
+    """One service-level objective of a request: ``measure`` (ttft, tpot or latency) within ``ms``, which
+    ``percentile`` % of requests should meet (DistServe's attainment goal)."""
+
+    measure: str
+    percentile: float
+    ms: float
+
+    @property
+    def key(self) -> str:
+        """As written: ``ttft_p99``."""
+        return f"{self.measure}_p{self.percentile:g}"
+
+    def __str__(self) -> str:
+        return f"{self.key} <= {self.ms:g} ms"
+
+
+@dataclass(frozen=True)
 class GenerativeSettings:
     """What the user asked generative requests to be; ``api == "infer"`` means: not generative."""
 
@@ -44,6 +66,7 @@ class GenerativeSettings:
     max_tokens: int | None = defaults.MAX_TOKENS
     ignore_eos: bool = False
     sampling: tuple[tuple[str, Any], ...] = ()
+    slos: tuple[TokenSlo, ...] = ()
 
     @property
     def generative(self) -> bool:
@@ -95,12 +118,35 @@ def add_arguments(parser: Any) -> None:
         help="Ask the server to generate --max-tokens whatever the model says (ignore_eos, and min_tokens)",
     )
     group.add_argument(
+        "--token-slo",
+        env_var="LOCUST_TOKEN_SLO",
+        action="append",
+        default=None,
+        help="A request's objective, e.g. ttft_p99=500ms (repeatable; ttft, tpot or latency): goodput counts the "
+        "requests that met every one (the sweep's --slo is a latency percentile of the whole run)",
+    )
+    group.add_argument(
         "--sampling",
         env_var="LOCUST_SAMPLING",
         action="append",
         default=None,
         help="key=value added to each body (repeatable), the value read as JSON: --sampling temperature=0.7",
     )
+
+
+def _slos(given: list[str]) -> tuple[TokenSlo, ...]:
+    slos: dict[str, TokenSlo] = {}
+    for item in given:
+        m = _SLO.fullmatch(str(item))
+        if not m:
+            raise ConfigError(f"--token-slo takes ttft_p99=500ms, tpot_p90=50ms or latency_p99=2s, not {_shown(item)}")
+        percentile, value = float(m.group(2)), float(m.group(3)) * (1000 if m.group(4) == "s" else 1)
+        if not 0 < percentile < 100 or not 0 < value <= MAX_SLO_MS:
+            raise ConfigError(f"--token-slo {_shown(item)}: the percentile must be within 0-100, the time within a day")
+        if m.group(1) in slos:
+            raise ConfigError(f"--token-slo gives {m.group(1)} twice")
+        slos[m.group(1)] = TokenSlo(m.group(1), percentile, value)
+    return tuple(slos.values())
 
 
 def _shown(value: Any) -> str:
@@ -149,6 +195,7 @@ def resolve(options: Any) -> GenerativeSettings:
         max_tokens = int(text)
     ignore_eos = bool(getattr(options, "ignore_eos", False))
     sampling = _sampling(getattr(options, "sampling", None) or [])
+    slos = _slos(getattr(options, "token_slo", None) or [])
     if api == "infer":
         given = [
             name
@@ -159,6 +206,7 @@ def resolve(options: Any) -> GenerativeSettings:
                 ("--max-tokens", max_tokens is not None),
                 ("--ignore-eos", ignore_eos),
                 ("--sampling", sampling),
+                ("--token-slo", slos),
             )
             if value
         ]
@@ -173,4 +221,5 @@ def resolve(options: Any) -> GenerativeSettings:
         max_tokens=max_tokens,
         ignore_eos=ignore_eos,
         sampling=sampling,
+        slos=slos,
     )

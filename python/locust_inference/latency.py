@@ -29,6 +29,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from locust_inference import hooks
 from locust_inference._native import Measurements, ProtocolError
+from locust_inference.generative import SloCount
 from locust_inference.options import Settings
 from locust_inference.results_schema import (
     LATENCY_CSV,
@@ -40,6 +41,7 @@ from locust_inference.results_schema import (
     OpenLoop,
     Percentiles,
     RequestEntry,
+    SloEntry,
     TokenEntry,
     histograms,
 )
@@ -56,6 +58,7 @@ __all__ = [
 
 log = logging.getLogger("locust_inference")
 REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measurements.to_bytes()}
+SLO_KEY = "locust_inference_slo"  # with --token-slo: {"met": n, "judged": n} since the worker's last report
 # Request names the master keeps measurements for: each costs four histograms (about 0.5 MiB), so a
 # worker naming thousands would cost gigabytes. A run has one name per process in practice.
 MAX_NAMES = 100
@@ -115,6 +118,7 @@ class Collector:
     resets: int = 0  # restarts so far (--reset-stats)
     final: LatencyDocument | None = None  # the summary written at the end (latency.json's content)
     users: int = 0  # the most users that ran at once (Locust's spawning_complete), for tokens per user
+    slo: SloCount | None = None  # with --token-slo: this process's (or, on a master, every worker's) judgements
 
     def add(self, name: str, measurements: Measurements) -> None:
         """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
@@ -144,6 +148,8 @@ class Collector:
         """Forgets what was measured and counts time from now; streams keep their number and rate."""
         for m in self.measured.values():
             m.restart()
+        if self.slo is not None:
+            self.slo.reset()
         self.resets += 1
         self.started = dt.datetime.now(dt.UTC)
         self.stats_at_start = StatsRead(self.settings)
@@ -203,6 +209,25 @@ class Collector:
             "output_tokens_per_s": per_s,
             "users": self.users,
             "output_tokens_per_s_per_user": per_s / self.users if self.users else None,
+            "slo": self.slo_entry(m, duration),
+        }
+
+    def slo_entry(self, m: Measurements, duration: float) -> SloEntry | None:
+        """The goodput of ``--token-slo`` (one request name per run in practice: the counts are the run's)."""
+        if self.slo is None:
+            return None
+        c = self.slo
+        held: dict[str, bool | None] = {}
+        for slo in c.slos:
+            hist = {"ttft": m.ttft, "tpot": m.tpot, "latency": m.total}[slo.measure]
+            held[slo.key] = hist.percentile(slo.percentile) <= slo.ms if hist.count else None
+        return {
+            "objectives": {slo.key: slo.ms for slo in c.slos},
+            "met": c.met,
+            "judged": c.judged,
+            "attainment": c.met / c.judged if c.judged else None,
+            "goodput_per_s": c.met / duration,
+            "held": held,
         }
 
     def summary(self, environment: Environment, history_csv: str | None) -> LatencyDocument:
@@ -347,6 +372,20 @@ def _format_tokens(name: str, t: TokenEntry) -> list[str]:
         + f"; {t['output_tokens_total']} output tokens in {t['token_requests']} requests, {counted}"
         + (f"; {t['output_tokens_failed']} in failed requests" if t["output_tokens_failed"] else "")
         + (f"; {t['no_token_requests']} requests without a token" if t["no_token_requests"] else ""),
+        *_format_slo(t["slo"]),
+    ]
+
+
+def _format_slo(slo: SloEntry | None) -> list[str]:
+    if slo is None:
+        return []
+    objectives = ", ".join(f"{key} <= {ms:g} ms" for key, ms in slo["objectives"].items())
+    attained = f"{slo['attainment']:.1%}" if slo["attainment"] is not None else "none judged"
+    verdicts = {True: "held", False: "missed", None: "unmeasured"}
+    held = ", ".join(f"{key} {verdicts[v]}" for key, v in slo["held"].items())
+    return [
+        f"  goodput {slo['goodput_per_s']:.2f} req/s: {slo['met']} of {slo['judged']} requests ({attained}) met "
+        f"every objective ({objectives}); over the run: {held}"
     ]
 
 
@@ -387,6 +426,11 @@ def merge_report(collector: Collector, client_id: Any, data: Any) -> None:
             collector.add(name, Measurements.from_bytes(blob))
         except (ProtocolError, ValueError) as err:
             refused.append(f"{name!r:.80}: {err}")
+    if SLO_KEY in data and collector.slo is not None:
+        try:
+            collector.slo.add(data[SLO_KEY])
+        except ProtocolError as err:
+            refused.append(f"--token-slo: {err}")
     if refused:
         log.warning(
             "refused %d of the %d latency entries from worker %.80r: %s",
@@ -417,6 +461,8 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
     requests (None on a master, which only merges what workers send)."""
     use_fine_buckets(environment)
     collector = Collector(settings, endpoint)
+    if settings.generative.slos:
+        collector.slo = SloCount(settings.generative.slos)
     _collectors[environment] = collector
     events = environment.events
     runner = environment.runner
@@ -438,6 +484,8 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         def _report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
             if endpoint is not None:
                 data[REPORT_KEY] = {settings.name: endpoint.take().to_bytes()}
+                if collector.slo is not None:
+                    data[SLO_KEY] = collector.slo.take()
                 if environment.reset_stats:  # a worker without it never resets: the master takes all it sends
                     data[RESETS_KEY] = collector.resets
 

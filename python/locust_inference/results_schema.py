@@ -21,6 +21,7 @@ __all__ = [
     "OpenLoop",
     "Percentiles",
     "RequestEntry",
+    "SloEntry",
     "TokenEntry",
     "histograms",
 ]
@@ -58,6 +59,17 @@ class OpenLoop(TypedDict):
     lag_ms: Percentiles  # p50, p99, max of the send lag (actual - intended send time)
 
 
+class SloEntry(TypedDict):
+    """``requests.<name>.tokens.slo``: the requests judged against ``--token-slo`` and the goodput."""
+
+    objectives: dict[str, float]  # "ttft_p99" -> ms, as given
+    met: int  # requests that succeeded and met every objective
+    judged: int  # every reported request, failed ones included
+    attainment: float | None  # met / judged
+    goodput_per_s: float  # met over the run's duration
+    held: dict[str, bool | None]  # per objective: the measure's percentile within its bound (None: unmeasured)
+
+
 class TokenEntry(TypedDict):
     """``requests.<name>.tokens``: a generative endpoint's token measures (docs/generative.md), over its
     successful requests unless named otherwise; None for tensor requests (``--api infer``)."""
@@ -76,6 +88,7 @@ class TokenEntry(TypedDict):
     output_tokens_per_s: float  # output_tokens_total over the run's duration
     users: int  # the most users that ran at once (all workers)
     output_tokens_per_s_per_user: float | None  # None without users
+    slo: SloEntry | None  # None without --token-slo
 
 
 class RequestEntry(TypedDict):

@@ -142,6 +142,8 @@ class InferenceUser(User):
         self._slot = RequestSlot(seed=self._seed())
         self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
         self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
+        collector = latency.collector_of(environment)
+        self._slo = collector.slo if collector is not None else None  # --token-slo's judgements
         self._yielded = False  # whether the greenlet went through the hub since the last wait
         self._follows = self.back_to_back and len(set(self.tasks)) == 1
 
@@ -200,6 +202,8 @@ class InferenceUser(User):
         self, outcome: Outcome, response_time: float, exception: Exception | None, context: dict[str, Any]
     ) -> None:
         target = self._target
+        if self._slo is not None:
+            self._slo.judge(exception is None, context.get("ttft"), outcome.tpot, response_time)
         self.environment.events.request.fire(
             request_type="infer",
             name=target.name,
