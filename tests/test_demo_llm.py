@@ -1,0 +1,48 @@
+"""`make demo-llm` end to end, shortened: the generator on both real servers, both runs, the token table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import REPO_ROOT, clean_env
+
+pytestmark = pytest.mark.server  # the demo starts both servers
+
+
+def test_demo_llm_runs_both_servers_and_prints_the_token_table(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "servers.demo_llm"],
+        cwd=REPO_ROOT,
+        env=clean_env(DEMO_RUN_TIME="3s", DEMO_USERS="2", DEMO_RESULTS=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith(("litserve ", "triton "))}
+    assert set(rows) == {"litserve", "triton"}, proc.stdout[-3000:]
+    assert rows["litserve"].endswith("usage") and rows["triton"].endswith("chunks (approximate)")
+    for server, row in rows.items():
+        document = json.loads((tmp_path / "llm" / server / "latency.json").read_text())
+        (entry,) = document["requests"].values()
+        tokens = entry["tokens"]
+        # every request asked for 64 tokens, the generator's cap: all came
+        assert tokens["output_tokens_total"] == 64 * tokens["token_requests"] > 0
+        assert row.split()[1] == str(entry["count"]) and row.split()[3] == f"{tokens['ttft_ms']['p50']:.2f}"
+
+
+def test_demo_llm_refuses_a_bad_run_time(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "servers.demo_llm"],
+        cwd=REPO_ROOT,
+        env=clean_env(DEMO_RUN_TIME="soon", DEMO_RESULTS=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "demo-llm: DEMO_RUN_TIME must be like 15s, 2m or 1m30s, not 'soon'"
