@@ -243,3 +243,26 @@ def test_a_forged_slo_report_is_refused_and_adds_nothing(report: Any) -> None:
     count.add({"met": 0, "judged": generative.MAX_SLO_COUNT - 2})
     with pytest.raises(ProtocolError, match="overflow"):
         count.add({"met": 0, "judged": 1})
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--expect-top1", "3"], "--expect-top1"),
+        (["--batch-size", "4"], "--batch-size"),
+        (["--triton-format", "json"], "--triton-format"),
+        (["--input-data", "random"], "--input-data"),
+        (["--preprocess", "letterbox"], "--preprocess, --resize"),
+    ],
+)
+def test_tensor_options_are_refused_with_prompts(tmp_path: Path, args: list[str], option: str) -> None:
+    run = run_locust(
+        tmp_path,
+        "--host",
+        f"http://127.0.0.1:{free_port()}",
+        "--api",
+        "generate",
+        *args,
+        env=clean_env(SERVER="triton", MODEL_NAME="m"),
+    )
+    assert_clean_failure(run, f"{option}", "applies to tensor requests (--api infer); --api generate sends prompts")

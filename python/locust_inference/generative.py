@@ -206,13 +206,39 @@ def _check_ready(settings: Settings) -> None:
     _get(settings, f"{settings.host}/health", "the OpenAI-compatible")
 
 
+def _refuse_tensor_options(settings: Settings) -> None:
+    """Options that shape tensor or image requests mean nothing for prompts: refused rather than ignored."""
+    from locust_inference.input_options import InputSettings
+
+    inputs = settings.inputs
+    given = [
+        name
+        for name, value in (
+            ("--input-data", inputs.input_data is not None),
+            ("--expect-top1", settings.expect_top1 is not None),
+            ("--batch-size", settings.batch_size != defaults.BATCH_SIZE),
+            ("--input-name", settings.input_name is not None),
+            ("--output-name", bool(settings.output_names)),
+            ("--triton-format", settings.triton_format != defaults.TRITON_FORMAT),
+            ("--litserve-payload", settings.litserve_payload != defaults.LITSERVE_PAYLOAD),
+            (
+                "--preprocess, --resize, --crop, --mean, --std, --layout, --dtype or --shape",
+                InputSettings(shuffle=inputs.shuffle, max_memory=inputs.max_memory) != inputs,
+            ),
+        )
+        if value
+    ]
+    if given:
+        api = settings.generative.api
+        raise ConfigError(f"{given[0]} applies to tensor requests (--api infer); --api {api} sends prompts (--prompts)")
+
+
 def prepare(settings: Settings) -> Target:
     """The target for ``--api chat|completions|generate``, or a ConfigError saying what is wrong."""
     from locust_inference.backends import _target
 
     g = settings.generative
-    if settings.inputs.input_data is not None:
-        raise ConfigError(f"--input-data applies to --api infer; --api {g.api} sends prompts (--prompts)")
+    _refuse_tensor_options(settings)
     if g.api == "generate" and settings.server != "triton":
         raise ConfigError("--api generate is Triton's generate extension: use --server triton")
     prompts: list[Prompt] = list(BUILTIN_PROMPTS)
