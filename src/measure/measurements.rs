@@ -832,8 +832,10 @@ mod tests {
     #[test]
     fn bad_bytes_are_protocol_errors() {
         let bytes = Measurements::default().to_bytes().unwrap();
+        let version_2 = [&b"LIM\x02"[..], &bytes[4..]].concat();
         for broken in [
             &b"nope"[..],
+            &version_2,
             &bytes[..bytes.len() - 1],
             &bytes[..10],
             &[bytes.as_slice(), b"x"].concat(),
@@ -866,12 +868,16 @@ mod tests {
 
     #[test]
     fn a_report_whose_histogram_claims_4_gib_is_refused_without_allocating_them() {
-        let mut forged = Measurements::default().to_bytes().unwrap();
-        let h = histogram_offsets(&forged)[0];
-        forged[h + 4..h + 8].copy_from_slice(&u32::MAX.to_be_bytes());
-        let (result, used) = measure(|| Measurements::from_bytes(&forged));
-        assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
-        assert!(used <= allowed(forged.len()), "{used} bytes allocated");
+        let bytes = Measurements::default().to_bytes().unwrap();
+        let offsets = histogram_offsets(&bytes);
+        assert_eq!(offsets.len(), HISTOGRAMS);
+        for h in offsets {
+            let mut forged = bytes.clone();
+            forged[h + 4..h + 8].copy_from_slice(&u32::MAX.to_be_bytes());
+            let (result, used) = measure(|| Measurements::from_bytes(&forged));
+            assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
+            assert!(used <= allowed(forged.len()), "{used} bytes allocated");
+        }
     }
 
     #[test]
