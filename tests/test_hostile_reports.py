@@ -137,7 +137,7 @@ def good_blob(*latencies_ms: float, resent: int = 1) -> bytes:
     return Measurements.from_histograms(total, total, total, LatencyHistogram(), resent=resent).to_bytes()
 
 
-# Runs the master's listener on reports (argv[1]: a Python literal, [(client_id, our entry), ...]) and prints
+# Runs the master's listener on reports (stdin: a Python literal, [(client_id, our entry), ...]) and prints
 # the lines it logged and what the collector holds. In a subprocess: importing Locust monkey-patches the process.
 MERGE = """
 import ast, json, logging, sys
@@ -149,7 +149,7 @@ handler.emit = lambda record: lines.append(record.getMessage())
 logging.getLogger("locust_inference").addHandler(handler)
 logging.getLogger("locust_inference").setLevel(logging.INFO)
 collector = Collector(settings=None)  # a master's: no endpoint; add() does not use the settings
-for client_id, entry in ast.literal_eval(sys.argv[1]):
+for client_id, entry in ast.literal_eval(sys.stdin.read()):
     merge_report(collector, client_id, {REPORT_KEY: entry})
 print(json.dumps({
     "lines": lines,
@@ -161,8 +161,9 @@ print(json.dumps({
 
 
 def merge(*reports: tuple[str, Any]) -> dict[str, Any]:
+    # on stdin: 105 reports of nine histograms each are more than one argument may hold (128 KiB)
     proc = subprocess.run(
-        [sys.executable, "-c", MERGE, repr(list(reports))],
+        [sys.executable, "-c", MERGE], input=repr(list(reports)),
         cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -431,7 +431,7 @@ class Outcome:
         """Generative endpoints: usage.prompt_tokens, when the server sent it."""
     @property
     def token_source(self) -> str | None:
-        """ "usage" (the server's count) or "chunks" (content chunks counted: approximate); None when
+        """Either "usage" (the server's count) or "chunks" (content chunks counted: approximate); None when
         output_tokens is None."""
     @property
     def chunks(self) -> int:

@@ -94,6 +94,13 @@ impl Endpoint {
         Rotation::new(self.spec.bodies.len(), seed)
     }
 
+    /// Accounts for a reported request of a closed loop (see `PyEndpoint::record`).
+    pub(crate) fn record(&self, o: &Outcome, success: bool) {
+        let latency = o.latency(success, o.response_time);
+        let tokens = o.tokens.as_deref().map(|t| (t, Duration::ZERO));
+        self.latency.record(latency, o.resent, tokens);
+    }
+
     /// Sends body `index` and judges the answer. A panic on the way is this request's failure, so
     /// whoever waits for it is answered.
     pub(crate) async fn run(&self, index: usize) -> Outcome {
@@ -463,10 +470,7 @@ impl PyEndpoint {
     /// same requests (an outcome that arrives as its user is stopped is in neither).
     #[pyo3(signature = (outcome, success = true))]
     fn record(&self, outcome: &PyOutcome, success: bool) {
-        let o = &outcome.0;
-        let latency = o.latency(success, o.response_time);
-        let tokens = o.tokens.as_deref().map(|t| (t, Duration::ZERO));
-        self.inner.latency.record(latency, o.resent, tokens);
+        self.inner.record(&outcome.0, success);
     }
 
     /// What the requests recorded since the last call measured (latency histograms, resent
@@ -715,6 +719,7 @@ mod tests {
     use crate::engine::slot::run_requests;
     use crate::engine::stream::{Stream, StreamConfig};
     use crate::engine::wake::Mailbox;
+    use crate::transport::script::{chunked_head, serve, Step};
     use proptest::prelude::*;
     use std::sync::Mutex;
 
@@ -776,6 +781,232 @@ mod tests {
             shuffle: false,
             latency: Recorder::default(),
         })
+    }
+
+    /// A streaming endpoint (`protocol="openai"`, `stream=True`) of the server on `port`.
+    fn generative(port: u16, timeout: Duration) -> Arc<Endpoint> {
+        let mut spec = RequestSpec {
+            method: Method::POST,
+            url: format!("http://127.0.0.1:{port}/v1/chat/completions")
+                .parse()
+                .unwrap(),
+            headers: HeaderMap::new(),
+            bodies: vec![Body::new(Bytes::from_static(b"{\"stream\":true}"))],
+            timeout,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        };
+        let transport = Transport::new(&mut spec, ClientConfig::default(), false).unwrap();
+        Arc::new(Endpoint {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            transport,
+            spec,
+            check: Check::Generative {
+                api: Api::OpenAi,
+                stream: true,
+            },
+            keep_headers: false,
+            keep_body: false,
+            shuffle: false,
+            latency: Recorder::default(),
+        })
+    }
+
+    fn run_once(endpoint: &Endpoint) -> Outcome {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(endpoint.run(0))
+    }
+
+    /// An OpenAI chat chunk carrying `text`.
+    fn chunk(text: &str) -> Step {
+        Step::Chunk(
+            format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n"
+            )
+            .into_bytes(),
+        )
+    }
+
+    const USAGE_AND_DONE: &[u8] = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n";
+
+    /// Each content chunk is timed as it arrives (after the server's pauses), and recording the
+    /// outcome fills the token histograms and counters.
+    #[test]
+    fn a_stream_s_tokens_are_timed_on_arrival_and_recorded() {
+        let pause = Duration::from_millis(30);
+        let port = serve(vec![
+            chunked_head("text/event-stream"),
+            Step::Pause(pause),
+            chunk("Hel"),
+            Step::Pause(pause),
+            chunk("lo"),
+            Step::Pause(pause),
+            chunk("!"),
+            Step::Chunk(USAGE_AND_DONE.to_vec()),
+            Step::End,
+        ]);
+        let endpoint = generative(port, Duration::from_secs(30));
+        let outcome = run_once(&endpoint);
+        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        let tokens = outcome.tokens.clone().unwrap();
+        assert_eq!(tokens.times.len(), 3);
+        for (i, t) in tokens.times.iter().enumerate() {
+            assert!(*t >= pause * (i as u32 + 1), "{:?}", tokens.times);
+        }
+        assert!(outcome.response_time >= tokens.times[2]);
+        assert_eq!(
+            (tokens.output_tokens(), tokens.usage_input, tokens.chunks),
+            (Some(5), Some(7), 3)
+        );
+        assert_eq!(
+            tokens.tpot(),
+            Some(tokens.times[2].saturating_sub(tokens.times[0]) / 4),
+            "5 tokens by usage: 4 steps"
+        );
+        endpoint.record(&outcome, true);
+        let m = endpoint.latency.take();
+        let us = |d: Duration| {
+            m.ttft
+                .highest_equivalent(crate::measure::histogram::micros(d))
+        };
+        assert_eq!((m.ttft.len(), m.ttft.max()), (1, us(tokens.times[0])));
+        assert_eq!((m.itl.len(), m.tpot.len()), (2, 1));
+        assert_eq!(
+            (
+                m.output_tokens.max(),
+                m.input_tokens.max(),
+                m.output_tokens.len()
+            ),
+            (5, 7, 1)
+        );
+        let t = m.tokens;
+        assert_eq!(
+            (
+                t.output,
+                t.failed_output,
+                t.requests,
+                t.approximate,
+                t.no_tokens
+            ),
+            (5, 0, 1, 0, 0)
+        );
+    }
+
+    /// A stream without content succeeds, with no time to first token, and is counted.
+    #[test]
+    fn a_stream_without_content_is_counted_without_ttft() {
+        let port = serve(vec![
+            chunked_head("text/event-stream"),
+            chunk(""),
+            Step::Chunk(b"data: [DONE]\n\n".to_vec()),
+            Step::End,
+        ]);
+        let endpoint = generative(port, Duration::from_secs(30));
+        let outcome = run_once(&endpoint);
+        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        endpoint.record(&outcome, true);
+        let m = endpoint.latency.take();
+        assert_eq!((m.total.len(), m.ttft.len(), m.itl.len()), (1, 0, 0));
+        let t = m.tokens;
+        assert_eq!((t.requests, t.approximate, t.no_tokens), (1, 1, 1));
+    }
+
+    /// Each fault of a stream is a failure with its reason, and the tokens received before it
+    /// are counted as the failed requests' (never as a success's).
+    #[test]
+    fn a_stream_s_faults_fail_with_the_tokens_received() {
+        let json = b"{\"choices\":[{\"message\":{\"content\":\"hi\"}}]}";
+        let mut as_json = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            json.len()
+        )
+        .into_bytes();
+        as_json.extend_from_slice(json);
+        let mut endless = vec![chunked_head("text/event-stream"), chunk("a")];
+        endless.extend((0..160).map(|_| Step::Chunk(vec![b'x'; 64 << 10])));
+        endless.push(Step::End);
+        let two = || vec![chunked_head("text/event-stream"), chunk("a"), chunk("b")];
+        let cases: Vec<(&str, Vec<Step>, &str, &str, u64)> = vec![
+            ("cut mid-stream", two(), "transport", "unexpected EOF", 2),
+            (
+                "no [DONE]",
+                [two(), vec![Step::End]].concat(),
+                "stream",
+                "the stream ended before data: [DONE]",
+                2,
+            ),
+            (
+                "[DONE] never sent, the connection kept open",
+                [two(), vec![Step::Hold]].concat(),
+                "timeout",
+                "within 0.3 s",
+                2,
+            ),
+            (
+                "an error event",
+                vec![
+                    chunked_head("text/event-stream"),
+                    chunk("a"),
+                    Step::Chunk(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n".to_vec()),
+                    Step::End,
+                ],
+                "stream",
+                "the server sent an error: overloaded",
+                1,
+            ),
+            (
+                "data that is not JSON",
+                vec![
+                    chunked_head("text/event-stream"),
+                    chunk("a"),
+                    Step::Chunk(b"data: {\"choices\": [oops\n\n".to_vec()),
+                    Step::End,
+                ],
+                "protocol",
+                "not JSON",
+                1,
+            ),
+            (
+                "a 10 MiB line without a line end",
+                endless,
+                "protocol",
+                "a server-sent event larger than 1048576 bytes",
+                1,
+            ),
+            (
+                "one JSON body instead of a stream",
+                vec![Step::Raw(as_json)],
+                "stream",
+                "asked for a stream, the server sent one JSON body",
+                1,
+            ),
+        ];
+        for (what, steps, kind, reason, received) in cases {
+            let endpoint = generative(serve(steps), Duration::from_millis(300));
+            let outcome = run_once(&endpoint);
+            let error = outcome
+                .error
+                .clone()
+                .unwrap_or_else(|| panic!("{what}: no failure"));
+            assert_eq!(error.kind(), kind, "{what}: {error}");
+            assert!(error.to_string().contains(reason), "{what}: {error}");
+            assert_eq!(
+                outcome.tokens.as_ref().unwrap().received(),
+                received,
+                "{what}"
+            );
+            endpoint.record(&outcome, true);
+            let m = endpoint.latency.take();
+            assert_eq!(
+                (m.total.len(), m.ttft.len(), m.itl.len()),
+                (0, 0, 0),
+                "{what}"
+            );
+            assert_eq!(m.tokens.failed_output, received, "{what}");
+            assert_eq!((m.tokens.output, m.tokens.requests), (0, 0), "{what}");
+        }
     }
 
     fn injected(port: u16) -> Error {

@@ -760,6 +760,44 @@ mod tests {
         );
     }
 
+    /// A streamed answer's measures: TTFT from the intended send (lag + TTFT), the gaps between
+    /// chunks, and the counters; a failed one counts only its tokens received.
+    #[test]
+    fn generated_tokens_are_recorded_by_the_success_rule() {
+        let ms = Duration::from_millis;
+        let tokens = Tokens {
+            streamed: true,
+            chunks: 3,
+            times: vec![ms(10), ms(25), ms(45)],
+            usage_output: None,
+            usage_input: None,
+        };
+        let r = Recorder::default();
+        r.record(Some(latency(ms(80), ms(5))), false, Some((&tokens, ms(30))));
+        r.record(None, false, Some((&tokens, ms(30))));
+        let m = r.take();
+        let at = |h: &Histogram<u64>, us: u64| h.highest_equivalent(us);
+        assert_eq!((m.ttft.len(), m.ttft.max()), (1, at(&m.ttft, 40_000)));
+        assert_eq!(m.itl.len(), 2);
+        assert_eq!(
+            (m.itl.min(), m.itl.max()),
+            (m.itl.lowest_equivalent(15_000), at(&m.itl, 20_000))
+        );
+        assert_eq!((m.tpot.len(), m.tpot.max()), (1, at(&m.tpot, 17_500)));
+        assert_eq!((m.output_tokens.len(), m.output_tokens.max()), (1, 3));
+        assert_eq!(m.input_tokens.len(), 0, "no usage");
+        assert_eq!(
+            m.tokens,
+            TokenCounts {
+                output: 3,
+                failed_output: 3,
+                requests: 1,
+                approximate: 1,
+                no_tokens: 0,
+            }
+        );
+    }
+
     #[test]
     fn reset_keeps_the_running_streams() {
         let r = Recorder::default();
@@ -794,8 +832,10 @@ mod tests {
     #[test]
     fn bad_bytes_are_protocol_errors() {
         let bytes = Measurements::default().to_bytes().unwrap();
+        let version_2 = [&b"LIM\x02"[..], &bytes[4..]].concat();
         for broken in [
             &b"nope"[..],
+            &version_2,
             &bytes[..bytes.len() - 1],
             &bytes[..10],
             &[bytes.as_slice(), b"x"].concat(),
@@ -828,12 +868,16 @@ mod tests {
 
     #[test]
     fn a_report_whose_histogram_claims_4_gib_is_refused_without_allocating_them() {
-        let mut forged = Measurements::default().to_bytes().unwrap();
-        let h = histogram_offsets(&forged)[0];
-        forged[h + 4..h + 8].copy_from_slice(&u32::MAX.to_be_bytes());
-        let (result, used) = measure(|| Measurements::from_bytes(&forged));
-        assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
-        assert!(used <= allowed(forged.len()), "{used} bytes allocated");
+        let bytes = Measurements::default().to_bytes().unwrap();
+        let offsets = histogram_offsets(&bytes);
+        assert_eq!(offsets.len(), HISTOGRAMS);
+        for h in offsets {
+            let mut forged = bytes.clone();
+            forged[h + 4..h + 8].copy_from_slice(&u32::MAX.to_be_bytes());
+            let (result, used) = measure(|| Measurements::from_bytes(&forged));
+            assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
+            assert!(used <= allowed(forged.len()), "{used} bytes allocated");
+        }
     }
 
     #[test]

@@ -622,7 +622,11 @@ mod tests {
         );
         verdict.unwrap();
         assert_eq!(
-            (tokens.times.clone(), tokens.output_tokens(), tokens.source()),
+            (
+                tokens.times.clone(),
+                tokens.output_tokens(),
+                tokens.source()
+            ),
             (ms(&[20, 30]), Some(2), Some(Source::Chunks))
         );
         // cut inside an event, with the body framed as complete

@@ -10,6 +10,8 @@
 //! before any byte of it was written; the [`Response`] says so, and the run counts it.
 
 pub mod plain;
+#[cfg(test)]
+pub(crate) mod script;
 pub mod tls;
 pub mod zero_copy;
 

@@ -403,4 +403,80 @@ mod tests {
         assert_eq!(server.join().unwrap(), [b"tensor", b"tensor"]);
         assert_eq!((first, second), (Ok(false), Ok(false)));
     }
+
+    /// A sink that keeps each frame's end offset and arrival time.
+    #[derive(Default)]
+    struct Marks {
+        head: Option<u16>,
+        frames: Vec<(usize, Duration)>,
+        length: usize,
+    }
+
+    impl super::super::BodySink for Marks {
+        fn head(&mut self, status: u16, _: &reqwest::header::HeaderMap) {
+            self.head = Some(status);
+        }
+
+        fn frame(&mut self, data: &[u8], at: Duration) -> Result<()> {
+            self.length += data.len();
+            self.frames.push((self.length, at));
+            Ok(())
+        }
+    }
+
+    /// Each frame reaches the sink as it arrives, stamped from the send: the server's pauses show
+    /// in the marks. When the body is then cut, the marks received stay
+    /// with the sink, and the exchange fails.
+    #[test]
+    fn frames_are_marked_as_they_arrive_and_kept_when_the_body_is_cut() {
+        use super::super::script::{chunked_head, serve, Step};
+        let pause = Duration::from_millis(40);
+        let mut steps = vec![chunked_head("text/event-stream")];
+        for part in [&b"data: 1\n\n"[..], b"data: 2\n\n", b"data: 3\n\n"] {
+            steps.push(Step::Pause(pause));
+            steps.push(Step::Chunk(part.to_vec()));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for cut in [false, true] {
+            let mut steps = steps.clone();
+            if !cut {
+                steps.push(Step::End);
+            }
+            let port = serve(steps);
+            let mut spec = spec(port);
+            let transport = super::super::Transport::new(
+                &mut spec,
+                super::super::ClientConfig::default(),
+                true,
+            )
+            .unwrap();
+            let mut marks = Marks::default();
+            let result = rt.block_on(transport.send_to(&spec, 0, Some(&mut marks)));
+            assert_eq!(marks.head, Some(200));
+            let ends: Vec<usize> = marks.frames.iter().map(|m| m.0).collect();
+            assert_eq!(ends, [9, 18, 27], "one frame per chunk, in order");
+            // the server wrote chunk i after i + 1 pauses from reading the request; a late read
+            // of one frame can shorten the gap to the next, so only these bounds always hold
+            let at: Vec<Duration> = marks.frames.iter().map(|m| m.1).collect();
+            for (i, t) in at.iter().enumerate() {
+                assert!(*t >= pause * (i as u32 + 1), "{at:?}");
+            }
+            assert!(at.windows(2).all(|w| w[0] <= w[1]), "{at:?}");
+            match result {
+                Ok(response) => {
+                    assert!(!cut);
+                    assert_eq!(response.body.len(), 27);
+                    assert!(response.total >= at[2]);
+                }
+                Err(failure) => {
+                    assert!(cut, "{:?}", failure.error);
+                    assert_eq!(failure.error.kind(), "transport");
+                    assert_eq!(failure.status, Some(200));
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,139 @@
+"""Token streaming through the native API, against a hand-written SSE server: only for exact timings
+(events a known pause apart) and a cut stream, which real servers do not produce on cue. The reference
+LLM servers are tested end to end elsewhere."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from locust_inference._native import Endpoint, Measurements, RequestSlot, Stream
+
+PAUSE_S = 0.02
+USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def event(text: str) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode() + b"\n\n"
+
+
+def answer(conn: socket.socket, path: str) -> None:
+    """Three content events PAUSE_S apart, then usage and [DONE] (path /ok), or the connection closed
+    after two (path /cut)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+    for i, text in enumerate(("Hel", "lo", "!")):
+        if path == "/cut" and i == 2:
+            return
+        time.sleep(PAUSE_S)
+        conn.sendall(chunk(event(text)))
+    conn.sendall(chunk(b"data: " + json.dumps({"choices": [], "usage": USAGE}).encode() + b"\n\ndata: [DONE]\n\n"))
+    conn.sendall(b"0\r\n\r\n")
+
+
+def serve_connection(conn: socket.socket) -> None:
+    with conn:
+        reader = conn.makefile("rb")
+        while True:
+            request_line = reader.readline()
+            if not request_line:
+                return
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            reader.read(length)
+            path = request_line.split()[1].decode()
+            answer(conn, path)
+            if path == "/cut":
+                return
+
+
+@pytest.fixture(scope="module")
+def sse_server() -> Iterator[str]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                threading.Thread(target=serve_connection, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{port}"
+    listener.close()
+
+
+def endpoint(url: str) -> Endpoint:
+    return Endpoint(url, b'{"stream": true}', protocol="openai", stream=True, timeout=30.0)
+
+
+def test_tokens_are_timed_as_they_arrive_and_recorded(sse_server: str) -> None:
+    ep = endpoint(f"{sse_server}/ok")
+    slot = RequestSlot()
+    slot.submit(ep)
+    outcome = slot.wait(timeout=30)
+    assert outcome is not None and outcome.ok, outcome
+    assert (outcome.output_tokens, outcome.input_tokens, outcome.token_source, outcome.chunks) == (5, 7, "usage", 3)
+    assert outcome.ttft is not None and outcome.tpot is not None
+    # the server wrote chunk i after i + 1 pauses: only these bounds hold whatever the machine's load
+    assert outcome.ttft >= PAUSE_S * 1000
+    assert len(outcome.itl) == 2
+    last = outcome.ttft + sum(outcome.itl)
+    assert last >= 3 * PAUSE_S * 1000
+    assert outcome.tpot == pytest.approx(sum(outcome.itl) / 4, abs=1e-3)  # 5 tokens by usage: 4 steps
+    ep.record(outcome)
+    m = Measurements.from_bytes(ep.take().to_bytes())  # as the master gets it
+    assert (m.ttft.count, m.itl.count, m.tpot.count) == (1, 2, 1)
+    assert m.ttft.percentile(100) == pytest.approx(outcome.ttft, rel=1e-3)
+    assert m.itl.percentile(100) == pytest.approx(max(outcome.itl), rel=1e-3, abs=1e-3)
+    assert (m.output_tokens.count, m.output_tokens.total, m.input_tokens.total) == (1, 5, 7)
+    assert m.tokens == {
+        "output_tokens_total": 5,
+        "output_tokens_failed": 0,
+        "token_requests": 1,
+        "approximate_requests": 0,
+        "no_token_requests": 0,
+    }
+
+
+def test_a_cut_stream_fails_with_its_tokens_counted(sse_server: str) -> None:
+    ep = endpoint(f"{sse_server}/cut")
+    slot = RequestSlot()
+    slot.submit(ep)
+    outcome = slot.wait(timeout=30)
+    assert outcome is not None and not outcome.ok
+    assert outcome.error_kind == "transport", outcome.error_detail
+    assert (outcome.output_tokens, outcome.token_source, outcome.chunks) == (2, "chunks", 2)
+    ep.record(outcome, success=False)
+    m = ep.take()
+    assert (m.total.count, m.ttft.count, m.output_tokens.count) == (0, 0, 0)
+    assert m.tokens["output_tokens_failed"] == 2 and m.tokens["output_tokens_total"] == 0
+
+
+def test_an_open_loop_ttft_counts_from_the_intended_send(sse_server: str) -> None:
+    ep = endpoint(f"{sse_server}/ok")
+    stream = Stream(ep, 10.0, max_in_flight=1)
+    try:
+        completions = []
+        while not completions:
+            completions = stream.wait(timeout=30)
+        c = completions[0]
+        assert c.outcome.ok and c.ttft is not None and c.outcome.ttft is not None
+        assert c.ttft == pytest.approx(c.lag + c.outcome.ttft, abs=1e-3)
+        stream.record(c)
+    finally:
+        stream.stop()
+    m = ep.take()
+    assert m.ttft.count == 1
+    assert m.ttft.percentile(100) == pytest.approx(c.ttft, rel=1e-3)
