@@ -5,7 +5,8 @@ token, inter-token latency and output tokens per second.
 Both servers run the generator alike: 50 ms to the first token, then 10 ms a token, at most 64 tokens
 (``--max-tokens 64`` asks for them all). Each run is ``locust --headless`` with ``HighUser`` (the next request as
 soon as the previous one returned), ``DEMO_USERS`` users (default 4) for ``DEMO_RUN_TIME`` (default ``15s``);
-results go to ``<DEMO_RESULTS or results>/llm/<server>/`` (``latency.json``, Locust's CSV and log).
+results go to ``<DEMO_RESULTS or results>/llm/<server>/`` (``latency.json``, Locust's CSV and log), and the
+side-by-side report to ``<DEMO_RESULTS or results>/llm/compare.html`` and ``compare.md``.
 
 Exit status: 0 when both runs completed requests without failures, 1 otherwise, 2 on bad usage, 130 when
 interrupted. Servers are stopped on every path.
@@ -93,6 +94,19 @@ def table(entries: dict[str, dict[str, Any] | None]) -> str:
     return "\n".join(lines)
 
 
+def compare_report(folders: list[Path], out: Path) -> None:
+    """Writes ``out/compare.html`` and ``compare.md`` (what ``make compare`` does, with the token table); a
+    failure is only reported."""
+    from locust_inference.report import ReportError, build_report
+
+    try:
+        html_path, md_path = build_report(folders, out)
+    except (ReportError, OSError) as err:
+        print(f"(no side-by-side report: {err})")
+        return
+    print(f"Side-by-side report (token table, latency distributions): {html_path}, {md_path}")
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
@@ -129,6 +143,7 @@ def main() -> int:
     print("first token; tokens/s: output tokens of successful requests over the run. Triton's generate extension")
     print("sends no usage, so its tokens are counted as chunks (one token each here). See docs/generative.md.")
     print(f"Results: {root}/<server>/latency.json")
+    compare_report([root / server for server, entry in entries.items() if entry is not None], root)
     bad = [s for s, e in entries.items() if e is None or not e["count"] or e.get("failures")]
     for server in bad:
         print(f"demo-llm: the {server} run failed (see {root / server / 'llm.log'})", file=sys.stderr)

@@ -33,6 +33,11 @@ def test_demo_llm_runs_both_servers_and_prints_the_token_table(tmp_path: Path) -
         # every request asked for 64 tokens, the generator's cap: all came
         assert tokens["output_tokens_total"] == 64 * tokens["token_requests"] > 0
         assert row.split()[1] == str(entry["count"]) and row.split()[3] == f"{tokens['ttft_ms']['p50']:.2f}"
+    # the side-by-side report has the token table, one row per server, tokens counted as the table says
+    markdown = (tmp_path / "llm" / "compare.md").read_text()
+    token_rows = [line for line in markdown.splitlines() if line.startswith(("| litserve |", "| triton |"))]
+    assert [r.split("|")[-2].strip() for r in token_rows][-2:] == ["usage", "chunks (approximate)"], markdown
+    assert '<h2 id="tokens">Tokens</h2>' in (tmp_path / "llm" / "compare.html").read_text()
 
 
 def test_demo_llm_refuses_a_bad_run_time(tmp_path: Path) -> None:

@@ -15,11 +15,13 @@ from .tables import (
     DASH,
     MINUS,
     OPEN_LOOP_NOTE,
+    TOKENS_NOTE,
     breakdown_rows,
     date_range,
     format_ms,
     format_when,
     has_open_loop,
+    has_tokens,
     html_table,
     locust_notes,
     model_names,
@@ -30,6 +32,7 @@ from .tables import (
     sweep_result_lines,
     sweep_rows,
     sweep_title,
+    token_rows,
 )
 
 _CSS = """
@@ -298,6 +301,15 @@ def render_html(runs: Sequence[Run]) -> str:
             "so they are coarser than the histogram's: " + html.escape("; ".join(notes)) + ".</p>"
         )
     parts.append("</section>")
+
+    if has_tokens(runs):
+        t_header, t_rows, t_colors = token_rows(runs)
+        parts += [
+            '<section aria-labelledby="tokens">',
+            '<h2 id="tokens">Tokens</h2>',
+            html_table(t_header, t_rows, t_colors, TOKENS_NOTE),
+            "</section>",
+        ]
 
     if has_open_loop(runs):
         o_header, o_rows, o_colors = open_loop_rows(runs)

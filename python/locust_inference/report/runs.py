@@ -55,6 +55,20 @@ class OpenLoop:
 
 
 @dataclass(frozen=True)
+class Tokens:
+    """A generative run's token measures (``requests.<name>.tokens`` of latency.json)."""
+
+    ttft_ms: dict[str, float]
+    itl_ms: dict[str, float]
+    tpot_ms: dict[str, float]
+    output_tokens: dict[str, float]
+    output_tokens_per_s: float | None
+    output_tokens_per_s_per_user: float | None
+    approximate: bool
+    goodput_per_s: float | None  # with --token-slo
+
+
+@dataclass(frozen=True)
 class RequestStats:
     """One entry of ``requests`` in ``latency.json``: a request name's counts and latencies (ms).
 
@@ -70,6 +84,7 @@ class RequestStats:
     distribution: list[tuple[float, float]]
     service_ms: dict[str, float] = field(default_factory=dict)
     open_loop: OpenLoop | None = None
+    tokens: Tokens | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +178,22 @@ def _open_loop(value: Any) -> OpenLoop | None:
     )
 
 
+def _tokens(value: Any) -> Tokens | None:
+    if not isinstance(value, dict):
+        return None
+    slo = value.get("slo")
+    return Tokens(
+        ttft_ms=_numbers(value.get("ttft_ms")),
+        itl_ms=_numbers(value.get("itl_ms")),
+        tpot_ms=_numbers(value.get("tpot_ms")),
+        output_tokens=_numbers(value.get("output_tokens")),
+        output_tokens_per_s=_number(value.get("output_tokens_per_s")),
+        output_tokens_per_s_per_user=_number(value.get("output_tokens_per_s_per_user")),
+        approximate=value.get("approximate") is True,
+        goodput_per_s=_number(slo.get("goodput_per_s")) if isinstance(slo, dict) else None,
+    )
+
+
 def _requests(raw: Any, where: Path) -> list[RequestStats]:
     if not isinstance(raw, dict) or not raw:
         raise ReportError(f"{where} has no requests: the load test recorded none; run it again")
@@ -182,6 +213,7 @@ def _requests(raw: Any, where: Path) -> list[RequestStats]:
                 distribution=_distribution(entry.get("distribution")),
                 service_ms=_numbers(entry.get("service_ms")),
                 open_loop=_open_loop(entry.get("open_loop")),
+                tokens=_tokens(entry.get("tokens")),
             )
         )
     return stats

@@ -191,6 +191,56 @@ def open_loop_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], lis
     return OPEN_LOOP_HEADER, rows, colors
 
 
+TOKENS_HEADER = [
+    "run",
+    "TTFT p50 ms",
+    "TTFT p99 ms",
+    "ITL p50 ms",
+    "ITL p99 ms",
+    "TPOT p50 ms",
+    "tokens per request p50",
+    "output tokens/s",
+    "per user",
+    "goodput req/s",
+    "counted by",
+]
+TOKENS_NOTE = (
+    "Time to first token (TTFT, from the intended send time in an open loop), inter-token latency (ITL, every "
+    "gap between content chunks) and time per output token (TPOT, a request's mean gap after its first token), "
+    "over successful requests; output tokens/s over the run. Tokens are counted from the server's usage, else "
+    "as content chunks (approximate). Goodput: requests that met every --token-slo objective, per second."
+)
+
+
+def has_tokens(runs: Sequence[Run]) -> bool:
+    return any(s.tokens is not None for r in runs for s in r.requests)
+
+
+def token_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[str]]:
+    """The token table: its header, one row per generative request name, and each row's run colour."""
+    rows, colors = [], []
+    for run in runs:
+        for stats in run.requests:
+            t = stats.tokens
+            if t is None:
+                continue
+            colors.append(run.color)
+            rows.append(
+                [
+                    row_label(run, stats),
+                    *(format_ms(t.ttft_ms.get(k)) for k in ("p50", "p99")),
+                    *(format_ms(t.itl_ms.get(k)) for k in ("p50", "p99")),
+                    format_ms(t.tpot_ms.get("p50")),
+                    format_ms(t.output_tokens.get("p50")),
+                    format_ms(t.output_tokens_per_s),
+                    format_ms(t.output_tokens_per_s_per_user),
+                    format_ms(t.goodput_per_s),
+                    "chunks (approximate)" if t.approximate else "usage",
+                ]
+            )
+    return TOKENS_HEADER, rows, colors
+
+
 def sweep_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
     """A sweep's table: one row per step; the server's batch size and queue time when it reports them."""
     server = sweep.has_server_stats
@@ -318,6 +368,9 @@ def render_markdown(runs: Sequence[Run], html_path: Path | None = None) -> str:
     if has_open_loop(runs):
         o_header, o_rows, _ = open_loop_rows(runs)
         lines += ["Open loop, did each server keep up? " + OPEN_LOOP_NOTE, "", *_md_table(o_header, o_rows), ""]
+    if has_tokens(runs):
+        t_header, t_rows, _ = token_rows(runs)
+        lines += ["Tokens: " + TOKENS_NOTE, "", *_md_table(t_header, t_rows), ""]
     notes = locust_notes(runs)
     if notes:
         lines += ["Locust's own p50 / p95 / p99 (rounded) vs ours: " + "; ".join(notes) + ".", ""]
