@@ -90,6 +90,7 @@ def test_prompts_file_formats(tmp_path: Path) -> None:
         ({"api": "chat", "sampling": ["temperature=hot"]}, "--sampling temperature: the value must be JSON"),
         ({"api": "chat", "sampling": ["stream=false"]}, "--sampling stream=... is set by --stream/--no-stream"),
         ({"api": "chat", "sampling": ["top_k=1", "top_k=2"]}, "--sampling top_k is given twice"),
+        ({"api": "chat", "sampling": ["stop=" + "[" * 30_000 + "]" * 30_000]}, "--sampling stop: the value is nested"),
     ],
 )
 def test_bad_generative_options(given: dict[str, Any], message: str) -> None:
@@ -111,6 +112,8 @@ BAD_PROMPTS = [
         "entry 2 has no human turn",
     ),
     (b"\n\n", "holds no prompts"),
+    (b'{"prompt": "a"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n", "line 2 is nested too deeply"),
+    (b"[" * 100_000 + b"]" * 100_000, "is nested too deeply"),
 ]
 
 

@@ -79,6 +79,8 @@ def _jsonl(path: Path, text: str) -> list[Prompt]:
             item = json.loads(line)
         except ValueError as err:
             raise ConfigError(f"{where} is not JSON ({err})") from None
+        except RecursionError:  # Python's parser recurses once per nesting level
+            raise ConfigError(f"{where} is nested too deeply") from None
         if not isinstance(item, dict):
             raise ConfigError(f"{where} is not a JSON object with 'prompt' or 'messages'")
         if "prompt" in item and "messages" in item:
@@ -101,6 +103,8 @@ def _sharegpt(path: Path, text: str) -> list[Prompt]:
         data = json.loads(text)
     except ValueError as err:
         raise ConfigError(f"{_where(path)} is not JSON ({err}); JSONL files need one object a line") from None
+    except RecursionError:  # Python's parser recurses once per nesting level
+        raise ConfigError(f"{_where(path)} is nested too deeply") from None
     if not isinstance(data, list):
         raise ConfigError(f'{_where(path)}: a ShareGPT file is a JSON list of {{"conversations": [...]}}')
     prompts: list[Prompt] = []

@@ -169,6 +169,8 @@ def _sampling(given: list[str]) -> tuple[tuple[str, Any], ...]:
             raise ConfigError(f"--sampling {key}: the value is longer than {MAX_SAMPLING_BYTES} characters")
         try:
             pairs[key] = json.loads(text)
+        except RecursionError:  # Python's parser recurses once per nesting level
+            raise ConfigError(f"--sampling {key}: the value is nested too deeply") from None
         except ValueError:
             raise ConfigError(
                 f'--sampling {key}: the value must be JSON (0.7, true, "text", [1, 2]), not {_shown(text)}'
