@@ -242,3 +242,24 @@ def test_goodput_is_zero_when_the_first_token_cannot_come_in_time(
     slo = entry["tokens"]["slo"]
     assert slo["met"] == 0 and slo["judged"] == entry["count"] > 0 and slo["held"] == {"ttft_p50": False}, slo
     assert "goodput 0.00 req/s: 0 of" in run.stdout
+
+
+def test_debug_requests_logs_the_tokens_and_never_a_secret(litserve_llm: GeneratorServer, tmp_path: Path) -> None:
+    options, env = api_args("litserve")
+    run = run_locust(
+        tmp_path,
+        "--host",
+        litserve_llm.url,
+        *options,
+        "--max-tokens",
+        "3",
+        "--header",
+        "X-Api-Key: sekrit-value",
+        "HighUser",
+        env=clean_env(**env, DEBUG_REQUESTS="1", INFERENCE_AUTH_TOKEN="tok-sekrit"),
+        run_time="2s",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    logged = [line for line in run.stderr.splitlines() if "locust_inference.debug" in line]
+    assert logged and all("output_tokens=3 (usage) chunks=3" in line and " ttft=" in line for line in logged)
+    assert "sekrit" not in run.stdout + run.stderr

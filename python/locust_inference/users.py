@@ -281,7 +281,7 @@ class InferenceUser(User):
         target = self._target
         debug_log.info(
             "POST %s headers=%s json_header_bytes=%s tensor_bytes=%d body_bytes=%d -> status=%s "
-            "time=%.3fms ttfb=%s length=%d headers=%s%s",
+            "time=%.3fms ttfb=%s length=%d headers=%s%s%s%s",
             target.url,
             _redact(target.request_headers),
             target.json_header_bytes,
@@ -294,6 +294,11 @@ class InferenceUser(User):
             _redact_response(outcome.headers or []),
             # the raw start of an error body (with its request id); the failure Locust counts has it normalised
             f" error={outcome.error_detail}" if outcome.error_detail is not None else "",
+            # generative answers: what the stream carried
+            f" ttft={outcome.ttft:.3f}ms" if outcome.ttft is not None else "",
+            f" output_tokens={outcome.output_tokens} ({outcome.token_source}) chunks={outcome.chunks}"
+            if outcome.output_tokens is not None
+            else "",
         )
 
 
