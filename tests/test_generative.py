@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import GENERATOR_MAX_TOKENS, GENERATOR_PREFILL_MS, GeneratorServer, generator_args
 from locust_inference.results_schema import TokenEntry
-from support import clean_env, run_locust
+from support import REPO_ROOT, clean_env, run_locust
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 
 from servers.launch import litserve_llm_server
@@ -263,3 +263,48 @@ def test_debug_requests_logs_the_tokens_and_never_a_secret(litserve_llm: Generat
     logged = [line for line in run.stderr.splitlines() if "locust_inference.debug" in line]
     assert logged and all("output_tokens=3 (usage) chunks=3" in line and " ttft=" in line for line in logged)
     assert "sekrit" not in run.stdout + run.stderr
+
+
+def test_a_sweep_of_a_generative_server_has_token_measures_and_goodput_per_step(
+    litserve_llm: GeneratorServer, tmp_path: Path
+) -> None:
+    """sweepfile.py over concurrency 1 and 3: each step's TTFT, ITL, tokens/s and the requests that met every
+    objective (a day is no bound on latency: all of them), in sweep.json, sweep.csv and the summary."""
+    run = run_locust(
+        tmp_path,
+        "--host",
+        litserve_llm.url,
+        "--api",
+        "chat",
+        "--max-tokens",
+        "4",
+        "--token-slo",
+        "latency_p99=86400s",
+        "--sweep-concurrency",
+        "1,3",
+        "--sweep-window",
+        "3",
+        "--sweep-warmup",
+        "1",
+        "--sweep-stable-windows",
+        "2",
+        "--sweep-max-windows",
+        "3",
+        locustfile=REPO_ROOT / "sweepfile.py",
+        env=clean_env(SERVER="litserve", MODEL_NAME="synthetic_llm"),
+        timeout=240,
+        run_time="100s",  # a bound only: the sweep ends the run
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    steps = json.loads((tmp_path / "sweep.json").read_text())["steps"]
+    assert [s["users"] for s in steps] == [1, 3]
+    for step in steps:
+        tokens = step["tokens"]
+        assert tokens["ttft_ms"]["p50"] >= GENERATOR_PREFILL_MS and tokens["itl_ms"]["p50"] > 0
+        assert tokens["slo_met"] == tokens["slo_judged"] > 0 and tokens["goodput_per_s"] > 0, tokens
+        assert tokens["approximate"] is False and tokens["output_tokens_per_s"] > 0
+    with (tmp_path / "sweep.csv").open(newline="") as f:
+        table = list(csv.DictReader(f))
+    expected = [pytest.approx(s["tokens"]["ttft_ms"]["p50"], abs=1e-3) for s in steps]
+    assert [float(r["ttft_p50_ms"]) for r in table] == expected
+    assert "Tokens per step" in run.stdout

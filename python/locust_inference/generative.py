@@ -280,12 +280,23 @@ class SloCount:
     slos: tuple[TokenSlo, ...]
     met: int = 0
     judged: int = 0
+    # since the last take_window(): a sweep's windows (--reset-stats does not touch them, as Collector.window)
+    window_met: int = 0
+    window_judged: int = 0
 
     def judge(self, success: bool, ttft_ms: float | None, tpot_ms: float | None, latency_ms: float) -> None:
-        self.judged += 1
         values = {"ttft": ttft_ms, "tpot": tpot_ms, "latency": latency_ms}
-        if success and all(self._within(slo, values[slo.measure]) for slo in self.slos):
-            self.met += 1
+        met = int(success and all(self._within(slo, values[slo.measure]) for slo in self.slos))
+        self.judged += 1
+        self.window_judged += 1
+        self.met += met
+        self.window_met += met
+
+    def take_window(self) -> tuple[int, int]:
+        """(met, judged) since the last call: a sweep's window."""
+        window = (self.window_met, self.window_judged)
+        self.window_met = self.window_judged = 0
+        return window
 
     @staticmethod
     def _within(slo: TokenSlo, value: float | None) -> bool:
@@ -315,3 +326,5 @@ class SloCount:
             raise ProtocolError("merging would overflow the SLO counts")
         self.met += met
         self.judged += judged
+        self.window_met += met
+        self.window_judged += judged

@@ -35,6 +35,13 @@ CSV_COLUMNS = (
     "server_queue_ms",
     "server_compute_infer_ms",
     "server_avg_batch_size",
+    # generative steps (empty otherwise)
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "itl_p50_ms",
+    "tpot_p50_ms",
+    "output_tokens_per_s",
+    "token_goodput_per_s",
 )
 
 
@@ -80,8 +87,27 @@ def _csv_row(row: dict[str, Any]) -> list[Any]:
         "server_queue_ms": server.get("queue_ms", ""),
         "server_compute_infer_ms": server.get("compute_infer_ms", ""),
         "server_avg_batch_size": server.get("avg_batch_size", ""),
+        **_token_columns(row.get("tokens")),
     }
     return ["" if values[c] is None else values[c] for c in CSV_COLUMNS]
+
+
+def _token_columns(tokens: dict[str, Any] | None) -> dict[str, Any]:
+    t = tokens or {}
+
+    def ms(measure: str, key: str) -> str:
+        values = t.get(measure) or {}
+        return f"{values[key]:.3f}" if key in values else ""
+
+    goodput = t.get("goodput_per_s")
+    return {
+        "ttft_p50_ms": ms("ttft_ms", "p50"),
+        "ttft_p99_ms": ms("ttft_ms", "p99"),
+        "itl_p50_ms": ms("itl_ms", "p50"),
+        "tpot_p50_ms": ms("tpot_ms", "p50"),
+        "output_tokens_per_s": f"{t['output_tokens_per_s']:.3f}" if tokens else "",
+        "token_goodput_per_s": f"{goodput:.3f}" if goodput is not None else "",
+    }
 
 
 def write(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
@@ -106,6 +132,29 @@ def describe_row(row: dict[str, Any]) -> str:
     )
 
 
+def _format_tokens(steps: list[dict[str, Any]]) -> list[str]:
+    """The token table of a generative sweep: TTFT, ITL and TPOT per step, output tokens/s and the goodput."""
+    if not any(row.get("tokens") for row in steps):
+        return []
+    lines = [
+        "",
+        "Tokens per step (ms; goodput: requests per second that met every --token-slo objective):",
+        f"{'step':>4} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'TPOT p50':>9} {'tokens/s':>9}"
+        f" {'goodput/s':>9}",
+    ]
+    for row in steps:
+        t = row.get("tokens") or {}
+        cols = _token_columns(t)
+        goodput = cols["token_goodput_per_s"] or "-"
+        itl99 = f"{t['itl_ms']['p99']:.3f}" if "p99" in (t.get("itl_ms") or {}) else ""
+        lines.append(
+            f"{row['step']:>4} {cols['ttft_p50_ms'] or '-':>9} {cols['ttft_p99_ms'] or '-':>9}"
+            f" {cols['itl_p50_ms'] or '-':>8} {itl99 or '-':>8} {cols['tpot_p50_ms'] or '-':>9}"
+            f" {cols['output_tokens_per_s'] or '-':>9} {goodput:>9}"
+        )
+    return lines
+
+
 def format_summary(doc: dict[str, Any]) -> str:
     unit = "users" if doc["mode"] == "concurrency" else "req/s"
     lines = ["", f"Sweep of {doc['server']}/{doc['model']} ({doc['mode']} steps):", ""]
@@ -124,6 +173,7 @@ def format_summary(doc: dict[str, Any]) -> str:
             + f" {row['failures']:>8} {'-' if row['dropped'] is None else row['dropped']:>7}"
             + f" {'-' if batch is None else f'{batch:.2f}':>5} {row['windows']:>7}  {'yes' if row['stable'] else 'NO'}"
         )
+    lines += _format_tokens(doc["steps"])
     if doc["stopped"]:
         lines += ["", doc["stopped"]]
     good = doc.get("goodput")

@@ -50,6 +50,7 @@ class _Step:
     t0: int | None = None  # first second measured
     windows: list[Window] = field(default_factory=list)
     measured: list[Measurements] = field(default_factory=list)
+    slo: list[tuple[int, int]] = field(default_factory=list)  # each window's (met, judged) with --token-slo
 
 
 class SweepRun:
@@ -61,6 +62,7 @@ class SweepRun:
             raise ConfigError("a sweep needs locust-inference's users: import them in the locustfile")
         self.environment, self.plan, self.collector = environment, plan, collector
         self.user_class = user_classes[plan.mode]
+        self.generative = collector.settings.generative.generative  # steps then carry token measures
         distributed = isinstance(environment.runner, MasterRunner)
         self.lag = WORKER_REPORT_INTERVAL + 1.0 if distributed else 1.0
         self.rows: list[dict[str, Any]] = []
@@ -111,6 +113,8 @@ class SweepRun:
         step.t0 = math.floor(now) + 1
         self.collector.poll()
         self.collector.take_window()  # the warm-up's latencies
+        if self.collector.slo is not None:
+            self.collector.slo.take_window()  # and its judgements
         for k in range(self.plan.max_windows + 1):
             self._read_server_stats_at(step.t0 + k * self.plan.window_s, now)
 
@@ -137,6 +141,8 @@ class SweepRun:
         p99 = hist.percentile(99) if hist.count else None
         step.windows.append(Window(requests - failures, failures, float(self.plan.window_s), p99))
         step.measured.append(measured)
+        if self.collector.slo is not None:
+            step.slo.append(self.collector.slo.take_window())
 
     def _finish(self, step: _Step, now: float) -> tuple[int, float, list[type]] | None:
         row = self._row(step)
@@ -179,6 +185,24 @@ class SweepRun:
             "window_throughputs": [w.throughput for w in step.windows],
             "window_p99_ms": [w.p99_ms for w in step.windows],
             "server": server,
+            "tokens": self._tokens(merged, seconds, step.slo[-n:]) if self.generative else None,
+        }
+
+    def _tokens(self, merged: Measurements, seconds: float, slo: list[tuple[int, int]]) -> dict[str, Any]:
+        """A generative step's token measures over its measured windows: TTFT, ITL and TPOT, output tokens per
+        second and, with --token-slo, the goodput (requests that met every objective, per second)."""
+        counts = merged.tokens
+        met, judged = sum(m for m, _ in slo), sum(j for _, j in slo)
+        keys = SUMMARY_KEYS
+        return {
+            "ttft_ms": {k: v for k, v in merged.ttft.summary().items() if k in keys},
+            "itl_ms": {k: v for k, v in merged.itl.summary().items() if k in keys},
+            "tpot_ms": {k: v for k, v in merged.tpot.summary().items() if k in keys},
+            "output_tokens_per_s": counts["output_tokens_total"] / seconds,
+            "approximate": counts["approximate_requests"] > 0,
+            "slo_met": met if self.collector.slo is not None else None,
+            "slo_judged": judged if self.collector.slo is not None else None,
+            "goodput_per_s": met / seconds if self.collector.slo is not None else None,
         }
 
     def _stop_reason(self, row: dict[str, Any]) -> str | None:
