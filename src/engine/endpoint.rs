@@ -129,6 +129,7 @@ impl Endpoint {
                 stream,
                 self.spec.url.to_string(),
                 self.spec.max_response_bytes,
+                self.keep_body,
             )),
             _ => None,
         };
@@ -179,7 +180,7 @@ impl Endpoint {
                     status: Some(resp.status),
                     response_time: resp.total,
                     ttfb: Some(resp.ttfb),
-                    length: resp.body.len(),
+                    length: resp.length,
                     top1,
                     headers,
                     body: self.keep_body.then(|| resp.body.clone()),
@@ -850,6 +851,18 @@ mod tests {
         let endpoint = generative(port, Duration::from_secs(30));
         let outcome = run_once(&endpoint);
         assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        let sent: usize = ["Hel", "lo", "!"]
+            .map(|t| match chunk(t) {
+                Step::Chunk(bytes) => bytes.len(),
+                _ => unreachable!(),
+            })
+            .iter()
+            .sum();
+        assert_eq!(
+            outcome.length,
+            sent + USAGE_AND_DONE.len(),
+            "counted, not kept"
+        );
         let tokens = outcome.tokens.clone().unwrap();
         assert_eq!(tokens.times.len(), 3);
         for (i, t) in tokens.times.iter().enumerate() {

@@ -141,6 +141,8 @@ pub struct Reader {
     limit: usize,
     /// Set when the head announced an event stream in a 2xx answer.
     parser: Option<sse::Parser>,
+    /// Whether the endpoint keeps answers' bodies (else a stream's is read here only).
+    keep_body: bool,
     /// The head's `Content-Type`.
     content_type: Option<String>,
     /// `data: [DONE]` arrived (openai).
@@ -150,14 +152,22 @@ pub struct Reader {
 
 impl Reader {
     /// A reader of one answer from `url`; `stream` when the request asked for one; events are
-    /// limited to `max_response_bytes` and [`MAX_EVENT_BYTES`].
-    pub fn new(api: Api, stream: bool, url: String, max_response_bytes: usize) -> Self {
+    /// limited to `max_response_bytes` and [`MAX_EVENT_BYTES`]; `keep_body` when the endpoint
+    /// keeps bodies (a stream's is otherwise not gathered).
+    pub fn new(
+        api: Api,
+        stream: bool,
+        url: String,
+        max_response_bytes: usize,
+        keep_body: bool,
+    ) -> Self {
         Reader {
             api,
             stream,
             url,
             limit: max_response_bytes.min(MAX_EVENT_BYTES),
             parser: None,
+            keep_body,
             content_type: None,
             done: false,
             tokens: Tokens::default(),
@@ -297,7 +307,7 @@ impl Reader {
 }
 
 impl BodySink for Reader {
-    fn head(&mut self, status: u16, headers: &HeaderMap) {
+    fn head(&mut self, status: u16, headers: &HeaderMap) -> bool {
         self.content_type = headers
             .get(CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -310,6 +320,7 @@ impl BodySink for Reader {
             self.parser = Some(sse::Parser::new(self.limit));
             self.tokens.streamed = true;
         }
+        self.parser.is_none() || self.keep_body
     }
 
     fn frame(&mut self, data: &[u8], at: Duration) -> Result<()> {
@@ -445,7 +456,7 @@ mod tests {
         content_type: &str,
         frames: &[(&[u8], u64)],
     ) -> (Tokens, Result<()>) {
-        let mut reader = Reader::new(api, stream, URL.into(), 1 << 16);
+        let mut reader = Reader::new(api, stream, URL.into(), 1 << 16, false);
         reader.head(200, &headers(content_type));
         let mut body = Vec::new();
         for (bytes, ms) in frames {
@@ -597,7 +608,7 @@ mod tests {
     #[test]
     fn an_event_over_the_limit_fails_as_malformed() {
         let line = vec![b'x'; 2 << 20];
-        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 64 << 20);
+        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 64 << 20, false);
         reader.head(200, &headers("text/event-stream"));
         let err = line
             .chunks(64 << 10)
@@ -686,10 +697,29 @@ mod tests {
         );
     }
 
+    /// The transport gathers the body for everything but a stream read here (unless the
+    /// endpoint keeps bodies).
+    #[test]
+    fn only_a_stream_s_body_is_left_ungathered() {
+        for (status, kind, keep_body, gather) in [
+            (200, "text/event-stream", false, false),
+            (200, "text/event-stream", true, true),
+            (200, "application/json", false, true),
+            (503, "text/event-stream", false, true),
+        ] {
+            let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 1024, keep_body);
+            assert_eq!(
+                reader.head(status, &headers(kind)),
+                gather,
+                "{status} {kind}"
+            );
+        }
+    }
+
     #[test]
     fn an_error_status_is_not_read_as_a_stream() {
-        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 1024);
-        reader.head(500, &headers("text/event-stream"));
+        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 1024, false);
+        assert!(reader.head(500, &headers("text/event-stream")));
         reader
             .frame(
                 b"data: {\"choices\":[{\"text\":\"a\"}]}\n\n",
