@@ -10,7 +10,8 @@
 //!   (the body just ends); `generate` sends one such JSON body.
 //!
 //! An event or body carrying `error` fails the request with the server's message; data that is not
-//! JSON, or not an object, is a protocol error.
+//! JSON, or not an object, is a protocol error. What the server wrote goes into a failure's reason
+//! normalised and bounded in variety (`reason::grouped_body_reason`), so Locust's failures group.
 //!
 //! # Tokens
 //!
@@ -202,12 +203,10 @@ impl Reader {
         if self.stream {
             let sent = match (&parsed, self.content_type.as_deref()) {
                 (Ok(()), _) => "one JSON body".to_owned(),
-                (Err(_), Some(kind)) => {
-                    format!(
-                        "no event stream (Content-Type: {})",
-                        reason::normalise(kind)
-                    )
-                }
+                (Err(_), Some(kind)) => format!(
+                    "no event stream (Content-Type: {})",
+                    reason::grouped_body_reason(kind.as_bytes())
+                ),
                 (Err(_), None) => "no event stream (no Content-Type)".to_owned(),
             };
             return Err(self.stream_failed(&format!("asked for a stream, the server sent {sent}")));
@@ -262,17 +261,14 @@ impl Reader {
             } else {
                 "not JSON"
             };
-            self.protocol(&format!(
-                "{what} ({})",
-                reason::normalise(&String::from_utf8_lossy(&data[..data.len().min(100)]))
-            ))
+            self.protocol(&format!("{what} ({})", reason::grouped_body_reason(data)))
         })
     }
 
     fn server_error(&self, message: &str) -> Error {
         self.stream_failed(&format!(
             "the server sent an error: {}",
-            reason::normalise(message)
+            reason::grouped_body_reason(message.as_bytes())
         ))
     }
 
@@ -603,6 +599,16 @@ mod tests {
                 "{err}"
             );
         }
+        // what varies between requests does not split the failures into one group each
+        let reason = |data: &str| {
+            let frame = format!("data: {data}\n\n");
+            sse(Api::OpenAi, &[(frame.as_bytes(), 1)])
+                .1
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(reason("busy, request 123"), reason("busy, request 4567"));
+        assert!(reason("busy, request 123").ends_with("not JSON (busy, request #)"));
     }
 
     #[test]
