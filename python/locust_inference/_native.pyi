@@ -276,7 +276,8 @@ class Measurements:
         output_tokens_failed (received by failed requests before they failed: usage, else chunks),
         token_requests (successful requests with an output token count), approximate_requests (of
         those, counted by content chunks: no usage), no_token_requests (successful requests without a
-        content chunk, hence no TTFT)."""
+        content chunk, hence no TTFT). On a streamed endpoint ttft.count + no_token_requests =
+        token_requests = total.count."""
     @property
     def resent(self) -> int:
         """Requests of any outcome that were resent."""
