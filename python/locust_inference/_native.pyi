@@ -210,7 +210,9 @@ class Endpoint:
         on every send (http:// bodies of up to 1 MiB each and 256 MiB in all, unless zero_copy=False)."""
     def record(self, outcome: Outcome, success: bool = True) -> None:
         """Accounts for a reported request (call it as the request is reported): its latency when it
-        succeeded (success=False: a check made in Python failed it), and whether it was resent."""
+        succeeded (success=False: a check made in Python failed it), and whether it was resent. A generative
+        answer's TTFT, ITL, TPOT and token counts go to the histograms when it succeeded; the tokens a failed
+        one received count as output_tokens_failed."""
     def take(self) -> Measurements:
         """What the requests recorded since the last call measured; recording starts afresh."""
     def reset(self) -> None:
@@ -220,8 +222,10 @@ class Endpoint:
 
 @final
 class Measurements:
-    """What an endpoint's requests measured: latency histograms, the resent count and the open-loop
-    counters. Workers send it to the master as to_bytes(); the master merges with add()."""
+    """What an endpoint's requests measured: latency histograms, the resent count, the open-loop
+    counters and a generative endpoint's token measures. Workers send it to the master as to_bytes()
+    (the format's version is in its first 4 bytes; a master refuses another version); the master merges
+    with add()."""
 
     def __new__(cls) -> Measurements: ...
     @staticmethod
@@ -272,7 +276,8 @@ class Measurements:
         output_tokens_failed (received by failed requests before they failed: usage, else chunks),
         token_requests (successful requests with an output token count), approximate_requests (of
         those, counted by content chunks: no usage), no_token_requests (successful requests without a
-        content chunk, hence no TTFT)."""
+        content chunk, hence no TTFT). On a streamed endpoint ttft.count + no_token_requests =
+        token_requests = total.count."""
     @property
     def resent(self) -> int:
         """Requests of any outcome that were resent."""
@@ -318,7 +323,8 @@ class Stream:
         """Blocks (without the GIL) until completions wait or the timeout passes, then takes them."""
     def record(self, completion: Completion, success: bool = True) -> None:
         """Accounts for a taken completion as it is reported: its latencies (response time from the intended
-        send, service time, TTFB) when it succeeded, and one completed request. ValueError for a completion
+        send, service time, TTFB; a generative answer's TTFT from the intended send, ITL, TPOT, tokens) when
+        it succeeded, and one completed request. ValueError for a completion
         already recorded, one of another stream, or after stop() (which counted it as unfinished)."""
     def stop(self) -> int:
         """Stops the schedule, abandons requests in flight; returns how many scheduled requests will

@@ -129,6 +129,7 @@ impl Endpoint {
                 stream,
                 self.spec.url.to_string(),
                 self.spec.max_response_bytes,
+                self.keep_body,
             )),
             _ => None,
         };
@@ -179,7 +180,7 @@ impl Endpoint {
                     status: Some(resp.status),
                     response_time: resp.total,
                     ttfb: Some(resp.ttfb),
-                    length: resp.body.len(),
+                    length: resp.length,
                     top1,
                     headers,
                     body: self.keep_body.then(|| resp.body.clone()),
@@ -785,6 +786,10 @@ mod tests {
 
     /// A streaming endpoint (`protocol="openai"`, `stream=True`) of the server on `port`.
     fn generative(port: u16, timeout: Duration) -> Arc<Endpoint> {
+        generative_within(port, timeout, DEFAULT_MAX_RESPONSE_BYTES)
+    }
+
+    fn generative_within(port: u16, timeout: Duration, max_response_bytes: usize) -> Arc<Endpoint> {
         let mut spec = RequestSpec {
             method: Method::POST,
             url: format!("http://127.0.0.1:{port}/v1/chat/completions")
@@ -793,7 +798,7 @@ mod tests {
             headers: HeaderMap::new(),
             bodies: vec![Body::new(Bytes::from_static(b"{\"stream\":true}"))],
             timeout,
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_response_bytes,
         };
         let transport = Transport::new(&mut spec, ClientConfig::default(), false).unwrap();
         Arc::new(Endpoint {
@@ -850,6 +855,18 @@ mod tests {
         let endpoint = generative(port, Duration::from_secs(30));
         let outcome = run_once(&endpoint);
         assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        let sent: usize = ["Hel", "lo", "!"]
+            .map(|t| match chunk(t) {
+                Step::Chunk(bytes) => bytes.len(),
+                _ => unreachable!(),
+            })
+            .iter()
+            .sum();
+        assert_eq!(
+            outcome.length,
+            sent + USAGE_AND_DONE.len(),
+            "counted, not kept"
+        );
         let tokens = outcome.tokens.clone().unwrap();
         assert_eq!(tokens.times.len(), 3);
         for (i, t) in tokens.times.iter().enumerate() {
@@ -1007,6 +1024,24 @@ mod tests {
             assert_eq!(m.tokens.failed_output, received, "{what}");
             assert_eq!((m.tokens.output, m.tokens.requests), (0, 0), "{what}");
         }
+    }
+
+    /// A stream past the response limit fails as too large, with the chunks that fit counted
+    /// (one event per HTTP chunk: hyper never hands over a frame spanning two chunks, so the
+    /// frame refused is the fourth event's).
+    #[test]
+    fn a_stream_over_the_response_limit_fails_with_the_tokens_that_fit() {
+        let Step::Chunk(one) = chunk("a") else {
+            unreachable!()
+        };
+        let mut steps = vec![chunked_head("text/event-stream")];
+        steps.extend((0..10).map(|_| chunk("a")));
+        steps.push(Step::End);
+        let endpoint = generative_within(serve(steps), Duration::from_secs(30), 3 * one.len() + 5);
+        let outcome = run_once(&endpoint);
+        let error = outcome.error.clone().expect("a failure");
+        assert_eq!(error.kind(), "too-large", "{error}");
+        assert_eq!(outcome.tokens.unwrap().received(), 3);
     }
 
     fn injected(port: u16) -> Error {

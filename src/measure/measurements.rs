@@ -116,7 +116,9 @@ impl StreamCounts {
 
 /// What a generative endpoint's reported requests produced (see `protocol::generative` for how
 /// tokens are counted). Over successful requests: `requests` of them had an output token count,
-/// `approximate` of those by counting chunks; `no_tokens` had no content chunk (so no TTFT).
+/// `approximate` of those by counting chunks; `no_tokens` had no content chunk (so no TTFT). On a
+/// streamed endpoint every successful request has a count: `ttft.len() + no_tokens = requests =
+/// total.len()`.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct TokenCounts {
     /// Output tokens of successful requests (the sum of the `output_tokens` histogram's values).
@@ -1061,6 +1063,42 @@ mod tests {
                     "{:?}", now
                 );
             }
+        }
+
+        /// For streamed answers of any shape and outcome: ttft + no_tokens = requests = total,
+        /// and the output tokens split into those of successes and of failures.
+        #[test]
+        fn streamed_answers_keep_the_token_identities(
+            answers in prop::collection::vec(
+                (
+                    prop::collection::vec(0u64..100_000, 0..6),
+                    prop::option::of(0u64..1_000),
+                    any::<bool>(),
+                ),
+                0..30,
+            ),
+        ) {
+            let r = Recorder::default();
+            let mut all = 0u64;
+            for (mut times, usage, success) in answers {
+                times.sort_unstable();
+                let tokens = Tokens {
+                    streamed: true,
+                    chunks: times.len() as u64,
+                    times: times.into_iter().map(Duration::from_micros).collect(),
+                    usage_output: usage,
+                    usage_input: None,
+                };
+                all += tokens.received();
+                let l = success.then(|| latency(Duration::from_millis(9), Duration::from_millis(1)));
+                r.record(l, false, Some((&tokens, Duration::ZERO)));
+            }
+            let m = r.take();
+            let t = m.tokens;
+            prop_assert_eq!(m.ttft.len() + t.no_tokens, t.requests);
+            prop_assert_eq!(t.requests, m.total.len());
+            prop_assert_eq!(t.output + t.failed_output, all);
+            prop_assert_eq!(m.output_tokens.len(), t.requests);
         }
 
         #[test]

@@ -10,7 +10,8 @@
 //!   (the body just ends); `generate` sends one such JSON body.
 //!
 //! An event or body carrying `error` fails the request with the server's message; data that is not
-//! JSON, or not an object, is a protocol error.
+//! JSON, or not an object, is a protocol error. What the server wrote goes into a failure's reason
+//! normalised and bounded in variety (`reason::grouped_body_reason`), so Locust's failures group.
 //!
 //! # Tokens
 //!
@@ -141,6 +142,8 @@ pub struct Reader {
     limit: usize,
     /// Set when the head announced an event stream in a 2xx answer.
     parser: Option<sse::Parser>,
+    /// Whether the endpoint keeps answers' bodies (else a stream's is read here only).
+    keep_body: bool,
     /// The head's `Content-Type`.
     content_type: Option<String>,
     /// `data: [DONE]` arrived (openai).
@@ -150,14 +153,22 @@ pub struct Reader {
 
 impl Reader {
     /// A reader of one answer from `url`; `stream` when the request asked for one; events are
-    /// limited to `max_response_bytes` and [`MAX_EVENT_BYTES`].
-    pub fn new(api: Api, stream: bool, url: String, max_response_bytes: usize) -> Self {
+    /// limited to `max_response_bytes` and [`MAX_EVENT_BYTES`]; `keep_body` when the endpoint
+    /// keeps bodies (a stream's is otherwise not gathered).
+    pub fn new(
+        api: Api,
+        stream: bool,
+        url: String,
+        max_response_bytes: usize,
+        keep_body: bool,
+    ) -> Self {
         Reader {
             api,
             stream,
             url,
             limit: max_response_bytes.min(MAX_EVENT_BYTES),
             parser: None,
+            keep_body,
             content_type: None,
             done: false,
             tokens: Tokens::default(),
@@ -192,12 +203,10 @@ impl Reader {
         if self.stream {
             let sent = match (&parsed, self.content_type.as_deref()) {
                 (Ok(()), _) => "one JSON body".to_owned(),
-                (Err(_), Some(kind)) => {
-                    format!(
-                        "no event stream (Content-Type: {})",
-                        reason::normalise(kind)
-                    )
-                }
+                (Err(_), Some(kind)) => format!(
+                    "no event stream (Content-Type: {})",
+                    reason::grouped_body_reason(kind.as_bytes())
+                ),
                 (Err(_), None) => "no event stream (no Content-Type)".to_owned(),
             };
             return Err(self.stream_failed(&format!("asked for a stream, the server sent {sent}")));
@@ -252,17 +261,14 @@ impl Reader {
             } else {
                 "not JSON"
             };
-            self.protocol(&format!(
-                "{what} ({})",
-                reason::normalise(&String::from_utf8_lossy(&data[..data.len().min(100)]))
-            ))
+            self.protocol(&format!("{what} ({})", reason::grouped_body_reason(data)))
         })
     }
 
     fn server_error(&self, message: &str) -> Error {
         self.stream_failed(&format!(
             "the server sent an error: {}",
-            reason::normalise(message)
+            reason::grouped_body_reason(message.as_bytes())
         ))
     }
 
@@ -297,7 +303,7 @@ impl Reader {
 }
 
 impl BodySink for Reader {
-    fn head(&mut self, status: u16, headers: &HeaderMap) {
+    fn head(&mut self, status: u16, headers: &HeaderMap) -> bool {
         self.content_type = headers
             .get(CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -310,6 +316,7 @@ impl BodySink for Reader {
             self.parser = Some(sse::Parser::new(self.limit));
             self.tokens.streamed = true;
         }
+        self.parser.is_none() || self.keep_body
     }
 
     fn frame(&mut self, data: &[u8], at: Duration) -> Result<()> {
@@ -445,7 +452,7 @@ mod tests {
         content_type: &str,
         frames: &[(&[u8], u64)],
     ) -> (Tokens, Result<()>) {
-        let mut reader = Reader::new(api, stream, URL.into(), 1 << 16);
+        let mut reader = Reader::new(api, stream, URL.into(), 1 << 16, false);
         reader.head(200, &headers(content_type));
         let mut body = Vec::new();
         for (bytes, ms) in frames {
@@ -592,12 +599,22 @@ mod tests {
                 "{err}"
             );
         }
+        // what varies between requests does not split the failures into one group each
+        let reason = |data: &str| {
+            let frame = format!("data: {data}\n\n");
+            sse(Api::OpenAi, &[(frame.as_bytes(), 1)])
+                .1
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(reason("busy, request 123"), reason("busy, request 4567"));
+        assert!(reason("busy, request 123").ends_with("not JSON (busy, request #)"));
     }
 
     #[test]
     fn an_event_over_the_limit_fails_as_malformed() {
         let line = vec![b'x'; 2 << 20];
-        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 64 << 20);
+        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 64 << 20, false);
         reader.head(200, &headers("text/event-stream"));
         let err = line
             .chunks(64 << 10)
@@ -686,10 +703,29 @@ mod tests {
         );
     }
 
+    /// The transport gathers the body for everything but a stream read here (unless the
+    /// endpoint keeps bodies).
+    #[test]
+    fn only_a_stream_s_body_is_left_ungathered() {
+        for (status, kind, keep_body, gather) in [
+            (200, "text/event-stream", false, false),
+            (200, "text/event-stream", true, true),
+            (200, "application/json", false, true),
+            (503, "text/event-stream", false, true),
+        ] {
+            let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 1024, keep_body);
+            assert_eq!(
+                reader.head(status, &headers(kind)),
+                gather,
+                "{status} {kind}"
+            );
+        }
+    }
+
     #[test]
     fn an_error_status_is_not_read_as_a_stream() {
-        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 1024);
-        reader.head(500, &headers("text/event-stream"));
+        let mut reader = Reader::new(Api::OpenAi, true, URL.into(), 1024, false);
+        assert!(reader.head(500, &headers("text/event-stream")));
         reader
             .frame(
                 b"data: {\"choices\":[{\"text\":\"a\"}]}\n\n",

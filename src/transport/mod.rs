@@ -69,7 +69,10 @@ pub struct RequestSpec {
 pub struct Response {
     pub status: u16,
     pub headers: HeaderMap,
+    /// Empty when a sink read the body instead (see [`BodySink::head`]).
     pub body: Bytes,
+    /// How many body bytes arrived.
+    pub length: usize,
     /// From just before the request is handed to the connection to the response head.
     pub ttfb: Duration,
     /// From the same instant to the last byte of the body.
@@ -91,8 +94,10 @@ pub struct Failure {
 /// Reads a response body as it arrives, on the I/O thread (a streaming endpoint's events): what
 /// it gathered stays with its owner when the exchange fails or times out part way.
 pub trait BodySink: Send {
-    /// The response head arrived.
-    fn head(&mut self, status: u16, headers: &HeaderMap);
+    /// The response head arrived. Returns whether the transport should still gather the body
+    /// into `Response::body`: false when the sink reads it all (a stream held whole would grow
+    /// with its length, for nothing).
+    fn head(&mut self, status: u16, headers: &HeaderMap) -> bool;
     /// A frame of the body arrived, `at` after the send started (the clock of `Response::total`).
     /// An error ends the exchange with it (the connection is closed, not pooled).
     fn frame(&mut self, data: &[u8], at: Duration) -> Result<()>;
@@ -110,11 +115,12 @@ pub struct Progress<'a> {
 }
 
 impl Progress<'_> {
-    /// Hands the head to the sink, if any.
-    pub(crate) fn head(&mut self, status: u16, headers: &HeaderMap) {
+    /// Hands the head to the sink, if any; whether to gather the body (see [`BodySink::head`]).
+    pub(crate) fn head(&mut self, status: u16, headers: &HeaderMap) -> bool {
         self.status = Some(status);
-        if let Some(sink) = self.sink.as_deref_mut() {
-            sink.head(status, headers);
+        match self.sink.as_deref_mut() {
+            Some(sink) => sink.head(status, headers),
+            None => true,
         }
     }
 

@@ -175,7 +175,7 @@ impl Client {
         let ttfb = start.elapsed();
         let status = response.status().as_u16();
         let (parts, mut body) = response.into_parts();
-        progress.head(status, &parts.headers);
+        let keep = progress.head(status, &parts.headers);
         let length = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -186,13 +186,17 @@ impl Client {
         // Grown as bytes arrive, never sized from the header: a server announcing a terabyte and
         // sending a kilobyte costs a kilobyte (and the request fails as cut short).
         let mut bytes = BytesMut::new();
+        let mut received = 0;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| response_failed(spec, &e, length))?;
             if let Ok(data) = frame.into_data() {
-                if bytes.len() + data.len() > spec.max_response_bytes {
+                if received + data.len() > spec.max_response_bytes {
                     return Err(too_large(spec));
                 }
-                bytes.extend_from_slice(&data);
+                received += data.len();
+                if keep {
+                    bytes.extend_from_slice(&data);
+                }
                 progress.frame(&data, start)?;
             }
         }
@@ -206,6 +210,7 @@ impl Client {
             status,
             headers: parts.headers,
             body: bytes.freeze(),
+            length: received,
             ttfb,
             total,
             resent: progress.resent,
@@ -413,8 +418,9 @@ mod tests {
     }
 
     impl super::super::BodySink for Marks {
-        fn head(&mut self, status: u16, _: &reqwest::header::HeaderMap) {
+        fn head(&mut self, status: u16, _: &reqwest::header::HeaderMap) -> bool {
             self.head = Some(status);
+            false
         }
 
         fn frame(&mut self, data: &[u8], at: Duration) -> Result<()> {
@@ -468,7 +474,7 @@ mod tests {
             match result {
                 Ok(response) => {
                     assert!(!cut);
-                    assert_eq!(response.body.len(), 27);
+                    assert_eq!((response.length, response.body.len()), (27, 0));
                     assert!(response.total >= at[2]);
                 }
                 Err(failure) => {

@@ -62,7 +62,7 @@ impl Client {
             .map_err(|e| request_error(spec, &e))?;
         let ttfb = start.elapsed();
         let status = response.status().as_u16();
-        progress.head(status, response.headers());
+        let keep = progress.head(status, response.headers());
         if response
             .content_length()
             .is_some_and(|n| n > spec.max_response_bytes as u64)
@@ -71,6 +71,7 @@ impl Client {
         }
         // Grown as bytes arrive, never sized from the header (see `plain`).
         let mut body = BytesMut::new();
+        let mut received = 0;
         let announced = response.content_length();
         while let Some(chunk) = response.chunk().await.map_err(|e| match announced {
             Some(length) => Error::Transport {
@@ -79,16 +80,20 @@ impl Client {
             },
             None => request_error(spec, &e),
         })? {
-            if body.len() + chunk.len() > spec.max_response_bytes {
+            if received + chunk.len() > spec.max_response_bytes {
                 return Err(too_large(spec));
             }
-            body.extend_from_slice(&chunk);
+            received += chunk.len();
+            if keep {
+                body.extend_from_slice(&chunk);
+            }
             progress.frame(&chunk, start)?;
         }
         Ok(Response {
             status,
             headers: std::mem::take(response.headers_mut()),
             body: body.freeze(),
+            length: received,
             ttfb,
             total: start.elapsed(),
             resent: false,
