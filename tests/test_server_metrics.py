@@ -55,13 +55,15 @@ def test_windows_add_up_to_tritons_statistics_over_the_same_run(triton, tmp_path
     mine = [w["models"]["tiny_onnx"] for w in windows]
     # The first read precedes the first request and the last follows the last, as the statistics' two reads:
     # the windows' counts (from the metrics endpoint) add up to the statistics endpoint's, exactly.
-    assert sum(m["success"] for m in mine) == entry["count"] + entry["failures"] == result["locust"]["requests"]
     assert sum(m["inference_count"] for m in mine) == stats["inference_count"]
+    assert sum(m["success"] for m in mine) == stats["inference_count"]  # batch size 1: one inference a request
+    # The client's count: the user is killed at the end, and a follow-up it had out is answered unreported.
+    assert entry["count"] <= stats["inference_count"] <= entry["count"] + 1 and entry["failures"] == 0
     assert sum(m["execution_count"] for m in mine) == stats["execution_count"]
     assert sum(m["failure"] for m in mine) == 0
-    assert metrics["totals"]["models"]["tiny_onnx"]["success"] == entry["count"]
+    assert metrics["totals"]["models"]["tiny_onnx"]["success"] == stats["inference_count"]
     for w, m in zip(windows, mine, strict=True):
-        assert m["success_per_s"] == m["success"] / w["duration_s"]
+        assert abs(m["success_per_s"] * w["duration_s"] - m["success"]) < 1e-3  # duration_s is rounded to 1 µs
         assert m["pending"] is not None and m["pending"] >= 0
     # Per-request means: Triton adds each request's µs to the counter and its ns to the statistics, so the
     # success-weighted mean over the windows is the statistics' mean within 1 µs.
@@ -102,7 +104,7 @@ def test_a_missing_endpoint_is_one_warning_and_the_run_goes_on(triton, tmp_path:
     metrics = result["server_metrics"]
     assert metrics["windows"] == [] and metrics["failed_reads"] >= 5 and metrics["note"].startswith(url)
     assert result["requests"]["triton/tiny_onnx"]["count"] > 0
-    assert f"({url}: " in run.stdout
+    assert f"Server metrics: {url}: " in run.stdout
 
 
 @pytest.mark.parametrize("fault", ["garbage", "huge", "many_samples"])
