@@ -4,17 +4,21 @@ a local server process; the load generator's CPU and the saturation warning."""
 
 from __future__ import annotations
 
+import csv
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from faults import FaultServer
+from locust_inference.report import build_report
 from locust_inference.telemetry import monitor as monitor_module
 from locust_inference.telemetry.health import CpuSampler, HealthError, decode_report
 from locust_inference.telemetry.monitor import MetricsSettings, Monitor, Read, format_summary, read_once
 from locust_inference.telemetry.prometheus import MetricsError, Scrape, parse
 from locust_inference.telemetry.windows import window
+from report_page import figures
 from support import assert_clean_failure, clean_env, run_locust
 
 from servers.launch import free_port
@@ -41,6 +45,8 @@ def test_windows_add_up_to_tritons_statistics_over_the_same_run(triton, tmp_path
         metrics_url(triton),
         "--metrics-interval",
         "0.5",
+        "--stop-timeout",
+        "10",  # the user stops after its request in flight: none is out at the last reads
         "HighUser",
         run_time="4s",
         env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
@@ -56,12 +62,11 @@ def test_windows_add_up_to_tritons_statistics_over_the_same_run(triton, tmp_path
     # The first read precedes the first request and the last follows the last, as the statistics' two reads:
     # the windows' counts (from the metrics endpoint) add up to the statistics endpoint's, exactly.
     assert sum(m["inference_count"] for m in mine) == stats["inference_count"]
-    assert sum(m["success"] for m in mine) == stats["inference_count"]  # batch size 1: one inference a request
-    # The client's count: the user is killed at the end, and a follow-up it had out is answered unreported.
-    assert entry["count"] <= stats["inference_count"] <= entry["count"] + 1 and entry["failures"] == 0
+    assert sum(m["success"] for m in mine) == entry["count"] == result["locust"]["requests"]  # batch size 1
+    assert entry["failures"] == 0
     assert sum(m["execution_count"] for m in mine) == stats["execution_count"]
     assert sum(m["failure"] for m in mine) == 0
-    assert metrics["totals"]["models"]["tiny_onnx"]["success"] == stats["inference_count"]
+    assert metrics["totals"]["models"]["tiny_onnx"]["success"] == entry["count"]
     for w, m in zip(windows, mine, strict=True):
         assert abs(m["success_per_s"] * w["duration_s"] - m["success"]) < 1e-3  # duration_s is rounded to 1 µs
         assert m["pending"] is not None and m["pending"] >= 0
@@ -82,6 +87,31 @@ def test_windows_add_up_to_tritons_statistics_over_the_same_run(triton, tmp_path
     assert health["threshold_pct"] == 90.0 and isinstance(health["saturated"], list)
     assert len(health["processes"]["local"]) >= 4
     assert "Server metrics (http://127.0.0.1:" in run.stdout and "Load generator, peak CPU" in run.stdout
+    assert "WARNING: load generator saturated" not in run.stdout  # one user of a tiny model: far from it
+
+    # compare.html draws them on the throughput chart's time axis
+    charts = figures(build_report([tmp_path], tmp_path / "out")[0].read_text())
+    with open(f"{run.csv_prefix}_stats_history.csv", newline="") as f:
+        first = min(float(row["Timestamp"]) for row in csv.DictReader(f) if row["Name"] == "Aggregated")
+    zero = min(first, datetime.fromisoformat(result["started"]).timestamp())
+    throughput = charts["throughput-over-time"]["data"][0]
+    assert throughput["x"][0] == first - zero
+    cpu_line = {t["name"]: t for t in charts["server-utilization"]["data"]}["triton server CPU"]
+    assert cpu_line["x"] == [w["t"] - zero for w in windows]
+    assert cpu_line["y"] == [(w["cpu"] or {}).get("utilization_pct") for w in windows]
+    infer = {t["name"]: t for t in charts["server-time"]["data"]}["triton compute infer"]
+    assert infer["y"] == [m["compute_infer_ms"] for m in mine]
+    local = {t["name"]: t for t in charts["client-cpu"]["data"]}["triton local"]
+    assert local["y"] == [s["python_cpu_pct"] for s in health["processes"]["local"]]
+    assert "server-power" not in charts  # no GPU: no power to draw
+
+    # a saturated load generator is a visible warning in the report
+    result["client_health"]["saturated"] = ["local"]
+    result["client_health"]["peak_python_cpu_pct"] = {"local": 97.0}
+    (tmp_path / "latency.json").write_text(json.dumps(result))
+    page = build_report([tmp_path], tmp_path / "out")[0].read_text()
+    assert '<p class="warning" role="alert">triton: the load generator was saturated' in page
+    assert "local (peak 97%)" in page
 
 
 def test_a_missing_endpoint_is_one_warning_and_the_run_goes_on(triton, tmp_path: Path) -> None:
