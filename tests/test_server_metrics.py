@@ -19,7 +19,7 @@ from locust_inference.telemetry.monitor import MetricsSettings, Monitor, Read, f
 from locust_inference.telemetry.prometheus import MetricsError, Scrape, parse
 from locust_inference.telemetry.windows import window
 from report_page import figures
-from support import assert_clean_failure, clean_env, run_locust
+from support import assert_clean_failure, clean_env, run_distributed, run_locust
 
 from servers.launch import free_port
 
@@ -343,3 +343,25 @@ def test_a_page_without_any_wanted_metric_is_refused() -> None:
 def test_the_default_endpoint_is_tritons_host_on_port_8002() -> None:
     assert monitor_module.default_url("https://triton.example:9000/base") == "http://triton.example:8002/metrics"
     assert monitor_module.default_url("http://[::1]:8000") == "http://[::1]:8002/metrics"
+
+
+def test_each_workers_cpu_and_the_send_lag_reach_the_master(triton, tmp_path: Path) -> None:
+    extra = f"metrics-url = {metrics_url(triton)}\nmetrics-interval = 0.5\nrate = 20\n"
+    proc, results = run_distributed(
+        tmp_path, triton.url, workers=2, users=2, class_name="LowUser", run_time="5s", extra=extra
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert WARNING not in proc.stderr, proc.stderr[-3000:]
+    result = load(results)
+    health = result["client_health"]
+    workers = [p for p in health["processes"] if p != "master"]
+    assert len(workers) == 2 and "master" in health["processes"], list(health["processes"])
+    for worker in workers:
+        samples = health["processes"][worker]
+        assert len(samples) >= 3 and all(0 <= s["python_cpu_pct"] <= s["process_cpu_pct"] + 1 for s in samples)
+        assert health["peak_python_cpu_pct"][worker] == max(s["python_cpu_pct"] for s in samples)
+    # every request the workers' streams sent has its send lag in one of the master's lag windows
+    ol = result["requests"]["triton/tiny_onnx"]["open_loop"]
+    assert sum(w["count"] for w in health["lag"]) == ol["sent"] > 0
+    assert all(w["max_ms"] >= w["p99_ms"] >= 0 for w in health["lag"])
+    assert len(result["server_metrics"]["windows"]) >= 5
