@@ -187,12 +187,20 @@ class ProcessReader:
         return figures
 
 
-def read_once(url: str | None, timeout: float, process: ProcessReader | None) -> Read:
-    """One read of the endpoint and the process; blocks (run it in the thread pool)."""
+def read_once(url: str | None, timeout: float, process: ProcessReader | None, settings: Settings | None = None) -> Read:
+    """One read of the endpoint and the process; blocks (run it in the thread pool). ``settings`` gives the
+    TLS options (``--ca-file``, ``--insecure``); the headers are never sent: the endpoint is not the API."""
     result = Read()
     if url is not None:
         try:
-            status, body = http_request("GET", url, timeout=timeout, max_response_bytes=MAX_BODY_BYTES)
+            status, body = http_request(
+                "GET",
+                url,
+                timeout=timeout,
+                max_response_bytes=MAX_BODY_BYTES,
+                insecure=settings.insecure if settings else False,
+                ca_file=settings.ca_file if settings else None,
+            )
             if status != 200:
                 raise MetricsError(f"HTTP status {status}")
             result.scrape = parse(body, time.time(), time.monotonic())

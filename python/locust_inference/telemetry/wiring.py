@@ -58,7 +58,7 @@ def install(
     monitor = Monitor(
         metrics,
         settings.model,
-        reader=lambda: read_once(metrics.url, timeout, process),
+        reader=lambda: read_once(metrics.url, timeout, process, settings),
         take_lag=take_lag,
         poll=poll,
         process_name="master" if isinstance(runner, MasterRunner) else "local",
