@@ -206,9 +206,10 @@ def locust_command() -> str | None:
 def metrics_env(running: RunningServer) -> dict[str, str]:
     """Where the run reads the server's own metrics (docs/metrics.md): Triton's endpoint on the port it was given,
     LitServe's process (it has no endpoint; the demo runs it here)."""
-    if running.kind == "triton" and running.metrics_port is not None:
+    kind = running.kind.lower()  # servers.launch names it "Triton" or "LitServe"
+    if kind == "triton" and running.metrics_port is not None:
         return {"LOCUST_METRICS_URL": f"http://{running.host}:{running.metrics_port}/metrics"}
-    if running.kind == "litserve":
+    if kind == "litserve":
         return {"LOCUST_SERVER_PID": str(running.pid)}
     return {}
 

@@ -359,9 +359,21 @@ def _charts(runs: Sequence[Run]) -> dict[str, str | None]:
         "throughput-over-time": (throughput_over_time, _throughput_lines(runs)),
         "latency-over-time": (latency_over_time, _latency_time_lines(runs)),
     }
-    drawn = {
-        chart_id: figure_html(draw(lines), chart_id) if lines else None for chart_id, (draw, lines) in charts.items()
-    }
+    metric_lines = {chart_id: lines_of(runs) for chart_id, lines_of, *_ in METRIC_CHARTS}
+    # Every chart over time spans the same seconds, so a moment is at the same place in each.
+    timed = [
+        *charts["throughput-over-time"][1],
+        *charts["latency-over-time"][1],
+        *(line for lines in metric_lines.values() for line in lines),
+    ]
+    ends = [x for line in timed for x in line.x]
+    span = [min(0.0, *ends), max(ends)] if ends else None
+    drawn = {}
+    for chart_id, (draw, lines) in charts.items():
+        figure = draw(lines) if lines else None
+        if figure is not None and chart_id != "latency-distribution" and span is not None:
+            figure.update_xaxes(range=span)
+        drawn[chart_id] = figure_html(figure, chart_id) if figure is not None else None
     curves = _sweep_curves(runs)
     batched = [c for c in curves if any(b is not None for b in c.batch)]
     drawn["sweep-latency-throughput"] = (
@@ -372,9 +384,10 @@ def _charts(runs: Sequence[Run]) -> dict[str, str | None]:
         else None
     )
     drawn["sweep-batch-size"] = figure_html(batch_size(batched), "sweep-batch-size") if batched else None
-    for chart_id, lines_of, title, y_title, unit, _ in METRIC_CHARTS:
-        lines = lines_of(runs)
-        drawn[chart_id] = figure_html(over_time(lines, title, y_title, unit), chart_id) if lines else None
+    for chart_id, _, title, y_title, unit, _ in METRIC_CHARTS:
+        lines = metric_lines[chart_id]
+        figure = over_time(lines, title, y_title, unit).update_xaxes(range=span) if lines else None
+        drawn[chart_id] = figure_html(figure, chart_id) if figure is not None else None
     return drawn
 
 
