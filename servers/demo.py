@@ -203,7 +203,18 @@ def locust_command() -> str | None:
     return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
 
 
-def run_scenario(server: str, url: str, run_time: str) -> RunResult:
+def metrics_env(running: RunningServer) -> dict[str, str]:
+    """Where the run reads the server's own metrics (docs/metrics.md): Triton's endpoint on the port it was given,
+    LitServe's process (it has no endpoint; the demo runs it here)."""
+    kind = running.kind.lower()  # servers.launch names it "Triton" or "LitServe"
+    if kind == "triton" and running.metrics_port is not None:
+        return {"LOCUST_METRICS_URL": f"http://{running.host}:{running.metrics_port}/metrics"}
+    if kind == "litserve":
+        return {"LOCUST_SERVER_PID": str(running.pid)}
+    return {}
+
+
+def run_scenario(server: str, url: str, run_time: str, extra_env: dict[str, str] | None = None) -> RunResult:
     """Runs ``./distributed.sh configs/low.conf resnet50_onnx <server>`` against ``url`` and checks its results."""
     results = results_root() / server
     (REPO_ROOT / results).mkdir(parents=True, exist_ok=True)
@@ -213,6 +224,7 @@ def run_scenario(server: str, url: str, run_time: str) -> RunResult:
         stale.unlink(missing_ok=True)  # never report a previous run's numbers
     log_path = REPO_ROOT / results / f"{SCENARIO}.log"
     env = {**os.environ, "HOST": url, "RUN_TIME": run_time, "RESULTS_DIR": str(results), "PYTHONUNBUFFERED": "1"}
+    env.update(extra_env or {})
     env.pop("WEB_UI", None)  # always headless
     if "LOCUST" not in env and (locust := locust_command()) is not None:
         env["LOCUST"] = locust
@@ -419,7 +431,7 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             servers = start_servers(stack)
             for name in SERVERS:
-                results.append(run_scenario(name, servers[name].url, run_time))
+                results.append(run_scenario(name, servers[name].url, run_time, metrics_env(servers[name])))
                 say()
             say("==> stopping the servers")
     except KeyboardInterrupt:

@@ -64,6 +64,7 @@ class RunningServer:
     tmp_dir: Path  # the server's private TMPDIR, removed after it stops
     host: str = HOST  # the address it listens on (in network namespace ``netns``, when one is named)
     netns: str | None = None
+    metrics_port: int | None = None  # Triton's Prometheus metrics endpoint (on 127.0.0.1), when known
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -403,6 +404,10 @@ def triton_server(
     models = list(models)
     port = http_port or free_port()
     args = ["--http-port", str(port), "--models", ",".join(models), "--threads", str(threads), *extra_args]
+    metrics_port = None
+    if "--metrics-port" not in extra_args:  # chosen here, so the caller can scrape it
+        metrics_port = next(p for p in free_ports(2) if p != port)
+        args += ["--metrics-port", str(metrics_port)]
     if http_address != HOST:
         args += ["--http-address", http_address]
     ready = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in models)]
@@ -419,6 +424,7 @@ def triton_server(
         host=http_address,
         netns=netns,
     ) as srv:
+        srv.metrics_port = metrics_port
         yield srv
 
 

@@ -93,6 +93,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, metadata(parts[2]))
         elif self.path == "/v2/health/ready":
             self._send(200, b"")
+        elif len(parts) == 2 and parts[0] == "metrics" and parts[1] in METRICS_FAULTS:
+            self._send(200, METRICS_FAULTS[parts[1]]())
         else:
             self._send(404, b'{"error":"not found"}')
 
@@ -312,6 +314,21 @@ FAULTS: dict[str, Callable[[Handler, str], None]] = {
     "http10_until_close": _http10_until_close,
     "trailing_garbage": _trailing_garbage,
     "not_http": _not_http,
+}
+
+
+def _metric_lines(count: int) -> bytes:
+    return b"".join(b'nv_inference_count{model="m%d",version="1"} %d\n' % (i, i) for i in range(count))
+
+
+# GET /metrics/<fault>: a Prometheus metrics page a real server would not send
+METRICS_FAULTS: dict[str, Callable[[], bytes]] = {
+    "garbage": lambda: bytes(range(256)) * 64,
+    "not_prometheus": lambda: b'nv_inference_count{model="m" 12 oops\n' * 10,
+    "huge": lambda: b"# " + b"x" * (5 * 2**20) + b"\n",  # over the 4 MiB read
+    "long_line": lambda: b'nv_inference_count{model="' + b"m" * 10_000 + b'"} 1\n',
+    "many_samples": lambda: _metric_lines(30_000),  # 1.5 MB, over the 20 000 samples kept
+    "none_of_ours": lambda: b"# TYPE other counter\nother 1\n",
 }
 
 

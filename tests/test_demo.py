@@ -54,6 +54,18 @@ def test_demo_runs_both_servers_and_writes_the_comparison(tmp_path: Path) -> Non
     html = (tmp_path / "compare.html").read_text()
     assert "triton" in html and "litserve" in html
     charts = figures(html)
-    assert list(charts) == ["latency-distribution", "throughput-over-time", "latency-over-time"]
+    assert list(charts) == [
+        "latency-distribution",
+        "throughput-over-time",
+        "latency-over-time",
+        # the servers' own metrics (Triton's endpoint, LitServe's process) and the load generator's health
+        "server-utilization",
+        "server-time",
+        "server-memory",
+        "client-cpu",
+        "client-lag",
+    ]
     assert [trace["name"] for trace in charts["latency-distribution"]["data"]] == ["triton", "litserve"]
+    utilization = [trace["name"] for trace in charts["server-utilization"]["data"]]
+    assert utilization == ["triton server CPU", "litserve server process CPU"]
     assert "stopped Triton" in proc.stderr + out and "stopped LitServe" in proc.stderr + out

@@ -65,7 +65,10 @@ def recomputed_stability(row: dict[str, Any], windows: int, tolerance: float = 0
 
 
 def test_concurrency_sweep(triton, tmp_path: Path) -> None:
-    doc, stdout = sweep(tmp_path, triton.url, "--sweep-concurrency", "1,4", "--slo", "p99=200ms")
+    metrics = f"http://127.0.0.1:{triton.metrics_port}/metrics"
+    doc, stdout = sweep(
+        tmp_path, triton.url, "--sweep-concurrency", "1,4", "--slo", "p99=200ms", "--metrics-url", metrics
+    )
     rows = doc["steps"]
     assert [r["load"] for r in rows] == [1, 4] and [r["users"] for r in rows] == [1, 4]
     assert doc["mode"] == "concurrency" and doc["stopped"] is None
@@ -74,6 +77,12 @@ def test_concurrency_sweep(triton, tmp_path: Path) -> None:
         assert 2 <= row["windows"] <= 5 and row["stable"] == recomputed_stability(row, 2), row
         assert row["windows"] == 5 or row["stable"], row  # a step ends stable or out of windows
         agrees_with_triton(row)
+        # the step's seconds of Triton's metrics: CPU gauges (no GPU here), the load generator's CPU
+        figures = row["server_metrics"]
+        assert figures["windows"] >= 2 * 3 - 1 and figures["gpu_utilization_pct"] is None, figures
+        assert 0 <= figures["cpu_utilization_pct"] <= 100 and figures["cpu_memory_used_peak_bytes"] > 0, figures
+        assert figures["client_python_cpu_peak_pct"] > 0 and figures["models"]["sleep_20ms"]["success"] > 0, figures
+    assert "server CPU utilisation per step (%): 1: " in stdout
     assert rows[0]["achieved_per_s"] <= 1000 / 20  # one user, each request >= 20 ms
     good = doc["goodput"]
     assert good["slo"] == "p99 <= 200 ms" and good["percentile"] == "p99"
@@ -84,6 +93,9 @@ def test_concurrency_sweep(triton, tmp_path: Path) -> None:
         table = list(csv.DictReader(f))
     assert [(int(r["step"]), float(r["achieved_per_s"])) for r in table] == [
         (r["step"], round(r["achieved_per_s"], 3)) for r in rows
+    ]
+    assert [float(r["cpu_utilization_pct"]) for r in table] == [
+        r["server_metrics"]["cpu_utilization_pct"] for r in rows
     ]
 
 

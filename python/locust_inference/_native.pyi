@@ -156,10 +156,11 @@ def http_request(
     timeout: float = 10.0,
     insecure: bool = False,
     ca_file: str | PathLike[str] | None = None,
+    max_response_bytes: int = ...,
 ) -> tuple[int, bytes]:
     """One blocking request for set-up work before users start; returns (status, body). Raises
-    RequestError / RequestTimeoutError when no response arrives, and RedirectError (naming the status and
-    Location) for a 3xx, which is never followed."""
+    RequestError / RequestTimeoutError when no response arrives or its body is over max_response_bytes,
+    and RedirectError (naming the status and Location) for a 3xx, which is never followed."""
 
 def thread_crossings() -> tuple[int, int]:
     """Hand-offs of work from Python's thread to the I/O runtime, and signals from it back to Python

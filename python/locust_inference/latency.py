@@ -46,6 +46,8 @@ from locust_inference.results_schema import (
     histograms,
 )
 from locust_inference.server_stats import StatsRead, breakdown
+from locust_inference.telemetry import monitor as telemetry
+from locust_inference.telemetry import wiring
 
 __all__ = [
     "Collector",
@@ -119,6 +121,8 @@ class Collector:
     final: LatencyDocument | None = None  # the summary written at the end (latency.json's content)
     users: int = 0  # the most users that ran at once (Locust's spawning_complete), for tokens per user
     slo: SloCount | None = None  # with --token-slo: this process's (or, on a master, every worker's) judgements
+    monitor: telemetry.Monitor | None = None  # the server's metrics and the load generator's health
+    tap: Measurements = field(default_factory=Measurements)  # all names, since the last take_tap()
 
     def add(self, name: str, measurements: Measurements) -> None:
         """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
@@ -133,11 +137,21 @@ class Collector:
         mine.add(measurements)
         self.window.add(measurements)
         self.measured[name] = mine
+        try:
+            self.tap.check_add(measurements)
+        except ProtocolError:
+            self.tap = Measurements()  # only the lag over time would miss it; what is measured is kept above
+        self.tap.add(measurements)
 
     def poll(self) -> None:
         """Takes what this process's endpoint recorded since the last take (a worker sends it instead)."""
         if self.endpoint is not None:
             self.add(self.settings.name, self.endpoint.take())
+
+    def take_tap(self) -> Measurements:
+        """What arrived since the last call: the monitor's own window, independent of a sweep's."""
+        tap, self.tap = self.tap, Measurements()
+        return tap
 
     def take_window(self) -> Measurements:
         """What arrived (from this process's endpoint by poll(), or in workers' reports) since the last call."""
@@ -262,6 +276,9 @@ class Collector:
         client_mean = None
         if len(self.measured) == 1:
             client_mean = next(iter(self.measured.values())).total.summary().get("mean")
+        server_metrics, client_health = (
+            self.monitor.document(started.timestamp(), ended.timestamp()) if self.monitor else (None, None)
+        )
         return {
             "version": VERSION,
             "server": self.settings.server,
@@ -276,6 +293,8 @@ class Collector:
                 self.stats_at_start.get() if self.stats_at_start else None, StatsRead(self.settings).get(), client_mean
             ),
             "locust": locust_numbers,
+            "server_metrics": server_metrics,
+            "client_health": client_health,
         }
 
 
@@ -336,6 +355,7 @@ def format_summary(summary: LatencyDocument) -> str:
         "Resent (sent again on a new connection: the pooled one was closed before any byte went out): "
         + ", ".join(f"{name} {n}" for name, n in resent.items()),
     ]
+    lines += telemetry.format_summary(summary.get("server_metrics"), summary.get("client_health"), summary["model"])
     stats = summary.get("server_stats")
     if stats:
         lines += [
@@ -489,6 +509,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
                 if environment.reset_stats:  # a worker without it never resets: the master takes all it sends
                     data[RESETS_KEY] = collector.resets
 
+        wiring.install(environment, settings, poll=None, take_lag=collector.take_tap)
         return collector
 
     if isinstance(runner, MasterRunner):
@@ -529,4 +550,8 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         sys.stdout.write(format_summary(summary) + f"\n\nwritten: {json_path}, {csv_path}\n")
         sys.stdout.flush()
 
+    # After _finish: Locust calls quitting's listeners in reverse, and the monitor's last read comes first.
+    collector.monitor = wiring.install(
+        environment, settings, poll=take_local if endpoint is not None else None, take_lag=collector.take_tap
+    )
     return collector

@@ -8,7 +8,7 @@ every value it uses: the types say what this version writes, not what a file on 
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 __all__ = [
     "HISTOGRAMS",
@@ -16,6 +16,7 @@ __all__ = [
     "LATENCY_FILE",
     "SUMMARY_KEYS",
     "VERSION",
+    "ClientHealth",
     "LatencyDocument",
     "LocustNumbers",
     "OpenLoop",
@@ -23,6 +24,7 @@ __all__ = [
     "RequestEntry",
     "SloEntry",
     "TokenEntry",
+    "ServerMetrics",
     "histograms",
 ]
 
@@ -121,6 +123,36 @@ class LocustNumbers(TypedDict, total=False):
     p99_ms: float
 
 
+class ServerMetrics(TypedDict):
+    """``server_metrics``: the server's own metrics over the run (see docs/metrics.md), read by the master.
+
+    Each window runs from one read to the next: ``t`` (unix seconds, the read that ends it), ``duration_s``,
+    ``models`` (per model: ``success``, ``failure``, ``inference_count``, ``execution_count`` in the window,
+    each also ``*_per_s``; ``request_ms``, ``queue_ms``, ``compute_input_ms``, ``compute_infer_ms``,
+    ``compute_output_ms`` as means per successful request; ``avg_batch_size``; ``pending`` at its end; or
+    ``reset``), ``gpus`` (per GPU: ``utilization_pct``, ``memory_used_bytes``, ``memory_total_bytes``,
+    ``power_w``, ``power_limit_w``), ``cpu`` (``utilization_pct``, ``memory_used_bytes``,
+    ``memory_total_bytes``) and, with ``--server-pid``, ``server_process`` (``cpu_pct``, ``rss_bytes``)."""
+
+    source: str | None  # the URL read; None without one
+    server_pid: int | None
+    interval_s: float
+    note: str | None  # "no server metrics: ..." or the first failed read's reason
+    failed_reads: int
+    windows: list[dict[str, Any]]
+    totals: dict[str, Any]  # the windows as one step (telemetry.windows.summarize)
+
+
+class ClientHealth(TypedDict):
+    """``client_health``: the load generator's processes over the measured window."""
+
+    threshold_pct: float  # Python's thread at or above this % of a core is saturated
+    processes: dict[str, list[dict[str, float]]]  # "local", "master" or a worker id: t, python/process CPU %
+    peak_python_cpu_pct: dict[str, float]
+    saturated: list[str]  # the processes that reached the threshold: their numbers are suspect
+    lag: list[dict[str, Any]]  # per monitor window: t, count, p99_ms, max_ms of the open-loop send lag
+
+
 class LatencyDocument(TypedDict):
     """The whole file."""
 
@@ -135,3 +167,5 @@ class LatencyDocument(TypedDict):
     requests: dict[str, RequestEntry]
     server_stats: dict[str, float | None] | None  # Triton's own statistics over the run, per inference
     locust: LocustNumbers
+    server_metrics: ServerMetrics | None
+    client_health: ClientHealth | None

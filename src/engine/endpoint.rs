@@ -668,10 +668,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// One blocking request, for set-up work (model metadata, statistics) before users start.
-/// Returns `(status, body)`; connection failures, timeouts and redirects (3xx, never followed) raise.
+/// Returns `(status, body)`; connection failures, timeouts, redirects (3xx, never followed) and a body over
+/// `max_response_bytes` raise. A caller that reads often (the metrics scrape) sets a small limit, so a
+/// hostile endpoint cannot have it buffer the 64 MiB default each time.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
-#[pyo3(signature = (method, url, *, body = Vec::new(), headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
+#[pyo3(signature = (method, url, *, body = Vec::new(), headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES))]
 pub fn http_request<'py>(
     py: Python<'py>,
     method: &str,
@@ -681,6 +683,7 @@ pub fn http_request<'py>(
     timeout: f64,
     insecure: bool,
     ca_file: Option<std::path::PathBuf>,
+    max_response_bytes: usize,
 ) -> PyResult<(u16, Bound<'py, PyBytes>)> {
     let mut spec = RequestSpec {
         method: Method::from_str(&method.to_ascii_uppercase())
@@ -689,7 +692,7 @@ pub fn http_request<'py>(
         headers: header_map(&headers)?,
         bodies: vec![Body::new(Bytes::from(body))],
         timeout: self::timeout(timeout)?,
-        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        max_response_bytes,
     };
     let transport = Transport::new(&mut spec, ClientConfig { insecure, ca_file }, false)?;
     let rt = runtime::runtime()?;

@@ -130,6 +130,13 @@ def latency_over_time(lines: Sequence[Line]) -> go.Figure:
     return go.Figure([_trace(line, "%{x:.1f} s: %{y} ms") for line in lines], layout)
 
 
+def over_time(lines: Sequence[Line], title: str, y_title: str, unit: str) -> go.Figure:
+    """Any value (``y``, in ``unit``) at each second since the run's start (``x``): the server's metrics and
+    the load generator's health, on the same axis as :func:`throughput_over_time`."""
+    layout = _layout(title, "seconds since the start of the run", y_title)
+    return go.Figure([_trace(line, f"%{{x:.1f}} s: %{{y:.4r}} {unit}") for line in lines], layout)
+
+
 def figure_html(figure: go.Figure, div_id: str) -> str:
     """The figure as a ``<div>`` and an inline script that draws it with the page's plotly.js."""
     html: str = pio.to_html(

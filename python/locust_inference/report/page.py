@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from plotly.offline import get_plotlyjs
 
-from .charts import DASHES, Line, figure_html, latency_distribution, latency_over_time, throughput_over_time
-from .runs import Run, row_label
+from .charts import (
+    DASHES,
+    Line,
+    figure_html,
+    latency_distribution,
+    latency_over_time,
+    over_time,
+    throughput_over_time,
+)
+from .runs import MetricsPoint, Run, row_label
 from .sweep_charts import SloLine, SweepCurve, batch_size, latency_throughput
 from .tables import (
     DASH,
@@ -56,6 +64,7 @@ th:first-child, td:first-child, th.text, td.text { text-align: left; }
 figure { margin: 8px 0 0; }
 .chart { width: 100%; max-width: 960px; }
 code { font-size: 0.92em; }
+.warning { color: #8a1c00; background: #fff4ef; border-left: 4px solid #D55E00; padding: 6px 10px; }
 """.strip()
 
 
@@ -118,6 +127,186 @@ def _latency_time_lines(runs: Sequence[Run]) -> list[Line]:
     return lines
 
 
+def _metrics_zero(run: Run) -> float | None:
+    """The x origin of a run's metrics: its throughput chart's, so both share one time axis."""
+    if run.history:
+        return _time_zero(run)
+    return run.started.timestamp() if run.started else None
+
+
+Pick = Callable[[MetricsPoint], float | dict[str, float] | None]  # a number, or one per GPU
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
+
+
+def _metric_lines(runs: Sequence[Run], series: Sequence[tuple[str, str, Pick]], scale: float = 1.0) -> list[Line]:
+    """One line per run and series (label, dash, pick), or per GPU when the pick gives one value per GPU."""
+    lines = []
+    for run in runs:
+        zero = _metrics_zero(run)
+        if zero is None or not run.metrics:
+            continue
+        t = [p.t - zero for p in run.metrics]
+        for label, dash, pick in series:
+            values = [pick(p) for p in run.metrics]
+            per_gpu = [v if isinstance(v, dict) else {} for v in values]
+            single = [v if isinstance(v, float | int) else None for v in values]
+            for i, key in enumerate(sorted({k for v in per_gpu for k in v})[:8]):
+                ys = [_scaled(v.get(key), scale) for v in per_gpu]
+                lines.append(Line(f"{run.label} {label} {key[:12]}", run.color, t, ys, DASHES[i % len(DASHES)]))
+            if any(v is not None for v in single):
+                lines.append(Line(f"{run.label} {label}", run.color, t, [_scaled(v, scale) for v in single], dash))
+    return lines
+
+
+def _utilization_lines(runs: Sequence[Run]) -> list[Line]:
+    return _metric_lines(
+        runs,
+        [
+            ("GPU", "solid", lambda p: p.gpu_utilization_pct),
+            ("server CPU", "dash", lambda p: p.cpu_utilization_pct),
+            ("server process CPU", "dot", lambda p: p.process_cpu_pct),
+        ],
+    )
+
+
+def _server_time_lines(runs: Sequence[Run]) -> list[Line]:
+    return _metric_lines(
+        runs, [("queue", "dash", lambda p: p.queue_ms), ("compute infer", "solid", lambda p: p.compute_infer_ms)]
+    )
+
+
+def _memory_lines(runs: Sequence[Run]) -> list[Line]:
+    return _metric_lines(
+        runs,
+        [
+            ("GPU memory", "solid", lambda p: p.gpu_memory_used_bytes),
+            ("server CPU memory", "dash", lambda p: p.cpu_memory_used_bytes),
+            ("server process memory", "dot", lambda p: p.process_rss_bytes),
+        ],
+        scale=2**-20,
+    )
+
+
+def _power_lines(runs: Sequence[Run]) -> list[Line]:
+    return _metric_lines(runs, [("GPU power", "solid", lambda p: p.gpu_power_w)])
+
+
+def _client_cpu_lines(runs: Sequence[Run]) -> list[Line]:
+    lines = []
+    for run in runs:
+        zero = _metrics_zero(run)
+        if zero is None:
+            continue
+        for i, (process, samples) in enumerate(sorted(run.health.cpu.items())):
+            if samples:
+                t = [s - zero for s, _ in samples]
+                lines.append(Line(f"{run.label} {process[:24]}", run.color, t, [p for _, p in samples], DASHES[i % 4]))
+    return lines
+
+
+def _lag_lines(runs: Sequence[Run]) -> list[Line]:
+    lines = []
+    for run in runs:
+        zero = _metrics_zero(run)
+        if zero is not None and run.health.lag:
+            t = [s - zero for s, _ in run.health.lag]
+            lines.append(Line(f"{run.label} p99 send lag", run.color, t, [v for _, v in run.health.lag]))
+    return lines
+
+
+METRIC_CHARTS = (
+    # id, drawn from, title, y axis, unit, caption
+    (
+        "server-utilization",
+        _utilization_lines,
+        "Server utilisation over time",
+        "utilisation (%)",
+        "%",
+        "The server's GPU utilisation per GPU (solid) and its host's CPU utilisation (dashed) as Triton's metrics "
+        "report them, or a local server process's CPU (dotted, % of one core), each window's value at its end.",
+    ),
+    (
+        "server-time",
+        _server_time_lines,
+        "Server time per request over time",
+        "ms per request",
+        "ms",
+        "Triton's queue (dashed) and compute-infer (solid) time per successful request of the run's model, "
+        "each window's mean: where the server spends the latency above.",
+    ),
+    (
+        "server-memory",
+        _memory_lines,
+        "Server memory over time",
+        "MiB",
+        "MiB",
+        "GPU memory used per GPU (solid), the server host's CPU memory used (dashed) or a local server "
+        "process's resident memory (dotted).",
+    ),
+    (
+        "server-power",
+        _power_lines,
+        "GPU power over time",
+        "W",
+        "W",
+        "Each GPU's power draw, as Triton reports it.",
+    ),
+    (
+        "client-cpu",
+        _client_cpu_lines,
+        "Load generator CPU over time",
+        "Python thread CPU (% of a core)",
+        "%",
+        "The CPU of each load-generator process's Python thread (it runs every user: at 90% of a core and "
+        "above, requests wait for it and the run's latencies are suspect).",
+    ),
+    (
+        "client-lag",
+        _lag_lines,
+        "Open-loop send lag over time",
+        "p99 send lag (ms)",
+        "ms",
+        "The p99 of how late open-loop requests were sent after their intended time, per window of completions.",
+    ),
+)
+
+
+def _metrics_section(runs: Sequence[Run], charts: dict[str, str | None]) -> list[str]:
+    """The server's metrics and the load generator's health over time, when any run recorded them."""
+    drawn = [(chart_id, caption) for chart_id, _, _, _, _, caption in METRIC_CHARTS if charts.get(chart_id)]
+    notes = [f"{run.label}: {run.metrics_note}" for run in runs if run.metrics_note]
+    if not drawn and not notes:
+        return []
+    parts = [
+        '<section aria-labelledby="server-metrics">',
+        '<h2 id="server-metrics">Server metrics and load generator over time</h2>',
+        '<p class="note">On the time axis of the throughput chart: read by the load test from the server\'s '
+        "metrics endpoint (Triton's Prometheus metrics) once per interval, and from each load-generator "
+        "process (see docs/metrics.md).</p>",
+    ]
+    for chart_id, caption in drawn:
+        parts.append(_figure(charts[chart_id], caption, caption, ""))
+    if notes:
+        parts.append(f'<p class="note">{html.escape("; ".join(notes))}.</p>')
+    parts.append("</section>")
+    return parts
+
+
+def saturation_warnings(runs: Sequence[Run]) -> list[str]:
+    """One line per run whose load generator was saturated during its measured window."""
+    return [
+        f"{run.label}: the load generator was saturated (Python's thread at or above "
+        f"{run.health.threshold_pct:.0f}% of a core in "
+        + ", ".join(f"{p} (peak {run.health.peaks.get(p, 0):.0f}%)" for p in run.health.saturated[:8])
+        + "): its latencies and rates are suspect; add workers or lower the load"
+        for run in runs
+        if run.health.saturated
+    ]
+
+
 def _sweep_curves(runs: Sequence[Run]) -> list[SweepCurve]:
     curves = []
     for run in runs:
@@ -173,9 +362,21 @@ def _charts(runs: Sequence[Run]) -> dict[str, str | None]:
         "throughput-over-time": (throughput_over_time, _throughput_lines(runs)),
         "latency-over-time": (latency_over_time, _latency_time_lines(runs)),
     }
-    drawn = {
-        chart_id: figure_html(draw(lines), chart_id) if lines else None for chart_id, (draw, lines) in charts.items()
-    }
+    metric_lines = {chart_id: lines_of(runs) for chart_id, lines_of, *_ in METRIC_CHARTS}
+    # Every chart over time spans the same seconds, so a moment is at the same place in each.
+    timed = [
+        *charts["throughput-over-time"][1],
+        *charts["latency-over-time"][1],
+        *(line for lines in metric_lines.values() for line in lines),
+    ]
+    ends = [x for line in timed for x in line.x]
+    span = [min(0.0, *ends), max(ends)] if ends else None
+    drawn = {}
+    for chart_id, (draw, lines) in charts.items():
+        figure = draw(lines) if lines else None
+        if figure is not None and chart_id != "latency-distribution" and span is not None:
+            figure.update_xaxes(range=span)
+        drawn[chart_id] = figure_html(figure, chart_id) if figure is not None else None
     curves = _sweep_curves(runs)
     batched = [c for c in curves if any(b is not None for b in c.batch)]
     drawn["sweep-latency-throughput"] = (
@@ -186,6 +387,10 @@ def _charts(runs: Sequence[Run]) -> dict[str, str | None]:
         else None
     )
     drawn["sweep-batch-size"] = figure_html(batch_size(batched), "sweep-batch-size") if batched else None
+    for chart_id, _, title, y_title, unit, _ in METRIC_CHARTS:
+        lines = metric_lines[chart_id]
+        figure = over_time(lines, title, y_title, unit).update_xaxes(range=span) if lines else None
+        drawn[chart_id] = figure_html(figure, chart_id) if figure is not None else None
     return drawn
 
 
@@ -300,6 +505,7 @@ def render_html(runs: Sequence[Run]) -> str:
             '<p class="note">Locust\'s own p50 / p95 / p99 come from its bucketed (rounded) response times, '
             "so they are coarser than the histogram's: " + html.escape("; ".join(notes)) + ".</p>"
         )
+    parts += [f'<p class="warning" role="alert">{html.escape(w)}</p>' for w in saturation_warnings(runs)]
     parts.append("</section>")
 
     if has_tokens(runs):
@@ -370,6 +576,7 @@ def render_html(runs: Sequence[Run]) -> str:
     if history_notes:
         parts.append(f'<p class="note">Missing history: {html.escape("; ".join(history_notes))}.</p>')
     parts.append("</section>")
+    parts += _metrics_section(runs, charts)
     if any(run.sweep is not None for run in runs):
         parts += _sweep_section(runs, charts)
     parts += ['<section aria-labelledby="runs">', '<h2 id="runs">Runs</h2>', "<ul>"]

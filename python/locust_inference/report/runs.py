@@ -98,6 +98,38 @@ class HistoryPoint:
     p95_ms: float | None
 
 
+@dataclass(frozen=True)
+class MetricsPoint:
+    """One window of ``server_metrics`` in ``latency.json``, reduced to what the charts draw; None: not there."""
+
+    t: float  # unix seconds, the window's end
+    gpu_utilization_pct: dict[str, float]  # per GPU
+    gpu_power_w: dict[str, float]
+    gpu_memory_used_bytes: dict[str, float]
+    cpu_utilization_pct: float | None
+    cpu_memory_used_bytes: float | None
+    process_cpu_pct: float | None  # a local server process's (--server-pid)
+    process_rss_bytes: float | None
+    success_per_s: float | None  # the run's model
+    queue_ms: float | None
+    compute_infer_ms: float | None
+    pending: float | None
+
+
+@dataclass
+class ClientHealth:
+    """``client_health``: each load-generator process's CPU over time, the send lag, the saturated ones."""
+
+    cpu: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # process -> (t, Python thread %)
+    lag: list[tuple[float, float | None]] = field(default_factory=list)  # (t, p99 ms)
+    saturated: list[str] = field(default_factory=list)
+    peaks: dict[str, float] = field(default_factory=dict)
+    threshold_pct: float = 90.0
+
+
+MAX_SERIES = 64  # lines per chart and run: a file naming thousands of GPUs or workers would draw for ever
+
+
 @dataclass
 class Run:
     """One load test, read from ``<folder>/latency.json`` (and its history CSV, if any)."""
@@ -115,6 +147,9 @@ class Run:
     history: list[HistoryPoint] = field(default_factory=list)
     history_note: str = ""
     sweep: Sweep | None = None
+    metrics: list[MetricsPoint] = field(default_factory=list)
+    metrics_note: str | None = None
+    health: ClientHealth = field(default_factory=ClientHealth)
     label: str = ""
     color: str = PALETTE[0]
 
@@ -219,6 +254,84 @@ def _requests(raw: Any, where: Path) -> list[RequestStats]:
     return stats
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _per_gpu(gpus: Any, key: str) -> dict[str, float]:
+    if not isinstance(gpus, dict):
+        return {}
+    values = {}
+    for gpu, g in list(gpus.items())[:MAX_SERIES]:
+        if isinstance(g, dict) and (n := _number(g.get(key))) is not None:
+            values[str(gpu)[:80]] = n
+    return values
+
+
+def _metrics(raw: Any, model: str) -> tuple[list[MetricsPoint], str | None]:
+    """``server_metrics``' windows, each value checked; the note it carries."""
+    if not isinstance(raw, dict):
+        return [], None
+    note = raw.get("note") if isinstance(raw.get("note"), str) else None
+    windows = raw.get("windows")
+    points = []
+    for w in windows if isinstance(windows, list) else []:
+        t = _number(w.get("t")) if isinstance(w, dict) else None
+        if t is None:
+            continue
+        assert isinstance(w, dict)
+        cpu, process, m = (
+            _object(w.get("cpu")),
+            _object(w.get("server_process")),
+            _object(_object(w.get("models")).get(model)),
+        )
+        points.append(
+            MetricsPoint(
+                t=t,
+                gpu_utilization_pct=_per_gpu(w.get("gpus"), "utilization_pct"),
+                gpu_power_w=_per_gpu(w.get("gpus"), "power_w"),
+                gpu_memory_used_bytes=_per_gpu(w.get("gpus"), "memory_used_bytes"),
+                cpu_utilization_pct=_number(cpu.get("utilization_pct")),
+                cpu_memory_used_bytes=_number(cpu.get("memory_used_bytes")),
+                process_cpu_pct=_number(process.get("cpu_pct")),
+                process_rss_bytes=_number(process.get("rss_bytes")),
+                success_per_s=_number(m.get("success_per_s")),
+                queue_ms=_number(m.get("queue_ms")),
+                compute_infer_ms=_number(m.get("compute_infer_ms")),
+                pending=_number(m.get("pending")),
+            )
+        )
+    points.sort(key=lambda p: p.t)
+    return points, note
+
+
+def _health(raw: Any) -> ClientHealth:
+    health = ClientHealth()
+    if not isinstance(raw, dict):
+        return health
+    processes = raw.get("processes")
+    for name, samples in list(processes.items())[:MAX_SERIES] if isinstance(processes, dict) else []:
+        if isinstance(samples, list):
+            health.cpu[str(name)[:80]] = [
+                (t, p)
+                for s in samples
+                if isinstance(s, dict)
+                and (t := _number(s.get("t"))) is not None
+                and (p := _number(s.get("python_cpu_pct"))) is not None
+            ]
+    lag = raw.get("lag")
+    health.lag = [
+        (t, _number(w.get("p99_ms")))
+        for w in (lag if isinstance(lag, list) else [])
+        if isinstance(w, dict) and (t := _number(w.get("t"))) is not None
+    ]
+    saturated = raw.get("saturated")
+    health.saturated = [str(p)[:80] for p in saturated[:MAX_SERIES]] if isinstance(saturated, list) else []
+    health.peaks = {k[:80]: v for k, v in _numbers(raw.get("peak_python_cpu_pct")).items()}
+    health.threshold_pct = _number(raw.get("threshold_pct")) or 90.0
+    return health
+
+
 def read_history(path: Path) -> list[HistoryPoint]:
     """The ``Aggregated`` rows of a Locust ``*_stats_history.csv``, in time order."""
     points = []
@@ -273,6 +386,8 @@ def load_run(folder: Path, shown: Path | None = None) -> Run:
         server_stats=_numbers(server_stats) if isinstance(server_stats, dict) else None,
         locust=_numbers(locust) if isinstance(locust, dict) else None,
     )
+    run.metrics, run.metrics_note = _metrics(data.get("server_metrics"), run.model)
+    run.health = _health(data.get("client_health"))
 
     history_csv = data.get("history_csv")
     if isinstance(history_csv, str) and history_csv:

@@ -42,7 +42,17 @@ CSV_COLUMNS = (
     "tpot_p50_ms",
     "output_tokens_per_s",
     "token_goodput_per_s",
+    "gpu_utilization_pct",
+    "gpu_power_w",
+    "gpu_memory_used_peak_bytes",
+    "cpu_utilization_pct",
+    "cpu_memory_used_peak_bytes",
+    "server_process_cpu_pct",
+    "server_process_rss_peak_bytes",
+    "client_python_cpu_peak_pct",
 )
+# the columns from a step's server_metrics (telemetry's Monitor.step), by the same names
+METRICS_COLUMNS = CSV_COLUMNS[CSV_COLUMNS.index("gpu_utilization_pct") :]
 
 
 def document(
@@ -88,6 +98,7 @@ def _csv_row(row: dict[str, Any]) -> list[Any]:
         "server_compute_infer_ms": server.get("compute_infer_ms", ""),
         "server_avg_batch_size": server.get("avg_batch_size", ""),
         **_token_columns(row.get("tokens")),
+        **{c: (row.get("server_metrics") or {}).get(c) for c in METRICS_COLUMNS},
     }
     return ["" if values[c] is None else values[c] for c in CSV_COLUMNS]
 
@@ -174,6 +185,27 @@ def format_summary(doc: dict[str, Any]) -> str:
             + f" {'-' if batch is None else f'{batch:.2f}':>5} {row['windows']:>7}  {'yes' if row['stable'] else 'NO'}"
         )
     lines += _format_tokens(doc["steps"])
+    saturated = [
+        f"{row['step']} ({', '.join(metrics['client_saturated'])})"
+        for row in doc["steps"]
+        if (metrics := row.get("server_metrics")) and metrics.get("client_saturated")
+    ]
+    if saturated:
+        lines += [
+            "",
+            "WARNING: load generator saturated (Python's thread at >= 90% of a core) in step "
+            + "; ".join(saturated)
+            + ": those steps' numbers are suspect (add workers)",
+        ]
+    gpu = [row for row in doc["steps"] if (row.get("server_metrics") or {}).get("gpu_utilization_pct") is not None]
+    cpu = [row for row in doc["steps"] if (row.get("server_metrics") or {}).get("cpu_utilization_pct") is not None]
+    if gpu or cpu:
+        key, label = ("gpu_utilization_pct", "GPU") if gpu else ("cpu_utilization_pct", "server CPU")
+        lines += [
+            "",
+            f"{label} utilisation per step (%): "
+            + ", ".join(f"{row['step']}: {row['server_metrics'][key]:.0f}" for row in (gpu or cpu)),
+        ]
     if doc["stopped"]:
         lines += ["", doc["stopped"]]
     good = doc.get("goodput")

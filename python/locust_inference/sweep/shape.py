@@ -6,7 +6,9 @@ It runs where Locust runs shapes (the local process, or the master) and measures
   so a window holds exactly its seconds wherever the requests were made);
 * latencies from our µs histograms as they arrive (taken from this process, or in workers' reports);
   windows are evaluated a report interval after they end, so the histograms hold the same period;
-* Triton's statistics read at the window boundaries, in gevent's thread pool (the read blocks).
+* Triton's statistics read at the window boundaries, in gevent's thread pool (the read blocks);
+* the server's metrics (GPU, CPU, a local server process) and the load generator's CPU from the monitor
+  (:mod:`locust_inference.telemetry`), over the windows that end within the step's measured seconds.
 
 Importing this module adds the sweep's options to Locust's and checks them at init: a locustfile that
 imports it before :mod:`locust_inference.users` has bad sweep options refused before anything contacts
@@ -186,6 +188,9 @@ class SweepRun:
             "window_p99_ms": [w.p99_ms for w in step.windows],
             "server": server,
             "tokens": self._tokens(merged, seconds, step.slo[-n:]) if self.generative else None,
+            # Triton's GPU/CPU gauges, a local server's process and the load generator's CPU over the same
+            # seconds, as perf_analyzer --collect-metrics reports a step (None without the monitor)
+            "server_metrics": self.collector.monitor.step(first, last) if self.collector.monitor else None,
         }
 
     def _tokens(self, merged: Measurements, seconds: float, slo: list[tuple[int, int]]) -> dict[str, Any]:
