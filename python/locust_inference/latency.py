@@ -41,7 +41,7 @@ from locust_inference.results_schema import (
     RequestEntry,
     histograms,
 )
-from locust_inference.server_stats import StatsRead, breakdown
+from locust_inference.server_stats import ServerStats, StatsRead, breakdown
 
 __all__ = [
     "Collector",
@@ -109,6 +109,7 @@ class Collector:
     measured: dict[str, Measurements] = field(default_factory=dict)
     window: Measurements = field(default_factory=Measurements)  # all names, since the last take_window()
     started: dt.datetime | None = None
+    stopped: dt.datetime | None = None  # when the test stopped: a web UI keeps the process up after it
     stats_at_start: StatsRead | None = None  # Triton's statistics at the start, being read
     resets: int = 0  # restarts so far (--reset-stats)
     final: LatencyDocument | None = None  # the summary written at the end (latency.json's content)
@@ -180,8 +181,15 @@ class Collector:
             "lag_ms": {k: lag[k] for k in ("p50", "p99", "max") if k in lag},
         }
 
-    def summary(self, environment: Environment, history_csv: str | None) -> LatencyDocument:
-        ended = dt.datetime.now(dt.UTC)
+    def summary(
+        self,
+        environment: Environment,
+        history_csv: str | None,
+        stats_at_end: Callable[[], ServerStats | None] | None = None,
+    ) -> LatencyDocument:
+        """latency.json's content now. ``stats_at_end`` gives Triton's statistics to subtract the start's from
+        (by default read now, waiting for the read): the web UI passes its latest read instead of waiting."""
+        ended = self.stopped or dt.datetime.now(dt.UTC)
         started = self.started or ended
         duration = max((ended - started).total_seconds(), 1e-9)
         requests: dict[str, RequestEntry] = {}
@@ -222,7 +230,9 @@ class Collector:
             "history_csv": history_csv,
             "requests": requests,
             "server_stats": breakdown(
-                self.stats_at_start.get() if self.stats_at_start else None, StatsRead(self.settings).get(), client_mean
+                self.stats_at_start.get() if self.stats_at_start else None,
+                (stats_at_end or StatsRead(self.settings).get)(),
+                client_mean,
             ),
             "locust": locust_numbers,
         }
@@ -407,6 +417,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
 
     @events.test_start.add_listener
     def _start(**_kw: Any) -> None:
+        collector.stopped = None
         if collector.started is None:
             take_local()  # drop anything recorded before the test (none expected)
             collector.measured.clear()
@@ -418,6 +429,11 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
             # request it is subtracted from (a read still out as the first requests ran counted some of
             # them at the start, and Triton's count came out below ours).
             collector.stats_at_start.get()
+
+    @events.test_stop.add_listener
+    def _stop(**_kw: Any) -> None:
+        # the rates cover the test, not the time a web UI stays open after it (latency.json is written at quit)
+        collector.stopped = dt.datetime.now(dt.UTC)
 
     @events.quitting.add_listener
     def _finish(**_kw: Any) -> None:
