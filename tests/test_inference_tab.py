@@ -161,7 +161,7 @@ def test_the_inference_tab_is_live_and_ends_equal_to_latency_json(triton, tmp_pa
     by_measure = {(row[0], row[2]): row for row in shown_rows}
     (entry,) = written["requests"].values()
     for measure in ("latency_ms", "ttfb_ms", "service_ms"):
-        row = by_measure[(measure, measure)]
+        row = by_measure[("requests", measure)]
         assert row[keys.index("p50")] == shown(entry[measure]["p50"]) != ""
         assert row[keys.index("p999")] == shown(entry[measure]["p99.9"]) != ""
     for counter in ("scheduled", "sent", "completed", "dropped", "unfinished", "achieved_per_s"):
