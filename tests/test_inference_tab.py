@@ -237,3 +237,55 @@ def test_the_route_shows_measurements_and_no_secret(triton, tmp_path: Path) -> N
     assert count["value"] >= entry["count"]  # asked after the route: as many requests or more
     stopped = json.loads(answers["stopped"][1])
     assert stopped["server_stats"] is not None and stopped["server_stats"]["inference_count"] >= count["value"]
+
+
+def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: Path) -> None:
+    """A master with its web UI and two workers: the tab's rows (as /stats/requests gives them to the page) are
+    the merge of the workers' reports, live, and at the end latency.json's."""
+    web, master_port = free_port(), free_port()
+    common = ["-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "40"]
+    common += ["--header", f"Authorization: Bearer {SECRET}"]
+    master = [LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
+    master += ["--expect-workers", "2", "-u", "4", "-r", "4", "-t", "4s", "--autostart"]
+    master += ["--web-host", "127.0.0.1", "--web-port", str(web), "--csv", str(tmp_path / "run")]
+    worker = [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    live_counts: list[int] = []
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        procs = [children.start(master, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)]
+        procs += [children.start(worker, cwd=REPO_ROOT, env=env, stdout=out, stderr=err) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 120
+            final: dict[str, Any] | None = None
+            while procs[0].poll() is None and time.monotonic() < deadline:
+                time.sleep(0.3)
+                try:
+                    stats = get(f"http://127.0.0.1:{web}/stats/requests")
+                    route = get(f"http://127.0.0.1:{web}{ROUTE}")
+                except OSError:
+                    continue
+                (ours,) = [s["data"] for s in stats.get("extended_stats", []) if s["key"] == TAB_KEY]
+                counts = [r["value"] for r in ours if r["section"] == "requests" and r["measure"] == "count"]
+                if stats["state"] == "running" and counts:
+                    live_counts.append(counts[0])
+                (entry,) = route["requests"].values() or [None]
+                # the workers stop their users, then report them at their next report (stream_seconds
+                # counts the streams that stopped): from then on, nothing changes until the master quits
+                if stats["state"] == "stopped" and entry and entry["open_loop"]["stream_seconds"] > 0:
+                    final = {"route": route, "rows": ours}
+                    break
+            assert final is not None, (tmp_path / "err").read_text()[-3000:]
+            again = get(f"http://127.0.0.1:{web}{ROUTE}")
+            procs[0].send_signal(signal.SIGTERM)
+            assert procs[0].wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
+        finally:
+            for proc in procs:
+                children.stop(proc)
+    written = json.loads((tmp_path / "latency.json").read_text())
+    assert len(set(live_counts)) >= 2 and live_counts == sorted(live_counts), live_counts
+    assert final["route"] == written and again == written, (final["route"], written)
+    assert final["rows"] == rows(written)
+    (entry,) = written["requests"].values()
+    assert entry["open_loop"]["streams"] == 4 and entry["open_loop"]["pending"] == 0, entry["open_loop"]
+    assert written["server_stats"] is not None and written["server_stats"]["inference_count"] >= entry["count"] > 0
+    assert SECRET not in json.dumps(final)
