@@ -289,3 +289,33 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
     assert entry["open_loop"]["streams"] == 4 and entry["open_loop"]["pending"] == 0, entry["open_loop"]
     assert written["server_stats"] is not None and written["server_stats"]["inference_count"] >= entry["count"] > 0
     assert SECRET not in json.dumps(final)
+
+
+def test_the_rows_render_any_section_the_document_gains() -> None:
+    """Sections other parts add (token streaming, server metrics) appear without a change to the tab: a
+    summary of percentiles as one row, a number as a row, a time series as its latest window."""
+    document = {
+        "version": 1,
+        "server": "triton",
+        "duration_s": 2.5,
+        "requests": {
+            "a/m": {
+                "count": 3,
+                "failures": None,
+                "latency_ms": {"p50": 1.0, "p99.9": 2.0},
+                "distribution": [[50.0, 1.0]],
+                "tokens": {"ttft_ms": {"p99": 7.25}, "tokens_per_s": 12.34567},
+            }
+        },
+        "server_metrics": {"windows": [{"gpu_util": 0.1}, {"gpu_util": 0.5}], "scrapes": 4},
+    }
+    assert rows(document) == [
+        {"section": "run", "name": "", "measure": "duration_s", "value": 2.5},
+        {"section": "requests", "name": "a/m", "measure": "count", "value": 3},
+        {"section": "requests", "name": "a/m", "measure": "failures", "value": "n/a"},
+        {"section": "requests", "name": "a/m", "measure": "latency_ms", "p50": 1.0, "p999": 2.0},
+        {"section": "tokens", "name": "a/m", "measure": "ttft_ms", "p99": 7.25},
+        {"section": "tokens", "name": "a/m", "measure": "tokens_per_s", "value": 12.346},
+        {"section": "server_metrics", "name": "", "measure": "windows.latest.gpu_util", "value": 0.5},
+        {"section": "server_metrics", "name": "", "measure": "scrapes", "value": 4},
+    ]

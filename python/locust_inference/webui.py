@@ -99,6 +99,9 @@ def install(environment: Environment) -> None:
     app = web_ui.app if web_ui is not None else None
     if web_ui is None or app is None:
         return
+    if STATS_ENDPOINT not in app.view_functions:  # a Locust whose page polls something else: say so
+        log.warning("locust-inference: Locust's web UI has no %s: the Inference tab is off", STATS_ENDPOINT)
+        return
     args = web_ui.template_args
     args.setdefault("extended_tabs", []).append({"title": "Inference", "key": TAB_KEY})
     args.setdefault("extended_tables", []).append({"key": TAB_KEY, "structure": COLUMNS})
