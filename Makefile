@@ -42,8 +42,8 @@ $(STAMP): $(SOURCES)
 
 install: $(STAMP) ## create .venv and install everything (the extension is built by pip/maturin)
 
-# Debian's chromium renders the comparison report and the web UI's Inference tab in tests, kubectl renders the Kubernetes manifests (apt
-# needs root, as on CI).
+# Debian's chromium renders the comparison report and the web UI's Inference tab in tests, kubectl renders
+# the Kubernetes manifests (apt needs root, as on CI).
 CHROMIUM_STAMP := $(VENV)/.chromium
 $(CHROMIUM_STAMP): | $(STAMP)
 	@command -v chromium >/dev/null || { \
