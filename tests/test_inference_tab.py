@@ -244,14 +244,16 @@ def test_the_route_shows_measurements_and_no_secret(triton, tmp_path: Path) -> N
 
 
 def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: Path) -> None:
-    """A master with its web UI and two workers: the tab's rows (as /stats/requests gives them to the page) are
-    the merge of the workers' reports, live, and at the end latency.json's."""
+    """A master with its web UI (under a --web-base-path) and two workers: the tab's rows (as /stats/requests
+    gives them to the page) are the merge of the workers' reports, live, and at the end latency.json's."""
     web, master_port = free_port(), free_port()
     common = ["-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "40"]
     common += ["--header", f"Authorization: Bearer {SECRET}"]
     master = [LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
     master += ["--expect-workers", "2", "-u", "4", "-r", "4", "-t", "4s", "--autostart"]
-    master += ["--web-host", "127.0.0.1", "--web-port", str(web), "--csv", str(tmp_path / "run")]
+    master += ["--web-host", "127.0.0.1", "--web-port", str(web), "--web-base-path", "/ui"]
+    master += ["--csv", str(tmp_path / "run")]
+    base = f"http://127.0.0.1:{web}/ui"
     worker = [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
     env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
     live_counts: list[int] = []
@@ -264,8 +266,8 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
             while procs[0].poll() is None and time.monotonic() < deadline:
                 time.sleep(0.3)
                 try:
-                    stats = get(f"http://127.0.0.1:{web}/stats/requests")
-                    route = get(f"http://127.0.0.1:{web}{ROUTE}")
+                    stats = get(f"{base}/stats/requests")
+                    route = get(f"{base}{ROUTE}")
                 except OSError:
                     continue
                 (ours,) = [s["data"] for s in stats.get("extended_stats", []) if s["key"] == TAB_KEY]
@@ -279,7 +281,7 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
                     final = {"route": route, "rows": ours}
                     break
             assert final is not None, (tmp_path / "err").read_text()[-3000:]
-            again = get(f"http://127.0.0.1:{web}{ROUTE}")
+            again = get(f"{base}{ROUTE}")
             procs[0].send_signal(signal.SIGTERM)
             assert procs[0].wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
         finally:
