@@ -325,3 +325,53 @@ def test_the_rows_render_any_section_the_document_gains() -> None:
         {"section": "server_metrics", "name": "", "measure": "windows.latest.gpu_util", "value": 0.5},
         {"section": "server_metrics", "name": "", "measure": "scrapes", "value": 4},
     ]
+
+
+def post(url: str) -> None:
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as response:
+        assert response.status == 200
+
+
+def test_the_web_ui_reset_restarts_the_tab_and_latency_json_with_locusts_statistics(triton, tmp_path: Path) -> None:
+    """The web UI's "Reset Stats" restarts Locust's statistics; the tab and latency.json restart with them, so
+    latency.json counts the requests Locust counts, and the open loop's counters keep their identity."""
+    port = free_port()
+    cmd = [LOCUST, "-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "50", "-u", "2", "-r", "2"]
+    cmd += ["-t", "5s", "--autostart", "--web-host", "127.0.0.1", "--web-port", str(port)]
+    cmd += ["--csv", str(tmp_path / "run")]
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    before: int | None = None  # the tab's count when the reset was asked for
+    after: list[int] = []  # and while the test ran on
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        proc = children.start(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + 120
+            state = None
+            while proc.poll() is None and time.monotonic() < deadline and state != "stopped":
+                time.sleep(0.3)
+                try:
+                    stats = get(f"http://127.0.0.1:{port}/stats/requests")
+                except OSError:
+                    continue
+                state = stats["state"]
+                (ours,) = [s["data"] for s in stats.get("extended_stats", []) if s["key"] == TAB_KEY]
+                counts = [r["value"] for r in ours if r["section"] == "requests" and r["measure"] == "count"]
+                if state != "running" or not counts:
+                    continue
+                if before is None and counts[0] >= 60:
+                    before = counts[0]
+                    post(f"http://127.0.0.1:{port}/stats/reset")
+                elif before is not None:
+                    after.append(counts[0])
+            assert state == "stopped", (tmp_path / "err").read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
+        finally:
+            children.stop(proc)
+    written = json.loads((tmp_path / "latency.json").read_text())
+    (entry,) = written["requests"].values()
+    assert before is not None and after and after[0] < before, (before, after)
+    assert entry["count"] + entry["failures"] == written["locust"]["requests"], (entry["count"], written["locust"])
+    ol = entry["open_loop"]
+    assert ol["pending"] == 0 and ol["scheduled"] > 0, ol
+    assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol

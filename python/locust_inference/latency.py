@@ -138,14 +138,17 @@ class Collector:
         window, self.window = self.window, Measurements()
         return window
 
-    def restart(self) -> None:
-        """Forgets what was measured and counts time from now; streams keep their number and rate."""
+    def restart(self, *, wait: bool = True) -> None:
+        """Forgets what was measured and counts time from now; streams keep their number and rate. Without
+        ``wait``, returns before Triton's statistics are read (the summary waits for them): the caller resets
+        Locust's statistics right after, at the same instant (the web UI's "Reset Stats")."""
         for m in self.measured.values():
             m.restart()
         self.resets += 1
         self.started = dt.datetime.now(dt.UTC)
         self.stats_at_start = StatsRead(self.settings)
-        self.stats_at_start.get()  # see _start: the snapshot before the requests it is subtracted from
+        if wait:
+            self.stats_at_start.get()  # see _start: the snapshot before the requests it is subtracted from
 
     def open_loop(self, name: str) -> OpenLoop | None:
         """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams.
@@ -397,8 +400,8 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         def _report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
             if endpoint is not None:
                 data[REPORT_KEY] = {settings.name: endpoint.take().to_bytes()}
-                if environment.reset_stats:  # a worker without it never resets: the master takes all it sends
-                    data[RESETS_KEY] = collector.resets
+                # --reset-stats, or the web UI's "Reset Stats" (webui.follow_resets), may restart it at any time
+                data[RESETS_KEY] = collector.resets
 
         return collector
 

@@ -24,19 +24,22 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Response, request
 from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
 
 from locust_inference import latency
 from locust_inference.results_schema import LatencyDocument
 from locust_inference.server_stats import ServerStats, StatsRead
 from locust_inference.tab import COLUMNS, ROUTE, TAB_KEY, rows
 
-__all__ = ["document", "install"]
+__all__ = ["document", "follow_resets", "install"]
 
 log = logging.getLogger("locust_inference")
 STATS_ENDPOINT = "locust.request_stats"  # Locust's /stats/requests, which its page polls
+RESET_MESSAGE = "locust_inference_reset"  # a master's to its workers: the web UI's "Reset Stats"
 READ_EVERY_S = 2.0  # Triton's statistics, read again at most this often while the tab is watched
 
 
@@ -93,8 +96,42 @@ def document(environment: Environment) -> LatencyDocument | None:
     return summary
 
 
+def _restart(environment: Environment, *, wait: bool) -> None:
+    """What ``--reset-stats`` does in this process (latency.install): the endpoint's measurements and the
+    collector's restart, the open-loop requests pending now carried."""
+    collector = latency.collector_of(environment)
+    if collector is None:
+        return
+    if collector.endpoint is not None:
+        collector.endpoint.reset()
+    collector.restart(wait=wait)
+
+
+def follow_resets(environment: Environment) -> None:
+    """The web UI's "Reset Stats" restarts Locust's statistics (``events.reset_stats``, on the master or the
+    local process): the collector restarts with them, and a master tells its workers to restart theirs, as
+    at ``--reset-stats``; the workers' reports carry their count of restarts, and the master drops a report
+    taken before the worker restarted."""
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        # in a greenlet of its own: the restart reads Triton's statistics, the worker's message loop goes on
+        runner.register_message(RESET_MESSAGE, lambda **_kw: _restart(environment, wait=True), concurrent=True)
+        return
+
+    @environment.events.reset_stats.add_listener
+    def _reset(**_kw: Any) -> None:
+        # Locust resets its statistics when this returns: no wait here, or the requests answered meanwhile would
+        # be counted here and not by Locust. And first: a worker's report sent after its own restart must not
+        # reach a master that has not restarted.
+        _restart(environment, wait=False)
+        if isinstance(runner, MasterRunner):
+            runner.send_message(RESET_MESSAGE)
+
+
 def install(environment: Environment) -> None:
-    """Adds the tab and the route to ``environment``'s web UI, if it has one (a master or a local run)."""
+    """Adds the tab and the route to ``environment``'s web UI, if it has one (a master or a local run), and
+    follows its "Reset Stats" in every process."""
+    follow_resets(environment)
     web_ui = environment.web_ui
     app = web_ui.app if web_ui is not None else None
     if web_ui is None or app is None:
