@@ -42,13 +42,13 @@ $(STAMP): $(SOURCES)
 
 install: $(STAMP) ## create .venv and install everything (the extension is built by pip/maturin)
 
-# Debian's chromium renders the comparison report in a test, kubectl renders the Kubernetes manifests (apt
-# needs root, as on CI).
+# Debian's chromium renders the comparison report and the web UI's Inference tab in tests, kubectl renders
+# the Kubernetes manifests (apt needs root, as on CI).
 CHROMIUM_STAMP := $(VENV)/.chromium
 $(CHROMIUM_STAMP): | $(STAMP)
 	@command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then \
-			echo "==> installing Debian's chromium (renders the comparison report in a test; about a minute)"; \
+			echo "==> installing Debian's chromium (renders the comparison report and the web UI in tests; about a minute)"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "chromium is missing: run 'sudo apt-get install chromium' and retry" >&2; exit 1; fi; }
 	@command -v kubectl >/dev/null || { \

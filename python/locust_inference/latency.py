@@ -45,7 +45,7 @@ from locust_inference.results_schema import (
     TokenEntry,
     histograms,
 )
-from locust_inference.server_stats import StatsRead, breakdown
+from locust_inference.server_stats import ServerStats, StatsRead, breakdown
 from locust_inference.telemetry import monitor as telemetry
 from locust_inference.telemetry import wiring
 
@@ -116,6 +116,7 @@ class Collector:
     measured: dict[str, Measurements] = field(default_factory=dict)
     window: Measurements = field(default_factory=Measurements)  # all names, since the last take_window()
     started: dt.datetime | None = None
+    stopped: dt.datetime | None = None  # when the test stopped: a web UI keeps the process up after it
     stats_at_start: StatsRead | None = None  # Triton's statistics at the start, being read
     resets: int = 0  # restarts so far (--reset-stats)
     final: LatencyDocument | None = None  # the summary written at the end (latency.json's content)
@@ -158,8 +159,10 @@ class Collector:
         window, self.window = self.window, Measurements()
         return window
 
-    def restart(self) -> None:
-        """Forgets what was measured and counts time from now; streams keep their number and rate."""
+    def restart(self, *, wait: bool = True) -> None:
+        """Forgets what was measured and counts time from now; streams keep their number and rate. Without
+        ``wait``, returns before Triton's statistics are read (the summary waits for them): the caller resets
+        Locust's statistics right after, at the same instant (the web UI's "Reset Stats")."""
         for m in self.measured.values():
             m.restart()
         if self.slo is not None:
@@ -167,7 +170,8 @@ class Collector:
         self.resets += 1
         self.started = dt.datetime.now(dt.UTC)
         self.stats_at_start = StatsRead(self.settings)
-        self.stats_at_start.get()  # see _start: the snapshot before the requests it is subtracted from
+        if wait:
+            self.stats_at_start.get()  # see _start: the snapshot before the requests it is subtracted from
 
     def open_loop(self, name: str) -> OpenLoop | None:
         """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams.
@@ -244,8 +248,15 @@ class Collector:
             "held": held,
         }
 
-    def summary(self, environment: Environment, history_csv: str | None) -> LatencyDocument:
-        ended = dt.datetime.now(dt.UTC)
+    def summary(
+        self,
+        environment: Environment,
+        history_csv: str | None,
+        stats_at_end: Callable[[], ServerStats | None] | None = None,
+    ) -> LatencyDocument:
+        """latency.json's content now. ``stats_at_end`` gives Triton's statistics to subtract the start's from
+        (by default read now, waiting for the read): the web UI passes its latest read instead of waiting."""
+        ended = self.stopped or dt.datetime.now(dt.UTC)
         started = self.started or ended
         duration = max((ended - started).total_seconds(), 1e-9)
         requests: dict[str, RequestEntry] = {}
@@ -290,7 +301,9 @@ class Collector:
             "history_csv": history_csv,
             "requests": requests,
             "server_stats": breakdown(
-                self.stats_at_start.get() if self.stats_at_start else None, StatsRead(self.settings).get(), client_mean
+                self.stats_at_start.get() if self.stats_at_start else None,
+                (stats_at_end or StatsRead(self.settings).get)(),
+                client_mean,
             ),
             "locust": locust_numbers,
             "server_metrics": server_metrics,
@@ -506,8 +519,8 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
                 data[REPORT_KEY] = {settings.name: endpoint.take().to_bytes()}
                 if collector.slo is not None:
                     data[SLO_KEY] = collector.slo.take()
-                if environment.reset_stats:  # a worker without it never resets: the master takes all it sends
-                    data[RESETS_KEY] = collector.resets
+                # --reset-stats, or the web UI's "Reset Stats" (webui.follow_resets), may restart it at any time
+                data[RESETS_KEY] = collector.resets
 
         wiring.install(environment, settings, poll=None, take_lag=collector.take_tap)
         return collector
@@ -527,6 +540,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
 
     @events.test_start.add_listener
     def _start(**_kw: Any) -> None:
+        collector.stopped = None
         if collector.started is None:
             take_local()  # drop anything recorded before the test (none expected)
             collector.measured.clear()
@@ -538,6 +552,11 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
             # request it is subtracted from (a read still out as the first requests ran counted some of
             # them at the start, and Triton's count came out below ours).
             collector.stats_at_start.get()
+
+    @events.test_stop.add_listener
+    def _stop(**_kw: Any) -> None:
+        # the rates cover the test, not the time a web UI stays open after it (latency.json is written at quit)
+        collector.stopped = dt.datetime.now(dt.UTC)
 
     @events.quitting.add_listener
     def _finish(**_kw: Any) -> None:

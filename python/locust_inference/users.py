@@ -21,7 +21,7 @@ from locust import User, constant_pacing, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from locust_inference import checks, defaults, distributed, hooks, latency, options, scheduling
+from locust_inference import checks, defaults, distributed, hooks, latency, options, scheduling, webui
 from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
 from locust_inference.backends import Target, prepare
 
@@ -72,6 +72,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         _select_user_class(environment, settings.class_name)
         # before latency.install: the checks read the summary it writes
         checks.install(environment, checks.parse(getattr(parsed, "check", None)), getattr(parsed, "junit", None))
+        webui.install(environment)  # the Inference tab; it finds latency's collector when asked
         if isinstance(environment.runner, MasterRunner):
             distributed.keep_secrets_home(environment)  # settings (with the headers) are resolved above
             distributed.stop_when_a_worker_goes_missing(environment)
