@@ -93,6 +93,15 @@ pub enum Error {
         url: String,
         location: String,
     },
+    /// A gRPC status other than OK: `message` is the server's, normalised as an error body is (what
+    /// Locust groups failures by); `excerpt` its raw start, for the DEBUG_REQUESTS log only.
+    #[error("gRPC {} ({code}) from {url}: {message}", crate::protocol::grpc::code_name(*code))]
+    Grpc {
+        code: i32,
+        url: String,
+        message: String,
+        excerpt: String,
+    },
     /// A panic while the request was being sent or judged, caught so that its waiter is answered.
     #[error("internal error (panic) in the request to {url}: {reason}")]
     Internal { url: String, reason: String },
@@ -121,6 +130,7 @@ impl Error {
             Error::UnsupportedType(_) => "unsupported-type",
             Error::Redirect { .. } => "redirect",
             Error::Internal { .. } => "internal",
+            Error::Grpc { .. } => "grpc-status",
         }
     }
 }
@@ -136,7 +146,8 @@ impl From<Error> for PyErr {
             | Error::Status { .. }
             | Error::Transport { .. }
             | Error::TooLarge { .. }
-            | Error::Internal { .. } => RequestError::new_err(msg),
+            | Error::Internal { .. }
+            | Error::Grpc { .. } => RequestError::new_err(msg),
             Error::Redirect { .. } => RedirectError::new_err(msg),
             Error::Certificate { .. } => CertificateError::new_err(msg),
             Error::Runtime(_) => LocustInferenceError::new_err(msg),

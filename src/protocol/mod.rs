@@ -1,7 +1,9 @@
 //! What goes over the wire: tensors ([`tensor`]), Triton's KServe v2 JSON ([`triton`]), LitServe's
 //! JSON ([`litserve`]), the streaming JSON walk both decode with ([`json_array`]) and the short
-//! reasons a failure is reported with ([`reason`]). gRPC and SSE will go here.
+//! reasons a failure is reported with ([`reason`]); Triton's gRPC messages ([`grpc`]). SSE will go
+//! here.
 
+pub(crate) mod grpc;
 pub(crate) mod json_array;
 pub(crate) mod litserve;
 mod py;
