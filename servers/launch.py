@@ -64,6 +64,7 @@ class RunningServer:
     tmp_dir: Path  # the server's private TMPDIR, removed after it stops
     host: str = HOST  # the address it listens on (in network namespace ``netns``, when one is named)
     netns: str | None = None
+    grpc_port: int | None = None  # Triton's gRPC endpoint, on ``host`` too
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -402,7 +403,11 @@ def triton_server(
     """
     models = list(models)
     port = http_port or free_port()
+    # gRPC's port is chosen here, not by the server, so that tests can reach it (RunningServer.grpc_port)
+    grpc_port = None if "--grpc-port" in extra_args else next(p for p in free_ports(2) if p != port)
     args = ["--http-port", str(port), "--models", ",".join(models), "--threads", str(threads), *extra_args]
+    if grpc_port is not None:
+        args += ["--grpc-port", str(grpc_port)]
     if http_address != HOST:
         args += ["--http-address", http_address]
     ready = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in models)]
@@ -419,6 +424,7 @@ def triton_server(
         host=http_address,
         netns=netns,
     ) as srv:
+        srv.grpc_port = grpc_port
         yield srv
 
 

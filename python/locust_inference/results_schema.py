@@ -8,7 +8,7 @@ every value it uses: the types say what this version writes, not what a file on 
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 __all__ = [
     "HISTOGRAMS",
@@ -93,6 +93,7 @@ class LatencyDocument(TypedDict):
     server: str
     model: str
     host: str
+    protocol: NotRequired[str]  # http or grpc (Triton); absent from files written before gRPC
     started: str  # ISO 8601, UTC, seconds
     ended: str
     duration_s: float
