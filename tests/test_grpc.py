@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from locust_inference import decode_triton_grpc_response
-from locust_inference._native import Endpoint, RequestSlot, encode_triton_grpc_inputs
+from locust_inference._native import Endpoint, RequestSlot, encode_triton_grpc_inputs, grpc_model_metadata
 from locust_inference.backends import Target, prepare
 from own_model_support import answers, image_set, imagenet, settings, stretched, words
 from support import assert_clean_failure, clean_env, run_locust
@@ -78,12 +78,23 @@ def test_two_inputs_arrive_as_written(triton, tmp_path: Path) -> None:
     assert grpc == http == [(0, [expected[0]]), (1, [expected[1]]), (0, [expected[0]])]
 
 
-def endpoint(triton, message: bytes, **options) -> Endpoint:
+def tiny_onnx(triton) -> tuple[str, str, list[int], str, list[int]]:
+    """tiny_onnx's input name, datatype and shape (batch 1), and its output's name and shape."""
+    code, _, meta = grpc_model_metadata(grpc_url(triton), "tiny_onnx")
+    assert code == 0 and meta is not None
+    (inp,), (out,) = meta["inputs"], meta["outputs"]
+    return inp["name"], inp["datatype"], [1, *inp["shape"][1:]], out["name"], [1, *out["shape"][1:]]
+
+
+def endpoint(triton, model: str = "tiny_onnx", output_shape: list[int] | None = None, **options) -> Endpoint:
+    """An endpoint sending tiny_onnx's input (zeros) to ``model``, expecting tiny_onnx's output."""
+    name, datatype, shape, output, out_shape = tiny_onnx(triton)
+    tensor = np.zeros(shape, "<f4").tobytes()
     return Endpoint(
         f"{grpc_url(triton)}/inference.GRPCInferenceService/ModelInfer",
-        message,
+        encode_triton_grpc_inputs(model, [(name, datatype, shape, tensor)], [output]),
         protocol="grpc",
-        outputs=[("output", "FP32", [1, 1000])],
+        outputs=[(output, "FP32", output_shape or out_shape)],
         **options,
     )
 
@@ -96,25 +107,22 @@ def one(endpoint: Endpoint):
     return outcome
 
 
-def tiny_request(model: str = "tiny_onnx") -> bytes:
-    tensor = np.zeros((1, 3, 224, 224), "<f4").tobytes()
-    return encode_triton_grpc_inputs(model, [("input", "FP32", [1, 3, 224, 224], tensor)], ["output"])
-
-
 def test_a_request_the_server_refuses_names_the_code_and_triton_s_message(triton) -> None:
-    outcome = one(endpoint(triton, tiny_request("no_such_model")))
+    outcome = one(endpoint(triton, "no_such_model"))
     assert outcome.error_kind == "grpc-status"
-    assert str(outcome.exception).startswith("gRPC ")
-    assert "no_such_model" in str(outcome.exception) or "unknown model" in str(outcome.exception).lower()
-    assert one(endpoint(triton, tiny_request())).ok  # the same endpoint shape works with a real model
+    assert str(outcome.exception) == (
+        f"gRPC NOT_FOUND (5) from {grpc_url(triton)}/inference.GRPCInferenceService/ModelInfer: "
+        "Request for unknown model: 'no_such_model' is not found"
+    )
+    assert one(endpoint(triton)).ok  # the same request to a model that exists
 
 
 def test_a_response_over_the_limit_is_a_failure(triton) -> None:
     # tiny_onnx answers 1000 FP32 values: over 4000 bytes of message
-    outcome = one(endpoint(triton, tiny_request(), max_response_bytes=4000))
+    outcome = one(endpoint(triton, max_response_bytes=4000))
     assert outcome.error_kind == "too-large", outcome
     assert "larger than the limit of 4000 bytes" in str(outcome.exception)
-    assert one(endpoint(triton, tiny_request(), max_response_bytes=8000)).ok
+    assert one(endpoint(triton, max_response_bytes=8000)).ok
 
 
 def test_a_deadline_passed_is_a_timeout(triton) -> None:
@@ -125,16 +133,11 @@ def test_a_deadline_passed_is_a_timeout(triton) -> None:
 
 
 def test_a_wrong_output_is_a_failure_naming_it(triton) -> None:
-    outcome = one(
-        Endpoint(
-            f"{grpc_url(triton)}/inference.GRPCInferenceService/ModelInfer",
-            tiny_request(),
-            protocol="grpc",
-            outputs=[("output", "FP32", [1, 999])],
-        )
-    )
+    *_, output, out_shape = tiny_onnx(triton)
+    wrong = [1, out_shape[1] - 1]
+    outcome = one(endpoint(triton, output_shape=wrong))
     assert outcome.error_kind == "protocol"
-    assert str(outcome.exception) == 'output "output" has shape [1, 1000], expected [1, 999]'
+    assert str(outcome.exception) == f'output "{output}" has shape {out_shape}, expected {wrong}'
 
 
 def test_a_missing_model_stops_the_start_in_one_line(triton, tmp_path: Path) -> None:

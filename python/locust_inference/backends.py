@@ -187,7 +187,9 @@ def _prepare_triton(settings: Settings) -> Target:
     ]
     checksum = _checksum(b"".join(data for *_, data in requests[0]))
     if grpc:  # one ModelInferRequest per input, its tensors as raw contents
-        messages = [(encode_triton_grpc_inputs(settings.model, r, names), []) for r in requests]
+        messages: list[tuple[bytes, list[tuple[str, str]]]] = [
+            (encode_triton_grpc_inputs(settings.model, r, names), []) for r in requests
+        ]
         return _target(
             settings,
             f"{settings.host}{GRPC_INFER}",

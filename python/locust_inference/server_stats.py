@@ -62,7 +62,7 @@ def _read_grpc_stats(settings: Settings) -> ServerStats | None:
             insecure=settings.insecure,
             ca_file=settings.ca_file,
         )
-        return _stats(stats) if code == 0 else None
+        return _stats(stats) if code == 0 and stats is not None else None
     except (LocustInferenceError, ValueError, KeyError, TypeError):
         return None
 

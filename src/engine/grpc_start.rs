@@ -209,7 +209,7 @@ pub fn grpc_model_statistics<'py>(
             .model_stats
             .first()
             .ok_or_else(|| Error::protocol("the model statistics name no model"))?;
-        let inference = model.inference_stats.clone().unwrap_or_default();
+        let inference = model.inference_stats.unwrap_or_default();
         let phases = PyDict::new(py);
         for (name, duration) in [
             ("success", &inference.success),
@@ -220,7 +220,7 @@ pub fn grpc_model_statistics<'py>(
             ("compute_output", &inference.compute_output),
         ] {
             let d = PyDict::new(py);
-            let duration = duration.clone().unwrap_or_default();
+            let duration = duration.unwrap_or_default();
             d.set_item("count", duration.count)?;
             d.set_item("ns", duration.ns)?;
             phases.set_item(name, d)?;

@@ -73,11 +73,12 @@ pub fn encode_infer_request(
     Ok(request.encode_to_vec())
 }
 
+/// An output's name, datatype and shape, checked against its raw contents' size.
+type OutputSpec = (String, DataType, Vec<usize>);
+
 /// Decodes a `ModelInferResponse` into its outputs, each checked against its shape; the outputs'
 /// data are slices of `body`.
-fn decode_outputs(
-    body: &Bytes,
-) -> Result<(pb::ModelInferResponse, Vec<(String, DataType, Vec<usize>)>)> {
+fn decode_outputs(body: &Bytes) -> Result<(pb::ModelInferResponse, Vec<OutputSpec>)> {
     let response = pb::ModelInferResponse::decode(body.clone())
         .map_err(|e| Error::protocol(format!("response is not a ModelInferResponse: {e}")))?;
     if response.outputs.iter().any(|o| o.contents.is_some()) {

@@ -128,7 +128,7 @@ impl Client {
         Ok(Client {
             endpoint,
             path,
-            metadata: metadata(&spec.headers)?,
+            metadata: metadata(&spec.headers),
             codec: PassThrough {
                 buffer: spec.bodies.iter().map(|b| b.bytes.len()).max().unwrap_or(0),
             },
@@ -213,7 +213,7 @@ impl Client {
 }
 
 /// The request's headers as gRPC metadata (ASCII values; `Authorization` stays sensitive).
-fn metadata(headers: &HeaderMap) -> Result<MetadataMap> {
+fn metadata(headers: &HeaderMap) -> MetadataMap {
     let mut map = headers.clone();
     // what gRPC's framing states itself
     for reserved in [
@@ -225,7 +225,7 @@ fn metadata(headers: &HeaderMap) -> Result<MetadataMap> {
     ] {
         map.remove(reserved);
     }
-    Ok(MetadataMap::from_headers(map))
+    MetadataMap::from_headers(map)
 }
 
 /// A status from the call as one of our errors: the server's own, named by code and message; a
@@ -317,7 +317,7 @@ mod tests {
         headers.insert("x-api-key", "k".parse().unwrap());
         headers.insert("content-type", "application/json".parse().unwrap());
         headers.insert("te", "gzip".parse().unwrap());
-        let map = metadata(&headers).unwrap().into_headers();
+        let map = metadata(&headers).into_headers();
         assert_eq!(map.get("x-api-key").unwrap(), "k");
         assert!(map.get("content-type").is_none() && map.get("te").is_none());
     }

@@ -102,7 +102,7 @@ pub enum Transport {
     /// `https://`: reqwest with rustls.
     Tls(tls::Client),
     /// gRPC: tonic's HTTP/2 channels, the URL's path naming the RPC.
-    Grpc(grpc::Client),
+    Grpc(Box<grpc::Client>),
 }
 
 impl Transport {
@@ -125,11 +125,11 @@ impl Transport {
     /// The gRPC transport for `spec` (each body a complete message for the RPC its URL's path
     /// names), on `connections` HTTP/2 connections per process.
     pub fn grpc(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
-        Ok(Transport::Grpc(grpc::Client::new(
+        Ok(Transport::Grpc(Box::new(grpc::Client::new(
             spec,
             config,
             connections,
-        )?))
+        )?)))
     }
 
     /// Whether any bodies go out with `sendfile` from a sealed memfd.
