@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from locust_inference import decode_triton_grpc_response
-from locust_inference._native import Endpoint, RequestSlot, encode_triton_grpc_inputs, grpc_model_metadata
+from locust_inference._native import (
+    ConfigError,
+    Endpoint,
+    RequestSlot,
+    encode_triton_grpc_inputs,
+    grpc_model_metadata,
+)
 from locust_inference.backends import Target, prepare
+from locust_inference.options import resolve
 from own_model_support import answers, image_set, imagenet, settings, stretched, words
 from support import assert_clean_failure, clean_env, run_locust
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
@@ -217,3 +225,34 @@ def test_ten_users_in_one_process_have_ten_requests_in_flight_at_once(triton, tm
     assert run.returncode == 0, run.stderr[-3000:]
     intervals = json.loads(report.read_text())["intervals"]
     assert most_in_flight(intervals) == 10, f"{len(intervals)} requests"
+
+
+@pytest.mark.parametrize(
+    ("options", "host", "error"),
+    [
+        ({"server": "litserve"}, None, "--protocol grpc applies to --server triton, not litserve"),
+        (
+            {"triton_format": "json"},
+            None,
+            "--triton-format json applies to --protocol http: gRPC sends tensors as raw bytes",
+        ),
+        (
+            {},
+            "https://127.0.0.1:8001",
+            "--protocol grpc takes an http:// host for now: gRPC over TLS is not supported yet",
+        ),
+        ({"grpc_connections": "0"}, None, "--grpc-connections must be a whole number from 1 to 64, not '0'"),
+        ({"protocol": "grcp"}, None, "--protocol must be http or grpc, not 'grcp'"),
+    ],
+)
+def test_options_that_cannot_work_over_grpc_are_refused(options: dict, host: str | None, error: str) -> None:
+    namespace = SimpleNamespace(**{"server": "triton", "model_name": "m", "protocol": "grpc", **options})
+    with pytest.raises(ConfigError) as raised:
+        resolve(namespace, host, environ={})
+    assert str(raised.value) == error
+
+
+def test_grpc_defaults_to_triton_s_grpc_port() -> None:
+    resolved = resolve(SimpleNamespace(server="triton", model_name="m", protocol="grpc"), None, environ={})
+    assert (resolved.host, resolved.protocol, resolved.grpc_connections) == ("http://127.0.0.1:8001", "grpc", 1)
+    assert resolve(SimpleNamespace(server="triton", model_name="m"), None, environ={}).protocol == "http"
