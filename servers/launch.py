@@ -65,6 +65,7 @@ class RunningServer:
     host: str = HOST  # the address it listens on (in network namespace ``netns``, when one is named)
     netns: str | None = None
     metrics_port: int | None = None  # Triton's Prometheus metrics endpoint (on 127.0.0.1), when known
+    grpc_port: int | None = None  # Triton's gRPC endpoint, on ``host`` too
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -403,11 +404,15 @@ def triton_server(
     """
     models = list(models)
     port = http_port or free_port()
+    # gRPC's port is chosen here, not by the server, so that tests can reach it (RunningServer.grpc_port)
+    grpc_port = None if "--grpc-port" in extra_args else next(p for p in free_ports(2) if p != port)
     args = ["--http-port", str(port), "--models", ",".join(models), "--threads", str(threads), *extra_args]
     metrics_port = None
     if "--metrics-port" not in extra_args:  # chosen here, so the caller can scrape it
         metrics_port = next(p for p in free_ports(2) if p != port)
         args += ["--metrics-port", str(metrics_port)]
+    if grpc_port is not None:
+        args += ["--grpc-port", str(grpc_port)]
     if http_address != HOST:
         args += ["--http-address", http_address]
     ready = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in models)]
@@ -425,6 +430,7 @@ def triton_server(
         netns=netns,
     ) as srv:
         srv.metrics_port = metrics_port
+        srv.grpc_port = grpc_port
         yield srv
 
 

@@ -97,6 +97,15 @@ pub enum Error {
     /// before its end marker, or one JSON body where a stream was asked for.
     #[error("stream from {url} failed: {reason}")]
     Stream { url: String, reason: String },
+    /// A gRPC status other than OK: `message` is the server's, normalised as an error body is (what
+    /// Locust groups failures by); `excerpt` its raw start, for the DEBUG_REQUESTS log only.
+    #[error("gRPC {} ({code}) from {url}: {message}", crate::protocol::grpc::code_name(*code))]
+    Grpc {
+        code: i32,
+        url: String,
+        message: String,
+        excerpt: String,
+    },
     /// A panic while the request was being sent or judged, caught so that its waiter is answered.
     #[error("internal error (panic) in the request to {url}: {reason}")]
     Internal { url: String, reason: String },
@@ -126,6 +135,7 @@ impl Error {
             Error::Redirect { .. } => "redirect",
             Error::Internal { .. } => "internal",
             Error::Stream { .. } => "stream",
+            Error::Grpc { .. } => "grpc-status",
         }
     }
 }
@@ -143,6 +153,7 @@ impl From<Error> for PyErr {
             | Error::TooLarge { .. }
             | Error::Internal { .. }
             | Error::Stream { .. } => RequestError::new_err(msg),
+            | Error::Grpc { .. } => RequestError::new_err(msg),
             Error::Redirect { .. } => RedirectError::new_err(msg),
             Error::Certificate { .. } => CertificateError::new_err(msg),
             Error::Runtime(_) => LocustInferenceError::new_err(msg),

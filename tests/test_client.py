@@ -217,7 +217,7 @@ def test_endpoint_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="timeout"):
         Endpoint("http://127.0.0.1/x", b"", timeout=0)
     with pytest.raises(ValueError, match="protocol"):
-        Endpoint("http://127.0.0.1/x", b"", protocol="grpc")
+        Endpoint("http://127.0.0.1/x", b"", protocol="soap")
     with pytest.raises(ValueError, match="header"):
         Endpoint("http://127.0.0.1/x", b"", headers=[("Bad Name", "v")])
     with pytest.raises(ValueError, match="CA file"):

@@ -26,12 +26,17 @@ __all__ = [
     "Stream",
     "__version__",
     "check_litserve_response",
+    "decode_triton_grpc_response",
     "decode_triton_response",
     "encode_litserve_image_request",
     "encode_litserve_request",
+    "encode_triton_grpc_inputs",
     "encode_triton_inputs",
     "encode_triton_request",
     "fill_litserve_template",
+    "grpc_model_metadata",
+    "grpc_model_ready",
+    "grpc_model_statistics",
     "http_request",
     "image_sizes",
     "litserve_template_placeholders",
@@ -113,6 +118,15 @@ def encode_triton_inputs(
     """A KServe v2 inference request of several inputs, each (name, datatype, shape, little-endian
     bytes), and in binary mode the JSON header's length; None in JSON mode."""
 
+def encode_triton_grpc_inputs(
+    model: str, inputs: list[tuple[str, str, list[int], bytes]], output_names: list[str], *, version: str = ""
+) -> bytes:
+    """A gRPC ModelInferRequest for the model (an empty version: the server's choice), the inputs as for
+    encode_triton_inputs, sent as raw_input_contents."""
+
+def decode_triton_grpc_response(body: bytes) -> dict[str, npt.NDArray[Any]]:
+    """The output tensors of a gRPC ModelInferResponse. Raises ProtocolError on any inconsistency."""
+
 def encode_triton_request(
     tensor: npt.ArrayLike, input_name: str, output_names: list[str], *, binary: bool = True
 ) -> tuple[bytes, int | None]:
@@ -162,6 +176,44 @@ def http_request(
     RequestError / RequestTimeoutError when no response arrives or its body is over max_response_bytes,
     and RedirectError (naming the status and Location) for a 3xx, which is never followed."""
 
+def grpc_model_metadata(
+    host: str,
+    model: str,
+    *,
+    version: str = "",
+    headers: list[tuple[str, str]] = ...,
+    timeout: float = 10.0,
+    insecure: bool = False,
+    ca_file: str | PathLike[str] | None = None,
+) -> tuple[int, str, dict[str, Any] | None]:
+    """Triton's gRPC ModelMetadata, blocking, for set-up work: (status code, server's message, the metadata as
+    parse_model_metadata gives it, or None unless the code is 0). Raises RequestError when no answer arrives."""
+
+def grpc_model_ready(
+    host: str,
+    model: str,
+    *,
+    version: str = "",
+    headers: list[tuple[str, str]] = ...,
+    timeout: float = 10.0,
+    insecure: bool = False,
+    ca_file: str | PathLike[str] | None = None,
+) -> tuple[int, str, bool | None]:
+    """Triton's gRPC ModelReady, blocking, as grpc_model_metadata."""
+
+def grpc_model_statistics(
+    host: str,
+    model: str,
+    *,
+    version: str = "",
+    headers: list[tuple[str, str]] = ...,
+    timeout: float = 10.0,
+    insecure: bool = False,
+    ca_file: str | PathLike[str] | None = None,
+) -> tuple[int, str, dict[str, Any] | None]:
+    """Triton's gRPC ModelStatistics, blocking, as grpc_model_metadata: the model's entry in the shape of the
+    HTTP statistics' model_stats[0] (inference_count, execution_count, inference_stats)."""
+
 def thread_crossings() -> tuple[int, int]:
     """Hand-offs of work from Python's thread to the I/O runtime, and signals from it back to Python
     (eventfd writes), since the process started."""
@@ -191,6 +243,7 @@ class Endpoint:
         shuffle: bool = False,
         zero_copy: bool = True,
         stream: bool = False,
+        grpc_connections: int = 1,
     ) -> Endpoint:
         """protocol "openai" (chat/completions, OpenAI-compatible) or "triton-generate" (Triton's
         generate extension) reads generated text and counts tokens; with stream=True the answer must be

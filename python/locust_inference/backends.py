@@ -21,12 +21,16 @@ from locust_inference._native import (
     CertificateError,
     ConfigError,
     Endpoint,
+    ProtocolError,
     RedirectError,
     RequestError,
     encode_litserve_image_request,
     encode_litserve_request,
+    encode_triton_grpc_inputs,
     encode_triton_inputs,
     fill_litserve_template,
+    grpc_model_metadata,
+    grpc_model_ready,
     http_request,
     litserve_template_placeholders,
     parse_model_metadata,
@@ -37,6 +41,8 @@ from locust_inference.options import Settings
 __all__ = ["Target", "prepare"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"  # the RPC's path, after the host
+GRPC_NOT_FOUND = 5  # the gRPC status code
 _IMAGENET_INPUT = {"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}  # what LitServe is sent
 _IMAGENET_ITEM_BYTES = 3 * 224 * 224 * 4
 # on (default): http:// bodies are sent with sendfile from a sealed memfd; off: copied on every send
@@ -102,7 +108,47 @@ def _available_models(settings: Settings) -> str:
     return f" (it serves: {', '.join(names)})" if names else ""
 
 
-def _prepare_triton(settings: Settings) -> Target:
+def _grpc_start_call(call: Any, settings: Settings) -> tuple[int, str, Any]:
+    """One of the native gRPC calls made at start (``grpc_model_metadata``...), its failures as one line."""
+    try:
+        result: tuple[int, str, Any] = call(
+            settings.host,
+            settings.model,
+            headers=list(settings.headers),
+            timeout=min(settings.request_timeout, 10.0),
+            insecure=settings.insecure,
+            ca_file=settings.ca_file,
+        )
+    except CertificateError as err:
+        raise ConfigError(str(err)) from None
+    except ProtocolError as err:
+        raise ConfigError(f"Triton's gRPC endpoint at {settings.host}: {err}") from None
+    except RequestError as err:
+        raise ConfigError(
+            f"cannot reach Triton's gRPC endpoint at {settings.host}: {err} (is it running? check --host and "
+            "--protocol)"
+        ) from None
+    return result
+
+
+def _grpc_metadata(settings: Settings) -> dict[str, Any]:
+    """The model's metadata read over gRPC (ModelMetadata), once it says it is ready (ModelReady)."""
+    code, message, meta = _grpc_start_call(grpc_model_metadata, settings)
+    if code != 0 and (code == GRPC_NOT_FOUND or "unknown model" in message.lower()):
+        raise ConfigError(
+            f"Triton at {settings.host} (gRPC) has no model {settings.model!r} (check --model-name / MODEL_NAME)"
+        )
+    if code != 0:
+        raise ConfigError(f"Triton at {settings.host} (gRPC) answered ModelMetadata with status {code}: {message}")
+    code, message, ready = _grpc_start_call(grpc_model_ready, settings)
+    if code != 0 or not ready:
+        said = f": status {code}: {message}" if code != 0 else ""
+        raise ConfigError(f"model {settings.model!r} at {settings.host} (gRPC) is not ready{said}")
+    result: dict[str, Any] = meta
+    return result
+
+
+def _http_metadata(settings: Settings) -> dict[str, Any]:
     meta_url = f"{settings.host}/v2/models/{settings.model}"
     status, body = _get(settings, meta_url, "Triton")
     if status == 404 or (status == 400 and b"unknown model" in body.lower()):
@@ -112,7 +158,13 @@ def _prepare_triton(settings: Settings) -> Target:
         )
     if status != 200:
         raise ConfigError(f"GET {meta_url} answered HTTP {status}: {body[:200].decode(errors='replace')}")
-    meta = parse_model_metadata(body)
+    result: dict[str, Any] = parse_model_metadata(body)
+    return result
+
+
+def _prepare_triton(settings: Settings) -> Target:
+    grpc = settings.protocol == "grpc"
+    meta = _grpc_metadata(settings) if grpc else _http_metadata(settings)
 
     outputs = {o["name"]: o for o in meta["outputs"]}
     names = list(settings.output_names) or [o["name"] for o in meta["outputs"]]
@@ -130,15 +182,33 @@ def _prepare_triton(settings: Settings) -> Target:
     if fp16 is not None and not binary:
         raise ConfigError(f"input {fp16!r} is FP16, which Triton does not take in JSON: use --triton-format binary")
     tensor_bytes = sum(len(data) for *_, data in requests[0])
+    expected_outputs = [
+        (n, outputs[n]["datatype"], [settings.batch_size if d == -1 else d for d in outputs[n]["shape"]]) for n in names
+    ]
+    checksum = _checksum(b"".join(data for *_, data in requests[0]))
+    if grpc:  # one ModelInferRequest per input, its tensors as raw contents
+        messages: list[tuple[bytes, list[tuple[str, str]]]] = [
+            (encode_triton_grpc_inputs(settings.model, r, names), []) for r in requests
+        ]
+        return _target(
+            settings,
+            f"{settings.host}{GRPC_INFER}",
+            messages,
+            list(settings.headers),
+            json_header_bytes=None,
+            tensor_bytes=tensor_bytes,
+            input_checksum=checksum,
+            inputs=labels,
+            protocol="grpc",
+            outputs=expected_outputs,
+            grpc_connections=settings.grpc_connections,
+        )
     bodies = []  # the memory they take with the requests was checked before either was made
     for request in requests:
         payload, header_length = encode_triton_inputs(request, names, binary=binary)
         bodies.append((payload, [(HEADER_LENGTH, str(header_length))] if header_length is not None else []))
     headers = [("Content-Type", "application/octet-stream" if binary else "application/json"), *settings.headers]
     first_header = bodies[0][1][0][1] if binary else None
-    expected_outputs = [
-        (n, outputs[n]["datatype"], [settings.batch_size if d == -1 else d for d in outputs[n]["shape"]]) for n in names
-    ]
     return _target(
         settings,
         f"{settings.host}/v2/models/{settings.model}/infer",
@@ -146,7 +216,7 @@ def _prepare_triton(settings: Settings) -> Target:
         headers,
         json_header_bytes=int(first_header) if first_header is not None else len(bodies[0][0]),
         tensor_bytes=tensor_bytes,
-        input_checksum=_checksum(b"".join(data for *_, data in requests[0])),
+        input_checksum=checksum,
         inputs=labels,
         protocol="triton",
         outputs=expected_outputs,

@@ -14,6 +14,8 @@ __all__ = [
     "ARRIVALS",
     "BATCH_SIZE",
     "DTYPES",
+    "GRPC_CONNECTIONS",
+    "GRPC_HOST",
     "HOSTS",
     "IMAGE",
     "LAYOUTS",
@@ -31,6 +33,8 @@ __all__ = [
     "OPEN_LOOP_RATE",
     "OVERLOAD_POLICIES",
     "PRESETS",
+    "PROTOCOL",
+    "PROTOCOLS",
     "REQUEST_TIMEOUT_S",
     "SERVERS",
     "STREAM",
@@ -48,6 +52,8 @@ SERVERS = ("triton", "litserve")
 # The reference servers' ports (servers/triton.py, servers/litserve_app.py, the Makefile's serve-* targets);
 # distributed.sh repeats these two URLs.
 HOSTS = {"triton": "http://127.0.0.1:8000", "litserve": "http://127.0.0.1:8001"}
+# Triton's gRPC endpoint (--protocol grpc): its default port, 8001, as Triton's own
+GRPC_HOST = "http://127.0.0.1:8001"
 IMAGE = "data/img1.jpg"
 BATCH_SIZE = 1
 
@@ -57,6 +63,9 @@ REQUEST_TIMEOUT_S = 60.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 TRITON_FORMATS = ("binary", "json")
 TRITON_FORMAT = "binary"
+PROTOCOLS = ("http", "grpc")  # how Triton is reached (--protocol)
+PROTOCOL = "http"
+GRPC_CONNECTIONS = 1  # HTTP/2 connections a process's users share over gRPC (docs/grpc.md)
 LITSERVE_PAYLOADS = ("tensor", "image-base64", "image-bytes", "template")
 LITSERVE_PAYLOAD = "tensor"
 LITSERVE_KEY = "image"  # the JSON key of the base64 image

@@ -295,6 +295,7 @@ class Collector:
             "server": self.settings.server,
             "model": self.settings.model,
             "host": self.settings.host,
+            "protocol": self.settings.protocol,
             "started": started.isoformat(timespec="seconds"),
             "ended": ended.isoformat(timespec="seconds"),
             "duration_s": duration,

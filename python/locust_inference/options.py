@@ -48,6 +48,7 @@ MAX_BATCH_SIZE = 1_000_000
 MAX_RESPONSE_BYTES = 2**40  # 1 TiB
 MAX_IN_FLIGHT = 100_000
 MAX_CLASS_INDEX = 2**31 - 1
+MAX_GRPC_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Settings:
     host: str
     image: Path
     triton_format: str = defaults.TRITON_FORMAT
+    protocol: str = defaults.PROTOCOL
+    grpc_connections: int = defaults.GRPC_CONNECTIONS
     request_timeout: float = defaults.REQUEST_TIMEOUT_S
     input_name: str | None = None
     output_names: tuple[str, ...] = ()
@@ -122,6 +125,22 @@ def add_arguments(parser: Any) -> None:
         type=str.lower,
         choices=list(defaults.TRITON_FORMATS),
         help="Triton request format: binary (binary tensor extension, the default) or json",
+    )
+    group.add_argument(
+        "--protocol",
+        env_var="LOCUST_PROTOCOL",
+        default=defaults.PROTOCOL,
+        type=str.lower,
+        choices=list(defaults.PROTOCOLS),
+        help=f"How Triton is reached: http (KServe v2 over HTTP/1.1, the default) or grpc (Triton's gRPC "
+        f"service; default host {defaults.GRPC_HOST})",
+    )
+    group.add_argument(
+        "--grpc-connections",
+        env_var="LOCUST_GRPC_CONNECTIONS",
+        default=defaults.GRPC_CONNECTIONS,
+        help=f"HTTP/2 connections the users of a process share with --protocol grpc (default "
+        f"{defaults.GRPC_CONNECTIONS}; see docs/grpc.md)",
     )
     group.add_argument(
         "--request-timeout",
@@ -424,7 +443,19 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     )
     batch_size = _number(options, "batch_size", defaults.BATCH_SIZE, 1, MAX_BATCH_SIZE, whole=True)
     max_bytes = _number(options, "max_response_bytes", defaults.MAX_RESPONSE_BYTES, 1, MAX_RESPONSE_BYTES, whole=True)
-    host = _check_host(host or DEFAULT_HOSTS[server])
+    protocol = str(getattr(options, "protocol", None) or defaults.PROTOCOL).lower()
+    if protocol not in defaults.PROTOCOLS:
+        raise ConfigError(f"--protocol must be {' or '.join(defaults.PROTOCOLS)}, not {shown(protocol)}")
+    if protocol == "grpc" and server != "triton":
+        raise ConfigError(f"--protocol grpc applies to --server triton, not {server}")
+    if protocol == "grpc" and triton_format != defaults.TRITON_FORMAT:
+        raise ConfigError("--triton-format json applies to --protocol http: gRPC sends tensors as raw bytes")
+    grpc_connections = _number(
+        options, "grpc_connections", defaults.GRPC_CONNECTIONS, 1, MAX_GRPC_CONNECTIONS, whole=True
+    )
+    host = _check_host(host or (defaults.GRPC_HOST if protocol == "grpc" else DEFAULT_HOSTS[server]))
+    if protocol == "grpc" and host.startswith("https://"):
+        raise ConfigError("--protocol grpc takes an http:// host for now: gRPC over TLS is not supported yet")
     image = _resolve_image(
         str(getattr(options, "image", DEFAULT_IMAGE) or DEFAULT_IMAGE), getattr(options, "locustfile", None)
     )
@@ -461,6 +492,8 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         host=host,
         image=image,
         triton_format=triton_format,
+        protocol=protocol,
+        grpc_connections=grpc_connections,
         request_timeout=timeout,
         input_name=getattr(options, "input_name", None) or None,
         output_names=tuple(o.strip() for o in outputs.split(",") if o.strip()) if outputs else (),

@@ -8,7 +8,7 @@ every value it uses: the types say what this version writes, not what a file on 
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 __all__ = [
     "HISTOGRAMS",
@@ -160,6 +160,7 @@ class LatencyDocument(TypedDict):
     server: str
     model: str
     host: str
+    protocol: NotRequired[str]  # http or grpc (Triton); absent from files written before gRPC
     started: str  # ISO 8601, UTC, seconds
     ended: str
     duration_s: float

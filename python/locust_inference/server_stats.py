@@ -10,7 +10,7 @@ from typing import Any
 
 import gevent
 
-from locust_inference._native import RequestError, http_request
+from locust_inference._native import LocustInferenceError, grpc_model_statistics, http_request
 from locust_inference.options import Settings
 
 __all__ = ["ServerStats", "StatsRead", "breakdown", "read_stats"]
@@ -29,9 +29,12 @@ class ServerStats:
 
 
 def read_stats(settings: Settings) -> ServerStats | None:
-    """GET /v2/models/{model}/stats; None when the server does not offer it (e.g. LitServe)."""
+    """GET /v2/models/{model}/stats (over gRPC: ModelStatistics); None when the server does not offer it (e.g.
+    LitServe)."""
     if settings.server != "triton":
         return None
+    if settings.protocol == "grpc":
+        return _read_grpc_stats(settings)
     try:
         status, body = http_request(
             "GET",
@@ -43,16 +46,36 @@ def read_stats(settings: Settings) -> ServerStats | None:
         )
         if status != 200:
             return None
-        stats: dict[str, Any] = json.loads(body)["model_stats"][0]
-        inference = stats["inference_stats"]
-        return ServerStats(
-            inference_count=int(stats.get("inference_count", 0)),
-            execution_count=int(stats.get("execution_count", 0)),
-            success_count=int(inference["success"]["count"]),
-            ns={phase: int(inference[phase]["ns"]) for phase in PHASES},
-        )
-    except (RequestError, ValueError, KeyError, IndexError, TypeError):
+        return _stats(json.loads(body)["model_stats"][0])
+    except (LocustInferenceError, ValueError, KeyError, IndexError, TypeError):
         return None
+
+
+def _read_grpc_stats(settings: Settings) -> ServerStats | None:
+    """The same statistics from Triton's gRPC ModelStatistics, which the native call gives in the HTTP shape."""
+    try:
+        code, _, stats = grpc_model_statistics(
+            settings.host,
+            settings.model,
+            headers=list(settings.headers),
+            timeout=10.0,
+            insecure=settings.insecure,
+            ca_file=settings.ca_file,
+        )
+        return _stats(stats) if code == 0 and stats is not None else None
+    except (LocustInferenceError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _stats(stats: dict[str, Any]) -> ServerStats:
+    """One model's entry of the statistics (``model_stats[0]``)."""
+    inference = stats["inference_stats"]
+    return ServerStats(
+        inference_count=int(stats.get("inference_count", 0)),
+        execution_count=int(stats.get("execution_count", 0)),
+        success_count=int(inference["success"]["count"]),
+        ns={phase: int(inference[phase]["ns"]) for phase in PHASES},
+    )
 
 
 class StatsRead:

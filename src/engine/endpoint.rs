@@ -19,6 +19,7 @@ use crate::engine::runtime;
 use crate::error::{Error, Result};
 use crate::measure::measurements::{Latency, PyMeasurements, Recorder};
 use crate::protocol::generative::{self, Api, Tokens};
+use crate::protocol::grpc;
 use crate::protocol::litserve;
 use crate::protocol::reason;
 use crate::protocol::tensor::DataType;
@@ -36,6 +37,8 @@ enum Check {
     Status,
     /// A KServe v2 inference response carrying these outputs.
     Triton(Vec<ExpectedOutput>),
+    /// A KServe v2 gRPC `ModelInferResponse` carrying these outputs.
+    TritonGrpc(Vec<ExpectedOutput>),
     /// A LitServe JSON response whose value under `key` is checked, of this shape when given.
     LitServe {
         key: String,
@@ -193,7 +196,7 @@ impl Endpoint {
         }
     }
 
-    fn judge(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<usize>> {
+    fn judge(&self, headers: &HeaderMap, body: &Bytes) -> Result<Option<usize>> {
         match &self.check {
             Check::Status => Ok(None),
             Check::Triton(expected) => {
@@ -203,6 +206,7 @@ impl Endpoint {
                     .transpose()?;
                 triton::check_response(body, header_length, expected)
             }
+            Check::TritonGrpc(expected) => grpc::check_response(body, expected),
             Check::LitServe { key, shape } => litserve::check_response(body, key, shape.as_deref()),
             Check::Generative { .. } => Ok(None), // judged by its reader
             #[cfg(test)]
@@ -245,7 +249,7 @@ impl Outcome {
 /// Parses an http(s) URL without credentials: one transport would send `user:password@` as Basic
 /// auth and the other drop it, and every failure message carries the URL, so a password in it would
 /// reach the failures CSV and the reports. Errors never show the part before `@`.
-fn parse_url(url: &str) -> Result<Url> {
+pub(crate) fn parse_url(url: &str) -> Result<Url> {
     let shown = without_userinfo(url);
     let parsed = Url::parse(url)
         .map_err(|e| Error::InvalidArgument(format!("invalid URL {shown:?}: {e}")))?;
@@ -274,7 +278,7 @@ fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn header_map(headers: &[(String, String)]) -> Result<HeaderMap> {
+pub(crate) fn header_map(headers: &[(String, String)]) -> Result<HeaderMap> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         let n = HeaderName::from_str(name)
@@ -292,7 +296,7 @@ fn header_map(headers: &[(String, String)]) -> Result<HeaderMap> {
     Ok(map)
 }
 
-fn timeout(seconds: f64) -> Result<Duration> {
+pub(crate) fn timeout(seconds: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(seconds)
         .ok()
         .filter(|d| !d.is_zero())
@@ -352,7 +356,7 @@ impl PyEndpoint {
     #[allow(clippy::fn_params_excessive_bools, clippy::too_many_arguments)] // Python's keyword arguments
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
-        ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true, stream = false))]
+        ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true, stream = false, grpc_connections = 1))]
     fn new(
         url: &str,
         body: Bodies,
@@ -371,10 +375,11 @@ impl PyEndpoint {
         shuffle: bool,
         zero_copy: bool,
         stream: bool,
+        grpc_connections: usize,
     ) -> PyResult<Self> {
         let check = match protocol {
             "none" => Check::Status,
-            "triton" => {
+            "triton" | "grpc" => {
                 let outputs = outputs.unwrap_or_default();
                 let expected = outputs
                     .into_iter()
@@ -391,7 +396,11 @@ impl PyEndpoint {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Check::Triton(expected)
+                if protocol == "grpc" {
+                    Check::TritonGrpc(expected)
+                } else {
+                    Check::Triton(expected)
+                }
             }
             "litserve" => Check::LitServe {
                 key: output_key.to_owned(),
@@ -401,7 +410,7 @@ impl PyEndpoint {
                 Some(api) => Check::Generative { api, stream },
                 None => {
                     return Err(Error::InvalidArgument(format!(
-                        "protocol must be 'triton', 'litserve', 'openai', 'triton-generate' or \
+                        "protocol must be 'triton', 'grpc', 'litserve', 'openai', 'triton-generate' or \
                          'none', not {other:?}"
                     ))
                     .into())
@@ -425,7 +434,11 @@ impl PyEndpoint {
             max_response_bytes,
         };
         let config = ClientConfig { insecure, ca_file };
-        let transport = Transport::new(&mut spec, config, zero_copy)?;
+        let transport = if protocol == "grpc" {
+            Transport::grpc(&spec, &config, grpc_connections)?
+        } else {
+            Transport::new(&mut spec, config, zero_copy)?
+        };
         Ok(PyEndpoint {
             inner: Arc::new(Endpoint {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),

@@ -7,6 +7,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(triton::encode_triton_inputs_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::decode_triton_response_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::parse_model_metadata_py, m)?)?;
+    m.add_function(wrap_pyfunction!(triton::encode_triton_grpc_inputs_py, m)?)?;
+    m.add_function(wrap_pyfunction!(triton::decode_triton_grpc_response_py, m)?)?;
     m.add_function(wrap_pyfunction!(litserve::encode_litserve_request_py, m)?)?;
     m.add_function(wrap_pyfunction!(litserve::check_litserve_response_py, m)?)?;
     m.add_function(wrap_pyfunction!(
@@ -151,6 +153,54 @@ mod triton {
         let (body, header_len) =
             py.detach(|| crate::protocol::triton::encode_inputs(&tensors, &output_names, binary))?;
         Ok((PyBytes::new(py, &body), header_len))
+    }
+
+    /// `encode_triton_grpc_inputs(model, inputs, output_names, *, version="")`: a gRPC
+    /// `ModelInferRequest`, `inputs` as for `encode_triton_inputs`, sent as raw contents.
+    #[pyfunction(name = "encode_triton_grpc_inputs")]
+    #[pyo3(signature = (model, inputs, output_names, *, version = ""))]
+    pub fn encode_triton_grpc_inputs_py<'py>(
+        py: Python<'py>,
+        model: &str,
+        inputs: Vec<(String, String, Vec<usize>, Vec<u8>)>,
+        output_names: Vec<String>,
+        version: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let tensors = inputs
+            .into_iter()
+            .map(|(name, datatype, shape, data)| {
+                let datatype =
+                    crate::protocol::tensor::DataType::parse(&datatype).map_err(|_| {
+                        crate::error::Error::InvalidArgument(format!(
+                            "input {name:?}: unsupported datatype {datatype:?}"
+                        ))
+                    })?;
+                Ok(crate::protocol::tensor::Tensor {
+                    name,
+                    datatype,
+                    shape,
+                    data,
+                })
+            })
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        let body = py.detach(|| {
+            crate::protocol::grpc::encode_infer_request(model, version, tensors, &output_names)
+        })?;
+        Ok(PyBytes::new(py, &body))
+    }
+
+    /// `decode_triton_grpc_response(body) -> dict[str, numpy.ndarray]`: a `ModelInferResponse`.
+    #[pyfunction(name = "decode_triton_grpc_response")]
+    pub fn decode_triton_grpc_response_py<'py>(
+        py: Python<'py>,
+        body: &[u8],
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let tensors = crate::protocol::grpc::decode_response(&bytes::Bytes::copy_from_slice(body))?;
+        let out = PyDict::new(py);
+        for t in &tensors {
+            out.set_item(&t.name, tensor_to_numpy(py, t)?)?;
+        }
+        Ok(out)
     }
 
     /// `decode_triton_response(body, header_length) -> dict[str, numpy.ndarray]`

@@ -128,7 +128,7 @@ pub fn parse_header_length(value: &[u8]) -> Result<usize> {
     })
 }
 
-fn shape_of(name: &str, shape: &[i64]) -> Result<Vec<usize>> {
+pub(crate) fn shape_of(name: &str, shape: &[i64]) -> Result<Vec<usize>> {
     shape
         .iter()
         .map(|&d| {
@@ -155,14 +155,27 @@ pub fn decode_response(body: &[u8], header_length: Option<usize>) -> Result<Vec<
 }
 
 /// An output of a response: binary data borrowed from the body; JSON data walked, kept only when
-/// asked for, and summarised.
-struct Output<'a> {
-    name: String,
-    datatype: DataType,
-    shape: Vec<usize>,
-    data: Cow<'a, [u8]>,
+/// asked for, and summarised. gRPC responses make these too ([`super::grpc`]), to be checked alike.
+pub(crate) struct Output<'a> {
+    pub(crate) name: String,
+    pub(crate) datatype: DataType,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) data: Cow<'a, [u8]>,
     /// For JSON data: whether every value is finite, and the top-1 of the first row.
     summary: Option<Summary>,
+}
+
+impl<'a> Output<'a> {
+    /// An output whose data is its raw little-endian bytes, already checked against its shape.
+    pub(crate) fn raw(name: String, datatype: DataType, shape: Vec<usize>, data: &'a [u8]) -> Self {
+        Output {
+            name,
+            datatype,
+            shape,
+            data: Cow::Borrowed(data),
+            summary: None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -390,7 +403,15 @@ pub fn check_response(
     header_length: Option<usize>,
     expected: &[ExpectedOutput],
 ) -> Result<Option<usize>> {
-    let outputs = decode_outputs(body, header_length, false)?;
+    check_outputs(&decode_outputs(body, header_length, false)?, expected)
+}
+
+/// Checks decoded outputs against the expected ones; returns the argmax of the first expected
+/// output's first row (the top-1 class).
+pub(crate) fn check_outputs(
+    outputs: &[Output<'_>],
+    expected: &[ExpectedOutput],
+) -> Result<Option<usize>> {
     let mut top1 = None;
     for (i, want) in expected.iter().enumerate() {
         let got = outputs

@@ -9,6 +9,7 @@
 //! again, on a new connection, only when the pooled connection it was given turned out closed
 //! before any byte of it was written; the [`Response`] says so, and the run counts it.
 
+pub mod grpc;
 pub mod plain;
 #[cfg(test)]
 pub(crate) mod script;
@@ -139,6 +140,8 @@ pub enum Transport {
     Plain(plain::Client),
     /// `https://`: reqwest with rustls.
     Tls(tls::Client),
+    /// gRPC: tonic's HTTP/2 channels, the URL's path naming the RPC.
+    Grpc(Box<grpc::Client>),
 }
 
 impl Transport {
@@ -158,11 +161,21 @@ impl Transport {
         }
     }
 
+    /// The gRPC transport for `spec` (each body a complete message for the RPC its URL's path
+    /// names), on `connections` HTTP/2 connections per process.
+    pub fn grpc(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
+        Ok(Transport::Grpc(Box::new(grpc::Client::new(
+            spec,
+            config,
+            connections,
+        )?)))
+    }
+
     /// Whether any bodies go out with `sendfile` from a sealed memfd.
     pub fn zero_copy(&self) -> bool {
         match self {
             Transport::Plain(client) => client.zero_copy(),
-            Transport::Tls(_) => false,
+            Transport::Tls(_) | Transport::Grpc(_) => false,
         }
     }
 
@@ -191,6 +204,7 @@ impl Transport {
                     client.exchange(spec, index, start, &mut progress).await
                 }
                 Transport::Tls(client) => client.exchange(spec, index, start, &mut progress).await,
+                Transport::Grpc(client) => client.exchange(spec, index, start, &mut progress).await,
             }
         };
         let error = match tokio::time::timeout(spec.timeout, exchange).await {

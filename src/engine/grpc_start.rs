@@ -1,0 +1,236 @@
+//! Triton's gRPC calls made at start, before any user runs (as `http_request` is for HTTP): model
+//! metadata, readiness and statistics. Each blocks the calling thread without the GIL, on the
+//! runtime's thread, and returns `(code, message, value)`: the gRPC status code (0: OK) with the
+//! server's message, and the answer in the shape the HTTP path gives Python. A failure under the
+//! call (no server, a timeout, a certificate) raises, as `http_request` does.
+
+use bytes::Bytes;
+use prost::Message;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::engine::endpoint::{header_map, parse_url, timeout, DEFAULT_MAX_RESPONSE_BYTES};
+use crate::engine::runtime;
+use crate::error::Error;
+use crate::protocol::grpc::{self, pb};
+use crate::transport::{Body, ClientConfig, RequestSpec, Transport};
+
+/// The answer of one unary call: the response message, or the status code and message.
+type Answer = std::result::Result<Bytes, (i32, String)>;
+
+/// What every start-up call takes.
+struct Call<'a> {
+    host: &'a str,
+    headers: Vec<(String, String)>,
+    timeout: f64,
+    insecure: bool,
+    ca_file: Option<std::path::PathBuf>,
+}
+
+impl Call<'_> {
+    /// Calls `method` of the service with `request`, blocking without the GIL.
+    fn unary(&self, py: Python<'_>, method: &str, request: Vec<u8>) -> PyResult<Answer> {
+        let url = format!(
+            "{}/inference.GRPCInferenceService/{method}",
+            self.host.trim_end_matches('/')
+        );
+        let spec = RequestSpec {
+            method: reqwest::Method::POST,
+            url: parse_url(&url)?,
+            headers: header_map(&self.headers)?,
+            bodies: vec![Body::new(Bytes::from(request))],
+            timeout: timeout(self.timeout)?,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        };
+        let config = ClientConfig {
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+        };
+        let transport = Transport::grpc(&spec, &config, 1)?;
+        let rt = runtime::runtime()?;
+        let task = rt.spawn(async move {
+            match transport.send(&spec, 0).await {
+                Ok(response) => Ok(Ok(response.body)),
+                Err(failure) => match failure.error {
+                    Error::Grpc { code, excerpt, .. } => Ok(Err((code, excerpt))),
+                    other => Err(other),
+                },
+            }
+        });
+        let answer = py
+            .detach(|| rt.block_on(task))
+            .map_err(|e| Error::Internal {
+                url,
+                reason: if e.is_panic() {
+                    runtime::panic_message(e.into_panic().as_ref())
+                } else {
+                    "the request was cancelled".into()
+                },
+            })??;
+        Ok(answer)
+    }
+}
+
+/// The result Python gets: `(code, message, value)`, `value` `None` unless the code is 0.
+type Reply<'py> = (i32, String, Option<Bound<'py, PyAny>>);
+
+fn reply<'py>(
+    answer: Answer,
+    value: impl FnOnce(Bytes) -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<Reply<'py>> {
+    match answer {
+        Ok(body) => Ok((0, String::new(), Some(value(body)?))),
+        Err((code, message)) => Ok((code, message, None)),
+    }
+}
+
+/// `grpc_model_metadata(host, model, *, version="", headers=[], timeout=10.0, insecure=False,
+/// ca_file=None) -> (code, message, dict | None)`: the dict as `parse_model_metadata` makes it.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
+#[pyo3(signature = (host, model, *, version = "", headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
+pub fn grpc_model_metadata<'py>(
+    py: Python<'py>,
+    host: &str,
+    model: &str,
+    version: &str,
+    headers: Vec<(String, String)>,
+    timeout: f64,
+    insecure: bool,
+    ca_file: Option<std::path::PathBuf>,
+) -> PyResult<Reply<'py>> {
+    let call = Call {
+        host,
+        headers,
+        timeout,
+        insecure,
+        ca_file,
+    };
+    let request = pb::ModelMetadataRequest {
+        name: model.to_owned(),
+        version: version.to_owned(),
+    };
+    let answer = call.unary(py, "ModelMetadata", request.encode_to_vec())?;
+    reply(answer, |body| {
+        let meta: pb::ModelMetadataResponse = grpc::decode(body, "the model metadata")?;
+        if meta.inputs.is_empty() || meta.outputs.is_empty() {
+            return Err(Error::protocol(format!(
+                "model {:?} declares no inputs or no outputs",
+                meta.name
+            ))
+            .into());
+        }
+        let specs = |specs: &[pb::model_metadata_response::TensorMetadata]| {
+            let list = PyList::empty(py);
+            for s in specs {
+                let d = PyDict::new(py);
+                d.set_item("name", &s.name)?;
+                d.set_item("datatype", &s.datatype)?;
+                d.set_item("shape", s.shape.clone())?;
+                list.append(d)?;
+            }
+            PyResult::Ok(list)
+        };
+        let out = PyDict::new(py);
+        out.set_item("name", &meta.name)?;
+        out.set_item("platform", &meta.platform)?;
+        out.set_item("versions", meta.versions.clone())?;
+        out.set_item("inputs", specs(&meta.inputs)?)?;
+        out.set_item("outputs", specs(&meta.outputs)?)?;
+        Ok(out.into_any())
+    })
+}
+
+/// `grpc_model_ready(host, model, ...) -> (code, message, bool | None)`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
+#[pyo3(signature = (host, model, *, version = "", headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
+pub fn grpc_model_ready<'py>(
+    py: Python<'py>,
+    host: &str,
+    model: &str,
+    version: &str,
+    headers: Vec<(String, String)>,
+    timeout: f64,
+    insecure: bool,
+    ca_file: Option<std::path::PathBuf>,
+) -> PyResult<Reply<'py>> {
+    let call = Call {
+        host,
+        headers,
+        timeout,
+        insecure,
+        ca_file,
+    };
+    let request = pb::ModelReadyRequest {
+        name: model.to_owned(),
+        version: version.to_owned(),
+    };
+    let answer = call.unary(py, "ModelReady", request.encode_to_vec())?;
+    reply(answer, |body| {
+        let ready: pb::ModelReadyResponse = grpc::decode(body, "the model readiness")?;
+        Ok(pyo3::types::PyBool::new(py, ready.ready)
+            .to_owned()
+            .into_any())
+    })
+}
+
+/// `grpc_model_statistics(host, model, ...) -> (code, message, dict | None)`: the model's first
+/// entry as the HTTP statistics give it (`inference_count`, `execution_count`,
+/// `inference_stats` with each phase's `count` and `ns`).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
+#[pyo3(signature = (host, model, *, version = "", headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
+pub fn grpc_model_statistics<'py>(
+    py: Python<'py>,
+    host: &str,
+    model: &str,
+    version: &str,
+    headers: Vec<(String, String)>,
+    timeout: f64,
+    insecure: bool,
+    ca_file: Option<std::path::PathBuf>,
+) -> PyResult<Reply<'py>> {
+    let call = Call {
+        host,
+        headers,
+        timeout,
+        insecure,
+        ca_file,
+    };
+    let request = pb::ModelStatisticsRequest {
+        name: model.to_owned(),
+        version: version.to_owned(),
+    };
+    let answer = call.unary(py, "ModelStatistics", request.encode_to_vec())?;
+    reply(answer, |body| {
+        let stats: pb::ModelStatisticsResponse = grpc::decode(body, "the model statistics")?;
+        let model = stats
+            .model_stats
+            .first()
+            .ok_or_else(|| Error::protocol("the model statistics name no model"))?;
+        let inference = model.inference_stats.unwrap_or_default();
+        let phases = PyDict::new(py);
+        for (name, duration) in [
+            ("success", &inference.success),
+            ("fail", &inference.fail),
+            ("queue", &inference.queue),
+            ("compute_input", &inference.compute_input),
+            ("compute_infer", &inference.compute_infer),
+            ("compute_output", &inference.compute_output),
+        ] {
+            let d = PyDict::new(py);
+            let duration = duration.unwrap_or_default();
+            d.set_item("count", duration.count)?;
+            d.set_item("ns", duration.ns)?;
+            phases.set_item(name, d)?;
+        }
+        let out = PyDict::new(py);
+        out.set_item("name", &model.name)?;
+        out.set_item("version", &model.version)?;
+        out.set_item("inference_count", model.inference_count)?;
+        out.set_item("execution_count", model.execution_count)?;
+        out.set_item("inference_stats", phases)?;
+        Ok(out.into_any())
+    })
+}

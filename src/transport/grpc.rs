@@ -1,0 +1,469 @@
+//! The gRPC transport: unary calls on tonic's HTTP/2 channels, for Triton's
+//! `GRPCInferenceService`. The URL's scheme says `http://` (cleartext HTTP/2) or `https://`, and
+//! its path names the RPC (`/inference.GRPCInferenceService/ModelInfer`).
+//!
+//! Each body is a complete protobuf message, encoded once at start; [`PassThrough`] hands it to
+//! tonic as it is (tonic adds the 5-byte gRPC frame prefix as it copies it into the stream's send
+//! buffer) and gives the response message back undecoded, for the protocol's check. All users of
+//! a process share `connections` HTTP/2 connections, each multiplexing their requests.
+//!
+//! A gRPC status other than OK becomes [`Error::Grpc`], naming the code and the server's message;
+//! a message over `max_response_bytes` is refused from its frame's length prefix, before it is
+//! buffered. Nothing is sent twice: tonic and h2 do not retry a request.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes};
+use reqwest::header::HeaderMap;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use super::{describe, too_large, ClientConfig, Progress, RequestSpec, Response};
+use crate::engine::runtime::PerProcess;
+use crate::error::{Error, Result};
+use crate::protocol::reason;
+
+/// HTTP/2 flow-control windows this client advertises for what it receives. h2's default (64 KiB)
+/// holds a 602 KB message for ten round trips of WINDOW_UPDATE; these take any message up to the
+/// stream window in one flight (the server's windows govern what we send).
+const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
+/// Requests that may wait for a channel's connection task: beyond that, callers wait in
+/// `ready()` (tonic's default is 1024).
+const CHANNEL_BUFFER: usize = 4096;
+
+/// tonic's default: an encoded message this large is handed to the connection at once.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// The pass-through codec: the request is already an encoded message, the response is kept as
+/// its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct PassThrough {
+    /// The largest body this codec sends, so tonic's buffer is allocated once at that size.
+    buffer: usize,
+}
+
+impl Codec for PassThrough {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = PassThrough;
+    type Decoder = PassThrough;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl Encoder for PassThrough {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        // the frame prefix and the message, in one allocation
+        BufferSettings::new(self.buffer + 5, YIELD_THRESHOLD)
+    }
+}
+
+impl Decoder for PassThrough {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        // a slice of tonic's receive buffer, not a copy
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// One prepared RPC and this process's channels to its server.
+pub struct Client {
+    endpoint: Endpoint,
+    path: http::uri::PathAndQuery,
+    metadata: MetadataMap,
+    codec: PassThrough,
+    connections: usize,
+    channels: PerProcess<Arc<[Channel]>>,
+    /// Which channel the next request takes, in turn.
+    next: AtomicUsize,
+}
+
+impl Client {
+    /// Prepares `spec`'s RPC (its URL's path) on `connections` HTTP/2 connections.
+    pub fn new(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
+        let _ = config; // for TLS, to come
+        if spec.url.scheme() == "https" {
+            return Err(Error::InvalidArgument(
+                "gRPC over TLS (https://) is not supported yet: use a cleartext http:// endpoint"
+                    .into(),
+            ));
+        }
+        let path = spec.url.path();
+        let path = path
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("{path:?} is not a gRPC method path")))?;
+        let origin = format!(
+            "http://{}:{}",
+            spec.url.host_str().unwrap_or_default(),
+            spec.url.port_or_known_default().unwrap_or(80)
+        );
+        let endpoint = Endpoint::from_shared(origin)
+            .map_err(|e| Error::InvalidArgument(format!("invalid gRPC URL: {e}")))?
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .buffer_size(CHANNEL_BUFFER);
+        Ok(Client {
+            endpoint,
+            path,
+            metadata: metadata(&spec.headers),
+            codec: PassThrough {
+                buffer: spec.bodies.iter().map(|b| b.bytes.len()).max().unwrap_or(0),
+            },
+            connections: connections.max(1),
+            channels: PerProcess::new(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// This process's channels, connected on first use (on the runtime: a channel's task is
+    /// spawned there).
+    fn channel(&self) -> Channel {
+        let channels = self
+            .channels
+            .get_or_try_init(|| {
+                Ok::<_, std::convert::Infallible>(
+                    (0..self.connections)
+                        .map(|_| self.endpoint.connect_lazy())
+                        .collect(),
+                )
+            })
+            .unwrap_or_else(|never| match never {});
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        channels[turn % channels.len()].clone()
+    }
+
+    pub async fn exchange(
+        &self,
+        spec: &RequestSpec,
+        index: usize,
+        start: Instant,
+        progress: &mut Progress<'_>,
+    ) -> Result<Response> {
+        let mut grpc = tonic::client::Grpc::new(self.channel())
+            .max_decoding_message_size(spec.max_response_bytes)
+            .max_encoding_message_size(usize::MAX);
+        grpc.ready().await.map_err(|e| Error::Connect {
+            url: spec.url.to_string(),
+            reason: describe(&e),
+        })?;
+        let mut request = tonic::Request::new(spec.bodies[index].bytes.clone());
+        *request.metadata_mut() = self.metadata.clone();
+        // the response's head: an error status may already be in it (a trailers-only response)
+        let response = grpc
+            .server_streaming(request, self.path.clone(), self.codec)
+            .await
+            .map_err(|s| status_error(spec, &s))?;
+        let ttfb = start.elapsed();
+        progress.status = Some(200);
+        let (metadata, mut stream, _) = response.into_parts();
+        let body = stream
+            .message()
+            .await
+            .map_err(|s| status_error(spec, &s))?
+            .ok_or_else(|| {
+                Error::protocol("the gRPC response ended without a message (status OK)")
+            })?;
+        // the trailers, with the call's status
+        if stream
+            .message()
+            .await
+            .map_err(|s| status_error(spec, &s))?
+            .is_some()
+        {
+            return Err(Error::protocol(
+                "the gRPC response carries more than one message for a unary call",
+            ));
+        }
+        let mut headers = metadata.into_headers();
+        if let Some(trailers) = stream.trailers().await.ok().flatten() {
+            headers.extend(trailers.into_headers());
+        }
+        Ok(Response {
+            status: 200,
+            headers,
+            length: body.len(),
+            body,
+            ttfb,
+            total: start.elapsed(),
+            resent: false,
+        })
+    }
+}
+
+/// The request's headers as gRPC metadata (ASCII values; `Authorization` stays sensitive).
+fn metadata(headers: &HeaderMap) -> MetadataMap {
+    let mut map = headers.clone();
+    // what gRPC's framing states itself
+    for reserved in [
+        "content-type",
+        "te",
+        "user-agent",
+        "grpc-timeout",
+        "grpc-encoding",
+    ] {
+        map.remove(reserved);
+    }
+    MetadataMap::from_headers(map)
+}
+
+/// A status from the call as one of our errors: the server's own, named by code and message; a
+/// message over the limit; or the connection's failure, as the HTTP transports name it.
+pub(crate) fn status_error(spec: &RequestSpec, status: &Status) -> Error {
+    let url = spec.url.to_string();
+    if status.code() == Code::OutOfRange
+        && status
+            .message()
+            .starts_with("Error, decoded message length too large")
+    {
+        return too_large(spec);
+    }
+    if let Some(source) = std::error::Error::source(status) {
+        // tonic's own status for a failure under it (connect, reset, GOAWAY): the cause is the news
+        let reason = describe(source);
+        return if reason.contains("connect") {
+            Error::Connect { url, reason }
+        } else {
+            Error::Transport { url, reason }
+        };
+    }
+    Error::Grpc {
+        code: status.code() as i32,
+        url,
+        message: reason::grouped_body_reason(status.message().as_bytes()),
+        excerpt: reason::body_excerpt(status.message().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn spec() -> RequestSpec {
+        RequestSpec {
+            method: reqwest::Method::POST,
+            url: "http://127.0.0.1:8001/inference.GRPCInferenceService/ModelInfer"
+                .parse()
+                .unwrap(),
+            headers: HeaderMap::new(),
+            bodies: vec![super::super::Body::new(Bytes::from_static(b"msg"))],
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn a_server_status_names_its_code_and_message() {
+        let status = Status::new(
+            Code::NotFound,
+            "Request for unknown model: 'x7' is not found",
+        );
+        let err = status_error(&spec(), &status);
+        assert_eq!(err.kind(), "grpc-status");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("gRPC NOT_FOUND (5) from http://127.0.0.1:8001/"),
+            "{text}"
+        );
+        assert!(text.ends_with("unknown model: 'x#' is not found"), "{text}");
+    }
+
+    #[test]
+    fn tonic_s_limit_is_the_response_too_large() {
+        let status = Status::out_of_range(
+            "Error, decoded message length too large: found 200 bytes, the limit is: 100 bytes",
+        );
+        assert_eq!(status_error(&spec(), &status).kind(), "too-large");
+        // the same code from the server is the server's
+        let status = Status::out_of_range("index 7 past the end");
+        assert_eq!(status_error(&spec(), &status).kind(), "grpc-status");
+    }
+
+    #[test]
+    fn a_failure_under_the_call_is_a_transport_or_connect_failure() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "tcp connect error");
+        let status = Status::from_error(Box::new(io));
+        assert_eq!(status_error(&spec(), &status).kind(), "connect");
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "stream reset");
+        let status = Status::from_error(Box::new(io));
+        assert_eq!(status_error(&spec(), &status).kind(), "transport");
+    }
+
+    #[test]
+    fn headers_become_metadata_without_grpc_s_own() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", "k".parse().unwrap());
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.insert("te", "gzip".parse().unwrap());
+        let map = metadata(&headers).into_headers();
+        assert_eq!(map.get("x-api-key").unwrap(), "k");
+        assert!(map.get("content-type").is_none() && map.get("te").is_none());
+    }
+
+    /// What the test server does with a call.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// One message (framed), then status OK in the trailers.
+        Message(&'static [u8]),
+        /// A trailers-only response with this status.
+        Status(u16, &'static str),
+    }
+
+    /// A gRPC server on h2 that answers every call with `answer` and sends each request's whole
+    /// body (frame prefix included) and its headers to the returned channel.
+    async fn serve(
+        answer: Answer,
+    ) -> (
+        u16,
+        tokio::sync::mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut conn = h2::server::handshake(socket).await.unwrap();
+                    while let Some(Ok((request, mut respond))) = conn.accept().await {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let (parts, mut body) = request.into_parts();
+                            let mut got = Vec::new();
+                            while let Some(chunk) = body.data().await {
+                                let chunk = chunk.unwrap();
+                                body.flow_control().release_capacity(chunk.len()).unwrap();
+                                got.extend_from_slice(&chunk);
+                            }
+                            tx.send((parts.headers, got)).unwrap();
+                            let head = |status: Option<(u16, &str)>| {
+                                let mut r = http::Response::builder()
+                                    .status(200)
+                                    .header("content-type", "application/grpc");
+                                if let Some((code, message)) = status {
+                                    r = r
+                                        .header("grpc-status", code)
+                                        .header("grpc-message", message);
+                                }
+                                r.body(()).unwrap()
+                            };
+                            match answer {
+                                Answer::Status(code, message) => {
+                                    respond
+                                        .send_response(head(Some((code, message))), true)
+                                        .unwrap();
+                                }
+                                Answer::Message(message) => {
+                                    let mut send =
+                                        respond.send_response(head(None), false).unwrap();
+                                    let mut frame = vec![0];
+                                    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                                    frame.extend_from_slice(message);
+                                    send.send_data(frame.into(), false).unwrap();
+                                    let mut trailers = HeaderMap::new();
+                                    trailers.insert("grpc-status", "0".parse().unwrap());
+                                    send.send_trailers(trailers).unwrap();
+                                }
+                            }
+                        });
+                    }
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    fn spec_for(port: u16, body: &'static [u8], limit: usize) -> RequestSpec {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", "secret".parse().unwrap());
+        RequestSpec {
+            url: format!("http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer")
+                .parse()
+                .unwrap(),
+            headers,
+            bodies: vec![super::super::Body::new(Bytes::from_static(body))],
+            max_response_bytes: limit,
+            ..spec()
+        }
+    }
+
+    async fn call(spec: &RequestSpec) -> Result<Response, super::super::Failure> {
+        let transport = super::super::Transport::grpc(spec, &ClientConfig::default(), 1).unwrap();
+        transport.send(spec, 0).await
+    }
+
+    /// The prepared message goes out as one gRPC frame (uncompressed flag, big-endian length, the
+    /// bytes unchanged) on the RPC's path with the user's metadata, and the answer's message comes
+    /// back as it was sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_message_goes_out_framed_and_unchanged_and_comes_back_so() {
+        let (port, mut received) = serve(Answer::Message(b"\x0a\x01m\x32\x00")).await;
+        let spec = spec_for(port, b"\x0a\x05model\x3a\x03\x0a\x01o", 1024);
+        let response = call(&spec).await.unwrap();
+        assert_eq!(&response.body[..], b"\x0a\x01m\x32\x00");
+        assert!(response.ttfb <= response.total);
+        let (headers, body) = received.recv().await.unwrap();
+        assert_eq!(&body[..5], &[0, 0, 0, 0, 12]);
+        assert_eq!(&body[5..], b"\x0a\x05model\x3a\x03\x0a\x01o");
+        assert_eq!(headers.get("x-api-key").unwrap(), "secret");
+        assert_eq!(headers.get("content-type").unwrap(), "application/grpc");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_status_from_the_server_is_a_failure_naming_it() {
+        let (port, _received) = serve(Answer::Status(5, "unknown model 'x'")).await;
+        let failure = call(&spec_for(port, b"", 1024)).await.unwrap_err();
+        assert_eq!(
+            failure.error.to_string(),
+            format!(
+                "gRPC NOT_FOUND (5) from http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer: unknown model 'x'"
+            )
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_message_over_the_limit_is_refused() {
+        let (port, _received) = serve(Answer::Message(&[7; 101])).await;
+        let failure = call(&spec_for(port, b"", 100)).await.unwrap_err();
+        assert_eq!(failure.error.kind(), "too-large", "{}", failure.error);
+        let (port, _received) = serve(Answer::Message(&[7; 100])).await;
+        assert_eq!(
+            call(&spec_for(port, b"", 100)).await.unwrap().body.len(),
+            100
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn no_server_is_a_connect_failure() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let failure = call(&spec_for(port, b"", 100)).await.unwrap_err();
+        assert_eq!(failure.error.kind(), "connect", "{}", failure.error);
+    }
+}
