@@ -152,7 +152,7 @@ impl From<Error> for PyErr {
             | Error::Transport { .. }
             | Error::TooLarge { .. }
             | Error::Internal { .. }
-            | Error::Stream { .. } => RequestError::new_err(msg),
+            | Error::Stream { .. }
             | Error::Grpc { .. } => RequestError::new_err(msg),
             Error::Redirect { .. } => RedirectError::new_err(msg),
             Error::Certificate { .. } => CertificateError::new_err(msg),
