@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from locust_inference._native import Completion, Endpoint, Measurements, RequestSlot, Stream
+from locust_inference._native import (
+    Completion,
+    CountHistogram,
+    Endpoint,
+    Measurements,
+    ProtocolError,
+    RequestSlot,
+    Stream,
+)
 from test_security import self_signed
 
 PAUSE_S = 0.02
@@ -171,3 +179,19 @@ def test_an_open_loop_ttft_counts_from_the_intended_send(sse_server: SseServer) 
     m = ep.take()
     assert m.ttft.count == len(completions)
     assert m.ttft.percentile(100) == pytest.approx(max(c.ttft or 0 for c in completions), rel=1e-3)
+
+
+def test_a_count_histogram_holds_counts_as_they_are() -> None:
+    h = CountHistogram()
+    for value in (0, 1, 5, 5, 2047):
+        h.record(value)
+    assert (h.count, h.total, h.percentile(50)) == (5, 2058, 5)
+    assert (h.summary()["min"], h.summary()["max"]) == (0.0, 2047.0)
+    assert h.summary()["mean"] == pytest.approx(2058 / 5)
+    back = CountHistogram.from_bytes(h.to_bytes())
+    assert back == h
+    back.add(h)
+    assert (back.count, back.total) == (10, 4116)
+    assert CountHistogram().summary() == {}
+    with pytest.raises(ProtocolError, match="not a serialised latency histogram"):
+        CountHistogram.from_bytes(b"nope")
