@@ -195,3 +195,11 @@ def test_a_count_histogram_holds_counts_as_they_are() -> None:
     assert CountHistogram().summary() == {}
     with pytest.raises(ProtocolError, match="not a serialised latency histogram"):
         CountHistogram.from_bytes(b"nope")
+
+
+def test_stream_needs_a_generative_protocol() -> None:
+    with pytest.raises(ValueError, match=r"^stream=True needs protocol 'openai' or 'triton-generate', not 'none'$"):
+        Endpoint("http://127.0.0.1:1/v1/chat/completions", b"{}", stream=True)
+    with pytest.raises(ValueError, match=r"'openai', 'triton-generate' or 'none', not 'vllm'$"):
+        Endpoint("http://127.0.0.1:1/v1/chat/completions", b"{}", protocol="vllm")
+    assert Endpoint("http://127.0.0.1:1/generate", b"{}", protocol="triton-generate").body_count == 1
