@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import ssl
 import threading
@@ -15,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from locust_inference._native import Completion, Endpoint, Measurements, RequestSlot, Stream
+from locust_inference._native import (
+    Completion,
+    CountHistogram,
+    Endpoint,
+    Measurements,
+    ProtocolError,
+    RequestSlot,
+    Stream,
+)
 from test_security import self_signed
 
 PAUSE_S = 0.02
@@ -171,3 +180,29 @@ def test_an_open_loop_ttft_counts_from_the_intended_send(sse_server: SseServer) 
     m = ep.take()
     assert m.ttft.count == len(completions)
     assert m.ttft.percentile(100) == pytest.approx(max(c.ttft or 0 for c in completions), rel=1e-3)
+
+
+def test_a_count_histogram_holds_counts_as_they_are() -> None:
+    h = CountHistogram()
+    for value in (0, 1, 5, 5, 2047):
+        h.record(value)
+    assert (h.count, h.total, h.percentile(50)) == (5, 2058, 5)
+    assert (h.summary()["min"], h.summary()["max"]) == (0.0, 2047.0)
+    assert h.summary()["mean"] == pytest.approx(2058 / 5)
+    back = CountHistogram.from_bytes(h.to_bytes())
+    assert back == h
+    back.add(h)
+    assert (back.count, back.total) == (10, 4116)
+    assert CountHistogram().summary() == {}
+    with pytest.raises(ProtocolError, match="not a serialised latency histogram"):
+        CountHistogram.from_bytes(b"nope")
+
+
+def test_stream_needs_a_generative_protocol() -> None:
+    needs = "stream=True needs protocol 'openai' or 'triton-generate', not \"none\""
+    with pytest.raises(ValueError, match=f"^{re.escape(needs)}$"):
+        Endpoint("http://127.0.0.1:1/v1/chat/completions", b"{}", stream=True)
+    unknown = "'openai', 'triton-generate' or 'none', not \"vllm\""
+    with pytest.raises(ValueError, match=f"{re.escape(unknown)}$"):
+        Endpoint("http://127.0.0.1:1/v1/chat/completions", b"{}", protocol="vllm")
+    assert Endpoint("http://127.0.0.1:1/generate", b"{}", protocol="triton-generate").body_count == 1
