@@ -62,7 +62,7 @@ $(CHROMIUM_STAMP): | $(STAMP)
 demo: $(STAMP) ## start both reference servers, run the low-load scenario against each, print a comparison
 	@$(PY) -m servers.demo
 
-demo-llm: $(STAMP) ## the synthetic text generator behind LitServe (OpenAI) and Triton (generate_stream): TTFT, ITL, tokens/s
+demo-llm: $(STAMP) ## a synthetic generator and a small real model behind LitServe (OpenAI) and Triton (generate_stream): TTFT, ITL, tokens/s
 	@$(PY) -m servers.demo_llm
 
 sweep: $(STAMP) ## both reference servers deployed alike, the same load sweep against each, curves and goodput

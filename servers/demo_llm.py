@@ -1,12 +1,17 @@
-"""``make demo-llm``: the synthetic text generator (servers/generator.py) behind LitServe's ``OpenAISpec`` and
-behind Triton's ``generate_stream``, the same prompts and users against each, and a table of time to first
-token, inter-token latency and output tokens per second.
+"""``make demo-llm``: two generative models behind LitServe's ``OpenAISpec`` and behind Triton's
+``generate_stream``, the same prompts and users against each, and per model a table of time to first token,
+inter-token latency and output tokens per second.
 
-Both servers run the generator alike: 50 ms to the first token, then 10 ms a token, at most 64 tokens
-(``--max-tokens 64`` asks for them all). Each run is ``locust --headless`` with ``HighUser`` (the next request as
-soon as the previous one returned), ``DEMO_USERS`` users (default 4) for ``DEMO_RUN_TIME`` (default ``15s``);
-results go to ``<DEMO_RESULTS or results>/llm/<server>/`` (``latency.json``, Locust's CSV and log), and the
-side-by-side report to ``<DEMO_RESULTS or results>/llm/compare.html`` and ``compare.md``.
+* ``synthetic_llm``: the synthetic generator (servers/generator.py), alike on both servers: 50 ms to the
+  first token, then 10 ms a token, at most 64 tokens;
+* ``tiny_gpt``: the small real language model (servers/tiny_gpt.py): ONNX Runtime on CPU, a prefill over
+  the prompt and one decoder step a token.
+
+Each run asks for 64 tokens, with ``locust --headless`` and ``HighUser`` (the next request as soon as the
+previous one returned), ``DEMO_USERS`` users (default 4) for ``DEMO_RUN_TIME`` (default ``15s``).
+``DEMO_LLM_MODELS`` (default ``synthetic_llm,tiny_gpt``) picks the models. Results go to
+``<DEMO_RESULTS or results>/llm/<model>/<server>/`` (``latency.json``, Locust's CSV and log), and each
+model's side-by-side report to ``<DEMO_RESULTS or results>/llm/<model>/compare.html`` and ``compare.md``.
 
 Exit status: 0 when both runs completed requests without failures, 1 otherwise, 2 on bad usage, 130 when
 interrupted. Servers are stopped on every path.
@@ -30,8 +35,13 @@ from locust_inference.results_schema import LATENCY_FILE
 from servers import children
 from servers.launch import REPO_ROOT, litserve_llm_server, triton_server
 
-MODEL = "synthetic_llm"
+MODELS = ("synthetic_llm", "tiny_gpt")
 GENERATOR = ["--prefill-ms", "50", "--token-ms", "10", "--max-tokens", "64"]
+LITSERVE_MODEL = {"synthetic_llm": "synthetic", "tiny_gpt": "tiny_gpt"}  # servers.litserve_llm --model
+ABOUT = {
+    "synthetic_llm": "synthetic generator (50 ms to the first token, 10 ms a token, 64 tokens)",
+    "tiny_gpt": "tiny_gpt (a 6-layer decoder on ONNX Runtime, CPU, 64 tokens)",
+}
 RUNS = {  # server -> (--server, --api)
     "litserve": ("litserve", "chat"),
     "triton": ("triton", "generate"),
@@ -44,15 +54,15 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run(server: str, url: str, folder: Path, users: int, run_time: str) -> dict[str, Any] | None:
+def run(model: str, server: str, url: str, folder: Path, *, users: int, run_time: str) -> dict[str, Any] | None:
     """One Locust run against ``url``; latency.json's entry for the model, None when there is none."""
     kind, api = RUNS[server]
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [LOCUST, "-f", "locustfile.py", "--headless", "--only-summary", "-u", str(users), "-r", str(users)]
     cmd += ["-t", run_time, "--host", url, "--csv", str(folder / "llm"), "--api", api, "--max-tokens", "64"]
     cmd += ["HighUser"]
-    env = children.clean_env(SERVER=kind, MODEL_NAME=MODEL)
-    print(f"==> {server}: {' '.join(cmd[1:])}", flush=True)
+    env = children.clean_env(SERVER=kind, MODEL_NAME=model)
+    print(f"==> {model} on {server}: {' '.join(cmd[1:])}", flush=True)
     with open(folder / "llm.log", "wb") as log:
         proc = children.start(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -61,7 +71,7 @@ def run(server: str, url: str, folder: Path, users: int, run_time: str) -> dict[
             children.kill(proc)
     try:
         document = json.loads((folder / LATENCY_FILE).read_text())
-        entry: dict[str, Any] = document["requests"][f"{kind}/{MODEL}"]
+        entry: dict[str, Any] = document["requests"][f"{kind}/{model}"]
     except (OSError, ValueError, KeyError):
         return None
     return entry
@@ -119,34 +129,42 @@ def main() -> int:
         print(f"demo-llm: DEMO_USERS must be a whole number from 1 to 1000, not {users_text[:40]!r}", file=sys.stderr)
         return 2
     users = int(users_text)
+    models = [m.strip() for m in os.environ.get("DEMO_LLM_MODELS", ",".join(MODELS)).split(",") if m.strip()]
+    if not models or set(models) - set(MODELS):
+        print(f"demo-llm: DEMO_LLM_MODELS must name some of {', '.join(MODELS)}", file=sys.stderr)
+        return 2
     root = Path(os.environ.get("DEMO_RESULTS", "results")) / "llm"
-    entries: dict[str, dict[str, Any] | None] = {}
+    entries: dict[str, dict[str, dict[str, Any] | None]] = {model: {} for model in models}
     try:
         with contextlib.ExitStack() as stack:
-            print("==> starting LitServe (OpenAISpec) and Triton (generate_stream), both serving the generator")
-            servers = {
-                "litserve": stack.enter_context(litserve_llm_server(extra_args=GENERATOR)),
-                "triton": stack.enter_context(triton_server(models=[MODEL], extra_args=GENERATOR)),
-            }
-            for server, running in servers.items():
-                entries[server] = run(server, running.url, root / server, users, run_time)
+            print(f"==> starting LitServe (OpenAISpec) and Triton (generate_stream), serving {', '.join(models)}")
+            triton = stack.enter_context(triton_server(models=models, extra_args=GENERATOR))
+            for model in models:
+                args = ["--model", LITSERVE_MODEL[model], *GENERATOR]
+                with litserve_llm_server(extra_args=args) as litserve:
+                    for server, running in (("litserve", litserve), ("triton", triton)):
+                        folder = root / model / server
+                        entries[model][server] = run(model, server, running.url, folder, users=users, run_time=run_time)
             print("==> stopping the servers", flush=True)
     except KeyboardInterrupt:
         print("\ndemo-llm: interrupted; the servers and load generators were stopped", file=sys.stderr)
         return 130
-    print()
-    print(f"synthetic generator (50 ms to the first token, 10 ms a token, 64 tokens), {users} users, {run_time} each:")
-    print()
-    print(table(entries))
+    for model in models:
+        print()
+        print(f"{ABOUT[model]}, {users} users, {run_time} each:")
+        print()
+        print(table(entries[model]))
     print()
     print("ms; TTFT: from the send to the first token; ITL: between tokens; TPOT: a request's mean gap after its")
     print("first token; tokens/s: output tokens of successful requests over the run. Triton's generate extension")
     print("sends no usage, so its tokens are counted as chunks (one token each here). See docs/generative.md.")
-    print(f"Results: {root}/<server>/latency.json")
-    compare_report([root / server for server, entry in entries.items() if entry is not None], root)
-    bad = [s for s, e in entries.items() if e is None or not e["count"] or e.get("failures")]
-    for server in bad:
-        print(f"demo-llm: the {server} run failed (see {root / server / 'llm.log'})", file=sys.stderr)
+    print(f"Results: {root}/<model>/<server>/latency.json")
+    for model in models:
+        compare_report([root / model / s for s, entry in entries[model].items() if entry is not None], root / model)
+    bad = [(m, s) for m in models for s, e in entries[m].items() if e is None or not e["count"] or e.get("failures")]
+    for model, server in bad:
+        log = root / model / server / "llm.log"
+        print(f"demo-llm: the {model} run on {server} failed (see {log})", file=sys.stderr)
     return 1 if bad else 0
 
 

@@ -1,5 +1,6 @@
-"""Serve the synthetic generator of :mod:`servers.generator` with LitServe's ``OpenAISpec`` at
-``POST /v1/chat/completions`` on 127.0.0.1 (streaming and not).
+"""Serve the synthetic generator of :mod:`servers.generator` (or, with ``--model tiny_gpt``, the small real
+model of :mod:`servers.tiny_gpt`) with LitServe's ``OpenAISpec`` at ``POST /v1/chat/completions`` on
+127.0.0.1 (streaming and not).
 
 The API is the async form (``enable_async=True``, async ``decode_request``/``predict``/``encode_response``):
 LitServe's synchronous ``OpenAISpec`` serves one request at a time, which would make the server, not the
@@ -9,8 +10,8 @@ sends in a final chunk before ``data: [DONE]`` whatever ``stream_options`` says.
 
 Usage (foreground until SIGTERM/SIGINT)::
 
-    python -m servers.litserve_llm --port 8002 [--prefill-ms 50] [--token-ms 10] [--max-tokens 64]
-        [--slots 64] [--timing-log FILE]
+    python -m servers.litserve_llm --port 8002 [--model synthetic|tiny_gpt] [--prefill-ms 50] [--token-ms 10]
+        [--max-tokens 64] [--slots 64] [--timing-log FILE]
 
 Prefer :func:`servers.launch.litserve_llm_server`, which runs this module in its own process group.
 """
@@ -112,11 +113,50 @@ class HttpTimingLog:
             )
 
 
-def build_server(settings: generator.Generator) -> ls.LitServer:
-    """A LitServer with one CPU worker serving the generator at ``/v1/chat/completions``."""
+class TinyGptChatAPI(ls.LitAPI):
+    """OpenAI chat completions answered by :class:`servers.tiny_gpt.TinyGpt` (created in the worker): the
+    messages' text is the prompt, ``max_tokens`` capped at ``--max-tokens``."""
+
+    def __init__(self, max_tokens: int, threads: int) -> None:
+        super().__init__(enable_async=True, spec=OpenAISpec(), stream=True)
+        self.max_tokens, self.threads = max_tokens, threads
+        self._model: Any = None
+
+    def setup(self, device: str) -> None:
+        from servers.tiny_gpt import TinyGpt
+
+        self._model = TinyGpt(threads=self.threads)
+
+    async def decode_request(self, request, **kwargs: Any) -> tuple[str, int]:
+        prompt = "\n".join(_text(m.content) for m in request.messages)
+        requested = request.max_completion_tokens or request.max_tokens
+        count = self.max_tokens if not requested or requested < 1 else min(requested, self.max_tokens)
+        return prompt, count
+
+    async def predict(self, x: tuple[str, int], **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        from servers.tiny_gpt import encode, output_length, stream
+
+        prompt, requested = x
+        count, prompt_tokens = output_length(prompt, requested), len(encode(prompt))
+        done = 0
+        async for text in stream(self._model, prompt, count):
+            done += 1
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if done == count:  # OpenAISpec puts the last item's usage into the final chunk
+                message.update(prompt_tokens=prompt_tokens, completion_tokens=count, total_tokens=prompt_tokens + count)
+            yield message
+
+    async def encode_response(self, output: AsyncIterator[dict[str, Any]], **kwargs: Any) -> AsyncIterator[Any]:
+        async for item in output:
+            yield item
+
+
+def build_server(settings: generator.Generator, model: str = "synthetic", threads: int = 1) -> ls.LitServer:
+    """A LitServer with one CPU worker serving the generator (or tiny_gpt) at ``/v1/chat/completions``."""
     middlewares: list[Any] = [(HttpTimingLog, {"timing_log": settings.timing_log})] if settings.timing_log else []
+    api: ls.LitAPI = TinyGptChatAPI(settings.max_tokens, threads) if model == "tiny_gpt" else SyntheticChatAPI(settings)
     server = ls.LitServer(
-        SyntheticChatAPI(settings),
+        api,
         accelerator="cpu",
         devices=1,
         workers_per_device=1,
@@ -131,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the synthetic generator with LitServe's OpenAISpec.")
     parser.add_argument("--port", type=int, default=8002)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--model", choices=("synthetic", "tiny_gpt"), default="synthetic", help="what answers")
+    parser.add_argument("--threads", type=int, default=1, help="tiny_gpt: ONNX Runtime threads per step")
     generator.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -139,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     _install_signal_handlers()
     exit_with_launcher()
-    server = build_server(settings)
-    print(f"LitServe serving {settings} at http://{HOST}:{args.port}/v1/chat/completions", file=sys.stderr, flush=True)
+    server = build_server(settings, args.model, args.threads)
+    where = f"http://{HOST}:{args.port}/v1/chat/completions"
+    print(f"LitServe serving {args.model} {settings} at {where}", file=sys.stderr, flush=True)
     server.run(host=HOST, port=args.port, num_api_servers=1, log_level=args.log_level, generate_client_file=False)
 
 

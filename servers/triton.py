@@ -8,7 +8,8 @@ Models: ``resnet50_onnx``, ``tiny_onnx``, ``checksum``, ``sleep_20ms`` (see :mod
 ``resnet50_openvino`` when the ``openvino`` package is importable, and on request the echo-checksum models
 of :mod:`servers.echo_models` and ``synthetic_llm``: the text generator of :mod:`servers.generator` as a
 decoupled model, streamed at ``POST /v2/models/synthetic_llm/generate_stream`` (its options:
-``--prefill-ms``, ``--token-ms``, ``--max-tokens``, ``--slots``, ``--timing-log``).
+``--prefill-ms``, ``--token-ms``, ``--max-tokens``, ``--slots``, ``--timing-log``), and ``tiny_gpt``, the small
+real model of :mod:`servers.tiny_gpt` served the same way (its output capped at ``--max-tokens``).
 Every endpoint binds to 127.0.0.1 only.
 Prefer :func:`servers.launch.triton_server`, which runs this module in its own process group.
 """
@@ -52,6 +53,7 @@ INFERENCE_TOKEN_ENV = "TRITON_INFERENCE_TOKEN"
 DEFAULT_MODELS = ("resnet50_onnx", "tiny_onnx", "checksum", "sleep_20ms")
 OPENVINO_MODEL = "resnet50_openvino"
 GENERATOR_MODEL = "synthetic_llm"
+TINY_GPT_MODEL = "tiny_gpt"  # servers.tiny_gpt, capped at the generator's --max-tokens
 GENERATOR = generator.Generator()  # its settings: main() replaces it from the command line
 
 
@@ -89,7 +91,8 @@ def openvino_available() -> bool:
 
 def available_models() -> list[str]:
     """All model names this server can serve on this machine."""
-    return [*DEFAULT_MODELS, *([OPENVINO_MODEL] if openvino_available() else []), *ECHO_MODELS, GENERATOR_MODEL]
+    openvino = [OPENVINO_MODEL] if openvino_available() else []
+    return [*DEFAULT_MODELS, *openvino, *ECHO_MODELS, GENERATOR_MODEL, TINY_GPT_MODEL]
 
 
 def _openvino_predictor(threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -179,6 +182,34 @@ def _bind_generator(triton, settings: generator.Generator) -> None:  # triton: p
     )
 
 
+def _bind_tiny_gpt(triton, max_tokens: int, threads: int) -> None:  # triton: pytriton.triton.Triton
+    """``tiny_gpt``: as ``synthetic_llm`` (BYTES ``text_input``/``text_output``, one response a token), the
+    text from the small real model of :mod:`servers.tiny_gpt`, each step in a worker thread."""
+    from pytriton.model_config import ModelConfig, Tensor
+
+    from servers.tiny_gpt import TinyGpt, output_length, stream
+
+    model = TinyGpt(threads=threads)
+
+    async def infer(requests: list) -> AsyncIterator[list[dict[str, np.ndarray]]]:
+        (request,) = requests  # not batching: Triton hands each execution one request
+        prompt = b"".join(np.asarray(request["text_input"]).reshape(-1).tolist()).decode("utf-8", "replace")
+        requested = (request.parameters or {}).get("max_tokens")
+        ok = isinstance(requested, int) and not isinstance(requested, bool) and requested > 0
+        count = output_length(prompt, min(requested, max_tokens) if ok else max_tokens)
+        async for text in stream(model, prompt, count):
+            yield [{"text_output": np.array([text.encode()], dtype=np.object_)}]
+
+    triton.bind(
+        model_name=TINY_GPT_MODEL,
+        infer_func=infer,
+        inputs=[Tensor(name="text_input", dtype=np.bytes_, shape=(1,))],
+        outputs=[Tensor(name="text_output", dtype=np.bytes_, shape=(1,))],
+        config=ModelConfig(batching=False, decoupled=True),
+        strict=True,
+    )
+
+
 def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.triton.Triton
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -188,6 +219,9 @@ def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.tr
         return
     if name == GENERATOR_MODEL:
         _bind_generator(triton, GENERATOR)
+        return
+    if name == TINY_GPT_MODEL:
+        _bind_tiny_gpt(triton, GENERATOR.max_tokens, 1)
         return
     spec = MODELS["resnet50_onnx"] if name == OPENVINO_MODEL else MODELS[name]
     settings = SETTINGS[name]
@@ -358,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown or unavailable models: {','.join(unknown)}")
     # A deployment of the caller's: the same batching as another server's, say.
-    for name in set(models) - {GENERATOR_MODEL}:
+    for name in set(models) - {GENERATOR_MODEL, TINY_GPT_MODEL}:
         if args.max_batch_size is not None:
             SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_batch_size=args.max_batch_size)
         if args.max_queue_delay_us is not None:

@@ -83,8 +83,10 @@ def test_prompts_file_formats(tmp_path: Path) -> None:
         ({"stream": True}, "--stream applies to generative models"),
         ({"api": "infer", "sampling": ["temperature=1"]}, "--sampling applies to generative models"),
         ({"api": "chat", "stream": True, "no_stream": True}, "contradict"),
-        ({"api": "chat", "max_tokens": "0"}, "--max-tokens must be a whole number from 1 to 1,000,000"),
+        ({"api": "chat", "max_tokens": "0"}, "--max-tokens must be a whole number, or LOW-HIGH, from 1 to 1,000,000"),
         ({"api": "chat", "max_tokens": "1e3"}, "--max-tokens must be a whole number"),
+        ({"api": "chat", "max_tokens": "64-16"}, "--max-tokens must be a whole number, or LOW-HIGH"),
+        ({"api": "chat", "max_tokens": "1-2000000"}, "--max-tokens must be a whole number, or LOW-HIGH"),
         ({"api": "chat", "ignore_eos": True}, "--ignore-eos needs --max-tokens"),
         ({"api": "chat", "sampling": ["temperature"]}, "--sampling must be key=value"),
         ({"api": "chat", "sampling": ["temperature=hot"]}, "--sampling temperature: the value must be JSON"),
@@ -269,3 +271,22 @@ def test_tensor_options_are_refused_with_prompts(tmp_path: Path, args: list[str]
         env=clean_env(SERVER="triton", MODEL_NAME="m"),
     )
     assert_clean_failure(run, f"{option}", "applies to tensor requests (--api infer); --api generate sends prompts")
+
+
+def test_a_max_tokens_range_gives_each_prompt_its_own_length_reproducibly() -> None:
+    def lengths(seed: int | None) -> list[int]:
+        settings = Settings(
+            server="litserve",
+            model="m",
+            host="http://127.0.0.1:1",
+            image=Path("unused"),
+            seed=seed,
+            generative=generative_options.resolve(_options(api="chat", max_tokens="16-64", ignore_eos=True)),
+        )
+        bodies = [json.loads(b) for b in generative.bodies(settings, [f"p{i}" for i in range(200)])]
+        assert all(b["min_tokens"] == b["max_tokens"] for b in bodies)  # --ignore-eos: that length exactly
+        return [b["max_tokens"] for b in bodies]
+
+    drawn = lengths(7)
+    assert min(drawn) == 16 and max(drawn) == 64 and len(set(drawn)) > 20
+    assert lengths(7) == drawn and lengths(8) != drawn and lengths(None) == lengths(None)

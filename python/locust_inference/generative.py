@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,15 +159,15 @@ def _text(prompt: Prompt) -> str:
     return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
 
 
-def body(settings: Settings, prompt: Prompt) -> dict[str, Any]:
-    """The JSON body asking for ``prompt``'s completion (see docs/generative.md)."""
+def body(settings: Settings, prompt: Prompt, max_tokens: int | None = None) -> dict[str, Any]:
+    """The JSON body asking for ``prompt``'s completion in ``max_tokens`` (see docs/generative.md)."""
     g = settings.generative
     extra: dict[str, Any] = {}
-    if g.max_tokens is not None:
-        extra["max_tokens"] = g.max_tokens
+    if max_tokens is not None:
+        extra["max_tokens"] = max_tokens
     if g.ignore_eos:  # vLLM, SGLang and TRT-LLM's names; servers without them ignore unknown fields
         extra["ignore_eos"] = True
-        extra["min_tokens"] = g.max_tokens
+        extra["min_tokens"] = max_tokens
     extra.update(g.sampling)
     if g.api == "generate":
         return {"text_input": _text(prompt), **extra}
@@ -181,9 +182,23 @@ def body(settings: Settings, prompt: Prompt) -> dict[str, Any]:
     return {**out, **extra}
 
 
+def output_lengths(settings: Settings, count: int) -> list[int | None]:
+    """Each of ``count`` prompts' ``max_tokens``: ``--max-tokens N`` for all, or with ``LOW-HIGH`` one drawn
+    uniformly for each (from ``--seed``, else a fixed seed: every process and run gets the same)."""
+    limits = settings.generative.max_tokens
+    if limits is None:
+        return [None] * count
+    low, high = limits
+    draw = random.Random(settings.seed if settings.seed is not None else 0)
+    return [low if low == high else draw.randint(low, high) for _ in range(count)]
+
+
 def bodies(settings: Settings, prompts: list[Prompt]) -> list[bytes]:
     """Each prompt's body, encoded."""
-    return [json.dumps(body(settings, p), ensure_ascii=False, separators=(",", ":")).encode() for p in prompts]
+    return [
+        json.dumps(body(settings, p, n), ensure_ascii=False, separators=(",", ":")).encode()
+        for p, n in zip(prompts, output_lengths(settings, len(prompts)), strict=True)
+    ]
 
 
 def url(settings: Settings) -> str:

@@ -63,7 +63,9 @@ class GenerativeSettings:
     api: str = defaults.API
     stream: bool = defaults.STREAM
     prompts: Path | None = None
-    max_tokens: int | None = defaults.MAX_TOKENS
+    # (lowest, highest) output tokens asked for: each prompt's body gets one, drawn uniformly (with --seed);
+    # None: not sent
+    max_tokens: tuple[int, int] | None = defaults.MAX_TOKENS
     ignore_eos: bool = False
     sampling: tuple[tuple[str, Any], ...] = ()
     slos: tuple[TokenSlo, ...] = ()
@@ -108,7 +110,8 @@ def add_arguments(parser: Any) -> None:
         "--max-tokens",
         env_var="LOCUST_MAX_TOKENS",
         default=None,
-        help="Output tokens asked for (max_tokens); default: not sent, the server's own limit",
+        help="Output tokens asked for (max_tokens): N, or LOW-HIGH for each prompt its own, drawn uniformly "
+        "(reproducible with --seed); default: not sent, the server's own limit",
     )
     group.add_argument(
         "--ignore-eos",
@@ -147,6 +150,19 @@ def _slos(given: list[str]) -> tuple[TokenSlo, ...]:
             raise ConfigError(f"--token-slo gives {m.group(1)} twice")
         slos[m.group(1)] = TokenSlo(m.group(1), percentile, value)
     return tuple(slos.values())
+
+
+def _max_tokens(given: Any) -> tuple[int, int] | None:
+    if given is None:
+        return None
+    text = str(given).strip()
+    m = re.fullmatch(r"([0-9]{1,9})(?:\s*-\s*([0-9]{1,9}))?", text)
+    low, high = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+    if not m or not 1 <= low <= high <= MAX_TOKENS:
+        raise ConfigError(
+            f"--max-tokens must be a whole number, or LOW-HIGH, from 1 to {MAX_TOKENS:,}, not {_shown(text)}"
+        )
+    return low, high
 
 
 def _shown(value: Any) -> str:
@@ -188,13 +204,7 @@ def resolve(options: Any) -> GenerativeSettings:
     if stream and no_stream:
         raise ConfigError("--stream and --no-stream contradict each other: give one")
     prompts = getattr(options, "prompts", None) or None
-    max_tokens_given = getattr(options, "max_tokens", None)
-    max_tokens = None
-    if max_tokens_given is not None:
-        text = str(max_tokens_given).strip()
-        if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_TOKENS:
-            raise ConfigError(f"--max-tokens must be a whole number from 1 to {MAX_TOKENS:,}, not {_shown(text)}")
-        max_tokens = int(text)
+    max_tokens = _max_tokens(getattr(options, "max_tokens", None))
     ignore_eos = bool(getattr(options, "ignore_eos", False))
     sampling = _sampling(getattr(options, "sampling", None) or [])
     slos = _slos(getattr(options, "token_slo", None) or [])
