@@ -365,3 +365,36 @@ def test_each_workers_cpu_and_the_send_lag_reach_the_master(triton, tmp_path: Pa
     assert sum(w["count"] for w in health["lag"]) == ol["sent"] > 0
     assert all(w["max_ms"] >= w["p99_ms"] >= 0 for w in health["lag"])
     assert len(result["server_metrics"]["windows"]) >= 5
+
+
+def test_with_reset_stats_the_windows_start_again_with_the_statistics(triton, tmp_path: Path) -> None:
+    run = run_locust(
+        tmp_path,
+        "--host",
+        triton.url,
+        "--metrics-url",
+        metrics_url(triton),
+        "--metrics-interval",
+        "0.5",
+        "--reset-stats",
+        "--stop-timeout",
+        "10",
+        "-r",
+        "0.5",  # the second user 2 s in: the reset comes then
+        "HighUser",
+        run_time="5s",
+        users=2,
+        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = load(tmp_path)
+    started = datetime.fromisoformat(result["started"]).timestamp()
+    windows = result["server_metrics"]["windows"]
+    # "started" is the reset, in whole seconds (truncated); the windows of the 2 s before it are gone
+    assert len(windows) >= 4 and windows[0]["t"] - windows[0]["duration_s"] >= started, (windows[0], started)
+    counted = sum(w["models"]["tiny_onnx"]["inference_count"] for w in windows)
+    # The metrics' new baseline and the statistics' are read one after the other at the reset, while the
+    # users run: requests that end between the two reads are counted by one and not the other (2 users, a few
+    # ms each: at most a few), and none at the end (the users stop after their last request).
+    assert abs(counted - result["server_stats"]["inference_count"]) <= 10, (counted, result["server_stats"])
+    assert counted < result["locust"]["requests"] + 10

@@ -330,7 +330,11 @@ class Monitor:
         while True:
             gevent.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at + interval, time.monotonic())  # no burst of reads after a stall
-            self.tick()
+            try:
+                self.tick()
+            except LocustInferenceError as err:  # the collector refused a merge (a count would overflow)
+                self._warn(f"stopped: {err}")
+                return
 
     def restart(self) -> None:
         """Forgets the windows so far (``--reset-stats``) and takes a new baseline."""
