@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ from locust_inference.telemetry.monitor import MetricsSettings, Monitor, Read, f
 from locust_inference.telemetry.prometheus import MetricsError, Scrape, parse
 from locust_inference.telemetry.windows import window
 from report_page import figures
-from support import assert_clean_failure, clean_env, run_distributed, run_locust
+from support import LOCUST, REPO_ROOT, assert_clean_failure, clean_env, run_distributed, run_locust
+from test_hostile_reports import FORGED_ID, FORGED_WORKER, wait_for
 
+from servers import children
 from servers.launch import free_port
 
 WARNING = "cannot read the server's metrics at"
@@ -398,3 +402,42 @@ def test_with_reset_stats_the_windows_start_again_with_the_statistics(triton, tm
     # ms each: at most a few), and none at the end (the users stop after their last request).
     assert abs(counted - result["server_stats"]["inference_count"]) <= 10, (counted, result["server_stats"])
     assert counted < result["locust"]["requests"] + 10
+
+
+def test_a_forged_health_entry_is_refused_in_one_line_and_the_real_workers_kept(triton, tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    common = ["-f", str(REPO_ROOT / "locustfile.py"), "--host", triton.url, "--metrics-url", metrics_url(triton)]
+    common += ["--metrics-interval", "0.5", "HighUser"]
+    master_log = tmp_path / "master.log"
+    with master_log.open("w") as mlog, (tmp_path / "worker.log").open("w") as wlog:
+        master = children.start(
+            [LOCUST, *common, "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
+             str(port), "--expect-workers", "1", "-u", "1", "-r", "1", "-t", "6s", "--csv", str(tmp_path / "run")],
+            cwd=REPO_ROOT, env=env, stdout=mlog, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        worker = children.start(
+            [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=wlog, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_for(master_log, "infer    triton/tiny_onnx", master)  # the real worker's first report is in
+            # a dict where a list of [age, python %, process %] belongs (the forging script sends dicts)
+            entry = json.dumps({"age": 1, "cpu": 200})
+            forged = subprocess.run(
+                [sys.executable, "-c", FORGED_WORKER, str(port), FORGED_ID, entry, "locust_inference_health"],
+                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert forged.returncode == 0 and forged.stdout == "sent\n", forged.stderr[-2000:]
+            master.wait(timeout=120)
+            assert master.returncode == 0, master_log.read_text()[-3000:]
+            worker.wait(timeout=60)
+        finally:
+            children.kill(master)
+            children.kill(worker)
+    log = master_log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+    refused = [line for line in log.splitlines() if "refused the health samples" in line]
+    assert len(refused) == 1 and f"from worker '{FORGED_ID}': not a list" in refused[0], log[-3000:]
+    health = load(tmp_path)["client_health"]
+    assert FORGED_ID not in health["processes"] and len(health["processes"]) == 2  # the master and the worker
