@@ -136,7 +136,8 @@ def test_a_missing_endpoint_is_one_warning_and_the_run_goes_on(triton, tmp_path:
     assert run.stderr.count(WARNING) == 1, run.stderr[-3000:]
     result = load(tmp_path)
     metrics = result["server_metrics"]
-    assert metrics["windows"] == [] and metrics["failed_reads"] >= 5 and metrics["note"].startswith(url)
+    # at least the reads at the start and at the end, each refused; one warning for all
+    assert metrics["windows"] == [] and metrics["failed_reads"] >= 2 and metrics["note"].startswith(url)
     assert result["requests"]["triton/tiny_onnx"]["count"] > 0
     assert f"Server metrics: {url}: " in run.stdout
 
