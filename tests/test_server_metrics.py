@@ -442,3 +442,20 @@ def test_a_forged_health_entry_is_refused_in_one_line_and_the_real_workers_kept(
     assert len(refused) == 1 and f"from worker '{FORGED_ID}': not a list" in refused[0], log[-3000:]
     health = load(tmp_path)["client_health"]
     assert FORGED_ID not in health["processes"] and len(health["processes"]) == 2  # the master and the worker
+
+
+def test_summaries_give_window_means_where_the_duration_counters_are_off() -> None:
+    summary = """# TYPE nv_inference_request_success counter
+nv_inference_request_success{{model="m",version="1"}} {n}
+# TYPE nv_inference_queue_summary_us summary
+nv_inference_queue_summary_us{{model="m",version="1",quantile="0.5"}} 7
+nv_inference_queue_summary_us_sum{{model="m",version="1"}} {total}
+nv_inference_queue_summary_us_count{{model="m",version="1"}} {n}
+# TYPE nv_cpu_utilization gauge
+nv_cpu_utilization 0.25
+"""
+    a = parse(summary.format(n=10, total=5000).encode(), 1000.0, 0.0)
+    b = parse(summary.format(n=14, total=9000).encode(), 1001.0, 1.0)
+    m = window(a, b)["models"]["m"]
+    assert (m["success"], m["queue_ms"], m["compute_infer_ms"]) == (4, 4000 / 4 / 1000, None)
+    assert window(a, b)["cpu"] == {"utilization_pct": 25.0}
