@@ -96,7 +96,16 @@ def sweep_args() -> list[str]:
     ]
 
 
-def run(server: str, url: str, model: str, folder: Path, deployed: str) -> int:
+def metrics_args(running: RunningServer) -> list[str]:
+    """Where the sweep reads the server's own metrics (docs/metrics.md): Triton's endpoint on its port, LitServe's
+    process (it has no endpoint; it runs here)."""
+    kind = running.kind.lower()  # servers.launch names it "Triton" or "LitServe"
+    if kind == "triton" and running.metrics_port is not None:
+        return ["--metrics-url", f"http://{running.host}:{running.metrics_port}/metrics"]
+    return ["--server-pid", str(running.pid)] if kind == "litserve" else []
+
+
+def run(server: str, url: str, model: str, folder: Path, deployed: str, *, metrics: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*"):
         if stale.is_file():
@@ -104,6 +113,7 @@ def run(server: str, url: str, model: str, folder: Path, deployed: str) -> int:
     locust = str(Path(sys.executable).parent / "locust")
     cmd = [locust, "-f", "sweepfile.py", "--headless", "--host", url, "--server", server, "--model-name", model]
     cmd += [*sweep_args(), "--deployment", deployed, "--csv", str(folder / "sweep"), "--only-summary", "-t", "60m"]
+    cmd += metrics or []
     shown = relative(folder)
     say(f"==> {server}: sweep of {model} at {url} (output in {shown / 'sweep.log'})")
     with (folder / "sweep.log").open("w") as log:
@@ -143,7 +153,9 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             servers = start(stack, model, batch, delay_us, threads)
             for name in SERVERS:
-                statuses[name] = run(name, servers[name].url, model, root / name, deployed)
+                statuses[name] = run(
+                    name, servers[name].url, model, root / name, deployed, metrics=metrics_args(servers[name])
+                )
     except KeyboardInterrupt:
         print("\nsweep: interrupted; the servers and load generators were stopped", file=sys.stderr)
         return 130

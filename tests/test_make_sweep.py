@@ -42,6 +42,9 @@ def test_make_sweep_sweeps_both_servers_alike_and_compares_them(tmp_path: Path) 
         assert f"{server}: goodput at p99 <= 500 ms: {shown}" in proc.stdout
     # Triton's batching is the one asked for: its batch size never exceeds 8
     assert all(r["server"]["avg_batch_size"] <= 8 for r in docs["triton"]["steps"])
+    # each server's own metrics per step: Triton's endpoint (CPU gauges, no GPU here), LitServe's process
+    assert all(r["server_metrics"]["cpu_utilization_pct"] is not None for r in docs["triton"]["steps"])
+    assert all(r["server_metrics"]["server_process_cpu_pct"] > 0 for r in docs["litserve"]["steps"])
     md = (tmp_path / "compare.md").read_text()
     assert "## Load sweep" in md and md.count(f"Deployment: {docs['triton']['deployment']}.") == 2
     assert "sweep-latency-throughput" in (tmp_path / "compare.html").read_text()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from locust_inference.report import build_report, format_ms
 from locust_inference.sweep.analysis import Window, stable
 from support import LOCUST, REPO_ROOT, clean_env, run_locust
 
@@ -97,6 +98,11 @@ def test_concurrency_sweep(triton, tmp_path: Path) -> None:
     assert [float(r["cpu_utilization_pct"]) for r in table] == [
         r["server_metrics"]["cpu_utilization_pct"] for r in rows
     ]
+    # compare.html's sweep table shows them, a column each
+    page = build_report([tmp_path], tmp_path / "out")[0].read_text()
+    assert '<th scope="col">server CPU %</th>' in page and '<th scope="col">load generator CPU peak %</th>' in page
+    for row in rows:
+        assert f"<td>{format_ms(row['server_metrics']['cpu_utilization_pct'])}</td>" in page
 
 
 def test_rate_sweep_offers_each_step_with_streams_of_the_common_rate(triton, tmp_path: Path) -> None:

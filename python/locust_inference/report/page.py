@@ -437,8 +437,20 @@ def _sweep_section(runs: Sequence[Run], charts: dict[str, str | None]) -> list[s
         assert sweep is not None
         header, rows = sweep_rows(sweep)
         results = " ".join(sweep_result_lines(sweep))
+        saturated = [
+            str(s.step) for s in sweep.steps if (s.metrics or {}).get("client_python_cpu_peak_pct", 0.0) >= 90.0
+        ]
         parts += [
             f"<h3>{html.escape(sweep_title(run, sweep))}</h3>",
+            *(
+                [
+                    f'<p class="warning" role="alert">The load generator was saturated (Python\'s thread at 90% of '
+                    f"a core or more) in step {html.escape(', '.join(saturated))}: those steps' numbers are "
+                    "suspect.</p>"
+                ]
+                if saturated
+                else []
+            ),
             f'<p class="note">{html.escape(sweep_plan_line(sweep))}</p>',
             html_table(header, rows, [run.color] * len(rows), results)
             if rows

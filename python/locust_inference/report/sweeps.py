@@ -39,6 +39,7 @@ class SweepStep:
     windows: int | None
     stable: bool
     server: dict[str, float] | None  # Triton's breakdown of this step alone; None for LitServe
+    metrics: dict[str, float] | None = None  # the server's metrics and the load generator's CPU (docs/metrics.md)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ def _step(raw: Any, i: int, where: Path) -> SweepStep:
         windows=_count(raw.get("windows")),
         stable=stable,
         server=_numbers(server) if isinstance(server, dict) else None,
+        metrics=_numbers(metrics) if isinstance(metrics := raw.get("server_metrics"), dict) else None,
     )
 
 

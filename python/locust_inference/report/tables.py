@@ -241,9 +241,22 @@ def token_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[st
     return TOKENS_HEADER, rows, colors
 
 
+# A step's server metrics shown in the sweep's table, when any step has them: (key, column, scale).
+SWEEP_METRICS = (
+    ("gpu_utilization_pct", "GPU %", 1.0),
+    ("gpu_power_w", "GPU W", 1.0),
+    ("gpu_memory_used_peak_bytes", "GPU memory peak MiB", 2**-20),
+    ("cpu_utilization_pct", "server CPU %", 1.0),
+    ("server_process_cpu_pct", "server process CPU %", 1.0),
+    ("client_python_cpu_peak_pct", "load generator CPU peak %", 1.0),
+)
+
+
 def sweep_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
-    """A sweep's table: one row per step; the server's batch size and queue time when it reports them."""
+    """A sweep's table: one row per step; the server's batch size and queue time when it reports them, and
+    the server's metrics (GPU, CPU) and the load generator's CPU when the steps carry them."""
     server = sweep.has_server_stats
+    shown = [m for m in SWEEP_METRICS if any(m[0] in (s.metrics or {}) for s in sweep.steps)]
     header = [
         "step",
         "users" if sweep.mode == "concurrency" else "offered req/s",
@@ -254,6 +267,7 @@ def sweep_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
         "windows",
         "stable",
         *(["avg batch", "queue ms"] if server else []),
+        *(column for _, column, _ in shown),
     ]
     rows = []
     for s in sweep.steps:
@@ -273,9 +287,14 @@ def sweep_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
                 _optional_count(s.windows),
                 "yes" if s.stable else "NO",
                 *([format_ms(stats.get("avg_batch_size")), format_ms(stats.get("queue_ms"))] if server else []),
+                *(_scaled_ms((s.metrics or {}).get(key), scale) for key, _, scale in shown),
             ]
         )
     return header, rows
+
+
+def _scaled_ms(value: float | None, scale: float) -> str:
+    return format_ms(None if value is None else value * scale)
 
 
 def _percent(fraction: float) -> str:

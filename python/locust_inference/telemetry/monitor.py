@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
+import gevent.lock
 
 from locust_inference._native import ConfigError, LocustInferenceError, Measurements, http_request
 from locust_inference.options import Settings
@@ -235,22 +236,25 @@ class Monitor:
     note: str | None = None
     warned: bool = False
     _loop: Any = None
-    _pending: Any = None
+    # One read at a time, taken in the order made: a reset's new baseline waits for the interval's read out.
+    _lock: Any = field(default_factory=gevent.lock.Semaphore)
     _since: float | None = None  # the previous read of the server process alone (no endpoint)
 
     # --- reading ------------------------------------------------------------------------------------
 
-    def _read(self) -> Read | None:
-        """One read in the thread pool, waited for (other greenlets run); None when one is still out."""
-        if self._pending is not None and not self._pending.ready():
-            return None
-        self._pending = gevent.get_hub().threadpool.spawn(self.reader)
-        result: Read = self._pending.get()
-        return result
-
-    def _take(self, result: Read | None) -> None:
-        if result is None:
+    def _read_and_take(self, wait: bool) -> None:
+        """One read in the thread pool, waited for (other greenlets run), and its window. Without ``wait``,
+        nothing when a read is still out (an interval skipped, rather than reads queued behind a slow one)."""
+        if self.metrics.url is None and self.metrics.server_pid is None:
             return
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            self._take(gevent.get_hub().threadpool.spawn(self.reader).get())
+        finally:
+            self._lock.release()
+
+    def _take(self, result: Read) -> None:
         if result.error is not None or result.process_error is not None:
             self.failed_reads += 1
             self._warn(result.error or result.process_error or "")
@@ -306,8 +310,7 @@ class Monitor:
     def tick(self) -> None:
         """One interval: this process's CPU and lag, and a read of the server's metrics."""
         self._sample_health()
-        if self.metrics.url is not None or self.metrics.server_pid is not None:
-            self._take(self._read())
+        self._read_and_take(wait=False)
 
     # --- the run ------------------------------------------------------------------------------------
 
@@ -319,8 +322,7 @@ class Monitor:
         if self.metrics.url is None and self.metrics.server_pid is None:
             log.warning("locust-inference: %s: %s", NO_SERVER_METRICS, self.metrics.why_none)
             self.note = f"{NO_SERVER_METRICS}: {self.metrics.why_none}"
-        else:
-            self._take(self._read())
+        self._read_and_take(wait=True)
         if self._loop is None:
             self._loop = gevent.spawn(self._run)
 
@@ -330,24 +332,27 @@ class Monitor:
         while True:
             gevent.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at + interval, time.monotonic())  # no burst of reads after a stall
-            self.tick()
+            try:
+                self.tick()
+            except LocustInferenceError as err:  # the collector refused a merge (a count would overflow)
+                self._warn(f"stopped: {err}")
+                return
 
     def restart(self) -> None:
         """Forgets the windows so far (``--reset-stats``) and takes a new baseline."""
-        self.windows.clear()
-        self.health.lag.clear()
-        self.last = self._since = None
-        if self.metrics.url is not None or self.metrics.server_pid is not None:
-            self._take(self._read())
+        with self._lock:  # after a read still out: its window goes too
+            self.windows.clear()
+            self.health.lag.clear()
+            self.last = self._since = None
+        self._read_and_take(wait=True)
 
     def finish(self) -> None:
         """Stops the reads, after a last one (the users have stopped: it closes the last window)."""
         loop, self._loop = self._loop, None
         if loop is not None and loop is not gevent.getcurrent():
             loop.kill(block=True)
-        if self._pending is not None and not self._pending.ready():
-            self._pending.get()
-        self.tick()
+        self._sample_health()
+        self._read_and_take(wait=True)
 
     # --- results ------------------------------------------------------------------------------------
 
