@@ -375,3 +375,52 @@ def test_the_web_ui_reset_restarts_the_tab_and_latency_json_with_locusts_statist
     ol = entry["open_loop"]
     assert ol["pending"] == 0 and ol["scheduled"] > 0, ol
     assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol
+
+
+def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path: Path) -> None:
+    """The web UI's "Reset Stats" on a master: the merged numbers restart, and the open loop's counters keep
+    their identity (each worker restarts its own, carrying the requests pending at its restart)."""
+    web, master_port = free_port(), free_port()
+    common = ["-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "40"]
+    master = [LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
+    master += ["--expect-workers", "2", "-u", "4", "-r", "4", "-t", "6s", "--autostart"]
+    master += ["--web-host", "127.0.0.1", "--web-port", str(web), "--csv", str(tmp_path / "run")]
+    worker = [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    before: int | None = None
+    after: list[int] = []
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        procs = [children.start(master, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)]
+        procs += [children.start(worker, cwd=REPO_ROOT, env=env, stdout=out, stderr=err) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 120
+            settled = False
+            while procs[0].poll() is None and time.monotonic() < deadline:
+                time.sleep(0.3)
+                try:
+                    stats = get(f"http://127.0.0.1:{web}/stats/requests")
+                    route = get(f"http://127.0.0.1:{web}{ROUTE}")
+                except OSError:
+                    continue
+                (entry,) = route["requests"].values() or [None]
+                if stats["state"] == "running" and entry:
+                    if before is None and entry["count"] >= 60:
+                        before = entry["count"]
+                        post(f"http://127.0.0.1:{web}/stats/reset")
+                    elif before is not None:
+                        after.append(entry["count"])
+                if stats["state"] == "stopped" and entry and entry["open_loop"]["stream_seconds"] > 0:
+                    settled = True
+                    break
+            assert settled, (tmp_path / "err").read_text()[-3000:]
+            procs[0].send_signal(signal.SIGTERM)
+            assert procs[0].wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
+        finally:
+            for proc in procs:
+                children.stop(proc)
+    written = json.loads((tmp_path / "latency.json").read_text())
+    (entry,) = written["requests"].values()
+    assert before is not None and after and after[0] < before, (before, after)
+    ol = entry["open_loop"]
+    assert ol["streams"] == 4 and ol["pending"] == 0 and ol["scheduled"] > 0, ol
+    assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol

@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,7 +64,8 @@ SLO_KEY = "locust_inference_slo"  # with --token-slo: {"met": n, "judged": n} si
 # Request names the master keeps measurements for: each costs four histograms (about 0.5 MiB), so a
 # worker naming thousands would cost gigabytes. A run has one name per process in practice.
 MAX_NAMES = 100
-# a worker report's entry, with --reset-stats: how many resets the worker made before taking what it sends
+MAX_WORKERS = 10_000  # worker ids whose count of resets a master keeps
+# a worker report's entry: how many resets (--reset-stats, the web UI's) the worker made before taking what it sends
 RESETS_KEY = "locust_inference_resets"
 # Locust's own (hooks.check_bucket checks it before use_fine_buckets replaces it)
 _locust_bucket: Callable[[float], int] | None = getattr(locust.stats, "bucket_response_time", None)
@@ -118,7 +119,11 @@ class Collector:
     started: dt.datetime | None = None
     stopped: dt.datetime | None = None  # when the test stopped: a web UI keeps the process up after it
     stats_at_start: StatsRead | None = None  # Triton's statistics at the start, being read
-    resets: int = 0  # restarts so far (--reset-stats)
+    resets: int = 0  # restarts so far (--reset-stats, the web UI's "Reset Stats")
+    # A master's, per worker id: the restarts it reported last, and those its reports must show to hold only
+    # requests since the master's last restart (a worker that joined after it has none to show).
+    worker_resets: dict[str, int] = field(default_factory=dict)
+    worker_floors: dict[str, int] = field(default_factory=dict)
     final: LatencyDocument | None = None  # the summary written at the end (latency.json's content)
     users: int = 0  # the most users that ran at once (Locust's spawning_complete), for tokens per user
     slo: SloCount | None = None  # with --token-slo: this process's (or, on a master, every worker's) judgements
@@ -159,10 +164,13 @@ class Collector:
         window, self.window = self.window, Measurements()
         return window
 
-    def restart(self, *, wait: bool = True) -> None:
+    def restart(self, *, wait: bool = True, workers: Iterable[str] = ()) -> None:
         """Forgets what was measured and counts time from now; streams keep their number and rate. Without
         ``wait``, returns before Triton's statistics are read (the summary waits for them): the caller resets
-        Locust's statistics right after, at the same instant (the web UI's "Reset Stats")."""
+        Locust's statistics right after, at the same instant (the web UI's "Reset Stats"). On a master,
+        ``workers`` are the ids of the workers connected now, each about to restart once more."""
+        for worker in {*self.worker_resets, *workers}:
+            self.worker_floors[worker] = max(self.worker_floors.get(worker, 0), self.worker_resets.get(worker, 0)) + 1
         for m in self.measured.values():
             m.restart()
         if self.slo is not None:
@@ -313,7 +321,8 @@ class Collector:
 
 
 def _stale(resets: Any, master_resets: int) -> bool:
-    """Whether a worker's report, taken after its ``resets``-th reset, is of requests the master forgot.
+    """Whether a worker's report, taken after its ``resets``-th reset, is of requests the master forgot
+    (``master_resets``: the resets the master expects of that worker by now).
 
     The master resets (``--reset-stats``) first, then tells the workers to: a report a worker sent before
     its own reset may arrive after the master's, and holds requests from before it (the ones pending at the
@@ -482,6 +491,12 @@ def results_folder(environment: Environment, settings: Settings) -> tuple[Path, 
     return Path("results") / settings.server, None
 
 
+def worker_ids(runner: Any) -> list[str]:
+    """The ids of a master's connected workers; none elsewhere."""
+    clients = getattr(runner, "clients", None) if isinstance(runner, MasterRunner) else None
+    return [str(c.id) for c in clients.all] if clients is not None else []
+
+
 _collectors: weakref.WeakKeyDictionary[Environment, Collector] = weakref.WeakKeyDictionary()
 
 
@@ -510,7 +525,7 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         if environment.reset_stats:
             if endpoint is not None:
                 endpoint.reset()
-            collector.restart()
+            collector.restart(workers=worker_ids(runner))
 
     if isinstance(runner, WorkerRunner):
 
@@ -532,8 +547,10 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
             if RESETS_KEY in data:
                 try:
-                    if _stale(data[RESETS_KEY], collector.resets):
+                    if _stale(data[RESETS_KEY], collector.worker_floors.get(client_id, 0)):
                         return
+                    if len(collector.worker_resets) < MAX_WORKERS or client_id in collector.worker_resets:
+                        collector.worker_resets[client_id] = data[RESETS_KEY]
                 except ProtocolError as err:
                     log.warning("refused the report from worker %.80r: %s", client_id, err)
                     return

@@ -104,7 +104,7 @@ def _restart(environment: Environment, *, wait: bool) -> None:
         return
     if collector.endpoint is not None:
         collector.endpoint.reset()
-    collector.restart(wait=wait)
+    collector.restart(wait=wait, workers=latency.worker_ids(environment.runner))
 
 
 def follow_resets(environment: Environment) -> None:
