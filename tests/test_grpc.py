@@ -5,6 +5,7 @@ run works with every measurement; faults are clean failures; users are as concur
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,8 +25,9 @@ from own_model_support import answers, image_set, imagenet, settings, stretched,
 from support import assert_clean_failure, clean_env, run_locust
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 from test_own_model import _two_inputs_file
+from test_security import self_signed
 
-from servers.launch import free_port
+from servers.launch import free_port, triton_server
 from servers.models import checksum_words as float32_checksum
 
 
@@ -236,11 +238,6 @@ def test_ten_users_in_one_process_have_ten_requests_in_flight_at_once(triton, tm
             None,
             "--triton-format json applies to --protocol http: gRPC sends tensors as raw bytes",
         ),
-        (
-            {},
-            "https://127.0.0.1:8001",
-            "--protocol grpc takes an http:// host for now: gRPC over TLS is not supported yet",
-        ),
         ({"grpc_connections": "0"}, None, "--grpc-connections must be a whole number from 1 to 64, not '0'"),
         ({"protocol": "grcp"}, None, "--protocol must be http or grpc, not 'grcp'"),
     ],
@@ -256,3 +253,33 @@ def test_grpc_defaults_to_triton_s_grpc_port() -> None:
     resolved = resolve(SimpleNamespace(server="triton", model_name="m", protocol="grpc"), None, environ={})
     assert (resolved.host, resolved.protocol, resolved.grpc_connections) == ("http://127.0.0.1:8001", "grpc", 1)
     assert resolve(SimpleNamespace(server="triton", model_name="m"), None, environ={}).protocol == "http"
+
+
+@pytest.fixture(scope="module")
+def triton_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Path]]]:
+    """A second Triton (tiny_onnx) whose gRPC endpoint speaks TLS with a self-signed certificate for
+    127.0.0.1; its gRPC URL and the certificate's files."""
+    cert = self_signed(tmp_path_factory.mktemp("grpc-tls"), "127.0.0.1", "IP:127.0.0.1")
+    tls = ["--grpc-tls-cert", str(cert["cert"]), "--grpc-tls-key", str(cert["key"])]
+    port = free_port()
+    with triton_server(models=["tiny_onnx"], extra_args=["--grpc-port", str(port), *tls]):
+        yield f"https://127.0.0.1:{port}", cert
+
+
+@pytest.mark.server
+def test_tls_with_the_certificate_trusted_or_unchecked(triton_tls) -> None:
+    url, cert = triton_tls
+    for options in ({"ca_file": str(cert["cert"])}, {"insecure": True}):
+        target = prepare(settings(url, "tiny_onnx", protocol="grpc", **options))
+        assert one(target.endpoint).ok, options
+
+
+@pytest.mark.server
+def test_tls_with_a_certificate_not_trusted_stops_the_start_saying_so(triton_tls) -> None:
+    url, _ = triton_tls
+    with pytest.raises(ConfigError) as raised:
+        prepare(settings(url, "tiny_onnx", protocol="grpc"))
+    assert str(raised.value).startswith(
+        f"TLS certificate of {url}/inference.GRPCInferenceService/ModelMetadata not accepted: "
+    ), raised.value
+    assert "pass --ca-file" in str(raised.value)

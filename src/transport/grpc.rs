@@ -2,6 +2,10 @@
 //! `GRPCInferenceService`. The URL's scheme says `http://` (cleartext HTTP/2) or `https://`, and
 //! its path names the RPC (`/inference.GRPCInferenceService/ModelInfer`).
 //!
+//! Over `https://` the certificate is checked as on the HTTP transport ([`super::tls`]: the public
+//! roots, or `--ca-file` with its pinned self-signed certificates, or nothing with `--insecure`),
+//! through a TLS connector of ours under tonic, offering only `h2`.
+//!
 //! Each body is a complete protobuf message, encoded once at start; [`PassThrough`] hands it to
 //! tonic as it is (tonic adds the 5-byte gRPC frame prefix as it copies it into the stream's send
 //! buffer) and gives the response message back undecoded, for the protocol's check. All users of
@@ -22,7 +26,11 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use super::{describe, too_large, ClientConfig, Progress, RequestSpec, Response};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use super::{describe, tls, too_large, ClientConfig, Progress, RequestSpec, Response};
 use crate::engine::runtime::PerProcess;
 use crate::error::{Error, Result};
 use crate::protocol::reason;
@@ -91,6 +99,8 @@ impl Decoder for PassThrough {
 /// One prepared RPC and this process's channels to its server.
 pub struct Client {
     endpoint: Endpoint,
+    /// For `https://`: the TLS settings, the server's name and its address.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>, String, u16)>,
     path: http::uri::PathAndQuery,
     metadata: MetadataMap,
     codec: PassThrough,
@@ -103,21 +113,31 @@ pub struct Client {
 impl Client {
     /// Prepares `spec`'s RPC (its URL's path) on `connections` HTTP/2 connections.
     pub fn new(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
-        let _ = config; // for TLS, to come
-        if spec.url.scheme() == "https" {
-            return Err(Error::InvalidArgument(
-                "gRPC over TLS (https://) is not supported yet: use a cleartext http:// endpoint"
-                    .into(),
-            ));
-        }
+        let port = spec.url.port_or_known_default().unwrap_or(80);
+        // the host as a name or an address, without an IPv6 address's brackets
+        let host = spec
+            .url
+            .host_str()
+            .ok_or_else(|| Error::InvalidArgument(format!("{} names no host", spec.url)))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tls = if spec.url.scheme() == "https" {
+            let name = ServerName::try_from(host.clone()).map_err(|_| {
+                Error::InvalidArgument(format!("{host:?} is not a TLS server name"))
+            })?;
+            Some((Arc::new(rustls_config(config)?), name, host, port))
+        } else {
+            None
+        };
         let path = spec.url.path();
         let path = path
             .parse()
             .map_err(|_| Error::InvalidArgument(format!("{path:?} is not a gRPC method path")))?;
         let origin = format!(
-            "http://{}:{}",
+            "{}://{}:{port}",
+            spec.url.scheme(),
             spec.url.host_str().unwrap_or_default(),
-            spec.url.port_or_known_default().unwrap_or(80)
         );
         let endpoint = Endpoint::from_shared(origin)
             .map_err(|e| Error::InvalidArgument(format!("invalid gRPC URL: {e}")))?
@@ -127,6 +147,7 @@ impl Client {
             .buffer_size(CHANNEL_BUFFER);
         Ok(Client {
             endpoint,
+            tls,
             path,
             metadata: metadata(&spec.headers),
             codec: PassThrough {
@@ -146,7 +167,18 @@ impl Client {
             .get_or_try_init(|| {
                 Ok::<_, std::convert::Infallible>(
                     (0..self.connections)
-                        .map(|_| self.endpoint.connect_lazy())
+                        .map(|_| match &self.tls {
+                            None => self.endpoint.connect_lazy(),
+                            Some((config, name, host, port)) => {
+                                let connector = tls_connector(
+                                    tokio_rustls::TlsConnector::from(Arc::clone(config)),
+                                    name.clone(),
+                                    host.clone(),
+                                    *port,
+                                );
+                                self.endpoint.connect_with_connector_lazy(connector)
+                            }
+                        })
                         .collect(),
                 )
             })
@@ -239,6 +271,9 @@ pub(crate) fn status_error(spec: &RequestSpec, status: &Status) -> Error {
     {
         return too_large(spec);
     }
+    if let Some(problem) = certificate_problem(status) {
+        return Error::Certificate { url, problem };
+    }
     if let Some(source) = std::error::Error::source(status) {
         // tonic's own status for a failure under it (connect, reset, GOAWAY): the cause is the news
         let reason = describe(source);
@@ -254,6 +289,126 @@ pub(crate) fn status_error(spec: &RequestSpec, status: &Status) -> Error {
         message: reason::grouped_body_reason(status.message().as_bytes()),
         excerpt: reason::body_excerpt(status.message().as_bytes()),
     }
+}
+
+/// A connector that opens TCP to `host:port` (whatever URI tonic asks for: always the endpoint's)
+/// and speaks TLS over it, naming `name`.
+fn tls_connector(
+    tls: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+    host: String,
+    port: u16,
+) -> impl tower::Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Send
+       + 'static {
+    tower::service_fn(move |_: http::Uri| {
+        let (tls, name, host) = (tls.clone(), name.clone(), host.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(hyper_util::rt::TokioIo::new(tls.connect(name, tcp).await?))
+        }
+    })
+}
+
+/// The TLS settings of `config`, offering `h2` only (gRPC).
+fn rustls_config(config: &ClientConfig) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Runtime(format!("TLS: {e}")))
+    };
+    let mut tls = if config.insecure {
+        builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(Arc::clone(&provider))))
+            .with_no_client_auth()
+    } else if let Some(path) = &config.ca_file {
+        tls::tls_config(&tls::read_ca_file(path)?)?
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        builder()?
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tls)
+}
+
+/// `--insecure`: any certificate, any name, any dates; the handshake's signatures are still checked
+/// (with the certificate given), so the connection is encrypted, to an unverified peer.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What is wrong with the server's certificate, when that is why the call failed.
+fn certificate_problem(status: &Status) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        // rustls's error sits inside an io::Error (tokio-rustls), maybe inside another
+        let mut inner = e;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::InvalidCertificate(problem)) = inner.downcast_ref() {
+            return Some(tls::certificate_text(problem));
+        }
+        source = e.source();
+    }
+    None
 }
 
 #[cfg(test)]
