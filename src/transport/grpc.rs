@@ -277,7 +277,7 @@ pub(crate) fn status_error(spec: &RequestSpec, status: &Status) -> Error {
     if let Some(source) = std::error::Error::source(status) {
         // tonic's own status for a failure under it (connect, reset, GOAWAY): the cause is the news
         let reason = describe(source);
-        return if reason.contains("connect") {
+        return if never_connected(source) {
             Error::Connect { url, reason }
         } else {
             Error::Transport { url, reason }
@@ -391,6 +391,31 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// Whether the failure is the connection's set-up: tonic's TCP connector says so in its message,
+/// ours (TLS) with the connect's own `io::Error`. Not any error that mentions a connection: h2's
+/// "error reading a body from connection" comes after the request went out.
+fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.to_string().starts_with("tcp connect error") {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{
+                AddrNotAvailable, ConnectionRefused, HostUnreachable, NetworkUnreachable,
+            };
+            if matches!(
+                io.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// What is wrong with the server's certificate, when that is why the call failed.
 fn certificate_problem(status: &Status) -> Option<String> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
@@ -484,27 +509,51 @@ mod tests {
         Message(&'static [u8]),
         /// A trailers-only response with this status.
         Status(u16, &'static str),
+        /// RST_STREAM once the request is in.
+        Reset,
+        /// The response's head and part of its message, then the connection closes.
+        Vanish,
+        /// GOAWAY as the request's head arrives, and the connection closes.
+        GoAway,
+    }
+
+    /// What the test server saw: each call's headers and body, and the connections it accepted.
+    struct Seen {
+        calls: tokio::sync::mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>,
+        connections: Arc<AtomicUsize>,
     }
 
     /// A gRPC server on h2 that answers every call with `answer` and sends each request's whole
     /// body (frame prefix included) and its headers to the returned channel.
-    async fn serve(
-        answer: Answer,
-    ) -> (
-        u16,
-        tokio::sync::mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>,
-    ) {
+    async fn serve(answer: Answer) -> (u16, Seen) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         tokio::spawn(async move {
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut conn = h2::server::handshake(socket).await.unwrap();
-                    while let Some(Ok((request, mut respond))) = conn.accept().await {
-                        let tx = tx.clone();
+                    let close = Arc::new(tokio::sync::Notify::new());
+                    loop {
+                        let next = tokio::select! {
+                            next = conn.accept() => next,
+                            () = close.notified() => return, // drops the connection
+                        };
+                        let Some(Ok((request, mut respond))) = next else {
+                            return;
+                        };
+                        if let Answer::GoAway = answer {
+                            tx.send((request.headers().clone(), Vec::new())).unwrap();
+                            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                            while conn.accept().await.is_some() {}
+                            return;
+                        }
+                        let (tx, close) = (tx.clone(), Arc::clone(&close));
                         tokio::spawn(async move {
                             let (parts, mut body) = request.into_parts();
                             let mut got = Vec::new();
@@ -542,13 +591,28 @@ mod tests {
                                     trailers.insert("grpc-status", "0".parse().unwrap());
                                     send.send_trailers(trailers).unwrap();
                                 }
+                                Answer::Reset => respond.send_reset(h2::Reason::INTERNAL_ERROR),
+                                Answer::Vanish => {
+                                    let mut send =
+                                        respond.send_response(head(None), false).unwrap();
+                                    send.send_data(vec![0, 0, 0, 0, 100, 1, 2].into(), false)
+                                        .unwrap();
+                                    close.notify_one();
+                                }
+                                Answer::GoAway => unreachable!("answered on the connection"),
                             }
                         });
                     }
                 });
             }
         });
-        (port, rx)
+        (
+            port,
+            Seen {
+                calls: rx,
+                connections,
+            },
+        )
     }
 
     fn spec_for(port: u16, body: &'static [u8], limit: usize) -> RequestSpec {
@@ -575,12 +639,12 @@ mod tests {
     /// back as it was sent.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_message_goes_out_framed_and_unchanged_and_comes_back_so() {
-        let (port, mut received) = serve(Answer::Message(b"\x0a\x01m\x32\x00")).await;
+        let (port, mut seen) = serve(Answer::Message(b"\x0a\x01m\x32\x00")).await;
         let spec = spec_for(port, b"\x0a\x05model\x3a\x03\x0a\x01o", 1024);
         let response = call(&spec).await.unwrap();
         assert_eq!(&response.body[..], b"\x0a\x01m\x32\x00");
         assert!(response.ttfb <= response.total);
-        let (headers, body) = received.recv().await.unwrap();
+        let (headers, body) = seen.calls.recv().await.unwrap();
         assert_eq!(&body[..5], &[0, 0, 0, 0, 12]);
         assert_eq!(&body[5..], b"\x0a\x05model\x3a\x03\x0a\x01o");
         assert_eq!(headers.get("x-api-key").unwrap(), "secret");
@@ -589,7 +653,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_status_from_the_server_is_a_failure_naming_it() {
-        let (port, _received) = serve(Answer::Status(5, "unknown model 'x'")).await;
+        let (port, _seen) = serve(Answer::Status(5, "unknown model 'x'")).await;
         let failure = call(&spec_for(port, b"", 1024)).await.unwrap_err();
         assert_eq!(
             failure.error.to_string(),
@@ -601,10 +665,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_message_over_the_limit_is_refused() {
-        let (port, _received) = serve(Answer::Message(&[7; 101])).await;
+        let (port, _seen) = serve(Answer::Message(&[7; 101])).await;
         let failure = call(&spec_for(port, b"", 100)).await.unwrap_err();
         assert_eq!(failure.error.kind(), "too-large", "{}", failure.error);
-        let (port, _received) = serve(Answer::Message(&[7; 100])).await;
+        let (port, _seen) = serve(Answer::Message(&[7; 100])).await;
         assert_eq!(
             call(&spec_for(port, b"", 100)).await.unwrap().body.len(),
             100
@@ -619,5 +683,53 @@ mod tests {
         };
         let failure = call(&spec_for(port, b"", 100)).await.unwrap_err();
         assert_eq!(failure.error.kind(), "connect", "{}", failure.error);
+    }
+
+    /// A stream reset, a connection gone mid-response and a GOAWAY are each a transport failure
+    /// of the one call the server received: never resent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_reset_a_vanished_server_and_a_goaway_fail_the_one_call_sent() {
+        for (answer, reason) in [
+            (
+                Answer::Reset,
+                "stream error received: unexpected internal error encountered",
+            ),
+            // whether h2 reads the bytes that came before the close or meets the closed socket
+            // first is a race: its words differ, the failure does not
+            (Answer::Vanish, "request to"),
+            (Answer::GoAway, "connection error: stream closed"),
+        ] {
+            let (port, mut seen) = serve(answer).await;
+            let failure = call(&spec_for(port, b"msg", 1024)).await.unwrap_err();
+            assert_eq!(failure.error.kind(), "transport", "{}", failure.error);
+            assert!(
+                failure.error.to_string().contains(reason),
+                "{}",
+                failure.error
+            );
+            assert!(!failure.resent);
+            assert!(seen.calls.recv().await.is_some());
+            assert!(
+                seen.calls.try_recv().is_err(),
+                "sent twice: {}",
+                failure.error
+            );
+        }
+    }
+
+    /// The users of a process share `connections` HTTP/2 connections, taken in turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn requests_take_the_connections_in_turn() {
+        for connections in [1, 3] {
+            let (port, seen) = serve(Answer::Message(b"")).await;
+            let spec = spec_for(port, b"msg", 1024);
+            let transport =
+                super::super::Transport::grpc(&spec, &ClientConfig::default(), connections)
+                    .unwrap();
+            for _ in 0..6 {
+                transport.send(&spec, 0).await.unwrap();
+            }
+            assert_eq!(seen.connections.load(Ordering::SeqCst), connections);
+        }
     }
 }
