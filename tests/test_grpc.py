@@ -16,6 +16,7 @@ from locust_inference._native import (
     ConfigError,
     Endpoint,
     RequestSlot,
+    Stream,
     encode_triton_grpc_inputs,
     grpc_model_metadata,
 )
@@ -86,6 +87,25 @@ def test_two_inputs_arrive_as_written(triton, tmp_path: Path) -> None:
     grpc, http = over_both(triton, "echo_two_inputs", 3, input_data=str(tmp_path / "data.json"))
     expected = [words(a[0], b[0]), words(a[1], b[1])]
     assert grpc == http == [(0, [expected[0]]), (1, [expected[1]]), (0, [expected[0]])]
+
+
+def test_an_open_loop_stream_walks_the_set_in_send_order(triton, tmp_path: Path) -> None:
+    """The open loop's Stream sends over gRPC as over HTTP (test_own_model): one out at a time, the rest
+    queued, so answers come back in send order and carry the set's images in turn."""
+    files = image_set(tmp_path / "set")
+    target = prepare(settings(grpc_url(triton), "echo_uint8_nhwc", protocol="grpc", image=str(tmp_path / "set")))
+    stream = Stream(target.endpoint, 50.0, max_in_flight=1, overload="queue")
+    completions = []
+    while len(completions) < 7:
+        completions += stream.wait(10)
+    stream.stop()
+    assert [c.intended for c in completions] == sorted(c.intended for c in completions)
+    expected = [words(stretched(f, 224, 224)) for f in files]
+    got = [
+        (c.outcome.input_index, [int(v) for v in decode_triton_grpc_response(c.outcome.body)["CHECKSUM"][0][:16]])
+        for c in completions[:7]
+    ]
+    assert got == [(i, expected[i]) for i in [0, 1, 2, 0, 1, 2, 0]]
 
 
 def tiny_onnx(triton) -> tuple[str, str, list[int], str, list[int]]:
