@@ -279,9 +279,17 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def serve(
-    models: list[str], http_port: int, grpc_port: int, metrics_port: int, *, threads: int, http_address: str = HOST
+    models: list[str],
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    *,
+    threads: int,
+    http_address: str = HOST,
+    grpc_tls: tuple[Path, Path] | None = None,
 ) -> int:
     """Run Triton in the foreground until SIGTERM/SIGINT or until tritonserver dies; return an exit code.
+    With ``grpc_tls`` (certificate and key files), the gRPC endpoint speaks TLS.
 
     With ``TRITON_INFERENCE_TOKEN`` set, inference requests need the header ``triton-access-token`` with
     that value (Triton's restricted API), so a test can see that a client sent it."""
@@ -307,6 +315,9 @@ def serve(
         # unloaded (draining in-flight requests) before tritonserver is stopped; see _unload_models.
         exit_timeout_secs=1,
         log_verbose=0,
+        grpc_use_ssl=grpc_tls is not None or None,
+        grpc_server_cert=grpc_tls[0] if grpc_tls else None,
+        grpc_server_key=grpc_tls[1] if grpc_tls else None,
     )
     # Keep the statistics endpoint open (it is useful to a load test); everything binds to loopback only.
     restricted = ["shared-memory", "model-repository", "trace", "logging"]
@@ -380,7 +391,11 @@ def main(argv: list[str] | None = None) -> None:
         help=f"address of the HTTP endpoint (default {HOST}; gRPC and metrics stay on {HOST})",
     )
     generator.add_arguments(parser)
+    parser.add_argument("--grpc-tls-cert", type=Path, default=None, help="PEM certificate: gRPC over TLS")
+    parser.add_argument("--grpc-tls-key", type=Path, default=None, help="its PEM key (with --grpc-tls-cert)")
     args = parser.parse_args(argv)
+    if (args.grpc_tls_cert is None) != (args.grpc_tls_key is None):
+        parser.error("--grpc-tls-cert and --grpc-tls-key go together")
     global GENERATOR  # noqa: PLW0603 - read by _bind_model, once, before serving
     try:
         GENERATOR = generator.from_arguments(args)
@@ -401,7 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     given = {args.http_port, args.grpc_port, args.metrics_port}
     spare = iter(p for p in free_ports(4) if p not in given)
     ports = [p if p else next(spare) for p in (args.http_port, args.grpc_port, args.metrics_port)]
-    sys.exit(serve(models, *ports, threads=args.threads, http_address=args.http_address))
+    grpc_tls = (args.grpc_tls_cert, args.grpc_tls_key) if args.grpc_tls_cert else None
+    sys.exit(serve(models, *ports, threads=args.threads, http_address=args.http_address, grpc_tls=grpc_tls))
 
 
 if __name__ == "__main__":

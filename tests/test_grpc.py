@@ -5,6 +5,7 @@ run works with every measurement; faults are clean failures; users are as concur
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from locust_inference._native import (
     ConfigError,
     Endpoint,
     RequestSlot,
+    Stream,
     encode_triton_grpc_inputs,
     grpc_model_metadata,
 )
@@ -24,8 +26,9 @@ from own_model_support import answers, image_set, imagenet, settings, stretched,
 from support import assert_clean_failure, clean_env, run_locust
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 from test_own_model import _two_inputs_file
+from test_security import self_signed
 
-from servers.launch import free_port
+from servers.launch import free_port, triton_server
 from servers.models import checksum_words as float32_checksum
 
 
@@ -84,6 +87,25 @@ def test_two_inputs_arrive_as_written(triton, tmp_path: Path) -> None:
     grpc, http = over_both(triton, "echo_two_inputs", 3, input_data=str(tmp_path / "data.json"))
     expected = [words(a[0], b[0]), words(a[1], b[1])]
     assert grpc == http == [(0, [expected[0]]), (1, [expected[1]]), (0, [expected[0]])]
+
+
+def test_an_open_loop_stream_walks_the_set_in_send_order(triton, tmp_path: Path) -> None:
+    """The open loop's Stream sends over gRPC as over HTTP (test_own_model): one out at a time, the rest
+    queued, so answers come back in send order and carry the set's images in turn."""
+    files = image_set(tmp_path / "set")
+    target = prepare(settings(grpc_url(triton), "echo_uint8_nhwc", protocol="grpc", image=str(tmp_path / "set")))
+    stream = Stream(target.endpoint, 50.0, max_in_flight=1, overload="queue")
+    completions = []
+    while len(completions) < 7:
+        completions += stream.wait(10)
+    stream.stop()
+    assert [c.intended for c in completions] == sorted(c.intended for c in completions)
+    expected = [words(stretched(f, 224, 224)) for f in files]
+    got = [
+        (c.outcome.input_index, [int(v) for v in decode_triton_grpc_response(c.outcome.body)["CHECKSUM"][0][:16]])
+        for c in completions[:7]
+    ]
+    assert got == [(i, expected[i]) for i in [0, 1, 2, 0, 1, 2, 0]]
 
 
 def tiny_onnx(triton) -> tuple[str, str, list[int], str, list[int]]:
@@ -236,11 +258,6 @@ def test_ten_users_in_one_process_have_ten_requests_in_flight_at_once(triton, tm
             None,
             "--triton-format json applies to --protocol http: gRPC sends tensors as raw bytes",
         ),
-        (
-            {},
-            "https://127.0.0.1:8001",
-            "--protocol grpc takes an http:// host for now: gRPC over TLS is not supported yet",
-        ),
         ({"grpc_connections": "0"}, None, "--grpc-connections must be a whole number from 1 to 64, not '0'"),
         ({"protocol": "grcp"}, None, "--protocol must be http or grpc, not 'grcp'"),
     ],
@@ -256,3 +273,33 @@ def test_grpc_defaults_to_triton_s_grpc_port() -> None:
     resolved = resolve(SimpleNamespace(server="triton", model_name="m", protocol="grpc"), None, environ={})
     assert (resolved.host, resolved.protocol, resolved.grpc_connections) == ("http://127.0.0.1:8001", "grpc", 1)
     assert resolve(SimpleNamespace(server="triton", model_name="m"), None, environ={}).protocol == "http"
+
+
+@pytest.fixture(scope="module")
+def triton_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Path]]]:
+    """A second Triton (tiny_onnx) whose gRPC endpoint speaks TLS with a self-signed certificate for
+    127.0.0.1; its gRPC URL and the certificate's files."""
+    cert = self_signed(tmp_path_factory.mktemp("grpc-tls"), "127.0.0.1", "IP:127.0.0.1")
+    tls = ["--grpc-tls-cert", str(cert["cert"]), "--grpc-tls-key", str(cert["key"])]
+    port = free_port()
+    with triton_server(models=["tiny_onnx"], extra_args=["--grpc-port", str(port), *tls]):
+        yield f"https://127.0.0.1:{port}", cert
+
+
+@pytest.mark.server
+def test_tls_with_the_certificate_trusted_or_unchecked(triton_tls) -> None:
+    url, cert = triton_tls
+    for options in ({"ca_file": str(cert["cert"])}, {"insecure": True}):
+        target = prepare(settings(url, "tiny_onnx", protocol="grpc", **options))
+        assert one(target.endpoint).ok, options
+
+
+@pytest.mark.server
+def test_tls_with_a_certificate_not_trusted_stops_the_start_saying_so(triton_tls) -> None:
+    url, _ = triton_tls
+    with pytest.raises(ConfigError) as raised:
+        prepare(settings(url, "tiny_onnx", protocol="grpc"))
+    assert str(raised.value).startswith(
+        f"TLS certificate of {url}/inference.GRPCInferenceService/ModelMetadata not accepted: "
+    ), raised.value
+    assert "pass --ca-file" in str(raised.value)

@@ -454,8 +454,6 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         options, "grpc_connections", defaults.GRPC_CONNECTIONS, 1, MAX_GRPC_CONNECTIONS, whole=True
     )
     host = _check_host(host or (defaults.GRPC_HOST if protocol == "grpc" else DEFAULT_HOSTS[server]))
-    if protocol == "grpc" and host.startswith("https://"):
-        raise ConfigError("--protocol grpc takes an http:// host for now: gRPC over TLS is not supported yet")
     image = _resolve_image(
         str(getattr(options, "image", DEFAULT_IMAGE) or DEFAULT_IMAGE), getattr(options, "locustfile", None)
     )

@@ -2,6 +2,10 @@
 //! `GRPCInferenceService`. The URL's scheme says `http://` (cleartext HTTP/2) or `https://`, and
 //! its path names the RPC (`/inference.GRPCInferenceService/ModelInfer`).
 //!
+//! Over `https://` the certificate is checked as on the HTTP transport ([`super::tls`]: the public
+//! roots, or `--ca-file` with its pinned self-signed certificates, or nothing with `--insecure`),
+//! through a TLS connector of ours under tonic, offering only `h2`.
+//!
 //! Each body is a complete protobuf message, encoded once at start; [`PassThrough`] hands it to
 //! tonic as it is (tonic adds the 5-byte gRPC frame prefix as it copies it into the stream's send
 //! buffer) and gives the response message back undecoded, for the protocol's check. All users of
@@ -22,7 +26,11 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use super::{describe, too_large, ClientConfig, Progress, RequestSpec, Response};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use super::{describe, tls, too_large, ClientConfig, Progress, RequestSpec, Response};
 use crate::engine::runtime::PerProcess;
 use crate::error::{Error, Result};
 use crate::protocol::reason;
@@ -91,6 +99,8 @@ impl Decoder for PassThrough {
 /// One prepared RPC and this process's channels to its server.
 pub struct Client {
     endpoint: Endpoint,
+    /// For `https://`: the TLS settings, the server's name and its address.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>, String, u16)>,
     path: http::uri::PathAndQuery,
     metadata: MetadataMap,
     codec: PassThrough,
@@ -103,21 +113,31 @@ pub struct Client {
 impl Client {
     /// Prepares `spec`'s RPC (its URL's path) on `connections` HTTP/2 connections.
     pub fn new(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
-        let _ = config; // for TLS, to come
-        if spec.url.scheme() == "https" {
-            return Err(Error::InvalidArgument(
-                "gRPC over TLS (https://) is not supported yet: use a cleartext http:// endpoint"
-                    .into(),
-            ));
-        }
+        let port = spec.url.port_or_known_default().unwrap_or(80);
+        // the host as a name or an address, without an IPv6 address's brackets
+        let host = spec
+            .url
+            .host_str()
+            .ok_or_else(|| Error::InvalidArgument(format!("{} names no host", spec.url)))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tls = if spec.url.scheme() == "https" {
+            let name = ServerName::try_from(host.clone()).map_err(|_| {
+                Error::InvalidArgument(format!("{host:?} is not a TLS server name"))
+            })?;
+            Some((Arc::new(rustls_config(config)?), name, host, port))
+        } else {
+            None
+        };
         let path = spec.url.path();
         let path = path
             .parse()
             .map_err(|_| Error::InvalidArgument(format!("{path:?} is not a gRPC method path")))?;
         let origin = format!(
-            "http://{}:{}",
+            "{}://{}:{port}",
+            spec.url.scheme(),
             spec.url.host_str().unwrap_or_default(),
-            spec.url.port_or_known_default().unwrap_or(80)
         );
         let endpoint = Endpoint::from_shared(origin)
             .map_err(|e| Error::InvalidArgument(format!("invalid gRPC URL: {e}")))?
@@ -127,6 +147,7 @@ impl Client {
             .buffer_size(CHANNEL_BUFFER);
         Ok(Client {
             endpoint,
+            tls,
             path,
             metadata: metadata(&spec.headers),
             codec: PassThrough {
@@ -146,7 +167,18 @@ impl Client {
             .get_or_try_init(|| {
                 Ok::<_, std::convert::Infallible>(
                     (0..self.connections)
-                        .map(|_| self.endpoint.connect_lazy())
+                        .map(|_| match &self.tls {
+                            None => self.endpoint.connect_lazy(),
+                            Some((config, name, host, port)) => {
+                                let connector = tls_connector(
+                                    tokio_rustls::TlsConnector::from(Arc::clone(config)),
+                                    name.clone(),
+                                    host.clone(),
+                                    *port,
+                                );
+                                self.endpoint.connect_with_connector_lazy(connector)
+                            }
+                        })
                         .collect(),
                 )
             })
@@ -240,10 +272,13 @@ pub(crate) fn status_error(spec: &RequestSpec, status: &Status) -> Error {
     {
         return too_large(spec);
     }
+    if let Some(problem) = certificate_problem(status) {
+        return Error::Certificate { url, problem };
+    }
     if let Some(source) = std::error::Error::source(status) {
         // tonic's own status for a failure under it (connect, reset, GOAWAY): the cause is the news
         let reason = describe(source);
-        return if reason.contains("connect") {
+        return if never_connected(source) {
             Error::Connect { url, reason }
         } else {
             Error::Transport { url, reason }
@@ -255,6 +290,151 @@ pub(crate) fn status_error(spec: &RequestSpec, status: &Status) -> Error {
         message: reason::grouped_body_reason(status.message().as_bytes()),
         excerpt: reason::body_excerpt(status.message().as_bytes()),
     }
+}
+
+/// A connector that opens TCP to `host:port` (whatever URI tonic asks for: always the endpoint's)
+/// and speaks TLS over it, naming `name`.
+fn tls_connector(
+    tls: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+    host: String,
+    port: u16,
+) -> impl tower::Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Send
+       + 'static {
+    tower::service_fn(move |_: http::Uri| {
+        let (tls, name, host) = (tls.clone(), name.clone(), host.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(hyper_util::rt::TokioIo::new(tls.connect(name, tcp).await?))
+        }
+    })
+}
+
+/// The TLS settings of `config`, offering `h2` only (gRPC).
+fn rustls_config(config: &ClientConfig) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Runtime(format!("TLS: {e}")))
+    };
+    let mut tls = if config.insecure {
+        builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(Arc::clone(&provider))))
+            .with_no_client_auth()
+    } else if let Some(path) = &config.ca_file {
+        tls::tls_config(&tls::read_ca_file(path)?)?
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        builder()?
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tls)
+}
+
+/// `--insecure`: any certificate, any name, any dates; the handshake's signatures are still checked
+/// (with the certificate given), so the connection is encrypted, to an unverified peer.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Whether the failure is the connection's set-up: tonic's TCP connector says so in its message,
+/// ours (TLS) with the connect's own `io::Error`. Not any error that mentions a connection: h2's
+/// "error reading a body from connection" comes after the request went out.
+fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.to_string().starts_with("tcp connect error") {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{
+                AddrNotAvailable, ConnectionRefused, HostUnreachable, NetworkUnreachable,
+            };
+            if matches!(
+                io.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// What is wrong with the server's certificate, when that is why the call failed.
+fn certificate_problem(status: &Status) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        // rustls's error sits inside an io::Error (tokio-rustls), maybe inside another
+        let mut inner = e;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::InvalidCertificate(problem)) = inner.downcast_ref() {
+            return Some(tls::certificate_text(problem));
+        }
+        source = e.source();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -330,27 +510,51 @@ mod tests {
         Message(&'static [u8]),
         /// A trailers-only response with this status.
         Status(u16, &'static str),
+        /// RST_STREAM once the request is in.
+        Reset,
+        /// The response's head and part of its message, then the connection closes.
+        Vanish,
+        /// GOAWAY as the request's head arrives, and the connection closes.
+        GoAway,
+    }
+
+    /// What the test server saw: each call's headers and body, and the connections it accepted.
+    struct Seen {
+        calls: tokio::sync::mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>,
+        connections: Arc<AtomicUsize>,
     }
 
     /// A gRPC server on h2 that answers every call with `answer` and sends each request's whole
     /// body (frame prefix included) and its headers to the returned channel.
-    async fn serve(
-        answer: Answer,
-    ) -> (
-        u16,
-        tokio::sync::mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>,
-    ) {
+    async fn serve(answer: Answer) -> (u16, Seen) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         tokio::spawn(async move {
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut conn = h2::server::handshake(socket).await.unwrap();
-                    while let Some(Ok((request, mut respond))) = conn.accept().await {
-                        let tx = tx.clone();
+                    let close = Arc::new(tokio::sync::Notify::new());
+                    loop {
+                        let next = tokio::select! {
+                            next = conn.accept() => next,
+                            () = close.notified() => return, // drops the connection
+                        };
+                        let Some(Ok((request, mut respond))) = next else {
+                            return;
+                        };
+                        if let Answer::GoAway = answer {
+                            tx.send((request.headers().clone(), Vec::new())).unwrap();
+                            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                            while conn.accept().await.is_some() {}
+                            return;
+                        }
+                        let (tx, close) = (tx.clone(), Arc::clone(&close));
                         tokio::spawn(async move {
                             let (parts, mut body) = request.into_parts();
                             let mut got = Vec::new();
@@ -388,13 +592,28 @@ mod tests {
                                     trailers.insert("grpc-status", "0".parse().unwrap());
                                     send.send_trailers(trailers).unwrap();
                                 }
+                                Answer::Reset => respond.send_reset(h2::Reason::INTERNAL_ERROR),
+                                Answer::Vanish => {
+                                    let mut send =
+                                        respond.send_response(head(None), false).unwrap();
+                                    send.send_data(vec![0, 0, 0, 0, 100, 1, 2].into(), false)
+                                        .unwrap();
+                                    close.notify_one();
+                                }
+                                Answer::GoAway => unreachable!("answered on the connection"),
                             }
                         });
                     }
                 });
             }
         });
-        (port, rx)
+        (
+            port,
+            Seen {
+                calls: rx,
+                connections,
+            },
+        )
     }
 
     fn spec_for(port: u16, body: &'static [u8], limit: usize) -> RequestSpec {
@@ -421,12 +640,12 @@ mod tests {
     /// back as it was sent.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_message_goes_out_framed_and_unchanged_and_comes_back_so() {
-        let (port, mut received) = serve(Answer::Message(b"\x0a\x01m\x32\x00")).await;
+        let (port, mut seen) = serve(Answer::Message(b"\x0a\x01m\x32\x00")).await;
         let spec = spec_for(port, b"\x0a\x05model\x3a\x03\x0a\x01o", 1024);
         let response = call(&spec).await.unwrap();
         assert_eq!(&response.body[..], b"\x0a\x01m\x32\x00");
         assert!(response.ttfb <= response.total);
-        let (headers, body) = received.recv().await.unwrap();
+        let (headers, body) = seen.calls.recv().await.unwrap();
         assert_eq!(&body[..5], &[0, 0, 0, 0, 12]);
         assert_eq!(&body[5..], b"\x0a\x05model\x3a\x03\x0a\x01o");
         assert_eq!(headers.get("x-api-key").unwrap(), "secret");
@@ -435,7 +654,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_status_from_the_server_is_a_failure_naming_it() {
-        let (port, _received) = serve(Answer::Status(5, "unknown model 'x'")).await;
+        let (port, _seen) = serve(Answer::Status(5, "unknown model 'x'")).await;
         let failure = call(&spec_for(port, b"", 1024)).await.unwrap_err();
         assert_eq!(
             failure.error.to_string(),
@@ -447,10 +666,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_message_over_the_limit_is_refused() {
-        let (port, _received) = serve(Answer::Message(&[7; 101])).await;
+        let (port, _seen) = serve(Answer::Message(&[7; 101])).await;
         let failure = call(&spec_for(port, b"", 100)).await.unwrap_err();
         assert_eq!(failure.error.kind(), "too-large", "{}", failure.error);
-        let (port, _received) = serve(Answer::Message(&[7; 100])).await;
+        let (port, _seen) = serve(Answer::Message(&[7; 100])).await;
         assert_eq!(
             call(&spec_for(port, b"", 100)).await.unwrap().body.len(),
             100
@@ -465,5 +684,53 @@ mod tests {
         };
         let failure = call(&spec_for(port, b"", 100)).await.unwrap_err();
         assert_eq!(failure.error.kind(), "connect", "{}", failure.error);
+    }
+
+    /// A stream reset, a connection gone mid-response and a GOAWAY are each a transport failure
+    /// of the one call the server received: never resent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_reset_a_vanished_server_and_a_goaway_fail_the_one_call_sent() {
+        for (answer, reason) in [
+            (
+                Answer::Reset,
+                "stream error received: unexpected internal error encountered",
+            ),
+            // whether h2 reads the bytes that came before the close or meets the closed socket
+            // first is a race: its words differ, the failure does not
+            (Answer::Vanish, "request to"),
+            (Answer::GoAway, "connection error: stream closed"),
+        ] {
+            let (port, mut seen) = serve(answer).await;
+            let failure = call(&spec_for(port, b"msg", 1024)).await.unwrap_err();
+            assert_eq!(failure.error.kind(), "transport", "{}", failure.error);
+            assert!(
+                failure.error.to_string().contains(reason),
+                "{}",
+                failure.error
+            );
+            assert!(!failure.resent);
+            assert!(seen.calls.recv().await.is_some());
+            assert!(
+                seen.calls.try_recv().is_err(),
+                "sent twice: {}",
+                failure.error
+            );
+        }
+    }
+
+    /// The users of a process share `connections` HTTP/2 connections, taken in turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn requests_take_the_connections_in_turn() {
+        for connections in [1, 3] {
+            let (port, seen) = serve(Answer::Message(b"")).await;
+            let spec = spec_for(port, b"msg", 1024);
+            let transport =
+                super::super::Transport::grpc(&spec, &ClientConfig::default(), connections)
+                    .unwrap();
+            for _ in 0..6 {
+                transport.send(&spec, 0).await.unwrap();
+            }
+            assert_eq!(seen.connections.load(Ordering::SeqCst), connections);
+        }
     }
 }

@@ -123,7 +123,7 @@ fn build(config: &ClientConfig) -> Result<reqwest::Client> {
 }
 
 /// The certificates of a PEM file, at least one.
-fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
     let fail =
         |reason: String| Error::InvalidArgument(format!("CA file {}: {reason}", path.display()));
     let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
@@ -138,7 +138,7 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> 
 
 /// rustls settings that trust the public roots, the `--ca-file` certificates as CAs, and those
 /// same certificates as servers' own.
-fn tls_config(trusted: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig> {
+pub(crate) fn tls_config(trusted: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -289,7 +289,7 @@ fn certificate_problem(err: &reqwest::Error) -> Option<String> {
     None
 }
 
-fn certificate_text(problem: &CertificateError) -> String {
+pub(crate) fn certificate_text(problem: &CertificateError) -> String {
     match problem {
         CertificateError::UnknownIssuer => {
             "it is not signed by a certificate authority this client trusts".into()
