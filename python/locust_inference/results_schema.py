@@ -22,9 +22,9 @@ __all__ = [
     "OpenLoop",
     "Percentiles",
     "RequestEntry",
+    "ServerMetrics",
     "SloEntry",
     "TokenEntry",
-    "ServerMetrics",
     "histograms",
 ]
 
