@@ -404,15 +404,16 @@ def triton_server(
     """
     models = list(models)
     port = http_port or free_port()
-    # gRPC's port is chosen here, not by the server, so that tests can reach it (RunningServer.grpc_port)
-    grpc_port = None if "--grpc-port" in extra_args else next(p for p in free_ports(2) if p != port)
+    # gRPC's and the metrics' ports are chosen here, not by the server, so that tests can reach them
+    # (RunningServer.grpc_port, .metrics_port); two distinct free ports, neither the HTTP one
+    spare = iter(p for p in free_ports(3) if p != port)
+    grpc_port = None if "--grpc-port" in extra_args else next(spare)
+    metrics_port = None if "--metrics-port" in extra_args else next(spare)
     args = ["--http-port", str(port), "--models", ",".join(models), "--threads", str(threads), *extra_args]
-    metrics_port = None
-    if "--metrics-port" not in extra_args:  # chosen here, so the caller can scrape it
-        metrics_port = next(p for p in free_ports(2) if p != port)
-        args += ["--metrics-port", str(metrics_port)]
     if grpc_port is not None:
         args += ["--grpc-port", str(grpc_port)]
+    if metrics_port is not None:
+        args += ["--metrics-port", str(metrics_port)]
     if http_address != HOST:
         args += ["--http-address", http_address]
     ready = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in models)]
