@@ -265,6 +265,10 @@ class Collector:
         """latency.json's content now. ``stats_at_end`` gives Triton's statistics to subtract the start's from
         (by default read now, waiting for the read): the web UI passes its latest read instead of waiting."""
         ended = self.stopped or dt.datetime.now(dt.UTC)
+        if self.stopped is not None and self.monitor is not None:
+            # Workers' last reports reach a master after the test stopped and the monitor's last read: their
+            # send lags close one more window, so the windows add up to what is summarised here.
+            self.monitor.take_lag_window()
         started = self.started or ended
         duration = max((ended - started).total_seconds(), 1e-9)
         requests: dict[str, RequestEntry] = {}

@@ -10,7 +10,6 @@ the report), which the master places on its own clock: the two machines' clocks 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,11 +33,6 @@ class HealthError(ValueError):
     """A worker's health entry that is not one; the message says why."""
 
 
-def _process_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 @dataclass
 class CpuSampler:
     """CPU use since the previous sample, in % of one core; call :meth:`sample` on Python's thread. The
@@ -47,7 +41,9 @@ class CpuSampler:
     wall: Callable[[], float] = time.time
     clock: Callable[[], float] = time.monotonic
     thread_cpu: Callable[[], float] = time.thread_time
-    process_cpu: Callable[[], float] = _process_cpu
+    # the same clock as thread_time (CLOCK_PROCESS_CPUTIME_ID, ns): os.times() counts 10 ms ticks, and a
+    # process then read below its own Python thread
+    process_cpu: Callable[[], float] = time.process_time
     _last: tuple[float, float, float] | None = None
 
     def sample(self) -> tuple[float, float, float] | None:
@@ -123,7 +119,9 @@ class Health:
             },
             "peak_python_cpu_pct": {k: round(v, 2) for k, v in sorted(peaks.items())},
             "saturated": self.saturated(start, end),
-            "lag": [w for w in self.lag if (start is None or w["t"] >= start) and (end is None or w["t"] <= end)],
+            # all of them, unlike the CPU samples: a window holds the send lags of the reports that arrived by its
+            # time, and the workers' last reports (requests sent before the stop) arrive after it
+            "lag": list(self.lag),
         }
 
 

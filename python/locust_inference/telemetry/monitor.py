@@ -291,21 +291,26 @@ class Monitor:
         sample = self.sampler.sample()
         if sample is not None:
             self.health.add(self.process_name, [sample])
-        if self.take_lag is not None:
-            if self.poll is not None:
-                self.poll()
-            lag = self.take_lag().lag
-            if lag.count:
-                summary = lag.summary()
-                self.health.lag.append(
-                    {
-                        "t": round(time.time(), 3),
-                        "count": lag.count,
-                        "p99_ms": summary.get("p99"),
-                        "max_ms": summary.get("max"),
-                    }
-                )
-                del self.health.lag[:-MAX_WINDOWS]
+        self.take_lag_window()
+
+    def take_lag_window(self) -> None:
+        """Closes a window of send lags: what arrived since the last one (polled first in a local run)."""
+        if self.take_lag is None:
+            return
+        if self.poll is not None:
+            self.poll()
+        lag = self.take_lag().lag
+        if lag.count:
+            summary = lag.summary()
+            self.health.lag.append(
+                {
+                    "t": round(time.time(), 3),
+                    "count": lag.count,
+                    "p99_ms": summary.get("p99"),
+                    "max_ms": summary.get("max"),
+                }
+            )
+            del self.health.lag[:-MAX_WINDOWS]
 
     def tick(self) -> None:
         """One interval: this process's CPU and lag, and a read of the server's metrics."""

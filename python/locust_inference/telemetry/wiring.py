@@ -92,6 +92,9 @@ def install(
         if environment.reset_stats and monitor._loop is not None:
             monitor.restart()  # as the collector restarts: the windows cover what latency.json does
 
+    # The last read as the test stops: a web UI keeps the process up after it, and what the tab shows then
+    # must be what latency.json gets at quit. At quit too, for a run that quits without a stop.
+    @events_.test_stop.add_listener
     @events_.quitting.add_listener
     def _stop(**_kw: Any) -> None:
         if monitor._loop is not None:
