@@ -61,7 +61,7 @@ __all__ = [
 log = logging.getLogger("locust_inference")
 REPORT_KEY = "locust_inference"  # a worker report's entry: {request name: Measurements.to_bytes()}
 SLO_KEY = "locust_inference_slo"  # with --token-slo: {"met": n, "judged": n} since the worker's last report
-# Request names the master keeps measurements for: each costs four histograms (about 0.5 MiB), so a
+# Request names the master keeps measurements for: each costs nine histograms (about 1.2 MiB), so a
 # worker naming thousands would cost gigabytes. A run has one name per process in practice.
 MAX_NAMES = 100
 MAX_WORKERS = 10_000  # worker ids whose count of resets a master keeps

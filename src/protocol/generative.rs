@@ -101,17 +101,19 @@ impl Tokens {
         self.times.first().copied()
     }
 
-    /// The output token count: from `usage`, else the content chunks of a stream.
+    /// The output token count: from `usage`, else the content chunks (approximate: a whole answer
+    /// without `usage` is one chunk), so that every answer read is counted one way or the other.
+    #[allow(clippy::unnecessary_wraps)] // None where a tokenizer or a count can be missing
     pub fn output_tokens(&self) -> Option<u64> {
-        self.usage_output.or(self.streamed.then_some(self.chunks))
+        Some(self.usage_output.unwrap_or(self.chunks))
     }
 
+    #[allow(clippy::unnecessary_wraps)]
     pub fn source(&self) -> Option<Source> {
-        match (self.usage_output, self.streamed) {
-            (Some(_), _) => Some(Source::Usage),
-            (None, true) => Some(Source::Chunks),
-            (None, false) => None,
-        }
+        Some(match self.usage_output {
+            Some(_) => Source::Usage,
+            None => Source::Chunks,
+        })
     }
 
     /// (last content chunk − first) / (output tokens − 1); none below 2 tokens or without chunks.
@@ -699,7 +701,8 @@ mod tests {
         verdict.unwrap();
         assert_eq!(
             (tokens.output_tokens(), tokens.source(), tokens.chunks),
-            (None, None, 1)
+            (Some(1), Some(Source::Chunks), 1),
+            "a whole answer without usage: one chunk, approximate"
         );
     }
 
