@@ -424,3 +424,75 @@ def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path:
     ol = entry["open_loop"]
     assert ol["streams"] == 4 and ol["pending"] == 0 and ol["scheduled"] > 0, ol
     assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol
+
+
+LATE_WORKER_SCRIPT = """\
+import json, sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(sys.argv[2])))
+from reset_race_probe import IMAGE, runner_shell  # Locust's own Environments and events, no sockets
+from endpoints import triton_endpoint
+from locust.runners import MasterRunner, WorkerRunner
+from locust_inference import RequestSlot, latency
+from locust_inference.options import Settings
+
+url = sys.argv[1]
+settings = Settings(server="triton", model="tiny_onnx", host=url, image=IMAGE)
+master_env = runner_shell(MasterRunner)
+master = latency.install(master_env, settings, None)
+master_env.events.test_start.fire(environment=master_env)
+workers = {}
+for worker in ("a", "b"):
+    env, endpoint = runner_shell(WorkerRunner), triton_endpoint(url, "tiny_onnx")
+    workers[worker] = (latency.install(env, settings, endpoint), env, endpoint)
+
+
+def send(worker, n):
+    slot = RequestSlot()
+    for _ in range(n):
+        slot.submit(workers[worker][2])
+        workers[worker][2].record(slot.wait(30))
+
+
+def report(worker):
+    data = {}
+    workers[worker][1].events.report_to_master.fire(client_id=worker, data=data)
+    return data
+
+
+def deliver(worker, data):
+    master_env.events.worker_report.fire(client_id=worker, data=data)
+
+
+send("a", 3)
+deliver("a", report("a"))  # heard from before the reset
+send("a", 4)
+late = report("a")  # taken before a's own restart
+master.restart(workers=["a"])  # the web UI's Reset Stats on the master, a connected
+deliver("a", late)  # from before the reset: dropped
+send("b", 5)
+deliver("b", report("b"))  # b joined after the reset and never restarts: kept
+workers["a"][2].reset()
+workers["a"][0].restart()  # a restarts (the master's message)
+send("a", 6)
+deliver("a", report("a"))  # kept
+print(json.dumps({"count": master.measured[settings.name].total.count}))
+"""
+
+
+def test_a_worker_that_joins_after_a_reset_is_counted(triton, tmp_path: Path) -> None:
+    """After a master's reset, a report a connected worker took before its own restart is dropped, and the
+    reports of a worker that joined after the reset (which never restarts) are kept."""
+    script = tmp_path / "late_worker.py"
+    script.write_text(LATE_WORKER_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), triton.url, str(REPO_ROOT / "tests")],
+        cwd=REPO_ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"count": 5 + 6}
