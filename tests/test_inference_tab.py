@@ -389,6 +389,7 @@ def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path:
     env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
     before: int | None = None
     after: list[int] = []
+    last: Any = None  # the web UI's state and the route's entry, as last seen
     with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
         procs = [children.start(master, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)]
         procs += [children.start(worker, cwd=REPO_ROOT, env=env, stdout=out, stderr=err) for _ in range(2)]
@@ -409,10 +410,11 @@ def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path:
                         post(f"http://127.0.0.1:{web}/stats/reset")
                     elif before is not None:
                         after.append(entry["count"])
+                last = (stats["state"], entry)
                 if stats["state"] == "stopped" and entry and entry["open_loop"]["stream_seconds"] > 0:
                     settled = True
                     break
-            assert settled, (tmp_path / "err").read_text()[-3000:]
+            assert settled, (last, (tmp_path / "err").read_text()[-2000:])
             procs[0].send_signal(signal.SIGTERM)
             assert procs[0].wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
         finally:
