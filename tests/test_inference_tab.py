@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
@@ -498,3 +499,53 @@ def test_a_worker_that_joins_after_a_reset_is_counted(triton, tmp_path: Path) ->
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"count": 5 + 6}
+
+
+def test_a_new_test_from_the_web_ui_starts_the_numbers_afresh(triton, tmp_path: Path) -> None:
+    """The web UI starts a second test after the first stopped: Locust clears its statistics, and the tab and
+    latency.json start afresh with them (latency.json counts the requests Locust counts)."""
+    port = free_port()
+    cmd = [LOCUST, "-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "50", "-u", "2", "-r", "2"]
+    cmd += ["-t", "3s", "--autostart", "--web-host", "127.0.0.1", "--web-port", str(port)]
+    cmd += ["--csv", str(tmp_path / "run")]
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    first: int | None = None  # the count at the end of the first test
+    second: list[int] = []  # the counts while the second runs
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        proc = children.start(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + 120
+            state = None
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.3)
+                try:
+                    stats = get(f"http://127.0.0.1:{port}/stats/requests")
+                    route = get(f"http://127.0.0.1:{port}{ROUTE}")
+                except OSError:
+                    continue
+                state = stats["state"]
+                counts = [e["count"] for e in route["requests"].values()]
+                if state == "stopped" and first is None:
+                    first = counts[0]
+                    form = urllib.parse.urlencode(
+                        {"user_count": 2, "spawn_rate": 2, "host": triton.url, "run_time": "3s"}
+                    )
+                    request = urllib.request.Request(f"http://127.0.0.1:{port}/swarm", data=form.encode())
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        assert json.loads(response.read())["success"], "the web UI did not start the test"
+                elif first is not None and state == "running" and counts:
+                    second.append(counts[0])
+                elif first is not None and state == "stopped" and second:
+                    break
+            assert state == "stopped" and second, (state, second, (tmp_path / "err").read_text()[-2000:])
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
+        finally:
+            children.stop(proc)
+    written = json.loads((tmp_path / "latency.json").read_text())
+    (entry,) = written["requests"].values()
+    assert first is not None and second[0] < first, (first, second)
+    assert entry["count"] + entry["failures"] == written["locust"]["requests"], (entry["count"], written["locust"])
+    ol = entry["open_loop"]
+    assert ol["streams"] == 2 and ol["pending"] == 0, ol
+    assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol
