@@ -203,10 +203,13 @@ while runner.stats.total.num_requests < 60:  # more requests than Triton had ans
     gevent.sleep(0.05)
 runner.stop()
 stopped = client.get("/locust-inference/latency.json")
+client.post("/stats/reset")  # the web UI's Reset Stats, after the test stopped
+reset = client.get("/locust-inference/latency.json")
 print(json.dumps({
     "live": [live.status_code, live.get_data(as_text=True)],
     "stats": [stats.status_code, stats.get_data(as_text=True)],
     "stopped": [stopped.status_code, stopped.get_data(as_text=True)],
+    "reset": [reset.status_code, reset.get_data(as_text=True)],
 }))
 """
 
@@ -242,6 +245,10 @@ def test_the_route_shows_measurements_and_no_secret(triton, tmp_path: Path) -> N
     # read from Triton after the stop: every request the run counted had been answered (and counted) there
     (at_stop,) = stopped["requests"].values()
     assert at_stop["count"] >= 60 and stopped["server_stats"]["inference_count"] >= at_stop["count"], stopped
+    # reset after the stop: nothing measured, over a test that ends where it restarted
+    reset = json.loads(answers["reset"][1])
+    (after_reset,) = reset["requests"].values()
+    assert after_reset["count"] == 0 and reset["ended"] == reset["started"] >= stopped["ended"], reset
 
 
 def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: Path) -> None:
