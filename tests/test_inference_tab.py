@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
@@ -175,7 +176,7 @@ def test_the_inference_tab_is_live_and_ends_equal_to_latency_json(triton, tmp_pa
 
 
 ROUTE_SCRIPT = """\
-import json, sys
+import json, sys, time
 
 import gevent
 from locust import events
@@ -202,10 +203,16 @@ while runner.stats.total.num_requests < 60:  # more requests than Triton had ans
     gevent.sleep(0.05)
 runner.stop()
 stopped = client.get("/locust-inference/latency.json")
+second = int(time.time())
+while int(time.time()) == second:  # latency.json's times are to the second: the reset comes in the next
+    gevent.sleep(0.05)
+client.post("/stats/reset")  # the web UI's Reset Stats, after the test stopped
+reset = client.get("/locust-inference/latency.json")
 print(json.dumps({
     "live": [live.status_code, live.get_data(as_text=True)],
     "stats": [stats.status_code, stats.get_data(as_text=True)],
     "stopped": [stopped.status_code, stopped.get_data(as_text=True)],
+    "reset": [reset.status_code, reset.get_data(as_text=True)],
 }))
 """
 
@@ -241,6 +248,10 @@ def test_the_route_shows_measurements_and_no_secret(triton, tmp_path: Path) -> N
     # read from Triton after the stop: every request the run counted had been answered (and counted) there
     (at_stop,) = stopped["requests"].values()
     assert at_stop["count"] >= 60 and stopped["server_stats"]["inference_count"] >= at_stop["count"], stopped
+    # reset after the stop: nothing measured, over a test that ends where it restarted
+    reset = json.loads(answers["reset"][1])
+    (after_reset,) = reset["requests"].values()
+    assert after_reset["count"] == 0 and reset["ended"] == reset["started"] > stopped["ended"], reset
 
 
 def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: Path) -> None:
@@ -389,6 +400,7 @@ def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path:
     env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
     before: int | None = None
     after: list[int] = []
+    last: Any = None  # the web UI's state and the route's entry, as last seen
     with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
         procs = [children.start(master, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)]
         procs += [children.start(worker, cwd=REPO_ROOT, env=env, stdout=out, stderr=err) for _ in range(2)]
@@ -409,10 +421,11 @@ def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path:
                         post(f"http://127.0.0.1:{web}/stats/reset")
                     elif before is not None:
                         after.append(entry["count"])
+                last = (stats["state"], entry)
                 if stats["state"] == "stopped" and entry and entry["open_loop"]["stream_seconds"] > 0:
                     settled = True
                     break
-            assert settled, (tmp_path / "err").read_text()[-3000:]
+            assert settled, (last, (tmp_path / "err").read_text()[-2000:])
             procs[0].send_signal(signal.SIGTERM)
             assert procs[0].wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
         finally:
@@ -423,4 +436,126 @@ def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path:
     assert before is not None and after and after[0] < before, (before, after)
     ol = entry["open_loop"]
     assert ol["streams"] == 4 and ol["pending"] == 0 and ol["scheduled"] > 0, ol
+    assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol
+
+
+LATE_WORKER_SCRIPT = """\
+import json, sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(sys.argv[2])))
+from reset_race_probe import IMAGE, runner_shell  # Locust's own Environments and events, no sockets
+from endpoints import triton_endpoint
+from locust.runners import MasterRunner, WorkerRunner
+from locust_inference import RequestSlot, latency
+from locust_inference.options import Settings
+
+url = sys.argv[1]
+settings = Settings(server="triton", model="tiny_onnx", host=url, image=IMAGE)
+master_env = runner_shell(MasterRunner)
+master = latency.install(master_env, settings, None)
+master_env.events.test_start.fire(environment=master_env)
+workers = {}
+for worker in ("a", "b"):
+    env, endpoint = runner_shell(WorkerRunner), triton_endpoint(url, "tiny_onnx")
+    workers[worker] = (latency.install(env, settings, endpoint), env, endpoint)
+
+
+def send(worker, n):
+    slot = RequestSlot()
+    for _ in range(n):
+        slot.submit(workers[worker][2])
+        workers[worker][2].record(slot.wait(30))
+
+
+def report(worker):
+    data = {}
+    workers[worker][1].events.report_to_master.fire(client_id=worker, data=data)
+    return data
+
+
+def deliver(worker, data):
+    master_env.events.worker_report.fire(client_id=worker, data=data)
+
+
+send("a", 3)
+deliver("a", report("a"))  # heard from before the reset
+send("a", 4)
+late = report("a")  # taken before a's own restart
+master.restart(workers=["a"])  # the web UI's Reset Stats on the master, a connected
+deliver("a", late)  # from before the reset: dropped
+send("b", 5)
+deliver("b", report("b"))  # b joined after the reset and never restarts: kept
+workers["a"][2].reset()
+workers["a"][0].restart()  # a restarts (the master's message)
+send("a", 6)
+deliver("a", report("a"))  # kept
+print(json.dumps({"count": master.measured[settings.name].total.count}))
+"""
+
+
+def test_a_worker_that_joins_after_a_reset_is_counted(triton, tmp_path: Path) -> None:
+    """After a master's reset, a report a connected worker took before its own restart is dropped, and the
+    reports of a worker that joined after the reset (which never restarts) are kept."""
+    script = tmp_path / "late_worker.py"
+    script.write_text(LATE_WORKER_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), triton.url, str(REPO_ROOT / "tests")],
+        cwd=REPO_ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"count": 5 + 6}
+
+
+def test_a_new_test_from_the_web_ui_starts_the_numbers_afresh(triton, tmp_path: Path) -> None:
+    """The web UI starts a second test after the first stopped: Locust clears its statistics, and the tab and
+    latency.json start afresh with them (latency.json counts the requests Locust counts)."""
+    port = free_port()
+    cmd = [LOCUST, "-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "50", "-u", "2", "-r", "2"]
+    cmd += ["-t", "3s", "--autostart", "--web-host", "127.0.0.1", "--web-port", str(port)]
+    cmd += ["--csv", str(tmp_path / "run")]
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    first: int | None = None  # the count at the end of the first test
+    second: list[int] = []  # the counts while the second runs
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        proc = children.start(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + 120
+            state = None
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.3)
+                try:
+                    stats = get(f"http://127.0.0.1:{port}/stats/requests")
+                    route = get(f"http://127.0.0.1:{port}{ROUTE}")
+                except OSError:
+                    continue
+                state = stats["state"]
+                counts = [e["count"] for e in route["requests"].values()]
+                if state == "stopped" and first is None:
+                    first = counts[0]
+                    form = urllib.parse.urlencode(
+                        {"user_count": 2, "spawn_rate": 2, "host": triton.url, "run_time": "3s"}
+                    )
+                    request = urllib.request.Request(f"http://127.0.0.1:{port}/swarm", data=form.encode())
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        assert json.loads(response.read())["success"], "the web UI did not start the test"
+                elif first is not None and state == "running" and counts:
+                    second.append(counts[0])
+                elif first is not None and state == "stopped" and second:
+                    break
+            assert state == "stopped" and second, (state, second, (tmp_path / "err").read_text()[-2000:])
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
+        finally:
+            children.stop(proc)
+    written = json.loads((tmp_path / "latency.json").read_text())
+    (entry,) = written["requests"].values()
+    assert first is not None and second[0] < first, (first, second)
+    assert entry["count"] + entry["failures"] == written["locust"]["requests"], (entry["count"], written["locust"])
+    ol = entry["open_loop"]
+    assert ol["streams"] == 2 and ol["pending"] == 0, ol
     assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol

@@ -562,9 +562,11 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
 
     @events.test_start.add_listener
     def _start(**_kw: Any) -> None:
-        collector.stopped = None
-        if collector.started is None:
-            take_local()  # drop anything recorded before the test (none expected)
+        # A test started again after one stopped (the web UI's "New test"): Locust clears its statistics just
+        # before this event, and ours start afresh with them.
+        again, collector.stopped = collector.stopped is not None, None
+        if collector.started is None or again:
+            take_local()  # drop anything recorded before the test (none expected, or the last test's)
             collector.measured.clear()
             collector.take_window()
             collector.started = dt.datetime.now(dt.UTC)

@@ -12,8 +12,10 @@ a master it shows what the master merged from its workers' reports.
   ``/locust-inference/latency.json`` serves the whole document.
 * Measurements only. The document holds no header, option value or body (the host cannot carry a user or
   password: refused at start); Locust's own pages are the place for the options.
-* Never waiting on the server. Triton's statistics are read in gevent's threadpool at most every
-  :data:`READ_EVERY_S` while someone watches; a request is answered with the latest read done.
+* Not waiting on the server while the test runs. Triton's statistics are read in gevent's threadpool at
+  most every :data:`READ_EVERY_S` while someone watches, and a request is answered with the latest read
+  done. Once the test stopped, one read made after the stop is waited for (other greenlets run
+  meanwhile), and the numbers stay as they are from then on.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ def _restart(environment: Environment, *, wait: bool) -> None:
     if collector.endpoint is not None:
         collector.endpoint.reset()
     collector.restart(wait=wait, workers=latency.worker_ids(environment.runner))
+    if collector.stopped is not None:  # reset after the test stopped: it ends where it restarts
+        collector.stopped = collector.started
 
 
 def follow_resets(environment: Environment) -> None:
