@@ -277,6 +277,14 @@ def test_options_that_cannot_work_over_grpc_are_refused(options: dict, host: str
     assert str(raised.value) == error
 
 
+def test_the_endpoint_bounds_its_connections() -> None:
+    url = "http://127.0.0.1:8001/inference.GRPCInferenceService/ModelInfer"
+    for connections in (0, 65, 2**40):
+        with pytest.raises(ValueError, match=f"grpc_connections must be from 1 to 64, not {connections}"):
+            Endpoint(url, b"", protocol="grpc", grpc_connections=connections)
+    assert Endpoint(url, b"", protocol="grpc", grpc_connections=64).body_count == 1
+
+
 def test_grpc_defaults_to_triton_s_grpc_port() -> None:
     resolved = resolve(SimpleNamespace(server="triton", model_name="m", protocol="grpc"), None, environ={})
     assert (resolved.host, resolved.protocol, resolved.grpc_connections) == ("http://127.0.0.1:8001", "grpc", 1)

@@ -45,6 +45,10 @@ const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 /// `ready()` (tonic's default is 1024).
 const CHANNEL_BUFFER: usize = 4096;
 
+/// The most connections one endpoint opens per process (`--grpc-connections` has the same bound):
+/// each is a task and a socket made up front, so the number is bounded before any is made.
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// tonic's default: an encoded message this large is handed to the connection at once.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
@@ -113,6 +117,11 @@ pub struct Client {
 impl Client {
     /// Prepares `spec`'s RPC (its URL's path) on `connections` HTTP/2 connections.
     pub fn new(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
+        if !(1..=MAX_CONNECTIONS).contains(&connections) {
+            return Err(Error::InvalidArgument(format!(
+                "grpc_connections must be from 1 to {MAX_CONNECTIONS}, not {connections}"
+            )));
+        }
         let port = spec.url.port_or_known_default().unwrap_or(80);
         // the host as a name or an address, without an IPv6 address's brackets
         let host = spec
@@ -153,7 +162,7 @@ impl Client {
             codec: PassThrough {
                 buffer: spec.bodies.iter().map(|b| b.bytes.len()).max().unwrap_or(0),
             },
-            connections: connections.max(1),
+            connections,
             channels: PerProcess::new(),
             next: AtomicUsize::new(0),
         })
