@@ -191,7 +191,6 @@ def test_a_missing_model_stops_the_start_in_one_line(triton, tmp_path: Path) -> 
     assert_clean_failure(run, f"Triton at {grpc_url(triton)} (gRPC) has no model 'resnet51'", "MODEL_NAME")
 
 
-@pytest.mark.server
 def test_an_unreachable_endpoint_stops_the_start_in_one_line(tmp_path: Path) -> None:
     host = f"http://127.0.0.1:{free_port()}"
     run = run_locust(
