@@ -29,8 +29,9 @@ RUN python3 -m venv /opt/maturin \
     && /opt/maturin/bin/pip install --no-cache-dir "maturin==${MATURIN_VERSION}"
 WORKDIR /src
 # Sources only: .dockerignore admits nothing else (no target/, .venv/ or a locally built .so).
-COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
+COPY Cargo.toml Cargo.lock pyproject.toml README.md build.rs ./
 COPY src/ src/
+COPY proto/ proto/
 COPY python/ python/
 COPY docker/build-wheel.sh docker/
 RUN MATURIN=/opt/maturin/bin/maturin docker/build-wheel.sh /dist

@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SOURCES := $(wildcard src/*.rs src/*/*.rs src/*/*/*.rs) Cargo.toml Cargo.lock pyproject.toml
+SOURCES := $(wildcard src/*.rs src/*/*.rs src/*/*/*.rs proto/*.proto) build.rs Cargo.toml Cargo.lock pyproject.toml
 
 CONFIG ?=
 MODEL_NAME ?=

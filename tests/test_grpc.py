@@ -110,7 +110,11 @@ def test_an_open_loop_stream_walks_the_set_in_send_order(triton, tmp_path: Path)
 
 def tiny_onnx(triton) -> tuple[str, str, list[int], str, list[int]]:
     """tiny_onnx's input name, datatype and shape (batch 1), and its output's name and shape."""
-    code, _, meta = grpc_model_metadata(grpc_url(triton), "tiny_onnx")
+    return tiny_onnx_at(grpc_url(triton))
+
+
+def tiny_onnx_at(url: str, headers: list[tuple[str, str]] | None = None) -> tuple[str, str, list[int], str, list[int]]:
+    code, _, meta = grpc_model_metadata(url, "tiny_onnx", headers=headers or [])
     assert code == 0 and meta is not None
     (inp,), (out,) = meta["inputs"], meta["outputs"]
     return inp["name"], inp["datatype"], [1, *inp["shape"][1:]], out["name"], [1, *out["shape"][1:]]
@@ -118,10 +122,14 @@ def tiny_onnx(triton) -> tuple[str, str, list[int], str, list[int]]:
 
 def endpoint(triton, model: str = "tiny_onnx", output_shape: list[int] | None = None, **options) -> Endpoint:
     """An endpoint sending tiny_onnx's input (zeros) to ``model``, expecting tiny_onnx's output."""
-    name, datatype, shape, output, out_shape = tiny_onnx(triton)
+    return endpoint_at(grpc_url(triton), model, output_shape, **options)
+
+
+def endpoint_at(url: str, model: str = "tiny_onnx", output_shape: list[int] | None = None, **options) -> Endpoint:
+    name, datatype, shape, output, out_shape = tiny_onnx_at(url)
     tensor = np.zeros(shape, "<f4").tobytes()
     return Endpoint(
-        f"{grpc_url(triton)}/inference.GRPCInferenceService/ModelInfer",
+        f"{url}/inference.GRPCInferenceService/ModelInfer",
         encode_triton_grpc_inputs(model, [(name, datatype, shape, tensor)], [output]),
         protocol="grpc",
         outputs=[(output, "FP32", output_shape or out_shape)],
@@ -183,7 +191,6 @@ def test_a_missing_model_stops_the_start_in_one_line(triton, tmp_path: Path) -> 
     assert_clean_failure(run, f"Triton at {grpc_url(triton)} (gRPC) has no model 'resnet51'", "MODEL_NAME")
 
 
-@pytest.mark.server
 def test_an_unreachable_endpoint_stops_the_start_in_one_line(tmp_path: Path) -> None:
     host = f"http://127.0.0.1:{free_port()}"
     run = run_locust(
@@ -269,6 +276,14 @@ def test_options_that_cannot_work_over_grpc_are_refused(options: dict, host: str
     assert str(raised.value) == error
 
 
+def test_the_endpoint_bounds_its_connections() -> None:
+    url = "http://127.0.0.1:8001/inference.GRPCInferenceService/ModelInfer"
+    for connections in (0, 65, 2**40):
+        with pytest.raises(ValueError, match=f"grpc_connections must be from 1 to 64, not {connections}"):
+            Endpoint(url, b"", protocol="grpc", grpc_connections=connections)
+    assert Endpoint(url, b"", protocol="grpc", grpc_connections=64).body_count == 1
+
+
 def test_grpc_defaults_to_triton_s_grpc_port() -> None:
     resolved = resolve(SimpleNamespace(server="triton", model_name="m", protocol="grpc"), None, environ={})
     assert (resolved.host, resolved.protocol, resolved.grpc_connections) == ("http://127.0.0.1:8001", "grpc", 1)
@@ -303,3 +318,25 @@ def test_tls_with_a_certificate_not_trusted_stops_the_start_saying_so(triton_tls
         f"TLS certificate of {url}/inference.GRPCInferenceService/ModelMetadata not accepted: "
     ), raised.value
     assert "pass --ca-file" in str(raised.value)
+
+
+@pytest.mark.server
+def test_headers_go_as_metadata_that_triton_checks(tmp_path: Path) -> None:
+    """Triton's restricted inference API (TRITON_INFERENCE_TOKEN in servers/triton.py) answers only calls
+    whose metadata carries the token (over gRPC under the name Triton gives it there): --header reaches
+    Triton as metadata, and its refusal is a failure naming the code and Triton's words."""
+    port = free_port()
+    with triton_server(
+        models=["tiny_onnx"], extra_args=["--grpc-port", str(port)], env={"TRITON_INFERENCE_TOKEN": "t0k"}
+    ):
+        url = f"http://127.0.0.1:{port}"
+        target = prepare(
+            settings(url, "tiny_onnx", protocol="grpc", header=["triton-grpc-protocol-triton-access-token: t0k"])
+        )
+        assert one(target.endpoint).ok
+        refused = one(endpoint_at(url))
+    assert refused.error_kind == "grpc-status"
+    assert str(refused.exception) == (
+        f"gRPC UNAVAILABLE (14) from {url}/inference.GRPCInferenceService/ModelInfer: "
+        "This protocol is restricted, expecting header 'triton-grpc-protocol-triton-access-token'"
+    )

@@ -356,6 +356,16 @@ def test_runs_without_history_still_get_a_report(tmp_path: Path) -> None:
     assert "Server-side breakdown" not in md_path.read_text()
 
 
+def test_a_run_over_grpc_is_labelled_so(tmp_path: Path) -> None:
+    for name in ("http", "grpc"):
+        write_run(tmp_path / name, "triton", base=1.0, scale=0.1, peak=3.0, rps=500.0, server_stats=None)
+    data = json.loads((tmp_path / "grpc" / "latency.json").read_text())
+    (tmp_path / "grpc" / "latency.json").write_text(json.dumps({**data, "protocol": "grpc"}))
+    _, md_path = build_report([tmp_path / "http", tmp_path / "grpc"], tmp_path / "out")
+    rows = [line.split("|")[1].strip() for line in md_path.read_text().splitlines() if "| resnet50_onnx |" in line]
+    assert rows == ["triton", "triton gRPC"]
+
+
 def test_a_page_with_nothing_to_chart_carries_no_plotlyjs(tmp_path: Path) -> None:
     write_run(tmp_path / "a", "triton", base=1.0, scale=0.1, peak=3.0, rps=500.0, server_stats=None, history=False)
     path = tmp_path / "a/latency.json"

@@ -6,10 +6,13 @@
 //! roots, or `--ca-file` with its pinned self-signed certificates, or nothing with `--insecure`),
 //! through a TLS connector of ours under tonic, offering only `h2`.
 //!
-//! Each body is a complete protobuf message, encoded once at start; [`PassThrough`] hands it to
-//! tonic as it is (tonic adds the 5-byte gRPC frame prefix as it copies it into the stream's send
-//! buffer) and gives the response message back undecoded, for the protocol's check. All users of
-//! a process share `connections` HTTP/2 connections, each multiplexing their requests.
+//! Each body is a complete protobuf message, encoded once at start. It goes out as it is, behind
+//! the 5-byte gRPC frame prefix, as the request's HTTP/2 body ([`Framed`]: the shared bytes, not a
+//! copy; tonic's codecs would copy each message into a send buffer), on tonic's channel; the
+//! response is read by tonic's `Streaming` (frame lengths checked against the limit before any
+//! buffering, trailers, statuses) with [`PassThrough`], which hands the message back undecoded for
+//! the protocol's check. All users of a process share `connections` HTTP/2 connections, each
+//! multiplexing their requests.
 //!
 //! A gRPC status other than OK becomes [`Error::Grpc`], naming the code and the server's message;
 //! a message over `max_response_bytes` is refused from its frame's length prefix, before it is
@@ -19,10 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, Bytes};
 use reqwest::header::HeaderMap;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::metadata::MetadataMap;
+use tonic::codec::{DecodeBuf, Decoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -45,46 +47,60 @@ const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 /// `ready()` (tonic's default is 1024).
 const CHANNEL_BUFFER: usize = 4096;
 
-/// tonic's default: an encoded message this large is handed to the connection at once.
-const YIELD_THRESHOLD: usize = 32 * 1024;
+/// The most connections one endpoint opens per process (`--grpc-connections` has the same bound):
+/// each is a task and a socket made up front, so the number is bounded before any is made.
+pub const MAX_CONNECTIONS: usize = 64;
 
-/// The pass-through codec: the request is already an encoded message, the response is kept as
-/// its bytes.
+/// A request's HTTP/2 body: one gRPC frame, its 5-byte prefix (uncompressed, big-endian length)
+/// and the prepared message, handed over as two chunks so the message is never copied.
+struct Framed {
+    prefix: Option<Bytes>,
+    message: Option<Bytes>,
+}
+
+impl Framed {
+    fn new(message: Bytes) -> Result<Self> {
+        let length = u32::try_from(message.len()).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "a {}-byte message is over gRPC's 4 GiB frame limit",
+                message.len()
+            ))
+        })?;
+        let mut prefix = [0u8; 5];
+        prefix[1..].copy_from_slice(&length.to_be_bytes());
+        Ok(Framed {
+            prefix: Some(Bytes::copy_from_slice(&prefix)),
+            message: Some(message),
+        })
+    }
+}
+
+impl hyper::body::Body for Framed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = self.prefix.take().or_else(|| self.message.take());
+        std::task::Poll::Ready(next.map(|chunk| Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.message.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let left = self.prefix.as_ref().map_or(0, Bytes::len)
+            + self.message.as_ref().map_or(0, Bytes::len);
+        hyper::body::SizeHint::with_exact(left as u64)
+    }
+}
+
+/// The response's decoder: the message is kept as its bytes.
 #[derive(Debug, Clone, Copy)]
-pub struct PassThrough {
-    /// The largest body this codec sends, so tonic's buffer is allocated once at that size.
-    buffer: usize,
-}
-
-impl Codec for PassThrough {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = PassThrough;
-    type Decoder = PassThrough;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
-    }
-}
-
-impl Encoder for PassThrough {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        // the frame prefix and the message, in one allocation
-        BufferSettings::new(self.buffer + 5, YIELD_THRESHOLD)
-    }
-}
+pub struct PassThrough;
 
 impl Decoder for PassThrough {
     type Item = Bytes;
@@ -101,9 +117,10 @@ pub struct Client {
     endpoint: Endpoint,
     /// For `https://`: the TLS settings, the server's name and its address.
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>, String, u16)>,
-    path: http::uri::PathAndQuery,
-    metadata: MetadataMap,
-    codec: PassThrough,
+    /// The RPC's path (tonic's channel adds the scheme and authority).
+    uri: http::Uri,
+    /// The request's headers: gRPC's own and the user's (as metadata), built once.
+    headers: HeaderMap,
     connections: usize,
     channels: PerProcess<Arc<[Channel]>>,
     /// Which channel the next request takes, in turn.
@@ -113,6 +130,11 @@ pub struct Client {
 impl Client {
     /// Prepares `spec`'s RPC (its URL's path) on `connections` HTTP/2 connections.
     pub fn new(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
+        if !(1..=MAX_CONNECTIONS).contains(&connections) {
+            return Err(Error::InvalidArgument(format!(
+                "grpc_connections must be from 1 to {MAX_CONNECTIONS}, not {connections}"
+            )));
+        }
         let port = spec.url.port_or_known_default().unwrap_or(80);
         // the host as a name or an address, without an IPv6 address's brackets
         let host = spec
@@ -131,9 +153,13 @@ impl Client {
             None
         };
         let path = spec.url.path();
-        let path = path
-            .parse()
+        let uri = http::Uri::builder()
+            .path_and_query(path)
+            .build()
             .map_err(|_| Error::InvalidArgument(format!("{path:?} is not a gRPC method path")))?;
+        for body in &spec.bodies {
+            Framed::new(body.bytes.clone())?; // each fits a frame
+        }
         let origin = format!(
             "{}://{}:{port}",
             spec.url.scheme(),
@@ -148,12 +174,9 @@ impl Client {
         Ok(Client {
             endpoint,
             tls,
-            path,
-            metadata: metadata(&spec.headers),
-            codec: PassThrough {
-                buffer: spec.bodies.iter().map(|b| b.bytes.len()).max().unwrap_or(0),
-            },
-            connections: connections.max(1),
+            uri,
+            headers: request_headers(&spec.headers),
+            connections,
             channels: PerProcess::new(),
             next: AtomicUsize::new(0),
         })
@@ -194,24 +217,39 @@ impl Client {
         start: Instant,
         progress: &mut Progress<'_>,
     ) -> Result<Response> {
-        let mut grpc = tonic::client::Grpc::new(self.channel())
-            .max_decoding_message_size(spec.max_response_bytes)
-            .max_encoding_message_size(usize::MAX);
-        grpc.ready().await.map_err(|e| Error::Connect {
+        use tower::{Service, ServiceExt};
+        let framed = Framed::new(spec.bodies[index].bytes.clone())?;
+        let mut request = http::Request::new(tonic::body::Body::new(framed));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = self.headers.clone();
+        let mut channel = self.channel();
+        let ready = channel.ready().await.map_err(|e| Error::Connect {
             url: spec.url.to_string(),
             reason: describe(&e),
         })?;
-        let mut request = tonic::Request::new(spec.bodies[index].bytes.clone());
-        *request.metadata_mut() = self.metadata.clone();
-        // the response's head: an error status may already be in it (a trailers-only response)
-        let response = grpc
-            .server_streaming(request, self.path.clone(), self.codec)
+        let response = ready
+            .call(request)
             .await
-            .map_err(|s| status_error(spec, &s))?;
+            .map_err(|e| status_error(spec, &Status::from_error(Box::new(e))))?;
         let ttfb = start.elapsed();
-        progress.status = Some(200);
-        let (metadata, mut stream, _) = response.into_parts();
-        let body = stream
+        progress.status = Some(response.status().as_u16());
+        // an error status may already be in the head (a trailers-only response)
+        if let Some(status) = Status::from_header_map(response.headers()) {
+            if status.code() != Code::Ok {
+                return Err(status_error(spec, &status));
+            }
+        }
+        let (parts, body) = response.into_parts();
+        let mut stream = tonic::codec::Streaming::new_response(
+            PassThrough,
+            body,
+            parts.status,
+            None,
+            Some(spec.max_response_bytes),
+        );
+        let message = stream
             .message()
             .await
             .map_err(|s| status_error(spec, &s))?
@@ -229,15 +267,15 @@ impl Client {
                 "the gRPC response carries more than one message for a unary call",
             ));
         }
-        let mut headers = metadata.into_headers();
+        let mut headers = parts.headers;
         if let Some(trailers) = stream.trailers().await.ok().flatten() {
             headers.extend(trailers.into_headers());
         }
         Ok(Response {
-            status: 200,
+            status: parts.status.as_u16(),
             headers,
-            length: body.len(),
-            body,
+            length: message.len(),
+            body: message,
             ttfb,
             total: start.elapsed(),
             resent: false,
@@ -245,8 +283,9 @@ impl Client {
     }
 }
 
-/// The request's headers as gRPC metadata (ASCII values; `Authorization` stays sensitive).
-fn metadata(headers: &HeaderMap) -> MetadataMap {
+/// The request's headers: gRPC's content type and `te`, and the user's as metadata (ASCII values;
+/// `Authorization` stays sensitive) without those gRPC's framing states itself.
+fn request_headers(headers: &HeaderMap) -> HeaderMap {
     let mut map = headers.clone();
     // what gRPC's framing states itself
     for reserved in [
@@ -258,7 +297,12 @@ fn metadata(headers: &HeaderMap) -> MetadataMap {
     ] {
         map.remove(reserved);
     }
-    MetadataMap::from_headers(map)
+    map.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    map.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    map
 }
 
 /// A status from the call as one of our errors: the server's own, named by code and message; a
@@ -498,9 +542,11 @@ mod tests {
         headers.insert("x-api-key", "k".parse().unwrap());
         headers.insert("content-type", "application/json".parse().unwrap());
         headers.insert("te", "gzip".parse().unwrap());
-        let map = metadata(&headers).into_headers();
+        let map = request_headers(&headers);
         assert_eq!(map.get("x-api-key").unwrap(), "k");
-        assert!(map.get("content-type").is_none() && map.get("te").is_none());
+        assert_eq!(map.get("content-type").unwrap(), "application/grpc");
+        assert_eq!(map.get("te").unwrap(), "trailers");
+        assert_eq!(map.len(), 3);
     }
 
     /// What the test server does with a call.

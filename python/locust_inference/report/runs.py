@@ -145,6 +145,7 @@ class Run:
     server_stats: dict[str, float] | None
     locust: dict[str, float] | None
     history: list[HistoryPoint] = field(default_factory=list)
+    protocol: str = "http"  # how Triton was reached: http or grpc (files without it: http)
     history_note: str = ""
     sweep: Sweep | None = None
     metrics: list[MetricsPoint] = field(default_factory=list)
@@ -379,6 +380,7 @@ def load_run(folder: Path, shown: Path | None = None) -> Run:
         server=server,
         model=str(data.get("model") or ""),
         host=str(data.get("host") or ""),
+        protocol=str(data.get("protocol") or "http"),
         started=_timestamp(data.get("started")),
         ended=_timestamp(data.get("ended")),
         duration_s=_number(data.get("duration_s")),
@@ -417,10 +419,11 @@ def load_run(folder: Path, shown: Path | None = None) -> Run:
 
 
 def label_runs(runs: list[Run]) -> None:
-    """Gives each run a unique label (its server, plus its folder when servers repeat) and a colour."""
-    servers = [r.server for r in runs]
-    for i, run in enumerate(runs):
-        run.label = run.server if servers.count(run.server) == 1 else f"{run.server} ({run.folder})"
+    """Gives each run a unique label (its server, with "gRPC" for a run over gRPC, plus its folder when those
+    repeat) and a colour."""
+    servers = [f"{r.server} gRPC" if r.protocol == "grpc" else r.server for r in runs]
+    for i, (run, server) in enumerate(zip(runs, servers, strict=True)):
+        run.label = server if servers.count(server) == 1 else f"{server} ({run.folder})"
         run.color = PALETTE[i % len(PALETTE)]
 
 
