@@ -7,6 +7,7 @@ import gc
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -245,6 +246,20 @@ def test_the_request_on_the_wire(faults: FaultServer, body_length: int) -> None:
     assert headers["x-trace"] == "abc" and headers["inference-header-content-length"] == "0"
 
 
+def _wait_for_fin(server_port: int, timeout: float = 10.0) -> bool:
+    """Waits until no client socket to ``server_port`` is still ESTABLISHED (/proc/net/tcp state 01): each has
+    received the server's FIN (CLOSE_WAIT) or is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+        # the client's side: remote address 127.0.0.1:server_port (hex, little-endian address)
+        if not any(r[2] == f"0100007F:{server_port:04X}" and r[3] == "01" for r in rows):
+            return True
+        time.sleep(0.001)
+    return False
+
+
 @pytest.mark.parametrize(
     ("fault", "results", "connections"),
     [
@@ -267,6 +282,9 @@ def test_keep_alive_and_connections_the_server_closes(
         seen.append("ok" if outcome.ok else str(outcome.exception).split(": ", 1)[1].split(",")[0])
         if fault == "ok_then_close":
             assert faults.wait_until_closed(closed + 1), "the server did not close the connection"
+            # and the close reached this side's socket: on a loaded machine loopback delivers the FIN later
+            # than the server's close returns, and a request sent before it arrives honestly fails
+            assert _wait_for_fin(int(faults.url.rsplit(":", 1)[1])), "the server's FIN never reached the client"
     assert [r.removeprefix("connection ") for r in seen] == results
     assert faults.requests - requests_before == len(results)  # each request reached the server once
     assert faults.connections_opened - connections_before == connections
