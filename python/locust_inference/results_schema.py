@@ -86,6 +86,7 @@ class TokenEntry(TypedDict):
     token_requests: int  # successful requests with an output token count
     approximate_requests: int  # of those, counted by content chunks (no usage from the server)
     no_token_requests: int  # successful requests without a content chunk
+    usage_disagreements: int  # successful requests whose usage and --tokenizer counts differ
     approximate: bool  # some counts are chunks, not tokens
     output_tokens_per_s: float  # output_tokens_total over the run's duration
     users: int  # the most users that ran at once (all workers)
