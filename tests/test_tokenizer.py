@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import GeneratorServer
+from locust_inference.generative import BUILTIN_PROMPTS
 from support import clean_env, run_locust
 from test_generative import generative_run
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -84,6 +85,9 @@ def test_triton_generate_stream_counts_are_the_tokenizers(
     # no usage from generate_stream: the tokenizer's count, exact, not approximate
     assert (tokens["approximate"], tokens["approximate_requests"], tokens["usage_disagreements"]) == (False, 0, 0)
     assert "from usage or the tokenizer" in run.stdout + run.stderr
+    # input tokens: the tokenizer's count of each prompt (the built-in ones, sent as text_input)
+    prompts = [count(Tokenizer.from_file(str(path)), p) for p in BUILTIN_PROMPTS]
+    assert (tokens["input_tokens"]["min"], tokens["input_tokens"]["max"]) == (min(prompts), max(prompts))
 
 
 def test_litserve_usage_is_checked_against_the_tokenizer(

@@ -492,7 +492,8 @@ class Outcome:
         token_source); None when unknown. For a failed request: what arrived before the failure."""
     @property
     def input_tokens(self) -> int | None:
-        """Generative endpoints: usage.prompt_tokens, when the server sent it."""
+        """Generative endpoints: usage.prompt_tokens when the server sent it, else the tokenizer's count of
+        the prompt (with tokenizer=)."""
     @property
     def token_source(self) -> str | None:
         """Either "usage" (the server's count), "tokenizer" (the tokenizer's count of the text) or "chunks"

@@ -51,6 +51,8 @@ enum Check {
         stream: bool,
         /// `--tokenizer`: counts the generated text.
         counter: Option<Arc<generative::Counter>>,
+        /// With `counter`: its count of each body's prompt, by body index.
+        prompt_tokens: Vec<Option<u64>>,
     },
     /// Panics as it judges: how the tests make a request panic.
     #[cfg(test)]
@@ -136,6 +138,7 @@ impl Endpoint {
                 api,
                 stream,
                 counter,
+                prompt_tokens,
             } => Some(
                 generative::Reader::new(
                     *api,
@@ -144,7 +147,8 @@ impl Endpoint {
                     self.spec.max_response_bytes,
                     self.keep_body,
                 )
-                .with_counter(counter.clone()),
+                .with_counter(counter.clone())
+                .with_prompt_tokens(prompt_tokens.get(index).copied().flatten()),
             ),
             _ => None,
         };
@@ -391,7 +395,7 @@ impl PyEndpoint {
         grpc_connections: usize,
         tokenizer: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
-        let check = match protocol {
+        let mut check = match protocol {
             "none" => Check::Status,
             "triton" | "grpc" => {
                 let outputs = outputs.unwrap_or_default();
@@ -431,6 +435,7 @@ impl PyEndpoint {
                         )),
                         None => None,
                     },
+                    prompt_tokens: Vec::new(),
                 },
                 None => {
                     return Err(Error::InvalidArgument(format!(
@@ -457,6 +462,20 @@ impl PyEndpoint {
             timeout: self::timeout(timeout)?,
             max_response_bytes,
         };
+        if let Check::Generative {
+            api,
+            counter: Some(counter),
+            prompt_tokens,
+            ..
+        } = &mut check
+        {
+            // once per body, at start: the prompts are ours, each request only looks its count up
+            *prompt_tokens = spec
+                .bodies
+                .iter()
+                .map(|b| generative::prompt_text(*api, &b.bytes).and_then(|t| counter.count(&t)))
+                .collect();
+        }
         let config = ClientConfig { insecure, ca_file };
         let transport = if protocol == "grpc" {
             Transport::grpc(&spec, &config, grpc_connections)?
@@ -623,10 +642,11 @@ impl PyOutcome {
         self.0.tokens.as_ref()?.output_tokens()
     }
 
-    /// Input tokens, from the server's `usage.prompt_tokens`.
+    /// Input tokens, from the server's `usage.prompt_tokens`, else the tokenizer's count of the
+    /// prompt.
     #[getter]
     fn input_tokens(&self) -> Option<u64> {
-        self.0.tokens.as_ref()?.usage_input
+        self.0.tokens.as_ref()?.input_tokens()
     }
 
     /// Where `output_tokens` comes from: "usage" (the server's count), "tokenizer" (the
@@ -850,6 +870,7 @@ mod tests {
                 api: Api::OpenAi,
                 stream: true,
                 counter: None,
+                prompt_tokens: Vec::new(),
             },
             keep_headers: false,
             keep_body: false,

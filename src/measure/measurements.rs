@@ -268,7 +268,7 @@ impl Measurements {
             c.approximate += u64::from(t.source() == Some(Source::Chunks));
             c.usage_disagreements += u64::from(t.usage_disagrees());
         }
-        if let Some(n) = t.usage_input {
+        if let Some(n) = t.input_tokens() {
             self.input_tokens.saturating_record(n);
         }
         c.no_tokens += u64::from(t.chunks == 0);
@@ -786,6 +786,7 @@ mod tests {
             usage_output: None,
             usage_input: None,
             counted: None,
+            prompt_counted: None,
         };
         let r = Recorder::default();
         r.record(Some(latency(ms(80), ms(5))), false, Some((&tokens, ms(30))));
@@ -1125,6 +1126,7 @@ mod tests {
                     usage_output: usage,
                     usage_input: None,
                     counted: None,
+                    prompt_counted: None,
                 };
                 all += tokens.received();
                 let l = success.then(|| latency(Duration::from_millis(9), Duration::from_millis(1)));

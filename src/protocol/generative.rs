@@ -123,8 +123,7 @@ impl Counter {
     }
 
     /// How many tokens `text` is (no special tokens added).
-    #[cfg(test)]
-    fn count(&self, text: &str) -> Option<u64> {
+    pub fn count(&self, text: &str) -> Option<u64> {
         self.ends(text).map(|e| e.len() as u64)
     }
 }
@@ -165,6 +164,8 @@ pub struct Tokens {
     pub usage_input: Option<u64>,
     /// The `--tokenizer`'s count of the generated text (all of it, once the answer is read).
     pub counted: Option<u64>,
+    /// The `--tokenizer`'s count of the prompt's text (see [`prompt_text`]).
+    pub prompt_counted: Option<u64>,
 }
 
 impl Tokens {
@@ -188,6 +189,11 @@ impl Tokens {
             (None, None, true) => Some(Source::Chunks),
             (None, None, false) => None,
         }
+    }
+
+    /// The input token count: `usage.prompt_tokens`, else the tokenizer's count of the prompt.
+    pub fn input_tokens(&self) -> Option<u64> {
+        self.usage_input.or(self.prompt_counted)
     }
 
     /// Both `usage` and the tokenizer counted the output, and they differ.
@@ -236,6 +242,32 @@ impl Generated {
             return;
         }
         tokens.times = token_times(&ends, &self.chunk_ends, &tokens.times);
+    }
+}
+
+/// The prompt's text in a request body we prepared: an OpenAI body's `prompt`, or its `messages`'
+/// contents joined one a line; a Triton generate body's `text_input`. None for anything else.
+pub fn prompt_text(api: Api, body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Message {
+        content: String,
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        #[serde(default)]
+        prompt: Option<String>,
+        #[serde(default)]
+        messages: Option<Vec<Message>>,
+        #[serde(default)]
+        text_input: Option<String>,
+    }
+    let p: Body = serde_json::from_slice(body).ok()?;
+    match api {
+        Api::OpenAi => p.prompt.or_else(|| {
+            let contents: Vec<String> = p.messages?.into_iter().map(|m| m.content).collect();
+            Some(contents.join("\n"))
+        }),
+        Api::TritonGenerate => p.text_input,
     }
 }
 
@@ -307,6 +339,13 @@ impl Reader {
             text: String::new(),
             chunk_ends: Vec::new(),
         });
+        self
+    }
+
+    /// The tokenizer's count of the request's prompt, when known.
+    #[must_use]
+    pub fn with_prompt_tokens(mut self, n: Option<u64>) -> Self {
+        self.tokens.prompt_counted = n;
         self
     }
 
@@ -1020,6 +1059,34 @@ mod tests {
                 .contains("more than 50 bytes of generated text"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_prompt_s_text_is_found_in_our_bodies() {
+        let chat = br#"{"model":"m","messages":[{"role":"system","content":"a"},{"role":"user","content":"b a"}]}"#;
+        assert_eq!(prompt_text(Api::OpenAi, chat).as_deref(), Some("a\nb a"));
+        let completion = br#"{"prompt":"b","stream":true}"#;
+        assert_eq!(prompt_text(Api::OpenAi, completion).as_deref(), Some("b"));
+        let generate = br#"{"text_input":"a b","max_tokens":3}"#;
+        assert_eq!(
+            prompt_text(Api::TritonGenerate, generate).as_deref(),
+            Some("a b")
+        );
+        for (api, body) in [
+            (Api::TritonGenerate, &chat[..]),
+            (Api::OpenAi, b"{not json"),
+            (Api::OpenAi, br#"{"messages":[{"content":7}]}"#),
+        ] {
+            assert_eq!(prompt_text(api, body), None);
+        }
+        // usage's prompt count first, else the tokenizer's
+        let mut tokens = Tokens {
+            prompt_counted: Some(3),
+            ..Tokens::default()
+        };
+        assert_eq!(tokens.input_tokens(), Some(3));
+        tokens.usage_input = Some(12);
+        assert_eq!(tokens.input_tokens(), Some(12));
     }
 
     #[test]
