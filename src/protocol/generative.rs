@@ -38,6 +38,7 @@
 //! An answer that is not streamed has no TTFT, ITL or TPOT; its tokens come from `usage` only.
 
 use std::borrow::Cow;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +99,16 @@ impl Counter {
                 "{size} bytes, more than the {MAX_TOKENIZER_BYTES} a tokenizer file may have"
             )));
         }
-        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        // read no more than the limit whatever the size said: a device or a growing file lies
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_TOKENIZER_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(|e| bad(e.to_string()))?;
+        if bytes.len() as u64 > MAX_TOKENIZER_BYTES {
+            return Err(bad(format!(
+                "more than the {MAX_TOKENIZER_BYTES} bytes a tokenizer file may have"
+            )));
+        }
         let tokenizer = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
             let why = e.to_string();
             let why: String = why.lines().next().unwrap_or("").chars().take(200).collect();
@@ -1106,6 +1116,11 @@ mod tests {
             err.contains("not a tokenizer.json") && !err.contains('\n'),
             "{err}"
         );
+        // a device says 0 bytes and never ends: read up to the limit, then refused
+        let err = Counter::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than the 268435456 bytes"), "{err}");
         let good = dir.join("good.json");
         std::fs::write(&good, WORDS).unwrap();
         assert_eq!(Counter::load(&good).unwrap().count("a b, c"), Some(4));
