@@ -9,12 +9,15 @@ the tokenizer means: the tokenizer's count of the whole generated text equals ``
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import GeneratorServer
+from locust_inference import generative_options
+from locust_inference._native import ConfigError
 from locust_inference.generative import BUILTIN_PROMPTS
 from support import clean_env, run_locust
 from test_generative import generative_run
@@ -140,3 +143,10 @@ def test_a_bad_tokenizer_file_is_one_line_and_exit_2(tmp_path: Path, content: by
     assert "Traceback" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith(f"locust-inference: --tokenizer {path}: ") and why in last, last
+
+
+def test_tokenizer_without_a_generative_api_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^--tokenizer applies to generative models"):
+        generative_options.resolve(argparse.Namespace(tokenizer="t.json"))
+    settings = generative_options.resolve(argparse.Namespace(api="chat", tokenizer="~/t.json"))
+    assert settings.tokenizer == Path("~/t.json").expanduser()
