@@ -143,6 +143,7 @@ def test_tokens_are_timed_as_they_arrive_and_recorded(sse_server: SseServer) -> 
         "token_requests": 1,
         "approximate_requests": 0,
         "no_token_requests": 0,
+        "usage_disagreements": 0,
     }
 
 

@@ -244,12 +244,15 @@ class Endpoint:
         zero_copy: bool = True,
         stream: bool = False,
         grpc_connections: int = 1,
+        tokenizer: str | PathLike[str] | None = None,
     ) -> Endpoint:
         """protocol "openai" (chat/completions, OpenAI-compatible) or "triton-generate" (Triton's
         generate extension) reads generated text and counts tokens; with stream=True the answer must be
         Server-Sent Events (parsed on the I/O thread, each event timed as it arrives): one JSON body
         instead is a failed request ("asked for a stream, the server sent one JSON body"), an "openai"
-        stream must end with data: [DONE], an error event fails the request with the server's message."""
+        stream must end with data: [DONE], an error event fails the request with the server's message.
+        tokenizer: a Hugging Face tokenizer.json counting the generated text (ConfigError when it cannot be
+        loaded)."""
     @property
     def url(self) -> str: ...
     @property
@@ -330,7 +333,8 @@ class Measurements:
         output_tokens_failed (received by failed requests before they failed: usage, else chunks),
         token_requests (successful requests with an output token count), approximate_requests (of
         those, counted by content chunks: no usage), no_token_requests (successful requests without a
-        content chunk, hence no TTFT). On a streamed endpoint ttft.count + no_token_requests =
+        content chunk, hence no TTFT), usage_disagreements (successful requests whose usage and
+        tokenizer counts differ). On a streamed endpoint ttft.count + no_token_requests =
         token_requests = total.count."""
     @property
     def resent(self) -> int:
@@ -488,11 +492,12 @@ class Outcome:
         token_source); None when unknown. For a failed request: what arrived before the failure."""
     @property
     def input_tokens(self) -> int | None:
-        """Generative endpoints: usage.prompt_tokens, when the server sent it."""
+        """Generative endpoints: usage.prompt_tokens when the server sent it, else the tokenizer's count of
+        the prompt (with tokenizer=)."""
     @property
     def token_source(self) -> str | None:
-        """Either "usage" (the server's count) or "chunks" (content chunks counted: approximate); None when
-        output_tokens is None."""
+        """Either "usage" (the server's count), "tokenizer" (the tokenizer's count of the text) or "chunks"
+        (content chunks counted: approximate); None when output_tokens is None."""
     @property
     def chunks(self) -> int:
         """Content chunks received (events with text; 1 for a whole JSON answer with text)."""

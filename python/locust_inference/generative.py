@@ -264,9 +264,9 @@ def prepare(settings: Settings) -> Target:
     if g.prompts is not None:
         prompts = load_prompts(g.prompts, settings.inputs.max_memory)
     encoded = bodies(settings, prompts)
-    _check_ready(settings)
     json_type = [("Content-Type", "application/json")]
-    return _target(
+    # the endpoint first: it loads --tokenizer, a bad file said before any server is asked
+    target = _target(
         settings,
         url(settings),
         [(b, json_type) for b in encoded],
@@ -277,7 +277,10 @@ def prepare(settings: Settings) -> Target:
         inputs=(),
         protocol="triton-generate" if g.api == "generate" else "openai",
         stream=g.stream,
+        tokenizer=g.tokenizer,
     )
+    _check_ready(settings)
+    return target
 
 
 MAX_SLO_COUNT = 2**53  # a worker's report beyond this is forged: no run sends that many requests

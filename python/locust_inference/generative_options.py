@@ -69,6 +69,8 @@ class GenerativeSettings:
     ignore_eos: bool = False
     sampling: tuple[tuple[str, Any], ...] = ()
     slos: tuple[TokenSlo, ...] = ()
+    # a Hugging Face tokenizer.json counting the generated text's tokens (read by the native endpoint)
+    tokenizer: Path | None = None
 
     @property
     def generative(self) -> bool:
@@ -134,6 +136,13 @@ def add_arguments(parser: Any) -> None:
         action="append",
         default=None,
         help="key=value added to each body (repeatable), the value read as JSON: --sampling temperature=0.7",
+    )
+    group.add_argument(
+        "--tokenizer",
+        env_var="LOCUST_TOKENIZER",
+        default=None,
+        help="A Hugging Face tokenizer.json (a local file, nothing downloaded): output tokens counted exactly "
+        "from the generated text, and checked against the server's usage when it sends one",
     )
 
 
@@ -208,6 +217,7 @@ def resolve(options: Any) -> GenerativeSettings:
     ignore_eos = bool(getattr(options, "ignore_eos", False))
     sampling = _sampling(getattr(options, "sampling", None) or [])
     slos = _slos(getattr(options, "token_slo", None) or [])
+    tokenizer = getattr(options, "tokenizer", None) or None
     if api == "infer":
         given = [
             name
@@ -219,6 +229,7 @@ def resolve(options: Any) -> GenerativeSettings:
                 ("--ignore-eos", ignore_eos),
                 ("--sampling", sampling),
                 ("--token-slo", slos),
+                ("--tokenizer", tokenizer),
             )
             if value
         ]
@@ -234,4 +245,5 @@ def resolve(options: Any) -> GenerativeSettings:
         ignore_eos=ignore_eos,
         sampling=sampling,
         slos=slos,
+        tokenizer=Path(str(tokenizer)).expanduser() if tokenizer else None,
     )

@@ -231,6 +231,7 @@ class Collector:
             "token_requests": counts["token_requests"],
             "approximate_requests": counts["approximate_requests"],
             "no_token_requests": counts["no_token_requests"],
+            "usage_disagreements": counts["usage_disagreements"],
             "approximate": counts["approximate_requests"] > 0,
             "output_tokens_per_s": per_s,
             "users": self.users,
@@ -409,7 +410,11 @@ def _format_tokens(name: str, t: TokenEntry) -> list[str]:
     def pair(p: Percentiles) -> str:
         return f"p50 {p['p50']:.3f}, p99 {p['p99']:.3f}" if p else "none measured"
 
-    counted = "counted by chunks (approximate: no usage from the server)" if t["approximate"] else "from usage"
+    counted = (
+        "counted by chunks (approximate: no usage from the server, no --tokenizer)"
+        if t["approximate"]
+        else "from usage or the tokenizer"
+    )
     per_user = t["output_tokens_per_s_per_user"]
     return [
         f"Tokens, {name} (ms): time to first token {pair(t['ttft_ms'])}; inter-token latency {pair(t['itl_ms'])}; "
@@ -418,7 +423,12 @@ def _format_tokens(name: str, t: TokenEntry) -> list[str]:
         + (f" ({per_user:.1f} per user, {t['users']} users)" if per_user is not None else "")
         + f"; {t['output_tokens_total']} output tokens in {t['token_requests']} requests, {counted}"
         + (f"; {t['output_tokens_failed']} in failed requests" if t["output_tokens_failed"] else "")
-        + (f"; {t['no_token_requests']} requests without a token" if t["no_token_requests"] else ""),
+        + (f"; {t['no_token_requests']} requests without a token" if t["no_token_requests"] else "")
+        + (
+            f"; {t['usage_disagreements']} requests whose usage differs from the tokenizer's count"
+            if t["usage_disagreements"]
+            else ""
+        ),
         *_format_slo(t["slo"]),
     ]
 

@@ -80,12 +80,13 @@ class TokenEntry(TypedDict):
     itl_ms: Percentiles  # inter-token latency: every gap between content chunks
     tpot_ms: Percentiles  # time per output token: (end - first token) / (output tokens - 1), per request
     output_tokens: Percentiles  # per request (counts, not ms)
-    input_tokens: Percentiles  # per request, from the server's usage (empty without)
+    input_tokens: Percentiles  # per request, from the server's usage, else --tokenizer's (empty without both)
     output_tokens_total: int
     output_tokens_failed: int  # received by failed requests before they failed
     token_requests: int  # successful requests with an output token count
     approximate_requests: int  # of those, counted by content chunks (no usage from the server)
     no_token_requests: int  # successful requests without a content chunk
+    usage_disagreements: int  # successful requests whose usage and --tokenizer counts differ
     approximate: bool  # some counts are chunks, not tokens
     output_tokens_per_s: float  # output_tokens_total over the run's duration
     users: int  # the most users that ran at once (all workers)

@@ -46,7 +46,14 @@ enum Check {
     },
     /// Generated text, streamed (Server-Sent Events) when `stream`: read as it arrives by a
     /// [`generative::Reader`], which counts the tokens.
-    Generative { api: Api, stream: bool },
+    Generative {
+        api: Api,
+        stream: bool,
+        /// `--tokenizer`: counts the generated text.
+        counter: Option<Arc<generative::Counter>>,
+        /// With `counter`: its count of each body's prompt, by body index.
+        prompt_tokens: Vec<Option<u64>>,
+    },
     /// Panics as it judges: how the tests make a request panic.
     #[cfg(test)]
     Panic,
@@ -126,14 +133,23 @@ impl Endpoint {
     }
 
     async fn exchange(&self, index: usize) -> Outcome {
-        let mut reader = match self.check {
-            Check::Generative { api, stream } => Some(generative::Reader::new(
+        let mut reader = match &self.check {
+            Check::Generative {
                 api,
                 stream,
-                self.spec.url.to_string(),
-                self.spec.max_response_bytes,
-                self.keep_body,
-            )),
+                counter,
+                prompt_tokens,
+            } => Some(
+                generative::Reader::new(
+                    *api,
+                    *stream,
+                    self.spec.url.to_string(),
+                    self.spec.max_response_bytes,
+                    self.keep_body,
+                )
+                .with_counter(counter.clone())
+                .with_prompt_tokens(prompt_tokens.get(index).copied().flatten()),
+            ),
             _ => None,
         };
         let sink = reader
@@ -356,7 +372,8 @@ impl PyEndpoint {
     #[allow(clippy::fn_params_excessive_bools, clippy::too_many_arguments)] // Python's keyword arguments
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
-        ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true, stream = false, grpc_connections = 1))]
+        ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true, stream = false, grpc_connections = 1,
+        tokenizer = None))]
     fn new(
         url: &str,
         body: Bodies,
@@ -376,8 +393,9 @@ impl PyEndpoint {
         zero_copy: bool,
         stream: bool,
         grpc_connections: usize,
+        tokenizer: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
-        let check = match protocol {
+        let mut check = match protocol {
             "none" => Check::Status,
             "triton" | "grpc" => {
                 let outputs = outputs.unwrap_or_default();
@@ -407,7 +425,18 @@ impl PyEndpoint {
                 shape: output_shape.as_deref().map(expected_shape),
             },
             other => match Api::parse(other) {
-                Some(api) => Check::Generative { api, stream },
+                Some(api) => Check::Generative {
+                    api,
+                    stream,
+                    counter: match &tokenizer {
+                        Some(path) => Some(Arc::new(
+                            generative::Counter::load(path)
+                                .map_err(|e| crate::error::ConfigError::new_err(e.to_string()))?,
+                        )),
+                        None => None,
+                    },
+                    prompt_tokens: Vec::new(),
+                },
                 None => {
                     return Err(Error::InvalidArgument(format!(
                         "protocol must be 'triton', 'grpc', 'litserve', 'openai', 'triton-generate' or \
@@ -433,6 +462,20 @@ impl PyEndpoint {
             timeout: self::timeout(timeout)?,
             max_response_bytes,
         };
+        if let Check::Generative {
+            api,
+            counter: Some(counter),
+            prompt_tokens,
+            ..
+        } = &mut check
+        {
+            // once per body, at start: the prompts are ours, each request only looks its count up
+            *prompt_tokens = spec
+                .bodies
+                .iter()
+                .map(|b| generative::prompt_text(*api, &b.bytes).and_then(|t| counter.count(&t)))
+                .collect();
+        }
         let config = ClientConfig { insecure, ca_file };
         let transport = if protocol == "grpc" {
             Transport::grpc(&spec, &config, grpc_connections)?
@@ -599,14 +642,16 @@ impl PyOutcome {
         self.0.tokens.as_ref()?.output_tokens()
     }
 
-    /// Input tokens, from the server's `usage.prompt_tokens`.
+    /// Input tokens, from the server's `usage.prompt_tokens`, else the tokenizer's count of the
+    /// prompt.
     #[getter]
     fn input_tokens(&self) -> Option<u64> {
-        self.0.tokens.as_ref()?.usage_input
+        self.0.tokens.as_ref()?.input_tokens()
     }
 
-    /// Where `output_tokens` comes from: "usage" (the server's count) or "chunks" (content
-    /// chunks counted, approximate); None when it is None.
+    /// Where `output_tokens` comes from: "usage" (the server's count), "tokenizer" (the
+    /// `--tokenizer`'s count of the text) or "chunks" (content chunks counted, approximate); None
+    /// when it is None.
     #[getter]
     fn token_source(&self) -> Option<&'static str> {
         self.0
@@ -824,6 +869,8 @@ mod tests {
             check: Check::Generative {
                 api: Api::OpenAi,
                 stream: true,
+                counter: None,
+                prompt_tokens: Vec::new(),
             },
             keep_headers: false,
             keep_body: false,

@@ -132,6 +132,8 @@ pub struct TokenCounts {
     pub approximate: u64,
     /// Successful requests without a content chunk.
     pub no_tokens: u64,
+    /// Successful requests whose `usage` and `--tokenizer` counts differ (the count is `usage`'s).
+    pub usage_disagreements: u64,
 }
 
 impl TokenCounts {
@@ -147,6 +149,11 @@ impl TokenCounts {
             requests: sum("token request", self.requests, o.requests)?,
             approximate: sum("approximate request", self.approximate, o.approximate)?,
             no_tokens: sum("no-token request", self.no_tokens, o.no_tokens)?,
+            usage_disagreements: sum(
+                "usage disagreement",
+                self.usage_disagreements,
+                o.usage_disagreements,
+            )?,
         })
     }
 }
@@ -179,8 +186,8 @@ impl Default for Measurements {
 }
 
 /// Starts the wire format; the version is its last byte.
-const MAGIC: &[u8; 4] = b"LIM\x03";
-const COUNTERS: usize = 15;
+const MAGIC: &[u8; 4] = b"LIM\x04";
+const COUNTERS: usize = 16;
 const HISTOGRAMS: usize = 9;
 /// The histograms' names in failures, in wire order.
 const HISTOGRAM_NAMES: [&str; HISTOGRAMS] = [
@@ -259,8 +266,9 @@ impl Measurements {
             c.output = c.output.saturating_add(n);
             c.requests += 1;
             c.approximate += u64::from(t.source() == Some(Source::Chunks));
+            c.usage_disagreements += u64::from(t.usage_disagrees());
         }
-        if let Some(n) = t.usage_input {
+        if let Some(n) = t.input_tokens() {
             self.input_tokens.saturating_record(n);
         }
         c.no_tokens += u64::from(t.chunks == 0);
@@ -333,6 +341,7 @@ impl Measurements {
             t.requests,
             t.approximate,
             t.no_tokens,
+            t.usage_disagreements,
         ] {
             out.extend_from_slice(&n.to_le_bytes());
         }
@@ -404,6 +413,7 @@ impl Measurements {
                 requests: n(12),
                 approximate: n(13),
                 no_tokens: n(14),
+                usage_disagreements: n(15),
             },
             resent: n(0),
             streams: StreamCounts {
@@ -633,7 +643,8 @@ impl PyMeasurements {
     }
 
     /// Generative endpoints' token counters: output_tokens_total, output_tokens_failed,
-    /// token_requests, approximate_requests, no_token_requests (see [`TokenCounts`]).
+    /// token_requests, approximate_requests, no_token_requests, usage_disagreements (see
+    /// [`TokenCounts`]).
     #[getter]
     fn tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = self.inner.tokens;
@@ -643,6 +654,7 @@ impl PyMeasurements {
         d.set_item("token_requests", c.requests)?;
         d.set_item("approximate_requests", c.approximate)?;
         d.set_item("no_token_requests", c.no_tokens)?;
+        d.set_item("usage_disagreements", c.usage_disagreements)?;
         Ok(d)
     }
 
@@ -773,6 +785,8 @@ mod tests {
             times: vec![ms(10), ms(25), ms(45)],
             usage_output: None,
             usage_input: None,
+            counted: None,
+            prompt_counted: None,
         };
         let r = Recorder::default();
         r.record(Some(latency(ms(80), ms(5))), false, Some((&tokens, ms(30))));
@@ -796,8 +810,30 @@ mod tests {
                 requests: 1,
                 approximate: 1,
                 no_tokens: 0,
+                usage_disagreements: 0,
             }
         );
+        // usage counts; a tokenizer count that differs is one disagreement, of successes only
+        let r = Recorder::default();
+        for (counted, success) in [
+            (Some(3), true),
+            (Some(4), true),
+            (Some(3), false),
+            (None, true),
+        ] {
+            let t = Tokens {
+                usage_output: Some(4),
+                counted,
+                ..tokens.clone()
+            };
+            r.record(
+                success.then(|| latency(ms(80), ms(5))),
+                false,
+                Some((&t, ms(0))),
+            );
+        }
+        let c = r.take().tokens;
+        assert_eq!((c.output, c.approximate, c.usage_disagreements), (12, 0, 1));
     }
 
     #[test]
@@ -961,7 +997,7 @@ mod tests {
         (
             prop::collection::vec(0u64..60_000_000, 0..80),
             prop::array::uniform8(0u64..1_000_000),
-            prop::array::uniform5(0u64..1_000_000),
+            prop::array::uniform6(0u64..1_000_000),
             0.0f64..1e6,
             0.0f64..1e6,
         )
@@ -976,6 +1012,7 @@ mod tests {
                     requests: t[2],
                     approximate: t[3],
                     no_tokens: t[4],
+                    usage_disagreements: t[5],
                 };
                 m.resent = n[0];
                 m.streams = StreamCounts {
@@ -1088,6 +1125,8 @@ mod tests {
                     times: times.into_iter().map(Duration::from_micros).collect(),
                     usage_output: usage,
                     usage_input: None,
+                    counted: None,
+                    prompt_counted: None,
                 };
                 all += tokens.received();
                 let l = success.then(|| latency(Duration::from_millis(9), Duration::from_millis(1)));

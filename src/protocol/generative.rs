@@ -24,14 +24,23 @@
 //! - inter-token latency (ITL): every gap between two consecutive content chunks. How many tokens
 //!   a chunk holds is unknown without a tokenizer, so a chunk counts as one token here even when
 //!   `usage` says there were more tokens than chunks: with `n` chunks there are `n - 1` gaps.
-//!   (A chunk holding k tokens would count as k tokens at that instant, k - 1 gaps of 0, once k is
-//!   known.) Two events in one frame are 0 apart.
+//!   Two events in one frame are 0 apart.
+//!
+//! With a tokenizer (`--tokenizer`, a [`Counter`]) the content chunks' text is kept and encoded
+//! once, whole, when the answer ends (a byte-level BPE joins a word's leading space to the word:
+//! chunks encoded apart would count more). That count is the output count without `usage` (source
+//! `tokenizer`), and is compared with `usage` when both exist. Each token is then timed at the
+//! chunk where its last byte arrived: a chunk holding k tokens counts as k tokens at that instant,
+//! its first token's gap since the previous token, k - 1 gaps of 0.
 //! - time per output token (TPOT): (last content chunk − first) / (output tokens − 1), with the
 //!   output token count above (so from `usage` when present); none below 2 tokens.
 //!
 //! An answer that is not streamed has no TTFT, ITL or TPOT; its tokens come from `usage` only.
 
 use std::borrow::Cow;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
@@ -62,11 +71,80 @@ impl Api {
     }
 }
 
+/// The largest tokenizer file read: real ones take a few MB; past this the file is refused
+/// before it is read.
+pub const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
+
+/// A Hugging Face `tokenizer.json`, counting the tokens of generated text (`--tokenizer`).
+pub struct Counter {
+    tokenizer: tokenizers::Tokenizer,
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counter")
+    }
+}
+
+impl Counter {
+    /// Loads `path`; one line saying why when it is missing, too large or not a tokenizer.
+    pub fn load(path: &Path) -> Result<Counter> {
+        let bad =
+            |why: String| Error::InvalidArgument(format!("--tokenizer {}: {why}", path.display()));
+        let size = std::fs::metadata(path)
+            .map_err(|e| bad(e.to_string()))?
+            .len();
+        if size > MAX_TOKENIZER_BYTES {
+            return Err(bad(format!(
+                "{size} bytes, more than the {MAX_TOKENIZER_BYTES} a tokenizer file may have"
+            )));
+        }
+        // read no more than the limit whatever the size said: a device or a growing file lies
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_TOKENIZER_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(|e| bad(e.to_string()))?;
+        if bytes.len() as u64 > MAX_TOKENIZER_BYTES {
+            return Err(bad(format!(
+                "more than the {MAX_TOKENIZER_BYTES} bytes a tokenizer file may have"
+            )));
+        }
+        let tokenizer = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
+            let why = e.to_string();
+            let why: String = why.lines().next().unwrap_or("").chars().take(200).collect();
+            bad(format!("not a tokenizer.json ({why})"))
+        })?;
+        Ok(Counter { tokenizer })
+    }
+
+    /// From a tokenizer's JSON text (tests).
+    #[cfg(test)]
+    fn from_json(json: &str) -> Counter {
+        Counter {
+            tokenizer: tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap(),
+        }
+    }
+
+    /// The byte offset in `text` where each token of `text` ends (no special tokens added); none
+    /// when the tokenizer fails on it.
+    fn ends(&self, text: &str) -> Option<Vec<usize>> {
+        let encoding = self.tokenizer.encode(text, false).ok()?;
+        Some(encoding.get_offsets().iter().map(|&(_, end)| end).collect())
+    }
+
+    /// How many tokens `text` is (no special tokens added).
+    pub fn count(&self, text: &str) -> Option<u64> {
+        self.ends(text).map(|e| e.len() as u64)
+    }
+}
+
 /// Where an output token count comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// The server's `usage.completion_tokens`.
     Usage,
+    /// The `--tokenizer` over the generated text: exact.
+    Tokenizer,
     /// The number of content chunks: approximate.
     Chunks,
 }
@@ -75,6 +153,7 @@ impl Source {
     pub fn name(self) -> &'static str {
         match self {
             Source::Usage => "usage",
+            Source::Tokenizer => "tokenizer",
             Source::Chunks => "chunks",
         }
     }
@@ -93,6 +172,10 @@ pub struct Tokens {
     pub usage_output: Option<u64>,
     /// `usage.prompt_tokens`, the last one given.
     pub usage_input: Option<u64>,
+    /// The `--tokenizer`'s count of the generated text (all of it, once the answer is read).
+    pub counted: Option<u64>,
+    /// The `--tokenizer`'s count of the prompt's text (see [`prompt_text`]).
+    pub prompt_counted: Option<u64>,
 }
 
 impl Tokens {
@@ -101,19 +184,31 @@ impl Tokens {
         self.times.first().copied()
     }
 
-    /// The output token count: from `usage`, else the content chunks (approximate: a whole answer
-    /// without `usage` is one chunk), so that every answer read is counted one way or the other.
-    #[allow(clippy::unnecessary_wraps)] // None where a tokenizer or a count can be missing
+    /// The output token count: from `usage`, else the tokenizer's, else the content chunks
+    /// (approximate: a whole answer without `usage` is one chunk), so that every answer read is
+    /// counted one way or the other.
+    #[allow(clippy::unnecessary_wraps)] // the callers' shape: a count may be missing elsewhere
     pub fn output_tokens(&self) -> Option<u64> {
-        Some(self.usage_output.unwrap_or(self.chunks))
+        Some(self.usage_output.or(self.counted).unwrap_or(self.chunks))
     }
 
     #[allow(clippy::unnecessary_wraps)]
     pub fn source(&self) -> Option<Source> {
-        Some(match self.usage_output {
-            Some(_) => Source::Usage,
-            None => Source::Chunks,
+        Some(match (self.usage_output, self.counted) {
+            (Some(_), _) => Source::Usage,
+            (None, Some(_)) => Source::Tokenizer,
+            (None, None) => Source::Chunks,
         })
+    }
+
+    /// The input token count: `usage.prompt_tokens`, else the tokenizer's count of the prompt.
+    pub fn input_tokens(&self) -> Option<u64> {
+        self.usage_input.or(self.prompt_counted)
+    }
+
+    /// Both `usage` and the tokenizer counted the output, and they differ.
+    pub fn usage_disagrees(&self) -> bool {
+        matches!((self.usage_output, self.counted), (Some(u), Some(c)) if u != c)
     }
 
     /// (last content chunk − first) / (output tokens − 1); none below 2 tokens or without chunks.
@@ -129,10 +224,73 @@ impl Tokens {
         self.times.windows(2).map(|w| w[1].saturating_sub(w[0]))
     }
 
-    /// The tokens to count for a failed request: what `usage` said, else the chunks received.
+    /// The tokens to count for a failed request: what `usage` said, else the tokenizer's count,
+    /// else the chunks received.
     pub fn received(&self) -> u64 {
-        self.usage_output.unwrap_or(self.chunks)
+        self.usage_output.or(self.counted).unwrap_or(self.chunks)
     }
+}
+
+/// The generated text of a stream as it arrives, for the `--tokenizer` to count at the end.
+#[derive(Debug)]
+struct Generated {
+    counter: Arc<Counter>,
+    text: String,
+    /// Where each content chunk's text ends in `text`, in order.
+    chunk_ends: Vec<usize>,
+}
+
+impl Generated {
+    /// Counts the whole text; a stream's times become one per token: each token at the arrival of
+    /// the chunk where its last byte arrived (a chunk of k tokens: k times at that instant).
+    fn count(&self, tokens: &mut Tokens) {
+        let Some(ends) = self.counter.ends(&self.text) else {
+            return;
+        };
+        tokens.counted = Some(ends.len() as u64);
+        if !tokens.streamed || tokens.times.len() != self.chunk_ends.len() {
+            return;
+        }
+        tokens.times = token_times(&ends, &self.chunk_ends, &tokens.times);
+    }
+}
+
+/// The prompt's text in a request body we prepared: an OpenAI body's `prompt`, or its `messages`'
+/// contents joined one a line; a Triton generate body's `text_input`. None for anything else.
+pub fn prompt_text(api: Api, body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Message {
+        content: String,
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        #[serde(default)]
+        prompt: Option<String>,
+        #[serde(default)]
+        messages: Option<Vec<Message>>,
+        #[serde(default)]
+        text_input: Option<String>,
+    }
+    let p: Body = serde_json::from_slice(body).ok()?;
+    match api {
+        Api::OpenAi => p.prompt.or_else(|| {
+            let contents: Vec<String> = p.messages?.into_iter().map(|m| m.content).collect();
+            Some(contents.join("\n"))
+        }),
+        Api::TritonGenerate => p.text_input,
+    }
+}
+
+/// The time of each token ending at byte `ends[i]`, the chunks ending at `chunk_ends` having
+/// arrived at `chunk_times`: that of the first chunk reaching the token's end.
+fn token_times(ends: &[usize], chunk_ends: &[usize], chunk_times: &[Duration]) -> Vec<Duration> {
+    let last = chunk_times.len().saturating_sub(1);
+    ends.iter()
+        .filter_map(|&end| {
+            let i = chunk_ends.partition_point(|&e| e < end).min(last);
+            chunk_times.get(i).copied()
+        })
+        .collect()
 }
 
 /// Reads one answer of a generative endpoint as it arrives (a [`BodySink`]), then judges it.
@@ -151,6 +309,10 @@ pub struct Reader {
     /// `data: [DONE]` arrived (openai).
     done: bool,
     tokens: Tokens,
+    /// The generated text, with `--tokenizer`.
+    text: Option<Generated>,
+    /// The most generated text kept (`--max-response-bytes`).
+    text_limit: usize,
 }
 
 impl Reader {
@@ -174,11 +336,34 @@ impl Reader {
             content_type: None,
             done: false,
             tokens: Tokens::default(),
+            text: None,
+            text_limit: max_response_bytes,
         }
     }
 
+    /// Counts the output with `counter` (`--tokenizer`).
+    #[must_use]
+    pub fn with_counter(mut self, counter: Option<Arc<Counter>>) -> Self {
+        self.text = counter.map(|counter| Generated {
+            counter,
+            text: String::new(),
+            chunk_ends: Vec::new(),
+        });
+        self
+    }
+
+    /// The tokenizer's count of the request's prompt, when known.
+    #[must_use]
+    pub fn with_prompt_tokens(mut self, n: Option<u64>) -> Self {
+        self.tokens.prompt_counted = n;
+        self
+    }
+
     /// What arrived, for a request that failed on the way.
-    pub fn into_tokens(self) -> Tokens {
+    pub fn into_tokens(mut self) -> Tokens {
+        if let Some(text) = &self.text {
+            text.count(&mut self.tokens);
+        }
         self.tokens
     }
 
@@ -196,6 +381,9 @@ impl Reader {
             }
             None => self.whole_body(body),
         };
+        if let Some(text) = &self.text {
+            text.count(&mut self.tokens);
+        }
         (self.tokens, verdict)
     }
 
@@ -242,17 +430,38 @@ impl Reader {
                     self.tokens.usage_output = usage.completion_tokens.or(self.tokens.usage_output);
                     self.tokens.usage_input = usage.prompt_tokens.or(self.tokens.usage_input);
                 }
-                m.choices.unwrap_or_default().iter().any(Choice::has_text)
+                let mut text = String::new();
+                for choice in m.choices.unwrap_or_default() {
+                    choice.append(&mut text);
+                }
+                text
             }
             Api::TritonGenerate => {
                 let m: TritonMessage<'_> = self.json(data)?;
                 if let Some(message) = m.error.as_ref().and_then(error_message) {
                     return Err(self.server_error(&message));
                 }
-                m.text_output.is_some_and(|t| t.has_text())
+                let mut text = String::new();
+                if let Some(t) = m.text_output {
+                    t.append(&mut text);
+                }
+                text
             }
         };
-        self.tokens.chunks += u64::from(text);
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.tokens.chunks += 1;
+        if let Some(kept) = &mut self.text {
+            if kept.text.len() + text.len() > self.text_limit {
+                let limit = self.text_limit;
+                return Err(self.protocol(&format!(
+                    "more than {limit} bytes of generated text (--max-response-bytes)"
+                )));
+            }
+            kept.text.push_str(&text);
+            kept.chunk_ends.push(kept.text.len());
+        }
         Ok(())
     }
 
@@ -373,12 +582,11 @@ struct Choice<'a> {
 }
 
 impl Choice<'_> {
-    fn has_text(&self) -> bool {
-        self.text.as_deref().is_some_and(|t| !t.is_empty())
-            || [&self.delta, &self.message]
-                .into_iter()
-                .flatten()
-                .any(Content::has_text)
+    fn append(&self, out: &mut String) {
+        out.push_str(self.text.as_deref().unwrap_or(""));
+        for content in [&self.delta, &self.message].into_iter().flatten() {
+            content.append(out);
+        }
     }
 }
 
@@ -391,11 +599,13 @@ struct Content<'a> {
 }
 
 impl Content<'_> {
-    fn has_text(&self) -> bool {
-        [&self.content, &self.reasoning_content]
+    fn append(&self, out: &mut String) {
+        for t in [&self.reasoning_content, &self.content]
             .into_iter()
             .flatten()
-            .any(|t| !t.is_empty())
+        {
+            out.push_str(t);
+        }
     }
 }
 
@@ -424,10 +634,10 @@ enum TextOutput<'a> {
 }
 
 impl TextOutput<'_> {
-    fn has_text(&self) -> bool {
+    fn append(&self, out: &mut String) {
         match self {
-            TextOutput::One(t) => !t.is_empty(),
-            TextOutput::Many(ts) => ts.iter().any(|t| !t.is_empty()),
+            TextOutput::One(t) => out.push_str(t),
+            TextOutput::Many(ts) => ts.iter().for_each(|t| out.push_str(t)),
         }
     }
 }
@@ -736,6 +946,186 @@ mod tests {
             )
             .unwrap();
         assert_eq!(reader.into_tokens(), Tokens::default());
+    }
+
+    /// One token per word (`\w+`) or run of punctuation, unknown words included: a WordLevel
+    /// tokenizer whose offsets are easy to read.
+    const WORDS: &str = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+        "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+        "model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2},"unk_token":"[UNK]"}}"#;
+
+    fn counted(api: Api, frames: &[(&[u8], u64)]) -> (Tokens, Result<()>) {
+        let counter = Arc::new(Counter::from_json(WORDS));
+        let mut reader =
+            Reader::new(api, true, URL.into(), 1 << 16, false).with_counter(Some(counter));
+        reader.head(200, &headers("text/event-stream"));
+        for (bytes, ms) in frames {
+            if let Err(e) = reader.frame(bytes, Duration::from_millis(*ms)) {
+                return (reader.into_tokens(), Err(e));
+            }
+        }
+        reader.finish(&[])
+    }
+
+    #[test]
+    fn each_token_is_timed_when_its_last_byte_arrived() {
+        // ends at bytes 1, 3, 5 in chunks ending at 1 and 5: the first chunk's time, then twice the second's
+        assert_eq!(
+            token_times(&[1, 3, 5], &[1, 5], &ms(&[10, 20])),
+            ms(&[10, 20, 20])
+        );
+        // a token across two chunks is the second's; an empty offset is the first chunk's
+        assert_eq!(token_times(&[0, 4], &[2, 4], &ms(&[1, 2])), ms(&[1, 2]));
+        // offsets past the text (not from this text) fall to the last chunk, no panic
+        assert_eq!(token_times(&[9], &[2], &ms(&[1])), ms(&[1]));
+        assert_eq!(token_times(&[1], &[], &[]), Vec::<Duration>::new());
+    }
+
+    #[test]
+    fn a_chunk_of_k_tokens_is_k_tokens_at_its_arrival() {
+        let (tokens, verdict) = counted(
+            Api::TritonGenerate,
+            &[
+                (b"data: {\"text_output\":\"a\"}\n\n", 10),
+                (b"data: {\"text_output\":\" b a, \"}\n\n", 30),
+                (b"data: {\"text_output\":\"b\"}\n\n", 35),
+            ],
+        );
+        verdict.unwrap();
+        // a | b a , | b: 5 tokens, the second chunk's 3 at 30 ms
+        assert_eq!((tokens.chunks, tokens.counted), (3, Some(5)));
+        assert_eq!(tokens.times, ms(&[10, 30, 30, 30, 35]));
+        assert_eq!(tokens.gaps().collect::<Vec<_>>(), ms(&[20, 0, 0, 5]));
+        assert_eq!(
+            (tokens.output_tokens(), tokens.source(), tokens.ttft()),
+            (
+                Some(5),
+                Some(Source::Tokenizer),
+                Some(Duration::from_millis(10))
+            )
+        );
+        assert_eq!(tokens.tpot(), Some(Duration::from_millis(25) / 4));
+    }
+
+    #[test]
+    fn the_whole_text_is_counted_not_each_chunk_apart() {
+        // "a" then "b": one word "ab" (unknown), not two tokens
+        let (tokens, verdict) = counted(
+            Api::TritonGenerate,
+            &[
+                (b"data: {\"text_output\":\"a\"}\n\n", 10),
+                (b"data: {\"text_output\":\"b\"}\n\n", 20),
+            ],
+        );
+        verdict.unwrap();
+        assert_eq!((tokens.counted, tokens.times.clone()), (Some(1), ms(&[20])));
+    }
+
+    #[test]
+    fn usage_counts_and_a_different_tokenizer_count_is_a_disagreement() {
+        // "Hello é!": 3 tokens (Hello, é, !); usage says 4
+        let (tokens, verdict) = counted(Api::OpenAi, CHAT);
+        verdict.unwrap();
+        assert_eq!(
+            (tokens.output_tokens(), tokens.counted, tokens.source()),
+            (Some(4), Some(3), Some(Source::Usage))
+        );
+        assert!(tokens.usage_disagrees());
+        // each token when its last byte came: Hello at 60, é and ! at 75
+        assert_eq!(tokens.times, ms(&[60, 75, 75]));
+        let mut agreeing = CHAT.to_vec();
+        agreeing[4] = (
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n",
+            76,
+        );
+        let (tokens, verdict) = counted(Api::OpenAi, &agreeing);
+        verdict.unwrap();
+        assert!(!tokens.usage_disagrees());
+        // without a tokenizer there is nothing to disagree with
+        assert!(!sse(Api::OpenAi, CHAT).0.usage_disagrees());
+    }
+
+    #[test]
+    fn a_failed_stream_counts_what_arrived_with_the_tokenizer() {
+        let (tokens, verdict) = counted(
+            Api::OpenAi,
+            &[CHAT[1], CHAT[2], (b"data: {\"error\":\"x\"}\n\n", 70)],
+        );
+        assert!(verdict.is_err());
+        assert_eq!((tokens.counted, tokens.received()), (Some(1), 1));
+    }
+
+    #[test]
+    fn generated_text_past_the_response_limit_is_refused() {
+        let counter = Arc::new(Counter::from_json(WORDS));
+        let mut reader = Reader::new(Api::TritonGenerate, true, URL.into(), 50, false)
+            .with_counter(Some(counter));
+        reader.head(200, &headers("text/event-stream"));
+        let frame = b"data: {\"text_output\":\"aaaaaaaaaaaaaaaaaaaa\"}\n\n";
+        reader.frame(frame, Duration::ZERO).unwrap();
+        reader.frame(frame, Duration::ZERO).unwrap();
+        let err = reader.frame(frame, Duration::ZERO).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("more than 50 bytes of generated text"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_prompt_s_text_is_found_in_our_bodies() {
+        let chat = br#"{"model":"m","messages":[{"role":"system","content":"a"},{"role":"user","content":"b a"}]}"#;
+        assert_eq!(prompt_text(Api::OpenAi, chat).as_deref(), Some("a\nb a"));
+        let completion = br#"{"prompt":"b","stream":true}"#;
+        assert_eq!(prompt_text(Api::OpenAi, completion).as_deref(), Some("b"));
+        let generate = br#"{"text_input":"a b","max_tokens":3}"#;
+        assert_eq!(
+            prompt_text(Api::TritonGenerate, generate).as_deref(),
+            Some("a b")
+        );
+        for (api, body) in [
+            (Api::TritonGenerate, &chat[..]),
+            (Api::OpenAi, b"{not json"),
+            (Api::OpenAi, br#"{"messages":[{"content":7}]}"#),
+        ] {
+            assert_eq!(prompt_text(api, body), None);
+        }
+        // usage's prompt count first, else the tokenizer's
+        let mut tokens = Tokens {
+            prompt_counted: Some(3),
+            ..Tokens::default()
+        };
+        assert_eq!(tokens.input_tokens(), Some(3));
+        tokens.usage_input = Some(12);
+        assert_eq!(tokens.input_tokens(), Some(12));
+    }
+
+    #[test]
+    fn a_bad_tokenizer_file_is_one_clear_error() {
+        let dir = std::env::temp_dir().join(format!("tok-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.json");
+        let err = Counter::load(&missing).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("--tokenizer {}: ", missing.display())),
+            "{err}"
+        );
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, "{\"model\": 1}\n").unwrap();
+        let err = Counter::load(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("not a tokenizer.json") && !err.contains('\n'),
+            "{err}"
+        );
+        // a device says 0 bytes and never ends: read up to the limit, then refused
+        let err = Counter::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than the 268435456 bytes"), "{err}");
+        let good = dir.join("good.json");
+        std::fs::write(&good, WORDS).unwrap();
+        assert_eq!(Counter::load(&good).unwrap().count("a b, c"), Some(4));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     proptest! {
