@@ -286,7 +286,7 @@ def test_the_endpoint_bounds_its_connections() -> None:
 
 def test_grpc_defaults_to_triton_s_grpc_port() -> None:
     resolved = resolve(SimpleNamespace(server="triton", model_name="m", protocol="grpc"), None, environ={})
-    assert (resolved.host, resolved.protocol, resolved.grpc_connections) == ("http://127.0.0.1:8001", "grpc", 1)
+    assert (resolved.host, resolved.protocol, resolved.grpc.connections) == ("http://127.0.0.1:8001", "grpc", 1)
     assert resolve(SimpleNamespace(server="triton", model_name="m"), None, environ={}).protocol == "http"
 
 

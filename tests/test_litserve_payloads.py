@@ -20,7 +20,7 @@ from locust_inference import (
     preprocess_image,
 )
 from locust_inference.backends import Target, prepare
-from locust_inference.options import Settings
+from locust_inference.options import LitServeSettings, Settings
 from own_model_support import answers_in_turn, image_set
 from PIL import Image
 from support import IMAGE, assert_clean_failure, clean_env, run_locust
@@ -88,7 +88,7 @@ def test_template_is_the_users_json_with_the_placeholders_filled() -> None:
 # --------------------------------------------------------------------------------------------------------
 def test_image_base64_arrives_exactly(litserve_image_checksum: RunningServer) -> None:
     target = prepared(
-        litserve_image_checksum, litserve_payload="image-base64", litserve_key=LITSERVE_CHECKSUM_IMAGE_KEY
+        litserve_image_checksum, litserve=LitServeSettings(payload="image-base64", key=LITSERVE_CHECKSUM_IMAGE_KEY)
     )
     assert target.endpoint.body_length == len(encode_litserve_image_request(LITSERVE_CHECKSUM_IMAGE_KEY, FILE))
     assert ("Content-Type", "application/json") in target.request_headers
@@ -105,7 +105,7 @@ def test_the_same_image_feeds_triton_and_litserve(
     triton_target = prepared(triton, server_kind="triton", model="checksum", triton_format="json")
     triton_words = [int(v) for v in answer(triton_target)["outputs"][0]["data"][:16]]
     litserve_target = prepared(
-        litserve_image_checksum, litserve_payload="image-base64", litserve_key=LITSERVE_CHECKSUM_IMAGE_KEY
+        litserve_image_checksum, litserve=LitServeSettings(payload="image-base64", key=LITSERVE_CHECKSUM_IMAGE_KEY)
     )
     assert triton_words == tensor_words()
     assert first_words(answer(litserve_target)) == triton_words
@@ -127,7 +127,7 @@ def test_image_bytes_arrive_exactly(litserve_bytes_checksum: RunningServer, tmp_
             host=litserve_bytes_checksum.url,
             image=image,
             keep_body=True,
-            litserve_payload="image-bytes",
+            litserve=LitServeSettings(payload="image-bytes"),
         )
     )
     assert ("Content-Type", f"image/{kind}") in target.request_headers
@@ -151,7 +151,7 @@ def test_an_image_set_rotates_through_litserve_in_order_in_every_payload(
             host=litserve_bytes_checksum.url,
             image=tmp_path / "set",
             keep_body=True,
-            litserve_payload="image-bytes",
+            litserve=LitServeSettings(payload="image-bytes"),
         )
     )
     assert as_files.inputs == tuple(str(f) for f in files)
@@ -170,7 +170,7 @@ def test_template_with_the_image_arrives_exactly(litserve_image_checksum: Runnin
     key = LITSERVE_CHECKSUM_IMAGE_KEY
     template = tmp_path / "request.json"
     template.write_text(f'{{"meta": {{"id": 7, "tags": ["a", "b"]}}, "{key}": "{{{{image_base64}}}}", "n": 1.5}}')
-    target = prepared(litserve_image_checksum, litserve_payload="template", litserve_template=template)
+    target = prepared(litserve_image_checksum, litserve=LitServeSettings(payload="template", template=template))
     reference = template.read_text().replace("{{image_base64}}", B64)
     assert target.endpoint.body_length == len(reference)
     response = answer(target)
@@ -181,7 +181,7 @@ def test_template_with_the_image_arrives_exactly(litserve_image_checksum: Runnin
 def test_template_with_the_tensor_arrives_exactly(litserve_checksum: RunningServer, tmp_path: Path) -> None:
     template = tmp_path / "request.json"
     template.write_text('{"input": "{{tensor}}"}')
-    target = prepared(litserve_checksum, litserve_payload="template", litserve_template=template)
+    target = prepared(litserve_checksum, litserve=LitServeSettings(payload="template", template=template))
     assert first_words(answer(target)) == tensor_words()
 
 
@@ -264,16 +264,16 @@ def test_a_label_key_and_status_only_pass(litserve_image_checksum: RunningServer
     for output in ("sha256", "none"):
         target = prepared(
             litserve_image_checksum,
-            litserve_payload="image-base64",
-            litserve_key=LITSERVE_CHECKSUM_IMAGE_KEY,
-            litserve_output=None if output == "none" else output,
+            litserve=LitServeSettings(
+                payload="image-base64",
+                key=LITSERVE_CHECKSUM_IMAGE_KEY,
+                output=None if output == "none" else output,
+            ),
         )
         assert send(target).status == 200
     missing = prepared(
         litserve_image_checksum,
-        litserve_payload="image-base64",
-        litserve_key=LITSERVE_CHECKSUM_IMAGE_KEY,
-        litserve_output="class",
+        litserve=LitServeSettings(payload="image-base64", key=LITSERVE_CHECKSUM_IMAGE_KEY, output="class"),
     )
     slot = RequestSlot()
     slot.submit(missing.endpoint)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from locust_inference import Endpoint, preprocess_image
 from locust_inference.backends import IO_THREADS_ENV, ZERO_COPY_ENV, prepare
-from locust_inference.options import Settings
+from locust_inference.options import LitServeSettings, Settings
 from own_model_support import answers, answers_in_turn, image_set, settings
 from support import assert_clean_failure, clean_env, run_locust
 
@@ -41,7 +41,7 @@ def test_an_image_set_arrives_byte_for_byte_either_way(
             host=litserve_bytes_checksum.url,
             image=folder,
             keep_body=True,
-            litserve_payload="image-bytes",
+            litserve=LitServeSettings(payload="image-bytes"),
         )
     )
     assert tensors.endpoint.zero_copy is (zero_copy == "on")

@@ -201,7 +201,7 @@ def _prepare_triton(settings: Settings) -> Target:
             inputs=labels,
             protocol="grpc",
             outputs=expected_outputs,
-            grpc_connections=settings.grpc_connections,
+            grpc_connections=settings.grpc.connections,
         )
     bodies = []  # the memory they take with the requests was checked before either was made
     for request in requests:
@@ -307,14 +307,14 @@ def _check_litserve_memory(settings: Settings, files: list[Path], template: byte
     tensor_json = item // 4 * batch * input_memory.JSON_ELEMENT_BYTES["FP32"]  # one batch as a nested list
     sizes = [_file_size(f) for f in files]
     base64 = [(size + 2) // 3 * 4 for size in sizes]
-    payload = settings.litserve_payload
+    payload = settings.litserve.payload
     if payload == "tensor":
         encode = input_memory.encoding(tensors, count * tensor_json, tensor_json, 2 * batch * item + tensor_json)
     elif payload == "image-bytes":  # the files are the bodies
         encode = input_memory.encoding(tensors, sum(sizes), min(sizes), 0)
     else:
         assert template is not None or payload == "image-base64"
-        extra = len(settings.litserve_key) + 16 if template is None else len(template)
+        extra = len(settings.litserve.key) + 16 if template is None else len(template)
         uses_tensor = template is not None and "{{tensor}}" in _placeholders(settings, template)
         bodies = [extra + b + (tensor_json if uses_tensor else 0) for b in base64]
         transient = max(bodies) + (2 * batch * item if uses_tensor else 0)
@@ -327,7 +327,7 @@ def _placeholders(settings: Settings, template: bytes) -> list[str]:
     try:
         return litserve_template_placeholders(template)
     except ValueError as err:
-        raise ConfigError(f"--litserve-template {settings.litserve_template} {err}") from None
+        raise ConfigError(f"--litserve-template {settings.litserve.template} {err}") from None
 
 
 def _litserve_images(settings: Settings, files: list[Path]) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
@@ -347,13 +347,13 @@ def _batch(
 def _litserve_bodies(settings: Settings, files: list[Path]) -> tuple[list[tuple[bytes, list[tuple[str, str]]]], str]:
     """Each request body, with its own headers (the Content-Type of an image sent as the body), and the
     checksum logs show for the first: of the tensor, or of the image file when the body carries the file."""
-    payload = settings.litserve_payload
+    payload = settings.litserve.payload
     template = None
     if payload == "template":
-        assert settings.litserve_template is not None, "options.resolve requires a template file"
+        assert settings.litserve.template is not None, "options.resolve requires a template file"
         # read whole before the estimate, which depends on its placeholders: bounded by its size first
-        input_memory.check(_file_size(settings.litserve_template), settings.inputs.max_memory, "--litserve-template")
-        template = _read(settings.litserve_template, "--litserve-template")
+        input_memory.check(_file_size(settings.litserve.template), settings.inputs.max_memory, "--litserve-template")
+        template = _read(settings.litserve.template, "--litserve-template")
     _check_litserve_memory(settings, files, template)
     tensors = _litserve_images(settings, files)  # before the server: bad input fails alone
     batch = settings.batch_size
@@ -363,12 +363,12 @@ def _litserve_bodies(settings: Settings, files: list[Path]) -> tuple[list[tuple[
         return bodies, _checksum(_batch(tensors, 0, batch).tobytes())
     images = [_read(f, "--image") for f in files]
     if payload == "image-base64":
-        key = settings.litserve_key
+        key = settings.litserve.key
         return [(encode_litserve_image_request(key, i), json_type) for i in images], _checksum(images[0])
     if payload == "image-bytes":
         return [(i, [("Content-Type", image_content_type(i))]) for i in images], _checksum(images[0])
     assert template is not None
-    template_path = settings.litserve_template
+    template_path = settings.litserve.template
     try:
         uses_tensor = "{{tensor}}" in litserve_template_placeholders(template)
         bodies = [
@@ -385,7 +385,7 @@ def _prepare_litserve(settings: Settings) -> Target:
     bodies, checksum = _litserve_bodies(settings, files)
     _get(settings, f"{settings.host}/health", "LitServe")  # any answer will do: it is listening
     url = f"{settings.host}/predict"
-    output = settings.litserve_output
+    output = settings.litserve.output
     check: dict[str, Any] = {"protocol": "none"} if output is None else {"protocol": "litserve", "output_key": output}
     return _target(
         settings,

@@ -239,7 +239,7 @@ def _refuse_tensor_options(settings: Settings) -> None:
             ("--input-name", settings.input_name is not None),
             ("--output-name", bool(settings.output_names)),
             ("--triton-format", settings.triton_format != defaults.TRITON_FORMAT),
-            ("--litserve-payload", settings.litserve_payload != defaults.LITSERVE_PAYLOAD),
+            ("--litserve-payload", settings.litserve.payload != defaults.LITSERVE_PAYLOAD),
             (
                 "--preprocess, --resize, --crop, --mean, --std, --layout, --dtype or --shape",
                 InputSettings(shuffle=inputs.shuffle, max_memory=inputs.max_memory) != inputs,

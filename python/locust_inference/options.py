@@ -26,6 +26,9 @@ __all__ = [
     "LITSERVE_PAYLOADS",
     "OVERLOAD_POLICIES",
     "SERVERS",
+    "GrpcSettings",
+    "LitServeSettings",
+    "OpenLoopSettings",
     "Settings",
     "add_arguments",
     "resolve",
@@ -52,8 +55,38 @@ MAX_GRPC_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
+class OpenLoopSettings:
+    """The open-loop options; ``None``: the user class's own attribute (``OpenLoopUser.rate``...)."""
+
+    rate: float | None = None
+    arrival: str | None = None
+    max_in_flight: int | None = None
+    overload: str | None = None
+    closed_loop: bool = False
+
+
+@dataclass(frozen=True)
+class LitServeSettings:
+    """LitServe as deployed: what the body carries and which response key is checked (``output`` None: the
+    HTTP status only)."""
+
+    payload: str = defaults.LITSERVE_PAYLOAD
+    key: str = defaults.LITSERVE_KEY
+    template: Path | None = None
+    output: str | None = defaults.LITSERVE_OUTPUT
+
+
+@dataclass(frozen=True)
+class GrpcSettings:
+    """Triton over gRPC (``--protocol grpc``)."""
+
+    connections: int = defaults.GRPC_CONNECTIONS
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Everything a load test needs to know about its target, validated."""
+    """Everything a load test needs to know about its target, validated: the core (the server, the model,
+    each request and how it is reached) as fields of its own, each option group as one field."""
 
     server: str
     model: str
@@ -61,7 +94,6 @@ class Settings:
     image: Path
     triton_format: str = defaults.TRITON_FORMAT
     protocol: str = defaults.PROTOCOL
-    grpc_connections: int = defaults.GRPC_CONNECTIONS
     request_timeout: float = defaults.REQUEST_TIMEOUT_S
     input_name: str | None = None
     output_names: tuple[str, ...] = ()
@@ -74,19 +106,12 @@ class Settings:
     keep_body: bool = False
     class_name: str | None = None
     expect_top1: str | None = None
-    # open-loop users (None: the user class's own default)
-    rate: float | None = None
-    arrival: str | None = None
-    max_in_flight: int | None = None
-    overload: str | None = None
+    # of poisson arrivals, --shuffle-inputs orders, --input-data random and --max-tokens ranges
     seed: int | None = None
-    closed_loop: bool = False
-    # LitServe as deployed: what the body carries and which response key is checked (None: status only)
-    litserve_payload: str = defaults.LITSERVE_PAYLOAD
-    litserve_key: str = defaults.LITSERVE_KEY
-    litserve_template: Path | None = None
-    litserve_output: str | None = defaults.LITSERVE_OUTPUT
     inputs: InputSettings = field(default_factory=InputSettings)
+    open_loop: OpenLoopSettings = field(default_factory=OpenLoopSettings)
+    litserve: LitServeSettings = field(default_factory=LitServeSettings)
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)
     generative: GenerativeSettings = field(default_factory=GenerativeSettings)
 
     @property
@@ -244,7 +269,7 @@ def _add_litserve_arguments(parser: Any) -> None:
     )
 
 
-def _resolve_litserve(options: Any, server: str, locustfile: str | None) -> dict[str, Any]:
+def _resolve_litserve(options: Any, server: str, locustfile: str | None) -> LitServeSettings:
     """The LitServe payload settings; combinations that cannot mean anything are errors."""
     payload = str(getattr(options, "litserve_payload", None) or defaults.LITSERVE_PAYLOAD).lower()
     if payload not in LITSERVE_PAYLOADS:
@@ -274,12 +299,30 @@ def _resolve_litserve(options: Any, server: str, locustfile: str | None) -> dict
         raise ConfigError("--litserve-key must not be empty")
     if output is not None and not str(output):
         raise ConfigError("--litserve-output must be a response key, or none for the HTTP status only")
-    return {
-        "litserve_payload": payload,
-        "litserve_key": defaults.LITSERVE_KEY if key is None else str(key),
-        "litserve_template": _resolve_image(str(template), locustfile) if template else None,
-        "litserve_output": None if output == "none" else str(output or defaults.LITSERVE_OUTPUT),
-    }
+    return LitServeSettings(
+        payload=payload,
+        key=defaults.LITSERVE_KEY if key is None else str(key),
+        template=_resolve_image(str(template), locustfile) if template else None,
+        output=None if output == "none" else str(output or defaults.LITSERVE_OUTPUT),
+    )
+
+
+def _resolve_open_loop(options: Any) -> OpenLoopSettings:
+    rate = _number(options, "rate", None, *RATE_RANGE, whole=False, unit=" requests per second")
+    arrival = getattr(options, "arrival", None) or None
+    if arrival is not None and arrival not in ARRIVALS:
+        raise ConfigError(f"--arrival must be {' or '.join(ARRIVALS)}, not {arrival!r}")
+    max_in_flight = _number(options, "max_in_flight", None, 1, MAX_IN_FLIGHT, whole=True)
+    overload = getattr(options, "overload", None) or None
+    if overload is not None and overload not in OVERLOAD_POLICIES:
+        raise ConfigError(f"--overload must be {' or '.join(OVERLOAD_POLICIES)}, not {overload!r}")
+    return OpenLoopSettings(
+        rate=rate,
+        arrival=arrival,
+        max_in_flight=max_in_flight,
+        overload=overload,
+        closed_loop=bool(getattr(options, "closed_loop", False)),
+    )
 
 
 def _add_open_loop_arguments(parser: Any) -> None:
@@ -474,16 +517,10 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     ca_file = getattr(options, "ca_file", None)
     if ca_file and not Path(ca_file).is_file():
         raise ConfigError(f"--ca-file {ca_file} does not exist")
-    rate = _number(options, "rate", None, *RATE_RANGE, whole=False, unit=" requests per second")
-    arrival = getattr(options, "arrival", None) or None
-    if arrival is not None and arrival not in ARRIVALS:
-        raise ConfigError(f"--arrival must be {' or '.join(ARRIVALS)}, not {arrival!r}")
-    max_in_flight = _number(options, "max_in_flight", None, 1, MAX_IN_FLIGHT, whole=True)
-    overload = getattr(options, "overload", None) or None
-    if overload is not None and overload not in OVERLOAD_POLICIES:
-        raise ConfigError(f"--overload must be {' or '.join(OVERLOAD_POLICIES)}, not {overload!r}")
+    open_loop = _resolve_open_loop(options)  # the options are checked in this order: the first error is said
     seed = _number(options, "seed", None, 0, 2**64 - 1, whole=True)
     litserve = _resolve_litserve(options, server, getattr(options, "locustfile", None))
+    inputs = input_options.resolve(options)
     return Settings(
         server=server,
         model=model,
@@ -491,7 +528,6 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         image=image,
         triton_format=triton_format,
         protocol=protocol,
-        grpc_connections=grpc_connections,
         request_timeout=timeout,
         input_name=getattr(options, "input_name", None) or None,
         output_names=tuple(o.strip() for o in outputs.split(",") if o.strip()) if outputs else (),
@@ -504,13 +540,10 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         keep_body=bool(getattr(options, "keep_body", False)),
         class_name=getattr(options, "class_name", None) or None,
         expect_top1=expect_top1,
-        rate=rate,
-        arrival=arrival,
-        max_in_flight=max_in_flight,
-        overload=overload,
         seed=seed,
-        closed_loop=bool(getattr(options, "closed_loop", False)),
-        **litserve,
-        inputs=input_options.resolve(options),
+        inputs=inputs,
+        open_loop=open_loop,
+        litserve=litserve,
+        grpc=GrpcSettings(connections=grpc_connections),
         generative=generative_options.resolve(options),
     )

@@ -327,7 +327,7 @@ class OpenLoopUser(InferenceUser):
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        s = self._target.settings
+        s = self._target.settings.open_loop
         self._rate = s.rate if s.rate is not None else self.rate
         self._closed_loop = s.closed_loop
         self._pacing = constant_pacing(1 / self._rate)
@@ -344,7 +344,7 @@ class OpenLoopUser(InferenceUser):
         super().on_start()
         if self._closed_loop:
             return
-        s = self._target.settings
+        s = self._target.settings.open_loop
         self._stream = Stream(
             self._target.endpoint,
             self._rate,
