@@ -1,5 +1,6 @@
-"""The Locust side: command-line options, one prepared target per process, and the abstract
-:class:`InferenceUser` whose requests run in Rust while the greenlet waits on an eventfd.
+"""The user classes: the abstract :class:`InferenceUser`, whose requests run in Rust while the greenlet
+waits on an eventfd, and :class:`OpenLoopUser`. Importing this module installs the plugin
+(:mod:`locust_inference.plugin`: the options, and the target prepared once per process).
 
 Each request fires ``events.request`` exactly once, with the latency measured in Rust.
 """
@@ -12,102 +13,24 @@ import itertools
 import logging
 import random
 import sys
-import weakref
 from typing import Any, ClassVar
 
 import gevent
 from gevent import GreenletExit
-from locust import User, constant_pacing, events, task
+from locust import User, constant_pacing, task
 from locust.env import Environment
-from locust.runners import MasterRunner
 
-from locust_inference import checks, defaults, distributed, hooks, latency, options, scheduling, webui
-from locust_inference._native import Completion, ConfigError, Outcome, ProtocolError, RequestSlot, Stream
-from locust_inference.backends import Target, prepare
+from locust_inference import defaults, hooks, latency, scheduling
+from locust_inference._native import Completion, Outcome, ProtocolError, RequestSlot, Stream
+from locust_inference.plugin import state_of, target_for
 
 __all__ = ["InferenceUser", "OpenLoopUser", "target_for"]
 
-log = logging.getLogger("locust_inference")
 debug_log = logging.getLogger("locust_inference.debug")
 
-_targets: weakref.WeakKeyDictionary[Environment, Target] = weakref.WeakKeyDictionary()
-_expected_top1: weakref.WeakKeyDictionary[Environment, int | None] = weakref.WeakKeyDictionary()
-# --expect-top1 auto: each input's top-1 class, learned from its first answer
-_learned_top1: weakref.WeakKeyDictionary[Environment, dict[int, int | None]] = weakref.WeakKeyDictionary()
 _user_numbers = itertools.count()
 # Locust's state of a user asked to stop after its task; hooks.check_stop stops the run at start if missing
 _STOPPING = getattr(importlib.import_module("locust.user.task"), "LOCUST_STATE_STOPPING", None)
-
-
-def target_for(environment: Environment) -> Target:
-    """The target prepared for this environment at start."""
-    try:
-        return _targets[environment]
-    except KeyError:
-        raise ConfigError("locust-inference was not initialised: import it from the locustfile") from None
-
-
-def _fail_at_start(message: str) -> None:
-    log.error("locust-inference: %s", message)
-    sys.stderr.write(f"locust-inference: {message}\n")
-    sys.stderr.flush()
-    raise SystemExit(2)
-
-
-@events.init_command_line_parser.add_listener
-def _add_arguments(parser: Any) -> None:
-    options.add_arguments(parser)
-    checks.add_arguments(parser.add_argument_group("locust-inference checks"))
-
-
-@events.init.add_listener
-def _prepare(environment: Environment, **_kwargs: Any) -> None:
-    parsed = environment.parsed_options
-    if parsed is None:  # a library user building its own Environment calls prepare() itself
-        return
-    try:
-        hooks.check()  # before anything else: a Locust that changed what we replace is not measured
-        hooks.install_final_csv()  # --csv files end with every request reported, as the summary does
-        settings = options.resolve(parsed, environment.host)
-        _select_user_class(environment, settings.class_name)
-        # before latency.install: the checks read the summary it writes
-        checks.install(environment, checks.parse(getattr(parsed, "check", None)), getattr(parsed, "junit", None))
-        webui.install(environment)  # the Inference tab; it finds latency's collector when asked
-        if isinstance(environment.runner, MasterRunner):
-            distributed.keep_secrets_home(environment)  # settings (with the headers) are resolved above
-            distributed.stop_when_a_worker_goes_missing(environment)
-            latency.install(environment, settings, None)
-            return  # workers send the requests; they prepare (and validate) the target
-        target = prepare(settings)
-        scheduling.give_way_to_io_thread()  # this thread runs the users
-    except ConfigError as err:
-        _fail_at_start(str(err))
-        return
-    _targets[environment] = target
-    if settings.insecure:
-        log.warning("locust-inference: TLS certificate verification is disabled (--insecure)")
-    top1 = settings.expect_top1
-    _expected_top1[environment] = int(top1) if top1 is not None and top1.isdigit() else None
-    latency.install(environment, settings, target.endpoint)
-    _learned_top1[environment] = {}
-    log.info(
-        "locust-inference: %s %s, %d request bodies (the first %d bytes, input sha256 %s)",
-        settings.server,
-        target.url,
-        target.endpoint.body_count,
-        target.endpoint.body_length,
-        target.input_checksum[:16],
-    )
-
-
-def _select_user_class(environment: Environment, class_name: str | None) -> None:
-    """Applies ``class-name`` from a config file, unless classes were named on the command line."""
-    if not class_name or getattr(environment.parsed_options, "user_classes", None):
-        return
-    by_name = {cls.__name__: cls for cls in environment.user_classes}
-    if class_name not in by_name:
-        raise ConfigError(f"class-name {class_name!r} is not a user class here; choose one of {sorted(by_name)}")
-    environment.user_classes = [by_name[class_name]]
 
 
 def _redact(headers: Any) -> list[tuple[str, str]]:
@@ -139,7 +62,8 @@ class InferenceUser(User):
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        self._target = target_for(environment)
+        self._run = state_of(environment)
+        self._target = self._run.target
         self._slot = RequestSlot(seed=self._seed())
         self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
         self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
@@ -226,10 +150,9 @@ class InferenceUser(User):
         return (base + worker * 1_000_003 + next(_user_numbers)) % 2**64
 
     def _check_top1(self, outcome: Outcome) -> Exception | None:
-        expected = _expected_top1.get(self.environment)
+        expected = self._run.expected_top1
         if expected is None:  # --expect-top1 auto: each input's first answer sets its expectation
-            learned = _learned_top1.setdefault(self.environment, {})
-            expected = learned.setdefault(outcome.input_index, outcome.top1)
+            expected = self._run.learned_top1.setdefault(outcome.input_index, outcome.top1)
         if outcome.top1 != expected:
             inputs = self._target.inputs
             which = f" for {inputs[outcome.input_index]}" if len(inputs) > 1 else ""

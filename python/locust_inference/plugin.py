@@ -1,0 +1,118 @@
+"""The Locust plugin: the options added to Locust's parser, and at ``events.init`` the process's start (the
+options resolved, the checks, the web UI's tab, the latency collection and, except on a master, the
+target prepared) with the one :class:`RunState` each Locust environment keeps for its users.
+
+Imported by :mod:`locust_inference.users`, so a locustfile that imports the user classes has the plugin.
+The modules imported here register their own listeners first (``telemetry.wiring`` checks its options at
+``init`` before the target is prepared), and the listeners that ``_prepare`` installs are registered in a
+fixed order: Locust fires ``quitting`` listeners in reverse, so the checks (installed before
+``latency.install``) judge the summary latency's own ``quitting`` listener has written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from locust import events
+from locust.env import Environment
+from locust.runners import MasterRunner
+
+from locust_inference import checks, distributed, hooks, latency, options, scheduling, webui
+from locust_inference._native import ConfigError
+from locust_inference.backends import Target, prepare
+
+__all__ = ["RunState", "state_of", "target_for"]
+
+log = logging.getLogger("locust_inference")
+
+
+@dataclass
+class RunState:
+    """What one environment's users share for its run."""
+
+    target: Target
+    # --expect-top1 N; None with --expect-top1 auto (or none: then it is not checked)
+    expected_top1: int | None = None
+    # --expect-top1 auto: each input's top-1 class, learned from its first answer
+    learned_top1: dict[int, int | None] = field(default_factory=dict)
+
+
+_states: weakref.WeakKeyDictionary[Environment, RunState] = weakref.WeakKeyDictionary()
+
+
+def state_of(environment: Environment) -> RunState:
+    """The state prepared for this environment at start."""
+    try:
+        return _states[environment]
+    except KeyError:
+        raise ConfigError("locust-inference was not initialised: import it from the locustfile") from None
+
+
+def target_for(environment: Environment) -> Target:
+    """The target prepared for this environment at start."""
+    return state_of(environment).target
+
+
+def _fail_at_start(message: str) -> None:
+    log.error("locust-inference: %s", message)
+    sys.stderr.write(f"locust-inference: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    options.add_arguments(parser)
+    checks.add_arguments(parser.add_argument_group("locust-inference checks"))
+
+
+@events.init.add_listener
+def _prepare(environment: Environment, **_kwargs: Any) -> None:
+    parsed = environment.parsed_options
+    if parsed is None:  # a library user building its own Environment calls prepare() itself
+        return
+    try:
+        hooks.check()  # before anything else: a Locust that changed what we replace is not measured
+        hooks.install_final_csv()  # --csv files end with every request reported, as the summary does
+        settings = options.resolve(parsed, environment.host)
+        _select_user_class(environment, settings.class_name)
+        # before latency.install: the checks read the summary it writes
+        checks.install(environment, checks.parse(getattr(parsed, "check", None)), getattr(parsed, "junit", None))
+        webui.install(environment)  # the Inference tab; it finds latency's collector when asked
+        if isinstance(environment.runner, MasterRunner):
+            distributed.keep_secrets_home(environment)  # settings (with the headers) are resolved above
+            distributed.stop_when_a_worker_goes_missing(environment)
+            latency.install(environment, settings, None)
+            return  # workers send the requests; they prepare (and validate) the target
+        target = prepare(settings)
+        scheduling.give_way_to_io_thread()  # this thread runs the users
+    except ConfigError as err:
+        _fail_at_start(str(err))
+        return
+    top1 = settings.expect_top1
+    _states[environment] = RunState(target, int(top1) if top1 is not None and top1.isdigit() else None)
+    if settings.insecure:
+        log.warning("locust-inference: TLS certificate verification is disabled (--insecure)")
+    latency.install(environment, settings, target.endpoint)
+    log.info(
+        "locust-inference: %s %s, %d request bodies (the first %d bytes, input sha256 %s)",
+        settings.server,
+        target.url,
+        target.endpoint.body_count,
+        target.endpoint.body_length,
+        target.input_checksum[:16],
+    )
+
+
+def _select_user_class(environment: Environment, class_name: str | None) -> None:
+    """Applies ``class-name`` from a config file, unless classes were named on the command line."""
+    if not class_name or getattr(environment.parsed_options, "user_classes", None):
+        return
+    by_name = {cls.__name__: cls for cls in environment.user_classes}
+    if class_name not in by_name:
+        raise ConfigError(f"class-name {class_name!r} is not a user class here; choose one of {sorted(by_name)}")
+    environment.user_classes = [by_name[class_name]]
