@@ -8,7 +8,6 @@ and :data:`defaults.MAX_PROMPTS_BYTES`), and a bad line or entry stops the start
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -21,10 +20,9 @@ from locust_inference._native import ConfigError, ProtocolError
 from locust_inference.generative_options import TokenSlo
 
 if TYPE_CHECKING:
-    from locust_inference.backends import Target
     from locust_inference.options import Settings
 
-__all__ = ["BUILTIN_PROMPTS", "Prompt", "SloCount", "bodies", "load_prompts", "prepare", "url"]
+__all__ = ["BUILTIN_PROMPTS", "Prompt", "SloCount", "bodies", "load_prompts", "url"]
 
 # A prompt: its text (completions, generate) or chat messages ({"role": ..., "content": ...} each)
 Prompt = str | list[dict[str, str]]
@@ -209,78 +207,6 @@ def url(settings: Settings) -> str:
     if g.api == "completions":
         return f"{settings.host}/v1/completions"
     return f"{settings.host}/v2/models/{settings.model}/{'generate_stream' if g.stream else 'generate'}"
-
-
-def _check_ready(settings: Settings) -> None:
-    """The server answers, so a wrong --host or model stops the start in one line: for generate, Triton's
-    model is ready; OpenAI servers share no readiness path (LitServe has ``/health``, Triton's frontend
-    ``/health/ready``), so any answer to ``/health`` will do."""
-    from locust_inference.backends import _get
-
-    if settings.generative.api == "generate":
-        status, _body = _get(settings, f"{settings.host}/v2/models/{settings.model}/ready", "Triton")
-        if status != 200:
-            raise ConfigError(f"Triton at {settings.host} has no ready model {settings.model!r} (HTTP {status})")
-        return
-    _get(settings, f"{settings.host}/health", "the OpenAI-compatible")
-
-
-def _refuse_tensor_options(settings: Settings) -> None:
-    """Options that shape tensor or image requests mean nothing for prompts: refused rather than ignored."""
-    from locust_inference.input_options import InputSettings
-
-    inputs = settings.inputs
-    given = [
-        name
-        for name, value in (
-            ("--input-data", inputs.input_data is not None),
-            ("--expect-top1", settings.expect_top1 is not None),
-            ("--batch-size", settings.batch_size != defaults.BATCH_SIZE),
-            ("--input-name", settings.input_name is not None),
-            ("--output-name", bool(settings.output_names)),
-            ("--triton-format", settings.triton_format != defaults.TRITON_FORMAT),
-            ("--litserve-payload", settings.litserve.payload != defaults.LITSERVE_PAYLOAD),
-            (
-                "--preprocess, --resize, --crop, --mean, --std, --layout, --dtype or --shape",
-                InputSettings(shuffle=inputs.shuffle, max_memory=inputs.max_memory) != inputs,
-            ),
-        )
-        if value
-    ]
-    if given:
-        api = settings.generative.api
-        raise ConfigError(f"{given[0]} applies to tensor requests (--api infer); --api {api} sends prompts (--prompts)")
-
-
-def prepare(settings: Settings) -> Target:
-    """The target for ``--api chat|completions|generate``, or a ConfigError saying what is wrong."""
-    from locust_inference.backends import _target
-
-    g = settings.generative
-    _refuse_tensor_options(settings)
-    if g.api == "generate" and settings.server != "triton":
-        raise ConfigError("--api generate is Triton's generate extension: use --server triton")
-    prompts: list[Prompt] = list(BUILTIN_PROMPTS)
-    if g.prompts is not None:
-        prompts = load_prompts(g.prompts, settings.inputs.max_memory)
-    encoded = bodies(settings, prompts)
-    json_type = [("Content-Type", "application/json")]
-    # the endpoint first: it loads --tokenizer, a bad file said before any server is asked
-    target = _target(
-        settings,
-        url(settings),
-        [(b, json_type) for b in encoded],
-        list(settings.headers),
-        json_header_bytes=None,
-        tensor_bytes=0,
-        input_checksum=hashlib.sha256(encoded[0]).hexdigest(),
-        inputs=(),
-        protocol="triton-generate" if g.api == "generate" else "openai",
-        stream=g.stream,
-        tokenizer=g.tokenizer,
-    )
-    _check_ready(settings)
-    return target
 
 
 MAX_SLO_COUNT = 2**53  # a worker's report beyond this is forged: no run sends that many requests
