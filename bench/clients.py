@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from locust_inference import results_schema
 from locust_inference.results_schema import LATENCY_FILE
 
 from bench import nginx
@@ -243,8 +244,8 @@ def add_open_loop(result: Result, summary: Path) -> Result:
     """The open-loop numbers of ``summary`` (locust-inference's latency.json, ``OpenLoop`` in
     locust_inference.results_schema), when a request name has them."""
     try:
-        requests = json.loads(summary.read_text()).get("requests", {})
-    except (OSError, ValueError):
+        requests = results_schema.read(summary).get("requests") or {}
+    except ValueError:  # results_schema.SchemaError: missing, not JSON, or another version
         return result
     for entry in requests.values():
         ol = entry.get("open_loop")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import os
 import re
 import signal
@@ -30,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from locust_inference import results_schema
 from locust_inference.results_schema import LATENCY_CSV, LATENCY_FILE
 
 from servers import children
@@ -266,7 +266,7 @@ def read_measured(path: Path, name: str) -> Measured | None:
     """Request ``name``'s numbers in a ``latency.json`` (``RequestEntry`` in locust_inference.results_schema),
     or None when absent or unreadable."""
     try:
-        entry = json.loads(path.read_text())["requests"][name]
+        entry = results_schema.read(path)["requests"][name]
         ol = entry.get("open_loop")
         return Measured(
             latency_ms={key: float(entry["latency_ms"][key]) for key in ("p50", "p95", "p99")},
@@ -308,7 +308,7 @@ def _check(result: RunResult, stats_path: Path) -> None:
 def read_server_side(path: Path) -> str | None:
     """Triton's statistics over the run (``server_stats`` in ``latency.json``) as two lines, or None."""
     try:
-        stats = json.loads(path.read_text())["server_stats"]
+        stats = results_schema.read(path)["server_stats"]
         phases = ", ".join(
             f"{key.removesuffix('_ms')} {float(stats[key]):.1f}"
             for key in ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from locust_inference.report import build_report, format_ms, load_run, main
+from locust_inference.report import ReportError, build_report, format_ms, load_run, main
 from report_page import PLOTLYJS_TAG, figures, without_plotlyjs
 
 HISTORY_HEADER = [
@@ -810,3 +810,27 @@ def test_chromium_shows_the_values_on_hover(report: tuple[str, str, Path], tmp_p
         "throughput-over-time": [["triton", f"{t:.1f} s: {format_ms(float(row['Requests/s']))} requests/s"]],
         "latency-over-time": [["triton p50", f"{t:.1f} s: {float(row['50%']):g} ms"]],
     }
+
+
+def test_the_demo_and_the_bench_read_latency_json_by_its_one_schema(tmp_path: Path) -> None:
+    """The demo's table and the bench read latency.json through results_schema.read, as the report does: a
+    file of this version gives them its numbers, one of another version is refused by every reader alike."""
+    from locust_inference import results_schema
+
+    from bench.clients import Result, add_open_loop
+    from servers.demo import read_measured
+
+    percentiles = {"p50": 1.5, "p95": 2.5, "p99": 3.5}
+    open_loop = {"offered_rate_per_s": 30.0, "achieved_per_s": 29.5, "dropped": 2, "unfinished": 1, "lag_ms": {}}
+    entry = {"latency_ms": percentiles, "service_ms": percentiles, "open_loop": open_loop}
+    path = tmp_path / results_schema.LATENCY_FILE
+    document = {"version": results_schema.VERSION, "server": "triton", "requests": {"triton/m": entry}}
+    path.write_text(json.dumps(document))
+    measured = read_measured(path, "triton/m")
+    assert measured is not None and (measured.latency_ms, measured.dropped) == (percentiles, 2)
+    assert add_open_loop(Result(), path).offered_rate == 30.0
+    path.write_text(json.dumps({**document, "version": results_schema.VERSION + 1}))
+    assert read_measured(path, "triton/m") is None
+    assert add_open_loop(Result(), path).offered_rate is None
+    with pytest.raises(ReportError, match=f"has version {results_schema.VERSION + 1}"):
+        load_run(tmp_path)

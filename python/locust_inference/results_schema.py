@@ -1,14 +1,17 @@
 """``latency.json``, a run's results: its one schema.
 
 Written by :mod:`locust_inference.latency` (``Collector.summary``, checked against these types by mypy);
-read by ``--check`` (:mod:`locust_inference.checks`), the report (:mod:`locust_inference.report.runs`), the
-demo's table (``servers/demo.py``) and the bench (``bench/clients.py``). A reader of a file still checks
-every value it uses: the types say what this version writes, not what a file on disk holds.
+read by ``--check`` (:mod:`locust_inference.checks`, the document in memory) and, through :func:`read`, by
+the report (:mod:`locust_inference.report.runs`), the demo's table (``servers/demo.py``) and the bench
+(``bench/clients.py``). A reader of a file still checks every value it uses: the types say what this
+version writes, not what a file on disk holds.
 """
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+import json
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict, cast
 
 __all__ = [
     "HISTOGRAMS",
@@ -22,10 +25,13 @@ __all__ = [
     "OpenLoop",
     "Percentiles",
     "RequestEntry",
+    "SchemaError",
     "ServerMetrics",
     "SloEntry",
     "TokenEntry",
     "histograms",
+    "read",
+    "read_versioned_json",
 ]
 
 LATENCY_FILE = "latency.json"
@@ -171,3 +177,30 @@ class LatencyDocument(TypedDict):
     locust: LocustNumbers
     server_metrics: ServerMetrics | None
     client_health: ClientHealth | None
+
+
+class SchemaError(ValueError):
+    """A results file that is not a JSON object of the version this code reads, in one line."""
+
+
+def read_versioned_json(path: Path, version: int, rerun: str, error: type[Exception]) -> dict[str, Any]:
+    """The JSON object in ``path``, of format ``version``; ``error`` (one line, naming the file) otherwise.
+    ``rerun`` says what makes the file again."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"cannot read {path}: {e}") from e
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not valid JSON ({e}): {rerun}") from e
+    if not isinstance(data, dict):
+        raise error(f"{path} does not hold a JSON object")
+    found = data.get("version")
+    if found != version:
+        raise error(f"{path} has version {found!r}; this report reads version {version}")
+    return data
+
+
+def read(path: Path, error: type[Exception] = SchemaError) -> LatencyDocument:
+    """The ``latency.json`` in ``path`` (of :data:`VERSION`); ``error`` in one line otherwise. Only the
+    version is checked here: each value is still input to its reader."""
+    return cast(LatencyDocument, read_versioned_json(path, VERSION, "run the load test again", error))

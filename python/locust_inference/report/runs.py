@@ -16,7 +16,6 @@ from typing import Any
 
 from locust_inference import results_schema
 
-from .files import read_versioned_json
 from .sweeps import Sweep, SweepError, load_sweep
 
 # The file's schema is results_schema's; it is read here value by value, each checked: the file is input.
@@ -368,7 +367,7 @@ def load_run(folder: Path, shown: Path | None = None) -> Run:
             f"no {LATENCY_FILE} in {folder}: run a load test against {guess} first "
             f"(make performance-test CONFIG=configs/low.conf MODEL_NAME=resnet50_onnx SERVER={guess})"
         )
-    data = read_versioned_json(path, SUPPORTED_VERSION, "run the load test again", ReportError)
+    data: dict[str, Any] = dict(results_schema.read(path, ReportError))
     server = data.get("server")
     if not isinstance(server, str) or not server:
         raise ReportError(f'{path} does not say which server it measured ("server" is missing)')

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import read_versioned_json
+from locust_inference.results_schema import read_versioned_json
 
 SWEEP_FILE = "sweep.json"
 SUPPORTED_VERSION = 1
