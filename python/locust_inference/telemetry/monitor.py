@@ -101,9 +101,10 @@ def default_url(host: str) -> str:
     return f"http://{hostname}:{TRITON_METRICS_PORT}/metrics"
 
 
-def resolve(options: Any, settings: Settings, local: bool) -> MetricsSettings:
-    """The metrics options, validated; ``local`` (a master or a single process) also checks the PID names
-    a process here. Raises ConfigError."""
+def resolve(options: Any, server: str, host: str, local: bool) -> MetricsSettings:
+    """The metrics options of a run against ``server`` at ``host``, validated; ``local`` (a master or a
+    single process) also checks the PID names a process here. Resolved apart from :class:`Settings`: the
+    role of the process is known only to Locust's runner. Raises ConfigError."""
     raw_interval = getattr(options, "metrics_interval", None)
     try:
         interval = float(DEFAULT_INTERVAL_S if raw_interval is None else raw_interval)
@@ -126,9 +127,9 @@ def resolve(options: Any, settings: Settings, local: bool) -> MetricsSettings:
         return MetricsSettings(None, interval, pid, "--metrics-url none")
     if raw_url:
         return MetricsSettings(_check_url(str(raw_url).strip()), interval, pid)
-    if settings.server == "triton":
-        return MetricsSettings(default_url(settings.host), interval, pid)
-    why = f"{settings.server} has no metrics endpoint (--metrics-url to name one)"
+    if server == "triton":
+        return MetricsSettings(default_url(host), interval, pid)
+    why = f"{server} has no metrics endpoint (--metrics-url to name one)"
     return MetricsSettings(None, interval, pid, why)
 
 

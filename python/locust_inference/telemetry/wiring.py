@@ -9,7 +9,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gevent
@@ -48,7 +47,7 @@ def install(
     results written there."""
     runner = environment.runner
     local = not isinstance(runner, WorkerRunner)
-    metrics = resolve(environment.parsed_options, settings, local)
+    metrics = resolve(environment.parsed_options, settings.server, settings.host, local)
     events_ = environment.events
     if not local:
         _install_worker(environment, metrics)
@@ -144,7 +143,7 @@ def _check(environment: Environment, **_kwargs: Any) -> None:
     server = str(getattr(options, "server", None) or "triton")
     host = str(getattr(options, "host", None) or environment.host or "http://127.0.0.1")
     try:
-        resolve(options, Settings(server=server, model="", host=host, image=Path()), _is_local(environment))
+        resolve(options, server, host, _is_local(environment))
     except ConfigError as err:
         log.error("locust-inference: %s", err)
         sys.stderr.write(f"locust-inference: {err}\n")
