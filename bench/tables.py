@@ -218,6 +218,8 @@ def render(
     for ratio in ratios():
         if not any(c.key in ratio.clients() for c in rows):
             continue  # a comparison of clients this table does not show
+        if not all(key in by_key for key in ratio.clients()):
+            continue  # a client this run did not measure at all (a run with --only)
         value = ratio.compute(median_get)
         per_repeat = []
         for i in range(repeats):

@@ -12,10 +12,10 @@ import pytest
 from locust_inference._native import decode_triton_grpc_response
 
 from bench import grpc_null, sections
-from bench.clients import parse_h2load
+from bench.clients import Client, Result, parse_h2load
 from bench.perf_analyzer import PerfAnalyzer, command
 from bench.run import PARTIAL_SECTION
-from bench.tables import ratios
+from bench.tables import ratios, render
 
 # h2load 1.52.0 (Debian 12's nghttp2-client), -D 3 -c 1 -m 10 against the null gRPC server
 H2LOAD = """\
@@ -149,3 +149,16 @@ def test_a_whole_run_drops_the_partial_runs_section_and_keeps_the_others(tmp_pat
     kept = sections.kept_sections(results, skip=(PARTIAL_SECTION,))
     assert "## master" in kept and "## partial" not in kept
     assert "## partial" in sections.kept_sections(results)
+
+
+def test_a_comparison_with_a_client_the_run_did_not_measure_is_left_out() -> None:
+    measured = Client("grpc10", "gRPC", "ours", lambda _d: Result())
+    measured.results.append(Result(rate=900.0, cpu_us=230.0))
+    tables, verdicts = render([measured], [], 1)
+    assert "ours 10 users / h2load" not in tables  # h2load_* did not run (--only grpc10)
+    assert verdicts == []
+    h2load = Client("h2load_1x10", "gRPC", "h2load", lambda _d: Result())
+    h2load.results.append(Result(rate=500.0, cpu_us=400.0))
+    tables, verdicts = render([measured, h2load], [], 1)
+    assert "| gRPC: ours 10 users / h2load 1 connection x 10 streams (req/s) | 1.80x |" in tables
+    assert ("gRPC: ours 10 users / h2load 1 connection x 10 streams (req/s)", True) in verdicts
