@@ -44,7 +44,16 @@ from bench.nginx import (
 )
 from servers import children
 
-__all__ = ["SERVICE", "NullGrpcServer", "grpc_frame", "infer_response", "message", "null_grpc_server"]
+__all__ = [
+    "SERVICE",
+    "SMALL_INPUT",
+    "SMALL_MODEL",
+    "NullGrpcServer",
+    "grpc_frame",
+    "infer_response",
+    "message",
+    "null_grpc_server",
+]
 
 SERVICE = "/inference.GRPCInferenceService"
 OUTPUT_VALUES = (0.1, 0.9)
@@ -96,15 +105,19 @@ def _tensor(name: str, shape: list[int]) -> Message:
     return Message([(1, name), (2, "FP32"), (3, shape)])
 
 
-def metadata_response(model: str = FAST_MODEL) -> bytes:
-    """``ModelMetadataResponse``: the null HTTP server's model, over gRPC."""
+IMAGE_INPUT = (-1, 3, 224, 224)  # the null HTTP server's model
+SMALL_MODEL, SMALL_INPUT = "small", (-1, 16)  # a 64-byte tensor: the server's cost per request is small
+
+
+def metadata_response(model: str = FAST_MODEL, input_shape: tuple[int, ...] = IMAGE_INPUT) -> bytes:
+    """``ModelMetadataResponse``: input ``x`` FP32 of ``input_shape``, output ``x.45`` FP32 [-1,2]."""
     return message(
         Message(
             [
                 (1, model),
                 (2, "1"),
                 (3, "null"),
-                (4, _tensor(INPUT_NAME, [-1, 3, 224, 224])),
+                (4, _tensor(INPUT_NAME, list(input_shape))),
                 (5, _tensor(OUTPUT_NAME, [-1, OUTPUT_SHAPE[1]])),
             ]
         )
@@ -125,10 +138,13 @@ def _quote(data: bytes) -> str:
     return "'" + data.decode("latin-1") + "'"
 
 
-def render_config(port: int, status_port: int, workdir: Path, model: str = FAST_MODEL) -> str:
-    """nginx: one worker, h2c on ``port``, stub_status over HTTP/1.1 on ``status_port``."""
+def render_config(
+    port: int, status_port: int, workdir: Path, model: str = FAST_MODEL, input_shape: tuple[int, ...] = IMAGE_INPUT
+) -> str:
+    """nginx: one worker, h2c on ``port``, stub_status over HTTP/1.1 on ``status_port``. One model: gRPC's
+    paths do not name it (it is inside the request message, which nginx does not read)."""
     answers = {
-        "ModelMetadata": metadata_response(model),
+        "ModelMetadata": metadata_response(model, input_shape),
         "ModelReady": message(Message([(1, 1)])),
         "ModelStatistics": b"",
     }
@@ -189,7 +205,9 @@ class NullGrpcServer:
 
 
 @contextlib.contextmanager
-def null_grpc_server(nginx: str = "nginx") -> Iterator[NullGrpcServer]:
+def null_grpc_server(
+    nginx: str = "nginx", model: str = FAST_MODEL, input_shape: tuple[int, ...] = IMAGE_INPUT
+) -> Iterator[NullGrpcServer]:
     """Runs nginx in its own process group until the block exits, then stops it (always)."""
     workdir = Path(tempfile.mkdtemp(prefix="li-bench-grpc-"))
     workdir.chmod(0o755)  # the worker may run as nobody
@@ -197,7 +215,7 @@ def null_grpc_server(nginx: str = "nginx") -> Iterator[NullGrpcServer]:
     while status_port == port:
         status_port = free_port()
     conf = workdir / "nginx.conf"
-    conf.write_bytes(render_config(port, status_port, workdir).encode("latin-1"))
+    conf.write_bytes(render_config(port, status_port, workdir, model, input_shape).encode("latin-1"))
     status_url = f"http://{HOST}:{status_port}"
     proc: subprocess.Popen[bytes] | None = None
     try:

@@ -166,7 +166,7 @@ def build_clients(setup: Setup) -> list[Client]:
 
 
 # the rows on the null gRPC server (bench.grpc_null): it is started only when one is selected
-GRPC_KEYS = ("h2load_1x10", "h2load_10x1", "grpc10", "grpc10_c2", "grpc10_c4", "grpc_open10")
+GRPC_KEYS = ("h2load_1x10", "h2load_10x1", "grpc10", "grpc10_c2", "grpc10_c4", "grpc_open10", "grpc_open10_small")
 GRPC = ["--server", "triton", "--model-name", nginx.FAST_MODEL, "--protocol", "grpc"]
 
 
@@ -207,8 +207,25 @@ def grpc_clients(setup: Setup) -> list[Client]:
             locust_client(setup, "locustfile.py", OPEN_USERS, open_loop, "grpc-open10"),
         )
     )
-    assert tuple(c.key for c in clients) == GRPC_KEYS
+    assert tuple(c.key for c in clients) == GRPC_KEYS[:-1]
     return clients
+
+
+def grpc_small_clients(setup: Setup) -> list[Client]:
+    """The open loop over gRPC on the null gRPC server of a model with a 64-byte input (no goal): the schedule
+    without the cost of moving 602 KB a request through HTTP/2 on either side."""
+    shape = ",".join(str(d) for d in grpc_null.SMALL_INPUT[1:])  # without the batch dimension (--batch-size)
+    small = ["--server", "triton", "--model-name", grpc_null.SMALL_MODEL, "--protocol", "grpc"]
+    small += ["--input-data", "zero", "--shape", f"{nginx.INPUT_NAME}:{shape}", "LowUser", "--rate", str(OPEN_RATE)]
+    small += ["--max-in-flight", "4", "--overload", "drop"]
+    return [
+        Client(
+            "grpc_open10_small",
+            "gRPC",
+            f"ours: LowUser --protocol grpc open loop as above, a 64-byte FP32 [{shape}] tensor (no goal)",
+            locust_client(setup, "locustfile.py", OPEN_USERS, small, "grpc-open10-small"),
+        )
+    ]
 
 
 # the rows on the real Triton: it is started only when one is selected
@@ -614,7 +631,17 @@ def main(argv: list[str] | None = None) -> int:
                     grpc_setup = Setup(
                         grpc_server.url, grpc_server.served, workdir, body, header_length, npy, big, pinned, grpc_body
                     )
-                    clients += [c for c in grpc_clients(grpc_setup) if keys is None or c.key in keys]
+                    clients.extend(c for c in grpc_clients(grpc_setup) if keys is None or c.key in keys)
+            if keys is None or "grpc_open10_small" in keys:
+                small_server = servers.enter_context(
+                    grpc_null.null_grpc_server(model=grpc_null.SMALL_MODEL, input_shape=grpc_null.SMALL_INPUT)
+                )
+                pgroups.append(small_server.pid)
+                for pinned, clients in loads.items():
+                    small_setup = Setup(
+                        small_server.url, small_server.served, workdir, body, header_length, npy, big, pinned
+                    )
+                    clients.extend(grpc_small_clients(small_setup))
             if keys is None or keys & set(TRITON_KEYS):
                 triton_pid = _start_triton(servers, workdir, loads, keys, (body, header_length, npy, big))
                 if triton_pid is not None:
