@@ -434,6 +434,8 @@ GRPC_METHOD = """\
   does not read gRPC's trailers. Ours: `HighUser --protocol grpc` (one HTTP/2 connection shared by the
   process's users unless `--grpc-connections` says otherwise), measured as every Locust row.
 - Open loop over gRPC (`grpc_open10`): the HTTP open-loop row's users and settings with `--protocol grpc`.
+  `grpc_open10_small` (no goal): the same against a second null gRPC server whose model takes a 64-byte FP32
+  [1,16] tensor (`--input-data zero --shape x:16`), to show the schedule without the cost of moving 602 KB.
 - Real Triton over gRPC (`pa10_grpc`, `tri_grpc10`): the same Triton and model as `pa10` and `tri_ours10`, on
   its gRPC port; perf_analyzer `{pa_grpc_command}` (zeros; over gRPC the tensor always goes as raw bytes),
   ours `--protocol grpc` with `data/img1.jpg`. Both 602,112-byte tensors. CPU per request divided by Triton's
