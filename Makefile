@@ -135,7 +135,7 @@ test-image: $(STAMP) $(CHROMIUM_STAMP) ## build the image and run it: standalone
 	@$(PY) -m pytest -m container
 
 .PHONY: bench
-bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx; writes bench/RESULTS.md (BENCH_ARGS=--quick)
+bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx, h2load on a null gRPC server, perf_analyzer on Triton; writes bench/RESULTS.md (BENCH_ARGS=--quick)
 	@$(PY) -m bench.run $(BENCH_ARGS)
 
 .PHONY: bench-master

@@ -25,7 +25,18 @@ from bench.pinning import client_prefix
 from servers import children
 from servers.children import clean_env
 
-__all__ = ["Client", "Result", "Setup", "json_client", "locust_client", "parse_wrk", "run_process", "wrk_client"]
+__all__ = [
+    "Client",
+    "Result",
+    "Setup",
+    "h2load_client",
+    "json_client",
+    "locust_client",
+    "parse_h2load",
+    "parse_wrk",
+    "run_process",
+    "wrk_client",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -138,6 +149,7 @@ class Setup:
     tensor_npy: Path
     big_image: Path
     pinned: bool = False
+    grpc_body: Path | None = None  # the ModelInferRequest as a gRPC message (5-byte prefix), for h2load
 
     def command(self, cmd: list[str]) -> list[str]:
         """``cmd`` as this mode runs a client: on its own core when pinned."""
@@ -197,6 +209,55 @@ def parse_wrk(text: str) -> Result:
     return Result(
         rate=float(rate.group(1)),
         p50_ms=float(p50.group(1)) * _UNITS_MS[p50.group(2)],
+        mean_ms=float(mean.group(1)) * _UNITS_MS[mean.group(2)] if mean else None,
+        failures=failures,
+        error=f"{failures} failed requests" if failures else None,
+    )
+
+
+GRPC_INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def h2load_client(setup: Setup, connections: int, streams: int) -> Callable[[int], Result]:
+    """``h2load -t1 -cN -mM`` (nghttp2) posting :attr:`Setup.grpc_body` to gRPC's ``ModelInfer``: the same
+    bytes ours sends, with gRPC's request headers. h2load does not read gRPC's trailers; the null server
+    always answers ``grpc-status: 0``."""
+
+    def run(duration: int) -> Result:
+        if setup.grpc_body is None:
+            return Result(error="no gRPC request body")
+        cmd = ["h2load", "-t1", f"-c{connections}", f"-m{streams}", "-D", str(duration), "-d", str(setup.grpc_body)]
+        cmd += ["-H", "content-type: application/grpc", "-H", "te: trailers", f"{setup.url}{GRPC_INFER_PATH}"]
+        log = setup.workdir / f"h2load-{connections}-{streams}.log"
+        sampler = setup.sampler()
+        code, out = run_process(setup.command(cmd), clean_env(), duration + SUBPROCESS_GRACE_S, log, sampler)
+        (setup.workdir / f"h2load-{connections}-{streams}.out").write_text(out)
+        if code != 0:
+            return Result(error=f"h2load exited {code}: {_tail(log)}")
+        return add_cost(parse_h2load(out).with_concurrency(connections * streams), sampler, ours=False)
+
+    return run
+
+
+def parse_h2load(text: str) -> Result:
+    """The rate (``finished in ..., N req/s``), the mean time for a request and the failures (requests done
+    but not succeeded) from h2load's report; h2load prints no median."""
+    rate = re.search(r"^finished in [\d.]+s, ([\d.]+) req/s", text, re.MULTILINE)
+    counts = re.search(
+        r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, "
+        r"(\d+) timeout",
+        text,
+        re.MULTILINE,
+    )
+    mean = re.search(r"^time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\s", text, re.MULTILINE)
+    if not rate or not counts:
+        return Result(error=f"cannot parse h2load output: {text[-300:]!r}")
+    done, succeeded = int(counts.group(3)), int(counts.group(4))
+    if succeeded == 0:
+        return Result(error=f"h2load: no request succeeded: {counts.group(0)}")
+    failures = done - succeeded  # failed (a non-2xx/3xx status, a reset stream) or timed out
+    return Result(
+        rate=float(rate.group(1)),
         mean_ms=float(mean.group(1)) * _UNITS_MS[mean.group(2)] if mean else None,
         failures=failures,
         error=f"{failures} failed requests" if failures else None,

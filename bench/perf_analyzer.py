@@ -139,15 +139,25 @@ def ensure(cache: Path = CACHE) -> PerfAnalyzer:
 
 
 def command(
-    tool: PerfAnalyzer, url: str, model: str, *, concurrency: int, duration: int, csv_path: Path, shape: str | None
+    tool: PerfAnalyzer,
+    url: str,
+    model: str,
+    *,
+    concurrency: int,
+    duration: int,
+    csv_path: Path,
+    shape: str | None,
+    protocol: str = "http",
 ) -> list[str]:
-    """perf_analyzer at ``concurrency`` over HTTP with binary tensors, zeros as input (the request has the same
-    size as any other of that shape), for about ``duration`` s: :data:`WINDOWS` windows with a stability
-    threshold no run misses, so it stops after the first three."""
+    """perf_analyzer at ``concurrency`` over HTTP with binary tensors (or over gRPC, where tensors are always
+    raw bytes), zeros as input (the request has the same size as any other of that shape), for about
+    ``duration`` s: :data:`WINDOWS` windows with a stability threshold no run misses, so it stops after the
+    first three."""
     host = url.removeprefix("http://").removeprefix("https://")
-    cmd = [str(tool.binary), "-m", model, "-u", host, "-i", "http", "-b", "1"]
+    cmd = [str(tool.binary), "-m", model, "-u", host, "-i", protocol, "-b", "1"]
     cmd += ["--concurrency-range", str(concurrency), "--input-data", "zero"]
-    cmd += ["--input-tensor-format", "binary", "--output-tensor-format", "binary"]
+    if protocol == "http":
+        cmd += ["--input-tensor-format", "binary", "--output-tensor-format", "binary"]
     cmd += ["--measurement-interval", str(max(500, duration * 1000 // WINDOWS)), "--stability-percentage", "1000"]
     cmd += ["-f", str(csv_path)]
     if shape:
@@ -155,10 +165,14 @@ def command(
     return cmd
 
 
-def shown_command(duration: int, url: str = "http://127.0.0.1:PORT", model: str = "tiny_onnx") -> str:
+def shown_command(
+    duration: int, url: str = "http://127.0.0.1:PORT", model: str = "tiny_onnx", protocol: str = "http"
+) -> str:
     """The command line :func:`pa_client` runs, as the report shows it (10 concurrent requests)."""
     tool = PerfAnalyzer(Path("perf_analyzer"), Path("."))
-    return shlex.join(command(tool, url, model, concurrency=10, duration=duration, csv_path=Path("pa.csv"), shape=None))
+    csv_path = Path("pa.csv")
+    cmd = command(tool, url, model, concurrency=10, duration=duration, csv_path=csv_path, shape=None, protocol=protocol)
+    return shlex.join(cmd)
 
 
 def parse(csv_text: str, stdout: str = "") -> Result:
@@ -177,24 +191,35 @@ def parse(csv_text: str, stdout: str = "") -> Result:
     return Result(rate=rate, p50_ms=p50, mean_ms=int(mean.group(1)) / 1000.0 if mean else None)
 
 
-def pa_client(setup: Setup, model: str, concurrency: int, shape: str | None = None) -> Callable[[int], Result]:
-    """perf_analyzer ``--concurrency-range N`` on ``setup``'s Triton; its rate and latencies from its CSV, its
-    CPU per request sampled from outside like every client (divided by what Triton counted)."""
+def pa_client(
+    setup: Setup, model: str, concurrency: int, shape: str | None = None, protocol: str = "http"
+) -> Callable[[int], Result]:
+    """perf_analyzer ``--concurrency-range N -i PROTOCOL`` on ``setup``'s Triton (``setup.url`` its endpoint of
+    that protocol); its rate and latencies from its CSV, its CPU per request sampled from outside like every
+    client (divided by what Triton counted)."""
 
     def run(duration: int) -> Result:
         try:
             tool = ensure()
         except Unavailable as exc:
             return Result(error=str(exc))
-        csv_path = setup.workdir / f"perf-analyzer-{model}-{concurrency}.csv"
+        name = f"perf-analyzer-{protocol}-{model}-{concurrency}"
+        csv_path = setup.workdir / f"{name}.csv"
         csv_path.unlink(missing_ok=True)
-        log = setup.workdir / f"perf-analyzer-{model}-{concurrency}.log"
+        log = setup.workdir / f"{name}.log"
         cmd = command(
-            tool, setup.url, model, concurrency=concurrency, duration=duration, csv_path=csv_path, shape=shape
+            tool,
+            setup.url,
+            model,
+            concurrency=concurrency,
+            duration=duration,
+            csv_path=csv_path,
+            shape=shape,
+            protocol=protocol,
         )
         sampler = setup.sampler()
         code, out = run_process(setup.command(cmd), tool.env(), 4 * duration + SUBPROCESS_GRACE_S, log, sampler)
-        (setup.workdir / f"perf-analyzer-{model}-{concurrency}.out").write_text(out)
+        (setup.workdir / f"{name}.out").write_text(out)
         if code != 0 or not csv_path.exists():
             tail = " | ".join((out.strip().splitlines() or ["(no output)"])[-3:])
             return Result(error=f"perf_analyzer exited {code}: {tail} ({shlex.join(cmd)})")

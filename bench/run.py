@@ -30,8 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import nginx, perf_analyzer, sections, triton_server
-from bench.clients import BENCH, REPO, Client, Result, Setup, json_client, kill_all, locust_client, wrk_client
+from bench import grpc_null, nginx, perf_analyzer, sections, triton_server
+from bench.clients import (
+    BENCH,
+    REPO,
+    Client,
+    Result,
+    Setup,
+    h2load_client,
+    json_client,
+    kill_all,
+    locust_client,
+    wrk_client,
+)
 from bench.perf_analyzer import pa_client
 from bench.pinning import CLIENT_CPU, SERVER_CPU, pin_group
 from bench.tables import IMAGESET_COUNT, OPEN_RATE, OPEN_USERS, fmt, render
@@ -41,9 +52,10 @@ from servers.launch import ServerStartError
 __all__ = ["main"]
 
 IMAGE = REPO / "data" / "img1.jpg"
-APT_PACKAGES = ("nginx", "libnginx-mod-http-echo", "wrk")
+APT_PACKAGES = ("nginx", "libnginx-mod-http-echo", "wrk", "nghttp2-client")  # nghttp2-client: h2load
 NORMAL_SCHED = {"LOCUST_INFERENCE_PYTHON_SCHED": "normal"}  # Python's thread without SCHED_BATCH
 MODES = {"both": (True, False), "pinned": (True,), "unpinned": (False,)}
+PARTIAL_SECTION = "bench.run.partial"  # where a run with --only --output FILE writes its rows
 
 
 def build_clients(setup: Setup) -> list[Client]:
@@ -153,13 +165,79 @@ def build_clients(setup: Setup) -> list[Client]:
     return clients
 
 
-TRITON_KEYS = ("pa10", "tri_ours10")  # the rows on the real Triton: it is started only when one is selected
+# the rows on the null gRPC server (bench.grpc_null): it is started only when one is selected
+GRPC_KEYS = ("h2load_1x10", "h2load_10x1", "grpc10", "grpc10_c2", "grpc10_c4", "grpc_open10", "grpc_open10_small")
+GRPC = ["--server", "triton", "--model-name", nginx.FAST_MODEL, "--protocol", "grpc"]
 
 
-def triton_clients(setup: Setup) -> list[Client]:
-    """The clients on the real Triton (:mod:`bench.triton_server`), ``setup`` counting what Triton answered."""
+def grpc_clients(setup: Setup) -> list[Client]:
+    """The clients on the null gRPC server (``setup.url`` its h2c URL, ``setup.grpc_body`` h2load's body)."""
+    open_loop = [*GRPC, "LowUser", "--rate", str(OPEN_RATE), "--max-in-flight", "4", "--overload", "drop"]
+    clients = [
+        Client("h2load_1x10", "gRPC", "h2load -t1, 1 connection x 10 streams", h2load_client(setup, 1, 10)),
+        Client("h2load_10x1", "gRPC", "h2load -t1, 10 connections x 1 stream", h2load_client(setup, 10, 1)),
+        Client(
+            "grpc10",
+            "gRPC",
+            "ours: HighUser --protocol grpc, 10 users (default: 1 connection)",
+            locust_client(setup, "locustfile.py", 10, [*GRPC, "HighUser"], "grpc10"),
+        ),
+    ]
+    for connections in (2, 4):
+        clients.append(
+            Client(
+                f"grpc10_c{connections}",
+                "gRPC",
+                f"ours: HighUser --protocol grpc, 10 users, --grpc-connections {connections} (not the default)",
+                locust_client(
+                    setup,
+                    "locustfile.py",
+                    10,
+                    [*GRPC, "--grpc-connections", str(connections), "HighUser"],
+                    f"grpc10-c{connections}",
+                ),
+            )
+        )
+    clients.append(
+        Client(
+            "grpc_open10",
+            "gRPC",
+            f"ours: LowUser --protocol grpc open loop, {OPEN_USERS} users x {OPEN_RATE} req/s (--max-in-flight 4, "
+            "drop)",
+            locust_client(setup, "locustfile.py", OPEN_USERS, open_loop, "grpc-open10"),
+        )
+    )
+    assert tuple(c.key for c in clients) == GRPC_KEYS[:-1]
+    return clients
+
+
+def grpc_small_clients(setup: Setup) -> list[Client]:
+    """The open loop over gRPC on the null gRPC server of a model with a 64-byte input (no goal): the schedule
+    without the cost of moving 602 KB a request through HTTP/2 on either side."""
+    shape = ",".join(str(d) for d in grpc_null.SMALL_INPUT[1:])  # without the batch dimension (--batch-size)
+    small = ["--server", "triton", "--model-name", grpc_null.SMALL_MODEL, "--protocol", "grpc"]
+    small += ["--input-data", "zero", "--shape", f"{nginx.INPUT_NAME}:{shape}", "LowUser", "--rate", str(OPEN_RATE)]
+    small += ["--max-in-flight", "4", "--overload", "drop"]
+    return [
+        Client(
+            "grpc_open10_small",
+            "gRPC",
+            f"ours: LowUser --protocol grpc open loop as above, a 64-byte FP32 [{shape}] tensor (no goal)",
+            locust_client(setup, "locustfile.py", OPEN_USERS, small, "grpc-open10-small"),
+        )
+    ]
+
+
+# the rows on the real Triton: it is started only when one is selected
+TRITON_KEYS = ("pa10", "tri_ours10", "pa10_grpc", "tri_grpc10")
+
+
+def triton_clients(setup: Setup, grpc_setup: Setup) -> list[Client]:
+    """The clients on the real Triton (:mod:`bench.triton_server`), ``setup`` (HTTP) and ``grpc_setup`` (its
+    gRPC endpoint) counting what Triton answered."""
     model = triton_server.MODEL
     ours = ["--server", "triton", "--model-name", model, "HighUser"]
+    ours_grpc = ["--server", "triton", "--model-name", model, "--protocol", "grpc", "HighUser"]
     clients = [
         Client(
             "pa10",
@@ -172,6 +250,18 @@ def triton_clients(setup: Setup) -> list[Client]:
             "real Triton",
             f"ours: HighUser, 10 users ({model})",
             locust_client(setup, "locustfile.py", 10, ours, "tri-ours10"),
+        ),
+        Client(
+            "pa10_grpc",
+            "real Triton",
+            f"perf_analyzer --concurrency-range 10, gRPC ({model})",
+            pa_client(grpc_setup, model, 10, protocol="grpc"),
+        ),
+        Client(
+            "tri_grpc10",
+            "real Triton",
+            f"ours: HighUser --protocol grpc, 10 users ({model})",
+            locust_client(grpc_setup, "locustfile.py", 10, ours_grpc, "tri-grpc10"),
         ),
     ]
     assert tuple(c.key for c in clients) == TRITON_KEYS
@@ -247,6 +337,7 @@ def machine() -> list[tuple[str, str]]:
         ("numpy / Pillow", f"{np.__version__} / {version('pillow')}"),
         ("nginx", _read(["nginx", "-v"]).replace("nginx version: ", "")),
         ("wrk", _read(["wrk", "-v"]).split(" Copyright")[0]),
+        ("h2load", _read(["h2load", "--version"])),
         ("LOCUST_INFERENCE_IO_THREADS", "default (unset) for every client but the one row that names it"),
     ]  # fmt: skip
 
@@ -328,18 +419,44 @@ METHOD = """\
 """
 
 
+GRPC_METHOD = """\
+## How the gRPC rows were measured
+- Null gRPC server (`h2load_*`, `grpc*`; `bench/grpc_null.py`): nginx, 1 worker process, cleartext HTTP/2
+  (h2c, as Triton serves gRPC by default), pinned like the HTTP null server. `ModelInfer` reads every request
+  body in full (`echo_read_request_body`) and answers a fixed `ModelInferResponse` (output `x.45` FP32 [1,2]
+  in `raw_output_contents`), `content-type: application/grpc`, and a `grpc-status: 0` trailer (nginx's
+  `add_trailer`); `ModelMetadata` and `ModelReady` answer the model of the HTTP null server. Requests are
+  counted by nginx's `stub_status` on a second, HTTP/1.1 port.
+- Request: the same tensor as over HTTP, as ours encodes it over gRPC (`ModelInferRequest`, the tensor in
+  `raw_input_contents`): {grpc_bytes:,} bytes with gRPC's 5-byte prefix. h2load (nghttp2) posts exactly that
+  file (`h2load -t1 -cC -mM -D {duration} -d grpc-body.bin -H 'content-type: application/grpc' -H 'te:
+  trailers'`); its rate is its `req/s`, its mean its mean time for request (h2load prints no median) and it
+  does not read gRPC's trailers. Ours: `HighUser --protocol grpc` (one HTTP/2 connection shared by the
+  process's users unless `--grpc-connections` says otherwise), measured as every Locust row.
+- Open loop over gRPC (`grpc_open10`): the HTTP open-loop row's users and settings with `--protocol grpc`.
+  `grpc_open10_small` (no goal): the same against a second null gRPC server whose model takes a 64-byte FP32
+  [1,16] tensor (`--input-data zero --shape x:16`), to show the schedule without the cost of moving 602 KB.
+- Real Triton over gRPC (`pa10_grpc`, `tri_grpc10`): the same Triton and model as `pa10` and `tri_ours10`, on
+  its gRPC port; perf_analyzer `{pa_grpc_command}` (zeros; over gRPC the tensor always goes as raw bytes),
+  ours `--protocol grpc` with `data/img1.jpg`. Both 602,112-byte tensors. CPU per request divided by Triton's
+  own count, as over HTTP; the HTTP rows `pa10` and `tri_ours10` run in the same repeats, so the HTTP and gRPC
+  numbers compare.
+"""
+
+
 # --------------------------------------------------------------------------------------------------
 # Set-up
 
 
 def ensure_tools() -> None:
-    """Installs nginx, its echo module and wrk with apt-get when missing (as root), else explains."""
+    """Installs nginx, its echo module, wrk and h2load with apt-get when missing (as root), else explains."""
     missing = [
         pkg
         for pkg, present in (
             ("nginx", shutil.which("nginx") is not None),
             ("libnginx-mod-http-echo", nginx.ECHO_MODULE.exists()),
             ("wrk", shutil.which("wrk") is not None),
+            ("nghttp2-client", shutil.which("h2load") is not None),
         )
         if not present
     ]
@@ -381,9 +498,11 @@ def preflight() -> None:
         raise SystemExit(f"cannot import locust_inference.users ({tail[0]}): run `make install` first")
 
 
-def prepare(workdir: Path) -> tuple[Path, int, Path, Path, dict[str, float]]:
-    """Encodes the Triton body, saves the tensor for the seed clients and makes the 4000x3000 JPEG."""
+def prepare(workdir: Path) -> tuple[Path, int, Path, Path, Path, dict[str, float]]:
+    """Encodes the Triton bodies (HTTP; gRPC, for h2load), saves the tensor for the seed clients and makes the
+    4000x3000 JPEG."""
     from locust_inference import encode_litserve_request, encode_triton_request, preprocess_image
+    from locust_inference._native import encode_triton_grpc_inputs
 
     from bench.preprocess import make_large_jpeg, pillow_preprocess
 
@@ -392,6 +511,10 @@ def prepare(workdir: Path) -> tuple[Path, int, Path, Path, dict[str, float]]:
     assert header_length is not None
     body_path = workdir / "triton-body.bin"
     body_path.write_bytes(body)
+    # the ModelInferRequest ours sends for the same tensor, behind gRPC's 5-byte prefix
+    raw = (nginx.INPUT_NAME, "FP32", list(tensor.shape), tensor.tobytes())
+    grpc_body = workdir / "grpc-body.bin"
+    grpc_body.write_bytes(grpc_null.grpc_frame(encode_triton_grpc_inputs(nginx.FAST_MODEL, [raw], [nginx.OUTPUT_NAME])))
     npy = workdir / "tensor.npy"
     np.save(npy, tensor)
     big = make_large_jpeg(IMAGE, workdir / "large-4000x3000.jpg")
@@ -399,11 +522,12 @@ def prepare(workdir: Path) -> tuple[Path, int, Path, Path, dict[str, float]]:
         "body_bytes": len(body),
         "header_length": header_length,
         "json_bytes": len(encode_litserve_request(tensor)),
+        "grpc_bytes": grpc_body.stat().st_size,
         "big_bytes": big.stat().st_size,
         "max_diff_img1": float(np.abs(preprocess_image(IMAGE) - pillow_preprocess(IMAGE)).max()),
         "max_diff_big": float(np.abs(preprocess_image(big) - pillow_preprocess(big)).max()),
     }
-    return body_path, header_length, npy, big, facts
+    return body_path, header_length, npy, big, grpc_body, facts
 
 
 @contextlib.contextmanager
@@ -462,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     all_cpus = os.sched_getaffinity(0)
     if args.pinning != "unpinned" and not {SERVER_CPU, CLIENT_CPU} <= all_cpus:
         parser.error(f"pinned mode needs CPUs {SERVER_CPU} and {CLIENT_CPU}; use --pinning unpinned")
+    # --only writes only with --output, into its own section of that file (PARTIAL_SECTION)
     output = args.output or (None if args.quick or args.only else BENCH / "RESULTS.md")
     command = shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])])
     if os.environ.get("MAKELEVEL"):
@@ -471,10 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     ensure_tools()
     preflight()
     description = machine()
-    with contextlib.suppress(OSError, ValueError):
-        busy = float(Path("/proc/loadavg").read_text().split()[0])
-        if busy > 0.5:
-            print(f"note: load average {busy:.2f} before starting: other work shares these cores", flush=True)
+    shared = _shared_note()
+    if shared:
+        print(f"note: {shared}", flush=True)
     started = time.monotonic()
     modes = MODES[args.pinning]
     keys = set(args.only.split(",")) if args.only else None
@@ -485,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         workdir = Path(tmp)
         print("==> preparing the request bodies and the 4000x3000 JPEG", flush=True)
-        body, header_length, npy, big, facts = prepare(workdir)
+        body, header_length, npy, big, grpc_body, facts = prepare(workdir)
         with nginx.null_server() as server:
             print(f"==> null server (nginx, 1 worker) at {server.url}", flush=True)
             setups = {
@@ -495,35 +619,57 @@ def main(argv: list[str] | None = None) -> int:
             loads = {pinned: build_clients(setups[pinned]) for pinned in modes}
             preprocessing = preprocessing_clients(setups[False])
             if keys is not None:
-                known = {c.key for c in [*loads[modes[0]], *preprocessing]} | set(TRITON_KEYS)
+                known = {c.key for c in [*loads[modes[0]], *preprocessing]} | set(TRITON_KEYS) | set(GRPC_KEYS)
                 if keys - known:
                     parser.error(f"unknown --only keys {sorted(keys - known)}; known: {sorted(known)}")
                 loads = {pinned: [c for c in clients if c.key in keys] for pinned, clients in loads.items()}
                 preprocessing = [c for c in preprocessing if c.key in keys]
-            triton_pid = None
+            pgroups = [server.pid]  # the servers' process groups, pinned to the server's core
+            if keys is None or keys & set(GRPC_KEYS):
+                grpc_server = servers.enter_context(grpc_null.null_grpc_server())
+                print(f"==> null gRPC server (nginx, 1 worker, h2c) at {grpc_server.url}", flush=True)
+                pgroups.append(grpc_server.pid)
+                for pinned, clients in loads.items():
+                    grpc_setup = Setup(
+                        grpc_server.url, grpc_server.served, workdir, body, header_length, npy, big, pinned, grpc_body
+                    )
+                    clients.extend(c for c in grpc_clients(grpc_setup) if keys is None or c.key in keys)
+            if keys is None or "grpc_open10_small" in keys:
+                small_server = servers.enter_context(
+                    grpc_null.null_grpc_server(model=grpc_null.SMALL_MODEL, input_shape=grpc_null.SMALL_INPUT)
+                )
+                pgroups.append(small_server.pid)
+                for pinned, clients in loads.items():
+                    small_setup = Setup(
+                        small_server.url, small_server.served, workdir, body, header_length, npy, big, pinned
+                    )
+                    clients.extend(grpc_small_clients(small_setup))
             if keys is None or keys & set(TRITON_KEYS):
                 triton_pid = _start_triton(servers, workdir, loads, keys, (body, header_length, npy, big))
+                if triton_pid is not None:
+                    pgroups.append(triton_pid)
             total = (sum(len(c) for c in loads.values()) + len(preprocessing)) * args.repeats
             n = 0
             for repeat in range(args.repeats):
                 for pinned in modes:
-                    pin_group(server.pid, {SERVER_CPU} if pinned else all_cpus)
-                    if triton_pid is not None:
-                        pin_group(triton_pid, {SERVER_CPU} if pinned else all_cpus)
+                    for pgid in pgroups:
+                        pin_group(pgid, {SERVER_CPU} if pinned else all_cpus)
                     # this process too (its samplers are started from here and inherit it): off the client's core
                     os.sched_setaffinity(0, {SERVER_CPU} if pinned else all_cpus)
                     for client in loads[pinned]:
                         n += 1
                         progress = f"[{n}/{total}] repeat {repeat + 1}/{args.repeats}, {_mode(pinned)}"
                         _run_one(client, args.duration, progress)
-                pin_group(server.pid, all_cpus)
-                if triton_pid is not None:
-                    pin_group(triton_pid, all_cpus)
+                for pgid in pgroups:
+                    pin_group(pgid, all_cpus)
                 os.sched_setaffinity(0, all_cpus)
                 for client in preprocessing:
                     n += 1
                     _run_one(client, args.duration, f"[{n}/{total}] repeat {repeat + 1}/{args.repeats}")
     description.append(("load average at end (1, 5, 15 min)", loadavg()))
+    shared = shared or _shared_note()
+    if shared:
+        description.append(("other work on the machine", shared + " (numbers are noisier than on an idle machine)"))
     judged = modes[0]  # pinned whenever it ran
     tables, verdicts = render([*loads[judged], *preprocessing], [], args.repeats)
     sections_md = [f"## Results: {_mode(judged)} (the goals)\n\n{tables}"]
@@ -532,6 +678,24 @@ def main(argv: list[str] | None = None) -> int:
         sections_md.append(f"## Results: {_mode(False)} (for comparison; no verdicts)\n\n{unpinned}")
     minutes = (time.monotonic() - started) / 60
     header = "\n".join(f"| {k} | {v} |" for k, v in description)
+    method_args = {
+        "duration": args.duration,
+        "repeats": args.repeats,
+        "perf_analyzer": perf_analyzer.VERSION,
+        "pa_command": perf_analyzer.shown_command(args.duration),
+        "pa_grpc_command": perf_analyzer.shown_command(args.duration, "http://127.0.0.1:GRPC_PORT", protocol="grpc"),
+        **facts,
+    }
+    partial = (
+        f"## Partial run: {', '.join(sorted(keys or ()))}\n\n"
+        f"Command: `{command}`: {args.duration} s per measurement, repeats: {args.repeats}, {minutes:.1f} min in "
+        "all; only the rows named, not the whole benchmark (a full `make bench` replaces this section). Written "
+        "by `bench/run.py`; do not edit by hand.\n\n"
+        f"| machine | |\n|---|---|\n{header}\n\n"
+        + "\n\n".join(sec.replace("## Results", "### Results") for sec in sections_md)
+        + "\n\n"
+        + GRPC_METHOD.format(**method_args).replace("## How", "### How")
+    )
     report = (
         "# Benchmark results\n\n"
         f"Command: `{command}`: {args.duration} s per measurement, repeats: {args.repeats}, "
@@ -539,13 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| machine | |\n|---|---|\n{header}\n\n"
         + "\n\n".join(sections_md)
         + "\n\n"
-        + METHOD.format(
-            duration=args.duration,
-            repeats=args.repeats,
-            perf_analyzer=perf_analyzer.VERSION,
-            pa_command=perf_analyzer.shown_command(args.duration),
-            **facts,
-        )
+        + METHOD.format(**method_args)
+        + "\n"
+        + GRPC_METHOD.format(**method_args)
     )
     print()
     print("\n\n".join(sections_md))
@@ -554,8 +714,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, ok in verdicts:
         if not ok:
             print(f"  {'not measured' if ok is None else 'missed'}: {label}")
-    if output is not None:
-        kept = sections.kept_sections(output)  # e.g. bench/master_merge.py's, which this run does not measure
+    if output is not None and keys is not None:  # --only: its rows in a section of their own, the rest kept
+        sections.write_section(output, PARTIAL_SECTION, partial)
+    elif output is not None:
+        # e.g. bench/master_merge.py's, which this run does not measure; not a partial run's: this one is whole
+        kept = sections.kept_sections(output, skip=(PARTIAL_SECTION,))
         output.write_text(report + (f"\n{kept}" if kept else ""))
         print(f"written to {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
     return 0
@@ -571,7 +734,7 @@ def _start_triton(
     """Starts the real Triton on ``stack`` (stopped, its whole process group, when the stack closes) and adds
     the selected Triton rows to each mode's ``loads``; returns the process group to pin. When Triton or
     perf_analyzer cannot be had, the rows stay, each with the reason as its error, and the bench goes on."""
-    if keys is None or "pa10" in keys:
+    if keys is None or keys & {"pa10", "pa10_grpc"}:
         try:
             perf_analyzer.ensure()
         except perf_analyzer.Unavailable as exc:
@@ -589,12 +752,22 @@ def _start_triton(
         print(f"==> real Triton at {triton.url} (log {triton.log})", flush=True)
     for pinned, clients in loads.items():
         setup = Setup(triton.url, triton.served, workdir, *bodies, pinned)
-        for client in triton_clients(setup):
+        grpc_setup = Setup(triton.grpc_url, triton.served, workdir, *bodies, pinned)
+        for client in triton_clients(setup, grpc_setup):
             if keys is None or client.key in keys:
                 if failed is not None:
                     client.run = lambda _duration, reason=failed: Result(error=reason)
                 clients.append(client)
     return None if failed is not None else triton.pid
+
+
+def _shared_note() -> str:
+    """A line when other work shares the cores (1-minute load average over 0.5), else empty."""
+    with contextlib.suppress(OSError, ValueError):
+        busy = float(Path("/proc/loadavg").read_text().split()[0])
+        if busy > 0.5:
+            return f"load average {busy:.2f}: other jobs shared the {os.cpu_count()} cores during the run"
+    return ""
 
 
 def _mode(pinned: bool) -> str:

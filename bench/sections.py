@@ -19,11 +19,14 @@ def end(name: str) -> str:
     return f"<!-- {name}: end -->"
 
 
-def kept_sections(path: Path) -> str:
-    """Every marked section of ``path`` (none when it does not exist), each ending with a newline."""
+def kept_sections(path: Path, skip: tuple[str, ...] = ()) -> str:
+    """Every marked section of ``path`` but those named in ``skip`` (none when the file does not exist), each
+    ending with a newline."""
     if not path.exists():
         return ""
-    return "".join(m.group(0).rstrip("\n") + "\n" for m in _MARKER.finditer(path.read_text()))
+    return "".join(
+        m.group(0).rstrip("\n") + "\n" for m in _MARKER.finditer(path.read_text()) if m.group("name") not in skip
+    )
 
 
 def write_section(path: Path, name: str, body: str) -> None:

@@ -41,12 +41,14 @@ def success_count(stats: dict[str, Any]) -> int:
 
 @dataclass(frozen=True)
 class RealTriton:
-    """A running Triton: its URL, the process group to pin, and the model's answered requests."""
+    """A running Triton: its URLs (HTTP; gRPC, cleartext HTTP/2), the process group to pin, and the model's
+    answered requests (over either protocol)."""
 
     url: str
     pid: int
     model: str
     log: Path
+    grpc_url: str = "http://127.0.0.1:1"
 
     def served(self) -> int:
         """Triton's count of successful requests of :attr:`model` (OSError when it cannot be read)."""
@@ -62,4 +64,4 @@ def real_triton(workdir: Path, model: str = MODEL) -> Iterator[RealTriton]:
     """Triton serving ``model`` until the block ends (30-60 s to start); its log in ``workdir``."""
     log = workdir / "triton.log"
     with triton_server(models=[model], log_path=log) as srv:
-        yield RealTriton(srv.url, srv.pid, model, log)
+        yield RealTriton(srv.url, srv.pid, model, log, f"http://{srv.host}:{srv.grpc_port}")
