@@ -18,21 +18,17 @@ MODELS ?=
 THREADS ?= 2
 PAYLOAD ?= tensor
 
-.PHONY: help install demo demo-llm sweep test test-fast test-rust test-python test-python-fast lint performance-test serve-triton \
+.PHONY: help nasm rust-test-build install demo demo-llm sweep test test-fast test-rust test-python test-python-fast lint performance-test serve-triton \
 	serve-litserve clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): $(SOURCES)
+$(STAMP): $(SOURCES) | nasm
 	@echo "==> creating the virtual environment in $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "==> upgrading pip"
 	@$(PY) -m pip install --quiet --upgrade pip
-	@command -v nasm >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then echo "==> installing Debian's nasm (SIMD JPEG decoding; same results, faster)"; \
-			apt-get install -y -qq nasm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nasm >/dev/null; }; \
-		else echo "==> nasm not found: JPEG decoding is built without SIMD (same results, slower)"; fi; }
 	@echo "==> installing locust-inference (building the Rust extension: about 2-3 minutes) and the reference servers"
 	@$(PY) -m pip install --progress-bar off -e ".[servers,test]" > $(VENV)/install.log 2>&1 || \
 		{ tail -40 $(VENV)/install.log; echo "pip install failed: full log in $(VENV)/install.log" >&2; exit 1; }
@@ -40,12 +36,20 @@ $(STAMP): $(SOURCES)
 	@$(PY) -c "import locust_inference, servers" 2>/dev/null || $(PY) -c "import locust_inference"
 	@touch $(STAMP)
 
+# nasm before any cargo build: mozjpeg-sys decides at build time whether its SIMD code can be assembled.
+nasm:
+	@command -v nasm >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then echo "==> installing Debian's nasm (SIMD JPEG decoding; same results, faster)"; \
+			apt-get install -y -qq nasm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nasm >/dev/null; }; \
+		else echo "==> nasm not found: JPEG decoding is built without SIMD (same results, slower)"; fi; }
+
 install: $(STAMP) ## create .venv and install everything (the extension is built by pip/maturin)
 
 # Debian's chromium renders the comparison report and the web UI's Inference tab in tests, kubectl renders
-# the Kubernetes manifests (apt needs root, as on CI).
+# the Kubernetes manifests, shellcheck is part of the lint (apt needs root, as on CI).
 CHROMIUM_STAMP := $(VENV)/.chromium
-$(CHROMIUM_STAMP): | $(STAMP)
+$(CHROMIUM_STAMP):
+	@mkdir -p $(VENV)
 	@command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "==> installing Debian's chromium (renders the comparison report and the web UI in tests; about a minute)"; \
@@ -57,6 +61,11 @@ $(CHROMIUM_STAMP): | $(STAMP)
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null 2>&1 || \
 			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }; \
 		else echo "kubectl is missing: run 'sudo apt-get install kubernetes-client' and retry" >&2; exit 1; fi; }
+	@command -v shellcheck >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then echo "==> installing Debian's shellcheck (make lint)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 || \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }; \
+		else echo "shellcheck is missing: run 'sudo apt-get install shellcheck' and retry" >&2; exit 1; fi; }
 	@touch $@
 
 demo: $(STAMP) ## start both reference servers, run the low-load scenario against each, print a comparison
@@ -68,9 +77,19 @@ demo-llm: $(STAMP) ## a synthetic generator and a small real model behind LitSer
 sweep: $(STAMP) ## both reference servers deployed alike, the same load sweep against each, curves and goodput
 	@$(PY) -m servers.sweep
 
-test: $(STAMP) $(CHROMIUM_STAMP) ## lint, then every test (cargo and pytest, real servers included)
+# The release wheel (pip), the debug build of the Rust tests and clippy, and the Debian tools have nothing to
+# share, so they are built side by side: the wheel's fat-LTO link runs on one core and downloads wait on the
+# network, and the other builds fill that time. Each part's output is printed whole when it ends.
+test: ## lint, then every test (cargo and pytest, real servers included)
+	@$(MAKE) --no-print-directory nasm
+	@$(MAKE) --no-print-directory -j3 --output-sync=target $(STAMP) rust-test-build $(CHROMIUM_STAMP)
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory test-rust test-python
+
+rust-test-build: | nasm
+	@echo "==> building the Rust tests and running clippy"
+	@cargo test --no-run --quiet
+	@cargo clippy --all-targets --quiet -- -D warnings
 
 test-fast: $(STAMP) ## cargo test and the Python tests that need no server (about a minute once built)
 	@$(MAKE) --no-print-directory test-rust test-python-fast

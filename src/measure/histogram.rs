@@ -185,6 +185,36 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// The value at a percentile (0-100), as the highest value its bucket holds; 0 when empty.
+fn value_at(h: &Histogram<u64>, percentile: f64) -> u64 {
+    if h.is_empty() {
+        return 0;
+    }
+    h.highest_equivalent(h.value_at_percentile(percentile.clamp(0.0, 100.0)))
+}
+
+/// Adds every sample of `other` to `into` (merging workers' histograms).
+fn merge(into: &mut Histogram<u64>, other: &Histogram<u64>) -> PyResult<()> {
+    into.add(other)
+        .map_err(|e| Error::InvalidArgument(format!("cannot merge histograms: {e:?}")).into())
+}
+
+/// min, mean, the summary percentiles and max, each value divided by `unit` (1000 turns µs into ms);
+/// an empty dict when the histogram is empty.
+fn summary<'py>(py: Python<'py>, h: &Histogram<u64>, unit: f64) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    if h.is_empty() {
+        return Ok(d);
+    }
+    d.set_item("min", h.min() as f64 / unit)?;
+    d.set_item("mean", h.mean() / unit)?;
+    for (name, p) in SUMMARY_PERCENTILES {
+        d.set_item(name, value_at(h, p) as f64 / unit)?;
+    }
+    d.set_item("max", h.highest_equivalent(h.max()) as f64 / unit)?;
+    Ok(d)
+}
+
 #[pymethods]
 impl PyLatencyHistogram {
     #[new]
@@ -206,9 +236,7 @@ impl PyLatencyHistogram {
 
     /// Adds every sample of `other` (merging workers' histograms).
     fn add(&mut self, other: &PyLatencyHistogram) -> PyResult<()> {
-        self.inner
-            .add(&other.inner)
-            .map_err(|e| Error::InvalidArgument(format!("cannot merge histograms: {e:?}")).into())
+        merge(&mut self.inner, &other.inner)
     }
 
     /// The compact HdrHistogram V2 encoding.
@@ -230,27 +258,12 @@ impl PyLatencyHistogram {
 
     /// Latency in ms at a percentile (0-100); 0.0 when empty.
     fn percentile(&self, percentile: f64) -> f64 {
-        if self.inner.is_empty() {
-            return 0.0;
-        }
-        ms(self
-            .inner
-            .highest_equivalent(self.inner.value_at_percentile(percentile.clamp(0.0, 100.0))))
+        ms(value_at(&self.inner, percentile))
     }
 
     /// min, mean, p50, p90, p95, p99, p99.9, p99.99, max in ms (empty dict when no samples).
     fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        if self.inner.is_empty() {
-            return Ok(d);
-        }
-        d.set_item("min", ms(self.inner.min()))?;
-        d.set_item("mean", self.inner.mean() / 1000.0)?;
-        for (name, p) in SUMMARY_PERCENTILES {
-            d.set_item(name, self.percentile(p))?;
-        }
-        d.set_item("max", ms(self.inner.highest_equivalent(self.inner.max())))?;
-        Ok(d)
+        summary(py, &self.inner, 1000.0)
     }
 
     /// `[(percentile, ms), ...]` for a percentile plot.
@@ -305,9 +318,7 @@ impl PyCountHistogram {
 
     /// Adds every value of `other` (merging workers' histograms).
     fn add(&mut self, other: &PyCountHistogram) -> PyResult<()> {
-        self.inner
-            .add(&other.inner)
-            .map_err(|e| Error::InvalidArgument(format!("cannot merge histograms: {e:?}")).into())
+        merge(&mut self.inner, &other.inner)
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
@@ -338,29 +349,12 @@ impl PyCountHistogram {
 
     /// The value at a percentile (0-100); 0 when empty.
     fn percentile(&self, percentile: f64) -> u64 {
-        if self.inner.is_empty() {
-            return 0;
-        }
-        self.inner
-            .highest_equivalent(self.inner.value_at_percentile(percentile.clamp(0.0, 100.0)))
+        value_at(&self.inner, percentile)
     }
 
     /// min, mean, p50, p90, p95, p99, p99.9, p99.99, max (empty dict when no values).
     fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        if self.inner.is_empty() {
-            return Ok(d);
-        }
-        d.set_item("min", self.inner.min() as f64)?;
-        d.set_item("mean", self.inner.mean())?;
-        for (name, p) in SUMMARY_PERCENTILES {
-            d.set_item(name, self.percentile(p) as f64)?;
-        }
-        d.set_item(
-            "max",
-            self.inner.highest_equivalent(self.inner.max()) as f64,
-        )?;
-        Ok(d)
+        summary(py, &self.inner, 1.0)
     }
 
     /// `[(percentile, value), ...]` for a percentile plot.
