@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.nginx import (
-    ECHO_MODULE,
     FAST_MODEL,
     HOST,
     INPUT_NAME,
@@ -40,6 +39,7 @@ from bench.nginx import (
     NullServer,
     _ready,
     _stop,
+    config,
     free_port,
 )
 from servers import children
@@ -156,27 +156,7 @@ def render_config(
         f"echo -n {_quote(grpc_frame(infer_response(model)))}; }}"
     )
     body = "\n        ".join(locations)
-    return f"""load_module {ECHO_MODULE};
-worker_processes 1;
-daemon off;
-master_process on;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    default_type application/grpc;
-    keepalive_requests 1000000000;
-    keepalive_timeout 300s;
-    client_max_body_size 10m;
-    client_body_buffer_size 10m;
-    http2_max_concurrent_streams 1024;
-    client_body_temp_path {workdir}/client_body;
-    proxy_temp_path {workdir}/proxy;
-    fastcgi_temp_path {workdir}/fastcgi;
-    uwsgi_temp_path {workdir}/uwsgi;
-    scgi_temp_path {workdir}/scgi;
-    server {{
+    servers = f"""    server {{
         listen {HOST}:{port} http2 backlog=1024;
         add_trailer grpc-status 0 always;
         {body}
@@ -185,9 +165,8 @@ http {{
         listen {HOST}:{status_port};
         location = /health {{ return 200 'ok'; }}
         location = /status {{ stub_status; }}
-    }}
-}}
-"""
+    }}"""
+    return config(workdir, "application/grpc", servers, "\n    http2_max_concurrent_streams 1024;")
 
 
 @dataclass(frozen=True)

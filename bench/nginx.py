@@ -126,6 +126,16 @@ def render_config(port: int, workdir: Path) -> str:
         f"location = /predict {{ echo_read_request_body; echo -n {_quote(json.dumps({'output': [[0.1, 0.9]]}))}; }}"
     )
     body = "\n        ".join(locations)
+    server = f"""    server {{
+        listen {HOST}:{port} backlog=1024;
+        {body}
+    }}"""
+    return config(workdir, "application/json", server)
+
+
+def config(workdir: Path, default_type: str, servers: str, http_extra: str = "") -> str:
+    """An nginx configuration around ``servers``: one worker in the foreground, keep-alive without limits,
+    request bodies kept in memory, every temporary path inside ``workdir``."""
     return f"""load_module {ECHO_MODULE};
 worker_processes 1;
 daemon off;
@@ -135,20 +145,17 @@ error_log {workdir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
-    default_type application/json;
+    default_type {default_type};
     keepalive_requests 1000000000;
     keepalive_timeout 300s;
     client_max_body_size 10m;
-    client_body_buffer_size 10m;
+    client_body_buffer_size 10m;{http_extra}
     client_body_temp_path {workdir}/client_body;
     proxy_temp_path {workdir}/proxy;
     fastcgi_temp_path {workdir}/fastcgi;
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
-    server {{
-        listen {HOST}:{port} backlog=1024;
-        {body}
-    }}
+{servers}
 }}
 """
 
