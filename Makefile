@@ -141,8 +141,9 @@ bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx, 
 
 # AIPerf goes into its own environment under ~/.cache/locust-inference (bench/aiperf.py), never into .venv.
 .PHONY: bench-llm
-bench-llm: $(STAMP) ## token streaming: ours vs NVIDIA AIPerf on the synthetic generator (installs AIPerf apart); writes its part of bench/RESULTS.md
+bench-llm: $(STAMP) ## token streaming: ours vs NVIDIA AIPerf (installs AIPerf apart), then 2,000 streams on a null SSE nginx; writes their parts of bench/RESULTS.md
 	@$(PY) -m bench.llm $(LLM_BENCH_ARGS)
+	@$(PY) -m bench.llm_scale $(filter --quick,$(LLM_BENCH_ARGS))
 
 .PHONY: bench-master
 bench-master: $(STAMP) ## CPU and bytes one Locust master spends per worker report, workers it carries; writes its part of bench/RESULTS.md

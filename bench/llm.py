@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -147,7 +148,7 @@ class FinishedRequests:
 class GroupSampler:
     """Samples a process group's CPU and the server's finished requests until stopped."""
 
-    served: FinishedRequests
+    served: Callable[[], int]
     samples: list[tuple[float, float, int]] = field(default_factory=list)
     _done: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None

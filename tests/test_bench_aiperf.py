@@ -107,3 +107,24 @@ def test_the_cpu_window_is_the_steady_one() -> None:
     sampler.samples = [(0.0, 5.0, 0), (0.5, 6.0, 0), (1.0, 6.1, 2), (2.0, 6.2, 10), (3.0, 6.4, 20), (4.0, 9.0, 20)]
     per_request, requests = sampler.cpu_per_request() or (0.0, 0)
     assert requests == 10 and math.isclose(per_request, 0.02), (per_request, requests)
+
+
+def test_the_scripted_sse_stream() -> None:
+    """bench/llm_scale.py's nginx script: TOKENS content chunks, 20 ms apart, each flushed, then usage and
+    [DONE], every data line valid JSON once nginx turns its \\n escapes into newlines."""
+    import re
+
+    from bench import llm_scale
+
+    config = llm_scale.render_config(8080, Path("/tmp/x"), streams=2000)
+    assert "worker_connections 4256;" in config
+    location = config.split("location = /v1/chat/completions {", 1)[1]
+    assert location.count(f"echo_sleep {llm_scale.GAP_S};") == llm_scale.TOKENS - 1
+    assert location.count("echo_flush;") == llm_scale.TOKENS
+    played = "".join(re.findall(r"echo -n '([^']*)';", location)).replace("\\n", "\n")
+    events = [e.removeprefix("data: ") for e in played.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    contents = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"]]
+    assert contents == [f"tok{i} " for i in range(llm_scale.TOKENS)]
+    assert chunks[-1]["usage"]["completion_tokens"] == llm_scale.TOKENS
