@@ -101,20 +101,19 @@ def write_prompts(tokenizer: Path, workdir: Path) -> tuple[Path, Path, list[int]
 # Measuring a client: its process group's CPU against the server's finished requests
 
 
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds of every process of group ``pgid``: its own and its reaped children's (a child that
-    ended and was waited for is counted in its parent's cutime and cstime)."""
-    total = 0
+def group_cpu_s(pgid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each live process of group ``pgid``, by pid."""
+    found: dict[int, float] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-    return total / TICK
+            if int(fields[2]) == pgid:
+                found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICK
+        except (OSError, IndexError, ValueError):
+            continue  # a process that just ended
+    return found
 
 
 def server_view(log: Path, since: int) -> tuple[float | None, float | None]:
@@ -163,9 +162,13 @@ class GroupSampler:
             self._thread.join()
 
     def _run(self, pgid: int) -> None:
+        # each process's latest reading, kept after it ends: the group's CPU never goes back when a process
+        # exits (its parent's cutime would count it only once reaped, and then twice with this)
+        seen: dict[int, float] = {}
         start = time.monotonic()
         while not self._done.is_set():
-            self.samples.append((time.monotonic() - start, group_cpu_s(pgid), self.served()))
+            seen.update(group_cpu_s(pgid))
+            self.samples.append((time.monotonic() - start, sum(seen.values()), self.served()))
             self._done.wait(INTERVAL_S)
 
     def cpu_per_request(self) -> tuple[float, int] | None:
@@ -407,9 +410,10 @@ METHOD = """\
 - The server's own TTFT and gaps (no goal): where each answer leaves LitServe's HTTP server (an ASGI
   middleware), from the request's arrival, over the requests each client sent: a client's TTFT should be this
   plus the loopback round trip.
-- CPU: each client's whole process group (AIPerf's several processes; Locust's one), from `/proc` every 0.25 s,
-  own and reaped children's CPU, over the steady window from 1 s after the server's first finished request to
-  its last, divided by the output tokens the server generated in that window ({out} per finished request).
+- CPU: each client's whole process group (AIPerf's several processes; Locust's one), from `/proc` every
+  0.25 s, each process's user + system time (a process that ends keeps its last reading), over the steady
+  window from 1 s after the server's first finished request to its last, divided by the output tokens the
+  server generated in that window ({out} per finished request).
 - {repeats} repeat(s), ours then AIPerf in each; medians over the repeats; a ratio is of the medians, the range
   that of the per-repeat ratios.
 """
