@@ -26,6 +26,7 @@ __all__ = [
     "Stream",
     "__version__",
     "check_litserve_response",
+    "count_tokens",
     "decode_triton_grpc_response",
     "decode_triton_response",
     "encode_litserve_image_request",
