@@ -17,7 +17,10 @@ inter-token gap we measure is ``GAP_S + (e_i - e_{i-1} - GAP_S) + (d_i - d_{i-1}
 bounds how much our timestamps wander (plus nginx's slack). The table gives the ITL percentiles and ``ITL p99
 - 20 ms`` as the measure of our timestamp error (the goal: at most 1 ms). The achieved rate is the output
 tokens per second Locust counted (``latency.json``, exact: ``usage`` in the last chunk), over the offered
-streams x 50; and the client's CPU (its process, sampled from ``/proc``) per token over its steady window.
+streams x 50. The client's CPU (its process, sampled from ``/proc`` every 0.25 s) is taken in cores over the
+steady part of the run (from 2 s after the first request to the end) and divided by the tokens per second;
+beside it, its threads' run-queue wait (ready to run, not running) over the same time, in cores: on a machine
+shared with other jobs this shows how much the client was held back by them rather than by its own work.
 """
 
 from __future__ import annotations
@@ -34,14 +37,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import nginx, sections
 from bench.clients import REPO, kill_all, run_process
-from bench.llm import GroupSampler, loadavg, machine_busy_s, tree_cpu_s
+from bench.llm import TICK, loadavg, machine_busy_s, tree_cpu_s
 from servers import children
 from servers.children import clean_env
 
@@ -139,11 +143,78 @@ class Run:
     tokens_per_s: float | None = None
     itl_ms: dict[str, float] | None = None
     tpot_p50_ms: float | None = None
-    ttft_p50_ms: float | None = None
+    ttft_ms: dict[str, float] | None = None
     cpu_us_per_token: float | None = None
+    cpu_cores: float | None = None  # the client's CPU over the steady part, in cores
+    wait_cores: float | None = None  # its threads' run-queue wait over it (ready, not running), in cores
+    server_cpu_cores: float | None = None  # nginx's, the same way
+    server_wait_cores: float | None = None
     users: int | None = None
     failures: int | None = None
     error: str | None = None
+
+
+def group_readings(pgid: int) -> tuple[float, float]:
+    """(CPU s, run-queue wait s) of every thread of the live processes of group ``pgid``: the wait is the
+    time a thread was ready to run but not running (``/proc/PID/task/TID/schedstat``, second field), the
+    measure of how much other work on the cores held the client back."""
+    cpu = wait = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            cpu += (int(fields[11]) + int(fields[12])) / TICK
+            for task in os.scandir(Path(entry.path, "task")):
+                wait += int(Path(task.path, "schedstat").read_text().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue  # a process or thread that just ended
+    return cpu, wait
+
+
+@dataclass
+class SteadySampler:
+    """Samples the client's group (CPU, run-queue wait) and nginx's count of requests every 0.25 s."""
+
+    served: Callable[[], int]
+    server_pgid: int
+    samples: list[tuple[float, float, float, int]] = field(default_factory=list)
+    server_samples: list[tuple[float, float]] = field(default_factory=list)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self, pid: int) -> None:
+        self._thread = threading.Thread(target=self._run, args=(pid,), name="bench-scale-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self, pgid: int) -> None:
+        start = time.monotonic()
+        while not self._done.is_set():
+            self.samples.append((time.monotonic() - start, *group_readings(pgid), self.served()))
+            self.server_samples.append(group_readings(self.server_pgid))
+            self._done.wait(0.25)
+
+    def rates(self) -> tuple[float, float, float, float] | None:
+        """(CPU, run-queue wait) of the client, then of nginx, in cores over the steady part of the run: from
+        2 s after nginx first saw requests (every stream open) to the last samples before the end (the streams
+        all start together, so nginx's count rises in steps and cannot delimit a window by requests)."""
+        first = next((s[0] for s in self.samples if s[3] > 0), None)
+        if first is None:
+            return None
+        kept = [i for i, s in enumerate(self.samples) if s[0] >= first + 2.0][:-2]
+        if len(kept) < 2 or self.samples[kept[-1]][0] <= self.samples[kept[0]][0]:
+            return None
+        a, b = self.samples[kept[0]], self.samples[kept[-1]]
+        sa, sb = self.server_samples[kept[0]], self.server_samples[kept[-1]]
+        seconds = b[0] - a[0]
+        return (b[1] - a[1]) / seconds, (b[2] - a[2]) / seconds, (sb[0] - sa[0]) / seconds, (sb[1] - sa[1]) / seconds
 
 
 class Served:
@@ -159,12 +230,13 @@ class Served:
             return 0
 
 
-def run_once(url: str, served: Served, streams: int, duration: int, folder: Path) -> Run:
+def run_once(server: nginx.NullServer, streams: int, duration: int, folder: Path) -> Run:
+    url = server.url
     folder.mkdir()
     cmd = [sys.executable, "-m", "locust", "-f", "locustfile.py", "--headless", "-u", str(streams)]
     cmd += ["-r", str(streams), "--reset-stats", "-t", f"{duration}s", "--host", url, "--csv", str(folder / "run")]
     cmd += ["--only-summary", "--loglevel", "WARNING", "--api", "chat", "--max-tokens", str(TOKENS), "HighUser"]
-    sampler = GroupSampler(served)
+    sampler = SteadySampler(Served(server), server.pid)
     code, _ = run_process(cmd, clean_env(SERVER="litserve", MODEL_NAME=MODEL), duration + 120, folder / "log", sampler)
     try:
         entry = json.loads((folder / "latency.json").read_text())["requests"][f"litserve/{MODEL}"]
@@ -176,14 +248,15 @@ def run_once(url: str, served: Served, streams: int, duration: int, folder: Path
         tokens_per_s=tokens["output_tokens_per_s"],
         itl_ms=tokens["itl_ms"],
         tpot_p50_ms=tokens["tpot_ms"]["p50"],
-        ttft_p50_ms=tokens["ttft_ms"]["p50"],
+        ttft_ms=tokens["ttft_ms"],
         users=tokens["users"],
         failures=entry.get("failures"),
         error=f"locust exited {code}" if code != 0 else None,
     )
-    measured = sampler.cpu_per_request()
-    if measured is not None:
-        run.cpu_us_per_token = measured[0] / TOKENS * 1e6
+    rates = sampler.rates()
+    if rates is not None and run.tokens_per_s:
+        run.cpu_cores, run.wait_cores, run.server_cpu_cores, run.server_wait_cores = rates
+        run.cpu_us_per_token = rates[0] / run.tokens_per_s * 1e6
     return run
 
 
@@ -225,8 +298,18 @@ def render(runs: list[Run], streams: int) -> tuple[str, list[tuple[str, bool | N
         f"| <= {GOAL_TIMESTAMP_MS:g} ms | {met[ok_t]} |",
         f"| 20 ms - ITL min | {_f(_median(early), '{:.3f}')} ms | {spread(early, '{:.3f}')} | | |",
         f"| TPOT p50 (ms; 20 = the script's pace) | {_f(_median([r.tpot_p50_ms for r in good]), '{:.3f}')} | | | |",
+        f"| TTFT p50 / p99 (ms; nginx sends the first token as soon as it has read the request) | "
+        f"{_f(_median([r.ttft_ms.get('p50') if r.ttft_ms else None for r in good]), '{:.3f}')} / "
+        f"{_f(_median([r.ttft_ms.get('p99') if r.ttft_ms else None for r in good]), '{:.3f}')} | | | |",
         f"| client CPU per token (µs) | {_f(_median([r.cpu_us_per_token for r in good]), '{:.2f}')} | "
         f"{spread([r.cpu_us_per_token for r in good], '{:.2f}')} | | |",
+        f"| client CPU (cores) | {_f(_median([r.cpu_cores for r in good]), '{:.2f}')} | "
+        f"{spread([r.cpu_cores for r in good], '{:.2f}')} | | |",
+        f"| client threads ready but not running (run-queue wait, cores) | "
+        f"{_f(_median([r.wait_cores for r in good]), '{:.2f}')} | {spread([r.wait_cores for r in good], '{:.2f}')} "
+        "| | |",
+        f"| nginx CPU / run-queue wait (cores) | {_f(_median([r.server_cpu_cores for r in good]), '{:.2f}')} / "
+        f"{_f(_median([r.server_wait_cores for r in good]), '{:.2f}')} | | | |",
     ]
     errors = [f"- repeat {i + 1}: {r.error}" for i, r in enumerate(runs) if r.error]
     if errors:
@@ -257,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for repeat in range(args.repeats):
                 print(f"[repeat {repeat + 1}/{args.repeats}] {args.streams} streams … ", end="", flush=True)
-                run = run_once(server.url, Served(server), args.streams, args.duration, Path(tmp) / f"scale-{repeat}")
+                run = run_once(server, args.streams, args.duration, Path(tmp) / f"scale-{repeat}")
                 runs.append(run)
                 itl = run.itl_ms or {}
                 print(
