@@ -21,6 +21,7 @@ bench/RESULTS.md sits between its own markers (:mod:`bench.sections`); ``bench.r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -30,13 +31,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import aiperf, sections
 from bench.clients import REPO, kill_all, run_process
 from servers.children import clean_env
+from servers.launch import RunningServer, ServerStartError
 
 __all__ = ["main"]
 
@@ -116,12 +118,15 @@ def group_cpu_s(pgid: int) -> dict[int, float]:
     return found
 
 
-def server_view(log: Path, since: int) -> tuple[float | None, float | None]:
+def server_view(log: Path, since: int, where: str = "http") -> tuple[float | None, float | None]:
     """The server's own TTFT p50 and gap p50 (ms) of the requests finished after byte ``since`` of its timing
-    log, as measured where each answer leaves LitServe's HTTP server (servers.litserve_llm.HttpTimingLog)."""
+    log, as measured ``where``: ``http``, where each answer leaves LitServe's HTTP server
+    (servers.litserve_llm.HttpTimingLog), or ``generator``, in the generator (Triton's HTTP front cannot be
+    timed from Python: its hops are missing there)."""
+    marker = f'"where": "{where}"'.encode()
     with log.open("rb") as f:
         f.seek(since)
-        records = [json.loads(line) for line in f.read().splitlines() if b'"where": "http"' in line]
+        records = [json.loads(line) for line in f.read().splitlines() if marker in line]
     if not records:
         return None, None
     gaps = [g * 1000 for r in records for g in r["gaps_s"]]
@@ -213,6 +218,17 @@ class Bench:
     aiperf_prompts: Path
     served: FinishedRequests
     concurrency: int
+    server: str = "litserve"  # or triton (its generate extension)
+
+
+SERVERS = {
+    "litserve": "LitServe 0.2 `OpenAISpec` (async), `POST /v1/chat/completions`; ours `--api chat`, AIPerf "
+    "`--endpoint-type chat`",
+    "triton": "Triton (PyTriton, decoupled model), `POST /v2/models/synthetic_llm/generate_stream`; ours "
+    "`--api generate`, AIPerf `--endpoint-type template` with a payload template and `response_field "
+    "text_output`",
+}
+TRITON_TEMPLATE = '{"text_input": {{ text|tojson }}, "max_tokens": ' + str(OUTPUT_TOKENS) + "}"
 
 
 def _cost(run: Run, sampler: GroupSampler) -> Run:
@@ -223,7 +239,7 @@ def _cost(run: Run, sampler: GroupSampler) -> Run:
 
 
 def run_ours(bench: Bench, duration: int, repeat: int) -> Run:
-    folder = bench.workdir / f"ours-{repeat}"
+    folder = bench.workdir / f"ours-{bench.server}-{repeat}"
     folder.mkdir()
     cmd = [sys.executable, "-m", "locust", "-f", "locustfile.py", "--headless", "-u", str(bench.concurrency)]
     # every user at once (as AIPerf starts its streams), the statistics from then on
@@ -238,14 +254,15 @@ def run_ours(bench: Bench, duration: int, repeat: int) -> Run:
         "--csv",
         str(folder / "run"),
     ]
-    cmd += ["--only-summary", "--loglevel", "WARNING", "--api", "chat", "--prompts", str(bench.ours_prompts)]
+    api = "chat" if bench.server == "litserve" else "generate"
+    cmd += ["--only-summary", "--loglevel", "WARNING", "--api", api, "--prompts", str(bench.ours_prompts)]
     cmd += ["--max-tokens", str(OUTPUT_TOKENS), "--tokenizer", str(bench.tokenizer / "tokenizer.json"), "HighUser"]
-    env = clean_env(SERVER="litserve", MODEL_NAME="synthetic_llm")
+    env = clean_env(SERVER=bench.server, MODEL_NAME="synthetic_llm")
     sampler = GroupSampler(bench.served)
     code, _ = run_process(cmd, env, duration + 90, folder / "locust.log", sampler)
     try:
         doc = json.loads((folder / "latency.json").read_text())
-        entry = doc["requests"]["litserve/synthetic_llm"]
+        entry = doc["requests"][f"{bench.server}/synthetic_llm"]
         tokens = entry["tokens"]
     except (OSError, ValueError, KeyError) as exc:
         return Run(error=f"locust exited {code}, no latency.json entry ({exc})")
@@ -261,7 +278,14 @@ def run_ours(bench: Bench, duration: int, repeat: int) -> Run:
 
 def aiperf_command(bench: Bench, duration: int, artifacts: Path) -> list[str]:
     cmd = [str(aiperf.binary()), "profile", "--model", "synthetic_llm", "--url", bench.url]
-    cmd += ["--endpoint-type", "chat", "--streaming", "--concurrency", str(bench.concurrency)]
+    if bench.server == "triton":
+        template = bench.workdir / "triton-template.json"
+        template.write_text(TRITON_TEMPLATE)
+        cmd += ["--endpoint-type", "template", "--custom-endpoint", "/v2/models/synthetic_llm/generate_stream"]
+        cmd += ["--extra-inputs", f"payload_template:{template}", "--extra-inputs", "response_field:text_output"]
+    else:
+        cmd += ["--endpoint-type", "chat"]
+    cmd += ["--streaming", "--concurrency", str(bench.concurrency)]
     cmd += ["--benchmark-duration", str(duration), "--input-file", str(bench.aiperf_prompts)]
     cmd += ["--custom-dataset-type", "single_turn", "--tokenizer", str(bench.tokenizer)]
     cmd += ["--output-tokens-mean", str(OUTPUT_TOKENS), "--artifact-dir", str(artifacts), "--ui-type", "none"]
@@ -277,7 +301,7 @@ def aiperf_env() -> dict[str, str]:
 
 
 def run_aiperf(bench: Bench, duration: int, repeat: int) -> Run:
-    artifacts = bench.workdir / f"aiperf-{repeat}"
+    artifacts = bench.workdir / f"aiperf-{bench.server}-{repeat}"
     artifacts.mkdir()
     sampler = GroupSampler(bench.served)
     cmd = aiperf_command(bench, duration, artifacts)
@@ -419,15 +443,26 @@ METHOD = """\
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    from servers.launch import litserve_llm_server
+@contextlib.contextmanager
+def _server(name: str, args: list[str]) -> Iterator[RunningServer]:
+    from servers.launch import litserve_llm_server, triton_server
 
+    if name == "litserve":
+        with litserve_llm_server(extra_args=args) as server:
+            yield server
+    else:
+        with triton_server(models=["synthetic_llm"], extra_args=args) as server:
+            yield server
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.llm", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=20, help="seconds per measurement (default 20)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
     parser.add_argument("--concurrency", type=int, default=8, help="streams at once, both clients (default 8)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 s, 1 repeat, results not written")
     parser.add_argument("--output", type=Path, default=None, help="Markdown file (default bench/RESULTS.md)")
+    parser.add_argument("--servers", default="litserve,triton", help="litserve, triton or both (the default)")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.repeats = 8, 1
@@ -441,49 +476,69 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: AIPerf unavailable: {exc}", flush=True)
     started, load_start = time.monotonic(), loadavg()
     busy_start, own_start = machine_busy_s(), tree_cpu_s(os.getpid())
-    ours: list[Run] = []
-    theirs: list[Run] = []
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    if not servers or set(servers) - set(SERVERS):
+        parser.error(f"--servers takes a comma-separated list of {', '.join(SERVERS)}")
+    results: dict[str, tuple[list[Run], list[Run]]] = {name: ([], []) for name in servers}
     with tempfile.TemporaryDirectory(prefix="li-bench-llm-") as tmp:
         workdir = Path(tmp)
         tokenizer = make_tokenizer(workdir / "tokenizer")
         print(f"==> {PROMPTS} synthetic prompts of {INPUT_TOKENS[0]}±{INPUT_TOKENS[1]} tokens", flush=True)
         ours_prompts, aiperf_prompts, _ = write_prompts(tokenizer, workdir)
-        log = workdir / "timing.jsonl"
-        server_args = ["--prefill-ms", str(PREFILL_MS), "--token-ms", str(TOKEN_MS), "--max-tokens", str(OUTPUT_TOKENS)]
-        server_args += ["--slots", "512", "--timing-log", str(log), "--tokenizer", str(tokenizer / "tokenizer.json")]
-        try:
-            with litserve_llm_server(extra_args=server_args) as server:
-                print(f"==> LitServe synthetic generator at {server.url}", flush=True)
-                bench = Bench(
-                    server.url,
-                    workdir,
-                    tokenizer,
-                    ours_prompts,
-                    aiperf_prompts,
-                    FinishedRequests(log),
-                    args.concurrency,
-                )
-                for repeat in range(args.repeats):
-                    for name, runner, runs in (("ours", run_ours, ours), ("AIPerf", run_aiperf, theirs)):
-                        print(f"[repeat {repeat + 1}/{args.repeats}] {name} … ", end="", flush=True)
-                        mark = log.stat().st_size if log.exists() else 0
-                        if name == "AIPerf" and not aiperf.binary().exists():
-                            run = Run(error="AIPerf is not installed (see the note above)")
-                        else:
-                            run = runner(bench, args.duration, repeat)
-                            run.server_ttft_p50_ms, run.server_gap_p50_ms = server_view(log, mark)
-                        runs.append(run)
-                        print(_shown(run), flush=True)
-        finally:
-            kill_all()
+        for server_name in servers:
+            log = workdir / f"timing-{server_name}.jsonl"
+            server_args = ["--prefill-ms", str(PREFILL_MS), "--token-ms", str(TOKEN_MS)]
+            server_args += ["--max-tokens", str(OUTPUT_TOKENS), "--slots", "512", "--timing-log", str(log)]
+            server_args += ["--tokenizer", str(tokenizer / "tokenizer.json")]
+            ours, theirs = results[server_name]
+            try:
+                with _server(server_name, server_args) as server:
+                    print(f"==> {server_name}: the synthetic generator at {server.url}", flush=True)
+                    bench = Bench(
+                        server.url,
+                        workdir,
+                        tokenizer,
+                        ours_prompts,
+                        aiperf_prompts,
+                        FinishedRequests(log),
+                        args.concurrency,
+                        server_name,
+                    )
+                    where = "http" if server_name == "litserve" else "generator"
+                    for repeat in range(args.repeats):
+                        for name, runner, runs in (("ours", run_ours, ours), ("AIPerf", run_aiperf, theirs)):
+                            print(f"[{server_name}, repeat {repeat + 1}/{args.repeats}] {name} … ", end="", flush=True)
+                            mark = log.stat().st_size if log.exists() else 0
+                            if name == "AIPerf" and not aiperf.binary().exists():
+                                run = Run(error="AIPerf is not installed (see the note above)")
+                            else:
+                                run = runner(bench, args.duration, repeat)
+                                run.server_ttft_p50_ms, run.server_gap_p50_ms = server_view(log, mark, where)
+                            runs.append(run)
+                            print(_shown(run), flush=True)
+            except ServerStartError as exc:
+                print(f"note: {server_name} did not start: {str(exc).splitlines()[0]}", flush=True)
+                ours.append(Run(error=f"the server did not start: {str(exc).splitlines()[0][:200]}"))
+                theirs.append(Run(error="the server did not start"))
+            finally:
+                kill_all()
     busy = machine_busy_s() - busy_start
     own = tree_cpu_s(os.getpid()) - own_start
     minutes = (time.monotonic() - started) / 60
-    table, verdicts = render(ours, theirs)
+    tables, verdicts = [], []
+    for name, (ours, theirs) in results.items():
+        table, judged = render(ours, theirs)
+        tables.append(f"### {SERVERS[name]}\n\n{table}")
+        verdicts += [(f"{name}: {label}", ok) for label, ok in judged]
     from importlib.metadata import version
 
     shown = Bench("URL", Path(), Path("TOKENIZER_DIR"), Path(), Path("PROMPTS.jsonl"), FinishedRequests(Path()), 0)
     shown_cmd = shlex.join(aiperf_command(replace(shown, concurrency=args.concurrency), args.duration, Path("OUT")))
+    shown_cmd += (
+        "`; against Triton `--endpoint-type template --custom-endpoint /v2/models/synthetic_llm/generate_stream "
+        f"--extra-inputs payload_template:FILE --extra-inputs response_field:text_output`, FILE holding "
+        f"`{TRITON_TEMPLATE}"
+    )
     body = (
         f"## Generative: ours vs AIPerf (token streaming)\n\n"
         f"Command: `{command}`, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {args.duration} s per measurement, "
@@ -493,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{busy:,.0f} CPU seconds the machine spent during the run, {max(0.0, busy - own):,.0f} were outside "
         f"this benchmark (its server and clients), i.e. other jobs shared the 2 cores"
         f"{' heavily' if busy - own > 0.5 * busy else ''}.\n\n"
-        f"{table}\n\n"
+        + "\n\n".join(tables)
+        + "\n\n"
         + METHOD.format(
             litserve=version("litserve"),
             prefill=PREFILL_MS,
