@@ -1,12 +1,14 @@
 """The generative rows of ``make bench``: ours against NVIDIA AIPerf on the same server, prompts and concurrency.
 
-    python -m bench.llm [--duration 20] [--repeats 3] [--concurrency 8] [--quick] [--output bench/RESULTS.md]
+    python -m bench.llm [--duration 20] [--repeats 3] [--concurrency 8] [--servers litserve,triton] [--quick]
+        [--output bench/RESULTS.md]
 
 The server is the synthetic generator (:mod:`servers.generator`) behind LitServe's ``OpenAISpec``
-(:mod:`servers.litserve_llm`): a set prefill time, a set time per token and exactly ``--max-tokens`` tokens,
+(:mod:`servers.litserve_llm`), then behind Triton's ``generate_stream`` (:mod:`servers.triton`, AIPerf through
+its template endpoint): a set prefill time, a set time per token and exactly ``--max-tokens`` tokens,
 so both clients should measure the same time to first token, inter-token latency and output token throughput,
 and any difference is the client's. The prompts are made once by our synthetic prompt generator
-(``--input-tokens``: :mod:`locust_inference.synthetic_prompts`) with a small byte-level BPE trained here, and
+(``--input-tokens``: :mod:`locust_inference.synthetic_prompts`) with a word-level tokenizer made here, and
 written to one file per client in its own format: the same texts for both. AIPerf gets the same tokenizer as a
 local folder (nothing is downloaded; see :mod:`bench.aiperf`).
 
@@ -417,10 +419,12 @@ def tree_cpu_s(pid: int) -> float:
 
 METHOD = """\
 ### How it was measured
-- Server: `servers/litserve_llm.py` (LitServe {litserve}, `OpenAISpec`, async), the synthetic generator with
-  {prefill:g} ms to the first token, then one token every {token:g} ms, exactly {out} tokens an answer
-  (`--max-tokens {out}`), counting prompt tokens with the same tokenizer. One process group on 127.0.0.1,
-  not pinned (both cores shared by server and client).
+- Servers: the synthetic generator with {prefill:g} ms to the first token, then one token every {token:g} ms,
+  exactly {out} tokens an answer (`--max-tokens {out}`), counting prompt tokens with the same tokenizer, behind
+  `servers/litserve_llm.py` (LitServe {litserve}, `OpenAISpec`, async; it sends `usage`) and behind
+  `servers/triton.py` (PyTriton's tritonserver, the decoupled model `synthetic_llm` at `generate_stream`; no
+  `usage`: both clients count with the tokenizer). One at a time, on 127.0.0.1, not pinned (both cores shared
+  by server and client).
 - Prompts: {prompts} synthetic prompts made by `--input-tokens {mean} --input-tokens-stddev {sd}` (seed
   {seed}) with a word-level tokenizer made by the bench (the prompts' words and the
   generator's `tokN`, one token each: AIPerf counts output tokens with its tokenizer, so it must count the
@@ -431,9 +435,10 @@ METHOD = """\
   --max-tokens {out} --tokenizer ... HighUser`; TTFT and ITL p50 and `output_tokens_per_s` from `latency.json`.
 - AIPerf {aiperf_version}: `{aiperf_cmd}`; the same numbers from `profile_export_aiperf.json`
   (`time_to_first_token.p50`, `inter_token_latency.p50`, `output_token_throughput.avg`).
-- The server's own TTFT and gaps (no goal): where each answer leaves LitServe's HTTP server (an ASGI
-  middleware), from the request's arrival, over the requests each client sent: a client's TTFT should be this
-  plus the loopback round trip.
+- The server's own TTFT and gaps (no goal), over the requests each client sent: LitServe's where each answer
+  leaves its HTTP server (an ASGI middleware), from the request's arrival, so a client's TTFT should be this
+  plus the loopback round trip; Triton's inside the generator (its HTTP front cannot be timed from Python), so
+  the hops through Triton's front and Python backend are missing from it.
 - CPU: each client's whole process group (AIPerf's several processes; Locust's one), from `/proc` every
   0.25 s, each process's user + system time (a process that ends keeps its last reading), over the steady
   window from 1 s after the server's first finished request to its last, divided by the output tokens the
