@@ -154,8 +154,15 @@ test-image: $(STAMP) $(CHROMIUM_STAMP) ## build the image and run it: standalone
 	@$(PY) -m pytest -m container
 
 .PHONY: bench
-bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx, h2load on a null gRPC server, perf_analyzer on Triton; writes bench/RESULTS.md (BENCH_ARGS=--quick)
+bench: $(STAMP) ## benchmark vs wrk, FastHttpUser and the seed on a null nginx, h2load on a null gRPC server, perf_analyzer on Triton, AIPerf on the LLM generator; writes bench/RESULTS.md (BENCH_ARGS=--quick)
 	@$(PY) -m bench.run $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory bench-llm LLM_BENCH_ARGS="$(LLM_BENCH_ARGS) $(filter --quick,$(BENCH_ARGS))"
+
+# AIPerf goes into its own environment under ~/.cache/locust-inference (bench/aiperf.py), never into .venv.
+.PHONY: bench-llm
+bench-llm: $(STAMP) ## token streaming: ours vs NVIDIA AIPerf (installs AIPerf apart), then 2,000 streams on a null SSE nginx; writes their parts of bench/RESULTS.md
+	@$(PY) -m bench.llm $(LLM_BENCH_ARGS)
+	@$(PY) -m bench.llm_scale $(filter --quick,$(LLM_BENCH_ARGS))
 
 .PHONY: bench-master
 bench-master: $(STAMP) ## CPU and bytes one Locust master spends per worker report, workers it carries; writes its part of bench/RESULTS.md

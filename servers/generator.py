@@ -36,9 +36,22 @@ def token(index: int) -> str:
     return f"tok{index} "
 
 
-def prompt_tokens(text: str) -> int:
-    """The prompt's token count as this generator defines tokens: whitespace-separated words."""
+def prompt_tokens(text: str, tokenizer: object = None) -> int:
+    """The prompt's token count: by ``tokenizer`` (a Hugging Face ``tokenizers.Tokenizer``, no special
+    tokens added: the count the client makes with the same file) when given, else as this generator
+    defines tokens, whitespace-separated words."""
+    if tokenizer is not None:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)  # type: ignore[attr-defined]
     return len(text.split())
+
+
+def load_tokenizer(path: str | None) -> object:
+    """``--tokenizer``'s file as a ``tokenizers.Tokenizer`` (None without one)."""
+    if not path:
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
 
 
 @dataclass
@@ -51,6 +64,7 @@ class Generator:
     max_tokens: int = DEFAULT_MAX_TOKENS
     slots: int = DEFAULT_SLOTS
     timing_log: str | None = None
+    tokenizer: str | None = None  # counts prompts' tokens (usage.prompt_tokens); None: whitespace words
     _slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
     def length(self, requested: object) -> int:
@@ -60,8 +74,9 @@ class Generator:
             return self.max_tokens
         return min(requested, self.max_tokens)
 
-    async def tokens(self, count: int) -> AsyncIterator[str]:
-        """Yield ``count`` tokens on the set schedule (see the module docstring), then log the timing."""
+    async def tokens(self, count: int, prompt_tokens: int | None = None) -> AsyncIterator[str]:
+        """Yield ``count`` tokens on the set schedule (see the module docstring), then log the timing (and
+        ``prompt_tokens``, the prompt's count the server reports, when given)."""
         arrived = time.perf_counter()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.slots)
@@ -72,9 +87,9 @@ class Generator:
                 await _sleep_until(first + index * self.per_token_s)
                 emitted.append(time.perf_counter())
                 yield token(index)
-        self._log(count, arrived, emitted)
+        self._log(count, arrived, emitted, prompt_tokens)
 
-    def _log(self, count: int, arrived: float, emitted: list[float]) -> None:
+    def _log(self, count: int, arrived: float, emitted: list[float], prompt_tokens: int | None = None) -> None:
         if not self.timing_log or not emitted:
             return
         record = {
@@ -83,6 +98,8 @@ class Generator:
             "first_token_s": emitted[0] - arrived,
             "gaps_s": [b - a for a, b in itertools.pairwise(emitted)],
         }
+        if prompt_tokens is not None:
+            record["prompt_tokens"] = prompt_tokens
         append_record(self.timing_log, record)
 
 
@@ -114,6 +131,7 @@ def add_arguments(parser: object) -> None:
     add("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help=f"output length cap (<= {MAX_TOKENS_CAP})")
     add("--slots", type=int, default=DEFAULT_SLOTS, help="requests generating at once (the rest wait)")
     add("--timing-log", default=None, help="append each request's own timing here (JSON lines)")
+    add("--tokenizer", default=None, help="a tokenizer.json counting the prompts' tokens (default: words)")
 
 
 def from_arguments(args: object) -> Generator:
@@ -126,4 +144,5 @@ def from_arguments(args: object) -> Generator:
         raise ValueError("--prefill-ms and --token-ms must be within 0-60000")
     if not 1 <= max_tokens <= MAX_TOKENS_CAP or not 1 <= slots <= 10_000:
         raise ValueError(f"--max-tokens must be within 1-{MAX_TOKENS_CAP}, --slots within 1-10000")
-    return Generator(prefill_ms / 1000, token_ms / 1000, max_tokens, slots, args.timing_log)  # type: ignore[attr-defined]
+    tokenizer = getattr(args, "tokenizer", None)
+    return Generator(prefill_ms / 1000, token_ms / 1000, max_tokens, slots, args.timing_log, tokenizer)  # type: ignore[attr-defined]

@@ -49,15 +49,23 @@ class SyntheticChatAPI(ls.LitAPI):
         super().__init__(enable_async=True, spec=OpenAISpec(), stream=True)
         self.settings = settings
         self._generator: generator.Generator | None = None
+        self._tokenizer: object = None
 
     def setup(self, device: str) -> None:
         # A fresh copy in the inference worker: its slot semaphore belongs to that process's event loop.
         s = self.settings
-        self._generator = generator.Generator(s.prefill_s, s.per_token_s, s.max_tokens, s.slots, s.timing_log)
+        self._generator = generator.Generator(
+            s.prefill_s, s.per_token_s, s.max_tokens, s.slots, s.timing_log, s.tokenizer
+        )
+        self._tokenizer = generator.load_tokenizer(s.tokenizer)
 
     async def decode_request(self, request, **kwargs: Any) -> tuple[int, int]:
         assert self._generator is not None, "setup() was not called"
-        words = sum(generator.prompt_tokens(_text(m.content)) for m in request.messages)
+        if self._tokenizer is not None:  # the messages' text joined one a line, as the client counts a prompt
+            text = "\n".join(_text(m.content) for m in request.messages)
+            words = generator.prompt_tokens(text, self._tokenizer)
+        else:
+            words = sum(generator.prompt_tokens(_text(m.content)) for m in request.messages)
         requested = request.max_completion_tokens or request.max_tokens
         return words, self._generator.length(requested)
 
@@ -65,7 +73,7 @@ class SyntheticChatAPI(ls.LitAPI):
         assert self._generator is not None, "setup() was not called"
         prompt, count = x
         done = 0
-        async for text in self._generator.tokens(count):
+        async for text in self._generator.tokens(count, prompt):
             done += 1
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if done == count:  # OpenAISpec puts the last item's usage into the final chunk

@@ -26,6 +26,7 @@ __all__ = [
     "Stream",
     "__version__",
     "check_litserve_response",
+    "count_tokens",
     "decode_triton_grpc_response",
     "decode_triton_response",
     "encode_litserve_image_request",
@@ -160,6 +161,11 @@ def fill_litserve_template(template: bytes, image: bytes, tensor: npt.ArrayLike 
     """The template with "{{image_base64}}" (anywhere in a string value) replaced by the image's
     base64 and a "{{tensor}}" string value by the tensor's nested list; the rest byte for byte.
     Raises ValueError saying what is wrong with the template."""
+
+def count_tokens(tokenizer: str | PathLike[str], texts: list[str]) -> list[int | None]:
+    """Each text's token count by the tokenizer.json file (no special tokens added), as the endpoint
+    counts a prompt; None where the tokenizer fails on a text. Raises ValueError (one line) when the
+    file is missing, too large or not a tokenizer."""
 
 def http_request(
     method: str,

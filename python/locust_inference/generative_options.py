@@ -25,6 +25,7 @@ _NUMBER = r"[0-9]{1,12}(?:\.[0-9]{1,6})?"
 _SLO = re.compile(rf"\s*({'|'.join(SLO_MEASURES)})_p({_NUMBER})\s*=\s*({_NUMBER})\s*(ms|s)?\s*")
 _SAMPLING_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 # What the body already carries: set by other options, never by --sampling
+DEFAULT_SYNTHETIC_PROMPTS = 100
 _OWN_KEYS = {
     "model": "--model-name",
     "messages": "--prompts",
@@ -71,6 +72,9 @@ class GenerativeSettings:
     slos: tuple[TokenSlo, ...] = ()
     # a Hugging Face tokenizer.json counting the generated text's tokens (read by the native endpoint)
     tokenizer: Path | None = None
+    # synthetic prompts (--input-tokens): (mean, standard deviation) of their length in tokens, and how many
+    input_tokens: tuple[int, float] | None = None
+    synthetic_prompts: int = DEFAULT_SYNTHETIC_PROMPTS
 
     @property
     def generative(self) -> bool:
@@ -144,6 +148,69 @@ def add_arguments(parser: Any) -> None:
         help="A Hugging Face tokenizer.json (a local file, nothing downloaded): output tokens counted exactly "
         "from the generated text, and checked against the server's usage when it sends one",
     )
+    _add_synthetic_arguments(group)
+
+
+def _add_synthetic_arguments(group: Any) -> None:
+    group.add_argument(
+        "--input-tokens",
+        env_var="LOCUST_INPUT_TOKENS",
+        default=None,
+        help="Send synthetic prompts of this many input tokens on average, counted by --tokenizer (needed), "
+        "instead of --prompts; reproducible with --seed",
+    )
+    group.add_argument(
+        "--input-tokens-stddev",
+        env_var="LOCUST_INPUT_TOKENS_STDDEV",
+        default=None,
+        help="The synthetic prompts' spread: each one's length drawn from a normal law (default 0: all alike)",
+    )
+    group.add_argument(
+        "--synthetic-prompts",
+        env_var="LOCUST_SYNTHETIC_PROMPTS",
+        default=None,
+        help=f"How many synthetic prompts are made at start (default {DEFAULT_SYNTHETIC_PROMPTS})",
+    )
+
+
+def _synthetic(options: Any) -> tuple[tuple[int, float] | None, int]:
+    """(mean, stddev) of --input-tokens and --synthetic-prompts, checked; (None, default) without them."""
+    from locust_inference.synthetic_prompts import MAX_INPUT_TOKENS, MAX_PROMPTS, MAX_TOTAL_TOKENS
+
+    mean_given = getattr(options, "input_tokens", None)
+    stddev_given = getattr(options, "input_tokens_stddev", None)
+    count_given = getattr(options, "synthetic_prompts", None)
+    if mean_given is None:
+        for name, value in (("--input-tokens-stddev", stddev_given), ("--synthetic-prompts", count_given)):
+            if value is not None:
+                raise ConfigError(f"{name} shapes synthetic prompts: add --input-tokens MEAN")
+        return None, DEFAULT_SYNTHETIC_PROMPTS
+    text = str(mean_given).strip()
+    if not re.fullmatch(r"[0-9]{1,7}", text) or not 1 <= int(text) <= MAX_INPUT_TOKENS:
+        raise ConfigError(f"--input-tokens must be a whole number from 1 to {MAX_INPUT_TOKENS:,}, not {_shown(text)}")
+    mean = int(text)
+    stddev = 0.0
+    if stddev_given is not None:
+        text = str(stddev_given).strip()
+        if not re.fullmatch(_NUMBER, text) or float(text) > mean:
+            raise ConfigError(
+                f"--input-tokens-stddev must be a number from 0 to --input-tokens ({mean}), not {_shown(text)}"
+            )
+        stddev = float(text)
+    count = DEFAULT_SYNTHETIC_PROMPTS
+    if count_given is not None:
+        text = str(count_given).strip()
+        if not re.fullmatch(r"[0-9]{1,7}", text) or not 1 <= int(text) <= MAX_PROMPTS:
+            raise ConfigError(
+                f"--synthetic-prompts must be a whole number from 1 to {MAX_PROMPTS:,}, not {_shown(text)}"
+            )
+        count = int(text)
+    if count * (mean + 4 * stddev) > MAX_TOTAL_TOKENS:
+        raise ConfigError(
+            f"--synthetic-prompts {count} of --input-tokens {mean} (stddev {stddev:g}) would make more than "
+            f"{MAX_TOTAL_TOKENS:,} tokens: fewer or shorter prompts"
+        )
+    return (mean, stddev), count
 
 
 def _slos(given: list[str]) -> tuple[TokenSlo, ...]:
@@ -218,6 +285,7 @@ def resolve(options: Any) -> GenerativeSettings:
     sampling = _sampling(getattr(options, "sampling", None) or [])
     slos = _slos(getattr(options, "token_slo", None) or [])
     tokenizer = getattr(options, "tokenizer", None) or None
+    input_tokens, synthetic_prompts = _synthetic(options)
     if api == "infer":
         given = [
             name
@@ -230,11 +298,16 @@ def resolve(options: Any) -> GenerativeSettings:
                 ("--sampling", sampling),
                 ("--token-slo", slos),
                 ("--tokenizer", tokenizer),
+                ("--input-tokens", input_tokens),
             )
             if value
         ]
         if given:
             raise ConfigError(f"{given[0]} applies to generative models: add --api chat, completions or generate")
+    if input_tokens is not None and prompts:
+        raise ConfigError("--input-tokens makes synthetic prompts: give it or --prompts, not both")
+    if input_tokens is not None and not tokenizer:
+        raise ConfigError("--input-tokens counts tokens with --tokenizer tokenizer.json: add it")
     if ignore_eos and max_tokens is None:
         raise ConfigError("--ignore-eos needs --max-tokens N (the length to generate)")
     return GenerativeSettings(
@@ -246,4 +319,6 @@ def resolve(options: Any) -> GenerativeSettings:
         sampling=sampling,
         slos=slos,
         tokenizer=Path(str(tokenizer)).expanduser() if tokenizer else None,
+        input_tokens=input_tokens,
+        synthetic_prompts=synthetic_prompts,
     )

@@ -20,7 +20,31 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_function(wrap_pyfunction!(litserve::fill_litserve_template_py, m)?)?;
+    m.add_function(wrap_pyfunction!(generative::count_tokens_py, m)?)?;
     Ok(())
+}
+
+/// The `--tokenizer`'s counts, for the synthetic prompts made at start (`--input-tokens`).
+mod generative {
+    use std::path::PathBuf;
+
+    use pyo3::prelude::*;
+
+    use crate::protocol::generative::Counter;
+
+    /// `count_tokens(tokenizer, texts)`: each text's token count by the tokenizer file (no special
+    /// tokens added), the same count the endpoint makes of a prompt; None where it fails on one.
+    #[pyfunction(name = "count_tokens")]
+    pub fn count_tokens_py(
+        py: Python<'_>,
+        tokenizer: PathBuf,
+        texts: Vec<String>,
+    ) -> PyResult<Vec<Option<u64>>> {
+        py.detach(|| {
+            let counter = Counter::load(&tokenizer)?;
+            Ok(texts.iter().map(|t| counter.count(t)).collect())
+        })
+    }
 }
 
 /// Conversions between [`Tensor`](crate::protocol::tensor::Tensor) and numpy arrays, at the Python

@@ -59,6 +59,8 @@ def prepare(settings: Settings) -> Target:
     prompts: list[generative.Prompt] = list(generative.BUILTIN_PROMPTS)
     if g.prompts is not None:
         prompts = generative.load_prompts(g.prompts, settings.inputs.max_memory)
+    if g.input_tokens is not None:
+        prompts = list(_synthetic(settings))
     encoded = generative.bodies(settings, prompts)
     json_type = [("Content-Type", "application/json")]
     # the endpoint first: it loads --tokenizer, a bad file said before any server is asked
@@ -77,3 +79,19 @@ def prepare(settings: Settings) -> Target:
     )
     _check_ready(settings)
     return target
+
+
+def _synthetic(settings: Settings) -> list[str]:
+    """``--input-tokens``: the synthetic prompts, each of its drawn length by the ``--tokenizer``."""
+    from locust_inference import synthetic_prompts
+
+    g = settings.generative
+    assert g.input_tokens is not None and g.tokenizer is not None  # resolve() made sure
+    mean, stddev = g.input_tokens
+    targets = synthetic_prompts.lengths(g.synthetic_prompts, mean, stddev, settings.seed)
+    # the text and the bodies: a few bytes a token, each prompt twice (text and body) and once escaped
+    if sum(targets) * 8 * generative.MEMORY_PER_FILE_BYTE > settings.inputs.max_memory:
+        raise ConfigError(
+            f"--input-tokens: {sum(targets):,} tokens of synthetic prompts may take more than --max-input-memory"
+        )
+    return synthetic_prompts.make(targets, settings.seed, tokenizer=g.tokenizer)

@@ -1,0 +1,391 @@
+"""The scale row of the generative benchmark: many concurrent token streams in one Locust process against a
+null SSE server.
+
+    python -m bench.llm_scale [--streams 2000] [--duration 30] [--repeats 3] [--quick] [--output bench/RESULTS.md]
+
+The server is nginx (one worker) with the echo module playing a scripted OpenAI chat stream at
+``POST /v1/chat/completions``: :data:`TOKENS` chunks of one token each, ``echo_flush`` after each and
+``echo_sleep`` :data:`GAP_S` (20 ms: 50 tokens/s per stream) between them, then a usage chunk and
+``data: [DONE]``. With 2,000 streams that is 100,000 tokens/s offered. A Python server could not emit that;
+nginx spends a few µs per chunk.
+
+What is measured, and how the server's emission times are known: nginx emits token i of a stream
+``GAP_S`` after token i-1 (plus its timer's slack, at most its 1 ms resolution, and its own processing). The
+server keeps no log at that rate, so the emission times are not recorded: they are known from the script.
+Our timestamps of consecutive tokens of a stream are ``r_i = e_i + d_i`` (emission plus our delay), so the
+inter-token gap we measure is ``GAP_S + (e_i - e_{i-1} - GAP_S) + (d_i - d_{i-1})``: its distance from 20 ms
+bounds how much our timestamps wander (plus nginx's slack). The table gives the ITL percentiles and ``ITL p99
+- 20 ms`` as the measure of our timestamp error (the goal: at most 1 ms). The achieved rate is the output
+tokens per second Locust counted (``latency.json``, exact: ``usage`` in the last chunk), over the offered
+streams x 50. The client's CPU (its process, sampled from ``/proc`` every 0.25 s) is taken in cores over the
+steady part of the run (from 2 s after the first request to the end) and divided by the tokens per second;
+beside it, its threads' run-queue wait (ready to run, not running) over the same time, in cores: on a machine
+shared with other jobs this shows how much the client was held back by them rather than by its own work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import nginx, sections
+from bench.clients import REPO, kill_all, run_process
+from bench.llm import TICK, loadavg, machine_busy_s, tree_cpu_s
+from servers import children
+from servers.children import clean_env
+
+__all__ = ["main"]
+
+SECTION = "bench.llm_scale"
+TOKENS = 100  # per stream: 2 s at 50 tokens/s, then the user asks again
+GAP_S = 0.02
+MODEL = "null_llm"
+GOAL_ACHIEVED = 0.99
+GOAL_TIMESTAMP_MS = 1.0
+
+
+def _chunk(content: str | None = None, usage: dict[str, int] | None = None) -> str:
+    choices = [] if content is None else [{"index": 0, "delta": {"content": content}, "finish_reason": None}]
+    data: dict[str, object] = {"id": "x", "object": "chat.completion.chunk", "model": MODEL, "choices": choices}
+    if usage is not None:
+        data["usage"] = usage
+    return f"data: {json.dumps(data, separators=(',', ':'))}\\n\\n"  # nginx turns \\n into a newline
+
+
+def render_config(port: int, workdir: Path, streams: int) -> str:
+    """nginx: one worker, the scripted stream at /v1/chat/completions, /health and /status."""
+    script = ["echo_read_request_body;"]
+    for i in range(TOKENS):
+        if i:
+            script.append(f"echo_sleep {GAP_S};")
+        script.append(f"echo -n '{_chunk(f'tok{i} ')}'; echo_flush;")
+    usage = {"prompt_tokens": 1, "completion_tokens": TOKENS, "total_tokens": TOKENS + 1}
+    script.append(f"echo -n '{_chunk(usage=usage)}data: [DONE]\\n\\n';")
+    assert "$" not in "".join(script)
+    body = "\n            ".join(script)
+    return f"""load_module {nginx.ECHO_MODULE};
+worker_processes 1;
+worker_rlimit_nofile {streams * 2 + 1024};
+daemon off;
+master_process on;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections {streams * 2 + 256}; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+    client_body_buffer_size 64k;
+    client_body_temp_path {workdir}/client_body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    server {{
+        listen {nginx.HOST}:{port} backlog=4096;
+        location = /health {{ return 200 'ok'; }}
+        location = /status {{ stub_status; }}
+        location = /v1/chat/completions {{
+            default_type text/event-stream;
+            {body}
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def sse_server(streams: int) -> Iterator[nginx.NullServer]:
+    """nginx playing the scripted stream, in its own process group until the block exits."""
+    workdir = Path(tempfile.mkdtemp(prefix="li-bench-sse-"))
+    os.chmod(workdir, 0o755)  # the worker may run as nobody
+    port = nginx.free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(render_config(port, workdir, streams))
+    url = f"http://{nginx.HOST}:{port}"
+    args = ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        test = subprocess.run([*args[:1], "-t", "-q", *args[1:]], capture_output=True, text=True, check=False)
+        if test.returncode != 0:
+            raise RuntimeError(f"nginx rejected its configuration {conf}:\n{test.stderr}")
+        with open(workdir / "stderr.log", "wb") as log:
+            proc = children.start(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + nginx.START_TIMEOUT_S
+        while not nginx._ready(f"{url}/health"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not start on {url}; see {workdir / 'error.log'}")
+            time.sleep(0.05)
+        yield nginx.NullServer(url=url, pid=proc.pid, error_log=workdir / "error.log")
+    finally:
+        if proc is not None:
+            children.stop(proc, signal.SIGQUIT, grace_s=5)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class Run:
+    tokens_per_s: float | None = None
+    itl_ms: dict[str, float] | None = None
+    tpot_p50_ms: float | None = None
+    ttft_ms: dict[str, float] | None = None
+    cpu_us_per_token: float | None = None
+    cpu_cores: float | None = None  # the client's CPU over the steady part, in cores
+    wait_cores: float | None = None  # its threads' run-queue wait over it (ready, not running), in cores
+    server_cpu_cores: float | None = None  # nginx's, the same way
+    server_wait_cores: float | None = None
+    users: int | None = None
+    failures: int | None = None
+    error: str | None = None
+
+
+def group_readings(pgid: int) -> tuple[float, float]:
+    """(CPU s, run-queue wait s) of every thread of the live processes of group ``pgid``: the wait is the
+    time a thread was ready to run but not running (``/proc/PID/task/TID/schedstat``, second field), the
+    measure of how much other work on the cores held the client back."""
+    cpu = wait = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            cpu += (int(fields[11]) + int(fields[12])) / TICK
+            for task in os.scandir(Path(entry.path, "task")):
+                wait += int(Path(task.path, "schedstat").read_text().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue  # a process or thread that just ended
+    return cpu, wait
+
+
+@dataclass
+class SteadySampler:
+    """Samples the client's group (CPU, run-queue wait) and nginx's count of requests every 0.25 s."""
+
+    served: Callable[[], int]
+    server_pgid: int
+    samples: list[tuple[float, float, float, int]] = field(default_factory=list)
+    server_samples: list[tuple[float, float]] = field(default_factory=list)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self, pid: int) -> None:
+        self._thread = threading.Thread(target=self._run, args=(pid,), name="bench-scale-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self, pgid: int) -> None:
+        start = time.monotonic()
+        while not self._done.is_set():
+            self.samples.append((time.monotonic() - start, *group_readings(pgid), self.served()))
+            self.server_samples.append(group_readings(self.server_pgid))
+            self._done.wait(0.25)
+
+    def rates(self) -> tuple[float, float, float, float] | None:
+        """(CPU, run-queue wait) of the client, then of nginx, in cores over the steady part of the run: from
+        2 s after nginx first saw requests (every stream open) to the last samples before the end (the streams
+        all start together, so nginx's count rises in steps and cannot delimit a window by requests)."""
+        first = next((s[0] for s in self.samples if s[3] > 0), None)
+        if first is None:
+            return None
+        kept = [i for i, s in enumerate(self.samples) if s[0] >= first + 2.0][:-2]
+        if len(kept) < 2 or self.samples[kept[-1]][0] <= self.samples[kept[0]][0]:
+            return None
+        a, b = self.samples[kept[0]], self.samples[kept[-1]]
+        sa, sb = self.server_samples[kept[0]], self.server_samples[kept[-1]]
+        seconds = b[0] - a[0]
+        return (b[1] - a[1]) / seconds, (b[2] - a[2]) / seconds, (sb[0] - sa[0]) / seconds, (sb[1] - sa[1]) / seconds
+
+
+class Served:
+    """nginx's count of requests (each a stream), for the sampler's steady window."""
+
+    def __init__(self, server: nginx.NullServer) -> None:
+        self.server = server
+
+    def __call__(self) -> int:
+        try:
+            return self.server.served()
+        except OSError:
+            return 0
+
+
+def run_once(server: nginx.NullServer, streams: int, duration: int, folder: Path) -> Run:
+    url = server.url
+    folder.mkdir()
+    cmd = [sys.executable, "-m", "locust", "-f", "locustfile.py", "--headless", "-u", str(streams)]
+    cmd += ["-r", str(streams), "--reset-stats", "-t", f"{duration}s", "--host", url, "--csv", str(folder / "run")]
+    cmd += ["--only-summary", "--loglevel", "WARNING", "--api", "chat", "--max-tokens", str(TOKENS), "HighUser"]
+    sampler = SteadySampler(Served(server), server.pid)
+    code, _ = run_process(cmd, clean_env(SERVER="litserve", MODEL_NAME=MODEL), duration + 120, folder / "log", sampler)
+    try:
+        entry = json.loads((folder / "latency.json").read_text())["requests"][f"litserve/{MODEL}"]
+        tokens = entry["tokens"]
+    except (OSError, ValueError, KeyError) as exc:
+        tail = " | ".join((folder / "log").read_text(errors="replace").strip().splitlines()[-3:])
+        return Run(error=f"locust exited {code}, no latency.json entry ({exc}): {tail[:300]}")
+    run = Run(
+        tokens_per_s=tokens["output_tokens_per_s"],
+        itl_ms=tokens["itl_ms"],
+        tpot_p50_ms=tokens["tpot_ms"]["p50"],
+        ttft_ms=tokens["ttft_ms"],
+        users=tokens["users"],
+        failures=entry.get("failures"),
+        error=f"locust exited {code}" if code != 0 else None,
+    )
+    rates = sampler.rates()
+    if rates is not None and run.tokens_per_s:
+        run.cpu_cores, run.wait_cores, run.server_cpu_cores, run.server_wait_cores = rates
+        run.cpu_us_per_token = rates[0] / run.tokens_per_s * 1e6
+    return run
+
+
+def _median(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.median(kept) if kept else None
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else spec.format(value)
+
+
+def render(runs: list[Run], streams: int) -> tuple[str, list[tuple[str, bool | None]]]:
+    good = [r for r in runs if r.error is None]
+    offered = streams / GAP_S
+    achieved = [r.tokens_per_s / offered if r.tokens_per_s is not None else None for r in good]
+    itl = {k: _median([r.itl_ms.get(k) if r.itl_ms else None for r in good]) for k in ("min", "p50", "p99", "max")}
+    late = [r.itl_ms["p99"] - GAP_S * 1000 if r.itl_ms and "p99" in r.itl_ms else None for r in good]
+    early = [GAP_S * 1000 - r.itl_ms["min"] if r.itl_ms and "min" in r.itl_ms else None for r in good]
+    a, lat = _median(achieved), _median(late)
+    ok_a = None if a is None else a >= GOAL_ACHIEVED
+    ok_t = None if lat is None else lat <= GOAL_TIMESTAMP_MS
+
+    def spread(values: list[float | None], spec: str) -> str:
+        kept = [v for v in values if v is not None]
+        return f"{spec.format(min(kept))} to {spec.format(max(kept))}" if kept else "n/a"
+
+    met = {True: "yes", False: "**no**", None: "not measured"}
+    lines = [
+        "| measure | median | per-repeat range | goal | met |",
+        "|---|---|---|---|---|",
+        f"| streams (users) | {streams:,} | | | |",
+        f"| offered tokens/s ({streams:,} x 50) | {offered:,.0f} | | | |",
+        f"| achieved tokens/s | {_f(_median([r.tokens_per_s for r in good]), '{:,.0f}')} | "
+        f"{spread([r.tokens_per_s for r in good], '{:,.0f}')} | | |",
+        f"| achieved / offered | {_f(a, '{:.3f}')} | {spread(achieved, '{:.3f}')} | >= {GOAL_ACHIEVED} | {met[ok_a]} |",
+        f"| ITL min / p50 / p99 / max (ms) | {' / '.join(_f(itl[k], '{:.3f}') for k in itl)} | | | |",
+        f"| ITL p99 - 20 ms (our timestamp error, upper bound) | {_f(lat, '{:.3f}')} ms | {spread(late, '{:.3f}')} "
+        f"| <= {GOAL_TIMESTAMP_MS:g} ms | {met[ok_t]} |",
+        f"| 20 ms - ITL min | {_f(_median(early), '{:.3f}')} ms | {spread(early, '{:.3f}')} | | |",
+        f"| TPOT p50 (ms; 20 = the script's pace) | {_f(_median([r.tpot_p50_ms for r in good]), '{:.3f}')} | | | |",
+        f"| TTFT p50 / p99 (ms; nginx sends the first token as soon as it has read the request) | "
+        f"{_f(_median([r.ttft_ms.get('p50') if r.ttft_ms else None for r in good]), '{:.3f}')} / "
+        f"{_f(_median([r.ttft_ms.get('p99') if r.ttft_ms else None for r in good]), '{:.3f}')} | | | |",
+        f"| client CPU per token (µs) | {_f(_median([r.cpu_us_per_token for r in good]), '{:.2f}')} | "
+        f"{spread([r.cpu_us_per_token for r in good], '{:.2f}')} | | |",
+        f"| client CPU (cores) | {_f(_median([r.cpu_cores for r in good]), '{:.2f}')} | "
+        f"{spread([r.cpu_cores for r in good], '{:.2f}')} | | |",
+        f"| client threads ready but not running (run-queue wait, cores) | "
+        f"{_f(_median([r.wait_cores for r in good]), '{:.2f}')} | {spread([r.wait_cores for r in good], '{:.2f}')} "
+        "| | |",
+        f"| nginx CPU / run-queue wait (cores) | {_f(_median([r.server_cpu_cores for r in good]), '{:.2f}')} / "
+        f"{_f(_median([r.server_wait_cores for r in good]), '{:.2f}')} | | | |",
+    ]
+    errors = [f"- repeat {i + 1}: {r.error}" for i, r in enumerate(runs) if r.error]
+    if errors:
+        lines += ["", "Runs that failed (left out):", *errors]
+    verdicts = [("achieved / offered tokens >= 0.99", ok_a), ("ITL p99 - 20 ms <= 1 ms", ok_t)]
+    return "\n".join(lines), verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.llm_scale", description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=2000, help="concurrent streams, one Locust process")
+    parser.add_argument("--duration", type=int, default=30, help="seconds per measurement (default 30)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 200 streams, 10 s, 1 repeat, not written")
+    parser.add_argument("--output", type=Path, default=None, help="Markdown file (default bench/RESULTS.md)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.streams, args.duration, args.repeats = 200, 10, 1
+    if not 1 <= args.streams <= 10_000 or not 1 <= args.duration <= 3600 or not 1 <= args.repeats <= 50:
+        parser.error("--streams 1-10000, --duration 1-3600, --repeats 1-50")
+    output = args.output or (None if args.quick else REPO / "bench" / "RESULTS.md")
+    command = shlex.join(["python", "-m", "bench.llm_scale", *(argv if argv is not None else sys.argv[1:])])
+    started, load_start = time.monotonic(), loadavg()
+    busy_start, own_start = machine_busy_s(), tree_cpu_s(os.getpid())
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="li-bench-scale-") as tmp, sse_server(args.streams) as server:
+        print(f"==> null SSE server (nginx, 1 worker) at {server.url}", flush=True)
+        try:
+            for repeat in range(args.repeats):
+                print(f"[repeat {repeat + 1}/{args.repeats}] {args.streams} streams … ", end="", flush=True)
+                run = run_once(server, args.streams, args.duration, Path(tmp) / f"scale-{repeat}")
+                runs.append(run)
+                itl = run.itl_ms or {}
+                print(
+                    f"{_f(run.tokens_per_s, '{:,.0f}')} tokens/s, ITL p50 {_f(itl.get('p50'), '{:.3f}')} "
+                    f"p99 {_f(itl.get('p99'), '{:.3f}')} ms, {_f(run.cpu_us_per_token, '{:.2f}')} µs CPU/token"
+                    + (f"  [{run.error}]" if run.error else ""),
+                    flush=True,
+                )
+        finally:
+            kill_all()
+    busy, own = machine_busy_s() - busy_start, tree_cpu_s(os.getpid()) - own_start
+    table, verdicts = render(runs, args.streams)
+    body = (
+        "## Generative at scale: concurrent token streams in one Locust process\n\n"
+        f"Command: `{command}`, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {args.duration} s per measurement, "
+        f"{args.repeats} repeat(s), {(time.monotonic() - started) / 60:.1f} min in all. Written by "
+        "`bench/llm_scale.py`; do not edit by hand.\n\n"
+        f"Other jobs on the machine: load average {load_start} at start, {loadavg()} at end; of the "
+        f"{busy:,.0f} CPU seconds the machine spent during the run, {max(0.0, busy - own):,.0f} were outside "
+        "this benchmark (nginx's worker is outside it too: it is not our child's child).\n\n"
+        f"{table}\n\n"
+        "### How it was measured\n"
+        + "\n".join(
+            f"- {p.strip()}"
+            for p in (__doc__ or "").split("\n\n")[2:]
+            if p.strip()  # the module's explanation of the server and of what is measured
+        )
+        + f"\n- Locust: `locust -f locustfile.py --headless -u {args.streams} -r {args.streams} --reset-stats "
+        f"-t {args.duration}s --api chat --max-tokens {TOKENS} HighUser`, one process, not pinned.\n"
+    )
+    print()
+    print(body)
+    for label, ok in verdicts:
+        if not ok:
+            print(f"  {'not measured' if ok is None else 'missed'}: {label}")
+    if output is not None:
+        sections.write_section(output, SECTION, body)
+        print(f"written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        kill_all()
+        print("\nbench.llm_scale: interrupted; nginx and the client are stopped", file=sys.stderr)
+        sys.exit(130)

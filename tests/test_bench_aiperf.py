@@ -1,0 +1,130 @@
+"""The AIPerf side of the generative benchmark (bench/aiperf.py, bench/llm.py), without a server: its
+``profile_export_aiperf.json`` reader on a real export's fields and on hostile files, and the table's
+verdicts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import aiperf, llm
+
+# The fields the bench reads, as AIPerf 0.13.0 wrote them in a run against servers/litserve_llm.py (trimmed)
+EXPORT: dict[str, Any] = {
+    "schema_version": "1.0",
+    "aiperf_version": "0.13.0",
+    "request_count": {"unit": "requests", "avg": 28.0},
+    "time_to_first_token": {"unit": "ms", "avg": 65.144405, "p50": 64.534424, "p99": 83.00330887, "count": 28},
+    "inter_token_latency": {"unit": "ms", "avg": 10.12018706, "p50": 10.0893352, "p99": 11.07195287, "count": 28},
+    "output_token_throughput": {"unit": "tokens/sec", "avg": 142.02797619521084},
+    "output_sequence_length": {"unit": "tokens", "avg": 16.0, "p50": 16.0},
+    "input_sequence_length": {"unit": "tokens", "avg": 130.2142857, "p50": 134.5},
+    "telemetry_data": None,
+}
+
+
+def write(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "profile_export_aiperf.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_a_real_export_is_read(tmp_path: Path) -> None:
+    export = aiperf.parse(write(tmp_path, EXPORT))
+    assert export == aiperf.Export(
+        ttft_p50_ms=64.534424,
+        itl_p50_ms=10.0893352,
+        output_token_throughput=142.02797619521084,
+        requests=28,
+        output_tokens_p50=16.0,
+        input_tokens_p50=134.5,
+    )
+    # the token counts are optional
+    trimmed = {k: v for k, v in EXPORT.items() if not k.endswith("_sequence_length")}
+    assert aiperf.parse(write(tmp_path, trimmed)).output_tokens_p50 is None
+
+
+def _with(name: str, value: Any) -> dict[str, Any]:
+    return {**EXPORT, name: value}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("{not json", "is not JSON"),
+        ("[" * 100_000, "is not JSON"),
+        ("[1, 2]", "is not a JSON object"),
+        ({k: v for k, v in EXPORT.items() if k != "time_to_first_token"}, "has no 'time_to_first_token' object"),
+        (_with("inter_token_latency", [1, 2]), "has no 'inter_token_latency' object"),
+        (_with("time_to_first_token", {"unit": "ms"}), "time_to_first_token.p50 is not a number >= 0"),
+        (_with("time_to_first_token", {"unit": "ms", "p50": "64"}), "time_to_first_token.p50 is not a number"),
+        (_with("time_to_first_token", {"unit": "ms", "p50": True}), "time_to_first_token.p50 is not a number"),
+        (_with("time_to_first_token", {"unit": "ms", "p50": -1.0}), "time_to_first_token.p50 is not a number"),
+        (json.dumps(_with("inter_token_latency", {"unit": "ms", "p50": math.nan})), "inter_token_latency.p50 is not"),
+        (json.dumps(_with("inter_token_latency", {"unit": "ms", "p50": math.inf})), "inter_token_latency.p50 is not"),
+        (_with("time_to_first_token", {"unit": "s", "p50": 0.06}), "time_to_first_token is in 's', not ms"),
+        (_with("output_token_throughput", {"unit": "tokens/sec", "avg": None}), "output_token_throughput.avg is not"),
+        (_with("request_count", {"unit": "requests", "avg": 27.5}), "request_count is not a whole number"),
+        (_with("output_sequence_length", {"unit": "tokens", "p50": "x"}), "output_sequence_length.p50 is not"),
+    ],
+)
+def test_a_bad_export_is_one_line(tmp_path: Path, data: Any, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        aiperf.parse(write(tmp_path, data))
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_an_export_past_the_limit_is_refused_before_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, EXPORT)
+    monkeypatch.setattr(aiperf, "MAX_EXPORT_BYTES", path.stat().st_size - 1)
+    opened: list[Path] = []
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(self))
+    with pytest.raises(ValueError, match=r"bytes, more than"):
+        aiperf.parse(path)
+    assert opened == []
+
+
+def test_the_verdicts() -> None:
+    ours = [llm.Run(ttft_p50_ms=51.0, itl_p50_ms=10.0, tokens_per_s=700.0, cpu_us_per_token=50.0)]
+    theirs = [llm.Run(ttft_p50_ms=60.0, itl_p50_ms=10.4, tokens_per_s=690.0, cpu_us_per_token=240.0)]
+    table, verdicts = llm.render(ours, theirs)
+    # TTFT 51/60 = 0.85: missed; ITL 0.962 and tokens/s 1.014: within 5 %; CPU 50/240 = 0.208 > 1/5: missed
+    assert [ok for _, ok in verdicts] == [False, True, True, False], table
+    assert "| TTFT p50 (ms) | 51.00 | 60.00 | 0.850 | 0.850 to 0.850 | within 5% | **no** |" in table
+    # a failed AIPerf run is left out and said, its measures not judged
+    _, verdicts = llm.render(ours, [llm.Run(error="aiperf exited 1")])
+    assert [ok for _, ok in verdicts] == [None, None, None, None]
+
+
+def test_the_cpu_window_is_the_steady_one() -> None:
+    sampler = llm.GroupSampler(llm.FinishedRequests(Path("unused")))
+    # (seconds, group CPU s, finished requests): start-up CPU before the first request is left out, and the
+    # window ends at the last sample where the count rose
+    sampler.samples = [(0.0, 5.0, 0), (0.5, 6.0, 0), (1.0, 6.1, 2), (2.0, 6.2, 10), (3.0, 6.4, 20), (4.0, 9.0, 20)]
+    per_request, requests = sampler.cpu_per_request() or (0.0, 0)
+    assert requests == 10 and math.isclose(per_request, 0.02), (per_request, requests)
+
+
+def test_the_scripted_sse_stream() -> None:
+    """bench/llm_scale.py's nginx script: TOKENS content chunks, 20 ms apart, each flushed, then usage and
+    [DONE], every data line valid JSON once nginx turns its \\n escapes into newlines."""
+    import re
+
+    from bench import llm_scale
+
+    config = llm_scale.render_config(8080, Path("/tmp/x"), streams=2000)
+    assert "worker_connections 4256;" in config
+    location = config.split("location = /v1/chat/completions {", 1)[1]
+    assert location.count(f"echo_sleep {llm_scale.GAP_S};") == llm_scale.TOKENS - 1
+    assert location.count("echo_flush;") == llm_scale.TOKENS
+    played = "".join(re.findall(r"echo -n '([^']*)';", location)).replace("\\n", "\n")
+    events = [e.removeprefix("data: ") for e in played.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    contents = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"]]
+    assert contents == [f"tok{i} " for i in range(llm_scale.TOKENS)]
+    assert chunks[-1]["usage"]["completion_tokens"] == llm_scale.TOKENS
