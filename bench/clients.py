@@ -15,12 +15,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from locust_inference import results_schema
 from locust_inference.results_schema import LATENCY_FILE
 
 from bench import nginx
-from bench.cpu import Sampler
+from bench.cpu import Sampler, SamplerThread
 from bench.pinning import client_prefix
 from servers import children
 from servers.children import clean_env
@@ -100,7 +101,7 @@ _children: set[subprocess.Popen[bytes]] = set()
 
 
 def run_process(
-    cmd: list[str], env: dict[str, str], timeout: float, log: Path, sampler: Sampler | None = None
+    cmd: list[str], env: dict[str, str], timeout: float, log: Path, sampler: SamplerThread | None = None
 ) -> tuple[int, str]:
     """Runs ``cmd`` in its own process group (killed on timeout or interrupt), sampled by ``sampler`` while
     it runs; returns (code, stdout). stderr goes to ``log``.
@@ -127,6 +128,16 @@ def kill_all() -> None:
     """Kills every client still running (on an interrupt)."""
     for proc in list(_children):
         children.kill(proc)
+
+
+def run_main(main: Callable[[], int], name: str, stopped: str) -> NoReturn:
+    """Exits with ``main()``'s status; on an interrupt kills the clients still running and says so (130)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        kill_all()
+        print(f"\n{name}: interrupted; {stopped} stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 def _tail(path: Path, lines: int = 8) -> str:

@@ -109,23 +109,33 @@ def wakes_between(a: Mapping[int, Thread], b: Mapping[int, Thread]) -> tuple[int
     return total, main, io
 
 
-class Sampler:
+class SamplerThread:
+    """Runs :meth:`_run` on a process (or process group) in a daemon thread from :meth:`start` until
+    :meth:`stop`; ``_run`` samples until ``_done`` is set."""
+
+    _done: threading.Event
+    _thread: threading.Thread | None = None
+
+    def start(self, pid: int) -> None:
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(pid,), name=f"bench-{type(self).__name__}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._done.set()
+            self._thread.join()
+
+    def _run(self, pid: int) -> None:
+        raise NotImplementedError
+
+
+class Sampler(SamplerThread):
     """Samples a client process and the server until :meth:`stop`; :meth:`cost` gives the result."""
 
     def __init__(self, served: Callable[[], int]) -> None:
         self._served = served
         self.samples: list[Sample] = []
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, pid: int) -> None:
-        self._thread = threading.Thread(target=self._run, args=(pid,), name="bench-cpu-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
 
     def _run(self, pid: int) -> None:
         start = time.monotonic()

@@ -31,14 +31,14 @@ import shlex
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import aiperf, sections
-from bench.clients import REPO, kill_all, run_process
+from bench.clients import REPO, kill_all, run_main, run_process
+from bench.cpu import SamplerThread
 from servers.children import clean_env
 from servers.launch import RunningServer, ServerStartError
 
@@ -151,22 +151,11 @@ class FinishedRequests:
 
 
 @dataclass
-class GroupSampler:
+class GroupSampler(SamplerThread):
     """Samples a process group's CPU and the server's finished requests until stopped."""
 
     served: Callable[[], int]
     samples: list[tuple[float, float, int]] = field(default_factory=list)
-    _done: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self, pid: int) -> None:
-        self._thread = threading.Thread(target=self._run, args=(pid,), name="bench-llm-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
 
     def _run(self, pgid: int) -> None:
         # each process's latest reading, kept after it ends: the group's CPU never goes back when a process
@@ -572,21 +561,9 @@ def main(argv: list[str] | None = None) -> int:
             repeats=args.repeats,
         )
     )
-    print()
-    print(body)
-    for label, ok in verdicts:
-        if not ok:
-            print(f"  {'not measured' if ok is None else 'missed'}: {label}")
-    if output is not None:
-        sections.write_section(output, SECTION, body)
-        print(f"written to {output}")
+    sections.publish(body, verdicts, output, SECTION)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        kill_all()
-        print("\nbench.llm: interrupted; the server and the clients it started are stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "bench.llm", "the server and the clients it started are")

@@ -37,14 +37,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import nginx, sections
-from bench.clients import REPO, kill_all, run_process
+from bench.clients import REPO, kill_all, run_main, run_process
+from bench.cpu import SamplerThread
 from bench.llm import TICK, loadavg, machine_busy_s, tree_cpu_s
 from servers import children
 from servers.children import clean_env
@@ -175,24 +175,13 @@ def group_readings(pgid: int) -> tuple[float, float]:
 
 
 @dataclass
-class SteadySampler:
+class SteadySampler(SamplerThread):
     """Samples the client's group (CPU, run-queue wait) and nginx's count of requests every 0.25 s."""
 
     served: Callable[[], int]
     server_pgid: int
     samples: list[tuple[float, float, float, int]] = field(default_factory=list)
     server_samples: list[tuple[float, float]] = field(default_factory=list)
-    _done: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self, pid: int) -> None:
-        self._thread = threading.Thread(target=self._run, args=(pid,), name="bench-scale-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
 
     def _run(self, pgid: int) -> None:
         start = time.monotonic()
@@ -371,21 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         + f"\n- Locust: `locust -f locustfile.py --headless -u {args.streams} -r {args.streams} --reset-stats "
         f"-t {args.duration}s --api chat --max-tokens {TOKENS} HighUser`, one process, not pinned.\n"
     )
-    print()
-    print(body)
-    for label, ok in verdicts:
-        if not ok:
-            print(f"  {'not measured' if ok is None else 'missed'}: {label}")
-    if output is not None:
-        sections.write_section(output, SECTION, body)
-        print(f"written to {output}")
+    sections.publish(body, verdicts, output, SECTION)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        kill_all()
-        print("\nbench.llm_scale: interrupted; nginx and the client are stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "bench.llm_scale", "nginx and the client are")

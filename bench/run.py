@@ -41,6 +41,7 @@ from bench.clients import (
     json_client,
     kill_all,
     locust_client,
+    run_main,
     wrk_client,
 )
 from bench.perf_analyzer import pa_client
@@ -775,8 +776,4 @@ def _mode(pinned: bool) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\nbench: interrupted; nginx, Triton and the clients it started are stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "bench", "nginx, Triton and the clients it started are")

@@ -4,9 +4,10 @@ markers, and whoever rewrites the file keeps the sections it does not write."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["begin", "end", "kept_sections", "write_section"]
+__all__ = ["begin", "end", "kept_sections", "publish", "write_section"]
 
 _MARKER = re.compile(r"<!-- (?P<name>[\w.]+): begin -->.*?<!-- (?P=name): end -->\n?", re.DOTALL)
 
@@ -40,3 +41,16 @@ def write_section(path: Path, name: str, body: str) -> None:
     else:
         new = (old.rstrip("\n") + "\n\n" if old else "") + section
     path.write_text(new)
+
+
+def publish(body: str, verdicts: Sequence[tuple[str, bool | None]], output: Path | None, name: str) -> None:
+    """Prints a benchmark's section and the goals it missed (or could not measure), then writes it into
+    ``output`` under ``name``'s markers."""
+    print()
+    print(body)
+    for label, ok in verdicts:
+        if not ok:
+            print(f"  {'not measured' if ok is None else 'missed'}: {label}")
+    if output is not None:
+        write_section(output, name, body)
+        print(f"written to {output}")
