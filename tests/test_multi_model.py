@@ -11,6 +11,8 @@ import configargparse
 import pytest
 from locust_inference import options
 from locust_inference._native import ConfigError
+from locust_inference.report import format_ms, load_run
+from locust_inference.report.tables import breakdown_rows
 from support import assert_clean_failure, clean_env, run_locust
 
 MODELS = "sleep_20ms,tiny_onnx"
@@ -61,6 +63,13 @@ def test_closed_loop_each_model_has_its_own_numbers_and_tritons_count(triton, tm
     assert total == int(run.stats()["Request Count"]) == result["locust"]["requests"]
     with (tmp_path / "latency.csv").open() as f:
         assert {line.split(",")[0] for line in f.read().splitlines()[1:]} == set(NAMES)
+    # make compare: a server-side breakdown row per model, with that model's numbers
+    compared = load_run(tmp_path)
+    compared.label = "run"
+    _, rows = breakdown_rows([compared])
+    assert [row[0] for row in rows] == [f"run {name}" for name in NAMES]
+    for row, name in zip(rows, NAMES, strict=True):
+        assert row[2] == format_ms(result["requests"][name]["server_stats"]["queue_ms"])
 
 
 def test_open_loop_users_are_bound_to_models_by_weight(triton, tmp_path: Path) -> None:
