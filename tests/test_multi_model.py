@@ -13,7 +13,7 @@ from locust_inference import options
 from locust_inference._native import ConfigError
 from locust_inference.report import format_ms, load_run
 from locust_inference.report.tables import breakdown_rows
-from support import assert_clean_failure, clean_env, run_locust
+from support import assert_clean_failure, clean_env, run_distributed, run_locust
 
 MODELS = "sleep_20ms,tiny_onnx"
 NAMES = ("triton/sleep_20ms", "triton/tiny_onnx")
@@ -159,3 +159,25 @@ def test_a_missing_model_among_several_stops_the_run(triton, tmp_path: Path) -> 
         tmp_path, "--host", triton.url, "--model-name", "tiny_onnx,resnet51", env=clean_env(SERVER="triton")
     )
     assert_clean_failure(run, "has no model 'resnet51'")
+
+
+def test_workers_merge_each_model_and_tritons_counts_match(triton, tmp_path: Path) -> None:
+    """Each worker binds its own users (2 each here, at weights 1,1: one per model); the master merges each
+    model's measurements and reads each model's statistics."""
+    proc, results = run_distributed(
+        tmp_path,
+        triton.url,
+        workers=2,
+        users=4,
+        run_time="3s",
+        model=MODELS,
+        extra="model-weights = 1,1\nstop-timeout = 10\n",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = load(results)
+    assert sorted(result["requests"]) == list(NAMES)
+    for name in NAMES:
+        entry = result["requests"][name]
+        assert entry["failures"] == 0 and entry["count"] > 0
+        assert entry["server_stats"]["inference_count"] == entry["count"], (name, entry["server_stats"])
+    assert sum(result["requests"][name]["count"] for name in NAMES) == result["locust"]["requests"]
