@@ -318,7 +318,9 @@ class Collector:
                 "tokens": self.tokens(name, duration) if self.settings.generative.generative else None,
                 "distribution": hist.distribution(),
             }
-            if name in self.model_stats_at_start:  # several models: each one's own statistics
+            # several models: each one's own statistics, read now (not for the web UI, which passes its own
+            # latest read of the run's: it shows none then)
+            if name in self.model_stats_at_start and stats_at_end is None:
                 requests[name]["server_stats"] = self._model_stats(name, hist.summary().get("mean"))
             if self.settings.models:  # several models: Locust's view of them all (the "Aggregated" row)
                 entry = environment.stats.total
