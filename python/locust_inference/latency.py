@@ -129,6 +129,30 @@ class Collector:
     slo: SloCount | None = None  # with --token-slo: this process's (or, on a master, every worker's) judgements
     monitor: telemetry.Monitor | None = None  # the server's metrics and the load generator's health
     tap: Measurements = field(default_factory=Measurements)  # all names, since the last take_tap()
+    # this process's endpoints by request name: ``endpoint``'s alone, or one per model (several models)
+    endpoints: dict[str, Recording] = field(default_factory=dict)
+    # several models: each model's statistics at the start, by request name (``stats_at_start`` is None then)
+    model_stats_at_start: dict[str, StatsRead] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None and not self.endpoints:
+            self.endpoints = {self.settings.name: self.endpoint}
+
+    def reset_endpoints(self) -> None:
+        """Forgets what this process's endpoints recorded and did not take yet."""
+        for endpoint in self.endpoints.values():
+            endpoint.reset()
+
+    def read_stats_at_start(self) -> None:
+        """Starts reading Triton's statistics now: the run's model's, or each model's."""
+        self.stats_at_start = StatsRead(self.settings)
+        self.model_stats_at_start = {s.name: StatsRead(s) for s in self.settings.per_model() if self.settings.models}
+
+    def wait_stats_at_start(self) -> None:
+        if self.stats_at_start is not None:
+            self.stats_at_start.get()
+        for read in self.model_stats_at_start.values():
+            read.get()
 
     def add(self, name: str, measurements: Measurements) -> None:
         """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
@@ -150,9 +174,9 @@ class Collector:
         self.tap.add(measurements)
 
     def poll(self) -> None:
-        """Takes what this process's endpoint recorded since the last take (a worker sends it instead)."""
-        if self.endpoint is not None:
-            self.add(self.settings.name, self.endpoint.take())
+        """Takes what this process's endpoints recorded since the last take (a worker sends it instead)."""
+        for name, endpoint in self.endpoints.items():
+            self.add(name, endpoint.take())
 
     def take_tap(self) -> Measurements:
         """What arrived since the last call: the monitor's own window, independent of a sweep's."""
@@ -177,9 +201,9 @@ class Collector:
             self.slo.reset()
         self.resets += 1
         self.started = dt.datetime.now(dt.UTC)
-        self.stats_at_start = StatsRead(self.settings)
+        self.read_stats_at_start()
         if wait:
-            self.stats_at_start.get()  # see _start: the snapshot before the requests it is subtracted from
+            self.wait_stats_at_start()  # see _start: the snapshot before the requests it is subtracted from
 
     def open_loop(self, name: str) -> OpenLoop | None:
         """The open-loop view of ``name``: offered and achieved rates, drops, lags; None without streams.
@@ -257,6 +281,11 @@ class Collector:
             "held": held,
         }
 
+    def _model_stats(self, name: str, client_mean: float | None) -> dict[str, float | None] | None:
+        """Triton's statistics of the model behind request name ``name`` (several models), start to now."""
+        model = next(s for s in self.settings.per_model() if s.name == name)
+        return breakdown(self.model_stats_at_start[name].get(), StatsRead(model).get(), client_mean)
+
     def summary(
         self,
         environment: Environment,
@@ -289,6 +318,12 @@ class Collector:
                 "tokens": self.tokens(name, duration) if self.settings.generative.generative else None,
                 "distribution": hist.distribution(),
             }
+            # several models: each one's own statistics, read now (not for the web UI, which passes its own
+            # latest read of the run's: it shows none then)
+            if name in self.model_stats_at_start and stats_at_end is None:
+                requests[name]["server_stats"] = self._model_stats(name, hist.summary().get("mean"))
+            if self.settings.models:  # several models: Locust's view of them all (the "Aggregated" row)
+                entry = environment.stats.total
             if entry and entry.num_requests:
                 locust_numbers = {  # Locust's own view (one request name per run in practice)
                     "requests": entry.num_requests,
@@ -386,21 +421,27 @@ def format_summary(summary: LatencyDocument) -> str:
     lines += telemetry.format_summary(summary.get("server_metrics"), summary.get("client_health"), summary["model"])
     stats = summary.get("server_stats")
     if stats:
-        lines += [
-            "",
-            "Triton server side, per inference (ms): "
-            + ", ".join(
-                f"{k.removesuffix('_ms')} {stats[k]:.3f}"
-                for k in ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms", "server_total_ms")
-            )
-            + f"; average batch {stats['avg_batch_size']:.2f}"
-            + (
-                f"; client mean - server = {stats['client_minus_server_ms']:.3f} ms (network + client)"
-                if stats.get("client_minus_server_ms") is not None
-                else ""
-            ),
-        ]
+        lines += ["", "Triton server side, per inference (ms): " + _format_server_stats(stats)]
+    for name, entry in summary["requests"].items():  # several models: each one's own
+        model_stats = entry.get("server_stats")
+        if model_stats:
+            lines += ["", f"Triton server side, {name}, per inference (ms): " + _format_server_stats(model_stats)]
     return "\n".join(lines)
+
+
+def _format_server_stats(stats: dict[str, float | None]) -> str:
+    return (
+        ", ".join(
+            f"{k.removesuffix('_ms')} {stats[k]:.3f}"
+            for k in ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms", "server_total_ms")
+        )
+        + f"; average batch {stats['avg_batch_size']:.2f}"
+        + (
+            f"; client mean - server = {stats['client_minus_server_ms']:.3f} ms (network + client)"
+            if stats.get("client_minus_server_ms") is not None
+            else ""
+        )
+    )
 
 
 def _format_tokens(name: str, t: TokenEntry) -> list[str]:
@@ -519,11 +560,18 @@ def collector_of(environment: Environment) -> Collector | None:
     return _collectors.get(environment)
 
 
-def install(environment: Environment, settings: Settings, endpoint: Recording | None) -> Collector:
+def install(
+    environment: Environment,
+    settings: Settings,
+    endpoint: Recording | None,
+    *,
+    endpoints: dict[str, Recording] | None = None,
+) -> Collector:
     """Wires the collector into Locust's events for this process. ``endpoint`` records this process's
-    requests (None on a master, which only merges what workers send)."""
+    requests (None on a master, which only merges what workers send); with several models, ``endpoints``
+    record each model's, by request name."""
     use_fine_buckets(environment)
-    collector = Collector(settings, endpoint)
+    collector = Collector(settings, endpoint, endpoints=dict(endpoints or {}))
     if settings.generative.slos:
         collector.slo = SloCount(settings.generative.slos)
     _collectors[environment] = collector
@@ -537,16 +585,15 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
         # Locust resets its own statistics here with --reset-stats (its runner's listener); ours follow,
         # in every process, so that latency.json covers the same requests as Locust's numbers.
         if environment.reset_stats:
-            if endpoint is not None:
-                endpoint.reset()
+            collector.reset_endpoints()
             collector.restart(workers=worker_ids(runner))
 
     if isinstance(runner, WorkerRunner):
 
         @events.report_to_master.add_listener
         def _report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-            if endpoint is not None:
-                data[REPORT_KEY] = {settings.name: endpoint.take().to_bytes()}
+            if collector.endpoints:
+                data[REPORT_KEY] = {name: e.take().to_bytes() for name, e in collector.endpoints.items()}
                 if collector.slo is not None:
                     data[SLO_KEY] = collector.slo.take()
                 # --reset-stats, or the web UI's "Reset Stats" (webui.follow_resets), may restart it at any time
@@ -580,12 +627,12 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
             collector.measured.clear()
             collector.take_window()
             collector.started = dt.datetime.now(dt.UTC)
-            collector.stats_at_start = StatsRead(settings)
+            collector.read_stats_at_start()
             # Waited for here, letting other greenlets (a master's heartbeats) run: the users, or the
             # master's spawn messages, start only after this listener, so the snapshot precedes every
             # request it is subtracted from (a read still out as the first requests ran counted some of
             # them at the start, and Triton's count came out below ours).
-            collector.stats_at_start.get()
+            collector.wait_stats_at_start()
 
     @events.test_stop.add_listener
     def _stop(**_kw: Any) -> None:
@@ -605,6 +652,6 @@ def install(environment: Environment, settings: Settings, endpoint: Recording | 
 
     # After _finish: Locust calls quitting's listeners in reverse, and the monitor's last read comes first.
     collector.monitor = wiring.install(
-        environment, settings, poll=take_local if endpoint is not None else None, take_lag=collector.take_tap
+        environment, settings, poll=take_local if collector.endpoints else None, take_lag=collector.take_tap
     )
     return collector

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "OpenLoopSettings",
     "Settings",
     "add_arguments",
+    "next_model",
     "resolve",
 ]
 
@@ -113,11 +115,21 @@ class Settings:
     litserve: LitServeSettings = field(default_factory=LitServeSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     generative: GenerativeSettings = field(default_factory=GenerativeSettings)
+    # Several models in one run (``--model-name a,b --model-weights 3,1``): each with its weight, and
+    # ``model`` the list as given. Empty with one model, whose settings are the run's.
+    models: tuple[str, ...] = ()
+    weights: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
         """The request name in Locust's statistics: ``server/model``."""
         return f"{self.server}/{self.model}"
+
+    def per_model(self) -> list[Settings]:
+        """One model's settings for each model of the run (the run's own with one model)."""
+        if not self.models:
+            return [self]
+        return [replace(self, model=m, models=(), weights=()) for m in self.models]
 
 
 def add_arguments(parser: Any) -> None:
@@ -135,7 +147,18 @@ def add_arguments(parser: Any) -> None:
         help=f"Inference server: {' or '.join(SERVERS)} (env SERVER / INFERENCE_SERVER also work)",
     )
     group.add_argument(
-        "--model-name", env_var="LOCUST_MODEL_NAME", default=None, help="Model to load-test (env MODEL_NAME)"
+        "--model-name",
+        env_var="LOCUST_MODEL_NAME",
+        default=None,
+        help="Model to load-test (env MODEL_NAME); several, comma-separated, share the users by --model-weights "
+        "(docs/multi-model.md)",
+    )
+    group.add_argument(
+        "--model-weights",
+        env_var="LOCUST_MODEL_WEIGHTS",
+        default=None,
+        help="With several --model-name: each model's share of the users, comma-separated positive integers "
+        "(default: equal shares)",
     )
     group.add_argument(
         "--image",
@@ -443,6 +466,48 @@ def bounded(value: Any, option: str, low: float, high: float, *, whole: bool, un
     return number
 
 
+MAX_MODELS = 64  # each model is one endpoint and one request name per process, and one statistics read
+MAX_MODEL_WEIGHT = 1_000_000
+
+
+def _resolve_models(model: str, weights: Any, server: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """``--model-name a,b`` and ``--model-weights 3,1`` into the run's models and weights; ``((), ())`` for
+    one model (a name without a comma, as always)."""
+    models = tuple(m.strip() for m in model.split(","))
+    if len(models) > 1:
+        if any(not m for m in models):
+            raise ConfigError(f"--model-name {shown(model)} has an empty model name")
+        if len(set(models)) != len(models):
+            raise ConfigError(f"--model-name {shown(model)} names a model twice")
+        if len(models) > MAX_MODELS:
+            raise ConfigError(f"--model-name names {len(models)} models; at most {MAX_MODELS}")
+        if server != "triton":
+            raise ConfigError(f"several models (--model-name {shown(model)}) apply to --server triton, not {server}")
+    if weights is None or not str(weights).strip():
+        return (models, (1,) * len(models)) if len(models) > 1 else ((), ())
+    parts = str(weights).split(",")
+    if len(parts) != len(models):
+        raise ConfigError(
+            f"--model-weights {shown(weights)} has {len(parts)} weights for {len(models)} models; give one each"
+        )
+    for part in parts:
+        if not re.fullmatch(r"\s*[0-9]+\s*", part) or not 1 <= int(part) <= MAX_MODEL_WEIGHT:
+            raise ConfigError(
+                f"--model-weights must be whole numbers from 1 to {MAX_MODEL_WEIGHT:,}, not {shown(part.strip())}"
+            )
+    if len(models) == 1:
+        return (), ()  # one model, as always: its weight changes nothing
+    return models, tuple(int(p) for p in parts)
+
+
+def next_model(bound: Sequence[int], weights: Sequence[int]) -> int:
+    """The model the next user is bound to, given the users ``bound`` to each so far: Sainte-Laguë's divisor
+    method in turn, the smallest (bound + 1/2) / weight (the first on a tie). The split follows the weights
+    exactly at each multiple of their sum and stays within one user of them between (weights 3,1: users 1-4
+    go to a, a, b, a), the same in every run, with no randomness to seed."""
+    return min(range(len(weights)), key=lambda i: (Fraction(2 * bound[i] + 1, 2 * weights[i]), i))
+
+
 def plain(x: float) -> str:
     return f"{int(x):,}" if x == int(x) else f"{x:g}"
 
@@ -478,6 +543,7 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     model = (getattr(options, "model_name", None) or env.get("MODEL_NAME") or "").strip()
     if not model:
         raise ConfigError("no model chosen: pass --model-name NAME or set MODEL_NAME=NAME")
+    models, weights = _resolve_models(model, getattr(options, "model_weights", None), server)
     triton_format = str(getattr(options, "triton_format", None) or defaults.TRITON_FORMAT).lower()
     if triton_format not in defaults.TRITON_FORMATS:
         raise ConfigError(f"--triton-format must be {' or '.join(defaults.TRITON_FORMATS)}, not {triton_format!r}")
@@ -546,4 +612,6 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         litserve=litserve,
         grpc=GrpcSettings(connections=grpc_connections),
         generative=generative_options.resolve(options),
+        models=models,
+        weights=weights,
     )

@@ -37,8 +37,23 @@ class RunState:
     target: Target
     # --expect-top1 N; None with --expect-top1 auto (or none: then it is not checked)
     expected_top1: int | None = None
-    # --expect-top1 auto: each input's top-1 class, learned from its first answer
-    learned_top1: dict[int, int | None] = field(default_factory=dict)
+    # --expect-top1 auto: each model's inputs' top-1 class, learned from its first answer
+    learned_top1: dict[tuple[str, int], int | None] = field(default_factory=dict)
+    # Several models (--model-name a,b): each model's target and weight; empty with one model
+    targets: tuple[Target, ...] = ()
+    weights: tuple[int, ...] = ()
+    bound: list[int] = field(default_factory=list)  # users bound to each model so far in this process
+
+    def bind(self) -> Target:
+        """The target of a user starting now: with several models, the one it is bound to for its life, in
+        the weighted turn of :func:`options.next_model`."""
+        if not self.targets:
+            return self.target
+        if not self.bound:
+            self.bound = [0] * len(self.targets)
+        pick = options.next_model(self.bound, self.weights)
+        self.bound[pick] += 1
+        return self.targets[pick]
 
 
 _states: weakref.WeakKeyDictionary[Environment, RunState] = weakref.WeakKeyDictionary()
@@ -88,24 +103,36 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
             distributed.stop_when_a_worker_goes_missing(environment)
             latency.install(environment, settings, None)
             return  # workers send the requests; they prepare (and validate) the target
-        target = prepare(settings)
+        # each model's inputs from its own metadata; the first model missing is said, and nothing runs
+        targets = [prepare(model_settings) for model_settings in settings.per_model()]
+        target = targets[0]
         scheduling.give_way_to_io_thread()  # this thread runs the users
     except ConfigError as err:
         _fail_at_start(str(err))
         return
     top1 = settings.expect_top1
-    _states[environment] = RunState(target, int(top1) if top1 is not None and top1.isdigit() else None)
+    several = len(targets) > 1
+    _states[environment] = RunState(
+        target,
+        int(top1) if top1 is not None and top1.isdigit() else None,
+        targets=tuple(targets) if several else (),
+        weights=settings.weights if several else (),
+    )
     if settings.insecure:
         log.warning("locust-inference: TLS certificate verification is disabled (--insecure)")
-    latency.install(environment, settings, target.endpoint)
-    log.info(
-        "locust-inference: %s %s, %d request bodies (the first %d bytes, input sha256 %s)",
-        settings.server,
-        target.url,
-        target.endpoint.body_count,
-        target.endpoint.body_length,
-        target.input_checksum[:16],
-    )
+    if several:
+        latency.install(environment, settings, None, endpoints={t.name: t.endpoint for t in targets})
+    else:
+        latency.install(environment, settings, target.endpoint)
+    for each in targets:
+        log.info(
+            "locust-inference: %s %s, %d request bodies (the first %d bytes, input sha256 %s)",
+            settings.server,
+            each.url,
+            each.endpoint.body_count,
+            each.endpoint.body_length,
+            each.input_checksum[:16],
+        )
 
 
 def _select_user_class(environment: Environment, class_name: str | None) -> None:

@@ -113,6 +113,9 @@ class RequestEntry(TypedDict):
     open_loop: OpenLoop | None
     tokens: TokenEntry | None
     distribution: list[tuple[float, float]]  # (percentile, ms) points; lists in the file
+    # several models in one run (docs/multi-model.md): Triton's statistics of this name's model; with one
+    # model they are the document's ``server_stats``
+    server_stats: NotRequired[dict[str, float | None] | None]
 
 
 def histograms(entry: RequestEntry) -> tuple[tuple[str, Percentiles], ...]:

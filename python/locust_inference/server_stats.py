@@ -31,7 +31,7 @@ class ServerStats:
 def read_stats(settings: Settings) -> ServerStats | None:
     """GET /v2/models/{model}/stats (over gRPC: ModelStatistics); None when the server does not offer it (e.g.
     LitServe)."""
-    if settings.server != "triton":
+    if settings.server != "triton" or settings.models:  # several models: each read on its own (latency.py)
         return None
     if settings.protocol == "grpc":
         return _read_grpc_stats(settings)
@@ -85,7 +85,8 @@ class StatsRead:
     master, the heartbeats of healthy workers would go unread meanwhile, and the workers be counted missing."""
 
     def __init__(self, settings: Settings) -> None:
-        self._result = gevent.get_hub().threadpool.spawn(read_stats, settings) if settings.server == "triton" else None
+        reads = settings.server == "triton" and not settings.models
+        self._result = gevent.get_hub().threadpool.spawn(read_stats, settings) if reads else None
 
     def get(self) -> ServerStats | None:
         return None if self._result is None else self._result.get()

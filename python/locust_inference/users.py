@@ -63,7 +63,7 @@ class InferenceUser(User):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self._run = state_of(environment)
-        self._target = self._run.target
+        self._target = self._run.bind()  # with several models, this user's for its life
         self._slot = RequestSlot(seed=self._seed())
         self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
         self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
@@ -152,7 +152,8 @@ class InferenceUser(User):
     def _check_top1(self, outcome: Outcome) -> Exception | None:
         expected = self._run.expected_top1
         if expected is None:  # --expect-top1 auto: each input's first answer sets its expectation
-            expected = self._run.learned_top1.setdefault(outcome.input_index, outcome.top1)
+            key = (self._target.name, outcome.input_index)
+            expected = self._run.learned_top1.setdefault(key, outcome.top1)
         if outcome.top1 != expected:
             inputs = self._target.inputs
             which = f" for {inputs[outcome.input_index]}" if len(inputs) > 1 else ""

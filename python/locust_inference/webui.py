@@ -104,8 +104,7 @@ def _restart(environment: Environment, *, wait: bool) -> None:
     collector = latency.collector_of(environment)
     if collector is None:
         return
-    if collector.endpoint is not None:
-        collector.endpoint.reset()
+    collector.reset_endpoints()
     collector.restart(wait=wait, workers=latency.worker_ids(environment.runner))
     if collector.stopped is not None:  # reset after the test stopped: it ends where it restarts
         collector.stopped = collector.started

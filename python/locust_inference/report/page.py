@@ -24,10 +24,12 @@ from .tables import (
     MINUS,
     OPEN_LOOP_NOTE,
     TOKENS_NOTE,
+    breakdown_colors,
     breakdown_rows,
     date_range,
     format_ms,
     format_when,
+    has_breakdown,
     has_open_loop,
     has_tokens,
     html_table,
@@ -538,7 +540,7 @@ def render_html(runs: Sequence[Run]) -> str:
             "</section>",
         ]
 
-    if any(r.server_stats is not None for r in runs):
+    if has_breakdown(runs):
         b_header, b_rows = breakdown_rows(runs)
         parts += [
             '<section aria-labelledby="breakdown">',
@@ -546,7 +548,7 @@ def render_html(runs: Sequence[Run]) -> str:
             html_table(
                 b_header,
                 b_rows,
-                [r.color for r in runs],
+                breakdown_colors(runs),
                 f"The server's own statistics over the run, mean milliseconds per request; client {MINUS} server "
                 f"is the client's mean latency minus the server's total: network, HTTP and (de)serialisation. "
                 f"{DASH} means the server does not report them.",

@@ -84,6 +84,7 @@ class RequestStats:
     service_ms: dict[str, float] = field(default_factory=dict)
     open_loop: OpenLoop | None = None
     tokens: Tokens | None = None
+    server_stats: dict[str, float] | None = None  # several models in a run: this name's model's statistics
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,7 @@ def _requests(raw: Any, where: Path) -> list[RequestStats]:
                 service_ms=_numbers(entry.get("service_ms")),
                 open_loop=_open_loop(entry.get("open_loop")),
                 tokens=_tokens(entry.get("tokens")),
+                server_stats=_numbers(entry["server_stats"]) if isinstance(entry.get("server_stats"), dict) else None,
             )
         )
     return stats

@@ -112,15 +112,31 @@ def summary_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _breakdowns(runs: Sequence[Run]) -> list[tuple[Run, str, dict[str, float] | None]]:
+    """The server-side breakdown's rows: a run's, or with several models in the run, each model's."""
+    found: list[tuple[Run, str, dict[str, float] | None]] = []
+    for run in runs:
+        per_model = [(run, row_label(run, s), s.server_stats) for s in run.requests if s.server_stats is not None]
+        found += per_model if run.server_stats is None and per_model else [(run, run.label, run.server_stats)]
+    return found
+
+
+def has_breakdown(runs: Sequence[Run]) -> bool:
+    return any(stats is not None for _, _, stats in _breakdowns(runs))
+
+
+def breakdown_colors(runs: Sequence[Run]) -> list[str]:
+    return [run.color for run, _, _ in _breakdowns(runs)]
+
+
 def breakdown_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     header = ["server", *(label for _, label in BREAKDOWN_FIELDS)]
     rows = []
-    for run in runs:
-        stats = run.server_stats
+    for _, label, stats in _breakdowns(runs):
         if stats is None:
-            rows.append([run.label, *(DASH for _ in BREAKDOWN_FIELDS)])
+            rows.append([label, *(DASH for _ in BREAKDOWN_FIELDS)])
         else:
-            rows.append([run.label, *(format_ms(stats.get(key)) for key, _ in BREAKDOWN_FIELDS)])
+            rows.append([label, *(format_ms(stats.get(key)) for key, _ in BREAKDOWN_FIELDS)])
     return header, rows
 
 
@@ -375,7 +391,7 @@ def render_markdown(runs: Sequence[Run], html_path: Path | None = None) -> str:
     """The comparison as Markdown: the summary table, the server-side breakdown and notes."""
     header, rows = summary_rows(runs)
     lines = [f"## Inference latency: {page_title(runs)}", "", *_md_table(header, rows), ""]
-    if any(r.server_stats is not None for r in runs):
+    if has_breakdown(runs):
         b_header, b_rows = breakdown_rows(runs)
         lines += [
             "Server-side breakdown (the server's own statistics, mean per request; "
