@@ -30,6 +30,7 @@ __all__ = [
     "decode_triton_response",
     "encode_litserve_image_request",
     "encode_litserve_request",
+    "encode_triton_grpc_generate",
     "encode_triton_grpc_inputs",
     "encode_triton_inputs",
     "encode_triton_request",
@@ -119,10 +120,21 @@ def encode_triton_inputs(
     bytes), and in binary mode the JSON header's length; None in JSON mode."""
 
 def encode_triton_grpc_inputs(
-    model: str, inputs: list[tuple[str, str, list[int], bytes]], output_names: list[str], *, version: str = ""
+    model: str,
+    inputs: list[tuple[str, str, list[int], bytes]],
+    output_names: list[str],
+    *,
+    version: str = "",
+    stream: bool = False,
 ) -> bytes:
     """A gRPC ModelInferRequest for the model (an empty version: the server's choice), the inputs as for
-    encode_triton_inputs, sent as raw_input_contents."""
+    encode_triton_inputs, sent as raw_input_contents; with ``stream``, for ModelStreamInfer, asking for
+    Triton's final-response flag."""
+
+def encode_triton_grpc_generate(model: str, body: bytes) -> bytes:
+    """A ModelStreamInfer request for a text model from the generate extension's JSON body: its
+    ``text_input`` as the BYTES input, every other key a request parameter (ValueError for a value that is
+    not a boolean, number or string)."""
 
 def decode_triton_grpc_response(body: bytes) -> dict[str, npt.NDArray[Any]]:
     """The output tensors of a gRPC ModelInferResponse. Raises ProtocolError on any inconsistency."""

@@ -42,6 +42,7 @@ __all__ = ["Target", "prepare"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"  # the RPC's path, after the host
+GRPC_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"  # decoupled models (--stream)
 GRPC_NOT_FOUND = 5  # the gRPC status code
 _IMAGENET_INPUT = {"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}  # what LitServe is sent
 _IMAGENET_ITEM_BYTES = 3 * 224 * 224 * 4
@@ -108,6 +109,18 @@ def _available_models(settings: Settings) -> str:
     return f" (it serves: {', '.join(names)})" if names else ""
 
 
+def grpc_check_ready(settings: Settings) -> None:
+    """The model is ready, asked over gRPC (ModelReady): a wrong --host or model is one line at start."""
+    code, message, ready = _grpc_start_call(grpc_model_ready, settings)
+    if code != 0 and (code == GRPC_NOT_FOUND or "unknown model" in message.lower()):
+        raise ConfigError(
+            f"Triton at {settings.host} (gRPC) has no model {settings.model!r} (check --model-name / MODEL_NAME)"
+        )
+    if code != 0 or not ready:
+        said = f": status {code}: {message}" if code != 0 else ""
+        raise ConfigError(f"model {settings.model!r} at {settings.host} (gRPC) is not ready{said}")
+
+
 def _grpc_start_call(call: Any, settings: Settings) -> tuple[int, str, Any]:
     """One of the native gRPC calls made at start (``grpc_model_metadata``...), its failures as one line."""
     try:
@@ -140,10 +153,7 @@ def _grpc_metadata(settings: Settings) -> dict[str, Any]:
         )
     if code != 0:
         raise ConfigError(f"Triton at {settings.host} (gRPC) answered ModelMetadata with status {code}: {message}")
-    code, message, ready = _grpc_start_call(grpc_model_ready, settings)
-    if code != 0 or not ready:
-        said = f": status {code}: {message}" if code != 0 else ""
-        raise ConfigError(f"model {settings.model!r} at {settings.host} (gRPC) is not ready{said}")
+    grpc_check_ready(settings)
     result: dict[str, Any] = meta
     return result
 
@@ -187,19 +197,20 @@ def _prepare_triton(settings: Settings) -> Target:
     ]
     checksum = _checksum(b"".join(data for *_, data in requests[0]))
     if grpc:  # one ModelInferRequest per input, its tensors as raw contents
+        stream = settings.grpc_stream  # a decoupled model: its responses counted as chunks
         messages: list[tuple[bytes, list[tuple[str, str]]]] = [
-            (encode_triton_grpc_inputs(settings.model, r, names), []) for r in requests
+            (encode_triton_grpc_inputs(settings.model, r, names, stream=stream), []) for r in requests
         ]
         return _target(
             settings,
-            f"{settings.host}{GRPC_INFER}",
+            f"{settings.host}{GRPC_STREAM_INFER if stream else GRPC_INFER}",
             messages,
             list(settings.headers),
             json_header_bytes=None,
             tensor_bytes=tensor_bytes,
             input_checksum=checksum,
             inputs=labels,
-            protocol="grpc",
+            protocol="grpc-stream" if stream else "grpc",
             outputs=expected_outputs,
             grpc_connections=settings.grpc_connections,
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from locust_inference import defaults
-from locust_inference._native import ConfigError, ProtocolError
+from locust_inference._native import ConfigError, ProtocolError, encode_triton_grpc_generate
 from locust_inference.generative_options import TokenSlo
 
 if TYPE_CHECKING:
@@ -204,6 +204,10 @@ def bodies(settings: Settings, prompts: list[Prompt]) -> list[bytes]:
 def url(settings: Settings) -> str:
     """Where the requests go."""
     g = settings.generative
+    if settings.protocol == "grpc":  # generate only (options.py): Triton's bidirectional stream
+        from locust_inference.backends import GRPC_STREAM_INFER
+
+        return f"{settings.host}{GRPC_STREAM_INFER}"
     if g.api == "chat":
         return f"{settings.host}/v1/chat/completions"
     if g.api == "completions":
@@ -215,8 +219,11 @@ def _check_ready(settings: Settings) -> None:
     """The server answers, so a wrong --host or model stops the start in one line: for generate, Triton's
     model is ready; OpenAI servers share no readiness path (LitServe has ``/health``, Triton's frontend
     ``/health/ready``), so any answer to ``/health`` will do."""
-    from locust_inference.backends import _get
+    from locust_inference.backends import _get, grpc_check_ready
 
+    if settings.protocol == "grpc":
+        grpc_check_ready(settings)
+        return
     if settings.generative.api == "generate":
         status, _body = _get(settings, f"{settings.host}/v2/models/{settings.model}/ready", "Triton")
         if status != 200:
@@ -264,20 +271,29 @@ def prepare(settings: Settings) -> Target:
     if g.prompts is not None:
         prompts = load_prompts(g.prompts, settings.inputs.max_memory)
     encoded = bodies(settings, prompts)
-    json_type = [("Content-Type", "application/json")]
+    payload = [(b, [("Content-Type", "application/json")]) for b in encoded]
+    protocol = "triton-generate" if g.api == "generate" else "openai"
+    grpc: dict[str, Any] = {}
+    if settings.protocol == "grpc":  # the same prompt and parameters as a ModelStreamInfer request
+        try:
+            payload = [(encode_triton_grpc_generate(settings.model, b), []) for b in encoded]
+        except ValueError as err:
+            raise ConfigError(f"--api generate --protocol grpc: {err}") from None
+        protocol, grpc = "grpc-generate", {"grpc_connections": settings.grpc_connections}
     # the endpoint first: it loads --tokenizer, a bad file said before any server is asked
     target = _target(
         settings,
         url(settings),
-        [(b, json_type) for b in encoded],
+        payload,
         list(settings.headers),
         json_header_bytes=None,
         tensor_bytes=0,
         input_checksum=hashlib.sha256(encoded[0]).hexdigest(),
         inputs=(),
-        protocol="triton-generate" if g.api == "generate" else "openai",
+        protocol=protocol,
         stream=g.stream,
         tokenizer=g.tokenizer,
+        **grpc,
     )
     _check_ready(settings)
     return target

@@ -286,7 +286,9 @@ class Collector:
                 "ttfb_ms": m.ttfb.summary(),
                 "service_ms": m.service.summary(),
                 "open_loop": self.open_loop(name),
-                "tokens": self.tokens(name, duration) if self.settings.generative.generative else None,
+                "tokens": self.tokens(name, duration)
+                if self.settings.generative.generative or self.settings.grpc_stream
+                else None,
                 "distribution": hist.distribution(),
             }
             if entry and entry.num_requests:

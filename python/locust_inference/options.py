@@ -62,6 +62,9 @@ class Settings:
     triton_format: str = defaults.TRITON_FORMAT
     protocol: str = defaults.PROTOCOL
     grpc_connections: int = defaults.GRPC_CONNECTIONS
+    # --protocol grpc --stream with --api infer: a decoupled tensor model over ModelStreamInfer, each
+    # response counted as the generative accounting counts a chunk (docs/grpc.md)
+    grpc_stream: bool = False
     request_timeout: float = defaults.REQUEST_TIMEOUT_S
     input_name: str | None = None
     output_names: tuple[str, ...] = ()
@@ -484,6 +487,10 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         raise ConfigError(f"--overload must be {' or '.join(OVERLOAD_POLICIES)}, not {overload!r}")
     seed = _number(options, "seed", None, 0, 2**64 - 1, whole=True)
     litserve = _resolve_litserve(options, server, getattr(options, "locustfile", None))
+    generative = generative_options.resolve(options, protocol)
+    grpc_stream = protocol == "grpc" and not generative.generative and bool(getattr(options, "stream", False))
+    if grpc_stream and expect_top1 is not None:
+        raise ConfigError("--expect-top1 checks one answer: --stream counts a decoupled model's responses")
     return Settings(
         server=server,
         model=model,
@@ -512,5 +519,6 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         closed_loop=bool(getattr(options, "closed_loop", False)),
         **litserve,
         inputs=input_options.resolve(options),
-        generative=generative_options.resolve(options),
+        generative=generative,
+        grpc_stream=grpc_stream,
     )

@@ -323,6 +323,26 @@ pub(crate) fn timeout(seconds: f64) -> Result<Duration> {
         })
 }
 
+/// Only a generative check reads a stream; a gRPC protocol and the RPC its URL's path names agree:
+/// `grpc` reads `ModelInfer`'s one answer, `grpc-stream` and `grpc-generate` the responses of
+/// `ModelStreamInfer`.
+fn check_reading(protocol: &str, url: &str, stream: bool, generative: bool) -> Result<()> {
+    if stream && !generative {
+        return Err(Error::InvalidArgument(format!(
+            "stream=True needs protocol 'openai', 'triton-generate', 'grpc-generate' or \
+             'grpc-stream', not {protocol:?}"
+        )));
+    }
+    let streamed = url.ends_with(crate::transport::grpc::STREAM_RPC);
+    if protocol.starts_with("grpc") && streamed == (protocol == "grpc") {
+        return Err(Error::InvalidArgument(format!(
+            "protocol {protocol:?} does not read the answers of {url}: 'grpc' takes ModelInfer, \
+             'grpc-stream' and 'grpc-generate' ModelStreamInfer"
+        )));
+    }
+    Ok(())
+}
+
 fn expected_shape(shape: &[i64]) -> Vec<Option<usize>> {
     shape.iter().map(|&d| usize::try_from(d).ok()).collect()
 }
@@ -427,7 +447,7 @@ impl PyEndpoint {
             other => match Api::parse(other) {
                 Some(api) => Check::Generative {
                     api,
-                    stream,
+                    stream: stream || api.grpc(), // a ModelStreamInfer answer is always a stream
                     counter: match &tokenizer {
                         Some(path) => Some(Arc::new(
                             generative::Counter::load(path)
@@ -439,19 +459,20 @@ impl PyEndpoint {
                 },
                 None => {
                     return Err(Error::InvalidArgument(format!(
-                        "protocol must be 'triton', 'grpc', 'litserve', 'openai', 'triton-generate' or \
-                         'none', not {other:?}"
+                        "protocol must be 'triton', 'grpc', 'grpc-stream', 'grpc-generate', 'litserve', \
+                         'openai', 'triton-generate' or 'none', not {other:?}"
                     ))
                     .into())
                 }
             },
         };
-        if stream && !matches!(check, Check::Generative { .. }) {
-            return Err(Error::InvalidArgument(format!(
-                "stream=True needs protocol 'openai' or 'triton-generate', not {protocol:?}"
-            ))
-            .into());
-        }
+        check_reading(
+            protocol,
+            url,
+            stream,
+            matches!(check, Check::Generative { .. }),
+        )?;
+        let grpc = protocol.starts_with("grpc");
         let method = Method::from_str(&method.to_ascii_uppercase())
             .map_err(|_| Error::InvalidArgument(format!("invalid HTTP method {method:?}")))?;
         let mut spec = RequestSpec {
@@ -477,7 +498,7 @@ impl PyEndpoint {
                 .collect();
         }
         let config = ClientConfig { insecure, ca_file };
-        let transport = if protocol == "grpc" {
+        let transport = if grpc {
             Transport::grpc(&spec, &config, grpc_connections)?
         } else {
             Transport::new(&mut spec, config, zero_copy)?
