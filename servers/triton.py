@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import logging
 import os
 import shutil
@@ -216,29 +217,40 @@ def _bind_tiny_gpt(triton, max_tokens: int, threads: int) -> None:  # triton: py
     )
 
 
-def _bind_pulse(triton) -> None:  # triton: pytriton.triton.Triton
-    """``pulse``: a decoupled tensor model. A request's INT32 inputs ``COUNT`` (N), ``INTERVAL_MS`` and
-    ``SIZE`` ask for N responses, response i (from 0) sent ``(i + 1) * INTERVAL_MS`` after the request
+def _bind_pulse(triton, timing_log: str | None) -> None:  # triton: pytriton.triton.Triton
+    """``pulse``: a decoupled tensor model. A request's INT32 inputs ``COUNT`` (N), ``INTERVAL_MS``, ``SIZE``
+    and ``FAIL_AT`` ask for N responses (the request failing with the model's error after ``FAIL_AT`` of them
+    when 0 <= FAIL_AT < N), response i (from 0) sent ``(i + 1) * INTERVAL_MS`` after the request
     reached the model, each carrying ``INDEX`` = [i] and ``DATA``, SIZE bytes (a response too large to
     take, on request). Deadlines are absolute, as the generator's: a late wake-up delays one response,
-    never the rest. Inputs out of range (see PULSE_MAX_*) fail the request with the model's error."""
+    never the rest. Inputs out of range (see PULSE_MAX_*) fail the request with the model's error. With
+    ``timing_log`` (the generator's ``--timing-log``), each finished request appends its own timing there
+    (``"where": "pulse"``, ``count``, ``first_s`` from arrival to the first response, ``gaps_s``)."""
     from pytriton.model_config import ModelConfig, Tensor
 
     async def infer(requests: list) -> AsyncIterator[list[dict[str, np.ndarray]]]:
         (request,) = requests  # not batching: Triton hands each execution one request
         arrived = time.perf_counter()
-        count, interval_ms, size = (int(np.asarray(request[name]).reshape(-1)[0]) for name in PULSE_INPUTS)
+        count, interval_ms, size, fail_at = (int(np.asarray(request[name]).reshape(-1)[0]) for name in PULSE_INPUTS)
         if not (0 <= count <= PULSE_MAX_COUNT and 0 <= interval_ms <= PULSE_MAX_INTERVAL_MS):
             raise ValueError(f"COUNT must be 0-{PULSE_MAX_COUNT} and INTERVAL_MS 0-{PULSE_MAX_INTERVAL_MS}")
         if not 0 <= size <= PULSE_MAX_SIZE:
             raise ValueError(f"SIZE must be 0-{PULSE_MAX_SIZE}")
         data = np.zeros(size, dtype=np.uint8)
+        sent: list[float] = []
         for index in range(count):
+            if index == fail_at:
+                raise ValueError(f"pulse failed as asked, after {index} responses")
             left = arrived + (index + 1) * interval_ms / 1000 - time.perf_counter()
             while left > 0:
                 await asyncio.sleep(left)
                 left = arrived + (index + 1) * interval_ms / 1000 - time.perf_counter()
+            sent.append(time.perf_counter())
             yield [{"INDEX": np.array([index], dtype=np.int32), "DATA": data}]
+        if timing_log and sent:
+            gaps = [b - a for a, b in itertools.pairwise(sent)]
+            record = {"where": "pulse", "count": count, "first_s": sent[0] - arrived, "gaps_s": gaps}
+            generator.append_record(timing_log, record)
 
     triton.bind(
         model_name=PULSE_MODEL,
@@ -250,7 +262,7 @@ def _bind_pulse(triton) -> None:  # triton: pytriton.triton.Triton
     )
 
 
-PULSE_INPUTS = ("COUNT", "INTERVAL_MS", "SIZE")
+PULSE_INPUTS = ("COUNT", "INTERVAL_MS", "SIZE", "FAIL_AT")
 
 
 def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.triton.Triton
@@ -267,7 +279,7 @@ def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.tr
         _bind_tiny_gpt(triton, GENERATOR.max_tokens, 1)
         return
     if name == PULSE_MODEL:
-        _bind_pulse(triton)
+        _bind_pulse(triton, GENERATOR.timing_log)
         return
     spec = MODELS["resnet50_onnx"] if name == OPENVINO_MODEL else MODELS[name]
     settings = SETTINGS[name]
