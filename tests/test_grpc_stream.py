@@ -16,13 +16,21 @@ import statistics
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import GENERATOR_PREFILL_MS, GeneratorServer, generator_args
-from locust_inference._native import Endpoint, RequestSlot, encode_triton_grpc_inputs, grpc_model_statistics
-from support import clean_env, run_locust
+from locust_inference._native import (
+    ConfigError,
+    Endpoint,
+    RequestSlot,
+    encode_triton_grpc_inputs,
+    grpc_model_statistics,
+)
+from locust_inference.options import resolve
+from support import assert_clean_failure, clean_env, run_locust
 from test_generative import ITL_TOLERANCE_MS, TTFT_OVERHEAD_MS
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 
@@ -245,3 +253,60 @@ def test_a_server_gone_mid_stream_is_a_transport_failure(tmp_path: Path, count: 
     assert outcome is not None and outcome.error_kind == "transport", outcome
     assert not outcome.resent
     assert 1 <= outcome.chunks < count  # how many came before the kill depends on the machine
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"api": "chat"}, "--api chat is OpenAI's HTTP API: --protocol grpc takes --api infer or generate"),
+        (
+            {"api": "generate", "no_stream": True},
+            "--no-stream with --protocol grpc: a decoupled model answers over ModelStreamInfer only "
+            "(use --protocol http for /generate)",
+        ),
+        (
+            {"stream": True, "expect_top1": "auto"},
+            "--expect-top1 checks one answer: --stream counts a decoupled model's responses",
+        ),
+        (
+            {"stream": True, "protocol": "http"},
+            "--stream applies to generative models: add --api chat, completions or generate",
+        ),
+    ],
+)
+def test_options_that_make_no_sense_with_the_stream_are_refused(options: dict[str, Any], error: str) -> None:
+    namespace = SimpleNamespace(**{"server": "triton", "model_name": "m", "protocol": "grpc", **options})
+    with pytest.raises(ConfigError) as raised:
+        resolve(namespace, None, environ={})
+    assert str(raised.value) == error
+
+
+def test_the_stream_options_choose_the_rpc() -> None:
+    resolved = resolve(SimpleNamespace(server="triton", model_name="m", protocol="grpc", stream=True), None, environ={})
+    assert (resolved.grpc_stream, resolved.generative.generative) == (True, False)
+    plain = resolve(SimpleNamespace(server="triton", model_name="m", protocol="grpc"), None, environ={})
+    assert plain.grpc_stream is False
+
+
+def test_a_generate_body_gRPC_cannot_carry_stops_the_start(tmp_path: Path) -> None:
+    run = run_locust(
+        tmp_path,
+        "--host",
+        "http://127.0.0.1:1",
+        "--protocol",
+        "grpc",
+        "--api",
+        "generate",
+        "--sampling",
+        'stop=["x"]',
+        "HighUser",
+        env=clean_env(SERVER="triton", MODEL_NAME="synthetic_llm"),
+    )
+    assert_clean_failure(run, '"stop" is not a boolean, number or string')
+
+
+def test_the_protocol_and_the_rpc_must_agree() -> None:
+    host = "http://127.0.0.1:8001/inference.GRPCInferenceService"
+    for protocol, rpc in (("grpc", "ModelStreamInfer"), ("grpc-stream", "ModelInfer"), ("grpc-generate", "ModelInfer")):
+        with pytest.raises(ValueError, match=f'protocol "{protocol}" does not read the answers of'):
+            Endpoint(f"{host}/{rpc}", b"", protocol=protocol)
