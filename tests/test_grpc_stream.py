@@ -79,6 +79,31 @@ def served(server: Any) -> int:
     return count
 
 
+def pulse_run(tmp_path: Path, gen: GeneratorServer, count: int, interval_ms: int, users: int, **more: Any) -> Any:
+    """A Locust run of ``users`` HighUsers over ``--protocol grpc --stream`` asking pulse for ``count``
+    responses ``interval_ms`` apart (``--input-data``); ``more``: ``locustfile`` and environment variables."""
+    data = tmp_path / "pulse.json"
+    data.write_text(
+        json.dumps({"data": [{"COUNT": [count], "INTERVAL_MS": [interval_ms], "SIZE": [16], "FAIL_AT": [-1]}]})
+    )
+    locustfile = more.pop("locustfile", None)
+    return run_locust(
+        tmp_path,
+        "--host",
+        grpc_url(gen.server),
+        "--protocol",
+        "grpc",
+        "--stream",
+        "--input-data",
+        str(data),
+        "HighUser",
+        env=clean_env(SERVER="triton", MODEL_NAME="pulse", **more),
+        users=users,
+        run_time="3s",
+        **({"locustfile": locustfile} if locustfile else {}),
+    )
+
+
 def test_every_response_is_counted_and_triton_counts_every_request_once(triton_stream: GeneratorServer) -> None:
     """N responses each, exactly, and Triton saw each request once (its statistics count requests: the
     Python backend reports no per-response statistics)."""
@@ -97,25 +122,8 @@ def test_a_locust_run_times_each_response_as_the_model_sent_it(triton_stream: Ge
     """--protocol grpc --stream: time to first response and between responses as the model measured them,
     Locust's response time (the final response) at least N intervals, the count exact."""
     count, interval_ms = 8, 10
-    data = tmp_path / "pulse.json"
-    data.write_text(
-        json.dumps({"data": [{"COUNT": [count], "INTERVAL_MS": [interval_ms], "SIZE": [16], "FAIL_AT": [-1]}]})
-    )
     mark = triton_stream.mark()
-    run = run_locust(
-        tmp_path,
-        "--host",
-        grpc_url(triton_stream.server),
-        "--protocol",
-        "grpc",
-        "--stream",
-        "--input-data",
-        str(data),
-        "HighUser",
-        env=clean_env(SERVER="triton", MODEL_NAME="pulse"),
-        users=2,
-        run_time="3s",
-    )
+    run = pulse_run(tmp_path, triton_stream, count, interval_ms, users=2)
     assert run.returncode == 0, run.stderr[-3000:]
     stats = run.stats("triton/pulse")
     assert int(stats["Failure Count"]) == 0, run.failures()
@@ -181,23 +189,9 @@ def test_generate_over_grpc_gives_the_token_metrics_of_generate_stream(
 
 
 def test_six_users_in_one_process_have_six_streams_in_flight(triton_stream: GeneratorServer, tmp_path: Path) -> None:
-    data = tmp_path / "pulse.json"
-    data.write_text(json.dumps({"data": [{"COUNT": [5], "INTERVAL_MS": [20], "SIZE": [4], "FAIL_AT": [-1]}]}))
     report = tmp_path / "timeline.json"
-    run = run_locust(
-        tmp_path,
-        "--host",
-        grpc_url(triton_stream.server),
-        "--protocol",
-        "grpc",
-        "--stream",
-        "--input-data",
-        str(data),
-        "HighUser",
-        locustfile=TIMELINE_LOCUSTFILE,
-        env=clean_env(SERVER="triton", MODEL_NAME="pulse", TIMELINE_REPORT=str(report)),
-        users=6,
-        run_time="3s",
+    run = pulse_run(
+        tmp_path, triton_stream, 5, 20, users=6, locustfile=TIMELINE_LOCUSTFILE, TIMELINE_REPORT=str(report)
     )
     assert run.returncode == 0, run.stderr[-3000:]
     intervals = json.loads(report.read_text())["intervals"]
