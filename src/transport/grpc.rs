@@ -28,9 +28,7 @@ use tonic::codec::{DecodeBuf, Decoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
 use super::{describe, tls, too_large, ClientConfig, Progress, RequestSpec, Response};
 use crate::engine::runtime::PerProcess;
@@ -153,7 +151,12 @@ impl Client {
             let name = ServerName::try_from(host.clone()).map_err(|_| {
                 Error::InvalidArgument(format!("{host:?} is not a TLS server name"))
             })?;
-            Some((Arc::new(rustls_config(config)?), name, host, port))
+            Some((
+                Arc::new(tls::rustls_config(config, b"h2")?),
+                name,
+                host,
+                port,
+            ))
         } else {
             None
         };
@@ -416,82 +419,6 @@ fn tls_connector(
             Ok(hyper_util::rt::TokioIo::new(tls.connect(name, tcp).await?))
         }
     })
-}
-
-/// The TLS settings of `config`, offering `h2` only (gRPC).
-fn rustls_config(config: &ClientConfig) -> Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = || {
-        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Runtime(format!("TLS: {e}")))
-    };
-    let mut tls = if config.insecure {
-        builder()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(Arc::clone(&provider))))
-            .with_no_client_auth()
-    } else if let Some(path) = &config.ca_file {
-        tls::tls_config(&tls::read_ca_file(path)?)?
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        builder()?
-            .with_root_certificates(roots)
-            .with_no_client_auth()
-    };
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(tls)
-}
-
-/// `--insecure`: any certificate, any name, any dates; the handshake's signatures are still checked
-/// (with the certificate given), so the connection is encrypted, to an unverified peer.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Whether the failure is the connection's set-up: tonic's TCP connector says so in its message,

@@ -110,14 +110,8 @@ fn build(config: &ClientConfig) -> Result<reqwest::Client> {
         // body and the `--header` values (all but `Authorization`) to whatever host it names.
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90));
-    let builder = if config.insecure {
-        builder.danger_accept_invalid_certs(true)
-    } else if let Some(path) = &config.ca_file {
-        builder.use_preconfigured_tls(tls_config(&read_ca_file(path)?)?)
-    } else {
-        builder
-    };
     builder
+        .use_preconfigured_tls(rustls_config(config, b"http/1.1")?)
         .build()
         .map_err(|e| Error::Runtime(format!("cannot build the HTTPS client: {}", describe(&e))))
 }
@@ -136,34 +130,104 @@ pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<
     Ok(ders)
 }
 
-/// rustls settings that trust the public roots, the `--ca-file` certificates as CAs, and those
-/// same certificates as servers' own.
-pub(crate) fn tls_config(trusted: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig> {
+/// The TLS settings of `config`, for both transports (HTTPS and gRPC), offering the one protocol
+/// `alpn` names: any certificate with `--insecure` ([`AnyCertificate`]); the public roots and the
+/// `--ca-file` certificates, as CAs and as servers' own ([`PinnedOrWebPki`]); or the public roots.
+pub(crate) fn rustls_config(config: &ClientConfig, alpn: &[u8]) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let trusted = match &config.ca_file {
+        Some(path) if !config.insecure => read_ca_file(path)?,
+        _ => Vec::new(),
+    };
+    let verifier: Arc<dyn ServerCertVerifier> = if config.insecure {
+        Arc::new(AnyCertificate(Arc::clone(&provider)))
+    } else {
+        verifier(&trusted, &provider)?
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Runtime(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// webpki's verifier over the public roots and `trusted` (the `--ca-file` certificates, also
+/// trusted as servers' own when there are any).
+fn verifier(
+    trusted: &[CertificateDer<'static>],
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let (_, ignored) = roots.add_parsable_certificates(trusted.iter().cloned());
-    if ignored == trusted.len() {
+    if !trusted.is_empty() && ignored == trusted.len() {
         return Err(Error::InvalidArgument(
             "no usable certificate in the CA file".into(),
         ));
     }
-    let webpki =
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()
-            .map_err(|e| Error::InvalidArgument(format!("CA file: {e}")))?;
-    let verifier = PinnedOrWebPki {
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("CA file: {e}")))?;
+    if trusted.is_empty() {
+        return Ok(webpki);
+    }
+    Ok(Arc::new(PinnedOrWebPki {
         webpki,
         pinned: trusted.to_vec(),
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Runtime(format!("TLS: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    }))
+}
+
+/// `--insecure`: any certificate, any name, any dates; the handshake's signatures are still checked
+/// (with the certificate given), so the connection is encrypted, to an unverified peer.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// webpki's verification, plus: a CA certificate from `--ca-file` presented as the server's own.
