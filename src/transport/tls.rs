@@ -131,35 +131,14 @@ pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<
 }
 
 /// The TLS settings of `config`, for both transports (HTTPS and gRPC), offering the one protocol
-/// `alpn` names: any certificate with `--insecure` ([`AnyCertificate`]); the public roots and the
-/// `--ca-file` certificates, as CAs and as servers' own ([`PinnedOrWebPki`]); or the public roots.
+/// `alpn` names, certificates checked by [`Checked`]: against the public roots and the `--ca-file`
+/// certificates (as CAs and as servers' own), or not at all with `--insecure`.
 pub(crate) fn rustls_config(config: &ClientConfig, alpn: &[u8]) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let trusted = match &config.ca_file {
         Some(path) if !config.insecure => read_ca_file(path)?,
         _ => Vec::new(),
     };
-    let verifier: Arc<dyn ServerCertVerifier> = if config.insecure {
-        Arc::new(AnyCertificate(Arc::clone(&provider)))
-    } else {
-        verifier(&trusted, &provider)?
-    };
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Runtime(format!("TLS: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    Ok(tls)
-}
-
-/// webpki's verifier over the public roots and `trusted` (the `--ca-file` certificates, also
-/// trusted as servers' own when there are any).
-fn verifier(
-    trusted: &[CertificateDer<'static>],
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn ServerCertVerifier>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let (_, ignored) = roots.add_parsable_certificates(trusted.iter().cloned());
@@ -168,76 +147,37 @@ fn verifier(
             "no usable certificate in the CA file".into(),
         ));
     }
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("CA file: {e}")))?;
-    if trusted.is_empty() {
-        return Ok(webpki);
-    }
-    Ok(Arc::new(PinnedOrWebPki {
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("CA file: {e}")))?;
+    let verifier = Checked {
         webpki,
-        pinned: trusted.to_vec(),
-    }))
+        pinned: trusted,
+        any: config.insecure,
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Runtime(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
 }
 
-/// `--insecure`: any certificate, any name, any dates; the handshake's signatures are still checked
-/// (with the certificate given), so the connection is encrypted, to an unverified peer.
+/// webpki's verification, plus: a CA certificate from `--ca-file` presented as the server's own;
+/// or, with `any` (`--insecure`), any certificate, any name, any dates. The handshake's signatures
+/// are checked in every case (with the certificate given), so the connection is encrypted, to a
+/// peer that holds the certificate's key.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// webpki's verification, plus: a CA certificate from `--ca-file` presented as the server's own.
-#[derive(Debug)]
-struct PinnedOrWebPki {
+struct Checked {
     webpki: Arc<WebPkiServerVerifier>,
     pinned: Vec<CertificateDer<'static>>,
+    any: bool,
 }
 
-impl ServerCertVerifier for PinnedOrWebPki {
+impl ServerCertVerifier for Checked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -246,6 +186,9 @@ impl ServerCertVerifier for PinnedOrWebPki {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        if self.any {
+            return Ok(ServerCertVerified::assertion());
+        }
         let verdict = self.webpki.verify_server_cert(
             end_entity,
             intermediates,
