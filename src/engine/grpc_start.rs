@@ -7,12 +7,13 @@
 use bytes::Bytes;
 use prost::Message;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyDict;
 
 use crate::engine::endpoint::{header_map, parse_url, timeout, DEFAULT_MAX_RESPONSE_BYTES};
 use crate::engine::runtime;
 use crate::error::Error;
 use crate::protocol::grpc::{self, pb};
+use crate::protocol::triton::{ModelMetadata, TensorSpec};
 use crate::transport::{Body, ClientConfig, RequestSpec, Transport};
 
 /// The answer of one unary call: the response message, or the status code and message.
@@ -154,31 +155,25 @@ start_call!(
 /// The model metadata as `parse_model_metadata` makes it.
 fn metadata(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
     let meta: pb::ModelMetadataResponse = grpc::decode(body, "the model metadata")?;
-    if meta.inputs.is_empty() || meta.outputs.is_empty() {
-        return Err(Error::protocol(format!(
-            "model {:?} declares no inputs or no outputs",
-            meta.name
-        ))
-        .into());
-    }
-    let specs = |specs: &[pb::model_metadata_response::TensorMetadata]| {
-        let list = PyList::empty(py);
-        for s in specs {
-            let d = PyDict::new(py);
-            d.set_item("name", &s.name)?;
-            d.set_item("datatype", &s.datatype)?;
-            d.set_item("shape", s.shape.clone())?;
-            list.append(d)?;
-        }
-        PyResult::Ok(list)
+    let specs = |specs: Vec<pb::model_metadata_response::TensorMetadata>| {
+        specs
+            .into_iter()
+            .map(|s| TensorSpec {
+                name: s.name,
+                datatype: s.datatype,
+                shape: s.shape,
+            })
+            .collect()
     };
-    let out = PyDict::new(py);
-    out.set_item("name", &meta.name)?;
-    out.set_item("platform", &meta.platform)?;
-    out.set_item("versions", meta.versions.clone())?;
-    out.set_item("inputs", specs(&meta.inputs)?)?;
-    out.set_item("outputs", specs(&meta.outputs)?)?;
-    Ok(out.into_any())
+    let meta = ModelMetadata {
+        name: meta.name,
+        platform: meta.platform,
+        versions: meta.versions,
+        inputs: specs(meta.inputs),
+        outputs: specs(meta.outputs),
+    }
+    .checked()?;
+    Ok(crate::protocol::py::triton::metadata_dict(py, &meta)?.into_any())
 }
 
 /// The model's first statistics entry, in the shape of the HTTP statistics.

@@ -342,14 +342,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn fp32(name: &str, shape: &[usize], values: &[f32]) -> Tensor {
-        Tensor {
-            name: name.into(),
-            datatype: DataType::Fp32,
-            shape: shape.to_vec(),
-            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
-    }
+    use crate::protocol::tensor::fp32;
 
     fn response(outputs: &[Tensor]) -> Bytes {
         pb::ModelInferResponse {

@@ -102,7 +102,7 @@ mod tensor {
 }
 
 /// Triton's codec.
-mod triton {
+pub(crate) mod triton {
     use pyo3::prelude::*;
     use pyo3::types::{PyBytes, PyDict, PyList};
 
@@ -248,6 +248,15 @@ mod triton {
         body: &[u8],
     ) -> PyResult<Bound<'py, PyDict>> {
         let meta = crate::protocol::triton::parse_model_metadata(body)?;
+        metadata_dict(py, &meta)
+    }
+
+    /// Model metadata as Python takes it (HTTP's and gRPC's alike): name, platform, versions,
+    /// inputs and outputs (each a dict of name, datatype, shape).
+    pub(crate) fn metadata_dict<'py>(
+        py: Python<'py>,
+        meta: &crate::protocol::triton::ModelMetadata,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let specs =
             |specs: &[crate::protocol::triton::TensorSpec]| -> PyResult<Bound<'py, PyList>> {
                 let list = PyList::empty(py);
