@@ -264,7 +264,10 @@ class Endpoint:
         instead is a failed request ("asked for a stream, the server sent one JSON body"), an "openai"
         stream must end with data: [DONE], an error event fails the request with the server's message.
         tokenizer: a Hugging Face tokenizer.json counting the generated text (ConfigError when it cannot be
-        loaded)."""
+        loaded). protocol "grpc" sends ModelInferRequests to a .../ModelInfer URL; "grpc-stream" (a decoupled
+        tensor model: each response with outputs a chunk) and "grpc-generate" (a decoupled text model: each
+        response's text_output a chunk) read a .../ModelStreamInfer URL's responses up to Triton's final one,
+        with the token accounting of stream=True."""
     @property
     def url(self) -> str: ...
     @property

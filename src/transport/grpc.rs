@@ -1,6 +1,8 @@
 //! The gRPC transport: unary calls on tonic's HTTP/2 channels, for Triton's
 //! `GRPCInferenceService`. The URL's scheme says `http://` (cleartext HTTP/2) or `https://`, and
-//! its path names the RPC (`/inference.GRPCInferenceService/ModelInfer`).
+//! its path names the RPC (`/inference.GRPCInferenceService/ModelInfer`). A path naming
+//! `ModelStreamInfer` is read as a stream: each response message goes to the request's
+//! [`super::BodySink`] as it arrives, until the sink has the final one.
 //!
 //! Over `https://` the certificate is checked as on the HTTP transport ([`super::tls`]: the public
 //! roots, or `--ca-file` with its pinned self-signed certificates, or nothing with `--insecure`),
