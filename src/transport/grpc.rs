@@ -379,7 +379,7 @@ pub(crate) fn status_error(spec: &RequestSpec, status: &Status) -> Error {
     {
         return too_large(spec);
     }
-    if let Some(problem) = certificate_problem(status) {
+    if let Some(problem) = tls::certificate_problem(std::error::Error::source(status)) {
         return Error::Certificate { url, problem };
     }
     if let Some(source) = std::error::Error::source(status) {
@@ -446,26 +446,6 @@ fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
         source = e.source();
     }
     false
-}
-
-/// What is wrong with the server's certificate, when that is why the call failed.
-fn certificate_problem(status: &Status) -> Option<String> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        // rustls's error sits inside an io::Error (tokio-rustls), maybe inside another
-        let mut inner = e;
-        while let Some(wrapped) = inner
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            inner = wrapped;
-        }
-        if let Some(rustls::Error::InvalidCertificate(problem)) = inner.downcast_ref() {
-            return Some(tls::certificate_text(problem));
-        }
-        source = e.source();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -264,7 +264,7 @@ fn check_validity(
 fn request_error(spec: &RequestSpec, err: &reqwest::Error) -> Error {
     let reason = describe(err);
     let url = spec.url.to_string();
-    if let Some(problem) = certificate_problem(err) {
+    if let Some(problem) = certificate_problem(Some(err)) {
         Error::Certificate { url, problem }
     } else if err.is_connect() {
         Error::Connect { url, reason }
@@ -273,11 +273,13 @@ fn request_error(spec: &RequestSpec, err: &reqwest::Error) -> Error {
     }
 }
 
-/// What is wrong with the server's certificate, when that is why the request failed.
-fn certificate_problem(err: &reqwest::Error) -> Option<String> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+/// What is wrong with the server's certificate, when that is why the request failed: the first
+/// rustls error in the chain from `source` (on both transports).
+pub(crate) fn certificate_problem(
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) -> Option<String> {
     while let Some(e) = source {
-        // The rustls error sits inside an io::Error, itself inside another.
+        // The rustls error sits inside an io::Error (tokio-rustls), maybe inside another.
         let mut inner = e;
         while let Some(wrapped) = inner
             .downcast_ref::<std::io::Error>()
