@@ -257,6 +257,7 @@ class Endpoint:
         stream: bool = False,
         grpc_connections: int = 1,
         tokenizer: str | PathLike[str] | None = None,
+        grpc_compression: str = "none",
     ) -> Endpoint:
         """protocol "openai" (chat/completions, OpenAI-compatible) or "triton-generate" (Triton's
         generate extension) reads generated text and counts tokens; with stream=True the answer must be

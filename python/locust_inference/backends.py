@@ -213,6 +213,7 @@ def _prepare_triton(settings: Settings) -> Target:
             protocol="grpc-stream" if stream else "grpc",
             outputs=expected_outputs,
             grpc_connections=settings.grpc_connections,
+            grpc_compression=settings.grpc_compression,
         )
     bodies = []  # the memory they take with the requests was checked before either was made
     for request in requests:

@@ -279,7 +279,8 @@ def prepare(settings: Settings) -> Target:
             payload = [(encode_triton_grpc_generate(settings.model, b), []) for b in encoded]
         except ValueError as err:
             raise ConfigError(f"--api generate --protocol grpc: {err}") from None
-        protocol, grpc = "grpc-generate", {"grpc_connections": settings.grpc_connections}
+        protocol = "grpc-generate"
+        grpc = {"grpc_connections": settings.grpc_connections, "grpc_compression": settings.grpc_compression}
     # the endpoint first: it loads --tokenizer, a bad file said before any server is asked
     target = _target(
         settings,

@@ -51,6 +51,9 @@ MAX_CLASS_INDEX = 2**31 - 1
 MAX_GRPC_CONNECTIONS = 64
 
 
+GRPC_COMPRESSIONS = ("none", "gzip", "deflate")  # --grpc-compression-algorithm, as perf_analyzer's
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a load test needs to know about its target, validated."""
@@ -62,6 +65,8 @@ class Settings:
     triton_format: str = defaults.TRITON_FORMAT
     protocol: str = defaults.PROTOCOL
     grpc_connections: int = defaults.GRPC_CONNECTIONS
+    # gRPC request compression (--grpc-compression-algorithm): none, gzip or deflate
+    grpc_compression: str = "none"
     # --protocol grpc --stream with --api infer: a decoupled tensor model over ModelStreamInfer, each
     # response counted as the generative accounting counts a chunk (docs/grpc.md)
     grpc_stream: bool = False
@@ -144,6 +149,13 @@ def add_arguments(parser: Any) -> None:
         default=defaults.GRPC_CONNECTIONS,
         help=f"HTTP/2 connections the users of a process share with --protocol grpc (default "
         f"{defaults.GRPC_CONNECTIONS}; see docs/grpc.md)",
+    )
+    group.add_argument(
+        "--grpc-compression-algorithm",
+        env_var="LOCUST_GRPC_COMPRESSION_ALGORITHM",
+        default="none",
+        help="Compress each gRPC request message: none (the default), gzip or deflate, as perf_analyzer's "
+        "--grpc-compression-algorithm (each prepared message is compressed once, at start)",
     )
     group.add_argument(
         "--request-timeout",
@@ -453,6 +465,13 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         raise ConfigError(f"--protocol grpc applies to --server triton, not {server}")
     if protocol == "grpc" and triton_format != defaults.TRITON_FORMAT:
         raise ConfigError("--triton-format json applies to --protocol http: gRPC sends tensors as raw bytes")
+    grpc_compression = str(getattr(options, "grpc_compression_algorithm", None) or "none").strip().lower()
+    if grpc_compression not in GRPC_COMPRESSIONS:
+        raise ConfigError(
+            f"--grpc-compression-algorithm must be {', '.join(GRPC_COMPRESSIONS)}, not {shown(grpc_compression)}"
+        )
+    if grpc_compression != "none" and protocol != "grpc":
+        raise ConfigError("--grpc-compression-algorithm applies to --protocol grpc")
     grpc_connections = _number(
         options, "grpc_connections", defaults.GRPC_CONNECTIONS, 1, MAX_GRPC_CONNECTIONS, whole=True
     )
@@ -521,4 +540,5 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         inputs=input_options.resolve(options),
         generative=generative,
         grpc_stream=grpc_stream,
+        grpc_compression=grpc_compression,
     )

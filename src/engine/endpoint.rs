@@ -326,7 +326,14 @@ pub(crate) fn timeout(seconds: f64) -> Result<Duration> {
 /// Only a generative check reads a stream; a gRPC protocol and the RPC its URL's path names agree:
 /// `grpc` reads `ModelInfer`'s one answer, `grpc-stream` and `grpc-generate` the responses of
 /// `ModelStreamInfer`.
-fn check_reading(protocol: &str, url: &str, stream: bool, generative: bool) -> Result<()> {
+/// Returns the gRPC request compression `compression` names, which only the gRPC protocols take.
+fn check_reading(
+    protocol: &str,
+    url: &str,
+    stream: bool,
+    generative: bool,
+    compression: &str,
+) -> Result<Option<crate::transport::grpc::Compression>> {
     if stream && !generative {
         return Err(Error::InvalidArgument(format!(
             "stream=True needs protocol 'openai', 'triton-generate', 'grpc-generate' or \
@@ -340,7 +347,13 @@ fn check_reading(protocol: &str, url: &str, stream: bool, generative: bool) -> R
              'grpc-stream' and 'grpc-generate' ModelStreamInfer"
         )));
     }
-    Ok(())
+    let compression = crate::transport::grpc::Compression::parse(compression)?;
+    if compression.is_some() && !protocol.starts_with("grpc") {
+        return Err(Error::InvalidArgument(format!(
+            "grpc_compression applies to the gRPC protocols, not {protocol:?}"
+        )));
+    }
+    Ok(compression)
 }
 
 fn expected_shape(shape: &[i64]) -> Vec<Option<usize>> {
@@ -393,7 +406,7 @@ impl PyEndpoint {
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
         ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true, stream = false, grpc_connections = 1,
-        tokenizer = None))]
+        tokenizer = None, grpc_compression = "none"))]
     fn new(
         url: &str,
         body: Bodies,
@@ -414,6 +427,7 @@ impl PyEndpoint {
         stream: bool,
         grpc_connections: usize,
         tokenizer: Option<std::path::PathBuf>,
+        grpc_compression: &str,
     ) -> PyResult<Self> {
         let mut check = match protocol {
             "none" => Check::Status,
@@ -466,12 +480,8 @@ impl PyEndpoint {
                 }
             },
         };
-        check_reading(
-            protocol,
-            url,
-            stream,
-            matches!(check, Check::Generative { .. }),
-        )?;
+        let generative = matches!(check, Check::Generative { .. });
+        let compression = check_reading(protocol, url, stream, generative, grpc_compression)?;
         let grpc = protocol.starts_with("grpc");
         let method = Method::from_str(&method.to_ascii_uppercase())
             .map_err(|_| Error::InvalidArgument(format!("invalid HTTP method {method:?}")))?;
@@ -499,7 +509,7 @@ impl PyEndpoint {
         }
         let config = ClientConfig { insecure, ca_file };
         let transport = if grpc {
-            Transport::grpc(&spec, &config, grpc_connections)?
+            Transport::grpc(&spec, &config, grpc_connections, compression)?
         } else {
             Transport::new(&mut spec, config, zero_copy)?
         };

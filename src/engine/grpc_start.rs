@@ -47,7 +47,7 @@ impl Call<'_> {
             insecure: self.insecure,
             ca_file: self.ca_file.clone(),
         };
-        let transport = Transport::grpc(&spec, &config, 1)?;
+        let transport = Transport::grpc(&spec, &config, 1, None)?;
         let rt = runtime::runtime()?;
         let task = rt.spawn(async move {
             match transport.send(&spec, 0).await {

@@ -63,13 +63,18 @@ struct Framed {
 
 impl Framed {
     fn new(message: Bytes) -> Result<Self> {
+        Self::with_flag(message, false)
+    }
+
+    /// The frame of `message`, flagged compressed when it is (gRPC's message-encoding).
+    fn with_flag(message: Bytes, compressed: bool) -> Result<Self> {
         let length = u32::try_from(message.len()).map_err(|_| {
             Error::InvalidArgument(format!(
                 "a {}-byte message is over gRPC's 4 GiB frame limit",
                 message.len()
             ))
         })?;
-        let mut prefix = [0u8; 5];
+        let mut prefix = [u8::from(compressed), 0, 0, 0, 0];
         prefix[1..].copy_from_slice(&length.to_be_bytes());
         Ok(Framed {
             prefix: Some(Bytes::copy_from_slice(&prefix)),
@@ -130,11 +135,63 @@ pub struct Client {
     next: AtomicUsize,
     /// The RPC is `ModelStreamInfer`: one request out, responses until the final one.
     streaming: bool,
+    /// With request compression: each body compressed once, by index.
+    compressed: Option<Vec<Bytes>>,
+}
+
+/// gRPC's request compression (`grpc-encoding`), as `perf_analyzer --grpc-compression-algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Deflate,
+}
+
+impl Compression {
+    /// `none` (no compression), `gzip` or `deflate`.
+    pub fn parse(name: &str) -> Result<Option<Self>> {
+        match name {
+            "none" => Ok(None),
+            "gzip" => Ok(Some(Compression::Gzip)),
+            "deflate" => Ok(Some(Compression::Deflate)),
+            other => Err(Error::InvalidArgument(format!(
+                "grpc_compression must be 'none', 'gzip' or 'deflate', not {other:?}"
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Deflate => "deflate",
+        }
+    }
+
+    /// `message` compressed (gRPC's `deflate` is zlib's format, as in HTTP).
+    fn compress(self, message: &[u8]) -> Bytes {
+        use std::io::Write;
+        let level = flate2::Compression::default();
+        let out = match self {
+            Compression::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+                e.write_all(message).and_then(|()| e.finish())
+            }
+            Compression::Deflate => {
+                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+                e.write_all(message).and_then(|()| e.finish())
+            }
+        };
+        Bytes::from(out.unwrap_or_else(|e| unreachable!("writing to memory failed: {e}")))
+    }
 }
 
 impl Client {
     /// Prepares `spec`'s RPC (its URL's path) on `connections` HTTP/2 connections.
-    pub fn new(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
+    pub fn new(
+        spec: &RequestSpec,
+        config: &ClientConfig,
+        connections: usize,
+        compression: Option<Compression>,
+    ) -> Result<Self> {
         if !(1..=MAX_CONNECTIONS).contains(&connections) {
             return Err(Error::InvalidArgument(format!(
                 "grpc_connections must be from 1 to {MAX_CONNECTIONS}, not {connections}"
@@ -167,8 +224,22 @@ impl Client {
             .path_and_query(path)
             .build()
             .map_err(|_| Error::InvalidArgument(format!("{path:?} is not a gRPC method path")))?;
-        for body in &spec.bodies {
-            Framed::new(body.bytes.clone())?; // each fits a frame
+        let compressed = compression.map(|c| {
+            spec.bodies
+                .iter()
+                .map(|body| c.compress(&body.bytes))
+                .collect::<Vec<_>>()
+        });
+        for body in compressed
+            .iter()
+            .flatten()
+            .chain(spec.bodies.iter().map(|b| &b.bytes))
+        {
+            Framed::new(body.clone())?; // each fits a frame
+        }
+        let mut headers = request_headers(&spec.headers);
+        if let Some(c) = compression {
+            headers.insert("grpc-encoding", http::HeaderValue::from_static(c.name()));
         }
         let origin = format!(
             "{}://{}:{port}",
@@ -185,11 +256,12 @@ impl Client {
             endpoint,
             tls,
             uri,
-            headers: request_headers(&spec.headers),
+            headers,
             connections,
             channels: PerProcess::new(),
             next: AtomicUsize::new(0),
             streaming: path.ends_with(STREAM_RPC),
+            compressed,
         })
     }
 
@@ -229,7 +301,10 @@ impl Client {
         progress: &mut Progress<'_>,
     ) -> Result<Response> {
         use tower::{Service, ServiceExt};
-        let framed = Framed::new(spec.bodies[index].bytes.clone())?;
+        let framed = match &self.compressed {
+            Some(bodies) => Framed::with_flag(bodies[index].clone(), true)?,
+            None => Framed::new(spec.bodies[index].bytes.clone())?,
+        };
         let mut request = http::Request::new(tonic::body::Body::new(framed));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.uri.clone();
@@ -706,7 +781,8 @@ mod tests {
     }
 
     async fn call(spec: &RequestSpec) -> Result<Response, super::super::Failure> {
-        let transport = super::super::Transport::grpc(spec, &ClientConfig::default(), 1).unwrap();
+        let transport =
+            super::super::Transport::grpc(spec, &ClientConfig::default(), 1, None).unwrap();
         transport.send(spec, 0).await
     }
 
@@ -800,7 +876,7 @@ mod tests {
             let (port, seen) = serve(Answer::Message(b"")).await;
             let spec = spec_for(port, b"msg", 1024);
             let transport =
-                super::super::Transport::grpc(&spec, &ClientConfig::default(), connections)
+                super::super::Transport::grpc(&spec, &ClientConfig::default(), connections, None)
                     .unwrap();
             for _ in 0..6 {
                 transport.send(&spec, 0).await.unwrap();
@@ -882,7 +958,8 @@ mod tests {
             format!("http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelStreamInfer")
                 .parse()
                 .unwrap();
-        let transport = super::super::Transport::grpc(&spec, &ClientConfig::default(), 1).unwrap();
+        let transport =
+            super::super::Transport::grpc(&spec, &ClientConfig::default(), 1, None).unwrap();
         let mut reader = Reader::new(Api::GrpcStream, true, spec.url.to_string(), limit, false);
         let mut counted = Counted(&mut reader, read);
         let sent = transport.send_to(&spec, 0, Some(&mut counted)).await;

@@ -172,12 +172,19 @@ impl Transport {
     }
 
     /// The gRPC transport for `spec` (each body a complete message for the RPC its URL's path
-    /// names), on `connections` HTTP/2 connections per process.
-    pub fn grpc(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
+    /// names), on `connections` HTTP/2 connections per process, each message compressed with
+    /// `compression` when given.
+    pub fn grpc(
+        spec: &RequestSpec,
+        config: &ClientConfig,
+        connections: usize,
+        compression: Option<grpc::Compression>,
+    ) -> Result<Self> {
         Ok(Transport::Grpc(Box::new(grpc::Client::new(
             spec,
             config,
             connections,
+            compression,
         )?)))
     }
 
