@@ -9,7 +9,8 @@ Models: ``resnet50_onnx``, ``tiny_onnx``, ``checksum``, ``sleep_20ms`` (see :mod
 of :mod:`servers.echo_models` and ``synthetic_llm``: the text generator of :mod:`servers.generator` as a
 decoupled model, streamed at ``POST /v2/models/synthetic_llm/generate_stream`` (its options:
 ``--prefill-ms``, ``--token-ms``, ``--max-tokens``, ``--slots``, ``--timing-log``), and ``tiny_gpt``, the small
-real model of :mod:`servers.tiny_gpt` served the same way (its output capped at ``--max-tokens``).
+real model of :mod:`servers.tiny_gpt` served the same way (its output capped at ``--max-tokens``), and
+``pulse``, a decoupled tensor model sending N responses at a set interval (gRPC ModelStreamInfer only).
 Every endpoint binds to 127.0.0.1 only.
 Prefer :func:`servers.launch.triton_server`, which runs this module in its own process group.
 """
@@ -17,7 +18,9 @@ Prefer :func:`servers.launch.triton_server`, which runs this module in its own p
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import itertools
 import logging
 import os
 import shutil
@@ -54,6 +57,10 @@ DEFAULT_MODELS = ("resnet50_onnx", "tiny_onnx", "checksum", "sleep_20ms")
 OPENVINO_MODEL = "resnet50_openvino"
 GENERATOR_MODEL = "synthetic_llm"
 TINY_GPT_MODEL = "tiny_gpt"  # servers.tiny_gpt, capped at the generator's --max-tokens
+PULSE_MODEL = "pulse"  # a decoupled tensor model: N responses at a set interval (_bind_pulse)
+PULSE_MAX_COUNT = 10_000  # a request cannot keep the model busy beyond this many responses...
+PULSE_MAX_INTERVAL_MS = 10_000  # ...nor this long between two
+PULSE_MAX_SIZE = 16 << 20  # nor ask for a response larger than this
 GENERATOR = generator.Generator()  # its settings: main() replaces it from the command line
 
 
@@ -92,7 +99,7 @@ def openvino_available() -> bool:
 def available_models() -> list[str]:
     """All model names this server can serve on this machine."""
     openvino = [OPENVINO_MODEL] if openvino_available() else []
-    return [*DEFAULT_MODELS, *openvino, *ECHO_MODELS, GENERATOR_MODEL, TINY_GPT_MODEL]
+    return [*DEFAULT_MODELS, *openvino, *ECHO_MODELS, GENERATOR_MODEL, TINY_GPT_MODEL, PULSE_MODEL]
 
 
 def _openvino_predictor(threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -210,6 +217,54 @@ def _bind_tiny_gpt(triton, max_tokens: int, threads: int) -> None:  # triton: py
     )
 
 
+def _bind_pulse(triton, timing_log: str | None) -> None:  # triton: pytriton.triton.Triton
+    """``pulse``: a decoupled tensor model. A request's INT32 inputs ``COUNT`` (N), ``INTERVAL_MS``, ``SIZE``
+    and ``FAIL_AT`` ask for N responses (the request failing with the model's error after ``FAIL_AT`` of them
+    when 0 <= FAIL_AT < N), response i (from 0) sent ``(i + 1) * INTERVAL_MS`` after the request
+    reached the model, each carrying ``INDEX`` = [i] and ``DATA``, SIZE bytes (a response too large to
+    take, on request). Deadlines are absolute, as the generator's: a late wake-up delays one response,
+    never the rest. Inputs out of range (see PULSE_MAX_*) fail the request with the model's error. With
+    ``timing_log`` (the generator's ``--timing-log``), each finished request appends its own timing there
+    (``"where": "pulse"``, ``count``, ``first_s`` from arrival to the first response, ``gaps_s``)."""
+    from pytriton.model_config import ModelConfig, Tensor
+
+    async def infer(requests: list) -> AsyncIterator[list[dict[str, np.ndarray]]]:
+        (request,) = requests  # not batching: Triton hands each execution one request
+        arrived = time.perf_counter()
+        count, interval_ms, size, fail_at = (int(np.asarray(request[name]).reshape(-1)[0]) for name in PULSE_INPUTS)
+        if not (0 <= count <= PULSE_MAX_COUNT and 0 <= interval_ms <= PULSE_MAX_INTERVAL_MS):
+            raise ValueError(f"COUNT must be 0-{PULSE_MAX_COUNT} and INTERVAL_MS 0-{PULSE_MAX_INTERVAL_MS}")
+        if not 0 <= size <= PULSE_MAX_SIZE:
+            raise ValueError(f"SIZE must be 0-{PULSE_MAX_SIZE}")
+        data = np.zeros(size, dtype=np.uint8)
+        sent: list[float] = []
+        for index in range(count):
+            if index == fail_at:
+                raise ValueError(f"pulse failed as asked, after {index} responses")
+            left = arrived + (index + 1) * interval_ms / 1000 - time.perf_counter()
+            while left > 0:
+                await asyncio.sleep(left)
+                left = arrived + (index + 1) * interval_ms / 1000 - time.perf_counter()
+            sent.append(time.perf_counter())
+            yield [{"INDEX": np.array([index], dtype=np.int32), "DATA": data}]
+        if timing_log and sent:
+            gaps = [b - a for a, b in itertools.pairwise(sent)]
+            record = {"where": "pulse", "count": count, "first_s": sent[0] - arrived, "gaps_s": gaps}
+            generator.append_record(timing_log, record)
+
+    triton.bind(
+        model_name=PULSE_MODEL,
+        infer_func=infer,
+        inputs=[Tensor(name=name, dtype=np.int32, shape=(1,)) for name in PULSE_INPUTS],
+        outputs=[Tensor(name="INDEX", dtype=np.int32, shape=(1,)), Tensor(name="DATA", dtype=np.uint8, shape=(-1,))],
+        config=ModelConfig(batching=False, decoupled=True),
+        strict=True,
+    )
+
+
+PULSE_INPUTS = ("COUNT", "INTERVAL_MS", "SIZE", "FAIL_AT")
+
+
 def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.triton.Triton
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -222,6 +277,9 @@ def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.tr
         return
     if name == TINY_GPT_MODEL:
         _bind_tiny_gpt(triton, GENERATOR.max_tokens, 1)
+        return
+    if name == PULSE_MODEL:
+        _bind_pulse(triton, GENERATOR.timing_log)
         return
     spec = MODELS["resnet50_onnx"] if name == OPENVINO_MODEL else MODELS[name]
     settings = SETTINGS[name]
@@ -407,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown or unavailable models: {','.join(unknown)}")
     # A deployment of the caller's: the same batching as another server's, say.
-    for name in set(models) - {GENERATOR_MODEL, TINY_GPT_MODEL}:
+    for name in set(models) - {GENERATOR_MODEL, TINY_GPT_MODEL, PULSE_MODEL}:
         if args.max_batch_size is not None:
             SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_batch_size=args.max_batch_size)
         if args.max_queue_delay_us is not None:

@@ -340,3 +340,20 @@ def test_headers_go_as_metadata_that_triton_checks(tmp_path: Path) -> None:
         f"gRPC UNAVAILABLE (14) from {url}/inference.GRPCInferenceService/ModelInfer: "
         "This protocol is restricted, expecting header 'triton-grpc-protocol-triton-access-token'"
     )
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_arrive_as_over_http(triton, tmp_path: Path, algorithm: str) -> None:
+    """--grpc-compression-algorithm: Triton decompresses each message into the bytes HTTP sends."""
+    target = prepare(settings(grpc_url(triton), "checksum", protocol="grpc", grpc_compression_algorithm=algorithm))
+    http = prepare(settings(triton.url, "checksum"))
+    assert grpc_answers(target, 3) == [(i, [w]) for i, w in answers(http, 3)]
+
+
+def test_compression_applies_to_grpc_only() -> None:
+    options = SimpleNamespace(server="triton", model_name="m", grpc_compression_algorithm="gzip")
+    with pytest.raises(ConfigError, match=r"^--grpc-compression-algorithm applies to --protocol grpc$"):
+        resolve(options, None, environ={})
+    options.protocol, options.grpc_compression_algorithm = "grpc", "zstd"
+    with pytest.raises(ConfigError, match="must be none, gzip, deflate, not 'zstd'"):
+        resolve(options, None, environ={})

@@ -200,7 +200,7 @@ def test_a_count_histogram_holds_counts_as_they_are() -> None:
 
 
 def test_stream_needs_a_generative_protocol() -> None:
-    needs = "stream=True needs protocol 'openai' or 'triton-generate', not \"none\""
+    needs = "stream=True needs protocol 'openai', 'triton-generate', 'grpc-generate' or 'grpc-stream', not \"none\""
     with pytest.raises(ValueError, match=f"^{re.escape(needs)}$"):
         Endpoint("http://127.0.0.1:1/v1/chat/completions", b"{}", stream=True)
     unknown = "'openai', 'triton-generate' or 'none', not \"vllm\""

@@ -31,6 +31,7 @@ __all__ = [
     "decode_triton_response",
     "encode_litserve_image_request",
     "encode_litserve_request",
+    "encode_triton_grpc_generate",
     "encode_triton_grpc_inputs",
     "encode_triton_inputs",
     "encode_triton_request",
@@ -120,10 +121,21 @@ def encode_triton_inputs(
     bytes), and in binary mode the JSON header's length; None in JSON mode."""
 
 def encode_triton_grpc_inputs(
-    model: str, inputs: list[tuple[str, str, list[int], bytes]], output_names: list[str], *, version: str = ""
+    model: str,
+    inputs: list[tuple[str, str, list[int], bytes]],
+    output_names: list[str],
+    *,
+    version: str = "",
+    stream: bool = False,
 ) -> bytes:
     """A gRPC ModelInferRequest for the model (an empty version: the server's choice), the inputs as for
-    encode_triton_inputs, sent as raw_input_contents."""
+    encode_triton_inputs, sent as raw_input_contents; with ``stream``, for ModelStreamInfer, asking for
+    Triton's final-response flag."""
+
+def encode_triton_grpc_generate(model: str, body: bytes) -> bytes:
+    """A ModelStreamInfer request for a text model from the generate extension's JSON body: its
+    ``text_input`` as the BYTES input, every other key a request parameter (ValueError for a value that is
+    not a boolean, number or string)."""
 
 def decode_triton_grpc_response(body: bytes) -> dict[str, npt.NDArray[Any]]:
     """The output tensors of a gRPC ModelInferResponse. Raises ProtocolError on any inconsistency."""
@@ -251,6 +263,7 @@ class Endpoint:
         stream: bool = False,
         grpc_connections: int = 1,
         tokenizer: str | PathLike[str] | None = None,
+        grpc_compression: str = "none",
     ) -> Endpoint:
         """protocol "openai" (chat/completions, OpenAI-compatible) or "triton-generate" (Triton's
         generate extension) reads generated text and counts tokens; with stream=True the answer must be
@@ -258,7 +271,10 @@ class Endpoint:
         instead is a failed request ("asked for a stream, the server sent one JSON body"), an "openai"
         stream must end with data: [DONE], an error event fails the request with the server's message.
         tokenizer: a Hugging Face tokenizer.json counting the generated text (ConfigError when it cannot be
-        loaded)."""
+        loaded). protocol "grpc" sends ModelInferRequests to a .../ModelInfer URL; "grpc-stream" (a decoupled
+        tensor model: each response with outputs a chunk) and "grpc-generate" (a decoupled text model: each
+        response's text_output a chunk) read a .../ModelStreamInfer URL's responses up to Triton's final one,
+        with the token accounting of stream=True."""
     @property
     def url(self) -> str: ...
     @property

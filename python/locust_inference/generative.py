@@ -200,7 +200,7 @@ def bodies(settings: Settings, prompts: list[Prompt]) -> list[bytes]:
 
 
 def url(settings: Settings) -> str:
-    """Where the requests go."""
+    """Where the requests go over HTTP (over gRPC: Triton's ModelStreamInfer, backends.generative)."""
     g = settings.generative
     if g.api == "chat":
         return f"{settings.host}/v1/chat/completions"

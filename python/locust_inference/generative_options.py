@@ -96,7 +96,8 @@ def add_arguments(parser: Any) -> None:
         env_var="LOCUST_STREAM",
         action="store_true",
         default=False,
-        help="Stream tokens (Server-Sent Events): the default with --api chat, completions or generate",
+        help="Stream tokens (Server-Sent Events): the default with --api chat, completions or generate; with "
+        "--protocol grpc and --api infer, a decoupled Triton model's responses over ModelStreamInfer",
     )
     group.add_argument(
         "--no-stream",
@@ -270,9 +271,10 @@ def _sampling(given: list[str]) -> tuple[tuple[str, Any], ...]:
     return tuple(pairs.items())
 
 
-def resolve(options: Any) -> GenerativeSettings:
+def resolve(options: Any, protocol: str = defaults.PROTOCOL) -> GenerativeSettings:
     """:class:`GenerativeSettings` from Locust's parsed options; a ConfigError (one line) when they make no
-    sense together. A generative option without ``--api`` is refused: it would silently do nothing."""
+    sense together. A generative option without ``--api`` is refused: it would silently do nothing, except
+    ``--stream`` with ``--protocol grpc`` (a decoupled tensor model, read in :mod:`locust_inference.options`)."""
     api = str(getattr(options, "api", None) or defaults.API).strip().lower()
     if api not in APIS:
         raise ConfigError(f"--api must be one of {', '.join(APIS)}, not {_shown(api)}")
@@ -290,7 +292,7 @@ def resolve(options: Any) -> GenerativeSettings:
         given = [
             name
             for name, value in (
-                ("--stream", stream),
+                ("--stream", stream and protocol != "grpc"),
                 ("--no-stream", no_stream),
                 ("--prompts", prompts),
                 ("--max-tokens", max_tokens is not None),
@@ -308,6 +310,13 @@ def resolve(options: Any) -> GenerativeSettings:
         raise ConfigError("--input-tokens makes synthetic prompts: give it or --prompts, not both")
     if input_tokens is not None and not tokenizer:
         raise ConfigError("--input-tokens counts tokens with --tokenizer tokenizer.json: add it")
+    if protocol == "grpc" and api in ("chat", "completions"):
+        raise ConfigError(f"--api {api} is OpenAI's HTTP API: --protocol grpc takes --api infer or generate")
+    if protocol == "grpc" and api == "generate" and no_stream:
+        raise ConfigError(
+            "--no-stream with --protocol grpc: a decoupled model answers over ModelStreamInfer only "
+            "(use --protocol http for /generate)"
+        )
     if ignore_eos and max_tokens is None:
         raise ConfigError("--ignore-eos needs --max-tokens N (the length to generate)")
     return GenerativeSettings(

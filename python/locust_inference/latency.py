@@ -315,7 +315,9 @@ class Collector:
                 "ttfb_ms": m.ttfb.summary(),
                 "service_ms": m.service.summary(),
                 "open_loop": self.open_loop(name),
-                "tokens": self.tokens(name, duration) if self.settings.generative.generative else None,
+                "tokens": self.tokens(name, duration)
+                if self.settings.generative.generative or self.settings.grpc.stream
+                else None,
                 "distribution": hist.distribution(),
             }
             # several models: each one's own statistics, read now (not for the web UI, which passes its own

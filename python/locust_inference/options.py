@@ -56,6 +56,9 @@ MAX_CLASS_INDEX = 2**31 - 1
 MAX_GRPC_CONNECTIONS = 64
 
 
+GRPC_COMPRESSIONS = ("none", "gzip", "deflate")  # --grpc-compression-algorithm, as perf_analyzer's
+
+
 @dataclass(frozen=True)
 class OpenLoopSettings:
     """The open-loop options; ``None``: the user class's own attribute (``OpenLoopUser.rate``...)."""
@@ -83,6 +86,10 @@ class GrpcSettings:
     """Triton over gRPC (``--protocol grpc``)."""
 
     connections: int = defaults.GRPC_CONNECTIONS
+    compression: str = "none"  # --grpc-compression-algorithm: none, gzip or deflate
+    # --stream with --api infer: a decoupled tensor model over ModelStreamInfer, each response counted as the
+    # generative accounting counts a chunk (docs/grpc.md)
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,13 @@ def add_arguments(parser: Any) -> None:
         default=defaults.GRPC_CONNECTIONS,
         help=f"HTTP/2 connections the users of a process share with --protocol grpc (default "
         f"{defaults.GRPC_CONNECTIONS}; see docs/grpc.md)",
+    )
+    group.add_argument(
+        "--grpc-compression-algorithm",
+        env_var="LOCUST_GRPC_COMPRESSION_ALGORITHM",
+        default="none",
+        help="Compress each gRPC request message: none (the default), gzip or deflate, as perf_analyzer's "
+        "--grpc-compression-algorithm (each prepared message is compressed once, at start)",
     )
     group.add_argument(
         "--request-timeout",
@@ -559,6 +573,13 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         raise ConfigError(f"--protocol grpc applies to --server triton, not {server}")
     if protocol == "grpc" and triton_format != defaults.TRITON_FORMAT:
         raise ConfigError("--triton-format json applies to --protocol http: gRPC sends tensors as raw bytes")
+    grpc_compression = str(getattr(options, "grpc_compression_algorithm", None) or "none").strip().lower()
+    if grpc_compression not in GRPC_COMPRESSIONS:
+        raise ConfigError(
+            f"--grpc-compression-algorithm must be {', '.join(GRPC_COMPRESSIONS)}, not {shown(grpc_compression)}"
+        )
+    if grpc_compression != "none" and protocol != "grpc":
+        raise ConfigError("--grpc-compression-algorithm applies to --protocol grpc")
     grpc_connections = _number(
         options, "grpc_connections", defaults.GRPC_CONNECTIONS, 1, MAX_GRPC_CONNECTIONS, whole=True
     )
@@ -587,6 +608,10 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
     seed = _number(options, "seed", None, 0, 2**64 - 1, whole=True)
     litserve = _resolve_litserve(options, server, getattr(options, "locustfile", None))
     inputs = input_options.resolve(options)
+    generative = generative_options.resolve(options, protocol)
+    grpc_stream = protocol == "grpc" and not generative.generative and bool(getattr(options, "stream", False))
+    if grpc_stream and expect_top1 is not None:
+        raise ConfigError("--expect-top1 checks one answer: --stream counts a decoupled model's responses")
     return Settings(
         server=server,
         model=model,
@@ -610,8 +635,8 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         inputs=inputs,
         open_loop=open_loop,
         litserve=litserve,
-        grpc=GrpcSettings(connections=grpc_connections),
-        generative=generative_options.resolve(options),
+        grpc=GrpcSettings(connections=grpc_connections, compression=grpc_compression, stream=grpc_stream),
+        generative=generative,
         models=models,
         weights=weights,
     )

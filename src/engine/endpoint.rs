@@ -323,6 +323,39 @@ pub(crate) fn timeout(seconds: f64) -> Result<Duration> {
         })
 }
 
+/// Only a generative check reads a stream; a gRPC protocol and the RPC its URL's path names agree:
+/// `grpc` reads `ModelInfer`'s one answer, `grpc-stream` and `grpc-generate` the responses of
+/// `ModelStreamInfer`.
+/// Returns the gRPC request compression `compression` names, which only the gRPC protocols take.
+fn check_reading(
+    protocol: &str,
+    url: &str,
+    stream: bool,
+    generative: bool,
+    compression: &str,
+) -> Result<Option<crate::transport::grpc::Compression>> {
+    if stream && !generative {
+        return Err(Error::InvalidArgument(format!(
+            "stream=True needs protocol 'openai', 'triton-generate', 'grpc-generate' or \
+             'grpc-stream', not {protocol:?}"
+        )));
+    }
+    let streamed = url.ends_with(crate::transport::grpc::STREAM_RPC);
+    if protocol.starts_with("grpc") && streamed == (protocol == "grpc") {
+        return Err(Error::InvalidArgument(format!(
+            "protocol {protocol:?} does not read the answers of {url}: 'grpc' takes ModelInfer, \
+             'grpc-stream' and 'grpc-generate' ModelStreamInfer"
+        )));
+    }
+    let compression = crate::transport::grpc::Compression::parse(compression)?;
+    if compression.is_some() && !protocol.starts_with("grpc") {
+        return Err(Error::InvalidArgument(format!(
+            "grpc_compression applies to the gRPC protocols, not {protocol:?}"
+        )));
+    }
+    Ok(compression)
+}
+
 fn expected_shape(shape: &[i64]) -> Vec<Option<usize>> {
     shape.iter().map(|&d| usize::try_from(d).ok()).collect()
 }
@@ -373,7 +406,7 @@ impl PyEndpoint {
     #[pyo3(signature = (url, body, *, method = "POST", headers = Vec::new(), protocol = "none", outputs = None,
         output_shape = None, output_key = "output", timeout = 60.0, max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES, insecure = false,
         ca_file = None, keep_headers = false, keep_body = false, shuffle = false, zero_copy = true, stream = false, grpc_connections = 1,
-        tokenizer = None))]
+        tokenizer = None, grpc_compression = "none"))]
     fn new(
         url: &str,
         body: Bodies,
@@ -394,6 +427,7 @@ impl PyEndpoint {
         stream: bool,
         grpc_connections: usize,
         tokenizer: Option<std::path::PathBuf>,
+        grpc_compression: &str,
     ) -> PyResult<Self> {
         let mut check = match protocol {
             "none" => Check::Status,
@@ -427,7 +461,7 @@ impl PyEndpoint {
             other => match Api::parse(other) {
                 Some(api) => Check::Generative {
                     api,
-                    stream,
+                    stream: stream || api.grpc(), // a ModelStreamInfer answer is always a stream
                     counter: match &tokenizer {
                         Some(path) => Some(Arc::new(
                             generative::Counter::load(path)
@@ -439,19 +473,16 @@ impl PyEndpoint {
                 },
                 None => {
                     return Err(Error::InvalidArgument(format!(
-                        "protocol must be 'triton', 'grpc', 'litserve', 'openai', 'triton-generate' or \
-                         'none', not {other:?}"
+                        "protocol must be 'triton', 'grpc', 'grpc-stream', 'grpc-generate', 'litserve', \
+                         'openai', 'triton-generate' or 'none', not {other:?}"
                     ))
                     .into())
                 }
             },
         };
-        if stream && !matches!(check, Check::Generative { .. }) {
-            return Err(Error::InvalidArgument(format!(
-                "stream=True needs protocol 'openai' or 'triton-generate', not {protocol:?}"
-            ))
-            .into());
-        }
+        let generative = matches!(check, Check::Generative { .. });
+        let compression = check_reading(protocol, url, stream, generative, grpc_compression)?;
+        let grpc = protocol.starts_with("grpc");
         let method = Method::from_str(&method.to_ascii_uppercase())
             .map_err(|_| Error::InvalidArgument(format!("invalid HTTP method {method:?}")))?;
         let mut spec = RequestSpec {
@@ -477,8 +508,8 @@ impl PyEndpoint {
                 .collect();
         }
         let config = ClientConfig { insecure, ca_file };
-        let transport = if protocol == "grpc" {
-            Transport::grpc(&spec, &config, grpc_connections)?
+        let transport = if grpc {
+            Transport::grpc(&spec, &config, grpc_connections, compression)?
         } else {
             Transport::new(&mut spec, config, zero_copy)?
         };

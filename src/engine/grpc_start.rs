@@ -7,12 +7,13 @@
 use bytes::Bytes;
 use prost::Message;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyDict;
 
 use crate::engine::endpoint::{header_map, parse_url, timeout, DEFAULT_MAX_RESPONSE_BYTES};
 use crate::engine::runtime;
 use crate::error::Error;
 use crate::protocol::grpc::{self, pb};
+use crate::protocol::triton::{ModelMetadata, TensorSpec};
 use crate::transport::{Body, ClientConfig, RequestSpec, Transport};
 
 /// The answer of one unary call: the response message, or the status code and message.
@@ -46,7 +47,7 @@ impl Call<'_> {
             insecure: self.insecure,
             ca_file: self.ca_file.clone(),
         };
-        let transport = Transport::grpc(&spec, &config, 1)?;
+        let transport = Transport::grpc(&spec, &config, 1, None)?;
         let rt = runtime::runtime()?;
         let task = rt.spawn(async move {
             match transport.send(&spec, 0).await {
@@ -84,153 +85,125 @@ fn reply<'py>(
     }
 }
 
-/// `grpc_model_metadata(host, model, *, version="", headers=[], timeout=10.0, insecure=False,
-/// ca_file=None) -> (code, message, dict | None)`: the dict as `parse_model_metadata` makes it.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
-#[pyo3(signature = (host, model, *, version = "", headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
-pub fn grpc_model_metadata<'py>(
-    py: Python<'py>,
-    host: &str,
-    model: &str,
-    version: &str,
-    headers: Vec<(String, String)>,
-    timeout: f64,
-    insecure: bool,
-    ca_file: Option<std::path::PathBuf>,
-) -> PyResult<Reply<'py>> {
-    let call = Call {
-        host,
-        headers,
-        timeout,
-        insecure,
-        ca_file,
-    };
-    let request = pb::ModelMetadataRequest {
-        name: model.to_owned(),
-        version: version.to_owned(),
-    };
-    let answer = call.unary(py, "ModelMetadata", request.encode_to_vec())?;
-    reply(answer, |body| {
-        let meta: pb::ModelMetadataResponse = grpc::decode(body, "the model metadata")?;
-        if meta.inputs.is_empty() || meta.outputs.is_empty() {
-            return Err(Error::protocol(format!(
-                "model {:?} declares no inputs or no outputs",
-                meta.name
-            ))
-            .into());
+/// Defines the start-up call `$name`: a Python function of the signature every start-up call shares,
+/// `$name(host, model, *, version="", headers=[], timeout=10.0, insecure=False, ca_file=None) ->
+/// (code, message, value | None)`, asking `$method` with `$request` (a message naming the model and
+/// version) and making the value of the answer with `$value(py, body)`.
+macro_rules! start_call {
+    ($(#[$doc:meta])* $name:ident, $method:literal, $request:ident, $value:expr) => {
+        $(#[$doc])*
+        #[pyfunction]
+        #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
+        #[pyo3(signature = (host, model, *, version = "", headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
+        pub fn $name<'py>(
+            py: Python<'py>,
+            host: &str,
+            model: &str,
+            version: &str,
+            headers: Vec<(String, String)>,
+            timeout: f64,
+            insecure: bool,
+            ca_file: Option<std::path::PathBuf>,
+        ) -> PyResult<Reply<'py>> {
+            let call = Call {
+                host,
+                headers,
+                timeout,
+                insecure,
+                ca_file,
+            };
+            let request = pb::$request {
+                name: model.to_owned(),
+                version: version.to_owned(),
+            };
+            let answer = call.unary(py, $method, request.encode_to_vec())?;
+            reply(answer, |body| $value(py, body))
         }
-        let specs = |specs: &[pb::model_metadata_response::TensorMetadata]| {
-            let list = PyList::empty(py);
-            for s in specs {
-                let d = PyDict::new(py);
-                d.set_item("name", &s.name)?;
-                d.set_item("datatype", &s.datatype)?;
-                d.set_item("shape", s.shape.clone())?;
-                list.append(d)?;
-            }
-            PyResult::Ok(list)
-        };
-        let out = PyDict::new(py);
-        out.set_item("name", &meta.name)?;
-        out.set_item("platform", &meta.platform)?;
-        out.set_item("versions", meta.versions.clone())?;
-        out.set_item("inputs", specs(&meta.inputs)?)?;
-        out.set_item("outputs", specs(&meta.outputs)?)?;
-        Ok(out.into_any())
-    })
+    };
 }
 
-/// `grpc_model_ready(host, model, ...) -> (code, message, bool | None)`.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
-#[pyo3(signature = (host, model, *, version = "", headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
-pub fn grpc_model_ready<'py>(
-    py: Python<'py>,
-    host: &str,
-    model: &str,
-    version: &str,
-    headers: Vec<(String, String)>,
-    timeout: f64,
-    insecure: bool,
-    ca_file: Option<std::path::PathBuf>,
-) -> PyResult<Reply<'py>> {
-    let call = Call {
-        host,
-        headers,
-        timeout,
-        insecure,
-        ca_file,
-    };
-    let request = pb::ModelReadyRequest {
-        name: model.to_owned(),
-        version: version.to_owned(),
-    };
-    let answer = call.unary(py, "ModelReady", request.encode_to_vec())?;
-    reply(answer, |body| {
+start_call!(
+    /// `grpc_model_metadata(...) -> (code, message, dict | None)`: the dict as
+    /// `parse_model_metadata` makes it.
+    grpc_model_metadata,
+    "ModelMetadata",
+    ModelMetadataRequest,
+    metadata
+);
+start_call!(
+    /// `grpc_model_ready(...) -> (code, message, bool | None)`.
+    grpc_model_ready,
+    "ModelReady",
+    ModelReadyRequest,
+    |py: Python<'py>, body: Bytes| -> PyResult<Bound<'py, PyAny>> {
         let ready: pb::ModelReadyResponse = grpc::decode(body, "the model readiness")?;
         Ok(pyo3::types::PyBool::new(py, ready.ready)
             .to_owned()
             .into_any())
-    })
+    }
+);
+start_call!(
+    /// `grpc_model_statistics(...) -> (code, message, dict | None)`: the model's first entry as the
+    /// HTTP statistics give it (`inference_count`, `execution_count`, `inference_stats` with each
+    /// phase's `count` and `ns`).
+    grpc_model_statistics,
+    "ModelStatistics",
+    ModelStatisticsRequest,
+    statistics
+);
+
+/// The model metadata as `parse_model_metadata` makes it.
+fn metadata(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
+    let meta: pb::ModelMetadataResponse = grpc::decode(body, "the model metadata")?;
+    let specs = |specs: Vec<pb::model_metadata_response::TensorMetadata>| {
+        specs
+            .into_iter()
+            .map(|s| TensorSpec {
+                name: s.name,
+                datatype: s.datatype,
+                shape: s.shape,
+            })
+            .collect()
+    };
+    let meta = ModelMetadata {
+        name: meta.name,
+        platform: meta.platform,
+        versions: meta.versions,
+        inputs: specs(meta.inputs),
+        outputs: specs(meta.outputs),
+    }
+    .checked()?;
+    Ok(crate::protocol::py::triton::metadata_dict(py, &meta)?.into_any())
 }
 
-/// `grpc_model_statistics(host, model, ...) -> (code, message, dict | None)`: the model's first
-/// entry as the HTTP statistics give it (`inference_count`, `execution_count`,
-/// `inference_stats` with each phase's `count` and `ns`).
-#[pyfunction]
-#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python signature
-#[pyo3(signature = (host, model, *, version = "", headers = Vec::new(), timeout = 10.0, insecure = false, ca_file = None))]
-pub fn grpc_model_statistics<'py>(
-    py: Python<'py>,
-    host: &str,
-    model: &str,
-    version: &str,
-    headers: Vec<(String, String)>,
-    timeout: f64,
-    insecure: bool,
-    ca_file: Option<std::path::PathBuf>,
-) -> PyResult<Reply<'py>> {
-    let call = Call {
-        host,
-        headers,
-        timeout,
-        insecure,
-        ca_file,
-    };
-    let request = pb::ModelStatisticsRequest {
-        name: model.to_owned(),
-        version: version.to_owned(),
-    };
-    let answer = call.unary(py, "ModelStatistics", request.encode_to_vec())?;
-    reply(answer, |body| {
-        let stats: pb::ModelStatisticsResponse = grpc::decode(body, "the model statistics")?;
-        let model = stats
-            .model_stats
-            .first()
-            .ok_or_else(|| Error::protocol("the model statistics name no model"))?;
-        let inference = model.inference_stats.unwrap_or_default();
-        let phases = PyDict::new(py);
-        for (name, duration) in [
-            ("success", &inference.success),
-            ("fail", &inference.fail),
-            ("queue", &inference.queue),
-            ("compute_input", &inference.compute_input),
-            ("compute_infer", &inference.compute_infer),
-            ("compute_output", &inference.compute_output),
-        ] {
-            let d = PyDict::new(py);
-            let duration = duration.unwrap_or_default();
-            d.set_item("count", duration.count)?;
-            d.set_item("ns", duration.ns)?;
-            phases.set_item(name, d)?;
-        }
-        let out = PyDict::new(py);
-        out.set_item("name", &model.name)?;
-        out.set_item("version", &model.version)?;
-        out.set_item("inference_count", model.inference_count)?;
-        out.set_item("execution_count", model.execution_count)?;
-        out.set_item("inference_stats", phases)?;
-        Ok(out.into_any())
-    })
+/// The model's first statistics entry, in the shape of the HTTP statistics.
+fn statistics(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
+    let stats: pb::ModelStatisticsResponse = grpc::decode(body, "the model statistics")?;
+    let model = stats
+        .model_stats
+        .first()
+        .ok_or_else(|| Error::protocol("the model statistics name no model"))?;
+    let inference = model.inference_stats.unwrap_or_default();
+    let phases = PyDict::new(py);
+    for (name, duration) in [
+        ("success", &inference.success),
+        ("fail", &inference.fail),
+        ("queue", &inference.queue),
+        ("compute_input", &inference.compute_input),
+        ("compute_infer", &inference.compute_infer),
+        ("compute_output", &inference.compute_output),
+    ] {
+        let d = PyDict::new(py);
+        let duration = duration.unwrap_or_default();
+        d.set_item("count", duration.count)?;
+        d.set_item("ns", duration.ns)?;
+        phases.set_item(name, d)?;
+    }
+    let out = PyDict::new(py);
+    out.set_item("name", &model.name)?;
+    out.set_item("version", &model.version)?;
+    out.set_item("inference_count", model.inference_count)?;
+    out.set_item("execution_count", model.execution_count)?;
+    out.set_item("inference_stats", phases)?;
+    Ok(out.into_any())
 }

@@ -59,6 +59,12 @@ pub const MAX_EVENT_BYTES: usize = 1 << 20;
 pub enum Api {
     OpenAi,
     TritonGenerate,
+    /// Triton's `ModelStreamInfer` for a decoupled text model: each response's `text_output` is a
+    /// chunk of text.
+    GrpcGenerate,
+    /// Triton's `ModelStreamInfer` for a decoupled tensor model: each response with outputs is a
+    /// chunk (a "token" of the accounting).
+    GrpcStream,
 }
 
 impl Api {
@@ -66,8 +72,15 @@ impl Api {
         match name {
             "openai" => Some(Api::OpenAi),
             "triton-generate" => Some(Api::TritonGenerate),
+            "grpc-generate" => Some(Api::GrpcGenerate),
+            "grpc-stream" => Some(Api::GrpcStream),
             _ => None,
         }
+    }
+
+    /// Whether the answers are gRPC `ModelStreamInfer` messages, not HTTP bodies.
+    pub fn grpc(self) -> bool {
+        matches!(self, Api::GrpcGenerate | Api::GrpcStream)
     }
 }
 
@@ -271,6 +284,9 @@ pub fn prompt_text(api: Api, body: &[u8]) -> Option<String> {
         #[serde(default)]
         text_input: Option<String>,
     }
+    if api.grpc() {
+        return crate::protocol::grpc::generate_prompt(body);
+    }
     let p: Body = serde_json::from_slice(body).ok()?;
     match api {
         Api::OpenAi => p.prompt.or_else(|| {
@@ -278,6 +294,7 @@ pub fn prompt_text(api: Api, body: &[u8]) -> Option<String> {
             Some(contents.join("\n"))
         }),
         Api::TritonGenerate => p.text_input,
+        Api::GrpcGenerate | Api::GrpcStream => None,
     }
 }
 
@@ -306,7 +323,7 @@ pub struct Reader {
     keep_body: bool,
     /// The head's `Content-Type`.
     content_type: Option<String>,
-    /// `data: [DONE]` arrived (openai).
+    /// `data: [DONE]` arrived (openai), or Triton's final response (gRPC).
     done: bool,
     tokens: Tokens,
     /// The generated text, with `--tokenizer`.
@@ -369,7 +386,23 @@ impl Reader {
 
     /// Judges a complete 2xx answer whose body is `body`: its tokens, and its failure if any.
     pub fn finish(mut self, body: &[u8]) -> (Tokens, Result<()>) {
-        let verdict = match &self.parser {
+        let verdict = if self.api.grpc() {
+            if self.done {
+                Ok(())
+            } else {
+                Err(self.stream_failed("the stream ended before Triton's final response"))
+            }
+        } else {
+            self.http_verdict(body)
+        };
+        if let Some(text) = &self.text {
+            text.count(&mut self.tokens);
+        }
+        (self.tokens, verdict)
+    }
+
+    fn http_verdict(&mut self, body: &[u8]) -> Result<()> {
+        match &self.parser {
             Some(parser) => {
                 if self.api == Api::OpenAi && !self.done {
                     Err(self.stream_failed("the stream ended before data: [DONE]"))
@@ -380,11 +413,7 @@ impl Reader {
                 }
             }
             None => self.whole_body(body),
-        };
-        if let Some(text) = &self.text {
-            text.count(&mut self.tokens);
         }
-        (self.tokens, verdict)
     }
 
     /// A body that is not an event stream: one JSON answer.
@@ -436,6 +465,9 @@ impl Reader {
                 }
                 text
             }
+            Api::GrpcGenerate | Api::GrpcStream => {
+                return Err(self.protocol("a gRPC message read as JSON"));
+            }
             Api::TritonGenerate => {
                 let m: TritonMessage<'_> = self.json(data)?;
                 if let Some(message) = m.error.as_ref().and_then(error_message) {
@@ -451,6 +483,11 @@ impl Reader {
         if text.is_empty() {
             return Ok(());
         }
+        self.chunk(&text)
+    }
+
+    /// A content chunk holding `text` (empty for a tensor model's response).
+    fn chunk(&mut self, text: &str) -> Result<()> {
         self.tokens.chunks += 1;
         if let Some(kept) = &mut self.text {
             if kept.text.len() + text.len() > self.text_limit {
@@ -459,9 +496,33 @@ impl Reader {
                     "more than {limit} bytes of generated text (--max-response-bytes)"
                 )));
             }
-            kept.text.push_str(&text);
+            kept.text.push_str(text);
             kept.chunk_ends.push(kept.text.len());
         }
+        Ok(())
+    }
+
+    /// One `ModelStreamInferResponse`, `at` after the send: an error in it fails the request
+    /// (what came before stays counted); a response with text (a text model) or with outputs (a
+    /// tensor model) is a chunk; the final-response flag ends the request.
+    fn grpc_message(&mut self, data: &[u8], at: Duration) -> Result<()> {
+        let message = crate::protocol::grpc::decode_stream_message(data)
+            .map_err(|e| self.protocol(&e.to_string()))?;
+        if let Some(error) = message.error {
+            return Err(self.server_error(&error));
+        }
+        if self.done {
+            return Err(self.protocol("a response after Triton's final response"));
+        }
+        let counts = match self.api {
+            Api::GrpcGenerate => !message.text.is_empty(),
+            _ => message.outputs > 0,
+        };
+        if counts {
+            self.chunk(&message.text)?;
+            self.tokens.times.push(at);
+        }
+        self.done = message.last;
         Ok(())
     }
 
@@ -515,6 +576,11 @@ impl Reader {
 
 impl BodySink for Reader {
     fn head(&mut self, status: u16, headers: &HeaderMap) -> bool {
+        if self.api.grpc() {
+            // the transport hands each message over whole; a status other than OK fails the call
+            self.tokens.streamed = status == 200;
+            return self.keep_body;
+        }
         self.content_type = headers
             .get(CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -531,6 +597,9 @@ impl BodySink for Reader {
     }
 
     fn frame(&mut self, data: &[u8], at: Duration) -> Result<()> {
+        if self.api.grpc() {
+            return self.grpc_message(data, at);
+        }
         let Some(mut parser) = self.parser.take() else {
             return Ok(());
         };
@@ -540,6 +609,10 @@ impl BodySink for Reader {
             Error::Protocol(what) if !what.starts_with("malformed") => self.protocol(&what),
             other => other,
         })
+    }
+
+    fn finished(&self) -> bool {
+        self.api.grpc() && self.done
     }
 }
 

@@ -7,7 +7,7 @@ pub(crate) mod generative;
 pub(crate) mod grpc;
 pub(crate) mod json_array;
 pub(crate) mod litserve;
-mod py;
+pub(crate) mod py;
 pub(crate) mod reason;
 pub(crate) mod sse;
 pub(crate) mod tensor;

@@ -8,6 +8,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(triton::decode_triton_response_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::parse_model_metadata_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::encode_triton_grpc_inputs_py, m)?)?;
+    m.add_function(wrap_pyfunction!(triton::encode_triton_grpc_generate_py, m)?)?;
     m.add_function(wrap_pyfunction!(triton::decode_triton_grpc_response_py, m)?)?;
     m.add_function(wrap_pyfunction!(litserve::encode_litserve_request_py, m)?)?;
     m.add_function(wrap_pyfunction!(litserve::check_litserve_response_py, m)?)?;
@@ -125,7 +126,7 @@ mod tensor {
 }
 
 /// Triton's codec.
-mod triton {
+pub(crate) mod triton {
     use pyo3::prelude::*;
     use pyo3::types::{PyBytes, PyDict, PyList};
 
@@ -179,16 +180,18 @@ mod triton {
         Ok((PyBytes::new(py, &body), header_len))
     }
 
-    /// `encode_triton_grpc_inputs(model, inputs, output_names, *, version="")`: a gRPC
-    /// `ModelInferRequest`, `inputs` as for `encode_triton_inputs`, sent as raw contents.
+    /// `encode_triton_grpc_inputs(model, inputs, output_names, *, version="", stream=False)`: a
+    /// gRPC `ModelInferRequest`, `inputs` as for `encode_triton_inputs`, sent as raw contents; with
+    /// `stream`, for `ModelStreamInfer`, asking for the final-response flag.
     #[pyfunction(name = "encode_triton_grpc_inputs")]
-    #[pyo3(signature = (model, inputs, output_names, *, version = ""))]
+    #[pyo3(signature = (model, inputs, output_names, *, version = "", stream = false))]
     pub fn encode_triton_grpc_inputs_py<'py>(
         py: Python<'py>,
         model: &str,
         inputs: Vec<(String, String, Vec<usize>, Vec<u8>)>,
         output_names: Vec<String>,
         version: &str,
+        stream: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let tensors = inputs
             .into_iter()
@@ -208,9 +211,27 @@ mod triton {
             })
             .collect::<crate::error::Result<Vec<_>>>()?;
         let body = py.detach(|| {
-            crate::protocol::grpc::encode_infer_request(model, version, tensors, &output_names)
+            crate::protocol::grpc::encode_infer_request(
+                model,
+                version,
+                tensors,
+                &output_names,
+                stream,
+            )
         })?;
         Ok(PyBytes::new(py, &body))
+    }
+
+    /// `encode_triton_grpc_generate(model, body) -> bytes`: a `ModelStreamInfer` request for a
+    /// text model from the generate extension's JSON `body` (`text_input`, then parameters).
+    #[pyfunction(name = "encode_triton_grpc_generate")]
+    pub fn encode_triton_grpc_generate_py<'py>(
+        py: Python<'py>,
+        model: &str,
+        body: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let message = crate::protocol::grpc::encode_generate_request(model, body)?;
+        Ok(PyBytes::new(py, &message))
     }
 
     /// `decode_triton_grpc_response(body) -> dict[str, numpy.ndarray]`: a `ModelInferResponse`.
@@ -251,6 +272,15 @@ mod triton {
         body: &[u8],
     ) -> PyResult<Bound<'py, PyDict>> {
         let meta = crate::protocol::triton::parse_model_metadata(body)?;
+        metadata_dict(py, &meta)
+    }
+
+    /// Model metadata as Python takes it (HTTP's and gRPC's alike): name, platform, versions,
+    /// inputs and outputs (each a dict of name, datatype, shape).
+    pub(crate) fn metadata_dict<'py>(
+        py: Python<'py>,
+        meta: &crate::protocol::triton::ModelMetadata,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let specs =
             |specs: &[crate::protocol::triton::TensorSpec]| -> PyResult<Bound<'py, PyList>> {
                 let list = PyList::empty(py);

@@ -510,6 +510,17 @@ mod json_tests {
     }
 }
 
+/// An FP32 tensor of `values` (tests).
+#[cfg(test)]
+pub fn fp32(name: &str, shape: &[usize], values: &[f32]) -> Tensor {
+    Tensor {
+        name: name.into(),
+        datatype: DataType::Fp32,
+        shape: shape.to_vec(),
+        data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
 /// Property-test settings: 2000 cases per property, or `PROPTEST_CASES` for a longer campaign.
 #[cfg(test)]
 pub fn fuzz_config() -> proptest::test_runner::Config {

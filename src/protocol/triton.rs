@@ -378,13 +378,20 @@ pub struct ModelMetadata {
 pub fn parse_model_metadata(body: &[u8]) -> Result<ModelMetadata> {
     let meta: ModelMetadata = serde_json::from_slice(body)
         .map_err(|e| Error::protocol(format!("model metadata is not valid: {e}")))?;
-    if meta.inputs.is_empty() || meta.outputs.is_empty() {
-        return Err(Error::protocol(format!(
-            "model {:?} declares no inputs or no outputs",
-            meta.name
-        )));
+    meta.checked()
+}
+
+impl ModelMetadata {
+    /// The metadata, when it declares inputs and outputs (over HTTP or gRPC).
+    pub fn checked(self) -> Result<Self> {
+        if self.inputs.is_empty() || self.outputs.is_empty() {
+            return Err(Error::protocol(format!(
+                "model {:?} declares no inputs or no outputs",
+                self.name
+            )));
+        }
+        Ok(self)
     }
-    Ok(meta)
 }
 
 /// What a response must contain to count as a success.
@@ -474,14 +481,7 @@ pub fn format_shape(shape: &[Option<usize>]) -> String {
 mod tests {
     use super::*;
 
-    fn fp32(name: &str, shape: &[usize], values: &[f32]) -> Tensor {
-        Tensor {
-            name: name.into(),
-            datatype: DataType::Fp32,
-            shape: shape.to_vec(),
-            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
-    }
+    use crate::protocol::tensor::fp32;
 
     fn binary_response(outputs: &[Tensor]) -> (Vec<u8>, usize) {
         let header = json!({

@@ -1,6 +1,8 @@
 //! The gRPC transport: unary calls on tonic's HTTP/2 channels, for Triton's
 //! `GRPCInferenceService`. The URL's scheme says `http://` (cleartext HTTP/2) or `https://`, and
-//! its path names the RPC (`/inference.GRPCInferenceService/ModelInfer`).
+//! its path names the RPC (`/inference.GRPCInferenceService/ModelInfer`). A path naming
+//! `ModelStreamInfer` is read as a stream: each response message goes to the request's
+//! [`super::BodySink`] as it arrives, until the sink has the final one.
 //!
 //! Over `https://` the certificate is checked as on the HTTP transport ([`super::tls`]: the public
 //! roots, or `--ca-file` with its pinned self-signed certificates, or nothing with `--insecure`),
@@ -28,9 +30,7 @@ use tonic::codec::{DecodeBuf, Decoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
 use super::{describe, tls, too_large, ClientConfig, Progress, RequestSpec, Response};
 use crate::engine::runtime::PerProcess;
@@ -47,6 +47,9 @@ const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 /// `ready()` (tonic's default is 1024).
 const CHANNEL_BUFFER: usize = 4096;
 
+/// The bidirectional RPC's name: a path ending so is read as a stream of responses.
+pub const STREAM_RPC: &str = "/ModelStreamInfer";
+
 /// The most connections one endpoint opens per process (`--grpc-connections` has the same bound):
 /// each is a task and a socket made up front, so the number is bounded before any is made.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -60,13 +63,18 @@ struct Framed {
 
 impl Framed {
     fn new(message: Bytes) -> Result<Self> {
+        Self::with_flag(message, false)
+    }
+
+    /// The frame of `message`, flagged compressed when it is (gRPC's message-encoding).
+    fn with_flag(message: Bytes, compressed: bool) -> Result<Self> {
         let length = u32::try_from(message.len()).map_err(|_| {
             Error::InvalidArgument(format!(
                 "a {}-byte message is over gRPC's 4 GiB frame limit",
                 message.len()
             ))
         })?;
-        let mut prefix = [0u8; 5];
+        let mut prefix = [u8::from(compressed), 0, 0, 0, 0];
         prefix[1..].copy_from_slice(&length.to_be_bytes());
         Ok(Framed {
             prefix: Some(Bytes::copy_from_slice(&prefix)),
@@ -125,11 +133,65 @@ pub struct Client {
     channels: PerProcess<Arc<[Channel]>>,
     /// Which channel the next request takes, in turn.
     next: AtomicUsize,
+    /// The RPC is `ModelStreamInfer`: one request out, responses until the final one.
+    streaming: bool,
+    /// With request compression: each body compressed once, by index.
+    compressed: Option<Vec<Bytes>>,
+}
+
+/// gRPC's request compression (`grpc-encoding`), as `perf_analyzer --grpc-compression-algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Deflate,
+}
+
+impl Compression {
+    /// `none` (no compression), `gzip` or `deflate`.
+    pub fn parse(name: &str) -> Result<Option<Self>> {
+        match name {
+            "none" => Ok(None),
+            "gzip" => Ok(Some(Compression::Gzip)),
+            "deflate" => Ok(Some(Compression::Deflate)),
+            other => Err(Error::InvalidArgument(format!(
+                "grpc_compression must be 'none', 'gzip' or 'deflate', not {other:?}"
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Deflate => "deflate",
+        }
+    }
+
+    /// `message` compressed (gRPC's `deflate` is zlib's format, as in HTTP).
+    fn compress(self, message: &[u8]) -> Bytes {
+        use std::io::Write;
+        let level = flate2::Compression::default();
+        let out = match self {
+            Compression::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+                e.write_all(message).and_then(|()| e.finish())
+            }
+            Compression::Deflate => {
+                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+                e.write_all(message).and_then(|()| e.finish())
+            }
+        };
+        Bytes::from(out.unwrap_or_else(|e| unreachable!("writing to memory failed: {e}")))
+    }
 }
 
 impl Client {
     /// Prepares `spec`'s RPC (its URL's path) on `connections` HTTP/2 connections.
-    pub fn new(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
+    pub fn new(
+        spec: &RequestSpec,
+        config: &ClientConfig,
+        connections: usize,
+        compression: Option<Compression>,
+    ) -> Result<Self> {
         if !(1..=MAX_CONNECTIONS).contains(&connections) {
             return Err(Error::InvalidArgument(format!(
                 "grpc_connections must be from 1 to {MAX_CONNECTIONS}, not {connections}"
@@ -148,7 +210,12 @@ impl Client {
             let name = ServerName::try_from(host.clone()).map_err(|_| {
                 Error::InvalidArgument(format!("{host:?} is not a TLS server name"))
             })?;
-            Some((Arc::new(rustls_config(config)?), name, host, port))
+            Some((
+                Arc::new(tls::rustls_config(config, b"h2")?),
+                name,
+                host,
+                port,
+            ))
         } else {
             None
         };
@@ -157,8 +224,22 @@ impl Client {
             .path_and_query(path)
             .build()
             .map_err(|_| Error::InvalidArgument(format!("{path:?} is not a gRPC method path")))?;
-        for body in &spec.bodies {
-            Framed::new(body.bytes.clone())?; // each fits a frame
+        let compressed = compression.map(|c| {
+            spec.bodies
+                .iter()
+                .map(|body| c.compress(&body.bytes))
+                .collect::<Vec<_>>()
+        });
+        for body in compressed
+            .iter()
+            .flatten()
+            .chain(spec.bodies.iter().map(|b| &b.bytes))
+        {
+            Framed::new(body.clone())?; // each fits a frame
+        }
+        let mut headers = request_headers(&spec.headers);
+        if let Some(c) = compression {
+            headers.insert("grpc-encoding", http::HeaderValue::from_static(c.name()));
         }
         let origin = format!(
             "{}://{}:{port}",
@@ -175,10 +256,12 @@ impl Client {
             endpoint,
             tls,
             uri,
-            headers: request_headers(&spec.headers),
+            headers,
             connections,
             channels: PerProcess::new(),
             next: AtomicUsize::new(0),
+            streaming: path.ends_with(STREAM_RPC),
+            compressed,
         })
     }
 
@@ -218,7 +301,10 @@ impl Client {
         progress: &mut Progress<'_>,
     ) -> Result<Response> {
         use tower::{Service, ServiceExt};
-        let framed = Framed::new(spec.bodies[index].bytes.clone())?;
+        let framed = match &self.compressed {
+            Some(bodies) => Framed::with_flag(bodies[index].clone(), true)?,
+            None => Framed::new(spec.bodies[index].bytes.clone())?,
+        };
         let mut request = http::Request::new(tonic::body::Body::new(framed));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.uri.clone();
@@ -249,6 +335,9 @@ impl Client {
             None,
             Some(spec.max_response_bytes),
         );
+        if self.streaming {
+            return Self::read_stream(spec, start, ttfb, &parts, &mut stream, progress).await;
+        }
         let message = stream
             .message()
             .await
@@ -278,6 +367,55 @@ impl Client {
             body: message,
             ttfb,
             total: start.elapsed(),
+            resent: false,
+        })
+    }
+}
+
+impl Client {
+    /// Reads a `ModelStreamInfer` answer: each message goes to the sink as it arrives, until the
+    /// sink has the request's final response or the server ends the stream. The request went out
+    /// whole as one message with the end of its stream (gRPC's half-close): Triton answers it and
+    /// ends the call once the last response is sent. What stays unread when the sink is done
+    /// (the trailers) is dropped with the stream, the call reset if it was still open.
+    async fn read_stream(
+        spec: &RequestSpec,
+        start: Instant,
+        ttfb: std::time::Duration,
+        parts: &http::response::Parts,
+        stream: &mut tonic::codec::Streaming<Bytes>,
+        progress: &mut Progress<'_>,
+    ) -> Result<Response> {
+        let keep = progress.head(parts.status.as_u16(), &parts.headers);
+        let mut length = 0usize;
+        let mut kept = Vec::new();
+        while !progress.finished() {
+            let Some(message) = stream.message().await.map_err(|s| status_error(spec, &s))? else {
+                break; // the call ended with status OK
+            };
+            length = length.saturating_add(message.len());
+            progress.frame(&message, start)?;
+            if keep {
+                // the messages kept whole: together within the one response's limit
+                if length > spec.max_response_bytes {
+                    return Err(too_large(spec));
+                }
+                kept.push(message);
+            }
+        }
+        let total = start.elapsed();
+        let body = if kept.len() == 1 {
+            kept.pop().unwrap_or_default()
+        } else {
+            Bytes::from(kept.concat())
+        };
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts.headers.clone(),
+            length,
+            body,
+            ttfb,
+            total,
             resent: false,
         })
     }
@@ -316,7 +454,7 @@ pub(crate) fn status_error(spec: &RequestSpec, status: &Status) -> Error {
     {
         return too_large(spec);
     }
-    if let Some(problem) = certificate_problem(status) {
+    if let Some(problem) = tls::certificate_problem(std::error::Error::source(status)) {
         return Error::Certificate { url, problem };
     }
     if let Some(source) = std::error::Error::source(status) {
@@ -360,82 +498,6 @@ fn tls_connector(
     })
 }
 
-/// The TLS settings of `config`, offering `h2` only (gRPC).
-fn rustls_config(config: &ClientConfig) -> Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = || {
-        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Runtime(format!("TLS: {e}")))
-    };
-    let mut tls = if config.insecure {
-        builder()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(Arc::clone(&provider))))
-            .with_no_client_auth()
-    } else if let Some(path) = &config.ca_file {
-        tls::tls_config(&tls::read_ca_file(path)?)?
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        builder()?
-            .with_root_certificates(roots)
-            .with_no_client_auth()
-    };
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(tls)
-}
-
-/// `--insecure`: any certificate, any name, any dates; the handshake's signatures are still checked
-/// (with the certificate given), so the connection is encrypted, to an unverified peer.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// Whether the failure is the connection's set-up: tonic's TCP connector says so in its message,
 /// ours (TLS) with the connect's own `io::Error`. Not any error that mentions a connection: h2's
 /// "error reading a body from connection" comes after the request went out.
@@ -459,26 +521,6 @@ fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
         source = e.source();
     }
     false
-}
-
-/// What is wrong with the server's certificate, when that is why the call failed.
-fn certificate_problem(status: &Status) -> Option<String> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        // rustls's error sits inside an io::Error (tokio-rustls), maybe inside another
-        let mut inner = e;
-        while let Some(wrapped) = inner
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            inner = wrapped;
-        }
-        if let Some(rustls::Error::InvalidCertificate(problem)) = inner.downcast_ref() {
-            return Some(tls::certificate_text(problem));
-        }
-        source = e.source();
-    }
-    None
 }
 
 #[cfg(test)]
@@ -562,6 +604,25 @@ mod tests {
         Vanish,
         /// GOAWAY as the request's head arrives, and the connection closes.
         GoAway,
+        /// These messages (each framed) on a `ModelStreamInfer` call, then `Then`; a fault only
+        /// once the client has read them all (a permit each in the semaphore: h2 drops data it has
+        /// not handed over when a reset arrives).
+        Stream(&'static [Bytes], Then, &'static tokio::sync::Semaphore),
+    }
+
+    /// How a streamed answer ends after its messages.
+    #[derive(Clone, Copy, Debug)]
+    enum Then {
+        /// Status OK in the trailers.
+        Trailers,
+        /// Nothing more: the stream stays open.
+        Hold,
+        /// RST_STREAM.
+        Reset,
+        /// The connection closes.
+        Vanish,
+        /// GOAWAY, and the connection closes.
+        GoAway,
     }
 
     /// What the test server saw: each call's headers and body, and the connections it accepted.
@@ -586,21 +647,27 @@ mod tests {
                 tokio::spawn(async move {
                     let mut conn = h2::server::handshake(socket).await.unwrap();
                     let close = Arc::new(tokio::sync::Notify::new());
+                    let goaway = Arc::new(tokio::sync::Notify::new());
                     loop {
                         let next = tokio::select! {
                             next = conn.accept() => next,
                             () = close.notified() => return, // drops the connection
+                            () = goaway.notified() => {
+                                conn.abrupt_shutdown(h2::Reason::INTERNAL_ERROR);
+                                while conn.accept().await.is_some() {}
+                                return;
+                            }
                         };
                         let Some(Ok((request, mut respond))) = next else {
                             return;
                         };
                         if let Answer::GoAway = answer {
                             tx.send((request.headers().clone(), Vec::new())).unwrap();
-                            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
-                            while conn.accept().await.is_some() {}
-                            return;
+                            goaway.notify_one(); // the select above sends it
+                            continue;
                         }
-                        let (tx, close) = (tx.clone(), Arc::clone(&close));
+                        let (tx, close, goaway) =
+                            (tx.clone(), Arc::clone(&close), Arc::clone(&goaway));
                         tokio::spawn(async move {
                             let (parts, mut body) = request.into_parts();
                             let mut got = Vec::new();
@@ -646,6 +713,11 @@ mod tests {
                                         .unwrap();
                                     close.notify_one();
                                 }
+                                Answer::Stream(messages, then, read) => {
+                                    let send = respond.send_response(head(None), false).unwrap();
+                                    stream_answer(send, messages, then, read, &close, &goaway)
+                                        .await;
+                                }
                                 Answer::GoAway => unreachable!("answered on the connection"),
                             }
                         });
@@ -660,6 +732,38 @@ mod tests {
                 connections,
             },
         )
+    }
+
+    /// Sends `messages` framed, then ends as `then` says (a fault once the client read them all).
+    async fn stream_answer(
+        mut send: h2::SendStream<Bytes>,
+        messages: &[Bytes],
+        then: Then,
+        read: &tokio::sync::Semaphore,
+        close: &tokio::sync::Notify,
+        goaway: &tokio::sync::Notify,
+    ) {
+        for message in messages {
+            let mut frame = vec![0];
+            frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            frame.extend_from_slice(message);
+            send.send_data(frame.into(), false).unwrap();
+        }
+        if matches!(then, Then::Reset | Then::Vanish | Then::GoAway) {
+            let all = u32::try_from(messages.len()).unwrap();
+            read.acquire_many(all).await.unwrap().forget();
+        }
+        match then {
+            Then::Trailers => {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                send.send_trailers(trailers).unwrap();
+            }
+            Then::Hold => std::future::pending::<()>().await, // open until the client goes
+            Then::Reset => send.send_reset(h2::Reason::INTERNAL_ERROR),
+            Then::Vanish => close.notify_one(),
+            Then::GoAway => goaway.notify_one(),
+        }
     }
 
     fn spec_for(port: u16, body: &'static [u8], limit: usize) -> RequestSpec {
@@ -677,7 +781,8 @@ mod tests {
     }
 
     async fn call(spec: &RequestSpec) -> Result<Response, super::super::Failure> {
-        let transport = super::super::Transport::grpc(spec, &ClientConfig::default(), 1).unwrap();
+        let transport =
+            super::super::Transport::grpc(spec, &ClientConfig::default(), 1, None).unwrap();
         transport.send(spec, 0).await
     }
 
@@ -771,12 +876,163 @@ mod tests {
             let (port, seen) = serve(Answer::Message(b"")).await;
             let spec = spec_for(port, b"msg", 1024);
             let transport =
-                super::super::Transport::grpc(&spec, &ClientConfig::default(), connections)
+                super::super::Transport::grpc(&spec, &ClientConfig::default(), connections, None)
                     .unwrap();
             for _ in 0..6 {
                 transport.send(&spec, 0).await.unwrap();
             }
             assert_eq!(seen.connections.load(Ordering::SeqCst), connections);
         }
+    }
+
+    /// A `ModelStreamInferResponse` carrying one INT32 output (none when `index` is None), final
+    /// when `last`; or the server's error.
+    fn stream_message(index: Option<i32>, last: bool, error: &str) -> Bytes {
+        use crate::protocol::grpc::pb;
+        let mut response = pb::ModelInferResponse::default();
+        if let Some(i) = index {
+            response
+                .outputs
+                .push(pb::model_infer_response::InferOutputTensor {
+                    name: "INDEX".into(),
+                    datatype: "INT32".into(),
+                    shape: vec![1],
+                    ..Default::default()
+                });
+            response
+                .raw_output_contents
+                .push(Bytes::copy_from_slice(&i.to_le_bytes()));
+        }
+        if last {
+            response.parameters.insert(
+                crate::protocol::grpc::FINAL_RESPONSE.into(),
+                pb::InferParameter {
+                    parameter_choice: Some(pb::infer_parameter::ParameterChoice::BoolParam(true)),
+                },
+            );
+        }
+        prost::Message::encode_to_vec(&pb::ModelStreamInferResponse {
+            error_message: error.into(),
+            infer_response: Some(response),
+        })
+        .into()
+    }
+
+    fn leak(messages: Vec<Bytes>) -> &'static [Bytes] {
+        Box::leak(messages.into_boxed_slice())
+    }
+
+    /// Three responses, then Triton's empty final response.
+    fn three_then_final() -> Vec<Bytes> {
+        let mut m: Vec<Bytes> = (0..3).map(|i| stream_message(Some(i), false, "")).collect();
+        m.push(stream_message(None, true, ""));
+        m
+    }
+
+    /// A `ModelStreamInfer` call read by the generative reader as a decoupled tensor model's:
+    /// its tokens and verdict, and what the server saw.
+    async fn stream_call(
+        messages: Vec<Bytes>,
+        then: Then,
+        limit: usize,
+    ) -> (crate::protocol::generative::Tokens, Result<()>, Seen) {
+        use crate::protocol::generative::{Api, Reader};
+        /// The reader, adding a permit for each message it is handed.
+        struct Counted<'a>(&'a mut Reader, &'static tokio::sync::Semaphore);
+        impl super::super::BodySink for Counted<'_> {
+            fn head(&mut self, status: u16, headers: &HeaderMap) -> bool {
+                self.0.head(status, headers)
+            }
+            fn frame(&mut self, data: &[u8], at: Duration) -> Result<()> {
+                self.1.add_permits(1);
+                self.0.frame(data, at)
+            }
+            fn finished(&self) -> bool {
+                self.0.finished()
+            }
+        }
+        let read = Box::leak(Box::new(tokio::sync::Semaphore::new(0)));
+        let (port, seen) = serve(Answer::Stream(leak(messages), then, read)).await;
+        let mut spec = spec_for(port, b"msg", limit);
+        spec.url =
+            format!("http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelStreamInfer")
+                .parse()
+                .unwrap();
+        let transport =
+            super::super::Transport::grpc(&spec, &ClientConfig::default(), 1, None).unwrap();
+        let mut reader = Reader::new(Api::GrpcStream, true, spec.url.to_string(), limit, false);
+        let mut counted = Counted(&mut reader, read);
+        let sent = transport.send_to(&spec, 0, Some(&mut counted)).await;
+        let (tokens, verdict) = match sent {
+            Ok(response) => reader.finish(&response.body),
+            Err(failure) => {
+                assert!(!failure.resent);
+                (reader.into_tokens(), Err(failure.error))
+            }
+        };
+        (tokens, verdict, seen)
+    }
+
+    /// Each response is timed as it arrives and the final-response flag ends the request, whether
+    /// the server then closes the call or keeps it open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_stream_is_read_to_its_final_response() {
+        for then in [Then::Trailers, Then::Hold] {
+            let (tokens, verdict, mut seen) = stream_call(three_then_final(), then, 1024).await;
+            verdict.unwrap();
+            assert_eq!((tokens.chunks, tokens.times.len()), (3, 3), "{then:?}");
+            assert!(tokens.streamed);
+            assert!(seen.calls.recv().await.is_some());
+        }
+    }
+
+    /// A stream that ends without the final response, or carries an error, fails; the responses
+    /// before count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_stream_without_its_final_response_or_with_an_error_fails_counting_what_came() {
+        let mut two: Vec<Bytes> = three_then_final()[..2].to_vec();
+        let (tokens, verdict, _) = stream_call(two.clone(), Then::Trailers, 1024).await;
+        let err = verdict.unwrap_err();
+        assert_eq!(err.kind(), "stream");
+        assert!(
+            err.to_string()
+                .ends_with("the stream ended before Triton's final response"),
+            "{err}"
+        );
+        assert_eq!(tokens.chunks, 2);
+        two.push(stream_message(None, false, "model pulse: out of memory"));
+        let (tokens, verdict, _) = stream_call(two, Then::Hold, 1024).await;
+        let err = verdict.unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("the server sent an error: model pulse: out of memory"),
+            "{err}"
+        );
+        assert_eq!(tokens.chunks, 2);
+    }
+
+    /// A reset, a vanished server and a GOAWAY mid-stream fail the one call sent, never resent,
+    /// the responses before it counted; so does a deadline passed, and a response over the limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn faults_mid_stream_fail_the_one_call_counting_what_came() {
+        let two = three_then_final()[..2].to_vec();
+        for (then, kind) in [
+            (Then::Reset, "transport"),
+            (Then::Vanish, "transport"),
+            (Then::GoAway, "transport"),
+            (Then::Hold, "timeout"),
+        ] {
+            let (tokens, verdict, mut seen) = stream_call(two.clone(), then, 1024).await;
+            let err = verdict.unwrap_err();
+            assert_eq!(err.kind(), kind, "{then:?}: {err}");
+            assert_eq!(tokens.chunks, 2, "{then:?}");
+            assert!(seen.calls.recv().await.is_some());
+            assert!(seen.calls.try_recv().is_err(), "sent twice: {err}");
+        }
+        let mut big = three_then_final();
+        big.insert(1, stream_message(Some(7), false, &"x".repeat(200)));
+        let (tokens, verdict, _) = stream_call(big, Then::Trailers, 100).await;
+        assert_eq!(verdict.unwrap_err().kind(), "too-large");
+        assert_eq!(tokens.chunks, 1);
     }
 }

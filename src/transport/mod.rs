@@ -102,6 +102,11 @@ pub trait BodySink: Send {
     /// A frame of the body arrived, `at` after the send started (the clock of `Response::total`).
     /// An error ends the exchange with it (the connection is closed, not pooled).
     fn frame(&mut self, data: &[u8], at: Duration) -> Result<()>;
+    /// Whether the answer is complete though its stream is not (gRPC `ModelStreamInfer`: Triton's
+    /// final-response flag arrived): the transport stops reading.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// What one exchange knows when it fails or times out: set as the exchange goes.
@@ -123,6 +128,11 @@ impl Progress<'_> {
             Some(sink) => sink.head(status, headers),
             None => true,
         }
+    }
+
+    /// Whether the sink has the whole answer (see [`BodySink::finished`]).
+    pub(crate) fn finished(&self) -> bool {
+        self.sink.as_deref().is_some_and(BodySink::finished)
     }
 
     /// Hands a body frame to the sink, if any, stamped with its arrival from `start`.
@@ -162,12 +172,19 @@ impl Transport {
     }
 
     /// The gRPC transport for `spec` (each body a complete message for the RPC its URL's path
-    /// names), on `connections` HTTP/2 connections per process.
-    pub fn grpc(spec: &RequestSpec, config: &ClientConfig, connections: usize) -> Result<Self> {
+    /// names), on `connections` HTTP/2 connections per process, each message compressed with
+    /// `compression` when given.
+    pub fn grpc(
+        spec: &RequestSpec,
+        config: &ClientConfig,
+        connections: usize,
+        compression: Option<grpc::Compression>,
+    ) -> Result<Self> {
         Ok(Transport::Grpc(Box::new(grpc::Client::new(
             spec,
             config,
             connections,
+            compression,
         )?)))
     }
 

@@ -4,9 +4,12 @@ then the server asked whether it answers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from locust_inference import defaults, generative
-from locust_inference._native import ConfigError
-from locust_inference.backends.common import Target, checksum, get, make_target
+from locust_inference._native import ConfigError, encode_triton_grpc_generate
+from locust_inference.backends import triton
+from locust_inference.backends.common import Body, Target, checksum, get, make_target
 from locust_inference.input_options import InputSettings
 from locust_inference.options import Settings
 
@@ -17,6 +20,9 @@ def _check_ready(settings: Settings) -> None:
     """The server answers, so a wrong --host or model stops the start in one line: for generate, Triton's
     model is ready; OpenAI servers share no readiness path (LitServe has ``/health``, Triton's frontend
     ``/health/ready``), so any answer to ``/health`` will do."""
+    if settings.protocol == "grpc":
+        triton.grpc_check_ready(settings)
+        return
     if settings.generative.api == "generate":
         status, _body = get(settings, f"{settings.host}/v2/models/{settings.model}/ready", "Triton")
         if status != 200:
@@ -62,20 +68,30 @@ def prepare(settings: Settings) -> Target:
     if g.input_tokens is not None:
         prompts = list(_synthetic(settings))
     encoded = generative.bodies(settings, prompts)
-    json_type = [("Content-Type", "application/json")]
+    payload: list[Body] = [(b, [("Content-Type", "application/json")]) for b in encoded]
+    url, protocol = generative.url(settings), "triton-generate" if g.api == "generate" else "openai"
+    grpc: dict[str, Any] = {}
+    if settings.protocol == "grpc":  # the same prompt and parameters as a ModelStreamInfer request
+        try:
+            payload = [(encode_triton_grpc_generate(settings.model, b), []) for b in encoded]
+        except ValueError as err:
+            raise ConfigError(f"--api generate --protocol grpc: {err}") from None
+        url, protocol = f"{settings.host}{triton.GRPC_STREAM_INFER}", "grpc-generate"
+        grpc = {"grpc_connections": settings.grpc.connections, "grpc_compression": settings.grpc.compression}
     # the endpoint first: it loads --tokenizer, a bad file said before any server is asked
     target = make_target(
         settings,
-        generative.url(settings),
-        [(b, json_type) for b in encoded],
+        url,
+        payload,
         list(settings.headers),
         json_header_bytes=None,
         tensor_bytes=0,
         input_checksum=checksum(encoded[0]),
         inputs=(),
-        protocol="triton-generate" if g.api == "generate" else "openai",
+        protocol=protocol,
         stream=g.stream,
         tokenizer=g.tokenizer,
+        **grpc,
     )
     _check_ready(settings)
     return target

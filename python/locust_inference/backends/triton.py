@@ -31,6 +31,7 @@ __all__ = ["prepare"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"  # the RPC's path, after the host
+GRPC_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"  # decoupled models (--stream)
 GRPC_NOT_FOUND = 5  # the gRPC status code
 
 
@@ -54,19 +55,23 @@ def prepare(settings: Settings, files: list[Path] | None) -> Target:
     tensor_bytes = sum(len(data) for *_, data in requests[0])
     input_checksum = checksum(b"".join(data for *_, data in requests[0]))
     if grpc:  # 5. the bodies, and the target: one ModelInferRequest per input, its tensors as raw contents
-        messages: list[Body] = [(encode_triton_grpc_inputs(settings.model, r, names), []) for r in requests]
+        stream = settings.grpc.stream  # a decoupled model: its responses counted as chunks
+        messages: list[Body] = [
+            (encode_triton_grpc_inputs(settings.model, r, names, stream=stream), []) for r in requests
+        ]
         return make_target(
             settings,
-            f"{settings.host}{GRPC_INFER}",
+            f"{settings.host}{GRPC_STREAM_INFER if stream else GRPC_INFER}",
             messages,
             list(settings.headers),
             json_header_bytes=None,
             tensor_bytes=tensor_bytes,
             input_checksum=input_checksum,
             inputs=labels,
-            protocol="grpc",
+            protocol="grpc-stream" if stream else "grpc",
             outputs=expected_outputs,
             grpc_connections=settings.grpc.connections,
+            grpc_compression=settings.grpc.compression,
         )
     bodies = []  # the memory they take with the requests was checked before either was made
     for request in requests:
@@ -166,12 +171,21 @@ def _grpc_metadata(settings: Settings) -> dict[str, Any]:
         )
     if code != 0:
         raise ConfigError(f"Triton at {settings.host} (gRPC) answered ModelMetadata with status {code}: {message}")
+    grpc_check_ready(settings)
+    result: dict[str, Any] = meta
+    return result
+
+
+def grpc_check_ready(settings: Settings) -> None:
+    """The model is ready, asked over gRPC (ModelReady): a wrong --host or model is one line at start."""
     code, message, ready = _grpc_start_call(grpc_model_ready, settings)
+    if code != 0 and (code == GRPC_NOT_FOUND or "unknown model" in message.lower()):
+        raise ConfigError(
+            f"Triton at {settings.host} (gRPC) has no model {settings.model!r} (check --model-name / MODEL_NAME)"
+        )
     if code != 0 or not ready:
         said = f": status {code}: {message}" if code != 0 else ""
         raise ConfigError(f"model {settings.model!r} at {settings.host} (gRPC) is not ready{said}")
-    result: dict[str, Any] = meta
-    return result
 
 
 # ---- images -----------------------------------------------------------------------------------------------
