@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from support import REPO_ROOT, clean_env
+from support.runs import REPO_ROOT, clean_env
 
 from bench import sections
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from locust_inference import RequestSlot
 from locust_inference._native import thread_crossings
 from locust_inference.backends import prepare
-from own_model_support import first_words, image_set, settings, stretched, words
-from support import REPO_ROOT, clean_env, run_locust, triton_successes
+from support.own_model import first_words, image_set, settings, stretched, words
+from support.runs import REPO_ROOT, clean_env, run_locust, triton_successes
 
 
 def test_follow_ups_walk_the_set_in_order_and_each_saves_a_hand_off(triton, tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def _stop_probe(triton, http, tmp_path: Path, hold: bool, wait: float = 0) -> tu
             PROBE_HOLD=str(int(hold)),
             PROBE_WAIT=str(wait),
         ),
-        locustfile=REPO_ROOT / "tests" / "locustfiles" / "stop_probe.py",
+        locustfile=REPO_ROOT / "tests" / "support" / "locustfiles" / "stop_probe.py",
         run_time="2s",
         users=4,
     )

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from endpoints import triton_endpoint
 from locust_inference import Measurements, Stream
-from support import REPO_ROOT, clean_env, run_distributed, run_locust
+from support.endpoints import triton_endpoint
+from support.runs import REPO_ROOT, clean_env, run_distributed, run_locust
 
-LISTENER_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "listener_stops.py"
-RESET_RACE_PROBE = REPO_ROOT / "tests" / "reset_race_probe.py"
+LISTENER_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "listener_stops.py"
+RESET_RACE_PROBE = REPO_ROOT / "tests" / "support" / "reset_race_probe.py"
 
 
 def identity(c: dict[str, Any]) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from conftest import GENERATOR_MAX_TOKENS, GENERATOR_PREFILL_MS, GeneratorServer
 from locust_inference import generative, generative_options
 from locust_inference.options import Settings
 from locust_inference.results_schema import TokenEntry
-from support import REPO_ROOT, clean_env, run_locust
+from support.runs import REPO_ROOT, clean_env, run_locust
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 
 from servers.launch import litserve_llm_server
@@ -33,7 +33,7 @@ TTFT_OVERHEAD_MS = {"litserve": 2.0, "triton": 10.0}  # seen: 0.5 and 4.2 ms
 # How far the client's inter-token p50 may lie from the gaps the generator measured between its emissions
 ITL_TOLERANCE_MS = 0.5
 MAX_TOKENS = 32
-TOKEN_PROBE_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "token_probe.py"
+TOKEN_PROBE_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "token_probe.py"
 
 
 def api_args(server: str) -> tuple[list[str], dict[str, str]]:
@@ -147,7 +147,6 @@ def test_eight_users_in_one_process_have_eight_streams_in_flight(litserve_llm: G
     assert most_in_flight(intervals) == 8, f"{len(intervals)} requests"
 
 
-@pytest.mark.server
 def test_open_loop_time_to_first_token_counts_from_the_intended_send(tmp_path: Path) -> None:
     """One slot, 50 ms a request (one token each), one request in flight, the others queued on the client:
     request k is meant for 20k ms (50/s) and cannot be sent before 50k ms, so its time to first token from

@@ -22,11 +22,11 @@ from locust_inference._native import (
 )
 from locust_inference.backends import Target, prepare
 from locust_inference.options import resolve
-from own_model_support import answers, image_set, imagenet, settings, stretched, words
-from support import assert_clean_failure, clean_env, run_locust
+from support.certs import self_signed
+from support.own_model import answers, image_set, imagenet, settings, stretched, words
+from support.runs import assert_clean_failure, clean_env, run_locust
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 from test_own_model import _two_inputs_file
-from test_security import self_signed
 
 from servers.launch import free_port, triton_server
 from servers.models import checksum_words as float32_checksum
@@ -301,7 +301,6 @@ def triton_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         yield f"https://127.0.0.1:{port}", cert
 
 
-@pytest.mark.server
 def test_tls_with_the_certificate_trusted_or_unchecked(triton_tls) -> None:
     url, cert = triton_tls
     for options in ({"ca_file": str(cert["cert"])}, {"insecure": True}):
@@ -309,7 +308,6 @@ def test_tls_with_the_certificate_trusted_or_unchecked(triton_tls) -> None:
         assert one(target.endpoint).ok, options
 
 
-@pytest.mark.server
 def test_tls_with_a_certificate_not_trusted_stops_the_start_saying_so(triton_tls) -> None:
     url, _ = triton_tls
     with pytest.raises(ConfigError) as raised:
@@ -320,7 +318,6 @@ def test_tls_with_a_certificate_not_trusted_stops_the_start_saying_so(triton_tls
     assert "pass --ca-file" in str(raised.value)
 
 
-@pytest.mark.server
 def test_headers_go_as_metadata_that_triton_checks(tmp_path: Path) -> None:
     """Triton's restricted inference API (TRITON_INFERENCE_TOKEN in servers/triton.py) answers only calls
     whose metadata carries the token (over gRPC under the name Triton gives it there): --header reaches

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from locust_inference.tab import COLUMNS, ROUTE, TAB_KEY, rows
-from support import LOCUST, REPO_ROOT, clean_env
+from support.runs import LOCUST, REPO_ROOT, clean_env
 
 from servers import children
 from servers.launch import free_port
@@ -444,8 +444,8 @@ import json, sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(sys.argv[2])))
-from reset_race_probe import IMAGE, runner_shell  # Locust's own Environments and events, no sockets
-from endpoints import triton_endpoint
+from support.reset_race_probe import IMAGE, runner_shell  # Locust's own Environments and events, no sockets
+from support.endpoints import triton_endpoint
 from locust.runners import MasterRunner, WorkerRunner
 from locust_inference import RequestSlot, latency
 from locust_inference.options import Settings

@@ -21,9 +21,9 @@ from locust_inference import (
 )
 from locust_inference.backends import Target, prepare
 from locust_inference.options import Settings
-from own_model_support import answers_in_turn, image_set
 from PIL import Image
-from support import IMAGE, assert_clean_failure, clean_env, run_locust
+from support.own_model import answers_in_turn, image_set
+from support.runs import IMAGE, assert_clean_failure, clean_env, run_locust
 
 from servers.launch import RunningServer
 from servers.models import checksum_words

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from support import REPO_ROOT, clean_env, run_locust
+from support.runs import REPO_ROOT, clean_env, run_locust
 
-CHECKSUM_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "checksum_check.py"
-TIMELINE_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "timeline.py"
-SCHED_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "sched_probe.py"
+CHECKSUM_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "checksum_check.py"
+TIMELINE_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "timeline.py"
+SCHED_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "sched_probe.py"
 
 
 @pytest.mark.parametrize("triton_format", ["binary", "json"])
@@ -205,7 +205,7 @@ def test_debug_is_off_by_default(triton, tmp_path: Path) -> None:
     assert "locust_inference.debug" not in run.stderr
 
 
-SWITCHES_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "greenlet_switches.py"
+SWITCHES_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "greenlet_switches.py"
 
 
 def count_switches(triton, tmp_path: Path, user_class: str, users: int, run_time: str) -> dict[str, int]:

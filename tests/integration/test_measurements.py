@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from locust_inference import LatencyHistogram, Measurements, ProtocolError
-from support import REPO_ROOT, clean_env, run_distributed, run_locust
+from support.runs import REPO_ROOT, clean_env, run_distributed, run_locust
 
 
 def test_merged_worker_histograms_equal_one_histogram_of_all_samples() -> None:

@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 from locust_inference import results_schema
-from support import REPO_ROOT, clean_env, run_distributed, run_locust
-from test_config_errors import assert_clean_failure
+from support.runs import REPO_ROOT, assert_clean_failure, clean_env, run_distributed, run_locust
 
 from servers.launch import RunningServer, triton_server
 
-STALL_LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "stall.py"
+STALL_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "stall.py"
 
 
 def open_loop_run(tmp_path: Path, url: str, model: str, *args: str, run_time: str = "5s") -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from locust_inference._native import Stream
 from locust_inference.backends import prepare
-from own_model_support import (
+from support.own_model import (
     REPO_ROOT,
     answers,
     batch_answers,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from own_model_support import image_set, stretched, words
-from support import assert_clean_failure, clean_env, run_locust, triton_successes
+from support.own_model import image_set, stretched, words
+from support.runs import assert_clean_failure, clean_env, run_locust, triton_successes
 
 
 def test_a_corrupt_image_in_the_set_stops_the_start_with_its_name(triton, http, tmp_path: Path) -> None:

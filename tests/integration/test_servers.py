@@ -224,7 +224,6 @@ def test_litserve_tiny(litserve_tiny: RunningServer, http: requests.Session) -> 
     np.testing.assert_allclose(out, load_predictor("tiny_onnx", threads=1)(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.server
 def test_litserve_sleep_concurrent_then_group_is_gone() -> None:
     x = random_image(23).tolist()
     with litserve_server(model="sleep_20ms") as server:
@@ -251,7 +250,6 @@ def test_free_ports_distinct() -> None:
     assert len(set(ports)) == 5 and all(1024 <= p <= 65535 for p in ports)
 
 
-@pytest.mark.server
 def test_start_failure_reports_log_tail(tmp_path: Path) -> None:
     log = tmp_path / "litserve.log"
     with (
@@ -263,7 +261,6 @@ def test_start_failure_reports_log_tail(tmp_path: Path) -> None:
     assert str(log) in str(info.value)
 
 
-@pytest.mark.server
 def test_server_exits_when_launcher_dies(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     script = (
@@ -293,7 +290,6 @@ def test_server_exits_when_launcher_dies(tmp_path: Path) -> None:
     assert live_group_members(pgid) == []
 
 
-@pytest.mark.server
 def test_killed_triton_leaves_no_temp_files() -> None:
     """SIGKILL the whole server group, so nothing in it cleans up: the launcher must, including what
     tritonserver writes outside its private TMPDIR (/tmp/folderXXXXXX, /tmp/python_env_XXXXXX, /dev/shm)."""

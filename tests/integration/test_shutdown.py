@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import LOCUST, REPO_ROOT, clean_env
+from support.runs import LOCUST, REPO_ROOT, clean_env
 
 from servers import children
 

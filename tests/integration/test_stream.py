@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from endpoints import triton_endpoint
 from locust_inference import Completion, Endpoint, Stream
+from support.endpoints import triton_endpoint
 
 
 def run(stream: Stream, seconds: float) -> list[Completion]:

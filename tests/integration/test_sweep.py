@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from locust_inference.report import build_report, format_ms
 from locust_inference.sweep.analysis import Window, stable
-from support import LOCUST, REPO_ROOT, clean_env, run_locust
+from support.runs import LOCUST, REPO_ROOT, clean_env, run_locust
 
 from servers import children
 from servers.launch import RunningServer, free_port, triton_server

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import clean_env, run_locust
+from support.runs import clean_env, run_locust
 
 from servers.launch import RunningServer, litserve_llm_server, triton_server
 from servers.tiny_gpt import VOCAB, TinyGpt, output_length
@@ -34,7 +34,6 @@ def servers() -> Iterator[dict[str, RunningServer]]:
         yield {"litserve": litserve, "triton": triton}
 
 
-@pytest.mark.server
 def test_both_servers_answer_the_same_text(servers: dict[str, RunningServer]) -> None:
     session = requests.Session()
     session.trust_env = False
@@ -53,7 +52,6 @@ def test_both_servers_answer_the_same_text(servers: dict[str, RunningServer]) ->
     assert answer["usage"] == {"prompt_tokens": len(PROMPT), "completion_tokens": 16, "total_tokens": len(PROMPT) + 16}
 
 
-@pytest.mark.server
 @pytest.mark.parametrize(("server", "api"), [("litserve", "chat"), ("triton", "generate")])
 def test_a_locust_run_counts_the_tokens_asked_for(
     servers: dict[str, RunningServer], tmp_path: Path, server: str, api: str

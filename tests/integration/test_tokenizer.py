@@ -19,7 +19,7 @@ from conftest import GeneratorServer
 from locust_inference import generative_options
 from locust_inference._native import ConfigError
 from locust_inference.generative import BUILTIN_PROMPTS
-from support import clean_env, run_locust
+from support.runs import clean_env, run_locust
 from test_generative import generative_run
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from support import LOCUST, REPO_ROOT, clean_env
+from support.runs import LOCUST, REPO_ROOT, clean_env
 
 from servers import children
 from servers.launch import free_port

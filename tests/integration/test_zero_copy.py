@@ -11,8 +11,8 @@ import pytest
 from locust_inference import Endpoint, preprocess_image
 from locust_inference.backends import IO_THREADS_ENV, ZERO_COPY_ENV, prepare
 from locust_inference.options import Settings
-from own_model_support import answers, answers_in_turn, image_set, settings
-from support import assert_clean_failure, clean_env, run_locust
+from support.own_model import answers, answers_in_turn, image_set, settings
+from support.runs import assert_clean_failure, clean_env, run_locust
 
 from servers.launch import RunningServer
 from servers.models import checksum_words

@@ -19,12 +19,12 @@ from locust.env import Environment
 from locust.event import Events
 from locust.runners import MasterRunner, WorkerRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from endpoints import triton_endpoint
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the support package
 from locust_inference import Stream, latency
 from locust_inference.options import Settings
+from support.endpoints import triton_endpoint
 
-IMAGE = Path(__file__).resolve().parents[1] / "data" / "img1.jpg"
+IMAGE = Path(__file__).resolve().parents[2] / "data" / "img1.jpg"
 
 
 def runner_shell(runner_class: type) -> Environment:

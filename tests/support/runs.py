@@ -24,7 +24,7 @@ __all__ = [
     "triton_successes",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUST = str(Path(sys.executable).parent / "locust")
 IMAGE = REPO_ROOT / "data" / "img1.jpg"
 

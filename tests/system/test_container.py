@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import REPO_ROOT, clean_env, triton_successes
+from support.runs import REPO_ROOT, clean_env, triton_successes
 
 from servers.launch import RunningServer, free_port, triton_server
 
-pytestmark = [pytest.mark.container, pytest.mark.server, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
 
 IMAGE = "localhost/locust-inference:test"
 MODEL = "tiny_onnx"

@@ -8,11 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from report_page import figures
-from support import REPO_ROOT, clean_env
-
-pytestmark = pytest.mark.server  # the demo starts both servers
+from support.report_page import figures
+from support.runs import REPO_ROOT, clean_env
 
 
 def test_demo_runs_both_servers_and_writes_the_comparison(tmp_path: Path) -> None:

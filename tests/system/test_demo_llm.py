@@ -7,10 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from support import REPO_ROOT, clean_env
-
-pytestmark = pytest.mark.server  # the demo starts both servers
+from support.runs import REPO_ROOT, clean_env
 
 
 def test_demo_llm_runs_both_servers_and_prints_the_token_table(tmp_path: Path) -> None:

@@ -17,7 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from support import REPO_ROOT, clean_env
+import pytest
+from support.runs import REPO_ROOT, clean_env
+
+pytestmark = pytest.mark.root  # PID namespaces, /proc/sys/kernel/ns_last_pid
 
 # Stands in for locust: says its role and pid in FAKE_DIR, then waits. SIGUSR1 ends it with status 0;
 # SIGTERM too, unless FAKE_<ROLE>_TERM=ignore. A worker does not leave when the master does. With

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
-from support import REPO_ROOT, clean_env
+from support.runs import REPO_ROOT, clean_env
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|cc|rustc|cargo|rustup|maturin|build-essential|cmake|nasm|make)\b")

@@ -8,10 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from support import REPO_ROOT, clean_env
-
-pytestmark = pytest.mark.server  # it starts both servers
+from support.runs import REPO_ROOT, clean_env
 
 
 def test_make_sweep_sweeps_both_servers_alike_and_compares_them(tmp_path: Path) -> None:

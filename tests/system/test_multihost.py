@@ -30,18 +30,20 @@ from typing import Any, TextIO
 import msgpack
 import pytest
 from locust_inference import LatencyHistogram
-from netns import Network, network, pids_in
-from support import REPO_ROOT, clean_env
+from support.netns import Network, network, pids_in
+from support.runs import REPO_ROOT, clean_env
 
 from servers import children
 from servers.launch import RunningServer, in_netns, triton_server
+
+pytestmark = pytest.mark.root  # network namespaces
 
 TOKEN = f"mh-{secrets.token_hex(16)}"  # random: it can only have come from this test
 ACCESS_HEADER = "triton-access-token"
 MODEL = "tiny_onnx"
 NAME = f"triton/{MODEL}"
 MASTER_PORT = "5557"
-LOCUSTFILE = REPO_ROOT / "tests" / "locustfiles" / "recorded.py"
+LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "recorded.py"
 HOSTNAMES = {"master": "master-host", "worker1": "worker-host-1", "worker2": "worker-host-2"}
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

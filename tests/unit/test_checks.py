@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from locust_inference._native import ConfigError
 from locust_inference.checks import BREACHED_EXIT_CODE, Check, evaluate, parse
-from support import assert_clean_failure, clean_env, run_distributed, run_locust
+from support.runs import assert_clean_failure, clean_env, run_distributed, run_locust
 
 NAME = "triton/sleep_20ms"
 
@@ -102,7 +102,6 @@ def test_open_loop_counts_are_read_from_the_streams() -> None:
     assert [(v.measured, v.passed) for v in verdicts] == [(3.0, False), (1.0, True), (0.4, True)]
 
 
-@pytest.mark.server
 def test_conditions_that_hold_exit_0_and_breached_ones_exit_3_with_the_measured_value(triton, tmp_path: Path) -> None:
     env = clean_env(SERVER="triton", MODEL_NAME="sleep_20ms")
     junit = tmp_path / "checks.xml"
@@ -134,7 +133,6 @@ def test_conditions_that_hold_exit_0_and_breached_ones_exit_3_with_the_measured_
     assert ET.parse(junit).getroot().get("failures") == "1"
 
 
-@pytest.mark.server
 def test_a_malformed_condition_stops_the_start_in_one_line(triton, tmp_path: Path) -> None:
     run = run_locust(
         tmp_path, "--host", triton.url, "--check", "p99<=fast", env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
@@ -142,7 +140,6 @@ def test_a_malformed_condition_stops_the_start_in_one_line(triton, tmp_path: Pat
     assert_clean_failure(run, "--check 'p99<=fast' is not a condition")
 
 
-@pytest.mark.server
 def test_the_master_judges_the_merged_results_from_the_config_file(triton, tmp_path: Path) -> None:
     proc, results = run_distributed(
         tmp_path, triton.url, model="sleep_20ms", users=2, run_time="3s", extra="check = [p50<=5ms, rps>=1]\n"

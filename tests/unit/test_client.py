@@ -12,8 +12,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from endpoints import TENSOR, triton_endpoint
-from faults import FaultServer
 from locust_inference import (
     Endpoint,
     ProtocolError,
@@ -24,6 +22,8 @@ from locust_inference import (
     encode_triton_request,
 )
 from locust_inference._native import thread_crossings
+from support.endpoints import TENSOR, triton_endpoint
+from support.faults import FaultServer
 
 from servers.launch import free_port
 

@@ -9,7 +9,7 @@ from typing import Any
 import configargparse
 import pytest
 from locust_inference import defaults, input_options, options
-from support import REPO_ROOT, assert_clean_failure, clean_env, run_locust
+from support.runs import REPO_ROOT, assert_clean_failure, clean_env, run_locust
 
 from servers.launch import free_port
 

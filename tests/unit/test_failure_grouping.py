@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from support import clean_env, run_locust
+from support.runs import clean_env, run_locust
 
 MODEL = "status500_request_id"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

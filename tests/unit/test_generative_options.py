@@ -13,7 +13,7 @@ import pytest
 from locust_inference import generative, generative_options
 from locust_inference._native import ConfigError, ProtocolError
 from locust_inference.options import Settings
-from support import assert_clean_failure, clean_env, run_locust
+from support.runs import assert_clean_failure, clean_env, run_locust
 
 from servers.launch import free_port
 

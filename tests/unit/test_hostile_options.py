@@ -16,7 +16,7 @@ from locust_inference import ConfigError, Endpoint, http_request
 from locust_inference.input_data import requests as input_data_requests
 from locust_inference.input_options import InputSettings
 from PIL import Image
-from support import IMAGE, LOCUST, REPO_ROOT, Run, assert_clean_failure, clean_env, run_locust
+from support.runs import IMAGE, LOCUST, REPO_ROOT, Run, assert_clean_failure, clean_env, run_locust
 
 from servers import children
 from servers.launch import free_port

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from locust_inference import LatencyHistogram, Measurements
-from support import LOCUST, REPO_ROOT, clean_env
+from support.runs import LOCUST, REPO_ROOT, clean_env
 
 from servers import children
 from servers.launch import free_port

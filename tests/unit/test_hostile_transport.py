@@ -17,11 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from faults import FaultServer
 from locust_inference import Endpoint, RequestSlot, Stream, http_request
 from locust_inference._native import RedirectError
-from support import assert_clean_failure, clean_env, run_locust
-from test_security import self_signed
+from support.certs import self_signed
+from support.faults import FaultServer
+from support.runs import assert_clean_failure, clean_env, run_locust
 
 SECRET = "k-123-redirect"
 

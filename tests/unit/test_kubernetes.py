@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
-from support import REPO_ROOT, clean_env
+from support.runs import REPO_ROOT, clean_env
 
 KUBERNETES_VERSION = "1.32"  # the kubectl client on the project's machines
 MANIFESTS = REPO_ROOT / "deploy" / "kubernetes"

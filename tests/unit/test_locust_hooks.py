@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
-from support import REPO_ROOT, assert_clean_failure, clean_env, run_locust
+from support.runs import REPO_ROOT, assert_clean_failure, clean_env, run_locust
 
 from servers.launch import free_port
 
-PROBE = REPO_ROOT / "tests" / "locustfiles" / "hook_probe.py"
+PROBE = REPO_ROOT / "tests" / "support" / "locustfiles" / "hook_probe.py"
 
 
 def declared_locust() -> Requirement:

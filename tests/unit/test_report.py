@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from locust_inference.report import build_report, format_ms, load_run, main
-from report_page import PLOTLYJS_TAG, figures, without_plotlyjs
+from support.report_page import PLOTLYJS_TAG, figures, without_plotlyjs
 
 HISTORY_HEADER = [
     "Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s",
@@ -32,7 +32,8 @@ HISTORY_HEADER = [
 STARTED = 1_795_840_800  # 2026-11-28T04:40:00Z
 CHART_IDS = ["latency-distribution", "throughput-over-time", "latency-over-time"]
 SWEEP_CHART_IDS = ["sweep-latency-throughput", "sweep-batch-size"]
-SWEEPS = Path(__file__).parent / "sweeps"  # two real sweep.json files of make sweep (Triton, a 20 ms model)
+# two real sweep.json files of make sweep (Triton, a 20 ms model)
+SWEEPS = Path(__file__).parents[1] / "support" / "sweeps"
 VOID_ELEMENTS = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "embed", "source", "wbr"}
 
 

@@ -15,7 +15,7 @@ from locust_inference.report.charts import (
     throughput_over_time,
 )
 from locust_inference.report.sweep_charts import SloLine, SweepCurve, batch_size, latency_throughput
-from report_page import figures
+from support.report_page import figures
 
 
 def test_distribution_keeps_percentiles_and_latencies_and_places_them_on_the_log_axis() -> None:

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from faults import FaultServer
-from support import LOCUST, REPO_ROOT, clean_env, run_distributed, run_locust
+from support.faults import FaultServer
+from support.runs import LOCUST, REPO_ROOT, clean_env, run_distributed, run_locust
 
 from servers import children
 from servers.launch import free_port

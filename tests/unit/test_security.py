@@ -4,17 +4,13 @@ extra headers and the bearer token are sent but never shown."""
 from __future__ import annotations
 
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults import FaultServer
-from support import clean_env, run_locust
-
-
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
+from support.certs import openssl, self_signed
+from support.faults import FaultServer
+from support.runs import clean_env, run_locust
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +63,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         str(d / "server.pem"),
     )
     return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
-
-
-def self_signed(folder: Path, name: str, san: str) -> dict[str, Path]:
-    """A self-signed certificate made the common way: ``openssl req -x509`` (a CA certificate)."""
-    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
-    openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-        "-addext", f"subjectAltName={san}", "-keyout", str(key), "-out", str(cert),
-    )  # fmt: skip
-    return {"ca": cert, "cert": cert, "key": key}
 
 
 @pytest.fixture(scope="module")

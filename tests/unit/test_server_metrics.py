@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import FaultServer
 from locust_inference.report import build_report
 from locust_inference.telemetry import monitor as monitor_module
 from locust_inference.telemetry.health import CpuSampler, HealthError, decode_report
 from locust_inference.telemetry.monitor import MetricsSettings, Monitor, Read, format_summary, read_once
 from locust_inference.telemetry.prometheus import MetricsError, Scrape, parse
 from locust_inference.telemetry.windows import window
-from report_page import figures
-from support import LOCUST, REPO_ROOT, assert_clean_failure, clean_env, run_distributed, run_locust
+from support.faults import FaultServer
+from support.report_page import figures
+from support.runs import LOCUST, REPO_ROOT, assert_clean_failure, clean_env, run_distributed, run_locust
 from test_hostile_reports import FORGED_ID, FORGED_WORKER, wait_for
 
 from servers import children

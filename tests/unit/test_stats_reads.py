@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from support import IMAGE, clean_env
+from support.runs import IMAGE, clean_env
 
 PROBE_RUNS = 5
 

@@ -25,7 +25,7 @@ from locust_inference._native import (
     RequestSlot,
     Stream,
 )
-from test_security import self_signed
+from support.certs import self_signed
 
 PAUSE_S = 0.02
 USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}

@@ -9,7 +9,7 @@ import pytest
 from locust_inference import ConfigError
 from locust_inference.sweep.analysis import Window, goodput, stable
 from locust_inference.sweep.plan import Limit, parse_fraction, parse_limit, parse_steps
-from support import REPO_ROOT, assert_clean_failure, clean_env, run_locust
+from support.runs import REPO_ROOT, assert_clean_failure, clean_env, run_locust
 
 
 def test_steps_are_lists_or_inclusive_ranges() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import greenlet
 from locust import constant, events
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT))
 
 from locust_inference.users import InferenceUser  # noqa: E402

@@ -18,7 +18,7 @@ import locust.stats
 from locust import events
 from locust.user.task import TaskSet
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT))
 
 

@@ -22,7 +22,7 @@ import gevent
 from locust import events
 from locust.exception import StopTest, StopUser
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT))
 
 import locustfile  # noqa: E402

@@ -19,7 +19,7 @@ from typing import Any
 from locust.rpc import protocol
 from locust.runners import WorkerRunner
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT))
 
 from locust_inference import Measurements, latency  # noqa: E402

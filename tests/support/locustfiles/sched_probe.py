@@ -13,7 +13,7 @@ from typing import Any
 
 from locust import events
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT))
 
 from locustfile import HighUser, LowUser  # noqa: E402

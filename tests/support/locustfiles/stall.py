@@ -16,7 +16,7 @@ from typing import Any
 import gevent
 from locust import events
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT))
 
 from locustfile import HighUser, LowUser  # noqa: E402

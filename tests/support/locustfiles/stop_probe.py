@@ -16,7 +16,7 @@ import gevent
 from locust import constant
 from locust.user.task import LOCUST_STATE_STOPPING
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT))
 
 import locustfile  # noqa: E402
