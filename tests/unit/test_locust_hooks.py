@@ -88,24 +88,3 @@ def test_finer_buckets_are_used_during_a_run_and_locusts_own_after_it(fault_serv
         "during": "locust_inference.latency.fine_bucket_response_time",
         "after": "locust.stats.bucket_response_time",
     }
-
-
-def test_the_csv_files_end_with_every_request_the_summary_counts(triton, tmp_path: Path) -> None:
-    """Locust rewrites its --csv files once a second and not at exit: a LowUser run (30 requests/s) ends
-    a fraction of a second after its last rewrite. With the final write, _stats.csv and _failures.csv
-    count what latency.json and the summary count."""
-    run = run_locust(
-        tmp_path,
-        "--host",
-        triton.url,
-        "--class-name",
-        "LowUser",
-        run_time="3s",
-        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads((tmp_path / "latency.json").read_text())
-    entry = result["requests"]["triton/tiny_onnx"]
-    assert entry["count"] > 0
-    assert int(run.stats("triton/tiny_onnx")["Request Count"]) == entry["count"] + entry["failures"]
-    assert int(run.stats()["Request Count"]) == result["locust"]["requests"]

@@ -118,19 +118,6 @@ def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
     assert proc.returncode == 0, err[-2000:]
 
 
-def test_distributed_script_runs_master_and_workers(triton, tmp_path: Path) -> None:
-    proc, results = run_distributed(tmp_path, triton.url)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for needle in ("config", "tiny_onnx", "triton", "workers  2", "class    HighUser", str(results)):
-        assert needle in proc.stdout, proc.stdout
-    stats = (results / "quick_stats.csv").read_text()
-    row = next(line for line in stats.splitlines() if line.startswith("infer,triton/tiny_onnx,"))
-    requests, failures = (int(v) for v in row.split(",")[2:4])
-    assert requests > 0 and failures == 0
-    assert (results / "quick.html").stat().st_size > 1000
-    assert "Sending spawn jobs of 4 users at 4.00 spawn rate to 2 ready workers" in proc.stderr
-
-
 def test_distributed_script_fails_when_workers_cannot_start(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens: workers exit at start
     proc, _ = run_distributed(tmp_path, url, run_time="30s")
