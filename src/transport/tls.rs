@@ -390,6 +390,34 @@ mod tests {
         );
     }
 
+    /// webpki refuses a certificate out of its dates before it looks at its CA flag, so the
+    /// assertions above hold without `check_validity`; it is checked here on its own.
+    #[test]
+    fn the_validity_period_is_checked_at_both_ends() {
+        let a = der(A);
+        let (not_before, not_after) = validity(&a);
+        for ok in [not_before, not_after] {
+            assert!(check_validity(&a, at(ok)).is_ok());
+        }
+        assert_eq!(
+            check_validity(&a, at(not_before - 1)),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYet
+            ))
+        );
+        assert_eq!(
+            check_validity(&a, at(not_after + 1)),
+            Err(rustls::Error::InvalidCertificate(CertificateError::Expired))
+        );
+        let garbage = CertificateDer::from(b"not DER".to_vec());
+        assert_eq!(
+            check_validity(&garbage, at(not_before)),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding
+            ))
+        );
+    }
+
     #[test]
     fn a_self_signed_certificate_not_in_the_ca_file_is_refused() {
         let (a, b) = (der(A), der(B));
