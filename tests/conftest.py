@@ -125,7 +125,7 @@ def litserve_bytes_tiny() -> Iterator[RunningServer]:
 
 @pytest.fixture()
 def fault_server() -> Iterator[FaultServer]:
-    """The fault-injection server of ``tests/faults.py`` on a free loopback port, for one test."""
+    """The fault-injection server of ``tests/support/faults.py`` on a free loopback port, for one test."""
     server = FaultServer().start()
     try:
         yield server

@@ -152,7 +152,7 @@ def test_reset_stats_with_two_workers_keeps_the_identity(triton, tmp_path: Path)
 
 
 def listener_run(triton, tmp_path: Path, stop: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Two ListenedUsers (tests/locustfiles/listener_stops.py) queued at 100/s on sleep_20ms, one of them
+    """Two ListenedUsers (tests/support/locustfiles/listener_stops.py) queued at 100/s on sleep_20ms, one of them
     stopped by `stop` in the middle of a batch: the open-loop counters, Locust's numbers and the probe's."""
     fired = tmp_path / "fired.json"
     run = run_locust(

@@ -2,7 +2,7 @@
 distributed run can take: the master resets (``--reset-stats``) and then tells the workers, so a report a
 worker sent before its own reset may arrive after the master's. Prints the master's open-loop view as JSON.
 
-Usage: ``python tests/reset_race_probe.py <triton url>`` (Triton serving sleep_20ms). The Environments and
+Usage: ``python tests/support/reset_race_probe.py <triton url>`` (Triton serving sleep_20ms). The Environments and
 their events are Locust's own; their runners are not started (no sockets): ``latency.install`` only looks at
 their class. The worker's endpoint and stream are real, against the real Triton.
 """
@@ -22,6 +22,7 @@ from locust.runners import MasterRunner, WorkerRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the support package
 from locust_inference import Stream, latency
 from locust_inference.options import Settings
+
 from support.endpoints import triton_endpoint
 
 IMAGE = Path(__file__).resolve().parents[2] / "data" / "img1.jpg"

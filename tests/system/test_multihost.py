@@ -1,12 +1,12 @@
 """distributed.sh's roles across hosts: each "host" a Linux network namespace with its own address on a
-bridge (tests/netns.py): the reference Triton in one, the master (ROLE=master) in another, and two worker
+bridge (tests/support/netns.py): the reference Triton in one, the master (ROLE=master) in another, and two worker
 hosts (ROLE=worker, WORKERS=2) with a hostname each. Needs root; without network namespaces these tests
 fail, they are not skipped.
 
 The Triton here only serves inference to requests carrying ``triton-access-token: <TOKEN>`` (Triton's
 restricted API): the master is given the token as a header too, each worker host has its own (one in
 LOCUST_HEADER, one in a file, --header-file). Every process records the Locust messages it receives and
-each worker the histograms it reports (tests/locustfiles/recorded.py).
+each worker the histograms it reports (tests/support/locustfiles/recorded.py).
 """
 
 from __future__ import annotations
