@@ -91,7 +91,7 @@ rust-test-build: | nasm
 	@cargo test --no-run --quiet
 	@cargo clippy --all-targets --quiet -- -D warnings
 
-test-fast: $(STAMP) ## cargo test and the Python tests that need no server (about a minute once built)
+test-fast: $(STAMP) ## cargo test and tests/unit, the Python tests that need no server (about a minute once built)
 	@$(MAKE) --no-print-directory test-rust test-python-fast
 
 test-rust:
@@ -102,11 +102,11 @@ test-python: $(STAMP)
 	@echo "==> pytest (starts real Triton and LitServe servers on 127.0.0.1)"
 	@$(PY) -m pytest
 
-# Tests that need a server are marked `server` (tests/conftest.py marks those using the server fixtures);
-# NO_TEST_SERVERS makes servers/launch.py refuse to start one, so an unmarked one fails here, loudly.
+# The tiers are directories: tests/unit, tests/integration, tests/system, tests/bench (docs/development.md).
+# NO_TEST_SERVERS makes servers/launch.py refuse to start a server, so a unit test that needs one fails here.
 test-python-fast: $(STAMP)
-	@echo "==> pytest -m 'not server' (no Triton, no LitServe)"
-	@NO_TEST_SERVERS=1 $(PY) -m pytest -m "not server"
+	@echo "==> pytest tests/unit (no Triton, no LitServe)"
+	@NO_TEST_SERVERS=1 $(PY) -m pytest tests/unit
 
 lint: $(STAMP) ## cargo fmt + clippy, ruff, mypy and stub check, shellcheck
 	@command -v shellcheck >/dev/null || { \

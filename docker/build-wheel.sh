@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the locust-inference wheel (the Rust extension, optimised) into <out-dir>: the image's builder
-# stage runs it, and tests/test_image.py runs it here, so what the image installs is built and tested
+# stage runs it, and tests/system/test_image.py runs it here, so what the image installs is built and tested
 # the same way. MATURIN names the maturin command (default: maturin on PATH).
 set -euo pipefail
 [[ $# -eq 1 ]] || { echo "usage: docker/build-wheel.sh <out-dir>" >&2; exit 2; }

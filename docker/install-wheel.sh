@@ -1,6 +1,6 @@
 #!/usr/bin/env sh
 # Installs the locust-inference wheel found in <wheel-dir> and its dependencies (Locust among them)
-# with the python on PATH: the image's final stage runs it, and tests/test_image.py runs it in a fresh
+# with the python on PATH: the image's final stage runs it, and tests/system/test_image.py runs it in a fresh
 # virtual environment. Binary wheels only: the final image has no compiler, so a dependency that
 # would need one must fail here rather than half-install.
 set -eu

@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from faults import FaultServer  # noqa: E402
+from support.faults import FaultServer  # noqa: E402
 
 from servers.launch import RunningServer, litserve_llm_server, litserve_server, triton_server  # noqa: E402
 
@@ -41,23 +41,6 @@ TRITON_TEST_MODELS = (
     "echo_untouched",
     "echo_counted",
 )
-# own_triton: the stall tests'; hosts, netns_triton: tests/test_multihost.py (network namespaces need root)
-SERVER_FIXTURES = frozenset(
-    {
-        "triton",
-        "litserve_checksum",
-        "litserve_tiny",
-        "litserve_image_checksum",
-        "litserve_image_tiny",
-        "litserve_bytes_checksum",
-        "litserve_bytes_tiny",
-        "own_triton",
-        "hosts",
-        "netns_triton",
-        "litserve_llm",
-        "triton_llm",
-    }
-)
 # The synthetic generator's settings on both servers (servers/generator.py): tests check against them.
 GENERATOR_PREFILL_MS = 50
 GENERATOR_TOKEN_MS = 10
@@ -66,13 +49,25 @@ GENERATOR_MAX_TOKENS = 64
 LITSERVE_CHECKSUM_IMAGE_KEY = "photo"
 
 
+TESTS = Path(__file__).resolve().parent
+# The tier of a test is the directory it is in; its marker follows (`pytest -m unit` = `pytest tests/unit`).
+TIERS = ("unit", "integration", "system", "bench")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks ``server`` every test that uses a server fixture (``make test-fast`` deselects them). Tests that
-    start a server themselves carry the mark in their file; under ``make test-fast`` one that does not
-    fails, as :mod:`servers.launch` then refuses to start a server."""
+    """Marks each test with its tier, the first directory under tests/. A test file outside the tiers is a
+    usage error: a reader (and ``make test-fast``) finds a test's cost from where it is."""
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.server)
+        tier = item.path.resolve().relative_to(TESTS).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``root`` (network or PID namespaces) fails without root: a skip would read as a pass."""
+    if item.get_closest_marker("root") and os.geteuid() != 0:
+        pytest.fail("this test needs root (it is marked root): run it as root, e.g. in the CI container", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +125,7 @@ def litserve_bytes_tiny() -> Iterator[RunningServer]:
 
 @pytest.fixture()
 def fault_server() -> Iterator[FaultServer]:
-    """The fault-injection server of ``tests/faults.py`` on a free loopback port, for one test."""
+    """The fault-injection server of ``tests/support/faults.py`` on a free loopback port, for one test."""
     server = FaultServer().start()
     try:
         yield server

@@ -803,7 +803,7 @@ pub fn http_request<'py>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
 
@@ -817,7 +817,7 @@ mod tests {
     use std::sync::Mutex;
 
     /// Answers every request on every connection with a 200, until the test process ends.
-    fn serve_ok() -> u16 {
+    pub(crate) fn serve_ok() -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
@@ -855,11 +855,23 @@ mod tests {
 
     /// An endpoint of the server on `port` whose answers are judged by `check`.
     fn endpoint(port: u16, check: Check) -> Arc<Endpoint> {
+        endpoint_of(port, check, 1, false)
+    }
+
+    /// An endpoint of the server on `port` that accepts any 2xx, with `bodies` bodies sent in
+    /// turn (shuffled per user when `shuffle`).
+    pub(crate) fn endpoint_with(port: u16, bodies: usize, shuffle: bool) -> Arc<Endpoint> {
+        endpoint_of(port, Check::Status, bodies, shuffle)
+    }
+
+    fn endpoint_of(port: u16, check: Check, bodies: usize, shuffle: bool) -> Arc<Endpoint> {
         let mut spec = RequestSpec {
             method: Method::POST,
             url: format!("http://127.0.0.1:{port}/infer").parse().unwrap(),
             headers: HeaderMap::new(),
-            bodies: vec![Body::new(Bytes::from_static(b"tensor"))],
+            bodies: (0..bodies)
+                .map(|i| Body::new(Bytes::from(format!("tensor {i}"))))
+                .collect(),
             timeout: Duration::from_secs(30),
             max_response_bytes: 1024,
         };
@@ -871,7 +883,7 @@ mod tests {
             check,
             keep_headers: false,
             keep_body: false,
-            shuffle: false,
+            shuffle,
             latency: Recorder::default(),
         })
     }

@@ -149,3 +149,107 @@ impl PyRequestSlot {
         self.mailbox.ahead()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::endpoint::tests::{endpoint_with, serve_ok};
+
+    /// Runs the slot's task for one request of `endpoint` on a runtime of its own, as `submit`
+    /// does on the I/O runtime, until the task ends; the outcomes wait in the mailbox.
+    fn run_slot(
+        endpoint: &Arc<Endpoint>,
+        mailbox: &Arc<Mailbox<Outcome>>,
+        rotation: &Arc<Mutex<Option<Rotation>>>,
+        follow: bool,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let index = next_index(rotation, endpoint, None);
+        let (task_endpoint, task_mailbox, task_rotation) = (
+            Arc::clone(endpoint),
+            Arc::clone(mailbox),
+            Arc::clone(rotation),
+        );
+        let mut handle = None;
+        mailbox.start(endpoint.id, follow, |generation| {
+            let task = rt.spawn(run_requests(
+                task_endpoint,
+                task_mailbox,
+                task_rotation,
+                None,
+                generation,
+                index,
+            ));
+            let abort = task.abort_handle();
+            handle = Some(task);
+            abort
+        });
+        rt.block_on(handle.unwrap()).unwrap();
+    }
+
+    /// Each user walks through all of an endpoint's bodies in turn: the rotation is made on the
+    /// first request and kept, so the walk goes on across requests instead of restarting.
+    #[test]
+    fn a_slot_walks_through_the_bodies_in_turn_across_requests() {
+        let endpoint = endpoint_with(1, 3, false); // nothing is sent
+        let rotation = Mutex::new(None);
+        let walk: Vec<usize> = (0..7)
+            .map(|_| next_index(&rotation, &endpoint, None))
+            .collect();
+        assert_eq!(walk, [0, 1, 2, 0, 1, 2, 0]);
+    }
+
+    /// With `--shuffle-inputs`, a user's walk is its seed's permutation: every body once a round.
+    #[test]
+    fn a_shuffled_slot_walks_its_seeds_order() {
+        let endpoint = endpoint_with(1, 16, true);
+        let walk = |seed| {
+            let rotation = Mutex::new(None);
+            (0..32)
+                .map(|_| next_index(&rotation, &endpoint, Some(seed)))
+                .collect::<Vec<_>>()
+        };
+        let mut expected = Rotation::new(16, Some(7));
+        assert_eq!(
+            walk(7),
+            (0..32).map(|_| expected.next_index()).collect::<Vec<_>>()
+        );
+        let mut round: Vec<usize> = walk(7)[..16].to_vec();
+        round.sort_unstable();
+        assert_eq!(round, (0..16).collect::<Vec<_>>());
+        assert_ne!(walk(7), walk(8));
+    }
+
+    /// A followed request is answered, then the task sends the next body at once (a follow-up),
+    /// and stops there: only the caller re-arms `follow`. The follow-up waits for a submit of the
+    /// same endpoint to adopt it; another endpoint's submit does not.
+    #[test]
+    fn a_followed_request_sends_one_follow_up_for_its_own_endpoint() {
+        let port = serve_ok();
+        let (endpoint, other) = (endpoint_with(port, 2, false), endpoint_with(port, 2, false));
+        assert_ne!(endpoint.id, other.id);
+        let mailbox = Arc::new(Mailbox::new().unwrap());
+        let rotation = Arc::new(Mutex::new(None));
+
+        run_slot(&endpoint, &mailbox, &rotation, true);
+        let first = mailbox.take().unwrap();
+        assert_eq!((first.status, first.input_index), (Some(200), 0));
+        assert!(first.error.is_none());
+        // the follow-up is answered already and waits to be adopted
+        assert!(!mailbox.in_flight() && mailbox.ahead());
+        assert!(!mailbox.adopt(other.id, false));
+        assert!(mailbox.adopt(endpoint.id, false));
+        let follow_up = mailbox.take().unwrap();
+        assert_eq!((follow_up.status, follow_up.input_index), (Some(200), 1));
+        assert!(mailbox.take().is_none());
+
+        // not followed: one request, the walk going on where it was (two bodies: back to 0)
+        run_slot(&endpoint, &mailbox, &rotation, false);
+        assert_eq!(mailbox.take().map(|o| o.input_index), Some(0));
+        assert!(mailbox.take().is_none());
+        assert!(!mailbox.in_flight() && !mailbox.ahead());
+    }
+}

@@ -327,4 +327,134 @@ mod tests {
         assert!(cut.ends_with("x…"), "{cut}");
         assert_eq!(location(&HeaderMap::new()), "(no Location header)");
     }
+
+    /// An error wrapping `source`, showing `text`.
+    #[derive(Debug)]
+    struct Chain {
+        text: &'static str,
+        source: Option<Box<Chain>>,
+    }
+
+    impl std::fmt::Display for Chain {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.text)
+        }
+    }
+
+    impl std::error::Error for Chain {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn chain(texts: &[&'static str]) -> Chain {
+        let mut error = None;
+        for text in texts.iter().rev() {
+            error = Some(Chain {
+                text,
+                source: error.map(Box::new),
+            });
+        }
+        error.unwrap()
+    }
+
+    /// The cause deep in the chain is shown, and a cause its wrapper already quotes only once.
+    #[test]
+    fn an_error_is_described_with_each_cause_once() {
+        let err = chain(&[
+            "error sending request",
+            "client error (Connect)",
+            "connection refused",
+        ]);
+        assert_eq!(
+            describe(&err),
+            "error sending request: client error (Connect): connection refused"
+        );
+        let quoted = chain(&[
+            "tcp connect error: connection refused",
+            "connection refused",
+        ]);
+        assert_eq!(describe(&quoted), "tcp connect error: connection refused");
+        assert_eq!(describe(&chain(&["alone"])), "alone");
+    }
+
+    struct Gather {
+        frames: Vec<Vec<u8>>,
+        keep: bool,
+        refuse_after: usize,
+    }
+
+    impl BodySink for Gather {
+        fn head(&mut self, _status: u16, _headers: &HeaderMap) -> bool {
+            self.keep
+        }
+
+        fn frame(&mut self, data: &[u8], _at: Duration) -> Result<()> {
+            if self.frames.len() == self.refuse_after {
+                return Err(Error::Runtime("refused".into()));
+            }
+            self.frames.push(data.to_vec());
+            Ok(())
+        }
+    }
+
+    /// Without a sink the body is gathered and frames go nowhere; with one, it decides whether the
+    /// body is gathered, gets every frame, and its error ends the exchange. The status is kept
+    /// either way, for a failure that comes after the head.
+    #[test]
+    fn progress_hands_the_head_and_frames_to_the_sink() {
+        let start = Instant::now();
+        let mut bare = Progress::default();
+        assert!(bare.head(200, &HeaderMap::new()));
+        assert!(bare.frame(b"x", start).is_ok());
+        assert_eq!(bare.status, Some(200));
+
+        let mut sink = Gather {
+            frames: Vec::new(),
+            keep: false,
+            refuse_after: 2,
+        };
+        let mut progress = Progress {
+            sink: Some(&mut sink),
+            ..Progress::default()
+        };
+        assert!(!progress.head(206, &HeaderMap::new()));
+        assert!(progress.frame(b"a", start).is_ok());
+        assert!(progress.frame(b"b", start).is_ok());
+        assert!(progress.frame(b"c", start).is_err());
+        assert_eq!(progress.status, Some(206));
+        assert_eq!(sink.frames, [b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    /// The failure texts name the URL and the numbers, never what arrived (which varies and
+    /// would split Locust's failure groups).
+    #[test]
+    fn failures_name_the_url_and_the_limit() {
+        let spec = RequestSpec {
+            method: Method::POST,
+            url: "http://127.0.0.1:1/v2/models/m/infer".parse().unwrap(),
+            headers: HeaderMap::new(),
+            bodies: vec![Body::new(Bytes::from_static(b"x"))],
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 4096,
+        };
+        let Error::TooLarge { url, limit } = too_large(&spec) else {
+            panic!("not TooLarge")
+        };
+        assert_eq!(
+            (url.as_str(), limit),
+            ("http://127.0.0.1:1/v2/models/m/infer", 4096)
+        );
+        assert_eq!(
+            cut_short(10, "connection reset"),
+            "response cut short, before the 10 bytes it announced: connection reset"
+        );
+        let Error::Transport { url, reason } = failed(&spec, "gone") else {
+            panic!("not Transport")
+        };
+        assert_eq!(
+            (url.as_str(), reason.as_str()),
+            ("http://127.0.0.1:1/v2/models/m/infer", "gone")
+        );
+    }
 }

@@ -319,3 +319,167 @@ pub(crate) fn certificate_text(problem: &CertificateError) -> String {
         other => format!("{other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two self-signed certificates for IP 127.0.0.1 made the common way (`openssl req -x509
+    /// -addext subjectAltName=IP:127.0.0.1`): CA certificates, as such ones are. Keys discarded.
+    const A: &[u8] = include_bytes!("testdata/self_signed_a.pem");
+    const B: &[u8] = include_bytes!("testdata/self_signed_b.pem");
+
+    fn der(pem: &[u8]) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem).unwrap()
+    }
+
+    /// The verifier `tls_config` installs, trusting `trusted`.
+    fn verifier(trusted: &[CertificateDer<'static>]) -> PinnedOrWebPki {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(trusted.iter().cloned());
+        PinnedOrWebPki {
+            webpki: WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap(),
+            pinned: trusted.to_vec(),
+        }
+    }
+
+    /// The certificate's validity period, in seconds since the epoch.
+    fn validity(cert: &CertificateDer<'_>) -> (u64, u64) {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).unwrap();
+        let seconds = |t: i64| u64::try_from(t).unwrap();
+        (
+            seconds(parsed.validity().not_before.timestamp()),
+            seconds(parsed.validity().not_after.timestamp()),
+        )
+    }
+
+    fn at(seconds: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(seconds))
+    }
+
+    fn verify(
+        verifier: &PinnedOrWebPki,
+        cert: &CertificateDer<'_>,
+        host: &str,
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let name = ServerName::try_from(host.to_string()).unwrap();
+        verifier.verify_server_cert(cert, &[], &name, &[], now)
+    }
+
+    fn problem(verdict: std::result::Result<ServerCertVerified, rustls::Error>) -> String {
+        match verdict {
+            Err(rustls::Error::InvalidCertificate(problem)) => certificate_text(&problem),
+            Err(other) => panic!("not a certificate problem: {other:?}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn a_self_signed_certificate_from_the_ca_file_is_the_servers_own_within_its_dates() {
+        let a = der(A);
+        let (not_before, not_after) = validity(&a);
+        let pinned = verifier(std::slice::from_ref(&a));
+        let middle = not_before + (not_after - not_before) / 2;
+        assert!(verify(&pinned, &a, "127.0.0.1", at(middle)).is_ok());
+        assert_eq!(
+            problem(verify(&pinned, &a, "127.0.0.1", at(not_after + 1))),
+            "it has expired"
+        );
+        assert_eq!(
+            problem(verify(&pinned, &a, "127.0.0.1", at(not_before - 1))),
+            "it is not valid yet"
+        );
+        assert_eq!(
+            problem(verify(&pinned, &a, "localhost", at(middle))),
+            "it does not name this host"
+        );
+    }
+
+    /// webpki refuses a certificate out of its dates before it looks at its CA flag, so the
+    /// assertions above hold without `check_validity`; it is checked here on its own.
+    #[test]
+    fn the_validity_period_is_checked_at_both_ends() {
+        let a = der(A);
+        let (not_before, not_after) = validity(&a);
+        for ok in [not_before, not_after] {
+            assert!(check_validity(&a, at(ok)).is_ok());
+        }
+        assert_eq!(
+            check_validity(&a, at(not_before - 1)),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYet
+            ))
+        );
+        assert_eq!(
+            check_validity(&a, at(not_after + 1)),
+            Err(rustls::Error::InvalidCertificate(CertificateError::Expired))
+        );
+        let garbage = CertificateDer::from(b"not DER".to_vec());
+        assert_eq!(
+            check_validity(&garbage, at(not_before)),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding
+            ))
+        );
+    }
+
+    #[test]
+    fn a_self_signed_certificate_not_in_the_ca_file_is_refused() {
+        let (a, b) = (der(A), der(B));
+        let (not_before, _) = validity(&b);
+        // b is presented, the user trusts only a: webpki refuses b (a CA certificate as a server's
+        // own) and, b not being one of the user's, that refusal stands
+        let only_a = verifier(std::slice::from_ref(&a));
+        assert_eq!(
+            problem(verify(&only_a, &b, "127.0.0.1", at(not_before + 60))),
+            "it is a CA certificate used as the server's own (self-signed) and is not in --ca-file"
+        );
+    }
+
+    #[test]
+    fn a_ca_file_is_read_whole_or_refused_naming_it() {
+        let dir = std::env::temp_dir().join(format!("li-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let both = dir.join("both.pem");
+        std::fs::write(&both, [A, B].concat()).unwrap();
+        assert_eq!(read_ca_file(&both).unwrap(), vec![der(A), der(B)]);
+
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, b"not a certificate\n").unwrap();
+        let bad = dir.join("bad.pem");
+        std::fs::write(
+            &bad,
+            b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let missing = dir.join("missing.pem");
+        for (path, reason) in [
+            (&empty, "no PEM certificate in the file"),
+            (&bad, "not a PEM certificate bundle"),
+            (&missing, "No such file"),
+        ] {
+            let message = read_ca_file(path).unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("CA file {}: ", path.display())),
+                "{message}"
+            );
+            assert!(message.contains(reason), "{message}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_ca_file_without_a_usable_certificate_is_refused() {
+        let junk = CertificateDer::from(b"not DER".to_vec());
+        let message = tls_config(&[junk]).unwrap_err().to_string();
+        assert!(
+            message.contains("no usable certificate in the CA file"),
+            "{message}"
+        );
+        assert!(tls_config(&[der(A)]).is_ok());
+    }
+}

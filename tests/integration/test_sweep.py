@@ -1,0 +1,230 @@
+"""Load sweeps (sweepfile.py) end to end against the real reference Triton: concurrency and rate steps,
+stability, Triton's own counts per step, the stop at a latency limit, a step made unstable on purpose,
+and two workers. sleep_20ms takes at least 20 ms a request (8 instances, batching), which bounds what the
+numbers can be without depending on this machine's speed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from locust_inference.report import build_report, format_ms
+from locust_inference.sweep.analysis import Window, stable
+from support.runs import LOCUST, REPO_ROOT, clean_env, run_locust
+
+from servers import children
+from servers.launch import RunningServer, free_port, triton_server
+
+QUICK = ("--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "2", "--sweep-max-windows", "5")
+
+
+def sweep(tmp_path: Path, url: str, *args: str, status: int = 0) -> tuple[dict[str, Any], str]:
+    """Runs sweepfile.py with QUICK windows and ``args``; Locust's exit ``status`` (1: some request failed)."""
+    run = run_locust(
+        tmp_path,
+        "--host",
+        url,
+        *QUICK,
+        *args,
+        locustfile=REPO_ROOT / "sweepfile.py",
+        env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms"),
+        timeout=240,
+        run_time="200s",  # a bound only: the sweep ends the run
+    )
+    assert run.returncode == status, run.stderr[-3000:]
+    return json.loads((tmp_path / "sweep.json").read_text()), run.stdout
+
+
+def agrees_with_triton(row: dict[str, Any]) -> None:
+    """Triton's statistics read at the step's window boundaries count the requests Locust counted in those
+    seconds, give or take the requests in flight at each boundary (at most ``users`` at each of the two)
+    and those finishing while the statistics are read (2%)."""
+    server = row["server"]
+    assert server is not None, row
+    assert abs(server["inference_count"] - row["requests"]) <= 2 * row["users"] + 0.02 * row["requests"], row
+    assert server["compute_infer_ms"] >= 20, row  # each request's batch slept 20 ms
+    # The client's time includes the server's. The two means cover the step's windows but not quite the same
+    # requests (the histograms hold what was reported in them, up to a report interval later): 5% apart.
+    assert row["latency_ms"]["mean"] >= 0.95 * server["server_total_ms"], row
+
+
+def recomputed_stability(row: dict[str, Any], windows: int, tolerance: float = 0.1) -> bool:
+    seconds = 3.0
+    ws = [
+        Window(round(t * seconds), 0, seconds, p99)
+        for t, p99 in zip(row["window_throughputs"], row["window_p99_ms"], strict=True)
+    ]
+    return stable(ws, windows, tolerance)
+
+
+def test_concurrency_sweep(triton, tmp_path: Path) -> None:
+    metrics = f"http://127.0.0.1:{triton.metrics_port}/metrics"
+    doc, stdout = sweep(
+        tmp_path, triton.url, "--sweep-concurrency", "1,4", "--slo", "p99=200ms", "--metrics-url", metrics
+    )
+    rows = doc["steps"]
+    assert [r["load"] for r in rows] == [1, 4] and [r["users"] for r in rows] == [1, 4]
+    assert doc["mode"] == "concurrency" and doc["stopped"] is None
+    for row in rows:
+        assert row["failures"] == 0 and row["dropped"] is None and row["offered_rate_per_s"] is None
+        assert 2 <= row["windows"] <= 5 and row["stable"] == recomputed_stability(row, 2), row
+        assert row["windows"] == 5 or row["stable"], row  # a step ends stable or out of windows
+        agrees_with_triton(row)
+        # the step's seconds of Triton's metrics: CPU gauges (no GPU here), the load generator's CPU
+        figures = row["server_metrics"]
+        assert figures["windows"] >= 2 * 3 - 1 and figures["gpu_utilization_pct"] is None, figures
+        assert 0 <= figures["cpu_utilization_pct"] <= 100 and figures["cpu_memory_used_peak_bytes"] > 0, figures
+        assert figures["client_python_cpu_peak_pct"] > 0 and figures["models"]["sleep_20ms"]["success"] > 0, figures
+    assert "server CPU utilisation per step (%): 1: " in stdout
+    assert rows[0]["achieved_per_s"] <= 1000 / 20  # one user, each request >= 20 ms
+    good = doc["goodput"]
+    assert good["slo"] == "p99 <= 200 ms" and good["percentile"] == "p99"
+    within = [r["achieved_per_s"] for r in rows if r["latency_ms"]["p99"] <= 200]
+    assert good["rate_per_s"] >= max(within), (good, rows)
+    assert f"Goodput at p99 <= 200 ms: {good['rate_per_s']:.1f} req/s" in stdout
+    with (tmp_path / "sweep.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [(int(r["step"]), float(r["achieved_per_s"])) for r in table] == [
+        (r["step"], round(r["achieved_per_s"], 3)) for r in rows
+    ]
+    assert [float(r["cpu_utilization_pct"]) for r in table] == [
+        r["server_metrics"]["cpu_utilization_pct"] for r in rows
+    ]
+    # compare.html's sweep table shows them, a column each
+    page = build_report([tmp_path], tmp_path / "out")[0].read_text()
+    assert '<th scope="col">server CPU %</th>' in page and '<th scope="col">load generator CPU peak %</th>' in page
+    for row in rows:
+        assert f"<td>{format_ms(row['server_metrics']['cpu_utilization_pct'])}</td>" in page
+
+
+def test_rate_sweep_offers_each_step_with_streams_of_the_common_rate(triton, tmp_path: Path) -> None:
+    doc, _ = sweep(tmp_path, triton.url, "--sweep-rate", "20,60")
+    rows = doc["steps"]
+    assert doc["plan"]["stream_rate"] == 20
+    assert [(r["offered_rate_per_s"], r["users"]) for r in rows] == [(20, 1), (60, 3)]
+    for row in rows:
+        # well within sleep_20ms's capacity: every frame sent, answered in its window
+        assert row["dropped"] == 0 and row["failures"] == 0, row
+        assert abs(row["achieved_per_s"] - row["offered_rate_per_s"]) <= 0.05 * row["offered_rate_per_s"], row
+        agrees_with_triton(row)
+
+
+def test_the_sweep_stops_at_the_latency_limit(triton, tmp_path: Path) -> None:
+    doc, stdout = sweep(tmp_path, triton.url, "--sweep-concurrency", "1,2,4", "--sweep-stop-latency", "p50=5ms")
+    (row,) = doc["steps"]  # a request takes >= 20 ms: step 1 is past the limit
+    assert doc["stopped"] == f"stopped at step 1: p50 {row['latency_ms']['p50']:.1f} ms is past the limit p50 <= 5 ms"
+    assert doc["stopped"] in stdout
+
+
+@pytest.fixture()
+def own_triton() -> Iterator[RunningServer]:
+    """A Triton of the test's own: a stopped and continued server is not the session's to share."""
+    with triton_server(models=("tiny_onnx",)) as server:
+        yield server
+
+
+def test_a_step_with_a_stall_is_reported_unstable(own_triton: RunningServer, tmp_path: Path) -> None:
+    # Three 3 s windows that must all agree; tritonserver is stopped for 1 s in the second one (it alone: its
+    # Python stubs run on, so Triton's 1 s health check does not find them dead).
+    cmd = [LOCUST, "-f", "sweepfile.py", "--headless", "--host", own_triton.url, "--sweep-concurrency", "2"]
+    cmd += ["--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "3", "--sweep-max-windows", "3"]
+    cmd += ["--csv", str(tmp_path / "run"), "-t", "120s"]
+    err_path = tmp_path / "stderr"
+    (server,) = children.group_members(own_triton.pid, "tritonserver")
+    with err_path.open("w") as err:
+        proc = children.start(
+            cmd,
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "locust-inference sweep: step 1," not in err_path.read_text():
+                assert time.monotonic() < deadline and proc.poll() is None, err_path.read_text()[-3000:]
+                time.sleep(0.05)
+            # warm-up 1 s, the first window from the next whole second, then into the second window
+            time.sleep(1 + 1 + 3 + 1)
+            os.kill(server, signal.SIGSTOP)
+            time.sleep(1.0)
+            os.kill(server, signal.SIGCONT)
+            assert proc.wait(timeout=90) == 0, err_path.read_text()[-3000:]
+        finally:
+            os.kill(server, signal.SIGCONT)
+            children.stop(proc)
+    (row,) = json.loads((tmp_path / "sweep.json").read_text())["steps"]
+    assert (row["windows"], row["stable"]) == (3, False), row
+    assert row["stable"] == recomputed_stability(row, 3)
+
+
+def test_a_sweep_with_two_workers(triton, tmp_path: Path) -> None:
+    # the shipped configs/sweep.conf (2 workers), its steps and windows shortened by environment variables
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        ["./distributed.sh", "configs/sweep.conf", "sleep_20ms", "triton"],
+        cwd=REPO_ROOT,
+        env=clean_env(
+            HOST=triton.url,
+            RESULTS_DIR=str(results),
+            LOCUST_SWEEP_CONCURRENCY="4",
+            LOCUST_SWEEP_WINDOW="3",
+            LOCUST_SWEEP_WARMUP="1",
+            LOCUST_SWEEP_STABLE_WINDOWS="2",
+            LOCUST_SWEEP_MAX_WINDOWS="5",
+            LOCUST_SLO="p99=200ms",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((results / "sweep.json").read_text())
+    rows = doc["steps"]
+    assert [r["users"] for r in rows] == [4] and doc["stopped"] is None
+    for row in rows:
+        assert row["failures"] == 0 and row["stable"] == recomputed_stability(row, 2), row
+        # the master's windows hold both workers' requests: Triton counts the same ones
+        agrees_with_triton(row)
+
+
+def test_the_sweep_stops_past_the_error_rate(triton, tmp_path: Path) -> None:
+    # sleep_20ms answers zeros (top-1 class 0), so every answer fails --expect-top1 7: 100% of the step failed
+    doc, stdout = sweep(
+        tmp_path, triton.url, "--sweep-concurrency", "1,2", "--sweep-stop-errors", "5%", "--expect-top1", "7", status=1
+    )
+    (row,) = doc["steps"]
+    assert row["failures"] == row["requests"] > 0, row
+    assert doc["stopped"] == "stopped at step 1: 100.0% of requests failed, past the limit 5.0%"
+    assert doc["stopped"] in stdout
+
+
+def test_the_sweep_runs_from_locusts_web_ui(triton, tmp_path: Path) -> None:
+    # --autostart: the web UI starts the shape as its start button does; the sweep ends the test
+    port = free_port()
+    cmd = [LOCUST, "-f", "sweepfile.py", "--host", triton.url, *QUICK, "--sweep-concurrency", "2"]
+    cmd += ["--autostart", "--autoquit", "1", "--web-host", "127.0.0.1", "--web-port", str(port)]
+    cmd += ["--csv", str(tmp_path / "run")]
+    with (tmp_path / "err").open("w") as err:
+        proc = children.start(
+            cmd,
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms"),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            status = proc.wait(timeout=180)
+        finally:
+            children.stop(proc)
+    assert status == 0, (tmp_path / "err").read_text()[-3000:]
+    doc = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["users"] for r in doc["steps"]] == [2] and doc["stopped"] is None

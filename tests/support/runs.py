@@ -1,0 +1,137 @@
+"""Helpers for tests that run Locust (and distributed.sh) as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from servers import children
+from servers.children import clean_env
+
+__all__ = [
+    "IMAGE",
+    "LOCUST",
+    "REPO_ROOT",
+    "Run",
+    "assert_clean_failure",
+    "clean_env",
+    "run_distributed",
+    "run_locust",
+    "triton_successes",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOCUST = str(Path(sys.executable).parent / "locust")
+IMAGE = REPO_ROOT / "data" / "img1.jpg"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    csv_prefix: Path
+
+    def stats(self, name: str = "Aggregated") -> dict[str, str]:
+        """The row of ``<prefix>_stats.csv`` whose Name is ``name``."""
+        with open(f"{self.csv_prefix}_stats.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if row["Name"] == name:
+                    return row
+        raise AssertionError(f"no row {name!r} in {self.csv_prefix}_stats.csv")
+
+    def failures(self) -> list[dict[str, str]]:
+        with open(f"{self.csv_prefix}_failures.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+
+def assert_clean_failure(run: Run, *needles: str) -> None:
+    """The run stopped at start with exit status 2 and one ``locust-inference:`` line holding ``needles``."""
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    lines = [line for line in run.stderr.splitlines() if line.startswith("locust-inference: ")]
+    assert len(lines) == 1, run.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def run_locust(
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    locustfile: str | Path = REPO_ROOT / "locustfile.py",
+    timeout: float = 120,
+    run_time: str = "4s",
+    users: int = 1,
+) -> Run:
+    """Runs ``locust --headless`` in the repository root and returns its output and CSV prefix."""
+    prefix = tmp_path / f"run{len(list(tmp_path.glob('run*_stats.csv')))}"
+    cmd = [
+        LOCUST,
+        "-f",
+        str(locustfile),
+        "--headless",
+        "--only-summary",
+        "-u",
+        str(users),
+        "-r",
+        str(max(users, 1)),
+        "-t",
+        run_time,
+        "--csv",
+        str(prefix),
+        *args,
+    ]
+    proc = children.start(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env if env is not None else clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = children.communicate(proc, timeout)
+    except subprocess.TimeoutExpired as timed_out:
+        raise AssertionError(f"locust did not finish within {timeout} s\n{timed_out.stderr[-3000:]}") from None
+    return Run(proc.returncode, out, err, prefix)
+
+
+def run_distributed(
+    tmp_path: Path,
+    host: str,
+    *,
+    workers: int = 2,
+    users: int = 4,
+    run_time: str = "4s",
+    class_name: str = "HighUser",
+    model: str = "tiny_onnx",
+    extra: str = "",
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Runs ./distributed.sh with a short config of its own (plus ``extra`` lines); returns the process and
+    the results folder."""
+    conf = tmp_path / "quick.conf"
+    conf.write_text(
+        f"locustfile = locustfile.py\nclass-name = {class_name}\nusers = {users}\nspawn-rate = {users}\n"
+        f"run-time = {run_time}\nexpect-workers = {workers}\nmaster-bind-host = 127.0.0.1\n{extra}"
+    )
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        ["./distributed.sh", str(conf), model, "triton"],
+        cwd=REPO_ROOT,
+        env=clean_env(HOST=host, RESULTS_DIR=str(results)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc, results
+
+
+def triton_successes(http: Any, url: str, model: str) -> int:
+    """How many inferences of ``model`` the Triton at ``url`` has answered successfully (its statistics)."""
+    stats = http.get(f"{url}/v2/models/{model}/stats", timeout=10).json()
+    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])

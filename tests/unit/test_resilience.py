@@ -1,0 +1,143 @@
+"""Whole Locust runs against misbehaving servers, stopping mid-request, and distributed.sh."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from support.faults import FaultServer
+from support.runs import LOCUST, REPO_ROOT, clean_env, run_distributed, run_locust
+
+from servers import children
+from servers.launch import free_port
+
+
+def test_failures_are_reported_with_their_reason_and_the_run_goes_on(fault_server, tmp_path: Path) -> None:
+    run = run_locust(
+        tmp_path,
+        "--host",
+        fault_server.url,
+        "HighUser",
+        users=3,
+        run_time="2s",
+        env=clean_env(SERVER="triton", MODEL_NAME="status500"),
+    )
+    assert run.returncode == 1, run.stderr[-2000:]  # Locust's exit code when requests failed
+    assert "Traceback" not in run.stderr and "panicked" not in run.stderr
+    stats = run.stats("triton/status500")
+    assert int(stats["Request Count"]) > 3  # more than one per user: each went on after its first failure
+    assert stats["Request Count"] == stats["Failure Count"]
+    (failure,) = run.failures()
+    assert failure["Method"] == "infer" and failure["Name"] == "triton/status500"
+    url = f"{fault_server.url}/v2/models/status500/infer"
+    assert f'HTTP 500 from {url}: {{"error":"injected failure # for status#"}}' in failure["Error"]
+
+
+def test_server_that_dies_and_comes_back(tmp_path: Path) -> None:
+    port = free_port()
+    first = FaultServer(port).start()
+    second: list[FaultServer] = []
+
+    def outage() -> None:
+        deadline = time.monotonic() + 60
+        while first.requests < 20 and time.monotonic() < deadline:  # the run is under way
+            time.sleep(0.05)
+        first.stop()
+        time.sleep(2)
+        second.append(FaultServer(port).start())
+
+    t = threading.Thread(target=outage)
+    t.start()
+    try:
+        run = run_locust(
+            tmp_path, "--host", first.url, "LowUser", run_time="7s", env=clean_env(SERVER="triton", MODEL_NAME="ok")
+        )
+    finally:
+        t.join()
+        for s in second:
+            s.stop()
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert second and second[0].requests > 0, "requests did not resume after the server came back"
+    assert first.requests >= 20
+    messages = " ".join(f["Error"] for f in run.failures())
+    assert "cannot connect to" in messages and "refused" in messages.lower()
+    stats = run.stats("triton/ok")
+    # successes after the restart are counted (Locust's CSV may miss the last second, so no exact total)
+    assert int(stats["Request Count"]) - int(stats["Failure Count"]) > first.requests
+
+
+def test_run_time_end_does_not_wait_for_requests_in_flight(tmp_path: Path) -> None:
+    """Every user is waiting on a 60 s response when the run time ends: Locust must still stop."""
+    server = FaultServer(slow_seconds=60).start()
+    try:
+        run = run_locust(
+            tmp_path,
+            "--host",
+            server.url,
+            "HighUser",
+            "--request-timeout",
+            "120",
+            users=5,
+            run_time="2s",
+            timeout=40,
+            env=clean_env(SERVER="triton", MODEL_NAME="slow"),
+        )
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert server.requests == 5
+
+
+def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
+    server = FaultServer(slow_seconds=60).start()
+    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "-u", "5", "-r", "5", "-t", "60s", "--host", server.url]
+    try:
+        with children.running(
+            [*cmd, "HighUser"],
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="slow"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            deadline = time.monotonic() + 30
+            while server.requests < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert server.requests == 5
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+    finally:
+        server.stop()
+    assert "Traceback" not in err, err[-2000:]
+    # no request completed, so none failed: requests cancelled by the stop are not reported
+    assert proc.returncode == 0, err[-2000:]
+
+
+def test_distributed_script_fails_when_workers_cannot_start(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: workers exit at start
+    proc, _ = run_distributed(tmp_path, url, run_time="30s")
+    assert proc.returncode != 0
+    assert f"cannot reach Triton at {url}" in proc.stderr
+    assert "exited with status 2" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage: ./distributed.sh <config> <model_name> [server]"),
+        (["configs/low.conf"], "usage: ./distributed.sh <config> <model_name> [server]"),
+        (["configs/nope.conf", "m", "triton"], "distributed.sh: config file configs/nope.conf does not exist"),
+        (["configs/low.conf", "m", "tgi"], "distributed.sh: unknown server 'tgi': choose triton or litserve"),
+    ],
+)
+def test_distributed_script_usage(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        ["./distributed.sh", *args], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2, args
+    assert proc.stderr.splitlines()[0] == message, proc.stderr
