@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "python" / "locust_inference"
+PACKAGE = Path(__file__).resolve().parents[2] / "python" / "locust_inference"
 
 
 def import_graph(root: Path) -> dict[str, set[str]]:
