@@ -3,8 +3,10 @@ that checks a server answers at start, and the process's I/O settings read from 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from locust_inference._native import (
     CertificateError,
     ConfigError,
     Endpoint,
+    ProtocolError,
     RedirectError,
     RequestError,
     http_request,
@@ -30,6 +33,7 @@ __all__ = [
     "get",
     "make_target",
     "read",
+    "start_call",
 ]
 
 # on (default): http:// bodies are sent with sendfile from a sealed memfd; off: copied on every send
@@ -60,9 +64,25 @@ class Target:
         return self.settings.name
 
 
+@contextlib.contextmanager
+def start_call(settings: Settings, what: str, check: str = "--host") -> Iterator[None]:
+    """A call made at start (metadata, health, readiness): its failures as one line naming ``what`` server
+    and the options to ``check``."""
+    try:
+        yield
+    except CertificateError as err:
+        raise ConfigError(str(err)) from None
+    except RedirectError as err:
+        raise ConfigError(f"{err}; point --host at the {what} server itself") from None
+    except ProtocolError as err:
+        raise ConfigError(f"{what} at {settings.host}: {err}") from None
+    except RequestError as err:
+        raise ConfigError(f"cannot reach {what} at {settings.host}: {err} (is it running? check {check})") from None
+
+
 def get(settings: Settings, url: str, what: str) -> tuple[int, bytes]:
     """A GET made at start (metadata, health): its failures as one line naming ``what`` server."""
-    try:
+    with start_call(settings, what):
         return http_request(
             "GET",
             url,
@@ -71,12 +91,6 @@ def get(settings: Settings, url: str, what: str) -> tuple[int, bytes]:
             insecure=settings.insecure,
             ca_file=settings.ca_file,
         )
-    except CertificateError as err:
-        raise ConfigError(str(err)) from None
-    except RedirectError as err:
-        raise ConfigError(f"{err}; point --host at the {what} server itself") from None
-    except RequestError as err:
-        raise ConfigError(f"cannot reach {what} at {settings.host}: {err} (is it running? check --host)") from None
 
 
 def checksum(data: bytes) -> str:

@@ -12,9 +12,7 @@ from typing import Any
 
 from locust_inference import image_inputs, input_data, input_memory
 from locust_inference._native import (
-    CertificateError,
     ConfigError,
-    ProtocolError,
     RequestError,
     encode_triton_grpc_inputs,
     encode_triton_inputs,
@@ -23,7 +21,7 @@ from locust_inference._native import (
     http_request,
     parse_model_metadata,
 )
-from locust_inference.backends.common import Body, Target, checksum, get, make_target
+from locust_inference.backends.common import Body, Target, checksum, get, make_target, start_call
 from locust_inference.image_inputs import ImagePlan
 from locust_inference.options import Settings
 
@@ -141,7 +139,7 @@ def _http_metadata(settings: Settings) -> dict[str, Any]:
 
 def _grpc_start_call(call: Any, settings: Settings) -> tuple[int, str, Any]:
     """One of the native gRPC calls made at start (``grpc_model_metadata``...), its failures as one line."""
-    try:
+    with start_call(settings, "Triton's gRPC endpoint", check="--host and --protocol"):
         result: tuple[int, str, Any] = call(
             settings.host,
             settings.model,
@@ -150,15 +148,6 @@ def _grpc_start_call(call: Any, settings: Settings) -> tuple[int, str, Any]:
             insecure=settings.insecure,
             ca_file=settings.ca_file,
         )
-    except CertificateError as err:
-        raise ConfigError(str(err)) from None
-    except ProtocolError as err:
-        raise ConfigError(f"Triton's gRPC endpoint at {settings.host}: {err}") from None
-    except RequestError as err:
-        raise ConfigError(
-            f"cannot reach Triton's gRPC endpoint at {settings.host}: {err} (is it running? check --host and "
-            "--protocol)"
-        ) from None
     return result
 
 
