@@ -849,7 +849,11 @@ mod tests {
             // whether h2 reads the bytes that came before the close or meets the closed socket
             // first is a race: its words differ, the failure does not
             (Answer::Vanish, "request to"),
-            (Answer::GoAway, "connection error: stream closed"),
+            // after the GOAWAY, h2 meets the closed connection ("connection error: stream closed
+            // because of a broken pipe") or, in about one run in five, the server's h2 cancels the
+            // stream first ("stream error received: stream no longer needed"): the words race, the
+            // failure (a transport one, of the one call sent) does not
+            (Answer::GoAway, "transport error: "),
         ] {
             let (port, mut seen) = serve(answer).await;
             let failure = call(&spec_for(port, b"msg", 1024)).await.unwrap_err();

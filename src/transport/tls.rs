@@ -333,16 +333,18 @@ mod tests {
         CertificateDer::from_pem_slice(pem).unwrap()
     }
 
-    /// The verifier `tls_config` installs, trusting `trusted`.
-    fn verifier(trusted: &[CertificateDer<'static>]) -> PinnedOrWebPki {
+    /// The verifier `rustls_config` installs with `--ca-file` (not `--insecure`), trusting
+    /// `trusted`.
+    fn verifier(trusted: &[CertificateDer<'static>]) -> Checked {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add_parsable_certificates(trusted.iter().cloned());
-        PinnedOrWebPki {
+        Checked {
             webpki: WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .unwrap(),
             pinned: trusted.to_vec(),
+            any: false,
         }
     }
 
@@ -361,7 +363,7 @@ mod tests {
     }
 
     fn verify(
-        verifier: &PinnedOrWebPki,
+        verifier: &Checked,
         cert: &CertificateDer<'_>,
         host: &str,
         now: UnixTime,
@@ -474,12 +476,29 @@ mod tests {
 
     #[test]
     fn a_ca_file_without_a_usable_certificate_is_refused() {
-        let junk = CertificateDer::from(b"not DER".to_vec());
-        let message = tls_config(&[junk]).unwrap_err().to_string();
+        let dir = std::env::temp_dir().join(format!("li-tls-usable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // a PEM block whose contents ("not DER") are no certificate
+        let junk = dir.join("junk.pem");
+        std::fs::write(
+            &junk,
+            b"-----BEGIN CERTIFICATE-----\nbm90IERFUg==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let good = dir.join("good.pem");
+        std::fs::write(&good, A).unwrap();
+        let config = |path: &std::path::Path| ClientConfig {
+            insecure: false,
+            ca_file: Some(path.to_path_buf()),
+        };
+        let message = rustls_config(&config(&junk), b"h2")
+            .unwrap_err()
+            .to_string();
         assert!(
             message.contains("no usable certificate in the CA file"),
             "{message}"
         );
-        assert!(tls_config(&[der(A)]).is_ok());
+        assert!(rustls_config(&config(&good), b"h2").is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
