@@ -319,6 +319,7 @@ class Collector:
                 if self.settings.generative.generative or self.settings.grpc.stream
                 else None,
                 "distribution": hist.distribution(),
+                "server_stats": None,
             }
             # several models: each one's own statistics, read now (not for the web UI, which passes its own
             # latest read of the run's: it shows none then)

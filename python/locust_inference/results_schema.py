@@ -113,8 +113,9 @@ class RequestEntry(TypedDict):
     open_loop: OpenLoop | None
     tokens: TokenEntry | None
     distribution: list[tuple[float, float]]  # (percentile, ms) points; lists in the file
-    # several models in one run (docs/multi-model.md): Triton's statistics of this name's model; with one
-    # model they are the document's ``server_stats``
+    # several models in one run (docs/multi-model.md): Triton's statistics of this name's model. None with
+    # one model (they are the document's ``server_stats``) and in the web UI's live view; always written,
+    # absent only from files written before several models existed
     server_stats: NotRequired[dict[str, float | None] | None]
 
 
