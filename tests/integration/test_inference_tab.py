@@ -261,7 +261,9 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
     common = ["-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "40"]
     common += ["--header", f"Authorization: Bearer {SECRET}"]
     master = [LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
-    master += ["--expect-workers", "2", "-u", "4", "-r", "4", "-t", "4s", "--autostart"]
+    # workers report every 3 s (Locust's WORKER_REPORT_INTERVAL); 9 s holds at least two reports while the
+    # state is "running" whatever their phase, so the live count is seen to grow (4 s held only one at times)
+    master += ["--expect-workers", "2", "-u", "4", "-r", "4", "-t", "9s", "--autostart"]
     master += ["--web-host", "127.0.0.1", "--web-port", str(web), "--web-base-path", "/ui"]
     master += ["--csv", str(tmp_path / "run")]
     base = f"http://127.0.0.1:{web}/ui"
