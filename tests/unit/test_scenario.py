@@ -10,8 +10,9 @@ import configargparse
 import pytest
 from locust_inference import options, scenario
 from locust_inference._native import ConfigError
-from support.runs import assert_clean_failure, clean_env, run_locust
+from support.runs import REPO_ROOT, assert_clean_failure, clean_env, run_locust
 
+SWEEPFILE = REPO_ROOT / "sweepfile.py"
 TRITON = """
 [[entry]]
 server = "triton"
@@ -231,3 +232,12 @@ def test_a_closed_loop_entry_with_a_rate_stops_the_run_with_exit_2(tmp_path: Pat
     path.write_text(TRITON.replace("users = 1", "users = 1\nrate = 5"))
     run = run_locust(tmp_path, "--scenario", str(path), env=clean_env())
     assert_clean_failure(run, "entry 1 (triton/sleep_20ms): key 'rate' applies to an open-loop user class (as LowUser)")
+
+
+def test_a_scenario_with_a_load_shape_stops_the_run_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "sweep.toml"
+    path.write_text(TRITON)
+    run = run_locust(
+        tmp_path, "--scenario", str(path), "--sweep-concurrency", "1,2", env=clean_env(), locustfile=SWEEPFILE
+    )
+    assert_clean_failure(run, "--scenario fixes each entry's users; a load shape (a sweep) cannot run it yet")
