@@ -107,6 +107,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
             environment.user_classes = scenario.user_classes(plan, available)
             if not isinstance(environment.runner, WorkerRunner):  # a worker runs what its master sends
                 scenario.check_users(plan, getattr(parsed, "num_users", None))
+                _warn_unstarted(environment)
         else:
             settings = options.resolve(parsed, environment.host)
             _select_user_class(environment, settings.class_name)
@@ -148,6 +149,19 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
             each.endpoint.body_length,
             each.input_checksum[:16],
         )
+
+
+def _warn_unstarted(environment: Environment) -> None:
+    """Says which scenario entries got no user once spawning completes: Locust's dispatcher shares the users
+    left after the fixed ones by weight, and an entry of small weight gets none of a few, without a word."""
+    classes = [cls.__name__ for cls in environment.user_classes]
+
+    @environment.events.spawning_complete.add_listener
+    def _unstarted(**_kw: Any) -> None:
+        counts = getattr(environment.runner, "target_user_classes_count", None) or {}
+        idle = [name for name in classes if not counts.get(name)]
+        if idle:
+            log.warning("locust-inference: --scenario: no user runs %s; raise -u or their weight", ", ".join(idle))
 
 
 def _prepare_targets(settings: options.Settings, plan: scenario.Scenario | None) -> list[Target]:

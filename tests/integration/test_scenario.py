@@ -103,3 +103,19 @@ def test_a_missing_model_in_an_entry_stops_the_run(triton, tmp_path: Path) -> No
     )
     run = run_locust(tmp_path, "--scenario", str(path), env=clean_env(), users=2)
     assert_clean_failure(run, f"--scenario {path}: entry 2 (triton/resnet51): Triton at {triton.url} has no model")
+
+
+def test_an_entry_its_weight_leaves_without_a_user_is_said(triton, tmp_path: Path) -> None:
+    """Locust's dispatcher gives 2 users at weights 100 and 1 both to the first entry; the run says so."""
+    path = tmp_path / "scenario.toml"
+    path.write_text(
+        entry("triton", triton.url, "tiny_onnx", "HighUser", weight=100)
+        + entry("triton", triton.url, "sleep_20ms", "HighUser", weight=1)
+    )
+    run = run_locust(tmp_path, "--scenario", str(path), "--metrics-url", "none", env=clean_env(), users=2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    warned = [line for line in run.stderr.splitlines() if "--scenario: no user runs" in line]
+    assert len(warned) == 1, run.stderr[-3000:]
+    assert warned[0].endswith("--scenario: no user runs HighUser[triton/sleep_20ms]; raise -u or their weight")
+    requests = json.loads((tmp_path / "latency.json").read_text())["requests"]
+    assert requests["triton/sleep_20ms"]["count"] == 0 < requests["triton/tiny_onnx"]["count"]
