@@ -59,6 +59,8 @@ def test_a_triton_entry_and_a_litserve_open_loop_entry_in_one_run(triton, litser
     triton_stats = result["requests"][TRITON_NAME]["server_stats"]
     assert triton_stats["inference_count"] == result["requests"][TRITON_NAME]["count"], triton_stats
     assert result["requests"][LITSERVE_NAME]["server_stats"] is None
+    with (tmp_path / "latency.csv").open() as f:
+        assert {line.split(",")[0] for line in f.read().splitlines()[1:]} == {TRITON_NAME, LITSERVE_NAME}
     assert f"Triton server side, {TRITON_NAME}, per inference (ms): queue" in run.stdout
     assert f"Open loop, {LITSERVE_NAME}: offered 10 req/s (2 streams)" in run.stdout
 
