@@ -11,6 +11,7 @@ type or out of range, or missing key stops the start with one line naming the en
 from __future__ import annotations
 
 import argparse
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -126,7 +127,11 @@ def resolve(parsed: Any, host: str | None, environ: Mapping[str, str] | None = N
 def _load(path: Path, where: str) -> dict[str, Any]:
     """The file's TOML, read no further than MAX_BYTES (a FIFO or /dev/zero says no size beforehand)."""
     try:
-        with path.open("rb") as f:
+        # Opened without blocking: a FIFO that no one writes to would hold the start forever at open(); it
+        # reads as empty instead. Blocking again for the read: a writer that is there is waited for.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            os.set_blocking(fd, True)
             data = f.read(MAX_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{where}: cannot be read ({err.strerror or type(err).__name__})") from None

@@ -3,6 +3,7 @@ bad file, key or value refused with one line naming the entry and the key (exit 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,18 @@ def test_a_file_that_never_ends_is_read_no_further_than_the_limit(tmp_path: Path
     with pytest.raises(ConfigError) as err:
         scenario.resolve(parse("--scenario", str(tmp_path / "missing.toml")), None, environ={})
     assert "missing.toml: cannot be read (No such file or directory)" in str(err.value)
+
+
+def test_a_fifo_no_one_writes_to_does_not_hold_the_start(tmp_path: Path) -> None:
+    """Opening a FIFO waits for a writer; the scenario's is opened without waiting, and reads as empty."""
+    fifo = tmp_path / "scenario.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as err:
+        scenario.resolve(parse("--scenario", str(fifo)), None, environ={})
+    assert str(err.value) == f"--scenario {fifo}: no [[entry]] table; give one for each model"
+    with pytest.raises(ConfigError) as err:
+        scenario.resolve(parse("--scenario", str(tmp_path)), None, environ={})
+    assert str(err.value) == f"--scenario {tmp_path}: cannot be read (Is a directory)"
 
 
 @pytest.mark.parametrize(
