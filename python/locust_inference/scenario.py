@@ -102,6 +102,8 @@ def resolve(parsed: Any, host: str | None, environ: Mapping[str, str] | None = N
         raise ConfigError(f"{where}: each entry names its own host; drop --host ({shown(host)})")
     if getattr(parsed, "user_classes", None) or getattr(parsed, "class_name", None):
         raise ConfigError(f"{where}: each entry names its user class; name none on the command line or --class-name")
+    if getattr(parsed, "class_picker", False):  # the web UI would offer the locustfile's classes, bound to none
+        raise ConfigError(f"{where}: each entry names its user class; drop --class-picker")
     tables = _tables(_load(path, where), where)
     entries = [_entry(f"{where}: entry {n}", table, parsed, path.parent, environ) for n, table in enumerate(tables, 1)]
     seen: dict[str, int] = {}

@@ -39,6 +39,7 @@ def parse(*args: str) -> Any:
     parser = configargparse.ArgumentParser(add_help=False, default_config_files=[])
     options.add_arguments(parser)
     scenario.add_arguments(parser)
+    parser.add_argument("--class-picker", action="store_true", default=False)  # Locust's own
     return parser.parse_args(list(args))
 
 
@@ -169,7 +170,8 @@ def test_a_bad_file_is_one_line_naming_the_entry_and_key(tmp_path: Path, text: s
         (["--server", "triton"], None, "drop --server"),
         (["--model-weights", "1,2"], None, "drop --model-weights"),
         ([], "http://127.0.0.1:8000", "each entry names its own host; drop --host"),
-        (["--class-name", "LowUser"], None, "each entry names its user class"),
+        (["--class-name", "LowUser"], None, "each entry names its user class; name none on the command line"),
+        (["--class-picker"], None, "each entry names its user class; drop --class-picker"),
     ],
 )
 def test_what_an_entry_names_is_not_also_on_the_command_line(
