@@ -256,3 +256,10 @@ def test_a_scenario_with_a_load_shape_stops_the_run_with_exit_2(tmp_path: Path) 
         tmp_path, "--scenario", str(path), "--sweep-concurrency", "1,2", env=clean_env(), locustfile=SWEEPFILE
     )
     assert_clean_failure(run, "--scenario fixes each entry's users; a load shape (a sweep) cannot run it yet")
+
+
+def test_too_few_users_stop_the_run_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "few.toml"
+    path.write_text(TRITON + LITSERVE)
+    run = run_locust(tmp_path, "--scenario", str(path), env=clean_env(), users=1)
+    assert_clean_failure(run, "--scenario: -u 1 users cannot start every entry: the entries fix 1 with 'users' and")
