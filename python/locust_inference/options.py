@@ -126,6 +126,9 @@ class Settings:
     # ``model`` the list as given. Empty with one model, whose settings are the run's.
     models: tuple[str, ...] = ()
     weights: tuple[int, ...] = ()
+    # A scenario file (--scenario, :mod:`locust_inference.scenario`): each entry's own settings, its server,
+    # host, model and inputs; ``models`` and ``weights`` are set as for several models.
+    scenario: tuple[Settings, ...] = ()
 
     @property
     def name(self) -> str:
@@ -133,7 +136,10 @@ class Settings:
         return f"{self.server}/{self.model}"
 
     def per_model(self) -> list[Settings]:
-        """One model's settings for each model of the run (the run's own with one model)."""
+        """One model's settings for each model of the run (the run's own with one model), or each scenario
+        entry's."""
+        if self.scenario:
+            return list(self.scenario)
         if not self.models:
             return [self]
         return [replace(self, model=m, models=(), weights=()) for m in self.models]

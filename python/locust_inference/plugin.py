@@ -19,9 +19,9 @@ from typing import Any
 
 from locust import events
 from locust.env import Environment
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
 
-from locust_inference import checks, distributed, hooks, latency, options, scheduling, webui
+from locust_inference import checks, distributed, hooks, latency, options, scenario, scheduling, webui
 from locust_inference._native import ConfigError
 from locust_inference.backends import Target, prepare
 
@@ -44,9 +44,12 @@ class RunState:
     weights: tuple[int, ...] = ()
     bound: list[int] = field(default_factory=list)  # users bound to each model so far in this process
 
-    def bind(self) -> Target:
-        """The target of a user starting now: with several models, the one it is bound to for its life, in
-        the weighted turn of :func:`options.next_model`."""
+    def bind(self, user_class: type | None = None) -> Target:
+        """The target of a user of ``user_class`` starting now: with several models, the one it is bound to for
+        its life, in the weighted turn of :func:`options.next_model`; with a scenario, its class's entry's."""
+        entry: int | None = getattr(user_class, "scenario_entry", None)
+        if entry is not None and self.targets:
+            return self.targets[entry]
         if not self.targets:
             return self.target
         if not self.bound:
@@ -82,6 +85,7 @@ def _fail_at_start(message: str) -> None:
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
     options.add_arguments(parser)
+    scenario.add_arguments(parser)
     checks.add_arguments(parser.add_argument_group("locust-inference checks"))
 
 
@@ -93,8 +97,20 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
     try:
         hooks.check()  # before anything else: a Locust that changed what we replace is not measured
         hooks.install_final_csv()  # --csv files end with every request reported, as the summary does
-        settings = options.resolve(parsed, environment.host)
-        _select_user_class(environment, settings.class_name)
+        plan: scenario.Scenario | None = None
+        if getattr(parsed, "scenario", None):  # each entry its own class, server, model and inputs
+            if environment.shape_class is not None:
+                raise ConfigError("--scenario fixes each entry's users; a load shape (a sweep) cannot run it yet")
+            plan = scenario.resolve(parsed, environment.host)
+            settings = plan.settings
+            available = getattr(environment, "available_user_classes", None) or environment.user_classes_by_name
+            environment.user_classes = scenario.user_classes(plan, available)
+            if not isinstance(environment.runner, WorkerRunner):  # a worker runs what its master sends
+                scenario.check_users(plan, getattr(parsed, "num_users", None))
+                _warn_unstarted(environment)
+        else:
+            settings = options.resolve(parsed, environment.host)
+            _select_user_class(environment, settings.class_name)
         # before latency.install: the checks read the summary it writes
         checks.install(environment, checks.parse(getattr(parsed, "check", None)), getattr(parsed, "junit", None))
         webui.install(environment)  # the Inference tab; it finds latency's collector when asked
@@ -104,7 +120,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
             latency.install(environment, settings, None)
             return  # workers send the requests; they prepare (and validate) the target
         # each model's inputs from its own metadata; the first model missing is said, and nothing runs
-        targets = [prepare(model_settings) for model_settings in settings.per_model()]
+        targets = _prepare_targets(settings, plan)
         target = targets[0]
         scheduling.give_way_to_io_thread()  # this thread runs the users
     except ConfigError as err:
@@ -127,12 +143,38 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
     for each in targets:
         log.info(
             "locust-inference: %s %s, %d request bodies (the first %d bytes, input sha256 %s)",
-            settings.server,
+            each.settings.server,
             each.url,
             each.endpoint.body_count,
             each.endpoint.body_length,
             each.input_checksum[:16],
         )
+
+
+def _warn_unstarted(environment: Environment) -> None:
+    """Says which scenario entries got no user once spawning completes: Locust's dispatcher shares the users
+    left after the fixed ones by weight, and an entry of small weight gets none of a few, without a word."""
+    classes = [cls.__name__ for cls in environment.user_classes]
+
+    @environment.events.spawning_complete.add_listener
+    def _unstarted(**_kw: Any) -> None:
+        counts = getattr(environment.runner, "target_user_classes_count", None) or {}
+        idle = [name for name in classes if not counts.get(name)]
+        if idle:
+            log.warning("locust-inference: --scenario: no user runs %s; raise -u or their weight", ", ".join(idle))
+
+
+def _prepare_targets(settings: options.Settings, plan: scenario.Scenario | None) -> list[Target]:
+    """Each model's target; a scenario entry's failure names the entry."""
+    if plan is None:
+        return [prepare(each) for each in settings.per_model()]
+    targets = []
+    for entry in plan.entries:
+        try:
+            targets.append(prepare(entry.settings))
+        except ConfigError as err:
+            raise ConfigError(f"{entry.where}: {err}") from None
+    return targets
 
 
 def _select_user_class(environment: Environment, class_name: str | None) -> None:

@@ -59,11 +59,14 @@ class InferenceUser(User):
 
     abstract = True
     back_to_back: ClassVar[bool] = False
+    open_loop: ClassVar[bool] = False  # whether the scenario's open-loop keys (rate...) apply to the class
+    # --scenario: the entry a class made for it sends to (locust_inference.scenario.user_classes)
+    scenario_entry: ClassVar[int | None] = None
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self._run = state_of(environment)
-        self._target = self._run.bind()  # with several models, this user's for its life
+        self._target = self._run.bind(type(self))  # with several models, this user's for its life
         self._slot = RequestSlot(seed=self._seed())
         self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
         self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
@@ -244,6 +247,7 @@ class OpenLoopUser(InferenceUser):
     """
 
     abstract = True
+    open_loop = True
     rate: ClassVar[float] = defaults.OPEN_LOOP_RATE
     arrival: ClassVar[str] = defaults.OPEN_LOOP_ARRIVAL
     max_in_flight: ClassVar[int] = defaults.OPEN_LOOP_MAX_IN_FLIGHT
