@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -133,6 +133,8 @@ class Collector:
     endpoints: dict[str, Recording] = field(default_factory=dict)
     # several models: each model's statistics at the start, by request name (``stats_at_start`` is None then)
     model_stats_at_start: dict[str, StatsRead] = field(default_factory=dict)
+    # each name's part of ``window``, kept only once a sweep asks for it (:meth:`track_names`): per-model steps
+    window_by_name: dict[str, Measurements] | None = None
 
     def __post_init__(self) -> None:
         if self.endpoint is not None and not self.endpoints:
@@ -164,8 +166,15 @@ class Collector:
             mine = Measurements()
         mine.check_add(measurements)
         self.window.check_add(measurements)
+        named = None
+        if self.window_by_name is not None:
+            named = self.window_by_name.get(name) or Measurements()
+            named.check_add(measurements)
         mine.add(measurements)
         self.window.add(measurements)
+        if named is not None and self.window_by_name is not None:
+            named.add(measurements)
+            self.window_by_name[name] = named
         self.measured[name] = mine
         try:
             self.tap.check_add(measurements)
@@ -186,7 +195,19 @@ class Collector:
     def take_window(self) -> Measurements:
         """What arrived (from this process's endpoint by poll(), or in workers' reports) since the last call."""
         window, self.window = self.window, Measurements()
+        if self.window_by_name is not None:
+            self.window_by_name = {}
         return window
+
+    def track_names(self) -> None:
+        """Keeps each request name's part of the window from now on (a sweep's per-model rows)."""
+        if self.window_by_name is None:
+            self.window_by_name = {}
+
+    def take_window_by_name(self) -> tuple[Measurements, dict[str, Measurements]]:
+        """:meth:`take_window`, with each request name's part of it (empty unless :meth:`track_names`)."""
+        named = self.window_by_name or {}
+        return self.take_window(), named
 
     def restart(self, *, wait: bool = True, workers: Iterable[str] = ()) -> None:
         """Forgets what was measured and counts time from now; streams keep their number and rate. Without
@@ -291,9 +312,11 @@ class Collector:
         environment: Environment,
         history_csv: str | None,
         stats_at_end: Callable[[], ServerStats | None] | None = None,
+        model_stats_at_end: Mapping[str, ServerStats | None] | None = None,
     ) -> LatencyDocument:
         """latency.json's content now. ``stats_at_end`` gives Triton's statistics to subtract the start's from
-        (by default read now, waiting for the read): the web UI passes its latest read instead of waiting."""
+        (by default read now, waiting for the read): the web UI passes its latest read instead of waiting, and
+        with several models ``model_stats_at_end``, its latest read of each model's by request name."""
         ended = self.stopped or dt.datetime.now(dt.UTC)
         if self.stopped is not None and self.monitor is not None:
             # Workers' last reports reach a master after the test stopped and the monitor's last read: their
@@ -321,10 +344,13 @@ class Collector:
                 "distribution": hist.distribution(),
                 "server_stats": None,
             }
-            # several models: each one's own statistics, read now (not for the web UI, which passes its own
-            # latest read of the run's: it shows none then)
+            # several models: each one's own statistics, read now, or (the web UI) its latest read of each
             if name in self.model_stats_at_start and stats_at_end is None:
                 requests[name]["server_stats"] = self._model_stats(name, hist.summary().get("mean"))
+            elif name in self.model_stats_at_start and model_stats_at_end is not None:
+                start = self.model_stats_at_start[name].get()
+                end = model_stats_at_end.get(name)
+                requests[name]["server_stats"] = breakdown(start, end, hist.summary().get("mean"))
             if self.settings.models:  # several models: Locust's view of them all (the "Aggregated" row)
                 entry = environment.stats.total
             if entry and entry.num_requests:

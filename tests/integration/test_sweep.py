@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from locust_inference.report import build_report, format_ms
+from locust_inference.report import build_report, format_ms, load_run
+from locust_inference.report.page import sweep_curves
+from locust_inference.report.tables import sweep_model_rows
 from locust_inference.sweep.analysis import Window, stable
 from support.runs import LOCUST, REPO_ROOT, clean_env, run_locust
 
@@ -228,3 +230,68 @@ def test_the_sweep_runs_from_locusts_web_ui(triton, tmp_path: Path) -> None:
     assert status == 0, (tmp_path / "err").read_text()[-3000:]
     doc = json.loads((tmp_path / "sweep.json").read_text())
     assert [r["users"] for r in doc["steps"]] == [2] and doc["stopped"] is None
+
+
+MODELS = ("sleep_20ms", "tiny_onnx")
+NAMES = tuple(f"triton/{m}" for m in MODELS)
+
+
+def test_a_sweep_with_two_models_has_each_models_part_of_each_step(triton, tmp_path: Path) -> None:
+    # weights 3,1: 4 users are 3 and 1, 8 users 6 and 2 (each process binds its users in a weighted turn)
+    doc, stdout = sweep(
+        tmp_path,
+        triton.url,
+        "--sweep-concurrency",
+        "4,8",
+        "--model-name",
+        ",".join(MODELS),
+        "--model-weights",
+        "3,1",
+        "--slo",
+        "p99=500ms",
+    )
+    rows = doc["steps"]
+    assert [r["users"] for r in rows] == [4, 8] and doc["stopped"] is None
+    for row, users in zip(rows, ([3, 1], [6, 2]), strict=True):
+        models = row["models"]
+        assert list(models) == list(NAMES), models
+        assert [models[n]["users"] for n in NAMES] == users
+        assert row["server"] is None  # several models: each model's breakdown is in its own row
+        # the step's total is its models' parts: Locust's counts of each name over the same seconds
+        assert sum(m["requests"] for m in models.values()) == row["requests"] > 0, row
+        assert sum(m["failures"] for m in models.values()) == row["failures"] == 0, row
+        assert sum(m["achieved_per_s"] for m in models.values()) == pytest.approx(row["achieved_per_s"], rel=1e-9)
+        assert row["stable"] == recomputed_stability(row, 2), row  # stability is judged on the total
+        for name, m in models.items():
+            assert m["requests"] > 0 and m["latency_ms"]["p50"] > 0, (name, m)
+            assert len(m["window_throughputs"]) == row["windows"], (name, m)
+            assert m["within_slo"] == (m["latency_ms"]["p99"] <= 500), (name, m)
+            # Triton's statistics of this model over the step's windows count what Locust counted of it, give
+            # or take the requests in flight at each boundary (at most its users at each) and 2%
+            server = m["server"]
+            assert server is not None, (name, m)
+            assert abs(server["inference_count"] - m["requests"]) <= 2 * m["users"] + 0.02 * m["requests"], (name, m)
+        assert models["triton/sleep_20ms"]["server"]["compute_infer_ms"] >= 20, models  # its batches sleep 20 ms
+    good = doc["model_goodput"]
+    assert list(good) == list(NAMES) and all(g["slo"] == "p99 <= 500 ms" for g in good.values()), good
+    for name in NAMES:
+        within = [r["models"][name]["achieved_per_s"] for r in rows if r["models"][name]["within_slo"]]
+        assert good[name]["rate_per_s"] is None if not within else good[name]["rate_per_s"] >= max(within), good
+    assert "Per model (the step's stability is judged on its total):" in stdout
+    # sweep.csv: each step's total ("all"), then each model's row
+    with (tmp_path / "sweep.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [(int(r["step"]), r["name"]) for r in table] == [(s, n) for s in (1, 2) for n in ("all", *NAMES)]
+    for r in table:
+        step = rows[int(r["step"]) - 1]
+        expected = step if r["name"] == "all" else step["models"][r["name"]]
+        assert (int(r["requests"]), int(r["users"])) == (expected["requests"], expected["users"]), r
+    # make compare: a curve per model beside the total, and a per-model table with each model's numbers
+    run = load_run(tmp_path)
+    run.label = "run"
+    assert [c.label for c in sweep_curves([run])] == ["run", *(f"run {n}" for n in NAMES)]
+    _, model_rows = sweep_model_rows(run.sweep)
+    assert [(r[0], r[1], r[2]) for r in model_rows] == [
+        (str(s["step"]), n, str(s["models"][n]["users"])) for s in rows for n in NAMES
+    ]
+    assert [r[3] for r in model_rows] == [format_ms(s["models"][n]["achieved_per_s"]) for s in rows for n in NAMES]

@@ -17,8 +17,9 @@ from .charts import (
     over_time,
     throughput_over_time,
 )
-from .runs import MetricsPoint, Run, row_label
+from .runs import PALETTE, MetricsPoint, Run, row_label
 from .sweep_charts import SloLine, SweepCurve, batch_size, latency_throughput
+from .sweeps import Goodput, SweepStep
 from .tables import (
     DASH,
     MINUS,
@@ -38,6 +39,8 @@ from .tables import (
     open_loop_rows,
     page_title,
     summary_rows,
+    sweep_model_goodputs,
+    sweep_model_rows,
     sweep_plan_line,
     sweep_result_lines,
     sweep_rows,
@@ -309,31 +312,38 @@ def saturation_warnings(runs: Sequence[Run]) -> list[str]:
     ]
 
 
-def _sweep_curves(runs: Sequence[Run]) -> list[SweepCurve]:
+def _sweep_curve(label: str, color: str, mode: str, steps: Sequence[SweepStep], good: Goodput | None) -> SweepCurve:
+    keys = sorted({k for s in steps for k in s.latency_ms})
+    return SweepCurve(
+        label=label,
+        color=color,
+        step=[s.step for s in steps],
+        load=[s.load for s in steps],
+        load_unit="users" if mode == "concurrency" else "req/s offered",
+        throughput=[s.achieved_per_s for s in steps],
+        latency={k: [s.latency_ms.get(k) for s in steps] for k in keys},
+        stable=[s.stable for s in steps],
+        batch=[(s.server or {}).get("avg_batch_size") for s in steps],
+        queue_ms=[(s.server or {}).get("queue_ms") for s in steps],
+        goodput=None if good is None else good.rate_per_s,
+        goodput_slo_ms=None if good is None else good.slo_ms,
+        goodput_how="" if good is None else good.how,
+    )
+
+
+def sweep_curves(runs: Sequence[Run]) -> list[SweepCurve]:
+    """A curve per sweep (its total), and with several models one per model, in the next colours."""
     curves = []
     for run in runs:
         sweep = run.sweep
         if sweep is None or not sweep.steps:
             continue
-        steps, good = sweep.steps, sweep.goodput
-        keys = sorted({k for s in steps for k in s.latency_ms})
-        curves.append(
-            SweepCurve(
-                label=run.label,
-                color=run.color,
-                step=[s.step for s in steps],
-                load=[s.load for s in steps],
-                load_unit="users" if sweep.mode == "concurrency" else "req/s offered",
-                throughput=[s.achieved_per_s for s in steps],
-                latency={k: [s.latency_ms.get(k) for s in steps] for k in keys},
-                stable=[s.stable for s in steps],
-                batch=[(s.server or {}).get("avg_batch_size") for s in steps],
-                queue_ms=[(s.server or {}).get("queue_ms") for s in steps],
-                goodput=None if good is None else good.rate_per_s,
-                goodput_slo_ms=None if good is None else good.slo_ms,
-                goodput_how="" if good is None else good.how,
-            )
-        )
+        curves.append(_sweep_curve(run.label, run.color, sweep.mode, sweep.steps, sweep.goodput))
+        first = PALETTE.index(run.color) if run.color in PALETTE else 0
+        for k, name in enumerate(sweep.model_names, start=1):
+            good = (sweep.model_goodput or {}).get(name)
+            color = PALETTE[(first + k) % len(PALETTE)]
+            curves.append(_sweep_curve(f"{run.label} {name}", color, sweep.mode, sweep.model_steps(name), good))
     return curves
 
 
@@ -379,7 +389,7 @@ def _charts(runs: Sequence[Run]) -> dict[str, str | None]:
         if figure is not None and chart_id != "latency-distribution" and span is not None:
             figure.update_xaxes(range=span)
         drawn[chart_id] = figure_html(figure, chart_id) if figure is not None else None
-    curves = _sweep_curves(runs)
+    curves = sweep_curves(runs)
     batched = [c for c in curves if any(b is not None for b in c.batch)]
     drawn["sweep-latency-throughput"] = (
         figure_html(
@@ -458,6 +468,14 @@ def _sweep_section(runs: Sequence[Run], charts: dict[str, str | None]) -> list[s
             if rows
             else f'<p class="note">{html.escape(results)}</p>',
         ]
+        m_header, m_rows = sweep_model_rows(sweep)
+        if m_rows:
+            parts += [
+                f"<h3>{html.escape(sweep_title(run, sweep))}, per model</h3>",
+                "<p class=\"note\">Each model's part of each step, over the same windows (the step's stability is "
+                "judged on its total), with Triton's breakdown of that model for the step.</p>",
+                html_table(m_header, m_rows, [run.color] * len(m_rows), " ".join(sweep_model_goodputs(sweep))),
+            ]
     parts.append("</section>")
     return parts
 

@@ -40,6 +40,8 @@ class SweepStep:
     stable: bool
     server: dict[str, float] | None  # Triton's breakdown of this step alone; None for LitServe
     metrics: dict[str, float] | None = None  # the server's metrics and the load generator's CPU (docs/metrics.md)
+    # several models: each model's part of the step, by request name (its load, windows and stability the step's)
+    models: dict[str, SweepStep] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,23 @@ class Sweep:
     stopped: str | None
     goodput: Goodput | None
     deployment: str | None = None  # how the server was deployed, as the sweep was told
+    model_goodput: dict[str, Goodput] | None = None  # several models: each one's goodput, by request name
 
     @property
     def has_server_stats(self) -> bool:
         return any(s.server is not None for s in self.steps)
+
+    @property
+    def model_names(self) -> list[str]:
+        """Several models: their request names, in the order of the steps' rows; none with one model."""
+        names: dict[str, None] = {}
+        for s in self.steps:
+            names.update(dict.fromkeys(s.models or {}))
+        return list(names)
+
+    def model_steps(self, name: str) -> list[SweepStep]:
+        """One model's part of each step that has it."""
+        return [s.models[name] for s in self.steps if s.models and name in s.models]
 
 
 def _number(value: Any) -> float | None:
@@ -125,6 +140,10 @@ def _step(raw: Any, i: int, where: Path) -> SweepStep:
         raise SweepError(f"{where}: steps[{i}] does not say whether it was stable")
     assert achieved is not None and load is not None
     server = raw.get("server")
+    models = raw.get("models")
+    if models is not None and not isinstance(models, dict):
+        raise SweepError(f"{where}: steps[{i}].models is not an object")
+    shared = {k: raw.get(k) for k in ("step", "load", "windows", "stable")}
     return SweepStep(
         step=_count(raw.get("step")) or i + 1,
         load=load,
@@ -139,6 +158,12 @@ def _step(raw: Any, i: int, where: Path) -> SweepStep:
         stable=stable,
         server=_numbers(server) if isinstance(server, dict) else None,
         metrics=_numbers(metrics) if isinstance(metrics := raw.get("server_metrics"), dict) else None,
+        models={
+            str(name): _step({**row, **shared} if isinstance(row, dict) else row, i, where)
+            for name, row in models.items()
+        }
+        if models
+        else None,
     )
 
 
@@ -201,4 +226,13 @@ def load_sweep(folder: Path, shown: Path) -> Sweep | None:
         stopped=stopped if isinstance(stopped, str) and stopped else None,
         goodput=_goodput(data.get("goodput"), path),
         deployment=data["deployment"] if isinstance(data.get("deployment"), str) else None,
+        model_goodput=_model_goodput(data.get("model_goodput"), path),
     )
+
+
+def _model_goodput(raw: Any, where: Path) -> dict[str, Goodput] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{where}: model_goodput is not an object")
+    return {str(name): good for name, value in raw.items() if (good := _goodput(value, where)) is not None}

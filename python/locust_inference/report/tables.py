@@ -165,7 +165,7 @@ OPEN_LOOP_NOTE = (
 )
 
 
-TEXT_SECOND_COLUMNS = ("model", "kept up")  # tables whose second column is text (left-aligned)
+TEXT_SECOND_COLUMNS = ("model", "kept up", "request name")  # tables whose second column is text (left-aligned)
 
 
 def has_open_loop(runs: Sequence[Run]) -> bool:
@@ -309,6 +309,52 @@ def sweep_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def sweep_model_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
+    """Several models: a row per step and model, its part of the step (Triton's breakdown of that model);
+    no rows with one model."""
+    header = [
+        "step",
+        "request name",
+        "users" if sweep.mode == "concurrency" else "offered req/s",
+        "achieved req/s",
+        *(f"{p} ms" for p in ("p50", "p90", "p99", "p99.9")),
+        "failures",
+        "dropped",
+        "avg batch",
+        "queue ms",
+        "compute infer ms",
+    ]
+    rows = []
+    for s in sweep.steps:
+        for name, m in (s.models or {}).items():
+            stats = m.server or {}
+            load = _optional_count(m.users) if sweep.mode == "concurrency" else _as_given(m.offered_per_s)
+            rows.append(
+                [
+                    str(s.step),
+                    name,
+                    load,
+                    format_ms(m.achieved_per_s),
+                    *(format_ms(m.latency_ms.get(p)) for p in ("p50", "p90", "p99", "p99.9")),
+                    _optional_count(m.failures),
+                    _optional_count(m.dropped),
+                    format_ms(stats.get("avg_batch_size")),
+                    format_ms(stats.get("queue_ms")),
+                    format_ms(stats.get("compute_infer_ms")),
+                ]
+            )
+    return header, rows
+
+
+def sweep_model_goodputs(sweep: Sweep) -> list[str]:
+    """Several models: each one's goodput, one sentence each."""
+    lines = []
+    for name, good in (sweep.model_goodput or {}).items():
+        rate = "none" if good.rate_per_s is None else f"{format_ms(good.rate_per_s)} req/s"
+        lines.append(f"Goodput of {name} at {good.slo}: {rate}, {good.how}.")
+    return lines
+
+
 def _scaled_ms(value: float | None, scale: float) -> str:
     return format_ms(None if value is None else value * scale)
 
@@ -417,6 +463,11 @@ def render_markdown(runs: Sequence[Run], html_path: Path | None = None) -> str:
         lines += [f"### {sweep_title(run, sweep)}", "", sweep_plan_line(sweep), ""]
         lines += [*_md_table(s_header, s_rows), ""] if s_rows else []
         lines += [line for text in sweep_result_lines(sweep) for line in (text, "")]
+        m_header, m_rows = sweep_model_rows(sweep)
+        if m_rows:
+            lines += [f"Per model ({sweep_title(run, sweep)}; the step's stability is judged on its total):", ""]
+            lines += [*_md_table(m_header, m_rows), ""]
+            lines += [line for text in sweep_model_goodputs(sweep) for line in (text, "")]
     if html_path is not None:  # written beside this file: its name is the path from here
         charts = "latency distribution, throughput and latency over time" + (
             ", latency against throughput in the sweeps" if sweeps else ""

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from locust_inference.options import next_model
 from locust_inference.sweep.plan import Limit
 
-__all__ = ["Window", "goodput", "stable"]
+__all__ = ["Window", "goodput", "split_users", "stable"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,14 @@ def goodput(steps: Sequence[dict[str, Any]], slo: Limit) -> dict[str, Any]:
             }
     how = f"at step {best + 1}" + (" (the SLO held at every step)" if len(within) == len(points) else "")
     return {**result, "rate_per_s": rate, "how": how}
+
+
+def split_users(users: int, weights: Sequence[int]) -> list[int]:
+    """How many of a process's ``users`` are bound to each model of ``weights``: the first ``users`` of the
+    weighted turn (:func:`locust_inference.options.next_model`), as the users of a sweep only grow."""
+    # the turn gives each model exactly its weight in every round of sum(weights) users, and goes on alike
+    rounds, rest = divmod(users, sum(weights))
+    bound = [0] * len(weights)
+    for _ in range(rest):
+        bound[next_model(bound, weights)] += 1
+    return [rounds * w + b for w, b in zip(weights, bound, strict=True)]

@@ -17,6 +17,8 @@ __all__ = ["describe_row", "document", "format_summary", "write"]
 
 CSV_COLUMNS = (
     "step",
+    # the request name; with several models, "all" on the step's total row, then one row per model
+    "name",
     "load",
     "users",
     "offered_rate_per_s",
@@ -64,6 +66,7 @@ def document(
     goodput: dict[str, Any] | None,
     ended: float,
     deployment: str | None = None,
+    model_goodput: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     settings_doc = asdict(plan)
     for key in ("slo", "stop_latency"):
@@ -81,12 +84,28 @@ def document(
         "steps": rows,
         "stopped": stopped,
         "goodput": goodput,
+        # several models: each one's goodput, from its own rows of the steps (``steps[].models``)
+        "model_goodput": model_goodput,
     }
 
 
-def _csv_row(row: dict[str, Any]) -> list[Any]:
+def _csv_rows(row: dict[str, Any], name: str) -> list[list[Any]]:
+    """A step's rows: its total, then (several models) each model's, with the step's load, windows and
+    stability."""
+    models = row.get("models")
+    if not models:
+        return [_csv_row(row, name)]
+    shared = {k: row[k] for k in ("step", "load", "windows", "stable")}
+    return [
+        _csv_row(row, "all"),
+        *(_csv_row({**m, **shared, "tokens": None, "server_metrics": None}, name) for name, m in models.items()),
+    ]
+
+
+def _csv_row(row: dict[str, Any], name: str) -> list[Any]:
     lat, service, server = row["latency_ms"], row["service_ms"], row.get("server") or {}
     values: dict[str, Any] = {
+        "name": name,
         **{k: row[k] for k in ("step", "load", "users", "offered_rate_per_s", "requests", "failures", "dropped")},
         "achieved_per_s": f"{row['achieved_per_s']:.3f}",
         **{f"{k}_ms": f"{lat[k]:.3f}" if k in lat else "" for k in ("p50", "p90", "p99", "p99.9")},
@@ -128,8 +147,9 @@ def write(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
+        name = f"{doc['server']}/{doc['model']}"
         for row in doc["steps"]:
-            writer.writerow(_csv_row(row))
+            writer.writerows(_csv_rows(row, name))
     return json_path, csv_path
 
 
@@ -137,10 +157,46 @@ def describe_row(row: dict[str, Any]) -> str:
     lat = row["latency_ms"]
     offered = "" if row["offered_rate_per_s"] is None else f"offered {row['offered_rate_per_s']:g}/s, "
     dropped = "" if row["dropped"] is None else f", dropped {row['dropped']}"
+    models = "".join(
+        f"; {name} {m['achieved_per_s']:.1f} req/s, p99 {m['latency_ms'].get('p99', 0):.1f} ms,"
+        f" failures {m['failures']}"
+        for name, m in (row.get("models") or {}).items()
+    )
     return (
         f"{offered}{row['achieved_per_s']:.1f} req/s, p50 {lat.get('p50', 0):.1f} ms, p99 {lat.get('p99', 0):.1f} ms,"
         f" failures {row['failures']}{dropped}, {row['windows']} windows, {'stable' if row['stable'] else 'UNSTABLE'}"
+        f"{models}"
     )
+
+
+def _format_models(doc: dict[str, Any]) -> list[str]:
+    """Several models: each model's part of each step (its users, rate, latencies, Triton's batch and queue)
+    and its goodput."""
+    steps = doc["steps"]
+    if not any(row.get("models") for row in steps):
+        return []
+    width = max(len(name) for row in steps for name in row.get("models") or {})
+    lines = [
+        "",
+        "Per model (the step's stability is judged on its total):",
+        f"{'step':>4} {'name':<{width}} {'users':>5} {'achieved/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'failures':>8}"
+        f" {'dropped':>7} {'batch':>5} {'queue ms':>8}  within SLO",
+    ]
+    verdict = {True: "yes", False: "NO", None: "-"}
+    for row in steps:
+        for name, m in (row.get("models") or {}).items():
+            lat, server = m["latency_ms"], m.get("server") or {}
+            batch, queue = server.get("avg_batch_size"), server.get("queue_ms")
+            lines.append(
+                f"{row['step']:>4} {name:<{width}} {m['users']:>5} {m['achieved_per_s']:>10.1f}"
+                f" {lat.get('p50', 0):>9.1f} {lat.get('p99', 0):>9.1f} {m['failures']:>8}"
+                f" {'-' if m['dropped'] is None else m['dropped']:>7} {'-' if batch is None else f'{batch:.2f}':>5}"
+                f" {'-' if queue is None else f'{queue:.2f}':>8}  {verdict[m['within_slo']]}"
+            )
+    for name, good in (doc.get("model_goodput") or {}).items():
+        rate = "none" if good["rate_per_s"] is None else f"{good['rate_per_s']:.1f} req/s"
+        lines.append(f"Goodput of {name} at {good['slo']}: {rate}, {good['how']}")
+    return lines
 
 
 def _format_tokens(steps: list[dict[str, Any]]) -> list[str]:
@@ -184,6 +240,7 @@ def format_summary(doc: dict[str, Any]) -> str:
             + f" {row['failures']:>8} {'-' if row['dropped'] is None else row['dropped']:>7}"
             + f" {'-' if batch is None else f'{batch:.2f}':>5} {row['windows']:>7}  {'yes' if row['stable'] else 'NO'}"
         )
+    lines += _format_models(doc)
     lines += _format_tokens(doc["steps"])
     saturated = [
         f"{row['step']} ({', '.join(metrics['client_saturated'])})"

@@ -34,7 +34,7 @@ from locust_inference._native import ConfigError, Measurements
 from locust_inference.server_stats import ServerStats, breakdown, read_stats
 from locust_inference.sweep import plan as plan_module
 from locust_inference.sweep import results
-from locust_inference.sweep.analysis import Window, goodput, stable
+from locust_inference.sweep.analysis import Window, goodput, split_users, stable
 from locust_inference.sweep.plan import SweepPlan
 
 __all__ = ["SweepShape"]
@@ -53,6 +53,9 @@ class _Step:
     windows: list[Window] = field(default_factory=list)
     measured: list[Measurements] = field(default_factory=list)
     slo: list[tuple[int, int]] = field(default_factory=list)  # each window's (met, judged) with --token-slo
+    # several models: each window's measurements and counts by request name
+    named: list[dict[str, Measurements]] = field(default_factory=list)
+    model_windows: list[dict[str, Window]] = field(default_factory=list)
 
 
 class SweepRun:
@@ -71,7 +74,14 @@ class SweepRun:
         self.stopped: str | None = None
         self.step: _Step | None = None
         self.done = False
-        self.server_stats: dict[int, ServerStats | None] = {}
+        settings = collector.settings
+        # several models (--model-name a,b): each step also gets a row per model; stability is the total's
+        self.models = settings.per_model() if settings.models else []
+        if self.models:
+            collector.track_names()
+        self.stats_targets = [s for s in (self.models or [settings]) if s.server == "triton"]
+        # Triton's statistics at each window boundary, by request name
+        self.server_stats: dict[int, dict[str, ServerStats | None]] = {}
         self.readers: list[gevent.Greenlet] = []  # the current step's pending reads of Triton's statistics
 
     # --- Locust's side -------------------------------------------------------------------------------
@@ -121,30 +131,41 @@ class SweepRun:
             self._read_server_stats_at(step.t0 + k * self.plan.window_s, now)
 
     def _read_server_stats_at(self, when: int, now: float) -> None:
-        if self.collector.settings.server != "triton":
+        targets = self.stats_targets
+        if not targets:
             return
 
         def read() -> None:
             pool = gevent.get_hub().threadpool
-            self.server_stats[when] = pool.apply(read_stats, (self.collector.settings,))
+            reads = {s.name: pool.spawn(read_stats, s) for s in targets}  # every model's at once
+            self.server_stats[when] = {name: r.get() for name, r in reads.items()}
 
         self.readers.append(gevent.spawn_later(max(when - now, 0.0), read))
 
     def _close_window(self, step: _Step) -> None:
         assert step.t0 is not None
         self.collector.poll()
-        measured = self.collector.take_window()
+        measured, named = self.collector.take_window_by_name()
         start = step.t0 + len(step.windows) * self.plan.window_s
-        total = self.environment.stats.total
         seconds = range(start, start + self.plan.window_s)
-        requests = sum(total.num_reqs_per_sec.get(s, 0) for s in seconds)
-        failures = sum(total.num_fail_per_sec.get(s, 0) for s in seconds)
-        hist = measured.total
-        p99 = hist.percentile(99) if hist.count else None
-        step.windows.append(Window(requests - failures, failures, float(self.plan.window_s), p99))
+        step.windows.append(self._window(self.environment.stats.total, measured, seconds))
         step.measured.append(measured)
+        if self.models:
+            step.named.append(named)
+            entries = self.environment.stats.entries
+            step.model_windows.append(
+                {s.name: self._window(entries.get((s.name, "infer")), named.get(s.name), seconds) for s in self.models}
+            )
         if self.collector.slo is not None:
             step.slo.append(self.collector.slo.take_window())
+
+    def _window(self, entry: Any, measured: Measurements | None, seconds: range) -> Window:
+        """A window of Locust's per-second counts (of all requests, or of one name's ``entry``) and histograms."""
+        requests = sum(entry.num_reqs_per_sec.get(s, 0) for s in seconds) if entry is not None else 0
+        failures = sum(entry.num_fail_per_sec.get(s, 0) for s in seconds) if entry is not None else 0
+        hist = measured.total if measured is not None else None
+        p99 = hist.percentile(99) if hist is not None and hist.count else None
+        return Window(requests - failures, failures, float(self.plan.window_s), p99)
 
     def _finish(self, step: _Step, now: float) -> tuple[int, float, list[type]] | None:
         row = self._row(step)
@@ -169,7 +190,11 @@ class SweepRun:
         first = step.t0 + (len(step.windows) - n) * self.plan.window_s
         last = step.t0 + len(step.windows) * self.plan.window_s
         summary = merged.total.summary()
-        server = breakdown(self.server_stats.get(first), self.server_stats.get(last), summary.get("mean"))
+        server = None  # several models: each model's, in its row
+        if not self.models:
+            name = self.collector.settings.name
+            at_first, at_last = self.server_stats.get(first) or {}, self.server_stats.get(last) or {}
+            server = breakdown(at_first.get(name), at_last.get(name), summary.get("mean"))
         return {
             "step": step.index + 1,
             "load": step.load,
@@ -191,7 +216,55 @@ class SweepRun:
             # Triton's GPU/CPU gauges, a local server's process and the load generator's CPU over the same
             # seconds, as perf_analyzer --collect-metrics reports a step (None without the monitor)
             "server_metrics": self.collector.monitor.step(first, last) if self.collector.monitor else None,
+            "models": self._model_rows(step, n, first, last) if self.models else None,
         }
+
+    def _model_rows(self, step: _Step, n: int, first: int, last: int) -> dict[str, dict[str, Any]]:
+        """Each model's part of a step, by request name, over the same windows as the step's total: Locust's
+        counts of that name, its histograms and Triton's statistics of that model."""
+        users = self._users_per_model(step.users)
+        at_first, at_last = self.server_stats.get(first) or {}, self.server_stats.get(last) or {}
+        rows: dict[str, dict[str, Any]] = {}
+        for i, s in enumerate(self.models):
+            windows = [w[s.name] for w in step.model_windows[-n:]]
+            merged = Measurements()
+            for named in step.named[-n:]:
+                if s.name in named:
+                    merged.add(named[s.name])
+            seconds = sum(w.seconds for w in windows)
+            successes, failures = sum(w.successes for w in windows), sum(w.failures for w in windows)
+            summary = merged.total.summary()
+            latency_ms = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
+            slo = self.plan.slo
+            rows[s.name] = {
+                "model": s.model,
+                "users": users[i],
+                "offered_rate_per_s": users[i] * self.plan.stream_rate if self.plan.stream_rate else None,
+                "achieved_per_s": successes / seconds,
+                "requests": successes + failures,
+                "failures": failures,
+                "dropped": int(merged.streams["dropped"]) if self.plan.mode == "rate" else None,
+                "latency_ms": latency_ms,
+                "service_ms": {k: v for k, v in merged.service.summary().items() if k in SUMMARY_KEYS},
+                "window_throughputs": [w[s.name].throughput for w in step.model_windows],
+                "window_p99_ms": [w[s.name].p99_ms for w in step.model_windows],
+                # whether this model's step met --slo (None without it, or without a successful request)
+                "within_slo": None if slo is None or slo.key not in latency_ms else latency_ms[slo.key] <= slo.ms,
+                "server": breakdown(at_first.get(s.name), at_last.get(s.name), summary.get("mean")),
+            }
+        return rows
+
+    def _users_per_model(self, users: int) -> list[int]:
+        """The step's users bound to each model: each process binds its own users in the weighted turn
+        (options.next_model), so on a master the sum of each worker's split of its users."""
+        runner = self.environment.runner
+        weights = self.collector.settings.weights
+        counts = [w.user_count for w in runner.clients.values()] if isinstance(runner, MasterRunner) else [users]
+        total = [0] * len(weights)
+        for count in counts:
+            for i, k in enumerate(split_users(count, weights)):
+                total[i] += k
+        return total
 
     def _tokens(self, merged: Measurements, seconds: float, slo: list[tuple[int, int]]) -> dict[str, Any]:
         """A generative step's token measures over its measured windows: TTFT, ITL and TPOT, output tokens per
@@ -233,6 +306,11 @@ class SweepRun:
         if self.stopped is None and len(self.rows) < len(self.plan.steps):
             self.stopped = f"interrupted during step {len(self.rows) + 1}: the run ended before it was measured"
         good = goodput(self.rows, self.plan.slo) if self.plan.slo is not None and self.rows else None
+        model_goodput = None
+        if self.models and self.plan.slo is not None and self.rows:  # each model's curve against the SLO
+            model_goodput = {
+                s.name: goodput([row["models"][s.name] for row in self.rows], self.plan.slo) for s in self.models
+            }
         settings = self.collector.settings
         doc = results.document(
             settings,
@@ -242,6 +320,7 @@ class SweepRun:
             goodput=good,
             ended=time.time(),
             deployment=getattr(self.environment.parsed_options, "deployment", None),
+            model_goodput=model_goodput,
         )
         folder, _ = latency.results_folder(self.environment, settings)
         json_path, csv_path = results.write(doc, folder)
