@@ -33,6 +33,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from locust_inference import latency
+from locust_inference.options import Settings
 from locust_inference.results_schema import LatencyDocument
 from locust_inference.server_stats import ServerStats, StatsRead
 from locust_inference.tab import COLUMNS, ROUTE, TAB_KEY, rows
@@ -45,6 +46,20 @@ RESET_MESSAGE = "locust_inference_reset"  # a master's to its workers: the web U
 READ_EVERY_S = 2.0  # Triton's statistics, read again at most this often while the tab is watched
 
 
+class _Reads:
+    """One read of Triton's statistics: the run's model's, or (several models) each model's at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._run = StatsRead(settings)  # reads nothing with several models
+        self._models = {s.name: StatsRead(s) for s in settings.per_model()} if settings.models else {}
+
+    def ready(self) -> bool:
+        return self._run.ready() and all(read.ready() for read in self._models.values())
+
+    def get(self) -> tuple[ServerStats | None, dict[str, ServerStats | None]]:
+        return self._run.get(), {name: read.get() for name, read in self._models.items()}
+
+
 class _LiveStats:
     """Triton's statistics, read in the background while the test runs: at most one read out, the latest
     done kept. Once the test stopped, one read made after the stop (waited for, letting other greenlets
@@ -52,18 +67,20 @@ class _LiveStats:
 
     def __init__(self, collector: latency.Collector) -> None:
         self.collector = collector
-        self._pending: StatsRead | None = None
+        self._pending: _Reads | None = None
         self._pending_at = dt.datetime.min.replace(tzinfo=dt.UTC)
         self._started = -float("inf")  # time.monotonic() of the pending read's start
-        self._latest: ServerStats | None = None
+        self._latest: tuple[ServerStats | None, dict[str, ServerStats | None]] = (None, {})
         self._latest_at = dt.datetime.min.replace(tzinfo=dt.UTC)  # when the latest read done was started
 
-    def _start(self) -> StatsRead:
-        self._pending = StatsRead(self.collector.settings)
+    def _start(self) -> _Reads:
+        self._pending = _Reads(self.collector.settings)
         self._pending_at, self._started = dt.datetime.now(dt.UTC), time.monotonic()
         return self._pending
 
-    def latest(self) -> Callable[[], ServerStats | None]:
+    def latest(self) -> tuple[Callable[[], ServerStats | None], dict[str, ServerStats | None]]:
+        """The latest read done: the run's model's (as ``Collector.summary``'s ``stats_at_end``), and each
+        model's by request name (its ``model_stats_at_end``)."""
         stopped = self.collector.stopped
         pending = self._pending
         if stopped is not None:
@@ -75,8 +92,8 @@ class _LiveStats:
                 self._latest, self._latest_at, self._pending = pending.get(), self._pending_at, None
             if self._pending is None and time.monotonic() - self._started >= READ_EVERY_S:
                 self._start()
-        latest = self._latest
-        return lambda: latest
+        latest, by_model = self._latest
+        return lambda: latest, by_model
 
 
 _live: weakref.WeakKeyDictionary[Environment, _LiveStats] = weakref.WeakKeyDictionary()
@@ -94,7 +111,8 @@ def document(environment: Environment) -> LatencyDocument | None:
         if live is None or live.collector is not collector:
             live = _live[environment] = _LiveStats(collector)
         _, history = latency.results_folder(environment, collector.settings)
-        summary = collector.summary(environment, history, live.latest())
+        stats_at_end, model_stats_at_end = live.latest()
+        summary = collector.summary(environment, history, stats_at_end, model_stats_at_end)
     return summary
 
 

@@ -561,3 +561,57 @@ def test_a_new_test_from_the_web_ui_starts_the_numbers_afresh(triton, tmp_path: 
     ol = entry["open_loop"]
     assert ol["streams"] == 2 and ol["pending"] == 0, ol
     assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol
+
+
+def test_with_two_models_the_tab_shows_each_models_triton_breakdown(triton, tmp_path: Path) -> None:
+    """--model-name a,b: the tab reads each model's statistics (the run's own are none then) and shows each
+    model's server-side breakdown under its request name, as latency.json has it at the end."""
+    port = free_port()
+    names = ("triton/sleep_20ms", "triton/tiny_onnx")
+    cmd = [LOCUST, "-f", "locustfile.py", "--host", triton.url, "HighUser", "-u", "2", "-r", "2", "-t", "4s"]
+    cmd += ["--model-name", "sleep_20ms,tiny_onnx", "--autostart", "--web-host", "127.0.0.1", "--web-port", str(port)]
+    cmd += ["--csv", str(tmp_path / "run")]
+    live: list[dict[str, Any]] = []  # the tab's rows of each model's breakdown, as the page polls them while running
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        proc = children.start(cmd, cwd=REPO_ROOT, env=clean_env(SERVER="triton"), stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + 120
+            state = None
+            while proc.poll() is None and time.monotonic() < deadline and state != "stopped":
+                time.sleep(0.3)
+                try:
+                    stats = get(f"http://127.0.0.1:{port}/stats/requests")
+                except OSError:
+                    continue
+                state = stats["state"]
+                (ours,) = [s["data"] for s in stats.get("extended_stats", []) if s["key"] == TAB_KEY]
+                counts = {
+                    r["name"]: r["value"]
+                    for r in ours
+                    if (r["section"], r["measure"]) == ("server_stats", "inference_count")
+                }
+                if state == "running" and counts:
+                    live.append(counts)
+            assert state == "stopped", (tmp_path / "err").read_text()[-3000:]
+            route = get(f"http://127.0.0.1:{port}{ROUTE}")
+            shown_rows = tab(port, tmp_path)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
+        finally:
+            children.stop(proc)
+    written = json.loads((tmp_path / "latency.json").read_text())
+    # live: each model's breakdown was there while the test ran (the background reads of Triton's statistics)
+    assert any(set(counts) == set(names) for counts in live), live
+    assert route == written, (route, written)
+    keys = [c["key"] for c in COLUMNS]
+    expected = [[shown(r.get(k)) for k in keys] for r in sorted(rows(written), key=lambda r: r["name"])]
+    assert shown_rows == expected
+    by_row = {(row[0], row[1], row[2]): row for row in shown_rows}
+    for name in names:
+        entry = written["requests"][name]
+        server = entry["server_stats"]
+        # Triton counted every request of this model we counted (and those the stop abandoned in flight)
+        assert server is not None and server["inference_count"] >= entry["count"] > 0, (name, entry)
+        for measure in ("inference_count", "queue_ms", "compute_infer_ms"):
+            row = by_row[("server_stats", name, measure)]
+            assert row[keys.index("value")] == shown(round(server[measure], 3)), (name, measure, row)
