@@ -41,6 +41,8 @@ def test_closed_loop_each_model_has_its_own_numbers_and_tritons_count(triton, tm
         "3,1",
         "--stop-timeout",
         "10",  # each user reports its request in flight: Triton's count at the end is exactly ours
+        "--metrics-url",
+        f"http://127.0.0.1:{triton.metrics_port}/metrics",
         "HighUser",
         env=clean_env(SERVER="triton"),
         users=4,
@@ -48,6 +50,14 @@ def test_closed_loop_each_model_has_its_own_numbers_and_tritons_count(triton, tm
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = load(tmp_path)
+    # the server-metrics line names each model, with what the metrics endpoint counted of it: every request
+    # of ours (the first read precedes the first request, the last follows the last)
+    (line,) = [text for text in run.stdout.splitlines() if text.startswith("Server metrics (")]
+    totals = result["server_metrics"]["totals"]["models"]
+    for name, model in zip(NAMES, MODELS.split(","), strict=True):
+        counted = totals[model]
+        assert counted["success"] == result["requests"][name]["count"] > 0, (name, counted)
+        assert f"{model}: {counted['success']} succeeded, 0 failed" in line, line
     assert sorted(result["requests"]) == list(NAMES)
     assert result["server_stats"] is None  # one model's statistics each, below
     total = 0

@@ -391,12 +391,16 @@ def format_summary(server: ServerMetrics | None, client: ClientHealth | None, mo
     if server is not None:
         totals = server.get("totals") or {}
         parts = []
-        m = (totals.get("models") or {}).get(model)
-        if m:
-            parts.append(
-                f"{model}: {m.get('success')} succeeded, {m.get('failure')} failed, {m.get('inference_count')} "
-                f"inferences in {m.get('execution_count')} executions"
-            )
+        # several models (--model-name a,b, or a scenario's entries: latency.json's "model" lists them): each
+        # one the server reports, named
+        reported = totals.get("models") or {}
+        for name in dict.fromkeys(model.split(",")):
+            m = reported.get(name)
+            if m:
+                parts.append(
+                    f"{name}: {m.get('success')} succeeded, {m.get('failure')} failed, {m.get('inference_count')} "
+                    f"inferences in {m.get('execution_count')} executions"
+                )
         for key, label, scale, unit in (
             ("gpu_utilization_pct", "GPU", 1.0, "%"),
             ("gpu_power_w", "GPU power", 1.0, " W"),
