@@ -679,6 +679,16 @@ def test_one_sweep_is_enough_for_the_section(results: Path) -> None:
         ('{"version": 1, "mode": "rate", "server": "triton"}', "has no steps list"),
         ('{"version": 1, "mode": "rate", "server": "triton", "steps": [{"load": 20}]}', "steps[0] has no achieved"),
         ('{"version": 1, "mode": "rate", "server": "litserve", "steps": []}', "is a sweep of litserve but"),
+        (
+            '{"version": 1, "mode": "rate", "server": "triton", "steps": [{"load": 20, "achieved_per_s": 1, '
+            '"latency_ms": {"p50": 1}, "stable": true, "models": [1]}]}',
+            "steps[0].models is not an object",
+        ),
+        (
+            '{"version": 1, "mode": "rate", "server": "triton", "steps": [{"load": 20, "achieved_per_s": 1, '
+            '"latency_ms": {"p50": 1}, "stable": true, "models": {"triton/a": {"latency_ms": {"p50": 1}}}}]}',
+            "steps[0] has no achieved_per_s",
+        ),
     ],
 )
 def test_invalid_sweep_json_exits_2_with_one_line(

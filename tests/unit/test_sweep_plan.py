@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from locust_inference import ConfigError
-from locust_inference.sweep.analysis import Window, goodput, stable
+from locust_inference.options import next_model
+from locust_inference.sweep.analysis import Window, goodput, split_users, stable
 from locust_inference.sweep.plan import Limit, parse_fraction, parse_limit, parse_steps
 from support.runs import REPO_ROOT, assert_clean_failure, clean_env, run_locust
 
@@ -95,6 +96,18 @@ def test_stable_when_the_last_windows_agree_within_the_tolerance() -> None:
 
 def steps(*points: tuple[float, float]) -> list[dict]:
     return [{"achieved_per_s": rate, "latency_ms": {"p99": p99}} for rate, p99 in points]
+
+
+def test_a_steps_users_are_split_over_the_models_as_the_weighted_turn_binds_them() -> None:
+    for weights in ((3, 1), (1, 1), (5, 2, 7), (1, 9), (1000, 1)):
+        bound = [0] * len(weights)
+        for users in range(1, min(3 * sum(weights), 200) + 1):
+            bound[next_model(bound, weights)] += 1
+            assert split_users(users, weights) == bound, (weights, users)
+    # whole rounds of the weights' sum, then the turn: as binding them one by one, without the loop
+    assert split_users(100_000, (3, 1)) == [75_000, 25_000]
+    assert split_users(100_001, (3, 1)) == [75_001, 25_000]
+    assert split_users(0, (3, 1)) == [0, 0]
 
 
 def test_goodput_interpolates_between_the_last_step_within_the_slo_and_the_next() -> None:
