@@ -295,3 +295,68 @@ def test_a_sweep_with_two_models_has_each_models_part_of_each_step(triton, tmp_p
         (str(s["step"]), n, str(s["models"][n]["users"])) for s in rows for n in NAMES
     ]
     assert [r[3] for r in model_rows] == [format_ms(s["models"][n]["achieved_per_s"]) for s in rows for n in NAMES]
+
+
+def test_a_rate_sweep_with_two_models_offers_each_its_streams_share(triton, tmp_path: Path) -> None:
+    # streams of 10 req/s: 40 req/s is 4 streams, 3 to the first model and 1 to the second; 80 req/s is 6 and 2
+    doc, _ = sweep(
+        tmp_path,
+        triton.url,
+        "--sweep-rate",
+        "40,80",
+        "--rate",
+        "10",
+        "--model-name",
+        ",".join(MODELS),
+        "--model-weights",
+        "3,1",
+    )
+    rows = doc["steps"]
+    assert [(r["offered_rate_per_s"], r["users"]) for r in rows] == [(40, 4), (80, 8)]
+    for row, users in zip(rows, ([3, 1], [6, 2]), strict=True):
+        models = row["models"]
+        assert [(models[n]["users"], models[n]["offered_rate_per_s"]) for n in NAMES] == [(u, 10 * u) for u in users]
+        assert sum(m["requests"] for m in models.values()) == row["requests"] > 0, row
+        assert sum(m["dropped"] for m in models.values()) == row["dropped"] == 0, row
+        for name, m in models.items():
+            # well within each model's capacity: every request offered to it answered in its window
+            assert m["failures"] == 0, (name, m)
+            assert abs(m["achieved_per_s"] - m["offered_rate_per_s"]) <= 0.05 * m["offered_rate_per_s"], (name, m)
+            server = m["server"]
+            assert abs(server["inference_count"] - m["requests"]) <= 2 * m["users"] + 0.02 * m["requests"], (name, m)
+
+
+def test_a_sweep_of_two_models_with_two_workers_splits_each_workers_users(triton, tmp_path: Path) -> None:
+    # Each worker binds its own users: 4 users are 2 on each, both bound to the first model (the weighted turn
+    # of 3,1 gives the second model the third user), so 4 and 0 in all; 8 users are 4 on each, 3 and 1: 6 and 2
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        ["./distributed.sh", "configs/sweep.conf", ",".join(MODELS), "triton"],
+        cwd=REPO_ROOT,
+        env=clean_env(
+            HOST=triton.url,
+            RESULTS_DIR=str(results),
+            LOCUST_MODEL_WEIGHTS="3,1",
+            LOCUST_SWEEP_CONCURRENCY="4,8",
+            LOCUST_SWEEP_WINDOW="3",
+            LOCUST_SWEEP_WARMUP="1",
+            LOCUST_SWEEP_STABLE_WINDOWS="2",
+            LOCUST_SWEEP_MAX_WINDOWS="5",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = json.loads((results / "sweep.json").read_text())["steps"]
+    assert [first["models"][n]["users"] for n in NAMES] == [4, 0], first["models"]
+    idle = first["models"]["triton/tiny_onnx"]
+    assert (idle["requests"], idle["achieved_per_s"], idle["server"]) == (0, 0, None), idle  # no user sent to it
+    assert [second["models"][n]["users"] for n in NAMES] == [6, 2], second["models"]
+    for row in (first, second):
+        # the master's windows hold both workers' requests of each model: Triton counts the same ones
+        assert sum(m["requests"] for m in row["models"].values()) == row["requests"] > 0, row
+    for name, m in second["models"].items():
+        assert m["failures"] == 0 and m["requests"] > 0, (name, m)
+        server = m["server"]
+        assert abs(server["inference_count"] - m["requests"]) <= 2 * m["users"] + 0.02 * m["requests"], (name, m)
