@@ -99,14 +99,18 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         hooks.install_final_csv()  # --csv files end with every request reported, as the summary does
         plan: scenario.Scenario | None = None
         if getattr(parsed, "scenario", None):  # each entry its own class, server, model and inputs
-            if environment.shape_class is not None:
-                raise ConfigError("--scenario fixes each entry's users; a load shape (a sweep) cannot run it yet")
+            shape = environment.shape_class
+            # a sweep (sweepfile.py) steps the entries' users together; another shape would leave them unchecked
+            first_users = getattr(shape, "scenario_first_users", None)
+            if shape is not None and first_users is None:
+                raise ConfigError("--scenario fixes each entry's users; a load shape other than a sweep cannot run it")
             plan = scenario.resolve(parsed, environment.host)
             settings = plan.settings
             available = getattr(environment, "available_user_classes", None) or environment.user_classes_by_name
             environment.user_classes = scenario.user_classes(plan, available)
             if not isinstance(environment.runner, WorkerRunner):  # a worker runs what its master sends
-                scenario.check_users(plan, getattr(parsed, "num_users", None))
+                users = first_users(parsed) if first_users is not None else getattr(parsed, "num_users", None)
+                scenario.check_users(plan, users)
                 _warn_unstarted(environment)
         else:
             settings = options.resolve(parsed, environment.host)

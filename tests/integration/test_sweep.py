@@ -360,3 +360,39 @@ def test_a_sweep_of_two_models_with_two_workers_splits_each_workers_users(triton
         assert m["failures"] == 0 and m["requests"] > 0, (name, m)
         server = m["server"]
         assert abs(server["inference_count"] - m["requests"]) <= 2 * m["users"] + 0.02 * m["requests"], (name, m)
+
+
+def test_a_scenario_sweep_steps_the_entries_users_together(triton, tmp_path: Path) -> None:
+    # one entry of 1 fixed user, one shared by weight: Locust's dispatcher gives each step's 4 users as 1 and 3, 8
+    # as 1 and 7 (not --model-weights' turn)
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(
+        "".join(
+            f'[[entry]]\nserver = "triton"\nhost = "{triton.url}"\nmodel = "{model}"\nuser = "ConcurrencyUser"\n'
+            f"{share}\n\n"
+            for model, share in zip(MODELS, ("users = 1", "weight = 1"), strict=True)
+        )
+    )
+    run = run_locust(
+        tmp_path,
+        "--scenario",
+        str(scenario),
+        *QUICK,
+        "--sweep-concurrency",
+        "4,8",
+        locustfile=REPO_ROOT / "sweepfile.py",
+        env=clean_env(),
+        timeout=240,
+        run_time="200s",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads((tmp_path / "sweep.json").read_text())["steps"]
+    assert [r["users"] for r in rows] == [4, 8]
+    for row, users in zip(rows, ([1, 3], [1, 7]), strict=True):
+        models = row["models"]
+        assert [models[n]["users"] for n in NAMES] == users, models
+        assert sum(m["requests"] for m in models.values()) == row["requests"] > 0, row
+        for name, m in models.items():
+            assert m["failures"] == 0 and m["requests"] > 0, (name, m)
+            server = m["server"]
+            assert abs(server["inference_count"] - m["requests"]) <= 2 * m["users"] + 0.02 * m["requests"], (name, m)

@@ -249,13 +249,46 @@ def test_a_closed_loop_entry_with_a_rate_stops_the_run_with_exit_2(tmp_path: Pat
     assert_clean_failure(run, "entry 1 (triton/sleep_20ms): key 'rate' applies to an open-loop user class (as LowUser)")
 
 
-def test_a_scenario_with_a_load_shape_stops_the_run_with_exit_2(tmp_path: Path) -> None:
-    path = tmp_path / "sweep.toml"
+SHAPEFILE = """
+from locust import LoadTestShape, constant
+from locust_inference.users import InferenceUser
+
+
+class HighUser(InferenceUser):
+    wait_time = constant(0)
+
+
+class Steps(LoadTestShape):
+    def tick(self):
+        return None
+"""
+
+
+def test_a_scenario_with_a_load_shape_other_than_a_sweep_stops_the_run_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "shape.toml"
     path.write_text(TRITON)
-    run = run_locust(
-        tmp_path, "--scenario", str(path), "--sweep-concurrency", "1,2", env=clean_env(), locustfile=SWEEPFILE
-    )
-    assert_clean_failure(run, "--scenario fixes each entry's users; a load shape (a sweep) cannot run it yet")
+    locustfile = tmp_path / "shaped.py"
+    locustfile.write_text(SHAPEFILE)
+    run = run_locust(tmp_path, "--scenario", str(path), env=clean_env(), locustfile=locustfile)
+    assert_clean_failure(run, "--scenario fixes each entry's users; a load shape other than a sweep cannot run it")
+
+
+@pytest.mark.parametrize(
+    ("sweep", "line"),
+    [
+        (["--sweep-rate", "10,20"], "--scenario sweeps --sweep-concurrency steps: each entry offers its own rate"),
+        # the entry fixes 1 user, and the weighted one needs one more: a first step of 1 cannot start both
+        (["--sweep-concurrency", "1,2"], "--scenario: -u 1 users cannot start every entry: the entries fix 1"),
+    ],
+)
+def test_a_scenario_sweep_that_cannot_run_stops_with_exit_2(tmp_path: Path, sweep: list[str], line: str) -> None:
+    path = tmp_path / "sweep.toml"
+    both = TRITON.replace("HighUser", "ConcurrencyUser") + TRITON.replace("HighUser", "ConcurrencyUser").replace(
+        "users = 1", "weight = 1"
+    ).replace("sleep_20ms", "tiny_onnx")
+    path.write_text(both)
+    run = run_locust(tmp_path, "--scenario", str(path), *sweep, env=clean_env(), locustfile=SWEEPFILE)
+    assert_clean_failure(run, line)
 
 
 def test_too_few_users_stop_the_run_with_exit_2(tmp_path: Path) -> None:

@@ -67,6 +67,8 @@ class SweepRun:
             raise ConfigError("a sweep needs locust-inference's users: import them in the locustfile")
         self.environment, self.plan, self.collector = environment, plan, collector
         self.user_class = user_classes[plan.mode]
+        # --scenario: each step's users are shared by the entries' classes (Locust's dispatcher: fixed, then weight)
+        self.classes = list(environment.user_classes) if collector.settings.scenario else [self.user_class]
         self.generative = collector.settings.generative.generative  # steps then carry token measures
         distributed = isinstance(environment.runner, MasterRunner)
         self.lag = WORKER_REPORT_INTERVAL + 1.0 if distributed else 1.0
@@ -106,7 +108,7 @@ class SweepRun:
 
     def _current(self) -> tuple[int, float, list[type]]:
         assert self.step is not None
-        return self.step.users, float(max(self.step.users, 1)), [self.user_class]
+        return self.step.users, float(max(self.step.users, 1)), self.classes
 
     def _begin(self, index: int, now: float) -> tuple[int, float, list[type]]:
         load = self.plan.steps[index]
@@ -258,6 +260,10 @@ class SweepRun:
         """The step's users bound to each model: each process binds its own users in the weighted turn
         (options.next_model), so on a master the sum of each worker's split of its users."""
         runner = self.environment.runner
+        if self.collector.settings.scenario:  # Locust's dispatcher split them, by the entries' classes
+            target = getattr(runner, "target_user_classes_count", None) or {}
+            by_entry = {getattr(c, "scenario_entry", None): target.get(c.__name__, 0) for c in self.classes}
+            return [by_entry.get(i, 0) for i in range(len(self.models))]
         weights = self.collector.settings.weights
         counts = [w.user_count for w in runner.clients.values()] if isinstance(runner, MasterRunner) else [users]
         total = [0] * len(weights)
@@ -353,6 +359,15 @@ class SweepShape(LoadTestShape):
     def __init__(self) -> None:
         super().__init__()
         self._run: SweepRun | None = None
+
+    @staticmethod
+    def scenario_first_users(options: Any) -> int:
+        """A --scenario's users at the first step (the plugin checks they can start every entry); only
+        concurrency steps: each entry's rate is its own."""
+        plan = plan_module.resolve(options)
+        if plan.mode != "concurrency":
+            raise ConfigError("--scenario sweeps --sweep-concurrency steps: each entry offers its own rate ('rate')")
+        return plan.users(plan.steps[0])
 
     def tick(self) -> tuple[int, float, list[type]] | None:
         if self._run is None:
