@@ -295,6 +295,12 @@ def test_a_sweep_with_two_models_has_each_models_part_of_each_step(triton, tmp_p
         (str(s["step"]), n, str(s["models"][n]["users"])) for s in rows for n in NAMES
     ]
     assert [r[3] for r in model_rows] == [format_ms(s["models"][n]["achieved_per_s"]) for s in rows for n in NAMES]
+    html_path, md_path = build_report([tmp_path], tmp_path / "out")
+    html, md = html_path.read_text(), md_path.read_text()
+    assert ", per model</h3>" in html and "Per model (" in md
+    for name in NAMES:
+        rate = good[name]["rate_per_s"]
+        assert f"Goodput of {name} at p99 <= 500 ms: {format_ms(rate)} req/s" in md, md
 
 
 def test_a_rate_sweep_with_two_models_offers_each_its_streams_share(triton, tmp_path: Path) -> None:

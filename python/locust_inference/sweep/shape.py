@@ -153,7 +153,8 @@ class SweepRun:
         step.windows.append(self._window(self.environment.stats.total, measured, seconds))
         step.measured.append(measured)
         if self.models:
-            step.named.append(named)
+            # only the last stable_windows make a row: a model's histograms (~2 MiB) are not kept past them
+            step.named = [*step.named, named][-self.plan.stable_windows :]
             entries = self.environment.stats.entries
             step.model_windows.append(
                 {s.name: self._window(entries.get((s.name, "infer")), named.get(s.name), seconds) for s in self.models}
