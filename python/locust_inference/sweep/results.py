@@ -1,5 +1,5 @@
-"""A sweep's results: ``sweep.json`` (everything), ``sweep.csv`` (one row per step) and the summary printed
-at the end."""
+"""A sweep's results: ``sweep.json`` (everything), ``sweep.csv`` (one row per step; with several models, the
+step's total and then one row per model) and the summary printed at the end."""
 
 from __future__ import annotations
 
