@@ -138,7 +138,7 @@ def _read_config(settings: Settings) -> Any:
 def ensemble_steps(model: str, config: Any) -> list[tuple[str, str]] | None:
     """The composing models an ensemble's configuration names, in step order, once each: (name, version, ""
     for the latest); None when ``config`` is not an ensemble's (no ``ensemble_scheduling``). Steps that are
-    not a model's name (and version) are left out with a warning."""
+    not a model's name (and version), printable and at most MAX_NAME characters, are left out with a warning."""
     if not isinstance(config, dict):
         return None
     scheduling = config.get("ensemble_scheduling")
@@ -155,7 +155,8 @@ def ensemble_steps(model: str, config: Any) -> list[tuple[str, str]] | None:
     for i, step in enumerate(steps):
         name = step.get("model_name") if isinstance(step, dict) else None
         version = _version(step.get("model_version", -1)) if isinstance(step, dict) else None
-        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or version is None:
+        # printable: the name goes into the summary printed on a terminal
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or not name.isprintable() or version is None:
             _warn_once(f"ensemble {model!r}: step {i} names no model (and version) of its own: {str(step)[:80]!r}")
             continue
         if all(name != seen for seen, _ in out):  # a model in two steps: one entry, its statistics count both

@@ -110,6 +110,7 @@ def test_an_unreadable_configuration_reads_the_model_alone(answers) -> None:
         ([step("a"), step("a", -1), step("b", 3)], [("a", ""), ("b", "3")], 0),  # a model in two steps: once
         ([step("a", "7")], [("a", "7")], 0),  # protobuf's JSON writes an int64 as a string
         ([step(7), step(""), step(None), step("x" * 513), step("b")], [("b", "")], 4),
+        ([step("a\nb"), step("\x1b[2J"), step("x" * 512)], [("x" * 512, "")], 2),  # printed on a terminal
         ([step("a", "latest"), step("b", True), step("c", -2), step("d", 2**63)], [], 4),
         (["a", None, 3, [], step("b")], [("b", "")], 4),  # steps that are not objects
     ],
