@@ -117,3 +117,40 @@ def test_over_grpc_the_composing_models_are_read_with_model_config(triton_ensemb
     run, document = run_ensemble(triton_ensemble, tmp_path, "--protocol", "grpc")
     assert document["protocol"] == "grpc"
     check_composing(run, document)
+
+
+def test_with_several_models_the_ensembles_entry_has_its_composing_models(triton_ensemble, tmp_path: Path) -> None:
+    """The ensemble and one of its own composing models as two models of one run: each request name has its
+    model's statistics, and the composing model's count under the ensemble is all it served, the ensemble's
+    requests and the ones sent to it directly."""
+    hashed = COMPOSING[1]
+    run = run_locust(
+        tmp_path,
+        "--host",
+        triton_ensemble.url,
+        "--model-name",
+        f"{ENSEMBLE},{hashed}",
+        "--image",
+        str(IMAGE),
+        "--stop-timeout",
+        "10",
+        "HighUser",
+        env=clean_env(SERVER="triton"),
+        users=2,
+        run_time="3s",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    document = json.loads((tmp_path / "latency.json").read_text())
+    assert document["server_stats"] is None  # each model's own, below
+    ensemble, direct = (document["requests"][f"triton/{name}"] for name in (ENSEMBLE, hashed))
+    assert ensemble["count"] > 0 and direct["count"] > 0, run.failures()
+    assert ensemble["server_stats"]["inference_count"] == ensemble["count"]
+    assert "composing" not in direct["server_stats"]  # not an ensemble
+    composing = ensemble["server_stats"]["composing"]
+    assert composing[COMPOSING[0]]["inference_count"] == ensemble["count"]
+    # the same model's count, read for the ensemble and for itself: the ensemble's requests and its own
+    assert composing[hashed]["inference_count"] == ensemble["count"] + direct["count"]
+    assert direct["server_stats"]["inference_count"] == ensemble["count"] + direct["count"]
+    lines = run.stdout.splitlines()
+    at = lines.index(next(line for line in lines if line.startswith(f"Triton server side, triton/{ENSEMBLE}, ")))
+    assert [line.split(":")[0] for line in lines[at + 1 : at + 3]] == [f"  composing model {m}" for m in COMPOSING]
