@@ -152,6 +152,40 @@ start_call!(
     statistics
 );
 
+start_call!(
+    /// `grpc_model_config(...) -> (code, message, dict | None)`: the part of the model's
+    /// configuration read (`name`, `platform`, and for an ensemble `ensemble_scheduling` with
+    /// each step's `model_name` and `model_version`) in the shape of the HTTP configuration.
+    grpc_model_config,
+    "ModelConfig",
+    ModelConfigRequest,
+    config
+);
+
+/// The model configuration's name, platform and ensemble steps, as the HTTP configuration has them.
+fn config(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
+    let answer: pb::ModelConfigResponse = grpc::decode(body, "the model configuration")?;
+    let config = answer
+        .config
+        .ok_or_else(|| Error::protocol("the model configuration holds no configuration"))?;
+    let out = PyDict::new(py);
+    out.set_item("name", &config.name)?;
+    out.set_item("platform", &config.platform)?;
+    if let Some(ensemble) = config.ensemble_scheduling {
+        let steps = pyo3::types::PyList::empty(py);
+        for step in ensemble.step {
+            let d = PyDict::new(py);
+            d.set_item("model_name", step.model_name)?;
+            d.set_item("model_version", step.model_version)?;
+            steps.append(d)?;
+        }
+        let scheduling = PyDict::new(py);
+        scheduling.set_item("step", steps)?;
+        out.set_item("ensemble_scheduling", scheduling)?;
+    }
+    Ok(out.into_any())
+}
+
 /// The model metadata as `parse_model_metadata` makes it.
 fn metadata(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
     let meta: pb::ModelMetadataResponse = grpc::decode(body, "the model metadata")?;
