@@ -539,6 +539,16 @@ def serve(
     return 0 if interrupted else 1
 
 
+def deploy(models: list[str], *, max_batch_size: int | None, max_queue_delay_us: int | None) -> None:
+    """A deployment of the caller's (the same batching as another server's, say) for the models that compute
+    (:data:`SETTINGS`); the echo, generative and ensemble models are fixtures with a fixed configuration."""
+    for name in set(models) & set(SETTINGS):
+        if max_batch_size is not None:
+            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_batch_size=max_batch_size)
+        if max_queue_delay_us is not None:
+            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_queue_delay_us=max_queue_delay_us)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve test models with Triton (PyTriton) on 127.0.0.1.")
     parser.add_argument("--http-port", type=int, default=None, help="default: a free port")
@@ -550,7 +560,12 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated subset of: " + ",".join(available_models()),
     )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="onnxruntime intra-op threads")
-    parser.add_argument("--max-batch-size", type=int, default=None, help="every model's (default: its own)")
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="every computing model's (resnet50_onnx, tiny_onnx, checksum, sleep_20ms...; default: its own)",
+    )
     parser.add_argument(
         "--max-queue-delay-us", type=int, default=None, help="dynamic batcher's delay for every model (default: own)"
     )
@@ -576,13 +591,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown or unavailable models: {','.join(unknown)}")
     models = with_composing(models)
-    # A deployment of the caller's: the same batching as another server's, say.
-    composing = {name for ensemble in ENSEMBLES.values() for name in ensemble.composing}
-    for name in set(models) - {GENERATOR_MODEL, TINY_GPT_MODEL, PULSE_MODEL, *ENSEMBLES, *composing}:
-        if args.max_batch_size is not None:
-            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_batch_size=args.max_batch_size)
-        if args.max_queue_delay_us is not None:
-            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_queue_delay_us=args.max_queue_delay_us)
+    deploy(models, max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     given = {args.http_port, args.grpc_port, args.metrics_port}
     spare = iter(p for p in free_ports(4) if p not in given)
