@@ -1,11 +1,13 @@
 """Triton's server-side statistics (the KServe statistics extension), read at test start and end and
 reported as a difference, the way perf_analyzer does: counts, average batch size, and the average
-queue / compute-input / compute-infer / compute-output time per inference."""
+queue / compute-input / compute-infer / compute-output time per inference. For a decoupled model whose
+backend reports them, Triton's per-response statistics (``response_stats``) too: the responses it counted
+and the time per response."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
@@ -16,6 +18,9 @@ from locust_inference.options import Settings
 __all__ = ["ServerStats", "StatsRead", "breakdown", "read_stats"]
 
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+# the phases of Triton's per-response statistics (its InferResponseStatistics), each summed over the responses'
+# indexes; the count of success is the responses Triton sent with data, empty_response the final flags sent alone
+RESPONSE_PHASES = ("compute_infer", "compute_output", "success", "fail", "empty_response", "cancel")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,10 @@ class ServerStats:
     execution_count: int
     success_count: int
     ns: dict[str, int]
+    # RESPONSE_PHASES' counts and ns summed over the response indexes; empty when Triton reports none (a
+    # model that is not decoupled, or a backend that does not report them, as the Python backend of Triton 2.51)
+    response_counts: dict[str, int] = field(default_factory=dict)
+    response_ns: dict[str, int] = field(default_factory=dict)
 
 
 def read_stats(settings: Settings) -> ServerStats | None:
@@ -70,11 +79,21 @@ def _read_grpc_stats(settings: Settings) -> ServerStats | None:
 def _stats(stats: dict[str, Any]) -> ServerStats:
     """One model's entry of the statistics (``model_stats[0]``)."""
     inference = stats["inference_stats"]
+    responses = stats.get("response_stats") or {}
+    if not isinstance(responses, dict):
+        raise TypeError("response_stats is not an object")
+    per_index = list(responses.values())
     return ServerStats(
         inference_count=int(stats.get("inference_count", 0)),
         execution_count=int(stats.get("execution_count", 0)),
         success_count=int(inference["success"]["count"]),
         ns={phase: int(inference[phase]["ns"]) for phase in PHASES},
+        response_counts={p: sum(int(r.get(p, {}).get("count", 0)) for r in per_index) for p in RESPONSE_PHASES}
+        if per_index
+        else {},
+        response_ns={p: sum(int(r.get(p, {}).get("ns", 0)) for r in per_index) for p in RESPONSE_PHASES}
+        if per_index
+        else {},
     )
 
 
@@ -118,4 +137,28 @@ def breakdown(
         "client_mean_ms": client_mean_ms,
         "client_minus_server_ms": client_mean_ms - server_total if client_mean_ms is not None else None,
     }
+    if end.response_counts:
+        result.update(_responses(start, end))
     return result
+
+
+def _responses(start: ServerStats, end: ServerStats) -> dict[str, float | None]:
+    """Triton's per-response statistics over the run, named as Triton names them: the responses it sent with
+    data (``responses``), the final flags it sent alone, the failed and the cancelled ones, and the mean time to
+    compute a response and to extract its outputs."""
+
+    def count(phase: str) -> int:
+        return end.response_counts.get(phase, 0) - start.response_counts.get(phase, 0)
+
+    def per_response_ms(phase: str) -> float | None:
+        n = count(phase)
+        return (end.response_ns.get(phase, 0) - start.response_ns.get(phase, 0)) / n / 1e6 if n > 0 else None
+
+    return {
+        "responses": count("success"),
+        "failed_responses": count("fail"),
+        "empty_responses": count("empty_response"),
+        "cancelled_responses": count("cancel"),
+        "response_compute_infer_ms": per_response_ms("compute_infer"),
+        "response_compute_output_ms": per_response_ms("compute_output"),
+    }
