@@ -6,7 +6,10 @@ An ensemble (``platform: "ensemble"``) has an entry of its own, and each of its 
 the steps of its configuration's ``ensemble_scheduling``, its own entry as any model: each read takes the
 configuration and then every composing model's entry, and the difference gets a ``composing`` map with
 each one's breakdown. A composing model whose entry is missing or malformed is ``None`` there, with one
-warning line (once per process and reason); the run goes on."""
+warning line (once per process and reason); the run goes on.
+
+For a decoupled model whose backend reports them, Triton's per-response statistics (``response_stats``) too:
+the responses it counted and the time per response."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import dataclasses
 import json
 import logging
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
@@ -29,6 +32,9 @@ PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 MAX_COMPOSING = 64  # composing models read per ensemble: a configuration naming more is not believed
 MAX_NAME = 512  # characters of a composing model's name
 _warned: set[str] = set()  # warnings given: each once per process (the statistics are read again and again)
+# the phases of Triton's per-response statistics (its InferResponseStatistics), each summed over the responses'
+# indexes; the count of success is the responses Triton sent with data, empty_response the final flags sent alone
+RESPONSE_PHASES = ("compute_infer", "compute_output", "success", "fail", "empty_response", "cancel")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,10 @@ class ServerStats:
     ns: dict[str, int]
     success_ns: int = 0  # the successful requests' time in the server, arrival to response
     composing: dict[str, ServerStats | None] | None = None
+    # RESPONSE_PHASES' counts and ns summed over the response indexes; empty when Triton reports none (a
+    # model that is not decoupled, or a backend that does not report them, as the Python backend of Triton 2.51)
+    response_counts: dict[str, int] = field(default_factory=dict)
+    response_ns: dict[str, int] = field(default_factory=dict)
 
 
 def _warn_once(message: str) -> None:
@@ -182,12 +192,22 @@ def _stats(stats: dict[str, Any], model: str) -> ServerStats:
     if stats.get("name", model) != model:
         raise ValueError(f"the statistics of {model!r} are {str(stats.get('name'))[:80]!r}'s")
     inference = stats["inference_stats"]
+    responses = stats.get("response_stats") or {}
+    if not isinstance(responses, dict):
+        raise TypeError("response_stats is not an object")
+    per_index = list(responses.values())
     return ServerStats(
         inference_count=int(stats.get("inference_count", 0)),
         execution_count=int(stats.get("execution_count", 0)),
         success_count=int(inference["success"]["count"]),
         ns={phase: int(inference[phase]["ns"]) for phase in PHASES},
         success_ns=int(inference["success"]["ns"]),
+        response_counts={p: sum(int(r.get(p, {}).get("count", 0)) for r in per_index) for p in RESPONSE_PHASES}
+        if per_index
+        else {},
+        response_ns={p: sum(int(r.get(p, {}).get("ns", 0)) for r in per_index) for p in RESPONSE_PHASES}
+        if per_index
+        else {},
     )
 
 
@@ -240,11 +260,36 @@ def _phases(start: ServerStats | None, end: ServerStats | None) -> dict[str, Any
     if inferences <= 0 or successes <= 0:
         return None
     per_phase = {f"{phase}_ms": (end.ns[phase] - start.ns[phase]) / successes / 1e6 for phase in PHASES}
-    return {
+    result: dict[str, Any] = {
         "inference_count": inferences,
         "execution_count": executions,
         "avg_batch_size": inferences / executions if executions else None,
         **per_phase,
         "server_total_ms": sum(per_phase.values()),
         "request_ms": (end.success_ns - start.success_ns) / successes / 1e6,
+    }
+    if end.response_counts:
+        result.update(_responses(start, end))
+    return result
+
+
+def _responses(start: ServerStats, end: ServerStats) -> dict[str, float | None]:
+    """Triton's per-response statistics over the run, named as Triton names them: the responses it sent with
+    data (``responses``), the final flags it sent alone, the failed and the cancelled ones, and the mean time to
+    compute a response and to extract its outputs."""
+
+    def count(phase: str) -> int:
+        return end.response_counts.get(phase, 0) - start.response_counts.get(phase, 0)
+
+    def per_response_ms(phase: str) -> float | None:
+        n = count(phase)
+        return (end.response_ns.get(phase, 0) - start.response_ns.get(phase, 0)) / n / 1e6 if n > 0 else None
+
+    return {
+        "responses": count("success"),
+        "failed_responses": count("fail"),
+        "empty_responses": count("empty_response"),
+        "cancelled_responses": count("cancel"),
+        "response_compute_infer_ms": per_response_ms("compute_infer"),
+        "response_compute_output_ms": per_response_ms("compute_output"),
     }
