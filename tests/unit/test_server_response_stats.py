@@ -54,8 +54,8 @@ def responses(requests: int, count: int, *, cancelled: int = 0) -> dict[str, Any
 
 
 def test_the_responses_triton_counted_over_the_run_are_reported_as_it_names_them() -> None:
-    start = _stats(entry(3, 1000, responses(3, 4)))
-    end = _stats(entry(10, 1000, responses(10, 4, cancelled=2)))
+    start = _stats(entry(3, 1000, responses(3, 4)), "m")
+    end = _stats(entry(10, 1000, responses(10, 4, cancelled=2)), "m")
     result = breakdown(start, end, client_mean_ms=1.0)
     assert result is not None
     assert (result["inference_count"], result["responses"]) == (7, 28)  # 4 responses to each of 7 requests
@@ -68,7 +68,9 @@ def test_the_responses_triton_counted_over_the_run_are_reported_as_it_names_them
 @pytest.mark.parametrize("reported", [None, {}])
 def test_without_per_response_statistics_no_response_keys_appear(reported: dict[str, Any] | None) -> None:
     """A model that is not decoupled, or a backend that reports none: the breakdown names no responses."""
-    result = breakdown(_stats(entry(3, 1000, reported)), _stats(entry(10, 1000, reported)), client_mean_ms=1.0)
+    result = breakdown(
+        _stats(entry(3, 1000, reported), "m"), _stats(entry(10, 1000, reported), "m"), client_mean_ms=1.0
+    )
     assert result is not None
     assert result["inference_count"] == 7
     assert not any("response" in key for key in result)
@@ -76,4 +78,4 @@ def test_without_per_response_statistics_no_response_keys_appear(reported: dict[
 
 def test_statistics_that_are_not_an_object_are_refused() -> None:
     with pytest.raises(TypeError):
-        _stats(entry(1, 1, ["0"]))  # type: ignore[arg-type]
+        _stats(entry(1, 1, ["0"]), "m")  # type: ignore[arg-type]
