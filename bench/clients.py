@@ -229,20 +229,20 @@ def parse_wrk(text: str) -> Result:
 GRPC_INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
 
 
-def h2load_client(setup: Setup, connections: int, streams: int) -> Callable[[int], Result]:
+def h2load_client(setup: Setup, connections: int, streams: int, tag: str = "") -> Callable[[int], Result]:
     """``h2load -t1 -cN -mM`` (nghttp2) posting :attr:`Setup.grpc_body` to gRPC's ``ModelInfer``: the same
     bytes ours sends, with gRPC's request headers. h2load does not read gRPC's trailers; the null server
-    always answers ``grpc-status: 0``."""
+    always answers ``grpc-status: 0``. ``tag`` tells its files from another server's."""
 
     def run(duration: int) -> Result:
         if setup.grpc_body is None:
             return Result(error="no gRPC request body")
         cmd = ["h2load", "-t1", f"-c{connections}", f"-m{streams}", "-D", str(duration), "-d", str(setup.grpc_body)]
         cmd += ["-H", "content-type: application/grpc", "-H", "te: trailers", f"{setup.url}{GRPC_INFER_PATH}"]
-        log = setup.workdir / f"h2load-{connections}-{streams}.log"
+        log = setup.workdir / f"h2load{tag}-{connections}-{streams}.log"
         sampler = setup.sampler()
         code, out = run_process(setup.command(cmd), clean_env(), duration + SUBPROCESS_GRACE_S, log, sampler)
-        (setup.workdir / f"h2load-{connections}-{streams}.out").write_text(out)
+        (setup.workdir / f"h2load{tag}-{connections}-{streams}.out").write_text(out)
         if code != 0:
             return Result(error=f"h2load exited {code}: {_tail(log)}")
         return add_cost(parse_h2load(out).with_concurrency(connections * streams), sampler, ours=False)

@@ -166,8 +166,10 @@ def build_clients(setup: Setup) -> list[Client]:
     return clients
 
 
-# the rows on the null gRPC server (bench.grpc_null): it is started only when one is selected
-GRPC_KEYS = ("h2load_1x10", "h2load_10x1", "grpc10", "grpc10_c2", "grpc10_c4", "grpc_open10", "grpc_open10_small")
+# the rows on the null gRPC servers (bench.grpc_null), each started only when one of its rows is selected: the
+# 602 KB image's, and the 64-byte tensor's (SMALL_KEYS)
+SMALL_KEYS = ("h2load_small_1x10", "grpc_open10_small")
+GRPC_KEYS = ("h2load_1x10", "h2load_10x1", "grpc10", "grpc10_c2", "grpc10_c4", "grpc_open10", *SMALL_KEYS)
 GRPC = ["--server", "triton", "--model-name", nginx.FAST_MODEL, "--protocol", "grpc"]
 
 
@@ -204,29 +206,37 @@ def grpc_clients(setup: Setup) -> list[Client]:
             "grpc_open10",
             "gRPC",
             f"ours: LowUser --protocol grpc open loop, {OPEN_USERS} users x {OPEN_RATE} req/s (--max-in-flight 4, "
-            "drop)",
+            "drop; no goal)",
             locust_client(setup, "locustfile.py", OPEN_USERS, open_loop, "grpc-open10"),
         )
     )
-    assert tuple(c.key for c in clients) == GRPC_KEYS[:-1]
+    assert tuple(c.key for c in clients) == GRPC_KEYS[: -len(SMALL_KEYS)]
     return clients
 
 
 def grpc_small_clients(setup: Setup) -> list[Client]:
-    """The open loop over gRPC on the null gRPC server of a model with a 64-byte input (no goal): the schedule
-    without the cost of moving 602 KB a request through HTTP/2 on either side."""
+    """The open loop over gRPC (the goal's row) on the null gRPC server of a model with a 64-byte input, and
+    h2load on the same server and message: its rate shows the server can take the 5,000 req/s offered."""
     shape = ",".join(str(d) for d in grpc_null.SMALL_INPUT[1:])  # without the batch dimension (--batch-size)
     small = ["--server", "triton", "--model-name", grpc_null.SMALL_MODEL, "--protocol", "grpc"]
     small += ["--input-data", "zero", "--shape", f"{nginx.INPUT_NAME}:{shape}", "LowUser", "--rate", str(OPEN_RATE)]
     small += ["--max-in-flight", "4", "--overload", "drop"]
-    return [
+    clients = [
+        Client(
+            "h2load_small_1x10",
+            "gRPC",
+            f"h2load -t1, 1 connection x 10 streams, a 64-byte FP32 [{shape}] tensor",
+            h2load_client(setup, 1, 10, tag="-small"),
+        ),
         Client(
             "grpc_open10_small",
             "gRPC",
-            f"ours: LowUser --protocol grpc open loop as above, a 64-byte FP32 [{shape}] tensor (no goal)",
+            f"ours: LowUser --protocol grpc open loop as above, a 64-byte FP32 [{shape}] tensor",
             locust_client(setup, "locustfile.py", OPEN_USERS, small, "grpc-open10-small"),
-        )
+        ),
     ]
+    assert tuple(c.key for c in clients) == SMALL_KEYS
+    return clients
 
 
 # the rows on the real Triton: it is started only when one is selected
@@ -434,9 +444,13 @@ GRPC_METHOD = """\
   trailers'`); its rate is its `req/s`, its mean its mean time for request (h2load prints no median) and it
   does not read gRPC's trailers. Ours: `HighUser --protocol grpc` (one HTTP/2 connection shared by the
   process's users unless `--grpc-connections` says otherwise), measured as every Locust row.
-- Open loop over gRPC (`grpc_open10`): the HTTP open-loop row's users and settings with `--protocol grpc`.
-  `grpc_open10_small` (no goal): the same against a second null gRPC server whose model takes a 64-byte FP32
-  [1,16] tensor (`--input-data zero --shape x:16`), to show the schedule without the cost of moving 602 KB.
+- Open loop over gRPC (`grpc_open10_small`, the goal's row): the HTTP open-loop row's users and settings with
+  `--protocol grpc`, against a second null gRPC server whose model takes a 64-byte FP32 [1,16] tensor
+  (`--input-data zero --shape x:16`; {grpc_small_bytes:,} bytes a request with the prefix), beside h2load on
+  the same server and message (`h2load_small_1x10`), whose rate shows that server takes more than the 5,000
+  req/s offered. `grpc_open10` (no goal) offers the same 5,000 req/s of the 602 KB image: no goal, because
+  h2load on that server and message reaches well under 5,000 req/s (the rows above), so the server, not the
+  client, bounds what that row achieves.
 - Real Triton over gRPC (`pa10_grpc`, `tri_grpc10`): the same Triton and model as `pa10` and `tri_ours10`, on
   its gRPC port; perf_analyzer `{pa_grpc_command}` (zeros; over gRPC the tensor always goes as raw bytes),
   ours `--protocol grpc` with `data/img1.jpg`. Both 602,112-byte tensors. CPU per request divided by Triton's
@@ -499,9 +513,9 @@ def preflight() -> None:
         raise SystemExit(f"cannot import locust_inference.users ({tail[0]}): run `make install` first")
 
 
-def prepare(workdir: Path) -> tuple[Path, int, Path, Path, Path, dict[str, float]]:
-    """Encodes the Triton bodies (HTTP; gRPC, for h2load), saves the tensor for the seed clients and makes the
-    4000x3000 JPEG."""
+def prepare(workdir: Path) -> tuple[Path, int, Path, Path, Path, Path, dict[str, float]]:
+    """Encodes the Triton bodies (HTTP; gRPC, the image's and the 64-byte tensor's, for h2load), saves the
+    tensor for the seed clients and makes the 4000x3000 JPEG."""
     from locust_inference import encode_litserve_request, encode_triton_request, preprocess_image
     from locust_inference._native import encode_triton_grpc_inputs
 
@@ -516,6 +530,13 @@ def prepare(workdir: Path) -> tuple[Path, int, Path, Path, Path, dict[str, float
     raw = (nginx.INPUT_NAME, "FP32", list(tensor.shape), tensor.tobytes())
     grpc_body = workdir / "grpc-body.bin"
     grpc_body.write_bytes(grpc_null.grpc_frame(encode_triton_grpc_inputs(nginx.FAST_MODEL, [raw], [nginx.OUTPUT_NAME])))
+    # and the 64-byte tensor's, as ours sends it with --input-data zero (zeros, a batch of one)
+    small_shape = [1, *grpc_null.SMALL_INPUT[1:]]
+    small_raw = (nginx.INPUT_NAME, "FP32", small_shape, np.zeros(small_shape, "<f4").tobytes())
+    small_body = workdir / "grpc-body-small.bin"
+    small_body.write_bytes(
+        grpc_null.grpc_frame(encode_triton_grpc_inputs(grpc_null.SMALL_MODEL, [small_raw], [nginx.OUTPUT_NAME]))
+    )
     npy = workdir / "tensor.npy"
     np.save(npy, tensor)
     big = make_large_jpeg(IMAGE, workdir / "large-4000x3000.jpg")
@@ -524,11 +545,12 @@ def prepare(workdir: Path) -> tuple[Path, int, Path, Path, Path, dict[str, float
         "header_length": header_length,
         "json_bytes": len(encode_litserve_request(tensor)),
         "grpc_bytes": grpc_body.stat().st_size,
+        "grpc_small_bytes": small_body.stat().st_size,
         "big_bytes": big.stat().st_size,
         "max_diff_img1": float(np.abs(preprocess_image(IMAGE) - pillow_preprocess(IMAGE)).max()),
         "max_diff_big": float(np.abs(preprocess_image(big) - pillow_preprocess(big)).max()),
     }
-    return body_path, header_length, npy, big, grpc_body, facts
+    return body_path, header_length, npy, big, grpc_body, small_body, facts
 
 
 @contextlib.contextmanager
@@ -610,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         workdir = Path(tmp)
         print("==> preparing the request bodies and the 4000x3000 JPEG", flush=True)
-        body, header_length, npy, big, grpc_body, facts = prepare(workdir)
+        body, header_length, npy, big, grpc_body, small_body, facts = prepare(workdir)
         with nginx.null_server() as server:
             print(f"==> null server (nginx, 1 worker) at {server.url}", flush=True)
             setups = {
@@ -626,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
                 loads = {pinned: [c for c in clients if c.key in keys] for pinned, clients in loads.items()}
                 preprocessing = [c for c in preprocessing if c.key in keys]
             pgroups = [server.pid]  # the servers' process groups, pinned to the server's core
-            if keys is None or keys & set(GRPC_KEYS):
+            if keys is None or keys & (set(GRPC_KEYS) - set(SMALL_KEYS)):
                 grpc_server = servers.enter_context(grpc_null.null_grpc_server())
                 print(f"==> null gRPC server (nginx, 1 worker, h2c) at {grpc_server.url}", flush=True)
                 pgroups.append(grpc_server.pid)
@@ -635,16 +657,24 @@ def main(argv: list[str] | None = None) -> int:
                         grpc_server.url, grpc_server.served, workdir, body, header_length, npy, big, pinned, grpc_body
                     )
                     clients.extend(c for c in grpc_clients(grpc_setup) if keys is None or c.key in keys)
-            if keys is None or "grpc_open10_small" in keys:
+            if keys is None or keys & set(SMALL_KEYS):
                 small_server = servers.enter_context(
                     grpc_null.null_grpc_server(model=grpc_null.SMALL_MODEL, input_shape=grpc_null.SMALL_INPUT)
                 )
                 pgroups.append(small_server.pid)
                 for pinned, clients in loads.items():
                     small_setup = Setup(
-                        small_server.url, small_server.served, workdir, body, header_length, npy, big, pinned
+                        small_server.url,
+                        small_server.served,
+                        workdir,
+                        body,
+                        header_length,
+                        npy,
+                        big,
+                        pinned,
+                        grpc_body=small_body,
                     )
-                    clients.extend(grpc_small_clients(small_setup))
+                    clients.extend(c for c in grpc_small_clients(small_setup) if keys is None or c.key in keys)
             if keys is None or keys & set(TRITON_KEYS):
                 triton_pid = _start_triton(servers, workdir, loads, keys, (body, header_length, npy, big))
                 if triton_pid is not None:

@@ -12,6 +12,14 @@ as 16 big-endian uint16 words in float32 (exact), so a test proves byte for byte
   was reported (no other test addresses it)
 
 All output ``CHECKSUM`` ``[N,16]`` FP32. Plain numpy: cheap to load.
+
+And a real Triton ensemble (``platform: "ensemble"``), for the per-composing-model statistics:
+
+* ``ensemble_checksum`` -- ``IMAGE`` ``[N,224,224,3]`` UINT8 in, ``CHECKSUM`` ``[N,1000]`` FP32 out, in two
+  steps: ``ensemble_prep`` turns the image into ``[N,3,224,224]`` FP32 (HWC to CHW, each byte's value as a
+  float: exact), and ``ensemble_hash`` answers the ``checksum`` model's words of that tensor
+  (:func:`servers.models.checksum_words`). Its composing models are its own, addressed by no other test,
+  so their counts over a run are the ensemble's.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ECHO_MODELS", "OUTPUT", "EchoModel", "checksum_words", "echo_batch"]
+__all__ = ["ECHO_MODELS", "ENSEMBLES", "OUTPUT", "EchoModel", "Ensemble", "checksum_words", "echo_batch", "prep_batch"]
 
 OUTPUT = "CHECKSUM"
 WORDS = 16
@@ -59,3 +67,41 @@ def echo_batch(model: EchoModel, inputs: dict[str, np.ndarray]) -> np.ndarray:
     for i in range(out.shape[0]):
         out[i] = checksum_words(b"".join(a[i].astype(a.dtype.newbyteorder("<")).tobytes() for a in arrays))
     return out
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """An ensemble of two composing models chained by one tensor: ``first``'s output ``link`` is ``second``'s
+    input of the same name; the ensemble's input is ``first``'s, its output ``second``'s."""
+
+    name: str
+    first: str
+    second: str
+    input: tuple[str, type, tuple[int, ...]]  # name, numpy dtype, shape without the batch
+    link: tuple[str, type, tuple[int, ...]]
+    output: tuple[str, type, tuple[int, ...]]
+    max_batch_size: int = 16
+
+    @property
+    def composing(self) -> tuple[str, str]:
+        return (self.first, self.second)
+
+
+ENSEMBLES: dict[str, Ensemble] = {
+    e.name: e
+    for e in (
+        Ensemble(
+            "ensemble_checksum",
+            first="ensemble_prep",
+            second="ensemble_hash",
+            input=("IMAGE", np.uint8, (224, 224, 3)),
+            link=("INPUT", np.float32, (3, 224, 224)),
+            output=(OUTPUT, np.float32, (1000,)),
+        ),
+    )
+}
+
+
+def prep_batch(batch: np.ndarray) -> np.ndarray:
+    """``[N,224,224,3]`` UINT8 -> ``[N,3,224,224]`` FP32, each byte's value (exact)."""
+    return np.ascontiguousarray(np.asarray(batch).transpose(0, 3, 1, 2), dtype=np.float32)

@@ -10,8 +10,9 @@ of :mod:`servers.echo_models` and ``synthetic_llm``: the text generator of :mod:
 decoupled model, streamed at ``POST /v2/models/synthetic_llm/generate_stream`` (its options:
 ``--prefill-ms``, ``--token-ms``, ``--max-tokens``, ``--slots``, ``--timing-log``), and ``tiny_gpt``, the small
 real model of :mod:`servers.tiny_gpt` served the same way (its output capped at ``--max-tokens``), and
-``pulse``, a decoupled tensor model sending N responses at a set interval (gRPC ModelStreamInfer only).
-Every endpoint binds to 127.0.0.1 only.
+``pulse``, a decoupled tensor model sending N responses at a set interval (gRPC ModelStreamInfer only),
+and ``ensemble_checksum``, a real Triton ensemble of two composing models (:data:`servers.echo_models.ENSEMBLES`;
+asking for it serves its composing models too). Every endpoint binds to 127.0.0.1 only.
 Prefer :func:`servers.launch.triton_server`, which runs this module in its own process group.
 """
 
@@ -39,7 +40,7 @@ from types import FrameType
 import numpy as np
 
 from servers import generator
-from servers.echo_models import ECHO_MODELS, OUTPUT, EchoModel, echo_batch
+from servers.echo_models import ECHO_MODELS, ENSEMBLES, OUTPUT, EchoModel, Ensemble, echo_batch, prep_batch
 from servers.launch import (
     claim_python_env,
     exit_with_launcher,
@@ -48,7 +49,7 @@ from servers.launch import (
     python_stub_pids,
     remove_triton_leftovers,
 )
-from servers.models import DEFAULT_THREADS, INPUT_SHAPE, MODELS, OUTPUT_SHAPE, load_predictor, onnx_path
+from servers.models import DEFAULT_THREADS, INPUT_SHAPE, MODELS, OUTPUT_SHAPE, checksum_batch, load_predictor, onnx_path
 
 LOG = logging.getLogger("servers.triton")
 HOST = "127.0.0.1"
@@ -99,7 +100,20 @@ def openvino_available() -> bool:
 def available_models() -> list[str]:
     """All model names this server can serve on this machine."""
     openvino = [OPENVINO_MODEL] if openvino_available() else []
-    return [*DEFAULT_MODELS, *openvino, *ECHO_MODELS, GENERATOR_MODEL, TINY_GPT_MODEL, PULSE_MODEL]
+    composing = [name for ensemble in ENSEMBLES.values() for name in ensemble.composing]
+    generative = [GENERATOR_MODEL, TINY_GPT_MODEL, PULSE_MODEL]
+    return [*DEFAULT_MODELS, *openvino, *ECHO_MODELS, *generative, *ENSEMBLES, *composing]
+
+
+def with_composing(models: list[str]) -> list[str]:
+    """``models`` with each ensemble's composing models (once each) before it: Triton loads an ensemble only
+    with them, and unloads ``reversed`` of this list ensemble first."""
+    out: list[str] = []
+    for name in models:
+        for needed in (*ENSEMBLES[name].composing, name) if name in ENSEMBLES else (name,):
+            if needed not in out:
+                out.append(needed)
+    return out
 
 
 def _openvino_predictor(threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -163,6 +177,92 @@ def _bind_echo(triton, model: EchoModel) -> None:  # triton: pytriton.triton.Tri
         config=ModelConfig(max_batch_size=model.max_batch_size),
         strict=True,
     )
+
+
+def _bind_composing(triton, name: str) -> None:  # triton: pytriton.triton.Triton
+    """A composing model of an ensemble: the first step (``prep_batch``) or the second (``checksum_batch``)."""
+    from pytriton.decorators import batch
+    from pytriton.model_config import ModelConfig, Tensor
+
+    ensemble = next(e for e in ENSEMBLES.values() if name in e.composing)
+    takes, gives = (ensemble.input, ensemble.link) if name == ensemble.first else (ensemble.link, ensemble.output)
+    step = prep_batch if name == ensemble.first else checksum_batch
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return {gives[0]: step(inputs[takes[0]])}
+
+    triton.bind(
+        model_name=name,
+        infer_func=infer,
+        inputs=[Tensor(name=takes[0], dtype=takes[1], shape=takes[2])],
+        outputs=[Tensor(name=gives[0], dtype=gives[1], shape=gives[2])],
+        config=ModelConfig(max_batch_size=ensemble.max_batch_size),
+        strict=True,
+    )
+
+
+_TRITON_TYPES = {np.uint8: "TYPE_UINT8", np.float32: "TYPE_FP32"}
+
+
+def ensemble_config(ensemble: Ensemble) -> str:
+    """The ensemble's ``config.pbtxt``: ``platform: "ensemble"`` and its two ``ensemble_scheduling`` steps,
+    the link tensor an internal one (named apart from every model's tensors)."""
+
+    def tensor(spec: tuple[str, type, tuple[int, ...]]) -> str:
+        name, dtype, dims = spec
+        return f'{{ name: "{name}" data_type: {_TRITON_TYPES[dtype]} dims: [ {", ".join(map(str, dims))} ] }}'
+
+    link = f"{ensemble.name}_{ensemble.link[0]}"
+
+    def step(model: str, takes: str, source: str, gives: str, target: str) -> str:
+        return (
+            f'{{ model_name: "{model}" model_version: -1 input_map {{ key: "{takes}" value: "{source}" }} '
+            f'output_map {{ key: "{gives}" value: "{target}" }} }}'
+        )
+
+    first = step(ensemble.first, ensemble.input[0], ensemble.input[0], ensemble.link[0], link)
+    second = step(ensemble.second, ensemble.link[0], link, ensemble.output[0], ensemble.output[0])
+    return (
+        f'name: "{ensemble.name}"\nplatform: "ensemble"\nmax_batch_size: {ensemble.max_batch_size}\n'
+        f"input [ {tensor(ensemble.input)} ]\noutput [ {tensor(ensemble.output)} ]\n"
+        f"ensemble_scheduling {{ step [ {first}, {second} ] }}\n"
+    )
+
+
+def load_ensemble(
+    model_store: Path, ensemble: Ensemble, http_port: int, token: str | None, http_address: str = HOST
+) -> None:
+    """Loads ``ensemble`` once its composing models are: puts its folder (an ensemble has no files: an empty
+    version folder and its config) in the model repository tritonserver was started with, PyTriton's model
+    store, and asks for it with the repository API's load (explicit model control, as PyTriton runs it).
+
+    Not before the start: PyTriton loads its own models through the same API after tritonserver is up, and
+    tritonserver, started with ``--load-model=*``, refuses to start when a model there names models it does
+    not have yet (``ensemble ... contains models that are not available``).
+
+    The load answers 500 ``failed to poll from model repository`` although the ensemble loaded: loading an
+    ensemble also polls its composing models in the repository (to reload changed ones), and PyTriton's are
+    not there (it sends their files with their load). So that answer is checked with the ensemble's
+    readiness; any other failure is raised (the start fails)."""
+    from pytriton.triton import TRITON_ACCESS_HEADER
+
+    folder = model_store / ensemble.name
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(ensemble_config(ensemble))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    headers = {"Content-Type": "application/json", **({TRITON_ACCESS_HEADER: token} if token else {})}
+    base = f"http://{http_address}:{http_port}/v2"
+    load = urllib.request.Request(f"{base}/repository/models/{ensemble.name}/load", b"{}", headers, method="POST")
+    try:
+        opener.open(load, timeout=120).close()  # synchronous: answers once loaded or failed
+    except urllib.error.HTTPError as exc:
+        reason = exc.read()[:500].decode(errors="replace")
+        if "failed to poll from model repository" not in reason:
+            raise RuntimeError(f"Triton could not load ensemble {ensemble.name}: {reason}") from exc
+        ready = urllib.request.Request(f"{base}/models/{ensemble.name}/ready", headers=headers)
+        opener.open(ready, timeout=10).close()  # raises HTTPError unless 200: the start fails
+    LOG.info("loaded ensemble %s (%s)", ensemble.name, ", ".join(ensemble.composing))
 
 
 def _bind_generator(triton, settings: generator.Generator) -> None:  # triton: pytriton.triton.Triton
@@ -281,6 +381,9 @@ def _bind_model(triton, name: str, threads: int) -> None:  # triton: pytriton.tr
     if name == PULSE_MODEL:
         _bind_pulse(triton, GENERATOR.timing_log)
         return
+    if any(name in e.composing for e in ENSEMBLES.values()):
+        _bind_composing(triton, name)
+        return
     spec = MODELS["resnet50_onnx"] if name == OPENVINO_MODEL else MODELS[name]
     settings = SETTINGS[name]
     predictor = _openvino_predictor(threads) if name == OPENVINO_MODEL else load_predictor(name, threads)
@@ -352,6 +455,7 @@ def serve(
     With ``TRITON_INFERENCE_TOKEN`` set, inference requests need the header ``triton-access-token`` with
     that value (Triton's restricted API), so a test can see that a client sent it."""
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+    from pytriton.utils.workspace import Workspace
 
     prefer_interpreter_libpython()
     load_instances_in_turn()
@@ -390,11 +494,13 @@ def serve(
     claimed = False
     triton = None
     try:
-        # PyTriton insists on creating the workspace itself: give it a path that does not exist yet.
-        # Keep it short: it holds the proxies' unix sockets (108-byte path limit).
-        triton = Triton(config=config, workspace=tmp_root / "ws", security_config=security)
+        # PyTriton's Workspace creates the folder itself: give it a path that does not exist yet. Keep it
+        # short: it holds the proxies' unix sockets (108-byte path limit). Ours, for its model store.
+        workspace = Workspace(tmp_root / "ws")
+        triton = Triton(config=config, workspace=workspace, security_config=security)
         for name in models:
-            _bind_model(triton, name, threads)
+            if name not in ENSEMBLES:
+                _bind_model(triton, name, threads)
         LOG.info(
             "starting tritonserver: http=%s:%d grpc=%d metrics=%d models=%s",
             http_address,
@@ -404,6 +510,10 @@ def serve(
             ",".join(models),
         )
         triton.run()
+        for name in models:
+            if name in ENSEMBLES:
+                token = triton.get_access_token()
+                load_ensemble(workspace.model_store_path, ENSEMBLES[name], http_port, token, http_address)
         claimed = claim_python_env(envs_before, os.getpid())
         LOG.info("Triton ready after %.1f s", time.monotonic() - started)
         while triton.is_alive():
@@ -416,7 +526,8 @@ def serve(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         LOG.info("shutting down Triton")
         if triton is not None and triton.is_alive():
-            _unload_models(http_port, models, triton.get_access_token(), http_address=http_address)
+            # ensembles first: a composing model goes once nothing loaded names it
+            _unload_models(http_port, models[::-1], triton.get_access_token(), http_address=http_address)
     finally:
         if triton is not None:
             if not claimed:  # start-up failed or was interrupted after some models loaded
@@ -426,6 +537,16 @@ def serve(
         remove_triton_leftovers(tmp_root, os.getpid())
         shutil.rmtree(tmp_root, ignore_errors=True)
     return 0 if interrupted else 1
+
+
+def deploy(models: list[str], *, max_batch_size: int | None, max_queue_delay_us: int | None) -> None:
+    """A deployment of the caller's (the same batching as another server's, say) for the models that compute
+    (:data:`SETTINGS`); the echo, generative and ensemble models are fixtures with a fixed configuration."""
+    for name in set(models) & set(SETTINGS):
+        if max_batch_size is not None:
+            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_batch_size=max_batch_size)
+        if max_queue_delay_us is not None:
+            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_queue_delay_us=max_queue_delay_us)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -439,7 +560,12 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated subset of: " + ",".join(available_models()),
     )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="onnxruntime intra-op threads")
-    parser.add_argument("--max-batch-size", type=int, default=None, help="every model's (default: its own)")
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="every computing model's (resnet50_onnx, tiny_onnx, checksum, sleep_20ms...; default: its own)",
+    )
     parser.add_argument(
         "--max-queue-delay-us", type=int, default=None, help="dynamic batcher's delay for every model (default: own)"
     )
@@ -464,12 +590,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(models) - set(available_models()))
     if unknown:
         parser.error(f"unknown or unavailable models: {','.join(unknown)}")
-    # A deployment of the caller's: the same batching as another server's, say.
-    for name in set(models) - {GENERATOR_MODEL, TINY_GPT_MODEL, PULSE_MODEL}:
-        if args.max_batch_size is not None:
-            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_batch_size=args.max_batch_size)
-        if args.max_queue_delay_us is not None:
-            SETTINGS[name] = dataclasses.replace(SETTINGS[name], max_queue_delay_us=args.max_queue_delay_us)
+    models = with_composing(models)
+    deploy(models, max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     given = {args.http_port, args.grpc_port, args.metrics_port}
     spare = iter(p for p in free_ports(4) if p not in given)

@@ -71,8 +71,14 @@ pub enum Error {
         body: String,
         excerpt: String,
     },
-    #[error("no complete response from {url} within {seconds} s")]
-    Timeout { url: String, seconds: f64 },
+    /// `deadline`: a gRPC call, whose deadline (the same timeout, sent as `grpc-timeout`) passed on
+    /// the client's clock or the server's: one failure either way, named as gRPC names it.
+    #[error("no complete response from {url} within {seconds} s{}", if *deadline { " (gRPC DEADLINE_EXCEEDED)" } else { "" })]
+    Timeout {
+        url: String,
+        seconds: f64,
+        deadline: bool,
+    },
     #[error("request to {url} failed: {reason}")]
     Transport { url: String, reason: String },
     #[error("response from {url} is larger than the limit of {limit} bytes")]

@@ -36,6 +36,7 @@ __all__ = [
     "encode_triton_inputs",
     "encode_triton_request",
     "fill_litserve_template",
+    "grpc_model_config",
     "grpc_model_metadata",
     "grpc_model_ready",
     "grpc_model_statistics",
@@ -231,6 +232,20 @@ def grpc_model_statistics(
 ) -> tuple[int, str, dict[str, Any] | None]:
     """Triton's gRPC ModelStatistics, blocking, as grpc_model_metadata: the model's entry in the shape of the
     HTTP statistics' model_stats[0] (inference_count, execution_count, inference_stats)."""
+
+def grpc_model_config(
+    host: str,
+    model: str,
+    *,
+    version: str = "",
+    headers: list[tuple[str, str]] = ...,
+    timeout: float = 10.0,
+    insecure: bool = False,
+    ca_file: str | PathLike[str] | None = None,
+) -> tuple[int, str, dict[str, Any] | None]:
+    """Triton's gRPC ModelConfig, blocking, as grpc_model_metadata: the part of the configuration read, in the
+    shape of the HTTP configuration: name, platform and, for an ensemble, ensemble_scheduling.step (each
+    step's model_name and model_version)."""
 
 def thread_crossings() -> tuple[int, int]:
     """Hand-offs of work from Python's thread to the I/O runtime, and signals from it back to Python

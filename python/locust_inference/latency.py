@@ -41,6 +41,7 @@ from locust_inference.results_schema import (
     OpenLoop,
     Percentiles,
     RequestEntry,
+    ServerBreakdown,
     SloEntry,
     TokenEntry,
     histograms,
@@ -302,7 +303,7 @@ class Collector:
             "held": held,
         }
 
-    def _model_stats(self, name: str, client_mean: float | None) -> dict[str, float | None] | None:
+    def _model_stats(self, name: str, client_mean: float | None) -> ServerBreakdown | None:
         """Triton's statistics of the model behind request name ``name`` (several models), start to now."""
         model = next(s for s in self.settings.per_model() if s.name == name)
         return breakdown(self.model_stats_at_start[name].get(), StatsRead(model).get(), client_mean)
@@ -451,14 +452,28 @@ def format_summary(summary: LatencyDocument) -> str:
     stats = summary.get("server_stats")
     if stats:
         lines += ["", "Triton server side, per inference (ms): " + _format_server_stats(stats)]
+        lines += _format_composing(stats)
     for name, entry in summary["requests"].items():  # several models: each one's own
         model_stats = entry.get("server_stats")
         if model_stats:
             lines += ["", f"Triton server side, {name}, per inference (ms): " + _format_server_stats(model_stats)]
+            lines += _format_composing(model_stats)
     return "\n".join(lines)
 
 
-def _format_server_stats(stats: dict[str, float | None]) -> str:
+def _format_composing(stats: ServerBreakdown) -> list[str]:
+    """An ensemble's composing models, one line each under the ensemble's: the same breakdown, per inference
+    of that model."""
+    composing = stats.get("composing")
+    if not isinstance(composing, dict):
+        return []
+    return [
+        f"  composing model {name}: " + (_format_server_stats(own) if own else "no statistics over the run")
+        for name, own in composing.items()
+    ]
+
+
+def _format_server_stats(stats: ServerBreakdown) -> str:
     return (
         ", ".join(
             f"{k.removesuffix('_ms')} {stats[k]:.3f}"

@@ -26,6 +26,7 @@ __all__ = [
     "Percentiles",
     "RequestEntry",
     "SchemaError",
+    "ServerBreakdown",
     "ServerMetrics",
     "SloEntry",
     "TokenEntry",
@@ -45,6 +46,11 @@ SUMMARY_KEYS = ("min", "mean", "p50", "p90", "p95", "p99", "p99.9", "p99.99", "m
 HISTOGRAMS = ("latency_ms", "ttfb_ms", "service_ms")
 
 Percentiles = dict[str, float]  # SUMMARY_KEYS -> ms; empty when nothing was measured
+# Triton's statistics over the run (server_stats.breakdown): counts, avg_batch_size, queue_ms,
+# compute_input_ms, compute_infer_ms, compute_output_ms, server_total_ms, request_ms, client_mean_ms and
+# client_minus_server_ms, numbers or None; an ensemble's also ``composing``: per composing model the same
+# without the client keys, or None (docs/multi-model.md#ensembles)
+ServerBreakdown = dict[str, Any]
 
 
 class OpenLoop(TypedDict):
@@ -116,7 +122,7 @@ class RequestEntry(TypedDict):
     # several models in one run (docs/multi-model.md): Triton's statistics of this name's model. None with
     # one model (they are the document's ``server_stats``) and in the web UI's live view; always written,
     # absent only from files written before several models existed
-    server_stats: NotRequired[dict[str, float | None] | None]
+    server_stats: NotRequired[ServerBreakdown | None]
 
 
 def histograms(entry: RequestEntry) -> tuple[tuple[str, Percentiles], ...]:
@@ -177,7 +183,7 @@ class LatencyDocument(TypedDict):
     duration_s: float
     history_csv: str | None  # Locust's stats history CSV, beside the file
     requests: dict[str, RequestEntry]
-    server_stats: dict[str, float | None] | None  # Triton's own statistics over the run, per inference
+    server_stats: ServerBreakdown | None  # Triton's own statistics over the run, per inference
     locust: LocustNumbers
     server_metrics: ServerMetrics | None
     client_health: ClientHealth | None

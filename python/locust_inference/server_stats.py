@@ -1,44 +1,94 @@
 """Triton's server-side statistics (the KServe statistics extension), read at test start and end and
 reported as a difference, the way perf_analyzer does: counts, average batch size, and the average
-queue / compute-input / compute-infer / compute-output time per inference."""
+queue / compute-input / compute-infer / compute-output time per inference.
+
+An ensemble (``platform: "ensemble"``) has an entry of its own, and each of its composing models, named by
+the steps of its configuration's ``ensemble_scheduling``, its own entry as any model: each read takes the
+configuration and then every composing model's entry, and the difference gets a ``composing`` map with
+each one's breakdown. A composing model whose entry is missing or malformed is ``None`` there, with one
+warning line (once per process and reason); the run goes on.
+
+For a decoupled model whose backend reports them, Triton's per-response statistics (``response_stats``) too:
+the responses it counted and the time per response."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+import logging
+import urllib.parse
+from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 
-from locust_inference._native import LocustInferenceError, grpc_model_statistics, http_request
+from locust_inference._native import LocustInferenceError, grpc_model_config, grpc_model_statistics, http_request
 from locust_inference.options import Settings
 
-__all__ = ["ServerStats", "StatsRead", "breakdown", "read_stats"]
+__all__ = ["ServerStats", "StatsRead", "breakdown", "ensemble_steps", "read_stats"]
 
+log = logging.getLogger("locust_inference")
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+MAX_COMPOSING = 64  # composing models read per ensemble: a configuration naming more is not believed
+MAX_NAME = 512  # characters of a composing model's name
+_warned: set[str] = set()  # warnings given: each once per process (the statistics are read again and again)
+# the phases of Triton's per-response statistics (its InferResponseStatistics), each summed over the responses'
+# indexes; the count of success is the responses Triton sent with data, empty_response the final flags sent alone
+RESPONSE_PHASES = ("compute_infer", "compute_output", "success", "fail", "empty_response", "cancel")
 
 
 @dataclass(frozen=True)
 class ServerStats:
-    """Cumulative counters of one model, as Triton reports them."""
+    """Cumulative counters of one model, as Triton reports them; for an ensemble, ``composing`` holds each
+    composing model's (None where its entry was missing or malformed); None for any other model."""
 
     inference_count: int
     execution_count: int
     success_count: int
     ns: dict[str, int]
+    success_ns: int = 0  # the successful requests' time in the server, arrival to response
+    composing: dict[str, ServerStats | None] | None = None
+    # RESPONSE_PHASES' counts and ns summed over the response indexes; empty when Triton reports none (a
+    # model that is not decoupled, or a backend that does not report them, as the Python backend of Triton 2.51)
+    response_counts: dict[str, int] = field(default_factory=dict)
+    response_ns: dict[str, int] = field(default_factory=dict)
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("locust-inference: %s", message)
 
 
 def read_stats(settings: Settings) -> ServerStats | None:
     """GET /v2/models/{model}/stats (over gRPC: ModelStatistics); None when the server does not offer it (e.g.
-    LitServe)."""
+    LitServe). For an ensemble, with its composing models' statistics."""
     if settings.server != "triton" or settings.models:  # several models: each read on its own (latency.py)
         return None
+    own = _read_one(settings, settings.model, "")
+    if own is None:
+        return None
+    steps = ensemble_steps(settings.model, _read_config(settings))
+    if steps is None:
+        return own
+    composing: dict[str, ServerStats | None] = {}
+    for name, version in steps:
+        stats = _read_one(settings, name, version)
+        if stats is None:
+            _warn_once(f"no statistics for {name!r}, a composing model of ensemble {settings.model!r}")
+        composing[name] = stats
+    return dataclasses.replace(own, composing=composing)
+
+
+def _read_one(settings: Settings, model: str, version: str) -> ServerStats | None:
+    """One model's entry of the statistics, None when it cannot be read or is malformed."""
     if settings.protocol == "grpc":
-        return _read_grpc_stats(settings)
+        return _read_grpc_stats(settings, model, version)
+    path = urllib.parse.quote(model, safe="") + (f"/versions/{urllib.parse.quote(version, safe='')}" if version else "")
     try:
         status, body = http_request(
             "GET",
-            f"{settings.host}/v2/models/{settings.model}/stats",
+            f"{settings.host}/v2/models/{path}/stats",
             headers=list(settings.headers),
             timeout=10.0,
             insecure=settings.insecure,
@@ -46,35 +96,118 @@ def read_stats(settings: Settings) -> ServerStats | None:
         )
         if status != 200:
             return None
-        return _stats(json.loads(body)["model_stats"][0])
-    except (LocustInferenceError, ValueError, KeyError, IndexError, TypeError):
+        return _stats(json.loads(body)["model_stats"][0], model)
+    except (LocustInferenceError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
 
 
-def _read_grpc_stats(settings: Settings) -> ServerStats | None:
+def _read_grpc_stats(settings: Settings, model: str, version: str) -> ServerStats | None:
     """The same statistics from Triton's gRPC ModelStatistics, which the native call gives in the HTTP shape."""
     try:
         code, _, stats = grpc_model_statistics(
             settings.host,
-            settings.model,
+            model,
+            version=version,
             headers=list(settings.headers),
             timeout=10.0,
             insecure=settings.insecure,
             ca_file=settings.ca_file,
         )
-        return _stats(stats) if code == 0 and stats is not None else None
-    except (LocustInferenceError, ValueError, KeyError, TypeError):
+        return _stats(stats, model) if code == 0 and stats is not None else None
+    except (LocustInferenceError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _stats(stats: dict[str, Any]) -> ServerStats:
-    """One model's entry of the statistics (``model_stats[0]``)."""
+def _read_config(settings: Settings) -> Any:
+    """The model's configuration (GET /v2/models/{model}/config, over gRPC ModelConfig), None when unreadable:
+    a server without it reports no composing models, as for any model that is not an ensemble."""
+    try:
+        if settings.protocol == "grpc":
+            code, _, config = grpc_model_config(
+                settings.host,
+                settings.model,
+                headers=list(settings.headers),
+                timeout=10.0,
+                insecure=settings.insecure,
+                ca_file=settings.ca_file,
+            )
+            return config if code == 0 else None
+        status, body = http_request(
+            "GET",
+            f"{settings.host}/v2/models/{settings.model}/config",
+            headers=list(settings.headers),
+            timeout=10.0,
+            insecure=settings.insecure,
+            ca_file=settings.ca_file,
+        )
+        return json.loads(body) if status == 200 else None
+    except (LocustInferenceError, ValueError):
+        return None
+
+
+def ensemble_steps(model: str, config: Any) -> list[tuple[str, str]] | None:
+    """The composing models an ensemble's configuration names, in step order, once each: (name, version, ""
+    for the latest); None when ``config`` is not an ensemble's (no ``ensemble_scheduling``). Steps that are
+    not a model's name (and version), printable and at most MAX_NAME characters, are left out with a warning."""
+    if not isinstance(config, dict):
+        return None
+    scheduling = config.get("ensemble_scheduling")
+    if scheduling is None and config.get("platform") != "ensemble":
+        return None
+    steps = scheduling.get("step") if isinstance(scheduling, dict) else None
+    if not isinstance(steps, list):
+        _warn_once(f"ensemble {model!r}: its configuration lists no steps (ensemble_scheduling.step)")
+        return []
+    if len(steps) > MAX_COMPOSING:
+        _warn_once(f"ensemble {model!r}: {len(steps)} steps, more than {MAX_COMPOSING}: composing models not read")
+        return []
+    out: list[tuple[str, str]] = []
+    for i, step in enumerate(steps):
+        name = step.get("model_name") if isinstance(step, dict) else None
+        version = _version(step.get("model_version", -1)) if isinstance(step, dict) else None
+        # printable: the name goes into the summary printed on a terminal
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or not name.isprintable() or version is None:
+            _warn_once(f"ensemble {model!r}: step {i} names no model (and version) of its own: {str(step)[:80]!r}")
+            continue
+        if all(name != seen for seen, _ in out):  # a model in two steps: one entry, its statistics count both
+            out.append((name, version))
+    return out
+
+
+def _version(value: Any) -> str | None:
+    """A step's model_version (-1: the latest, ""), a number or, as protobuf's JSON writes an int64, a string."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    if number == -1:
+        return ""
+    return str(number) if 0 <= number < 2**63 else None
+
+
+def _stats(stats: dict[str, Any], model: str) -> ServerStats:
+    """One model's entry of the statistics (``model_stats[0]``); ValueError when it is another model's."""
+    if stats.get("name", model) != model:
+        raise ValueError(f"the statistics of {model!r} are {str(stats.get('name'))[:80]!r}'s")
     inference = stats["inference_stats"]
+    responses = stats.get("response_stats") or {}
+    if not isinstance(responses, dict):
+        raise TypeError("response_stats is not an object")
+    per_index = list(responses.values())
     return ServerStats(
         inference_count=int(stats.get("inference_count", 0)),
         execution_count=int(stats.get("execution_count", 0)),
         success_count=int(inference["success"]["count"]),
         ns={phase: int(inference[phase]["ns"]) for phase in PHASES},
+        success_ns=int(inference["success"]["ns"]),
+        response_counts={p: sum(int(r.get(p, {}).get("count", 0)) for r in per_index) for p in RESPONSE_PHASES}
+        if per_index
+        else {},
+        response_ns={p: sum(int(r.get(p, {}).get("ns", 0)) for r in per_index) for p in RESPONSE_PHASES}
+        if per_index
+        else {},
     )
 
 
@@ -98,8 +231,27 @@ class StatsRead:
 
 def breakdown(
     start: ServerStats | None, end: ServerStats | None, client_mean_ms: float | None
-) -> dict[str, float | None] | None:
-    """The difference between two snapshots, per inference, in ms; None without both snapshots."""
+) -> dict[str, Any] | None:
+    """The difference between two snapshots, per inference, in ms; None without both snapshots. For an
+    ensemble, ``composing`` maps each composing model to its own (no client keys: the client sees only the
+    ensemble), None where it was not read at both ends or served nothing in between."""
+    phases = _phases(start, end)
+    if phases is None or start is None or end is None:
+        return None
+    server_total = phases["server_total_ms"]
+    result: dict[str, Any] = {
+        **phases,
+        "client_mean_ms": client_mean_ms,
+        "client_minus_server_ms": client_mean_ms - server_total if client_mean_ms is not None else None,
+    }
+    if end.composing is not None:
+        before = start.composing or {}
+        result["composing"] = {name: _phases(before.get(name), stats) for name, stats in end.composing.items()}
+    return result
+
+
+def _phases(start: ServerStats | None, end: ServerStats | None) -> dict[str, Any] | None:
+    """Counts and the mean of each phase per successful inference between two snapshots of one model."""
     if start is None or end is None:
         return None
     inferences = end.inference_count - start.inference_count
@@ -108,14 +260,36 @@ def breakdown(
     if inferences <= 0 or successes <= 0:
         return None
     per_phase = {f"{phase}_ms": (end.ns[phase] - start.ns[phase]) / successes / 1e6 for phase in PHASES}
-    server_total = sum(per_phase.values())
-    result: dict[str, float | None] = {
+    result: dict[str, Any] = {
         "inference_count": inferences,
         "execution_count": executions,
         "avg_batch_size": inferences / executions if executions else None,
         **per_phase,
-        "server_total_ms": server_total,
-        "client_mean_ms": client_mean_ms,
-        "client_minus_server_ms": client_mean_ms - server_total if client_mean_ms is not None else None,
+        "server_total_ms": sum(per_phase.values()),
+        "request_ms": (end.success_ns - start.success_ns) / successes / 1e6,
     }
+    if end.response_counts:
+        result.update(_responses(start, end))
     return result
+
+
+def _responses(start: ServerStats, end: ServerStats) -> dict[str, float | None]:
+    """Triton's per-response statistics over the run, named as Triton names them: the responses it sent with
+    data (``responses``), the final flags it sent alone, the failed and the cancelled ones, and the mean time to
+    compute a response and to extract its outputs."""
+
+    def count(phase: str) -> int:
+        return end.response_counts.get(phase, 0) - start.response_counts.get(phase, 0)
+
+    def per_response_ms(phase: str) -> float | None:
+        n = count(phase)
+        return (end.response_ns.get(phase, 0) - start.response_ns.get(phase, 0)) / n / 1e6 if n > 0 else None
+
+    return {
+        "responses": count("success"),
+        "failed_responses": count("fail"),
+        "empty_responses": count("empty_response"),
+        "cancelled_responses": count("cancel"),
+        "response_compute_infer_ms": per_response_ms("compute_infer"),
+        "response_compute_output_ms": per_response_ms("compute_output"),
+    }

@@ -145,12 +145,46 @@ start_call!(
 start_call!(
     /// `grpc_model_statistics(...) -> (code, message, dict | None)`: the model's first entry as the
     /// HTTP statistics give it (`inference_count`, `execution_count`, `inference_stats` with each
-    /// phase's `count` and `ns`).
+    /// phase's `count` and `ns`, `response_stats` by response index).
     grpc_model_statistics,
     "ModelStatistics",
     ModelStatisticsRequest,
     statistics
 );
+
+start_call!(
+    /// `grpc_model_config(...) -> (code, message, dict | None)`: the part of the model's
+    /// configuration read (`name`, `platform`, and for an ensemble `ensemble_scheduling` with
+    /// each step's `model_name` and `model_version`) in the shape of the HTTP configuration.
+    grpc_model_config,
+    "ModelConfig",
+    ModelConfigRequest,
+    config
+);
+
+/// The model configuration's name, platform and ensemble steps, as the HTTP configuration has them.
+fn config(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
+    let answer: pb::ModelConfigResponse = grpc::decode(body, "the model configuration")?;
+    let config = answer
+        .config
+        .ok_or_else(|| Error::protocol("the model configuration holds no configuration"))?;
+    let out = PyDict::new(py);
+    out.set_item("name", &config.name)?;
+    out.set_item("platform", &config.platform)?;
+    if let Some(ensemble) = config.ensemble_scheduling {
+        let steps = pyo3::types::PyList::empty(py);
+        for step in ensemble.step {
+            let d = PyDict::new(py);
+            d.set_item("model_name", step.model_name)?;
+            d.set_item("model_version", step.model_version)?;
+            steps.append(d)?;
+        }
+        let scheduling = PyDict::new(py);
+        scheduling.set_item("step", steps)?;
+        out.set_item("ensemble_scheduling", scheduling)?;
+    }
+    Ok(out.into_any())
+}
 
 /// The model metadata as `parse_model_metadata` makes it.
 fn metadata(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
@@ -176,7 +210,8 @@ fn metadata(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
     Ok(crate::protocol::py::triton::metadata_dict(py, &meta)?.into_any())
 }
 
-/// The model's first statistics entry, in the shape of the HTTP statistics.
+/// The model's first statistics entry, in the shape of the HTTP statistics: with a decoupled
+/// model's `response_stats` (each response index's phases), when Triton reports them.
 fn statistics(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
     let stats: pb::ModelStatisticsResponse = grpc::decode(body, "the model statistics")?;
     let model = stats
@@ -184,20 +219,31 @@ fn statistics(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
         .first()
         .ok_or_else(|| Error::protocol("the model statistics name no model"))?;
     let inference = model.inference_stats.unwrap_or_default();
-    let phases = PyDict::new(py);
-    for (name, duration) in [
-        ("success", &inference.success),
-        ("fail", &inference.fail),
-        ("queue", &inference.queue),
-        ("compute_input", &inference.compute_input),
-        ("compute_infer", &inference.compute_infer),
-        ("compute_output", &inference.compute_output),
-    ] {
-        let d = PyDict::new(py);
-        let duration = duration.unwrap_or_default();
-        d.set_item("count", duration.count)?;
-        d.set_item("ns", duration.ns)?;
-        phases.set_item(name, d)?;
+    let phases = durations(
+        py,
+        [
+            ("success", inference.success),
+            ("fail", inference.fail),
+            ("queue", inference.queue),
+            ("compute_input", inference.compute_input),
+            ("compute_infer", inference.compute_infer),
+            ("compute_output", inference.compute_output),
+        ],
+    )?;
+    let responses = PyDict::new(py);
+    for (index, r) in &model.response_stats {
+        let r = durations(
+            py,
+            [
+                ("compute_infer", r.compute_infer),
+                ("compute_output", r.compute_output),
+                ("success", r.success),
+                ("fail", r.fail),
+                ("empty_response", r.empty_response),
+                ("cancel", r.cancel),
+            ],
+        )?;
+        responses.set_item(index, r)?;
     }
     let out = PyDict::new(py);
     out.set_item("name", &model.name)?;
@@ -205,5 +251,22 @@ fn statistics(py: Python<'_>, body: Bytes) -> PyResult<Bound<'_, PyAny>> {
     out.set_item("inference_count", model.inference_count)?;
     out.set_item("execution_count", model.execution_count)?;
     out.set_item("inference_stats", phases)?;
+    out.set_item("response_stats", responses)?;
     Ok(out.into_any())
+}
+
+/// `{name: {"count": ..., "ns": ...}}`, as the HTTP statistics give each phase (zeros when absent).
+fn durations<'py, const N: usize>(
+    py: Python<'py>,
+    phases: [(&str, Option<pb::StatisticDuration>); N],
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    for (name, duration) in phases {
+        let duration = duration.unwrap_or_default();
+        let d = PyDict::new(py);
+        d.set_item("count", duration.count)?;
+        d.set_item("ns", duration.ns)?;
+        out.set_item(name, d)?;
+    }
+    Ok(out)
 }

@@ -20,6 +20,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(grpc_start::grpc_model_metadata, m)?)?;
     m.add_function(wrap_pyfunction!(grpc_start::grpc_model_ready, m)?)?;
     m.add_function(wrap_pyfunction!(grpc_start::grpc_model_statistics, m)?)?;
+    m.add_function(wrap_pyfunction!(grpc_start::grpc_model_config, m)?)?;
     m.add_function(wrap_pyfunction!(wake::thread_crossings, m)?)?;
     m.add_class::<endpoint::PyEndpoint>()?;
     m.add_class::<slot::PyRequestSlot>()?;

@@ -550,6 +550,37 @@ mod tests {
         assert!(err.to_string().contains("runs past"), "{err}");
     }
 
+    /// A `ModelStatisticsResponse` with per-response statistics, as NVIDIA's own compiled protocol
+    /// encodes it (tritonclient 2.73's `service_pb2`, deterministic serialisation): responses "0"
+    /// and "1" each with compute_infer, compute_output, success and fail; response "2" with
+    /// empty_response and cancel. Our protocol file must read it field for field.
+    #[test]
+    fn per_response_statistics_are_read_at_the_published_field_numbers() {
+        const ENCODED: &str = "0a630a0570756c73651201312002280232060a04080210094a1a0a013012150a04080210641204\
+                               0802100a1a05080210c80122004a1c0a013112170a040802106512040802100b1a05080210c9\
+                               01220208014a110a0132120c2a0408021007320408011003";
+        let bytes: Vec<u8> = (0..ENCODED.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&ENCODED[i..i + 2], 16).unwrap())
+            .collect();
+        let stats: pb::ModelStatisticsResponse = decode(Bytes::from(bytes), "statistics").unwrap();
+        let model = &stats.model_stats[0];
+        assert_eq!((model.name.as_str(), model.inference_count), ("pulse", 2));
+        let d = |d: Option<pb::StatisticDuration>| d.map(|d| (d.count, d.ns)).unwrap_or_default();
+        let r = &model.response_stats;
+        assert_eq!(r.len(), 3);
+        for (index, extra) in [("0", 0), ("1", 1)] {
+            let s = &r[index];
+            assert_eq!(d(s.compute_infer), (2, 100 + extra), "{index}");
+            assert_eq!(d(s.compute_output), (2, 10 + extra), "{index}");
+            assert_eq!(d(s.success), (2, 200 + extra), "{index}");
+            assert_eq!(d(s.fail), (extra, 0), "{index}");
+        }
+        assert_eq!(d(r["2"].empty_response), (2, 7));
+        assert_eq!(d(r["2"].cancel), (1, 3));
+        assert_eq!(d(r["2"].success), (0, 0));
+    }
+
     proptest! {
         #![proptest_config(crate::protocol::tensor::fuzz_config())]
         /// Whatever a server streams, reading it returns (no panic, no allocation from its sizes).

@@ -19,10 +19,14 @@
 //! A gRPC status other than OK becomes [`Error::Grpc`], naming the code and the server's message;
 //! a message over `max_response_bytes` is refused from its frame's length prefix, before it is
 //! buffered. Nothing is sent twice: tonic and h2 do not retry a request.
+//!
+//! Each call carries the request timeout as its deadline (`grpc-timeout`), so the server can stop
+//! work nobody waits for; the server's DEADLINE_EXCEEDED and the client's own timer are the same
+//! failure, [`Error::Timeout`], whichever comes first.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use reqwest::header::HeaderMap;
@@ -238,6 +242,11 @@ impl Client {
             Framed::new(body.clone())?; // each fits a frame
         }
         let mut headers = request_headers(&spec.headers);
+        headers.insert(
+            "grpc-timeout",
+            http::HeaderValue::from_str(&grpc_timeout(spec.timeout))
+                .unwrap_or_else(|_| unreachable!("digits and a unit letter are a header value")),
+        );
         if let Some(c) = compression {
             headers.insert("grpc-encoding", http::HeaderValue::from_static(c.name()));
         }
@@ -443,10 +452,45 @@ fn request_headers(headers: &HeaderMap) -> HeaderMap {
     map
 }
 
-/// A status from the call as one of our errors: the server's own, named by code and message; a
-/// message over the limit; or the connection's failure, as the HTTP transports name it.
+/// The `grpc-timeout` header's value for `timeout` (gRPC over HTTP/2: at most 8 digits and a
+/// unit, `H`, `M`, `S`, `m`, `u` or `n`): in the finest unit whose count fits 8 digits, rounded up,
+/// so that the server's deadline is never before the client's own.
+pub(crate) fn grpc_timeout(timeout: Duration) -> String {
+    /// Each unit and its length in nanoseconds, finest first.
+    const UNITS: [(char, u128); 6] = [
+        ('n', 1),
+        ('u', 1_000),
+        ('m', 1_000_000),
+        ('S', 1_000_000_000),
+        ('M', 60_000_000_000),
+        ('H', 3_600_000_000_000),
+    ];
+    const MOST: u128 = 99_999_999;
+    let nanos = timeout.as_nanos().max(1);
+    for (unit, length) in UNITS {
+        let count = nanos.div_ceil(length);
+        if count <= MOST {
+            return format!("{count}{unit}");
+        }
+    }
+    format!("{MOST}H") // over 11,000 years: the longest deadline the header can state
+}
+
+/// A status from the call as one of our errors: the server's own, named by code and message (its
+/// DEADLINE_EXCEEDED: the deadline we sent passed, the timeout); a message over the limit; or the
+/// connection's failure, as the HTTP transports name it.
 pub(crate) fn status_error(spec: &RequestSpec, status: &Status) -> Error {
     let url = spec.url.to_string();
+    // tonic's channel also keeps the deadline it sees in the header, until the response's head
+    if status.code() == Code::DeadlineExceeded
+        || chain_holds::<tonic::TimeoutExpired>(std::error::Error::source(status))
+    {
+        return Error::Timeout {
+            url,
+            seconds: spec.timeout.as_secs_f64(),
+            deadline: true,
+        };
+    }
     if status.code() == Code::OutOfRange
         && status
             .message()
@@ -498,6 +542,20 @@ fn tls_connector(
     })
 }
 
+/// Whether `err` or one of its causes is a `T`.
+fn chain_holds<T: std::error::Error + 'static>(
+    err: Option<&(dyn std::error::Error + 'static)>,
+) -> bool {
+    let mut source = err;
+    while let Some(e) = source {
+        if e.is::<T>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Whether the failure is the connection's set-up: tonic's TCP connector says so in its message,
 /// ours (TLS) with the connect's own `io::Error`. Not any error that mentions a connection: h2's
 /// "error reading a body from connection" comes after the request went out.
@@ -526,7 +584,7 @@ fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use proptest::strategy::Strategy as _;
 
     fn spec() -> RequestSpec {
         RequestSpec {
@@ -555,6 +613,41 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("unknown model: 'x#' is not found"), "{text}");
+    }
+
+    #[test]
+    fn the_deadline_is_stated_in_the_finest_unit_that_fits_eight_digits() {
+        for (timeout, value) in [
+            (Duration::from_nanos(1), "1n"),
+            (Duration::from_millis(5), "5000000n"),
+            (Duration::from_nanos(99_999_999), "99999999n"),
+            (Duration::from_nanos(100_000_001), "100001u"),
+            (Duration::from_secs(60), "60000000u"),
+            (Duration::from_secs(100), "100000m"),
+            (Duration::from_secs(100_000), "100000S"),
+            (Duration::from_secs(3_600 * 1_000_000), "60000000M"),
+            (Duration::MAX, "99999999H"),
+        ] {
+            assert_eq!(grpc_timeout(timeout), value, "{timeout:?}");
+        }
+    }
+
+    /// A server's DEADLINE_EXCEEDED is the deadline we sent passing: the timeout, in the words the
+    /// client's own timer gives it.
+    #[test]
+    fn the_server_s_deadline_exceeded_is_the_timeout() {
+        let err = status_error(&spec(), &Status::deadline_exceeded("Deadline Exceeded"));
+        assert_eq!(err.kind(), "timeout");
+        assert_eq!(
+            err.to_string(),
+            "no complete response from http://127.0.0.1:8001/inference.GRPCInferenceService/ModelInfer within 1 s (gRPC DEADLINE_EXCEEDED)"
+        );
+    }
+
+    #[test]
+    fn tonic_s_own_deadline_is_the_timeout() {
+        let status = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(status_error(&spec(), &status).kind(), "timeout");
     }
 
     #[test]
@@ -604,6 +697,8 @@ mod tests {
         Vanish,
         /// GOAWAY as the request's head arrives, and the connection closes.
         GoAway,
+        /// Nothing: the request is read, the stream stays open, unanswered.
+        Silent,
         /// These messages (each framed) on a `ModelStreamInfer` call, then `Then`; a fault only
         /// once the client has read them all (a permit each in the semaphore: h2 drops data it has
         /// not handed over when a reset arrives).
@@ -677,17 +772,6 @@ mod tests {
                                 got.extend_from_slice(&chunk);
                             }
                             tx.send((parts.headers, got)).unwrap();
-                            let head = |status: Option<(u16, &str)>| {
-                                let mut r = http::Response::builder()
-                                    .status(200)
-                                    .header("content-type", "application/grpc");
-                                if let Some((code, message)) = status {
-                                    r = r
-                                        .header("grpc-status", code)
-                                        .header("grpc-message", message);
-                                }
-                                r.body(()).unwrap()
-                            };
                             match answer {
                                 Answer::Status(code, message) => {
                                     respond
@@ -719,6 +803,8 @@ mod tests {
                                         .await;
                                 }
                                 Answer::GoAway => unreachable!("answered on the connection"),
+                                // `respond` kept, unused: the stream stays open
+                                Answer::Silent => std::future::pending().await,
                             }
                         });
                     }
@@ -732,6 +818,20 @@ mod tests {
                 connections,
             },
         )
+    }
+
+    /// A response's head: gRPC's content type, and `status` (code and message) for a
+    /// trailers-only response.
+    fn head(status: Option<(u16, &str)>) -> http::Response<()> {
+        let mut r = http::Response::builder()
+            .status(200)
+            .header("content-type", "application/grpc");
+        if let Some((code, message)) = status {
+            r = r
+                .header("grpc-status", code)
+                .header("grpc-message", message);
+        }
+        r.body(()).unwrap()
     }
 
     /// Sends `messages` framed, then ends as `then` says (a fault once the client read them all).
@@ -801,6 +901,7 @@ mod tests {
         assert_eq!(&body[5..], b"\x0a\x05model\x3a\x03\x0a\x01o");
         assert_eq!(headers.get("x-api-key").unwrap(), "secret");
         assert_eq!(headers.get("content-type").unwrap(), "application/grpc");
+        assert_eq!(headers.get("grpc-timeout").unwrap(), "1000000u"); // the spec's 1 s
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -871,6 +972,26 @@ mod tests {
                 failure.error
             );
         }
+    }
+
+    /// An unanswered call ends at its deadline, the one it sent: a timeout named as gRPC names it
+    /// (whether our timer or tonic's, which reads the header, ends it first).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_unanswered_call_ends_at_the_deadline_it_sent() {
+        let (port, mut seen) = serve(Answer::Silent).await;
+        let mut spec = spec_for(port, b"msg", 1024);
+        spec.timeout = Duration::from_millis(50);
+        let failure = call(&spec).await.unwrap_err();
+        assert_eq!(failure.error.kind(), "timeout", "{}", failure.error);
+        assert_eq!(
+            failure.error.to_string(),
+            format!(
+                "no complete response from {} within 0.05 s (gRPC DEADLINE_EXCEEDED)",
+                spec.url
+            )
+        );
+        let (headers, _) = seen.calls.recv().await.unwrap();
+        assert_eq!(headers.get("grpc-timeout").unwrap(), "50000000n");
     }
 
     /// The users of a process share `connections` HTTP/2 connections, taken in turn.
@@ -1038,5 +1159,47 @@ mod tests {
         let (tokens, verdict, _) = stream_call(big, Then::Trailers, 100).await;
         assert_eq!(verdict.unwrap_err().kind(), "too-large");
         assert_eq!(tokens.chunks, 1);
+    }
+
+    proptest::proptest! {
+        /// Any timeout (each power of two up to 2^93 ns, about 3e11 years, as likely): 1 to 8
+        /// digits and a unit letter, in the finest unit that fits (one finer would need more than 8
+        /// digits), rounded up: never shorter than the timeout, by less than one unit longer.
+        #[test]
+        fn the_grpc_timeout_is_well_formed_and_never_shorter(
+            nanos in (0u32..93).prop_flat_map(|bits| (1u128 << bits)..(1u128 << (bits + 1)))
+        ) {
+            use proptest::prop_assert;
+            const LENGTHS: [(&str, u128); 6] = [
+                ("n", 1),
+                ("u", 1_000),
+                ("m", 1_000_000),
+                ("S", 1_000_000_000),
+                ("M", 60_000_000_000),
+                ("H", 3_600_000_000_000),
+            ];
+            let timeout = Duration::new(
+                u64::try_from(nanos / 1_000_000_000).unwrap(),
+                u32::try_from(nanos % 1_000_000_000).unwrap(),
+            );
+            let value = grpc_timeout(timeout);
+            let (digits, unit) = value.split_at(value.len() - 1);
+            prop_assert!((1..=8).contains(&digits.len()), "{}", value);
+            prop_assert!(digits.bytes().all(|b| b.is_ascii_digit()), "{}", value);
+            let at = LENGTHS.iter().position(|(u, _)| *u == unit);
+            prop_assert!(at.is_some(), "{}", value);
+            let at = at.unwrap();
+            let length = LENGTHS[at].1;
+            let count: u128 = digits.parse().unwrap();
+            if nanos <= 99_999_999 * LENGTHS[5].1 {
+                let stated = count * length;
+                prop_assert!(stated >= nanos && stated - nanos < length, "{} for {} ns", value, nanos);
+            } else {
+                prop_assert!(value == "99999999H", "{} for {} ns", value, nanos);
+            }
+            if at > 0 {
+                prop_assert!(nanos.div_ceil(LENGTHS[at - 1].1) > 99_999_999, "{} for {} ns", value, nanos);
+            }
+        }
     }
 }

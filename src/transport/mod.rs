@@ -235,6 +235,7 @@ impl Transport {
             Err(_) => Error::Timeout {
                 url: spec.url.to_string(),
                 seconds: spec.timeout.as_secs_f64(),
+                deadline: matches!(self, Transport::Grpc(_)),
             },
         };
         Err(Failure {

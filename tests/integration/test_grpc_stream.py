@@ -28,6 +28,7 @@ from locust_inference._native import (
     RequestSlot,
     encode_triton_grpc_inputs,
     grpc_model_statistics,
+    http_request,
 )
 from locust_inference.options import resolve
 from support.runs import assert_clean_failure, clean_env, run_locust
@@ -77,9 +78,19 @@ def served(server: Any) -> int:
     return count
 
 
-def pulse_run(tmp_path: Path, gen: GeneratorServer, count: int, interval_ms: int, users: int, **more: Any) -> Any:
-    """A Locust run of ``users`` HighUsers over ``--protocol grpc --stream`` asking pulse for ``count``
-    responses ``interval_ms`` apart (``--input-data``); ``more``: ``locustfile`` and environment variables."""
+def pulse_run(
+    tmp_path: Path,
+    gen: GeneratorServer,
+    count: int,
+    interval_ms: int,
+    users: int,
+    *args: str,
+    user: str = "HighUser",
+    **more: Any,
+) -> Any:
+    """A Locust run of ``users`` ``user``s over ``--protocol grpc --stream`` asking pulse for ``count``
+    responses ``interval_ms`` apart (``--input-data``), with ``args``; ``more``: ``locustfile`` and environment
+    variables."""
     data = tmp_path / "pulse.json"
     data.write_text(
         json.dumps({"data": [{"COUNT": [count], "INTERVAL_MS": [interval_ms], "SIZE": [16], "FAIL_AT": [-1]}]})
@@ -94,7 +105,8 @@ def pulse_run(tmp_path: Path, gen: GeneratorServer, count: int, interval_ms: int
         "--stream",
         "--input-data",
         str(data),
-        "HighUser",
+        *args,
+        user,
         env=clean_env(SERVER="triton", MODEL_NAME="pulse", **more),
         users=users,
         run_time="3s",
@@ -139,6 +151,55 @@ def test_a_locust_run_times_each_response_as_the_model_sent_it(triton_stream: Ge
     gaps = statistics.median(g * 1000 for t in timings for g in t["gaps_s"])
     assert abs(tokens["itl_ms"]["p50"] - gaps) <= ITL_TOLERANCE_MS, (tokens["itl_ms"], gaps)
     assert entry["latency_ms"]["min"] >= count * interval_ms  # the final response: after the last one
+
+
+def test_an_open_loop_stream_accounts_for_every_request_and_response(
+    triton_stream: GeneratorServer, tmp_path: Path
+) -> None:
+    """LowUser open loop (--rate) over --protocol grpc --stream: 50 requests/s offered with one in flight at
+    most, each request answered over at least 4 x 10 ms, so about every other one is dropped. Every scheduled
+    request ends once (sent or dropped; a sent one completed or unfinished at the stop), every completed one
+    carries the model's 4 responses, and Triton's own count lies between the completed and the sent."""
+    count, interval_ms = 4, 10
+    run = pulse_run(
+        tmp_path, triton_stream, count, interval_ms, 1, "--rate", "50", "--max-in-flight", "1", user="LowUser"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert int(run.stats("triton/pulse")["Failure Count"]) == 0, run.failures()
+    document = json.loads((tmp_path / "latency.json").read_text())
+    entry = document["requests"]["triton/pulse"]
+    ol = entry["open_loop"]
+    assert (ol["offered_rate_per_s"], ol["streams"], ol["carried"], ol["pending"]) == (50.0, 1, 0, 0), ol
+    assert ol["scheduled"] == ol["sent"] + ol["dropped"] == ol["completed"] + ol["dropped"] + ol["unfinished"], ol
+    assert ol["sent"] == ol["completed"] + ol["unfinished"], ol
+    # a frame due while the one request is out (at least 40 ms, 2 frames at 20 ms) is dropped
+    assert ol["completed"] > 0 and ol["dropped"] >= ol["sent"] - 1, ol
+    assert entry["count"] == ol["completed"], (entry["count"], ol)
+    tokens = entry["tokens"]
+    assert tokens["token_requests"] == entry["count"], tokens
+    assert tokens["output_tokens_total"] == count * entry["count"], tokens
+    assert tokens["output_tokens_failed"] == 0, tokens
+    server_stats = document["server_stats"]  # Triton's ModelStatistics over the run
+    assert ol["completed"] <= server_stats["inference_count"] <= ol["sent"], (ol, server_stats)
+    # Triton's per-response statistics are shown when it reports them: the reference Triton's Python backend
+    # reports none (test_triton_s_statistics_read_over_grpc_are_those_of_http)
+    assert not any("response" in key for key in server_stats), server_stats
+
+
+def test_triton_s_statistics_read_over_grpc_are_those_of_http(triton_stream: GeneratorServer) -> None:
+    """ModelStatistics over gRPC gives pulse's entry as Triton's HTTP statistics do, per-response statistics
+    (``response_stats``) included: empty, as PyTriton's Triton (2.51) has its Python backend report none."""
+    assert one(pulse(triton_stream.server, 3, 1)).ok
+    code, message, over_grpc = grpc_model_statistics(grpc_url(triton_stream.server), "pulse")
+    assert code == 0, message
+    status, body = http_request("GET", f"{triton_stream.url}/v2/models/pulse/stats")
+    assert status == 200, body
+    over_http = json.loads(body)["model_stats"][0]
+    assert over_grpc["response_stats"] == over_http["response_stats"] == {}
+    for key in ("inference_count", "execution_count"):
+        assert over_grpc[key] == over_http[key] > 0, key
+    for phase, duration in over_grpc["inference_stats"].items():
+        assert duration == over_http["inference_stats"][phase], phase
 
 
 def generate_run(tmp_path: Path, host: str, *args: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from .runs import PALETTE, MetricsPoint, Run, row_label
 from .sweep_charts import SloLine, SweepCurve, batch_size, latency_throughput
 from .sweeps import Goodput, SweepStep
 from .tables import (
+    COMPOSING_NOTE,
     DASH,
     MINUS,
     OPEN_LOOP_NOTE,
@@ -569,7 +570,7 @@ def render_html(runs: Sequence[Run]) -> str:
                 breakdown_colors(runs),
                 f"The server's own statistics over the run, mean milliseconds per request; client {MINUS} server "
                 f"is the client's mean latency minus the server's total: network, HTTP and (de)serialisation. "
-                f"{DASH} means the server does not report them.",
+                f"{DASH} means the server does not report them; {COMPOSING_NOTE}.",
             ),
             "</section>",
         ]

@@ -85,6 +85,7 @@ class RequestStats:
     open_loop: OpenLoop | None = None
     tokens: Tokens | None = None
     server_stats: dict[str, float] | None = None  # several models in a run: this name's model's statistics
+    composing: dict[str, dict[str, float] | None] = field(default_factory=dict)  # its model's, an ensemble's
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,8 @@ class Run:
     server_stats: dict[str, float] | None
     locust: dict[str, float] | None
     history: list[HistoryPoint] = field(default_factory=list)
+    # an ensemble's composing models, each one's breakdown (None: not reported), from server_stats.composing
+    composing: dict[str, dict[str, float] | None] = field(default_factory=dict)
     protocol: str = "http"  # how Triton was reached: http or grpc (files without it: http)
     history_note: str = ""
     sweep: Sweep | None = None
@@ -251,9 +254,22 @@ def _requests(raw: Any, where: Path) -> list[RequestStats]:
                 open_loop=_open_loop(entry.get("open_loop")),
                 tokens=_tokens(entry.get("tokens")),
                 server_stats=_numbers(entry["server_stats"]) if isinstance(entry.get("server_stats"), dict) else None,
+                composing=_composing(entry.get("server_stats")),
             )
         )
     return stats
+
+
+def _composing(server_stats: Any) -> dict[str, dict[str, float] | None]:
+    """``server_stats.composing``: each composing model's numbers, None where it has none (at most MAX_SERIES
+    models: a file naming thousands would make a table without end)."""
+    composing = server_stats.get("composing") if isinstance(server_stats, dict) else None
+    if not isinstance(composing, dict):
+        return {}
+    return {
+        str(name)[:200]: _numbers(own) if isinstance(own, dict) else None
+        for name, own in list(composing.items())[:MAX_SERIES]
+    }
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -388,6 +404,7 @@ def load_run(folder: Path, shown: Path | None = None) -> Run:
         requests=_requests(data.get("requests"), path),
         server_stats=_numbers(server_stats) if isinstance(server_stats, dict) else None,
         locust=_numbers(locust) if isinstance(locust, dict) else None,
+        composing=_composing(server_stats),
     )
     run.metrics, run.metrics_note = _metrics(data.get("server_metrics"), run.model)
     run.health = _health(data.get("client_health"))

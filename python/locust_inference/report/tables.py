@@ -14,6 +14,10 @@ from .sweeps import Sweep
 MINUS = "\u2212"
 DASH = "\u2014"  # an empty cell
 
+COMPOSING_MARK = "\u203a composing"  # a composing model's row follows its ensemble's: "run \u203a composing prep"
+COMPOSING_NOTE = (
+    f"an ensemble's composing models follow its row ({COMPOSING_MARK} <model>), each per inference of its own"
+)
 BREAKDOWN_FIELDS = (
     ("avg_batch_size", "avg batch"),
     ("queue_ms", "queue ms"),
@@ -113,12 +117,23 @@ def summary_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
 
 
 def _breakdowns(runs: Sequence[Run]) -> list[tuple[Run, str, dict[str, float] | None]]:
-    """The server-side breakdown's rows: a run's, or with several models in the run, each model's."""
+    """The server-side breakdown's rows: a run's, or with several models in the run, each model's; under an
+    ensemble's, one row per composing model."""
     found: list[tuple[Run, str, dict[str, float] | None]] = []
     for run in runs:
-        per_model = [(run, row_label(run, s), s.server_stats) for s in run.requests if s.server_stats is not None]
-        found += per_model if run.server_stats is None and per_model else [(run, run.label, run.server_stats)]
+        per_model = [(run, row_label(run, s), s) for s in run.requests if s.server_stats is not None]
+        if run.server_stats is None and per_model:
+            for _, label, stats in per_model:
+                found += [(run, label, stats.server_stats), *_composing_rows(run, label, stats.composing)]
+        else:
+            found += [(run, run.label, run.server_stats), *_composing_rows(run, run.label, run.composing)]
     return found
+
+
+def _composing_rows(
+    run: Run, label: str, composing: dict[str, dict[str, float] | None]
+) -> list[tuple[Run, str, dict[str, float] | None]]:
+    return [(run, f"{label} {COMPOSING_MARK} {name}", stats) for name, stats in composing.items()]
 
 
 def has_breakdown(runs: Sequence[Run]) -> bool:
@@ -441,7 +456,8 @@ def render_markdown(runs: Sequence[Run], html_path: Path | None = None) -> str:
         b_header, b_rows = breakdown_rows(runs)
         lines += [
             "Server-side breakdown (the server's own statistics, mean per request; "
-            f"client {MINUS} server is time spent outside the server; {DASH}: not reported by the server):",
+            f"client {MINUS} server is time spent outside the server; {DASH}: not reported by the server; "
+            f"{COMPOSING_NOTE}):",
             "",
             *_md_table(b_header, b_rows),
             "",
