@@ -359,17 +359,34 @@ def test_the_web_ui_reset_restarts_the_tab_and_latency_json_with_locusts_statist
     assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol
 
 
+RECORDED_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "recorded.py"
+OPEN_LOOP_COUNTERS = ("carried", "scheduled", "dropped", "completed", "unfinished")
+
+
+def holds_every_last_report(entry: dict[str, Any] | None, records: Path, workers: int) -> bool:
+    """Whether the master's ``entry`` holds the report each of the ``workers`` took once its users had stopped
+    (recorded.py's records in ``records``): its open-loop counters are the sums of what they sent since their
+    reset. The workers stop their users, then send them at their next report (every 3 s, each worker at its own
+    phase): the master's state is "stopped" before any of them arrived, and the first one can arrive seconds
+    before the last."""
+    sent = [json.loads(p.read_text()) for p in records.glob("*.histograms.json")]
+    if entry is None or entry["open_loop"] is None or len(sent) != workers or not all(r["after_stop"] for r in sent):
+        return False
+    return all(entry["open_loop"][k] == sum(r["streams"][k] for r in sent) for k in OPEN_LOOP_COUNTERS)
+
+
 def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path: Path) -> None:
     """The web UI's "Reset Stats" on a master: the merged numbers restart, and the open loop's counters keep
     their identity (each worker restarts its own, carrying the requests pending at its restart)."""
     web, master_port = free_port(), free_port()
     base = f"http://127.0.0.1:{web}"
-    common = ["-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "40"]
+    common = ["-f", str(RECORDED_LOCUSTFILE), "--host", triton.url, "LowUser", "--rate", "40"]
     master = [LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
     master += ["--expect-workers", "2", "-u", "4", "-r", "4", "-t", "6s", "--autostart"]
     master += ["--web-host", "127.0.0.1", "--web-port", str(web), "--csv", str(tmp_path / "run")]
     worker = [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
-    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    records = tmp_path / "records"
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", RECORD_DIR=str(records))
     before: int | None = None
     after: list[int] = []
     last: Any = None  # the web UI's state and the route's entry, as last seen
@@ -384,9 +401,11 @@ def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path:
                 elif before is not None:
                     after.append(entry["count"])
             last = (look.state, entry)
+            # stream_seconds: the streams stopped; and not before every worker's last report is in
             if look.state == "stopped" and entry and entry["open_loop"]["stream_seconds"] > 0:
-                settled = True
-                break
+                settled = holds_every_last_report(entry, records, workers=2)
+                if settled:
+                    break
         assert settled, (last, (tmp_path / "err").read_text()[-2000:])
         quit_cleanly(procs[0], tmp_path)
     written = json.loads((tmp_path / "latency.json").read_text())
