@@ -243,7 +243,7 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
     """A master with its web UI (under a --web-base-path) and two workers: the tab's rows (as /stats/requests
     gives them to the page) are the merge of the workers' reports, live, and at the end latency.json's."""
     web, master_port = free_port(), free_port()
-    common = ["-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "40"]
+    common = ["-f", str(RECORDED_LOCUSTFILE), "--host", triton.url, "LowUser", "--rate", "40"]
     common += ["--header", f"Authorization: Bearer {SECRET}"]
     master = [LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
     # workers report every 3 s (Locust's WORKER_REPORT_INTERVAL); 9 s holds at least two reports while the
@@ -253,7 +253,8 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
     master += ["--csv", str(tmp_path / "run")]
     base = f"http://127.0.0.1:{web}/ui"
     worker = [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
-    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    records = tmp_path / "records"
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", RECORD_DIR=str(records))
     live_counts: list[int] = []
     with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
         procs = [children.start(master, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)]
@@ -273,9 +274,9 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
                 if stats["state"] == "running" and counts:
                     live_counts.append(counts[0])
                 (entry,) = route["requests"].values() or [None]
-                # the workers stop their users, then report them at their next report (stream_seconds
-                # counts the streams that stopped): from then on, nothing changes until the master quits
-                if stats["state"] == "stopped" and entry and entry["open_loop"]["stream_seconds"] > 0:
+                # the workers stop their users, then report them at their next report, each at its own phase:
+                # once the master holds every worker's last report, nothing changes until it quits
+                if stats["state"] == "stopped" and holds_every_last_report(entry, records, workers=2):
                     final = {"route": route, "rows": ours}
                     break
             assert final is not None, (tmp_path / "err").read_text()[-3000:]
