@@ -545,8 +545,11 @@ def _rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def merge_report(collector: Collector, client_id: Any, data: Any) -> None:
+def merge_report(collector: Collector, client_id: Any, data: Any, *, stale: bool = False) -> None:
     """Merges the measurements of a worker's report (``data`` of Locust's ``worker_report``) into ``collector``.
+    Of a ``stale`` report (taken before the worker's reset, arriving after the master's) only what a reset
+    keeps: the streams that started since the worker's previous report, and their rate. They run on, and no
+    later report counts them again.
 
     Nothing in a report is trusted: an entry that is not ``name (str): bytes``, does not decode, or would
     overflow a count when merged is refused, and the rest merged; one warning per report names the worker
@@ -565,10 +568,13 @@ def merge_report(collector: Collector, client_id: Any, data: Any) -> None:
                 raise ProtocolError(f"the name is of type {type(name).__name__}, not str")
             if not isinstance(blob, bytes):
                 raise ProtocolError(f"of type {type(blob).__name__}, not bytes")
-            collector.add(name, Measurements.from_bytes(blob))
+            measurements = Measurements.from_bytes(blob)
+            if stale:
+                measurements.restart()
+            collector.add(name, measurements)
         except (ProtocolError, ValueError) as err:
             refused.append(f"{name!r:.80}: {err}")
-    if SLO_KEY in data and collector.slo is not None:
+    if SLO_KEY in data and collector.slo is not None and not stale:
         try:
             collector.slo.add(data[SLO_KEY])
         except ProtocolError as err:
@@ -650,16 +656,18 @@ def install(
 
         @events.worker_report.add_listener
         def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+            stale = False
             if RESETS_KEY in data:
                 try:
-                    if _stale(data[RESETS_KEY], collector.worker_floors.get(client_id, 0)):
-                        return
-                    if len(collector.worker_resets) < MAX_WORKERS or client_id in collector.worker_resets:
+                    stale = _stale(data[RESETS_KEY], collector.worker_floors.get(client_id, 0))
+                    if not stale and (
+                        len(collector.worker_resets) < MAX_WORKERS or client_id in collector.worker_resets
+                    ):
                         collector.worker_resets[client_id] = data[RESETS_KEY]
                 except ProtocolError as err:
                     log.warning("refused the report from worker %.80r: %s", client_id, err)
                     return
-            merge_report(collector, client_id, data)
+            merge_report(collector, client_id, data, stale=stale)
 
     @events.test_start.add_listener
     def _start(**_kw: Any) -> None:

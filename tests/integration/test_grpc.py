@@ -24,16 +24,12 @@ from locust_inference.backends import Target, prepare
 from locust_inference.options import resolve
 from support.certs import self_signed
 from support.own_model import answers, image_set, imagenet, settings, stretched, words
-from support.runs import assert_clean_failure, clean_env, run_locust
+from support.runs import assert_clean_failure, grpc_run, grpc_url
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 from test_own_model import _two_inputs_file
 
 from servers.launch import free_port, triton_server
 from servers.models import checksum_words as float32_checksum
-
-
-def grpc_url(triton) -> str:
-    return f"http://127.0.0.1:{triton.grpc_port}"
 
 
 def grpc_answers(target: Target, count: int) -> list[tuple[int, list[list[int]]]]:
@@ -181,43 +177,29 @@ def test_a_wrong_output_is_a_failure_naming_it(triton) -> None:
 
 
 def test_a_missing_model_stops_the_start_in_one_line(triton, tmp_path: Path) -> None:
-    run = run_locust(
-        tmp_path,
-        "--host",
-        grpc_url(triton),
-        "--protocol",
-        "grpc",
-        "HighUser",
-        env=clean_env(SERVER="triton", MODEL_NAME="resnet51"),
-    )
+    run = grpc_run(triton, tmp_path, "resnet51")
     assert_clean_failure(run, f"Triton at {grpc_url(triton)} (gRPC) has no model 'resnet51'", "MODEL_NAME")
 
 
 def test_an_unreachable_endpoint_stops_the_start_in_one_line(tmp_path: Path) -> None:
     host = f"http://127.0.0.1:{free_port()}"
-    run = run_locust(
-        tmp_path, "--host", host, "--protocol", "grpc", "HighUser", env=clean_env(SERVER="triton", MODEL_NAME="m")
-    )
+    run = grpc_run(host, tmp_path, "m")
     assert_clean_failure(run, f"cannot reach Triton's gRPC endpoint at {host}", "cannot connect")
 
 
 def test_a_locust_run_over_grpc_measures_as_over_http(triton, tmp_path: Path) -> None:
     """DEBUG_REQUESTS logs every request with the user's headers redacted; latency.json says gRPC and has
     Triton's own statistics, read over gRPC's ModelStatistics; --expect-top1 checks the answers."""
-    run = run_locust(
+    run = grpc_run(
+        triton,
         tmp_path,
-        "--host",
-        grpc_url(triton),
-        "--protocol",
-        "grpc",
+        "tiny_onnx",
         "--header",
         "X-Api-Key: hunter2",
         "--expect-top1",
         "auto",
-        "LowUser",
-        env=clean_env(
-            SERVER="triton", MODEL_NAME="tiny_onnx", DEBUG_REQUESTS="true", INFERENCE_AUTH_TOKEN="s3cr3t-token"
-        ),
+        user="LowUser",
+        env={"DEBUG_REQUESTS": "true", "INFERENCE_AUTH_TOKEN": "s3cr3t-token"},
         run_time="2s",
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -241,15 +223,12 @@ def test_ten_users_in_one_process_have_ten_requests_in_flight_at_once(triton, tm
     """As over HTTP (test_locust_e2e): ten users sharing one HTTP/2 connection each have their request out
     on the sleep_20ms model at the same moment, timed on the client."""
     report = tmp_path / "timeline.json"
-    run = run_locust(
+    run = grpc_run(
+        triton,
         tmp_path,
-        "--host",
-        grpc_url(triton),
-        "--protocol",
-        "grpc",
-        "HighUser",
+        "sleep_20ms",
         locustfile=TIMELINE_LOCUSTFILE,
-        env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms", TIMELINE_REPORT=str(report)),
+        env={"TIMELINE_REPORT": str(report)},
         users=10,
         run_time="3s",
     )

@@ -19,16 +19,12 @@ from typing import Any
 import pytest
 from locust_inference.tab import COLUMNS, ROUTE, TAB_KEY, rows
 from support.runs import LOCUST, REPO_ROOT, clean_env
+from support.web_ui import get, poll, post, quit_cleanly, started
 
 from servers import children
 from servers.launch import free_port
 
 SECRET = "s3cret-tab-token"
-
-
-def get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def chromium() -> str:
@@ -119,35 +115,24 @@ def tab(port: int, tmp_path: Path) -> list[list[str]]:
 
 def test_the_inference_tab_is_live_and_ends_equal_to_latency_json(triton, tmp_path: Path) -> None:
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     cmd = [LOCUST, "-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "50", "-u", "2", "-r", "2"]
     cmd += ["-t", "4s", "--autostart", "--web-host", "127.0.0.1", "--web-port", str(port)]
     cmd += ["--csv", str(tmp_path / "run"), "--header", f"Authorization: Bearer {SECRET}"]
-    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
     live_counts: list[int] = []  # the tab's count of successful requests, as the page polls it while running
-    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
-        proc = children.start(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
-        try:
-            deadline = time.monotonic() + 120
-            state = None
-            while proc.poll() is None and time.monotonic() < deadline and state != "stopped":
-                time.sleep(0.3)
-                try:
-                    stats = get(f"http://127.0.0.1:{port}/stats/requests")
-                except OSError:
-                    continue  # not listening yet
-                state = stats["state"]
-                (ours,) = [s["data"] for s in stats.get("extended_stats", []) if s["key"] == TAB_KEY]
-                counts = [r["value"] for r in ours if r["section"] == "requests" and r["measure"] == "count"]
-                if state == "running" and counts:
-                    live_counts.append(counts[0])
-            assert state == "stopped", (tmp_path / "err").read_text()[-3000:]
-            route = get(f"http://127.0.0.1:{port}{ROUTE}")
-            shown_rows = tab(port, tmp_path)
-            after = get(f"http://127.0.0.1:{port}{ROUTE}")
-            proc.send_signal(signal.SIGTERM)  # the UI would stay up: quitting writes latency.json
-            assert proc.wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
-        finally:
-            children.stop(proc)
+    state = None
+    with started(tmp_path, cmd, env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")) as (proc,):
+        for look in poll(proc, base):
+            state, counts = look.state, look.tab_counts
+            if state == "running" and counts:
+                live_counts.append(counts[0])
+            if state == "stopped":
+                break
+        assert state == "stopped", (tmp_path / "err").read_text()[-3000:]
+        route = get(f"{base}{ROUTE}")
+        shown_rows = tab(port, tmp_path)
+        after = get(f"{base}{ROUTE}")
+        quit_cleanly(proc, tmp_path)  # the UI would stay up: quitting writes latency.json
     written = json.loads((tmp_path / "latency.json").read_text())
     # live: the tab's count grew while the test ran
     assert len(set(live_counts)) >= 2 and live_counts == sorted(live_counts), live_counts
@@ -258,7 +243,7 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
     """A master with its web UI (under a --web-base-path) and two workers: the tab's rows (as /stats/requests
     gives them to the page) are the merge of the workers' reports, live, and at the end latency.json's."""
     web, master_port = free_port(), free_port()
-    common = ["-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "40"]
+    common = ["-f", str(RECORDED_LOCUSTFILE), "--host", triton.url, "LowUser", "--rate", "40"]
     common += ["--header", f"Authorization: Bearer {SECRET}"]
     master = [LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
     # workers report every 3 s (Locust's WORKER_REPORT_INTERVAL); 9 s holds at least two reports while the
@@ -268,7 +253,8 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
     master += ["--csv", str(tmp_path / "run")]
     base = f"http://127.0.0.1:{web}/ui"
     worker = [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
-    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    records = tmp_path / "records"
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", RECORD_DIR=str(records))
     live_counts: list[int] = []
     with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
         procs = [children.start(master, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)]
@@ -288,9 +274,9 @@ def test_on_a_master_the_tab_shows_the_workers_merged_numbers(triton, tmp_path: 
                 if stats["state"] == "running" and counts:
                     live_counts.append(counts[0])
                 (entry,) = route["requests"].values() or [None]
-                # the workers stop their users, then report them at their next report (stream_seconds
-                # counts the streams that stopped): from then on, nothing changes until the master quits
-                if stats["state"] == "stopped" and entry and entry["open_loop"]["stream_seconds"] > 0:
+                # the workers stop their users, then report them at their next report, each at its own phase:
+                # once the master holds every worker's last report, nothing changes until it quits
+                if stats["state"] == "stopped" and holds_every_last_report(entry, records, workers=2):
                     final = {"route": route, "rows": ours}
                     break
             assert final is not None, (tmp_path / "err").read_text()[-3000:]
@@ -340,47 +326,31 @@ def test_the_rows_render_any_section_the_document_gains() -> None:
     ]
 
 
-def post(url: str) -> None:
-    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as response:
-        assert response.status == 200
-
-
 def test_the_web_ui_reset_restarts_the_tab_and_latency_json_with_locusts_statistics(triton, tmp_path: Path) -> None:
     """The web UI's "Reset Stats" restarts Locust's statistics; the tab and latency.json restart with them, so
     latency.json counts the requests Locust counts, and the open loop's counters keep their identity."""
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     cmd = [LOCUST, "-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "50", "-u", "2", "-r", "2"]
     cmd += ["-t", "5s", "--autostart", "--web-host", "127.0.0.1", "--web-port", str(port)]
     cmd += ["--csv", str(tmp_path / "run")]
-    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
     before: int | None = None  # the tab's count when the reset was asked for
     after: list[int] = []  # and while the test ran on
-    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
-        proc = children.start(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
-        try:
-            deadline = time.monotonic() + 120
-            state = None
-            while proc.poll() is None and time.monotonic() < deadline and state != "stopped":
-                time.sleep(0.3)
-                try:
-                    stats = get(f"http://127.0.0.1:{port}/stats/requests")
-                except OSError:
-                    continue
-                state = stats["state"]
-                (ours,) = [s["data"] for s in stats.get("extended_stats", []) if s["key"] == TAB_KEY]
-                counts = [r["value"] for r in ours if r["section"] == "requests" and r["measure"] == "count"]
-                if state != "running" or not counts:
-                    continue
-                if before is None and counts[0] >= 60:
-                    before = counts[0]
-                    post(f"http://127.0.0.1:{port}/stats/reset")
-                elif before is not None:
-                    after.append(counts[0])
-            assert state == "stopped", (tmp_path / "err").read_text()[-3000:]
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
-        finally:
-            children.stop(proc)
+    state = None
+    with started(tmp_path, cmd, env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")) as (proc,):
+        for look in poll(proc, base):
+            state, counts = look.state, look.tab_counts
+            if state == "stopped":
+                break
+            if state != "running" or not counts:
+                continue
+            if before is None and counts[0] >= 60:
+                before = counts[0]
+                post(f"{base}/stats/reset")
+            elif before is not None:
+                after.append(counts[0])
+        assert state == "stopped", (tmp_path / "err").read_text()[-3000:]
+        quit_cleanly(proc, tmp_path)
     written = json.loads((tmp_path / "latency.json").read_text())
     (entry,) = written["requests"].values()
     assert before is not None and after and after[0] < before, (before, after)
@@ -390,49 +360,55 @@ def test_the_web_ui_reset_restarts_the_tab_and_latency_json_with_locusts_statist
     assert ol["carried"] + ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol
 
 
+RECORDED_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "recorded.py"
+OPEN_LOOP_COUNTERS = ("carried", "scheduled", "dropped", "completed", "unfinished")
+
+
+def holds_every_last_report(entry: dict[str, Any] | None, records: Path, workers: int) -> bool:
+    """Whether the master's ``entry`` holds the report each of the ``workers`` took once its users had stopped
+    (recorded.py's records in ``records``): its open-loop counters are the sums of what they sent since their
+    reset. The workers stop their users, then send them at their next report (every 3 s, each worker at its own
+    phase): the master's state is "stopped" before any of them arrived, and the first one can arrive seconds
+    before the last."""
+    sent = [json.loads(p.read_text()) for p in records.glob("*.histograms.json")]
+    if entry is None or entry["open_loop"] is None or len(sent) != workers or not all(r["after_stop"] for r in sent):
+        return False
+    return all(entry["open_loop"][k] == sum(r["streams"][k] for r in sent) for k in OPEN_LOOP_COUNTERS)
+
+
 def test_a_masters_reset_restarts_its_workers_measurements_too(triton, tmp_path: Path) -> None:
     """The web UI's "Reset Stats" on a master: the merged numbers restart, and the open loop's counters keep
     their identity (each worker restarts its own, carrying the requests pending at its restart)."""
     web, master_port = free_port(), free_port()
-    common = ["-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "40"]
+    base = f"http://127.0.0.1:{web}"
+    common = ["-f", str(RECORDED_LOCUSTFILE), "--host", triton.url, "LowUser", "--rate", "40"]
     master = [LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
     master += ["--expect-workers", "2", "-u", "4", "-r", "4", "-t", "6s", "--autostart"]
     master += ["--web-host", "127.0.0.1", "--web-port", str(web), "--csv", str(tmp_path / "run")]
     worker = [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
-    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
+    records = tmp_path / "records"
+    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", RECORD_DIR=str(records))
     before: int | None = None
     after: list[int] = []
     last: Any = None  # the web UI's state and the route's entry, as last seen
-    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
-        procs = [children.start(master, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)]
-        procs += [children.start(worker, cwd=REPO_ROOT, env=env, stdout=out, stderr=err) for _ in range(2)]
-        try:
-            deadline = time.monotonic() + 120
-            settled = False
-            while procs[0].poll() is None and time.monotonic() < deadline:
-                time.sleep(0.3)
-                try:
-                    stats = get(f"http://127.0.0.1:{web}/stats/requests")
-                    route = get(f"http://127.0.0.1:{web}{ROUTE}")
-                except OSError:
-                    continue
-                (entry,) = route["requests"].values() or [None]
-                if stats["state"] == "running" and entry:
-                    if before is None and entry["count"] >= 60:
-                        before = entry["count"]
-                        post(f"http://127.0.0.1:{web}/stats/reset")
-                    elif before is not None:
-                        after.append(entry["count"])
-                last = (stats["state"], entry)
-                if stats["state"] == "stopped" and entry and entry["open_loop"]["stream_seconds"] > 0:
-                    settled = True
+    settled = False
+    with started(tmp_path, master, worker, worker, env=env) as procs:
+        for look in poll(procs[0], base, document=True):
+            entry = look.entry
+            if look.state == "running" and entry:
+                if before is None and entry["count"] >= 60:
+                    before = entry["count"]
+                    post(f"{base}/stats/reset")
+                elif before is not None:
+                    after.append(entry["count"])
+            last = (look.state, entry)
+            # stream_seconds: the streams stopped; and not before every worker's last report is in
+            if look.state == "stopped" and entry and entry["open_loop"]["stream_seconds"] > 0:
+                settled = holds_every_last_report(entry, records, workers=2)
+                if settled:
                     break
-            assert settled, (last, (tmp_path / "err").read_text()[-2000:])
-            procs[0].send_signal(signal.SIGTERM)
-            assert procs[0].wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
-        finally:
-            for proc in procs:
-                children.stop(proc)
+        assert settled, (last, (tmp_path / "err").read_text()[-2000:])
+        quit_cleanly(procs[0], tmp_path)
     written = json.loads((tmp_path / "latency.json").read_text())
     (entry,) = written["requests"].values()
     assert before is not None and after and after[0] < before, (before, after)
@@ -517,49 +493,35 @@ def test_a_new_test_from_the_web_ui_starts_the_numbers_afresh(triton, tmp_path: 
     """The web UI starts a second test after the first stopped: Locust clears its statistics, and the tab and
     latency.json start afresh with them (latency.json counts the requests Locust counts)."""
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     cmd = [LOCUST, "-f", "locustfile.py", "--host", triton.url, "LowUser", "--rate", "50", "-u", "2", "-r", "2"]
     cmd += ["-t", "3s", "--autostart", "--web-host", "127.0.0.1", "--web-port", str(port)]
     cmd += ["--csv", str(tmp_path / "run")]
-    env = clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")
     first: int | None = None  # the count at the end of the first test
     second: list[int] = []  # the counts while the second runs
     at_stop = (-1, -2)  # the tab's requests and Locust's, when the second test has stopped
-    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
-        proc = children.start(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
-        try:
-            deadline = time.monotonic() + 120
-            state = None
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.3)
-                try:
-                    stats = get(f"http://127.0.0.1:{port}/stats/requests")
-                    route = get(f"http://127.0.0.1:{port}{ROUTE}")
-                except OSError:
-                    continue
-                state = stats["state"]
-                counts = [e["count"] for e in route["requests"].values()]
-                if state == "stopped" and first is None:
-                    first = counts[0]
-                    form = urllib.parse.urlencode(
-                        {"user_count": 2, "spawn_rate": 2, "host": triton.url, "run_time": "3s"}
-                    )
-                    request = urllib.request.Request(f"http://127.0.0.1:{port}/swarm", data=form.encode())
-                    with urllib.request.urlopen(request, timeout=10) as response:
-                        assert json.loads(response.read())["success"], "the web UI did not start the test"
-                elif first is not None and state == "running" and counts:
-                    second.append(counts[0])
-                elif first is not None and state == "stopped" and second:
-                    # stopped: nothing changes now; the tab's numbers must be the second test's alone, as
-                    # Locust's (which it clears for a new test), not the sum of both tests
-                    (tab_entry,) = route["requests"].values()
-                    (total,) = [row for row in stats["stats"] if row["name"] == "Aggregated"]
-                    at_stop = (tab_entry["count"] + tab_entry["failures"], total["num_requests"])
-                    break
-            assert state == "stopped" and second, (state, second, (tmp_path / "err").read_text()[-2000:])
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
-        finally:
-            children.stop(proc)
+    state = None
+    with started(tmp_path, cmd, env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx")) as (proc,):
+        for look in poll(proc, base, document=True):
+            assert look.document is not None
+            state, counts = look.state, [e["count"] for e in look.document["requests"].values()]
+            if state == "stopped" and first is None:
+                first = counts[0]
+                form = urllib.parse.urlencode({"user_count": 2, "spawn_rate": 2, "host": triton.url, "run_time": "3s"})
+                request = urllib.request.Request(f"{base}/swarm", data=form.encode())
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    assert json.loads(response.read())["success"], "the web UI did not start the test"
+            elif first is not None and state == "running" and counts:
+                second.append(counts[0])
+            elif first is not None and state == "stopped" and second:
+                # stopped: nothing changes now; the tab's numbers must be the second test's alone, as
+                # Locust's (which it clears for a new test), not the sum of both tests
+                (tab_entry,) = look.document["requests"].values()
+                (total,) = [row for row in look.stats["stats"] if row["name"] == "Aggregated"]
+                at_stop = (tab_entry["count"] + tab_entry["failures"], total["num_requests"])
+                break
+        assert state == "stopped" and second, (state, second, (tmp_path / "err").read_text()[-2000:])
+        quit_cleanly(proc, tmp_path)
     written = json.loads((tmp_path / "latency.json").read_text())
     (entry,) = written["requests"].values()
     # a comparison of second[0] with first is no proof: a slow first test and a late first poll of the second

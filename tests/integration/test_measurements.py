@@ -3,13 +3,12 @@ validation with --expect-top1, and the results files."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from locust_inference import LatencyHistogram, Measurements, ProtocolError
-from support.runs import REPO_ROOT, clean_env, run_distributed, run_locust
+from support.runs import REPO_ROOT, latency_json, run_distributed, run_on
 
 
 def test_merged_worker_histograms_equal_one_histogram_of_all_samples() -> None:
@@ -67,22 +66,10 @@ def test_summary_and_distribution() -> None:
     assert LatencyHistogram().summary() == {}
 
 
-def load(run_dir: Path) -> dict:
-    return json.loads((run_dir / "latency.json").read_text())
-
-
 def test_triton_run_writes_microsecond_latencies_and_server_breakdown(triton, tmp_path: Path) -> None:
-    run = run_locust(
-        tmp_path,
-        "--host",
-        triton.url,
-        "HighUser",
-        users=2,
-        run_time="3s",
-        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-    )
+    run = run_on(triton, tmp_path, users=2, run_time="3s")
     assert run.returncode == 0, run.stderr[-2000:]
-    result = load(tmp_path)
+    result = latency_json(tmp_path)
     entry = result["requests"]["triton/tiny_onnx"]
     assert entry["count"] > 0 and entry["failures"] == 0
     assert entry["count"] == result["locust"]["requests"]  # every request Locust counted, and no other
@@ -105,31 +92,15 @@ def test_triton_run_writes_microsecond_latencies_and_server_breakdown(triton, tm
 
 
 def test_litserve_run_has_no_server_breakdown(litserve_tiny, tmp_path: Path) -> None:
-    run = run_locust(
-        tmp_path,
-        "--host",
-        litserve_tiny.url,
-        "HighUser",
-        run_time="2s",
-        env=clean_env(SERVER="litserve", MODEL_NAME="tiny_onnx"),
-    )
+    run = run_on(litserve_tiny, tmp_path, run_time="2s")
     assert run.returncode == 0, run.stderr[-2000:]
-    result = load(tmp_path)
+    result = latency_json(tmp_path)
     assert result["server_stats"] is None
     assert result["requests"]["litserve/tiny_onnx"]["count"] == result["locust"]["requests"] > 0
 
 
 def test_expect_top1_auto_accepts_a_deterministic_model(triton, tmp_path: Path) -> None:
-    run = run_locust(
-        tmp_path,
-        "--host",
-        triton.url,
-        "--expect-top1",
-        "auto",
-        "HighUser",
-        run_time="2s",
-        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-    )
+    run = run_on(triton, tmp_path, "--expect-top1", "auto", run_time="2s")
     assert run.returncode == 0, run.stderr[-2000:]
     # the first answer sets the expected class; every later one is checked against it
     assert int(run.stats()["Failure Count"]) == 0 and int(run.stats()["Request Count"]) > 1
@@ -150,16 +121,7 @@ def test_expect_top1_mismatch_is_a_failure_with_the_reason(triton, tmp_path: Pat
     slot.submit(ep)
     actual = slot.wait(30).top1
     wrong = (actual + 1) % 1000
-    run = run_locust(
-        tmp_path,
-        "--host",
-        triton.url,
-        "--expect-top1",
-        str(wrong),
-        "LowUser",
-        run_time="3s",
-        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-    )
+    run = run_on(triton, tmp_path, "--expect-top1", str(wrong), user="LowUser", run_time="3s")
     assert run.returncode == 1
     assert run.stats()["Failure Count"] == run.stats()["Request Count"]
     (failure,) = run.failures()
@@ -169,20 +131,9 @@ def test_expect_top1_mismatch_is_a_failure_with_the_reason(triton, tmp_path: Pat
 def test_reset_stats_resets_our_measurements_with_locusts(triton, tmp_path: Path) -> None:
     # 3 users spawned at 2/s: requests made while spawning are in neither Locust's numbers nor ours
     for user_class in ("HighUser", "LowUser"):
-        run = run_locust(
-            tmp_path / user_class,
-            "--host",
-            triton.url,
-            "--reset-stats",
-            "-r",
-            "2",
-            user_class,
-            users=3,
-            run_time="3s",
-            env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-        )
+        run = run_on(triton, tmp_path / user_class, "--reset-stats", "-r", "2", user=user_class, users=3, run_time="3s")
         assert run.returncode == 0, run.stderr[-2000:]
-        result = load(tmp_path / user_class)
+        result = latency_json(tmp_path / user_class)
         entry = result["requests"]["triton/tiny_onnx"]
         assert entry["count"] == result["locust"]["requests"] - result["locust"]["failures"] > 0, user_class
         if user_class == "LowUser":
@@ -196,7 +147,7 @@ def test_reset_stats_resets_our_measurements_with_locusts(triton, tmp_path: Path
 def test_distributed_run_merges_workers(triton, tmp_path: Path) -> None:
     proc, results = run_distributed(tmp_path, triton.url)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = load(results)
+    result = latency_json(results)
     entry = result["requests"]["triton/tiny_onnx"]
     # the master's merge holds exactly the requests the workers reported to Locust
     assert entry["count"] == result["locust"]["requests"] - result["locust"]["failures"] > 0

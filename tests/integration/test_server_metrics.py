@@ -21,7 +21,17 @@ from locust_inference.telemetry.prometheus import MetricsError, Scrape, parse
 from locust_inference.telemetry.windows import window
 from support.faults import FaultServer
 from support.report_page import figures
-from support.runs import LOCUST, REPO_ROOT, assert_clean_failure, clean_env, run_distributed, run_locust
+from support.runs import (
+    LOCUST,
+    REPO_ROOT,
+    Run,
+    assert_clean_failure,
+    clean_env,
+    latency_json,
+    run_distributed,
+    run_locust,
+    run_on,
+)
 from test_hostile_reports import FORGED_ID, FORGED_WORKER, wait_for
 
 from servers import children
@@ -30,34 +40,22 @@ from servers.launch import free_port
 WARNING = "cannot read the server's metrics at"
 
 
-def load(tmp_path: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((tmp_path / "latency.json").read_text())
-    return result
-
-
 def metrics_url(triton: Any) -> str:
     assert triton.metrics_port is not None
     return f"http://127.0.0.1:{triton.metrics_port}/metrics"
 
 
+def metrics_run(triton: Any, tmp_path: Path, *args: str, **run: Any) -> Run:
+    """A run of HighUser on tiny_onnx that reads Triton's metrics every 0.5 s; ``args``: more options."""
+    return run_on(triton, tmp_path, "--metrics-url", metrics_url(triton), "--metrics-interval", "0.5", *args, **run)
+
+
 def test_windows_add_up_to_tritons_statistics_over_the_same_run(triton, tmp_path: Path) -> None:
-    run = run_locust(
-        tmp_path,
-        "--host",
-        triton.url,
-        "--metrics-url",
-        metrics_url(triton),
-        "--metrics-interval",
-        "0.5",
-        "--stop-timeout",
-        "10",  # the user stops after its request in flight: none is out at the last reads
-        "HighUser",
-        run_time="4s",
-        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-    )
+    # --stop-timeout: the user stops after its request in flight: none is out at the last reads
+    run = metrics_run(triton, tmp_path, "--stop-timeout", "10", run_time="4s")
     assert run.returncode == 0, run.stderr[-2000:]
     assert WARNING not in run.stderr, run.stderr[-2000:]
-    result = load(tmp_path)
+    result = latency_json(tmp_path)
     entry, stats, metrics = result["requests"]["triton/tiny_onnx"], result["server_stats"], result["server_metrics"]
     assert metrics["source"] == metrics_url(triton) and metrics["failed_reads"] == 0 and metrics["note"] is None
     windows = metrics["windows"]
@@ -120,21 +118,10 @@ def test_windows_add_up_to_tritons_statistics_over_the_same_run(triton, tmp_path
 
 def test_a_missing_endpoint_is_one_warning_and_the_run_goes_on(triton, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/metrics"  # nothing listens there
-    run = run_locust(
-        tmp_path,
-        "--host",
-        triton.url,
-        "--metrics-url",
-        url,
-        "--metrics-interval",
-        "0.2",
-        "HighUser",
-        run_time="2s",
-        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-    )
+    run = run_on(triton, tmp_path, "--metrics-url", url, "--metrics-interval", "0.2", run_time="2s")
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stderr.count(WARNING) == 1, run.stderr[-3000:]
-    result = load(tmp_path)
+    result = latency_json(tmp_path)
     metrics = result["server_metrics"]
     # at least the reads at the start and at the end, each refused; one warning for all
     assert metrics["windows"] == [] and metrics["failed_reads"] >= 2 and metrics["note"].startswith(url)
@@ -146,22 +133,12 @@ def test_a_missing_endpoint_is_one_warning_and_the_run_goes_on(triton, tmp_path:
 def test_a_hostile_endpoint_is_one_warning_and_the_run_goes_on(
     triton, fault_server: FaultServer, tmp_path: Path, fault: str
 ) -> None:
-    run = run_locust(
-        tmp_path,
-        "--host",
-        triton.url,
-        "--metrics-url",
-        f"{fault_server.url}/metrics/{fault}",
-        "--metrics-interval",
-        "0.5",
-        "HighUser",
-        run_time="2s",
-        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-    )
+    url = f"{fault_server.url}/metrics/{fault}"
+    run = run_on(triton, tmp_path, "--metrics-url", url, "--metrics-interval", "0.5", run_time="2s")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     assert run.stderr.count(WARNING) == 1, run.stderr[-3000:]
-    assert load(tmp_path)["server_metrics"]["windows"] == []
+    assert latency_json(tmp_path)["server_metrics"]["windows"] == []
 
 
 @pytest.mark.parametrize(
@@ -198,36 +175,20 @@ def test_bad_options_stop_the_start_in_one_line(tmp_path: Path) -> None:
 
 
 def test_litserve_without_a_pid_says_no_server_metrics_once(litserve_tiny, tmp_path: Path) -> None:
-    run = run_locust(
-        tmp_path,
-        "--host",
-        litserve_tiny.url,
-        "HighUser",
-        run_time="2s",
-        env=clean_env(SERVER="litserve", MODEL_NAME="tiny_onnx"),
-    )
+    run = run_on(litserve_tiny, tmp_path, run_time="2s")
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stderr.count("no server metrics") == 1, run.stderr[-2000:]
-    metrics = load(tmp_path)["server_metrics"]
+    metrics = latency_json(tmp_path)["server_metrics"]
     assert metrics["source"] is None and metrics["windows"] == [] and metrics["note"].startswith("no server metrics")
 
 
 def test_a_local_servers_cpu_and_memory_with_its_pid(litserve_tiny, tmp_path: Path) -> None:
-    run = run_locust(
-        tmp_path,
-        "--host",
-        litserve_tiny.url,
-        "--server-pid",
-        str(litserve_tiny.pid),
-        "--metrics-interval",
-        "0.5",
-        "HighUser",
-        run_time="3s",
-        env=clean_env(SERVER="litserve", MODEL_NAME="tiny_onnx"),
+    run = run_on(
+        litserve_tiny, tmp_path, "--server-pid", str(litserve_tiny.pid), "--metrics-interval", "0.5", run_time="3s"
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "no server metrics" not in run.stderr and WARNING not in run.stderr, run.stderr[-2000:]
-    metrics = load(tmp_path)["server_metrics"]
+    metrics = latency_json(tmp_path)["server_metrics"]
     assert metrics["server_pid"] == litserve_tiny.pid and len(metrics["windows"]) >= 4
     process = [w["server_process"] for w in metrics["windows"]]
     assert all(p["rss_bytes"] > 0 and p["cpu_pct"] >= 0 for p in process)
@@ -357,7 +318,7 @@ def test_each_workers_cpu_and_the_send_lag_reach_the_master(triton, tmp_path: Pa
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert WARNING not in proc.stderr, proc.stderr[-3000:]
-    result = load(results)
+    result = latency_json(results)
     health = result["client_health"]
     workers = [p for p in health["processes"] if p != "master"]
     assert len(workers) == 2 and "master" in health["processes"], list(health["processes"])
@@ -373,26 +334,10 @@ def test_each_workers_cpu_and_the_send_lag_reach_the_master(triton, tmp_path: Pa
 
 
 def test_with_reset_stats_the_windows_start_again_with_the_statistics(triton, tmp_path: Path) -> None:
-    run = run_locust(
-        tmp_path,
-        "--host",
-        triton.url,
-        "--metrics-url",
-        metrics_url(triton),
-        "--metrics-interval",
-        "0.5",
-        "--reset-stats",
-        "--stop-timeout",
-        "10",
-        "-r",
-        "0.5",  # the second user 2 s in: the reset comes then
-        "HighUser",
-        run_time="5s",
-        users=2,
-        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-    )
+    # -r 0.5: the second user 2 s in, the reset comes then
+    run = metrics_run(triton, tmp_path, "--reset-stats", "--stop-timeout", "10", "-r", "0.5", run_time="5s", users=2)
     assert run.returncode == 0, run.stderr[-2000:]
-    result = load(tmp_path)
+    result = latency_json(tmp_path)
     started = datetime.fromisoformat(result["started"]).timestamp()
     windows = result["server_metrics"]["windows"]
     # "started" is the reset, in whole seconds (truncated); the windows of the 2 s before it are gone
@@ -440,7 +385,7 @@ def test_a_forged_health_entry_is_refused_in_one_line_and_the_real_workers_kept(
     assert "Traceback" not in log, log[-3000:]
     refused = [line for line in log.splitlines() if "refused the health samples" in line]
     assert len(refused) == 1 and f"from worker '{FORGED_ID}': not a list" in refused[0], log[-3000:]
-    health = load(tmp_path)["client_health"]
+    health = latency_json(tmp_path)["client_health"]
     assert FORGED_ID not in health["processes"] and len(health["processes"]) == 2  # the master and the worker
 
 

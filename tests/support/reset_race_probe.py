@@ -4,7 +4,8 @@ worker sent before its own reset may arrive after the master's. Prints the maste
 
 Usage: ``python tests/support/reset_race_probe.py <triton url>`` (Triton serving sleep_20ms). The Environments and
 their events are Locust's own; their runners are not started (no sockets): ``latency.install`` only looks at
-their class. The worker's endpoint and stream are real, against the real Triton.
+their class. The worker's endpoint and streams are real, against the real Triton: one runs throughout, the other
+starts just before the report that arrives late (a user spawned as the master resets).
 """
 
 from __future__ import annotations
@@ -61,14 +62,16 @@ def main(url: str) -> None:
     stream = Stream(endpoint, 100.0, max_in_flight=1, overload="queue")
     report_for(stream, 10)
     deliver(report())
+    late_user = Stream(endpoint, 10.0, max_in_flight=1, overload="drop")  # the last user spawned: only `late` has it
     report_for(stream, 5)
     late = report()  # sent as the master resets
-    master_env.events.spawning_complete.fire(user_count=1)  # the master resets, then tells the workers
-    deliver(late)  # arrives after the master's reset: requests from before it
-    worker_env.events.spawning_complete.fire(user_count=1)
+    master_env.events.spawning_complete.fire(user_count=2)  # the master resets, then tells the workers
+    deliver(late)  # arrives after the master's reset: requests from before it, and a stream that runs on
+    worker_env.events.spawning_complete.fire(user_count=2)
     report_for(stream, 10)
     deliver(report())
     stream.stop()
+    late_user.stop()  # its answers never taken: unfinished
     deliver(report())
     print(json.dumps(master.open_loop(settings.name)))
 

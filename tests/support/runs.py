@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,8 +20,12 @@ __all__ = [
     "Run",
     "assert_clean_failure",
     "clean_env",
+    "grpc_run",
+    "grpc_url",
+    "latency_json",
     "run_distributed",
     "run_locust",
+    "run_on",
     "triton_successes",
 ]
 
@@ -99,6 +104,51 @@ def run_locust(
     except subprocess.TimeoutExpired as timed_out:
         raise AssertionError(f"locust did not finish within {timeout} s\n{timed_out.stderr[-3000:]}") from None
     return Run(proc.returncode, out, err, prefix)
+
+
+def run_on(
+    server: Any, tmp_path: Path, *args: str, model: str = "tiny_onnx", user: str = "HighUser", **run: Any
+) -> Run:
+    """``run_locust`` of ``user`` against a started ``server`` (its URL, its kind as SERVER) serving ``model``;
+    ``args``: more options, ``run``: run_locust's keywords."""
+    env = clean_env(SERVER=server.kind, MODEL_NAME=model)
+    return run_locust(tmp_path, "--host", server.url, *args, user, env=env, **run)
+
+
+def latency_json(folder: Path) -> dict[str, Any]:
+    """The ``latency.json`` a run wrote in ``folder``."""
+    document: dict[str, Any] = json.loads((folder / "latency.json").read_text())
+    return document
+
+
+def grpc_url(server: Any) -> str:
+    """The gRPC URL of a Triton the tests started (its ``grpc_port``)."""
+    return f"http://127.0.0.1:{server.grpc_port}"
+
+
+def grpc_run(
+    triton: Any,
+    tmp_path: Path,
+    model: str,
+    *args: str,
+    user: str = "HighUser",
+    env: dict[str, str] | None = None,
+    **run: Any,
+) -> Run:
+    """``run_locust`` of ``user`` over ``--protocol grpc`` on ``model`` at ``triton``'s gRPC endpoint (a started
+    Triton, or a URL as is); ``args``: more options, ``env``: more environment, ``run``: run_locust's keywords."""
+    host = triton if isinstance(triton, str) else grpc_url(triton)
+    return run_locust(
+        tmp_path,
+        "--host",
+        host,
+        "--protocol",
+        "grpc",
+        *args,
+        user,
+        env=clean_env(SERVER="triton", MODEL_NAME=model, **(env or {})),
+        **run,
+    )
 
 
 def run_distributed(

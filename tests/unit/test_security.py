@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from support.certs import openssl, self_signed
 from support.faults import FaultServer
-from support.runs import clean_env, run_locust
+from support.runs import REPO_ROOT, clean_env, run_locust
+
+COUNTED_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "counted.py"
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +101,7 @@ def test_self_signed_certificate_given_with_ca_file_is_trusted(self_signed_pki, 
     server = serve_tls(self_signed_pki)
     try:
         refused = run_locust(tmp_path, "--host", server.url, env=clean_env(SERVER="triton", MODEL_NAME="ok"))
+        # more than 10 requests, counted rather than timed: a loaded machine made 4, or none, in 2 s
         trusted = run_locust(
             tmp_path,
             "--host",
@@ -107,8 +110,9 @@ def test_self_signed_certificate_given_with_ca_file_is_trusted(self_signed_pki, 
             str(self_signed_pki["cert"]),
             "LowUser",
             "--closed-loop",
-            run_time="2s",
-            env=clean_env(SERVER="triton", MODEL_NAME="ok"),
+            locustfile=COUNTED_LOCUSTFILE,
+            run_time="120s",
+            env=clean_env(SERVER="triton", MODEL_NAME="ok", STOP_AFTER="11"),
         )
     finally:
         server.stop()

@@ -8,8 +8,9 @@ import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, Unpack
 
 from locust_inference._native import (
     CertificateError,
@@ -26,6 +27,7 @@ __all__ = [
     "IO_THREADS_ENV",
     "ZERO_COPY_ENV",
     "Body",
+    "EndpointCheck",
     "Target",
     "check_io_threads",
     "checksum",
@@ -111,6 +113,20 @@ def file_size(path: Path) -> int:
         return 0  # reading it says why
 
 
+class EndpointCheck(TypedDict, total=False):
+    """The keywords of ``_native.Endpoint`` that say how responses are read and checked, and over which
+    protocol: named and typed, so that a misspelt or mistyped one is mypy's error, not the run's."""
+
+    protocol: str
+    outputs: list[tuple[str, str, list[int]]] | None
+    output_shape: list[int] | None
+    output_key: str
+    stream: bool
+    tokenizer: str | PathLike[str] | None
+    grpc_connections: int
+    grpc_compression: str
+
+
 def make_target(
     settings: Settings,
     url: str,
@@ -121,7 +137,7 @@ def make_target(
     tensor_bytes: int,
     input_checksum: str,
     inputs: tuple[str, ...] = (),
-    **check: Any,
+    **check: Unpack[EndpointCheck],
 ) -> Target:
     """The shared endpoint for requests encoded once (one body, or several each with its own headers);
     ``check`` says how responses are validated (the keywords of ``_native.Endpoint``)."""

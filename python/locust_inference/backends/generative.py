@@ -4,8 +4,6 @@ then the server asked whether it answers."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from locust_inference import defaults, generative
 from locust_inference._native import ConfigError, encode_triton_grpc_generate
 from locust_inference.backends import triton
@@ -70,14 +68,12 @@ def prepare(settings: Settings) -> Target:
     encoded = generative.bodies(settings, prompts)
     payload: list[Body] = [(b, [("Content-Type", "application/json")]) for b in encoded]
     url, protocol = generative.url(settings), "triton-generate" if g.api == "generate" else "openai"
-    grpc: dict[str, Any] = {}
     if settings.protocol == "grpc":  # the same prompt and parameters as a ModelStreamInfer request
         try:
             payload = [(encode_triton_grpc_generate(settings.model, b), []) for b in encoded]
         except ValueError as err:
             raise ConfigError(f"--api generate --protocol grpc: {err}") from None
         url, protocol = f"{settings.host}{triton.GRPC_STREAM_INFER}", "grpc-generate"
-        grpc = {"grpc_connections": settings.grpc.connections, "grpc_compression": settings.grpc.compression}
     # the endpoint first: it loads --tokenizer, a bad file said before any server is asked
     target = make_target(
         settings,
@@ -91,7 +87,10 @@ def prepare(settings: Settings) -> Target:
         protocol=protocol,
         stream=g.stream,
         tokenizer=g.tokenizer,
-        **grpc,
+        # passed whatever the protocol: an HTTP endpoint opens no gRPC connection, and resolve() leaves the
+        # compression "none" unless --protocol grpc (the endpoint refuses any other for HTTP)
+        grpc_connections=settings.grpc.connections,
+        grpc_compression=settings.grpc.compression,
     )
     _check_ready(settings)
     return target

@@ -4,7 +4,10 @@
   bytes as they arrived, each prefixed with its length (4 bytes, big-endian);
 * ``<pid>.histograms.json`` (workers): the latency histograms this worker took for its reports to the
   master, merged: ``{"client_id", "total", "ttfb"}`` (base64 of ``LatencyHistogram.to_bytes``) and
-  ``resent``. Rewritten after every report, so it holds what was sent even when the worker is killed.
+  ``resent``; ``streams``, the open-loop counters of the reports taken since the worker's last reset (all
+  of them a master keeps); ``after_stop``, whether the last report was taken once the worker's users had
+  stopped (it holds all they did). Rewritten after every report, so it holds what was sent even when the
+  worker is killed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from locust.rpc import protocol
-from locust.runners import WorkerRunner
+from locust.runners import STATE_STOPPED, WorkerRunner
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT))
@@ -46,7 +49,7 @@ _install = latency.install
 
 def _recording_install(environment: Any, settings: Any, endpoint: Any) -> Any:
     if endpoint is not None and isinstance(environment.runner, WorkerRunner):
-        endpoint = _Recorder(environment.runner.client_id, endpoint)
+        endpoint = _Recorder(environment.runner, endpoint)
     return _install(environment, settings, endpoint)
 
 
@@ -56,22 +59,28 @@ latency.install = _recording_install
 class _Recorder:
     """Passes on what the endpoint's ``take`` returns and keeps a merged copy on disk."""
 
-    def __init__(self, client_id: str, endpoint: Any) -> None:
-        self.client_id, self.endpoint = client_id, endpoint
+    def __init__(self, runner: WorkerRunner, endpoint: Any) -> None:
+        self.runner, self.client_id, self.endpoint = runner, runner.client_id, endpoint
         self.taken = Measurements()
+        self.since_reset = Measurements()
         self.path = RECORD_DIR / f"{os.getpid()}.histograms.json"
 
     def reset(self) -> None:
         self.endpoint.reset()
+        self.since_reset = Measurements()
 
     def take(self) -> Any:
+        after_stop = self.runner.state == STATE_STOPPED  # read first: the users stopped before this take
         taken = self.endpoint.take()
         self.taken.add(taken)
+        self.since_reset.add(taken)
         record = {
             "client_id": self.client_id,
             "total": base64.b64encode(self.taken.total.to_bytes()).decode(),
             "ttfb": base64.b64encode(self.taken.ttfb.to_bytes()).decode(),
             "resent": self.taken.resent,
+            "streams": self.since_reset.streams,
+            "after_stop": after_stop,
         }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record))
