@@ -537,38 +537,29 @@ def test_with_two_models_the_tab_shows_each_models_triton_breakdown(triton, tmp_
     """--model-name a,b: the tab reads each model's statistics (the run's own are none then) and shows each
     model's server-side breakdown under its request name, as latency.json has it at the end."""
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     names = ("triton/sleep_20ms", "triton/tiny_onnx")
     cmd = [LOCUST, "-f", "locustfile.py", "--host", triton.url, "HighUser", "-u", "2", "-r", "2", "-t", "4s"]
     cmd += ["--model-name", "sleep_20ms,tiny_onnx", "--autostart", "--web-host", "127.0.0.1", "--web-port", str(port)]
     cmd += ["--csv", str(tmp_path / "run")]
     live: list[dict[str, Any]] = []  # the tab's rows of each model's breakdown, as the page polls them while running
-    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
-        proc = children.start(cmd, cwd=REPO_ROOT, env=clean_env(SERVER="triton"), stdout=out, stderr=err)
-        try:
-            deadline = time.monotonic() + 120
-            state = None
-            while proc.poll() is None and time.monotonic() < deadline and state != "stopped":
-                time.sleep(0.3)
-                try:
-                    stats = get(f"http://127.0.0.1:{port}/stats/requests")
-                except OSError:
-                    continue
-                state = stats["state"]
-                (ours,) = [s["data"] for s in stats.get("extended_stats", []) if s["key"] == TAB_KEY]
-                counts = {
-                    r["name"]: r["value"]
-                    for r in ours
-                    if (r["section"], r["measure"]) == ("server_stats", "inference_count")
-                }
-                if state == "running" and counts:
-                    live.append(counts)
-            assert state == "stopped", (tmp_path / "err").read_text()[-3000:]
-            route = get(f"http://127.0.0.1:{port}{ROUTE}")
-            shown_rows = tab(port, tmp_path)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0, (tmp_path / "err").read_text()[-3000:]
-        finally:
-            children.stop(proc)
+    state = None
+    with started(tmp_path, cmd, env=clean_env(SERVER="triton")) as (proc,):
+        for look in poll(proc, base):
+            state = look.state
+            counts = {
+                r["name"]: r["value"]
+                for r in look.rows
+                if (r["section"], r["measure"]) == ("server_stats", "inference_count")
+            }
+            if state == "running" and counts:
+                live.append(counts)
+            if state == "stopped":
+                break
+        assert state == "stopped", (tmp_path / "err").read_text()[-3000:]
+        route = get(f"{base}{ROUTE}")
+        shown_rows = tab(port, tmp_path)
+        quit_cleanly(proc, tmp_path)  # the UI would stay up: quitting writes latency.json
     written = json.loads((tmp_path / "latency.json").read_text())
     # live: each model's breakdown was there while the test ran (the background reads of Triton's statistics)
     assert any(set(counts) == set(names) for counts in live), live
