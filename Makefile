@@ -24,17 +24,37 @@ PAYLOAD ?= tensor
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
+# The Cargo profile of the extension in .venv; $(STAMP) holds the name of the one installed. The test targets
+# take release-nolto (Cargo.toml): the release build's code and optimisation level without fat LTO, whose
+# one-core link takes minutes and only pays where speed is measured. Every other target takes release, the
+# fully optimised build (make demo, bench, sweep, image...), so after `make test` they rebuild once.
+# make lint alone takes whichever is installed; WHEEL_PROFILE=... on the command line overrides all this.
+INSTALLED_PROFILE := $(if $(wildcard $(STAMP)),$(or $(shell cat $(STAMP)),release))
+TEST_GOALS := test test-fast test-python test-python-fast
+ifneq ($(filter $(TEST_GOALS),$(MAKECMDGOALS)),)
+WHEEL_PROFILE ?= release-nolto
+else ifeq ($(MAKECMDGOALS),lint)
+WHEEL_PROFILE ?= $(or $(INSTALLED_PROFILE),release)
+endif
+WHEEL_PROFILE ?= release
+# sub-makes, and docker/build-wheel.sh run by the image tests, build what this make installs
+export WHEEL_PROFILE
+ifneq ($(INSTALLED_PROFILE),$(WHEEL_PROFILE))
+.PHONY: $(STAMP)
+endif
+
 $(STAMP): $(SOURCES) | nasm
 	@echo "==> creating the virtual environment in $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "==> upgrading pip"
 	@$(PY) -m pip install --quiet --upgrade pip
-	@echo "==> installing locust-inference (building the Rust extension: about 2-3 minutes) and the reference servers"
-	@$(PY) -m pip install --progress-bar off -e ".[servers,test]" > $(VENV)/install.log 2>&1 || \
+	@echo "==> installing locust-inference (building the Rust extension, profile $(WHEEL_PROFILE): about 2-3 minutes) and the reference servers"
+	@MATURIN_PEP517_ARGS="--profile $(WHEEL_PROFILE)" $(PY) -m pip install --progress-bar off -e ".[servers,test]" \
+		> $(VENV)/install.log 2>&1 || \
 		{ tail -40 $(VENV)/install.log; echo "pip install failed: full log in $(VENV)/install.log" >&2; exit 1; }
 	@grep -E '^Successfully installed' $(VENV)/install.log | cut -c1-160 || true
 	@$(PY) -c "import locust_inference, servers" 2>/dev/null || $(PY) -c "import locust_inference"
-	@touch $(STAMP)
+	@echo $(WHEEL_PROFILE) > $(STAMP)
 
 # nasm before any cargo build: mozjpeg-sys decides at build time whether its SIMD code can be assembled.
 nasm:
