@@ -63,7 +63,7 @@ nasm:
 			apt-get install -y -qq nasm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nasm >/dev/null; }; \
 		else echo "==> nasm not found: JPEG decoding is built without SIMD (same results, slower)"; fi; }
 
-install: $(STAMP) ## create .venv and install everything (the extension is built by pip/maturin)
+install: $(STAMP) ## create .venv and install everything (pip/maturin builds the extension, profile WHEEL_PROFILE=release)
 
 # Debian's chromium renders the comparison report and the web UI's Inference tab in tests, kubectl renders
 # the Kubernetes manifests, shellcheck is part of the lint (apt needs root, as on CI).
@@ -100,7 +100,7 @@ sweep: $(STAMP) ## both reference servers deployed alike, the same load sweep ag
 # The release wheel (pip), the debug build of the Rust tests and clippy, and the Debian tools have nothing to
 # share, so they are built side by side: the wheel's fat-LTO link runs on one core and downloads wait on the
 # network, and the other builds fill that time. Each part's output is printed whole when it ends.
-test: ## lint, then every test (cargo and pytest, real servers included)
+test: ## lint, then every test (cargo and pytest, real servers included), on the extension built without fat LTO
 	@$(MAKE) --no-print-directory nasm
 	@$(MAKE) --no-print-directory -j3 --output-sync=target $(STAMP) rust-test-build $(CHROMIUM_STAMP)
 	@$(MAKE) --no-print-directory lint
@@ -111,7 +111,7 @@ rust-test-build: | nasm
 	@cargo test --no-run --quiet
 	@cargo clippy --all-targets --quiet -- -D warnings
 
-test-fast: $(STAMP) ## cargo test and tests/unit, the Python tests that need no server (about a minute once built)
+test-fast: $(STAMP) ## cargo test and tests/unit, the Python tests that need no server (about a minute once built; no fat LTO)
 	@$(MAKE) --no-print-directory test-rust test-python-fast
 
 test-rust:
