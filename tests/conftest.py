@@ -81,6 +81,15 @@ def triton() -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="session")
+def own_triton() -> Iterator[RunningServer]:
+    """A second Triton (tiny_onnx) for the tests that stop it (SIGSTOP) and continue it: a stall is not for the
+    session's ``triton`` to share with every other test. Each such test continues it before it ends, so they
+    share this one instead of starting a Triton each."""
+    with triton_server(models=("tiny_onnx",)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def litserve_checksum() -> Iterator[RunningServer]:
     """LitServe serving the checksum model at POST /predict."""
     with litserve_server(model="checksum") as server:
@@ -192,7 +201,8 @@ def litserve_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generator
 @pytest.fixture(scope="session")
 def triton_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
     """Triton (PyTriton) serving the synthetic generator as the decoupled model synthetic_llm
-    (POST /v2/models/synthetic_llm/generate_stream)."""
+    (POST /v2/models/synthetic_llm/generate_stream), and the decoupled ``pulse`` (N responses at set
+    intervals) for the gRPC stream tests; both log their own timing (read it after a :meth:`~GeneratorServer.mark`)."""
     log = tmp_path_factory.mktemp("triton-llm") / "timing.jsonl"
-    with triton_server(models=["synthetic_llm"], extra_args=generator_args(log)) as server:
+    with triton_server(models=["synthetic_llm", "pulse"], extra_args=generator_args(log)) as server:
         yield GeneratorServer(server, log)
