@@ -24,17 +24,37 @@ PAYLOAD ?= tensor
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
+# The Cargo profile of the extension in .venv; $(STAMP) holds the name of the one installed. The test targets
+# take release-nolto (Cargo.toml): the release build's code and optimisation level without fat LTO, whose
+# one-core link takes minutes and only pays where speed is measured. Every other target takes release, the
+# fully optimised build (make demo, bench, sweep, image...), so after `make test` they rebuild once.
+# make lint alone takes whichever is installed; WHEEL_PROFILE=... on the command line overrides all this.
+INSTALLED_PROFILE := $(if $(wildcard $(STAMP)),$(or $(shell cat $(STAMP)),release))
+TEST_GOALS := test test-fast test-python test-python-fast
+ifneq ($(filter $(TEST_GOALS),$(MAKECMDGOALS)),)
+WHEEL_PROFILE ?= release-nolto
+else ifeq ($(MAKECMDGOALS),lint)
+WHEEL_PROFILE ?= $(or $(INSTALLED_PROFILE),release)
+endif
+WHEEL_PROFILE ?= release
+# sub-makes, and docker/build-wheel.sh run by the image tests, build what this make installs
+export WHEEL_PROFILE
+ifneq ($(INSTALLED_PROFILE),$(WHEEL_PROFILE))
+.PHONY: $(STAMP)
+endif
+
 $(STAMP): $(SOURCES) | nasm
 	@echo "==> creating the virtual environment in $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "==> upgrading pip"
 	@$(PY) -m pip install --quiet --upgrade pip
-	@echo "==> installing locust-inference (building the Rust extension: about 2-3 minutes) and the reference servers"
-	@$(PY) -m pip install --progress-bar off -e ".[servers,test]" > $(VENV)/install.log 2>&1 || \
+	@echo "==> installing locust-inference (building the Rust extension, profile $(WHEEL_PROFILE): about 2-3 minutes) and the reference servers"
+	@MATURIN_PEP517_ARGS="--profile $(WHEEL_PROFILE)" $(PY) -m pip install --progress-bar off -e ".[servers,test]" \
+		> $(VENV)/install.log 2>&1 || \
 		{ tail -40 $(VENV)/install.log; echo "pip install failed: full log in $(VENV)/install.log" >&2; exit 1; }
 	@grep -E '^Successfully installed' $(VENV)/install.log | cut -c1-160 || true
 	@$(PY) -c "import locust_inference, servers" 2>/dev/null || $(PY) -c "import locust_inference"
-	@touch $(STAMP)
+	@echo $(WHEEL_PROFILE) > $(STAMP)
 
 # nasm before any cargo build: mozjpeg-sys decides at build time whether its SIMD code can be assembled.
 nasm:
@@ -43,7 +63,7 @@ nasm:
 			apt-get install -y -qq nasm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nasm >/dev/null; }; \
 		else echo "==> nasm not found: JPEG decoding is built without SIMD (same results, slower)"; fi; }
 
-install: $(STAMP) ## create .venv and install everything (the extension is built by pip/maturin)
+install: $(STAMP) ## create .venv and install everything (pip/maturin builds the extension, profile WHEEL_PROFILE=release)
 
 # Debian's chromium renders the comparison report and the web UI's Inference tab in tests, kubectl renders
 # the Kubernetes manifests, shellcheck is part of the lint (apt needs root, as on CI).
@@ -77,30 +97,44 @@ demo-llm: $(STAMP) ## a synthetic generator and a small real model behind LitSer
 sweep: $(STAMP) ## both reference servers deployed alike, the same load sweep against each, curves and goodput
 	@$(PY) -m servers.sweep
 
-# The release wheel (pip), the debug build of the Rust tests and clippy, and the Debian tools have nothing to
-# share, so they are built side by side: the wheel's fat-LTO link runs on one core and downloads wait on the
-# network, and the other builds fill that time. Each part's output is printed whole when it ends.
-test: ## lint, then every test (cargo and pytest, real servers included)
+# The wheel (pip), the debug build of the Rust tests and clippy, and the Debian tools have nothing to share,
+# so they are built side by side: downloads wait on the network, and the other builds fill that time. Each
+# part's output is printed whole when it ends.
+test: ## lint, then every test (cargo and pytest, real servers included), on the extension built without fat LTO
 	@$(MAKE) --no-print-directory nasm
 	@$(MAKE) --no-print-directory -j3 --output-sync=target $(STAMP) rust-test-build $(CHROMIUM_STAMP)
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory test-rust test-python
 
+# The Rust tests and clippy take the dependencies unoptimised: Cargo.toml optimises them in dev builds
+# (opt-level 2, for the extension built by hand), which made a cold test build cost 834 CPU-seconds, more
+# than the whole release wheel; unoptimised, 250. Only proptest and its random and regex generators stay
+# optimised: without them, the tests' run took 40 CPU-seconds instead of 2 (with them, 14), nearly all in
+# one property of 2000 cases. All three cargo commands pass the same settings, so they share one build.
+CARGO_TEST_CONFIG := --config 'profile.dev.package."*".opt-level=0' \
+	$(foreach p,proptest rand rand_core rand_xorshift chacha20 regex-syntax,--config 'profile.dev.package.$(p).opt-level=2')
+
 rust-test-build: | nasm
 	@echo "==> building the Rust tests and running clippy"
-	@cargo test --no-run --quiet
-	@cargo clippy --all-targets --quiet -- -D warnings
+	@cargo test --no-run --quiet $(CARGO_TEST_CONFIG)
+	@cargo clippy --all-targets --quiet $(CARGO_TEST_CONFIG) -- -D warnings
 
-test-fast: $(STAMP) ## cargo test and tests/unit, the Python tests that need no server (about a minute once built)
+test-fast: $(STAMP) ## cargo test and tests/unit, the Python tests that need no server (about a minute once built; no fat LTO)
 	@$(MAKE) --no-print-directory test-rust test-python-fast
 
 test-rust:
 	@echo "==> cargo test"
-	@cargo test --quiet 2>&1 | grep -vE '^(running 0 tests|test result: ok. 0 passed.*)$$' | sed '/^$$/d'
+	@cargo test --quiet $(CARGO_TEST_CONFIG) 2>&1 | grep -vE '^(running 0 tests|test result: ok. 0 passed.*)$$' | sed '/^$$/d'
 
+# tests/unit runs two tests at a time (pytest-xdist): they start no server and mostly wait on a Locust
+# process starting, so on 2 cores it takes 64 s instead of 112. The tiers with real servers stay one at a
+# time: their measurements and timings are made for a machine that runs one test. Both runs always run.
 test-python: $(STAMP)
-	@echo "==> pytest (starts real Triton and LitServe servers on 127.0.0.1)"
-	@$(PY) -m pytest
+	@echo "==> pytest tests/unit, two at a time"
+	@status=0; $(PY) -m pytest -n 2 tests/unit || status=$$?; \
+		echo "==> pytest tests/integration, tests/system, tests/bench (starts real Triton and LitServe servers on 127.0.0.1)"; \
+		$(PY) -m pytest tests/integration tests/system tests/bench || status=$$?; \
+		exit $$status
 
 # The tiers are directories: tests/unit, tests/integration, tests/system, tests/bench (docs/development.md).
 # NO_TEST_SERVERS makes servers/launch.py refuse to start a server, so a unit test that needs one fails here.
@@ -115,7 +149,7 @@ lint: $(STAMP) ## cargo fmt + clippy, ruff, mypy and stub check, shellcheck
 			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }; \
 		else echo "shellcheck is missing: run 'sudo apt-get install shellcheck' and retry" >&2; exit 1; fi; }
 	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets $(CARGO_TEST_CONFIG) -- -D warnings
 	$(VENV)/bin/ruff check python servers tests bench locustfile.py sweepfile.py
 	$(VENV)/bin/ruff format --check python servers tests bench locustfile.py sweepfile.py
 	$(PY) -m mypy python/locust_inference

@@ -6,13 +6,15 @@ The servers run in their own process groups via :mod:`servers.launch`, which alw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -50,6 +52,29 @@ LITSERVE_CHECKSUM_IMAGE_KEY = "photo"
 
 
 TESTS = Path(__file__).resolve().parent
+T = TypeVar("T")
+# The session's servers, stopping: each takes seconds (SIGTERM, then waiting for its process group), so at
+# the session's end they stop side by side, and pytest_sessionfinish waits for them all.
+_STOPPING: list[threading.Thread] = []
+
+
+def session_server(server: contextlib.AbstractContextManager[T]) -> Iterator[T]:
+    """A session fixture's body: ``server`` entered for the session, left in a thread of its own at the end."""
+    stack = contextlib.ExitStack()
+    value = stack.enter_context(server)
+    try:
+        yield value
+    finally:
+        stopping = threading.Thread(target=stack.close, name="server-stop")
+        stopping.start()
+        _STOPPING.append(stopping)
+
+
+def pytest_sessionfinish() -> None:
+    for stopping in _STOPPING:
+        stopping.join()
+
+
 # The tier of a test is the directory it is in; its marker follows (`pytest -m unit` = `pytest tests/unit`).
 TIERS = ("unit", "integration", "system", "bench")
 
@@ -76,51 +101,54 @@ def triton() -> Iterator[RunningServer]:
 
     No retry: a failed start is a failure (see servers.triton.load_instances_in_turn).
     """
-    with triton_server(models=TRITON_TEST_MODELS) as server:
-        yield server
+    yield from session_server(triton_server(models=TRITON_TEST_MODELS))
+
+
+@pytest.fixture(scope="session")
+def own_triton() -> Iterator[RunningServer]:
+    """A second Triton (tiny_onnx) for the tests that stop it (SIGSTOP) and continue it: a stall is not for the
+    session's ``triton`` to share with every other test. Each such test continues it before it ends, so they
+    share this one instead of starting a Triton each."""
+    yield from session_server(triton_server(models=("tiny_onnx",)))
 
 
 @pytest.fixture(scope="session")
 def litserve_checksum() -> Iterator[RunningServer]:
     """LitServe serving the checksum model at POST /predict."""
-    with litserve_server(model="checksum") as server:
-        yield server
+    yield from session_server(litserve_server(model="checksum"))
 
 
 @pytest.fixture(scope="session")
 def litserve_tiny() -> Iterator[RunningServer]:
     """LitServe serving tiny_onnx at POST /predict."""
-    with litserve_server(model="tiny_onnx") as server:
-        yield server
+    yield from session_server(litserve_server(model="tiny_onnx"))
 
 
 @pytest.fixture(scope="session")
 def litserve_image_checksum() -> Iterator[RunningServer]:
     """LitServe taking {"photo": "<base64 image>"}: answers the checksum of its Pillow-preprocessed tensor and
     the sha256 of the decoded bytes (see servers.litserve_app)."""
-    with litserve_server(model="checksum", payload="image-base64", image_key=LITSERVE_CHECKSUM_IMAGE_KEY) as server:
-        yield server
+    yield from session_server(
+        litserve_server(model="checksum", payload="image-base64", image_key=LITSERVE_CHECKSUM_IMAGE_KEY)
+    )
 
 
 @pytest.fixture(scope="session")
 def litserve_image_tiny() -> Iterator[RunningServer]:
     """LitServe taking {"image": "<base64 image>"}, decoding it with Pillow and running tiny_onnx."""
-    with litserve_server(model="tiny_onnx", payload="image-base64") as server:
-        yield server
+    yield from session_server(litserve_server(model="tiny_onnx", payload="image-base64"))
 
 
 @pytest.fixture(scope="session")
 def litserve_bytes_checksum() -> Iterator[RunningServer]:
     """LitServe taking the image file as the body: answers as litserve_image_checksum."""
-    with litserve_server(model="checksum", payload="image-bytes") as server:
-        yield server
+    yield from session_server(litserve_server(model="checksum", payload="image-bytes"))
 
 
 @pytest.fixture(scope="session")
 def litserve_bytes_tiny() -> Iterator[RunningServer]:
     """LitServe taking the image file as the body, decoding it with Pillow and running tiny_onnx."""
-    with litserve_server(model="tiny_onnx", payload="image-bytes") as server:
-        yield server
+    yield from session_server(litserve_server(model="tiny_onnx", payload="image-bytes"))
 
 
 @pytest.fixture()
@@ -185,14 +213,15 @@ def generator_args(timing_log: Path, **overrides: Any) -> list[str]:
 def litserve_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
     """LitServe's OpenAISpec (async) serving the synthetic generator at POST /v1/chat/completions."""
     log = tmp_path_factory.mktemp("litserve-llm") / "timing.jsonl"
-    with litserve_llm_server(extra_args=generator_args(log)) as server:
+    for server in session_server(litserve_llm_server(extra_args=generator_args(log))):
         yield GeneratorServer(server, log)
 
 
 @pytest.fixture(scope="session")
 def triton_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
     """Triton (PyTriton) serving the synthetic generator as the decoupled model synthetic_llm
-    (POST /v2/models/synthetic_llm/generate_stream)."""
+    (POST /v2/models/synthetic_llm/generate_stream), and the decoupled ``pulse`` (N responses at set
+    intervals) for the gRPC stream tests; both log their own timing (read it after a :meth:`~GeneratorServer.mark`)."""
     log = tmp_path_factory.mktemp("triton-llm") / "timing.jsonl"
-    with triton_server(models=["synthetic_llm"], extra_args=generator_args(log)) as server:
+    for server in session_server(triton_server(models=["synthetic_llm", "pulse"], extra_args=generator_args(log))):
         yield GeneratorServer(server, log)

@@ -14,14 +14,13 @@ import os
 import signal
 import statistics
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import GENERATOR_PREFILL_MS, GeneratorServer, generator_args
+from conftest import GENERATOR_PREFILL_MS, GeneratorServer
 from locust_inference._native import (
     ConfigError,
     Endpoint,
@@ -40,12 +39,10 @@ from servers.launch import triton_server
 STREAM_RPC = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 
-@pytest.fixture(scope="module")
-def triton_stream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
-    """Triton serving ``pulse`` and ``synthetic_llm``, both logging their own timing."""
-    log = tmp_path_factory.mktemp("triton-stream") / "timing.jsonl"
-    with triton_server(models=["pulse", "synthetic_llm"], extra_args=generator_args(log)) as server:
-        yield GeneratorServer(server, log)
+@pytest.fixture()
+def triton_stream(triton_llm: GeneratorServer) -> GeneratorServer:
+    """The session's Triton serving ``pulse`` and ``synthetic_llm``, both logging their own timing."""
+    return triton_llm
 
 
 def grpc_url(server: Any) -> str:

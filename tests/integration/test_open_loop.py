@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from locust_inference import results_schema
 from support.runs import REPO_ROOT, assert_clean_failure, clean_env, run_distributed, run_locust
 
-from servers.launch import RunningServer, triton_server
+from servers.launch import RunningServer
 
 STALL_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "stall.py"
 
@@ -119,13 +118,6 @@ def test_queue_latency_grows_with_time(triton, tmp_path: Path) -> None:
     # request k is meant for 10k ms and cannot leave before 20k ms: its latency is >= 10k ms, so the
     # median of n requests is at least 10 ms * n/2 (over a second for 3 s of 50 answers a second)
     assert entry["latency_ms"]["p50"] >= 10 * (n // 2 - 1) and n > 50, (n, entry["latency_ms"])
-
-
-@pytest.fixture()
-def own_triton() -> Iterator[RunningServer]:
-    """A Triton of the test's own: a stopped and continued server is not the session's to share."""
-    with triton_server(models=("tiny_onnx",)) as server:
-        yield server
 
 
 def stalled_run(triton: RunningServer, tmp_path: Path, *args: str) -> list[float]:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from locust_inference.sweep.analysis import Window, stable
 from support.runs import LOCUST, REPO_ROOT, clean_env, run_locust
 
 from servers import children
-from servers.launch import RunningServer, free_port, triton_server
+from servers.launch import RunningServer, free_port
 
 QUICK = ("--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "2", "--sweep-max-windows", "5")
 
@@ -124,13 +123,6 @@ def test_the_sweep_stops_at_the_latency_limit(triton, tmp_path: Path) -> None:
     (row,) = doc["steps"]  # a request takes >= 20 ms: step 1 is past the limit
     assert doc["stopped"] == f"stopped at step 1: p50 {row['latency_ms']['p50']:.1f} ms is past the limit p50 <= 5 ms"
     assert doc["stopped"] in stdout
-
-
-@pytest.fixture()
-def own_triton() -> Iterator[RunningServer]:
-    """A Triton of the test's own: a stopped and continued server is not the session's to share."""
-    with triton_server(models=("tiny_onnx",)) as server:
-        yield server
 
 
 def test_a_step_with_a_stall_is_reported_unstable(own_triton: RunningServer, tmp_path: Path) -> None:
