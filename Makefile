@@ -126,15 +126,9 @@ test-rust:
 	@echo "==> cargo test"
 	@cargo test --quiet $(CARGO_TEST_CONFIG) 2>&1 | grep -vE '^(running 0 tests|test result: ok. 0 passed.*)$$' | sed '/^$$/d'
 
-# tests/unit runs two tests at a time (pytest-xdist): they start no server and mostly wait on a Locust
-# process starting, so on 2 cores it takes 64 s instead of 112. The tiers with real servers stay one at a
-# time: their measurements and timings are made for a machine that runs one test. Both runs always run.
 test-python: $(STAMP)
-	@echo "==> pytest tests/unit, two at a time"
-	@status=0; $(PY) -m pytest -n 2 tests/unit || status=$$?; \
-		echo "==> pytest tests/integration, tests/system, tests/bench (starts real Triton and LitServe servers on 127.0.0.1)"; \
-		$(PY) -m pytest tests/integration tests/system tests/bench || status=$$?; \
-		exit $$status
+	@echo "==> pytest (starts real Triton and LitServe servers on 127.0.0.1)"
+	@$(PY) -m pytest
 
 # The tiers are directories: tests/unit, tests/integration, tests/system, tests/bench (docs/development.md).
 # NO_TEST_SERVERS makes servers/launch.py refuse to start a server, so a unit test that needs one fails here.
