@@ -95,7 +95,8 @@ def test_run_time_end_does_not_wait_for_requests_in_flight(tmp_path: Path) -> No
 
 def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
     server = FaultServer(slow_seconds=60).start()
-    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "-u", "5", "-r", "5", "-t", "60s", "--host", server.url]
+    # -t far beyond the wait below: a run that ignored the Ctrl-C would still be running when the wait ends
+    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "-u", "5", "-r", "5", "-t", "600s", "--host", server.url]
     try:
         with children.running(
             [*cmd, "HighUser"],
@@ -110,7 +111,12 @@ def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
                 time.sleep(0.1)
             assert server.requests == 5
             proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
+            try:
+                _, err = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+                pytest.fail(f"still running 120 s after its SIGINT; its log ends:\n{err[-4000:]}")
     finally:
         server.stop()
     assert "Traceback" not in err, err[-2000:]
