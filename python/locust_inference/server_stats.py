@@ -134,7 +134,7 @@ def _read_config(settings: Settings) -> Any:
             return config if code == 0 else None
         status, body = http_request(
             "GET",
-            f"{settings.host}/v2/models/{settings.model}/config",
+            f"{settings.host}/v2/models/{urllib.parse.quote(settings.model, safe='')}/config",
             headers=list(settings.headers),
             timeout=10.0,
             insecure=settings.insecure,
