@@ -169,7 +169,7 @@ def build_clients(setup: Setup) -> list[Client]:
 # the rows on the null gRPC servers (bench.grpc_null), each started only when one of its rows is selected: the
 # 602 KB image's, and the 64-byte tensor's (SMALL_KEYS)
 SMALL_KEYS = ("h2load_small_1x10", "grpc_open10_small")
-GRPC_KEYS = ("h2load_1x10", "h2load_10x1", "grpc10", "grpc10_c2", "grpc10_c4", "grpc_open10", *SMALL_KEYS)
+GRPC_KEYS = ("h2load_1x10", "h2load_10x1", "grpc10", "grpc10_c1", "grpc10_c2", "grpc_open10", *SMALL_KEYS)
 GRPC = ["--server", "triton", "--model-name", nginx.FAST_MODEL, "--protocol", "grpc"]
 
 
@@ -182,11 +182,11 @@ def grpc_clients(setup: Setup) -> list[Client]:
         Client(
             "grpc10",
             "gRPC",
-            "ours: HighUser --protocol grpc, 10 users (default: 1 connection)",
+            "ours: HighUser --protocol grpc, 10 users (default: 4 connections)",
             locust_client(setup, "locustfile.py", 10, [*GRPC, "HighUser"], "grpc10"),
         ),
     ]
-    for connections in (2, 4):
+    for connections in (1, 2):
         clients.append(
             Client(
                 f"grpc10_c{connections}",
@@ -240,7 +240,7 @@ def grpc_small_clients(setup: Setup) -> list[Client]:
 
 
 # the rows on the real Triton: it is started only when one is selected
-TRITON_KEYS = ("pa10", "tri_ours10", "pa10_grpc", "tri_grpc10")
+TRITON_KEYS = ("pa10", "tri_ours10", "pa10_grpc", "tri_grpc10", "tri_grpc10_c1", "tri_grpc10_c2")
 
 
 def triton_clients(setup: Setup, grpc_setup: Setup) -> list[Client]:
@@ -271,10 +271,26 @@ def triton_clients(setup: Setup, grpc_setup: Setup) -> list[Client]:
         Client(
             "tri_grpc10",
             "real Triton",
-            f"ours: HighUser --protocol grpc, 10 users ({model})",
+            f"ours: HighUser --protocol grpc, 10 users ({model}; default: 4 connections)",
             locust_client(grpc_setup, "locustfile.py", 10, ours_grpc, "tri-grpc10"),
         ),
     ]
+    # the number of connections is a choice to measure on the real server too, not only on the null one
+    for connections in (1, 2):
+        clients.append(
+            Client(
+                f"tri_grpc10_c{connections}",
+                "real Triton",
+                f"ours: HighUser --protocol grpc, 10 users, --grpc-connections {connections} ({model}, not default)",
+                locust_client(
+                    grpc_setup,
+                    "locustfile.py",
+                    10,
+                    [*ours_grpc[:-1], "--grpc-connections", str(connections), "HighUser"],
+                    f"tri-grpc10-c{connections}",
+                ),
+            )
+        )
     assert tuple(c.key for c in clients) == TRITON_KEYS
     return clients
 
@@ -442,8 +458,8 @@ GRPC_METHOD = """\
   `raw_input_contents`): {grpc_bytes:,} bytes with gRPC's 5-byte prefix. h2load (nghttp2) posts exactly that
   file (`h2load -t1 -cC -mM -D {duration} -d grpc-body.bin -H 'content-type: application/grpc' -H 'te:
   trailers'`); its rate is its `req/s`, its mean its mean time for request (h2load prints no median) and it
-  does not read gRPC's trailers. Ours: `HighUser --protocol grpc` (one HTTP/2 connection shared by the
-  process's users unless `--grpc-connections` says otherwise), measured as every Locust row.
+  does not read gRPC's trailers. Ours: `HighUser --protocol grpc` (the process's users share 4 HTTP/2
+  connections, the default, unless `--grpc-connections` says otherwise), measured as every Locust row.
 - Open loop over gRPC (`grpc_open10_small`, the goal's row): the HTTP open-loop row's users and settings with
   `--protocol grpc`, against a second null gRPC server whose model takes a 64-byte FP32 [1,16] tensor
   (`--input-data zero --shape x:16`; {grpc_small_bytes:,} bytes a request with the prefix), beside h2load on

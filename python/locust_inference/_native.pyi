@@ -276,7 +276,7 @@ class Endpoint:
         shuffle: bool = False,
         zero_copy: bool = True,
         stream: bool = False,
-        grpc_connections: int = 1,
+        grpc_connections: int = 4,
         tokenizer: str | PathLike[str] | None = None,
         grpc_compression: str = "none",
     ) -> Endpoint:

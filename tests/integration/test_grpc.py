@@ -227,6 +227,8 @@ def test_ten_users_in_one_process_have_ten_requests_in_flight_at_once(triton, tm
         triton,
         tmp_path,
         "sleep_20ms",
+        "--grpc-connections",
+        "1",
         locustfile=TIMELINE_LOCUSTFILE,
         env={"TIMELINE_REPORT": str(report)},
         users=10,
@@ -267,7 +269,7 @@ def test_the_endpoint_bounds_its_connections() -> None:
 
 def test_grpc_defaults_to_triton_s_grpc_port() -> None:
     resolved = resolve(SimpleNamespace(server="triton", model_name="m", protocol="grpc"), None, environ={})
-    assert (resolved.host, resolved.protocol, resolved.grpc.connections) == ("http://127.0.0.1:8001", "grpc", 1)
+    assert (resolved.host, resolved.protocol, resolved.grpc.connections) == ("http://127.0.0.1:8001", "grpc", 4)
     assert resolve(SimpleNamespace(server="triton", model_name="m"), None, environ={}).protocol == "http"
 
 
