@@ -7,7 +7,9 @@ The server is nginx (one worker) with the echo module playing a scripted OpenAI 
 ``POST /v1/chat/completions``: :data:`TOKENS` chunks of one token each, ``echo_flush`` after each and
 ``echo_sleep`` :data:`GAP_S` (20 ms: 50 tokens/s per stream) between them, then a usage chunk and
 ``data: [DONE]``. With 2,000 streams that is 100,000 tokens/s offered. A Python server could not emit that;
-nginx spends a few µs per chunk.
+nginx spends a few µs per chunk. nginx runs with ``timer_resolution 1ms``: without it, its streams fell
+behind the script as they grew in number while its worker stayed far from a full core (1,000 streams of
+h2load's took 2.5 times the script's 2 s each), so the server, not the client, set the pace.
 
 What is measured, and how the server's emission times are known: nginx emits token i of a stream
 ``GAP_S`` after token i-1 (plus its timer's slack, at most its 1 ms resolution, and its own processing). The
@@ -21,6 +23,12 @@ streams x 50. The client's CPU (its process, sampled from ``/proc`` every 0.25 s
 steady part of the run (from 2 s after the first request to the end) and divided by the tokens per second;
 beside it, its threads' run-queue wait (ready to run, not running) over the same time, in cores: on a machine
 shared with other jobs this shows how much the client was held back by them rather than by its own work.
+
+The server's own bound, measured in each repeat: h2load (nghttp2's C load generator, ``--h1``) opens the same
+number of connections to the same server for the same time, each posting the chat request again as soon as
+its stream ends, and reads the streams without parsing them; its completed streams times :data:`TOKENS` per
+second, over the offered rate, is what the server delivers to a client that costs next to nothing. Ours over
+h2load's says how much of the gap to the offered rate is the client's.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import nginx, sections
-from bench.clients import REPO, kill_all, run_main, run_process
+from bench.clients import REPO, kill_all, parse_h2load, run_main, run_process
 from bench.cpu import SamplerThread
 from bench.llm import TICK, loadavg, machine_busy_s, tree_cpu_s
 from servers import children
@@ -80,6 +88,7 @@ def render_config(port: int, workdir: Path, streams: int) -> str:
     body = "\n            ".join(script)
     return f"""load_module {nginx.ECHO_MODULE};
 worker_processes 1;
+timer_resolution 1ms;
 worker_rlimit_nofile {streams * 2 + 1024};
 daemon off;
 master_process on;
@@ -152,6 +161,9 @@ class Run:
     users: int | None = None
     failures: int | None = None
     error: str | None = None
+    h2load_tokens_per_s: float | None = None  # the server's bound: h2load's streams on the same server
+    h2load_stream_s: float | None = None  # h2load's mean time for one whole stream
+    h2load_error: str | None = None
 
 
 def group_readings(pgid: int) -> tuple[float, float]:
@@ -249,6 +261,23 @@ def run_once(server: nginx.NullServer, streams: int, duration: int, folder: Path
     return run
 
 
+def h2load_once(server: nginx.NullServer, streams: int, duration: int, folder: Path, run: Run) -> None:
+    """h2load's streams on the same server for the same time, into ``run``'s ``h2load_*`` fields."""
+    body = folder / "h2load-body.json"
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    body.write_text(json.dumps({**request, "max_tokens": TOKENS}))
+    cmd = ["h2load", "--h1", "-t1", f"-c{streams}", "-D", str(duration), "-d", str(body)]
+    cmd += ["-H", "content-type: application/json", f"{server.url}/v1/chat/completions"]
+    code, out = run_process(cmd, clean_env(), duration + 120, folder / "h2load.log")
+    (folder / "h2load.out").write_text(out)
+    result = parse_h2load(out)
+    if code != 0 or result.error is not None or result.rate is None:
+        run.h2load_error = f"h2load exited {code}" if code != 0 else result.error
+        return
+    run.h2load_tokens_per_s = result.rate * TOKENS
+    run.h2load_stream_s = result.mean_ms / 1000 if result.mean_ms is not None else None
+
+
 def _median(values: list[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return statistics.median(kept) if kept else None
@@ -266,6 +295,10 @@ def render(runs: list[Run], streams: int) -> tuple[str, list[tuple[str, bool | N
     late = [r.itl_ms["p99"] - GAP_S * 1000 if r.itl_ms and "p99" in r.itl_ms else None for r in good]
     early = [GAP_S * 1000 - r.itl_ms["min"] if r.itl_ms and "min" in r.itl_ms else None for r in good]
     a, lat = _median(achieved), _median(late)
+    bound = [r.h2load_tokens_per_s / offered if r.h2load_tokens_per_s else None for r in good]
+    ours_bound = [
+        r.tokens_per_s / r.h2load_tokens_per_s if r.tokens_per_s and r.h2load_tokens_per_s else None for r in good
+    ]
     ok_a = None if a is None else a >= GOAL_ACHIEVED
     ok_t = None if lat is None else lat <= GOAL_TIMESTAMP_MS
 
@@ -282,6 +315,13 @@ def render(runs: list[Run], streams: int) -> tuple[str, list[tuple[str, bool | N
         f"| achieved tokens/s | {_f(_median([r.tokens_per_s for r in good]), '{:,.0f}')} | "
         f"{spread([r.tokens_per_s for r in good], '{:,.0f}')} | | |",
         f"| achieved / offered | {_f(a, '{:.3f}')} | {spread(achieved, '{:.3f}')} | >= {GOAL_ACHIEVED} | {met[ok_a]} |",
+        f"| h2load on the same server and streams: achieved / offered (the server's bound) | "
+        f"{_f(_median(bound), '{:.3f}')} | {spread(bound, '{:.3f}')} | | |",
+        f"| h2load: mean time for a stream (s; the script's {TOKENS * GAP_S:g}) | "
+        f"{_f(_median([r.h2load_stream_s for r in good]), '{:.2f}')} | "
+        f"{spread([r.h2load_stream_s for r in good], '{:.2f}')} | | |",
+        f"| ours / h2load (achieved tokens/s) | {_f(_median(ours_bound), '{:.3f}')} | "
+        f"{spread(ours_bound, '{:.3f}')} | | |",
         f"| ITL min / p50 / p99 / max (ms) | {' / '.join(_f(itl[k], '{:.3f}') for k in itl)} | | | |",
         f"| ITL p99 - 20 ms (our timestamp error, upper bound) | {_f(lat, '{:.3f}')} ms | {spread(late, '{:.3f}')} "
         f"| <= {GOAL_TIMESTAMP_MS:g} ms | {met[ok_t]} |",
@@ -301,6 +341,7 @@ def render(runs: list[Run], streams: int) -> tuple[str, list[tuple[str, bool | N
         f"{_f(_median([r.server_wait_cores for r in good]), '{:.2f}')} | | | |",
     ]
     errors = [f"- repeat {i + 1}: {r.error}" for i, r in enumerate(runs) if r.error]
+    errors += [f"- repeat {i + 1}, h2load: {r.h2load_error}" for i, r in enumerate(runs) if r.h2load_error]
     if errors:
         lines += ["", "Runs that failed (left out):", *errors]
     verdicts = [("achieved / offered tokens >= 0.99", ok_a), ("ITL p99 - 20 ms <= 1 ms", ok_t)]
@@ -319,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         args.streams, args.duration, args.repeats = 200, 10, 1
     if not 1 <= args.streams <= 10_000 or not 1 <= args.duration <= 3600 or not 1 <= args.repeats <= 50:
         parser.error("--streams 1-10000, --duration 1-3600, --repeats 1-50")
+    from bench.run import ensure_tools  # nginx, its echo module and h2load, as make bench installs them
+
+    ensure_tools()
     output = args.output or (None if args.quick else REPO / "bench" / "RESULTS.md")
     command = shlex.join(["python", "-m", "bench.llm_scale", *(argv if argv is not None else sys.argv[1:])])
     started, load_start = time.monotonic(), loadavg()
@@ -329,12 +373,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for repeat in range(args.repeats):
                 print(f"[repeat {repeat + 1}/{args.repeats}] {args.streams} streams … ", end="", flush=True)
-                run = run_once(server, args.streams, args.duration, Path(tmp) / f"scale-{repeat}")
+                folder = Path(tmp) / f"scale-{repeat}"
+                run = run_once(server, args.streams, args.duration, folder)
+                h2load_once(server, args.streams, args.duration, folder, run)
                 runs.append(run)
                 itl = run.itl_ms or {}
                 print(
                     f"{_f(run.tokens_per_s, '{:,.0f}')} tokens/s, ITL p50 {_f(itl.get('p50'), '{:.3f}')} "
-                    f"p99 {_f(itl.get('p99'), '{:.3f}')} ms, {_f(run.cpu_us_per_token, '{:.2f}')} µs CPU/token"
+                    f"p99 {_f(itl.get('p99'), '{:.3f}')} ms, {_f(run.cpu_us_per_token, '{:.2f}')} µs CPU/token; "
+                    f"h2load {_f(run.h2load_tokens_per_s, '{:,.0f}')} tokens/s"
                     + (f"  [{run.error}]" if run.error else ""),
                     flush=True,
                 )

@@ -128,3 +128,25 @@ def test_the_scripted_sse_stream() -> None:
     contents = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"]]
     assert contents == [f"tok{i} " for i in range(llm_scale.TOKENS)]
     assert chunks[-1]["usage"]["completion_tokens"] == llm_scale.TOKENS
+
+
+def test_scale_table_shows_the_servers_bound_beside_ours() -> None:
+    """The scale row's table sets ours beside h2load's streams on the same server: a client that reaches only
+    what the server delivers to a C client is not the bottleneck, and the table must show it."""
+    from bench import llm_scale
+
+    runs = [
+        llm_scale.Run(tokens_per_s=30_000.0, h2load_tokens_per_s=60_000.0, h2load_stream_s=3.25),
+        llm_scale.Run(tokens_per_s=45_000.0, h2load_tokens_per_s=50_000.0, h2load_stream_s=4.0),
+        llm_scale.Run(tokens_per_s=40_000.0, h2load_error="h2load exited 1"),
+    ]
+    table, verdicts = llm_scale.render(runs, streams=2000)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()}
+    assert rows["h2load on the same server and streams: achieved / offered (the server's bound)"].startswith(
+        "| h2load on the same server and streams: achieved / offered (the server's bound) | 0.550 | 0.500 to 0.600 |"
+    )
+    assert "| ours / h2load (achieved tokens/s) | 0.700 | 0.500 to 0.900 |" in table
+    assert "| h2load: mean time for a stream (s; the script's 2) | 3.62 | 3.25 to 4.00 |" in table
+    assert "- repeat 3, h2load: h2load exited 1" in table
+    assert dict(verdicts)["achieved / offered tokens >= 0.99"] is False
+    assert "timer_resolution 1ms;" in llm_scale.render_config(8080, Path("/tmp/x"), streams=2000)
