@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -93,13 +94,23 @@ def test_run_time_end_does_not_wait_for_requests_in_flight(tmp_path: Path) -> No
     assert server.requests == 5
 
 
+# Starts the command with Ctrl-C (SIGINT) at its default action, as a terminal's foreground job has it. An ignored
+# SIGINT passes from a process to its children, and Python then leaves it ignored: pytest started with `&` by a
+# non-interactive shell (a CI run in the background) would otherwise start a Locust that cannot see the Ctrl-C.
+WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
     server = FaultServer(slow_seconds=60).start()
     # -t far beyond the wait below: a run that ignored the Ctrl-C would still be running when the wait ends
     cmd = [LOCUST, "-f", "locustfile.py", "--headless", "-u", "5", "-r", "5", "-t", "600s", "--host", server.url]
     try:
         with children.running(
-            [*cmd, "HighUser"],
+            [*WITH_CTRL_C, *cmd, "HighUser"],
             cwd=REPO_ROOT,
             env=clean_env(SERVER="triton", MODEL_NAME="slow"),
             stdout=subprocess.PIPE,
