@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.faults import FaultServer
@@ -132,6 +133,56 @@ def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
         server.stop()
     assert "Traceback" not in err, err[-2000:]
     # no request completed, so none failed: requests cancelled by the stop are not reported
+    assert proc.returncode == 0, err[-2000:]
+
+
+SLOW_PRINT_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "slow_console_stats.py"
+SLOW_PRINT_MARK = "slow_console_stats: printing"  # the locustfile's (importing it would import Locust here)
+
+
+def test_ctrl_c_handled_while_locusts_stats_printer_runs_stops_the_run(tmp_path: Path) -> None:
+    """Locust's console stats printer catches KeyboardInterrupt and ends quietly (as its stats history, its CSV
+    writer and the greenlet spawning users do): a Ctrl-C handled while it ran was lost, and the run went on to
+    its run time. The locustfile holds the printer up until the Ctrl-C is sent, so it is handled there."""
+    server = FaultServer(slow_seconds=60).start()
+    until = tmp_path / "sent"
+    cmd = [LOCUST, "-f", str(SLOW_PRINT_LOCUSTFILE), "--headless", "-u", "5", "-r", "5", "-t", "600s"]
+    lines: list[str] = []
+    marked = threading.Event()
+
+    def read(stream: Any) -> None:
+        for line in stream:
+            lines.append(line)
+            if line.strip() == SLOW_PRINT_MARK:
+                marked.set()
+
+    try:
+        with children.running(
+            [*WITH_CTRL_C, *cmd, "--host", server.url, "HighUser"],
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="slow", SLOW_PRINT_UNTIL=str(until)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            reader = threading.Thread(target=read, args=(proc.stderr,), daemon=True)
+            reader.start()
+            assert marked.wait(60), "".join(lines)[-4000:]
+            proc.send_signal(signal.SIGINT)
+            until.touch()
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                reader.join(10)
+                pytest.fail(f"still running 120 s after its SIGINT; its log ends:\n{''.join(lines)[-4000:]}")
+            reader.join(10)
+    finally:
+        server.stop()
+    err = "".join(lines)
+    assert "Traceback" not in err, err[-2000:]
+    assert "Shutting down (exit code 0)" in err, err[-2000:]  # Locust's own shutdown, after the Ctrl-C
     assert proc.returncode == 0, err[-2000:]
 
 
