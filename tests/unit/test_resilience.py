@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.faults import FaultServer
-from support.runs import LOCUST, REPO_ROOT, clean_env, run_distributed, run_locust
+from support.faults import ENSEMBLE_STEPS, SILENT_AT_END, FaultServer
+from support.runs import LOCUST, REPO_ROOT, clean_env, latency_json, run_distributed, run_locust
 
 from servers import children
 from servers.launch import free_port
@@ -184,6 +184,37 @@ def test_ctrl_c_handled_while_locusts_stats_printer_runs_stops_the_run(tmp_path:
     assert "Traceback" not in err, err[-2000:]
     assert "Shutting down (exit code 0)" in err, err[-2000:]  # Locust's own shutdown, after the Ctrl-C
     assert proc.returncode == 0, err[-2000:]
+
+
+def test_a_server_silent_as_the_run_ends_delays_the_quit_by_the_statistics_budget_at_most(tmp_path: Path) -> None:
+    """Triton's statistics are read again as the process quits (after -t or a Ctrl-C). Here the 64 composing
+    models of an ensemble answer their statistics at the start and never at the end: with a timeout per request,
+    the quit waited 640 s; one read now gives up after its budget, with one warning line, and the results say
+    which composing models have no statistics."""
+    server = FaultServer().start()
+    try:
+        run = run_locust(
+            tmp_path,
+            "--host",
+            server.url,
+            "--metrics-url",
+            "none",
+            "HighUser",
+            run_time="2s",
+            timeout=120,  # the guard: far below the 640 s of one timeout per composing model
+            env=clean_env(SERVER="triton", MODEL_NAME=SILENT_AT_END),
+        )
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    warning = f"ensemble '{SILENT_AT_END}': composing models' statistics not read: the statistics took over 10 s"
+    assert warning in run.stderr, run.stderr[-2000:]
+    composing = latency_json(tmp_path)["server_stats"]["composing"]
+    assert composing == {f"{SILENT_AT_END}__step{i}": None for i in range(ENSEMBLE_STEPS)}
+    assert server.stats_reads[f"{SILENT_AT_END}__step0"] == 2  # read at the start, and held at the end
+    assert f"{SILENT_AT_END}__step1" in server.stats_reads  # every step answered at the start
+    assert server.stats_reads[f"{SILENT_AT_END}__step1"] == 1  # not asked again once the budget was spent
 
 
 def test_distributed_script_fails_when_workers_cannot_start(tmp_path: Path) -> None:
