@@ -21,7 +21,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from locust_inference import checks, distributed, hooks, latency, options, scenario, scheduling, webui
+from locust_inference import checks, distributed, hooks, interrupt, latency, options, scenario, scheduling, webui
 from locust_inference._native import ConfigError
 from locust_inference.backends import Target, prepare
 
@@ -94,6 +94,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
     parsed = environment.parsed_options
     if parsed is None:  # a library user building its own Environment calls prepare() itself
         return
+    interrupt.take_ctrl_c()  # a Ctrl-C that lands in one of Locust's own greenlets is not lost there
     try:
         hooks.check()  # before anything else: a Locust that changed what we replace is not measured
         hooks.install_final_csv()  # --csv files end with every request reported, as the summary does

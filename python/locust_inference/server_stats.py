@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,11 @@ log = logging.getLogger("locust_inference")
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 MAX_COMPOSING = 64  # composing models read per ensemble: a configuration naming more is not believed
 MAX_NAME = 512  # characters of a composing model's name
+# Seconds one read may take in all: the model's entry, an ensemble's configuration and every composing model's.
+# The reads at the end run as the process quits (a Ctrl-C too): a server that accepts and never answers would
+# otherwise hold the quit for a timeout per request, up to MAX_COMPOSING + 2 of them (over 10 minutes).
+READ_BUDGET_S = 10.0
+_OVER_BUDGET = f"the statistics took over {READ_BUDGET_S:g} s (a slow or silent server)"
 _warned: set[str] = set()  # warnings given: each once per process (the statistics are read again and again)
 # the phases of Triton's per-response statistics (its InferResponseStatistics), each summed over the responses'
 # indexes; the count of success is the responses Triton sent with data, empty_response the final flags sent alone
@@ -62,35 +68,51 @@ def _warn_once(message: str) -> None:
 
 def read_stats(settings: Settings) -> ServerStats | None:
     """GET /v2/models/{model}/stats (over gRPC: ModelStatistics); None when the server does not offer it (e.g.
-    LitServe). For an ensemble, with its composing models' statistics."""
+    LitServe). For an ensemble, with its composing models' statistics. Takes at most READ_BUDGET_S in all: what
+    is not read by then (the configuration, composing models) is missing, with one warning line."""
     if settings.server != "triton" or settings.models:  # several models: each read on its own (latency.py)
         return None
-    own = _read_one(settings, settings.model, "")
+    deadline = time.monotonic() + READ_BUDGET_S
+    own = _read_one(settings, settings.model, "", READ_BUDGET_S)
     if own is None:
         return None
-    steps = ensemble_steps(settings.model, _read_config(settings))
+    left = _left(deadline)
+    if left is None:
+        _warn_once(f"{settings.model!r}: its configuration was not read: {_OVER_BUDGET}")
+        return own
+    steps = ensemble_steps(settings.model, _read_config(settings, left))
     if steps is None:
         return own
-    composing: dict[str, ServerStats | None] = {}
+    composing: dict[str, ServerStats | None] = dict.fromkeys((name for name, _ in steps), None)
     for name, version in steps:
-        stats = _read_one(settings, name, version)
+        left = _left(deadline)
+        if left is None:  # this one and the rest stay None
+            _warn_once(f"ensemble {settings.model!r}: composing models' statistics not read: {_OVER_BUDGET}")
+            break
+        stats = _read_one(settings, name, version, left)
         if stats is None:
             _warn_once(f"no statistics for {name!r}, a composing model of ensemble {settings.model!r}")
         composing[name] = stats
     return dataclasses.replace(own, composing=composing)
 
 
-def _read_one(settings: Settings, model: str, version: str) -> ServerStats | None:
-    """One model's entry of the statistics, None when it cannot be read or is malformed."""
+def _left(deadline: float) -> float | None:
+    """The seconds left before ``deadline`` for one more request; None when too few are left for one."""
+    left = deadline - time.monotonic()
+    return left if left >= 0.01 else None
+
+
+def _read_one(settings: Settings, model: str, version: str, timeout: float) -> ServerStats | None:
+    """One model's entry of the statistics, None when it cannot be read in ``timeout`` seconds or is malformed."""
     if settings.protocol == "grpc":
-        return _read_grpc_stats(settings, model, version)
+        return _read_grpc_stats(settings, model, version, timeout)
     path = urllib.parse.quote(model, safe="") + (f"/versions/{urllib.parse.quote(version, safe='')}" if version else "")
     try:
         status, body = http_request(
             "GET",
             f"{settings.host}/v2/models/{path}/stats",
             headers=list(settings.headers),
-            timeout=10.0,
+            timeout=timeout,
             insecure=settings.insecure,
             ca_file=settings.ca_file,
         )
@@ -101,7 +123,7 @@ def _read_one(settings: Settings, model: str, version: str) -> ServerStats | Non
         return None
 
 
-def _read_grpc_stats(settings: Settings, model: str, version: str) -> ServerStats | None:
+def _read_grpc_stats(settings: Settings, model: str, version: str, timeout: float) -> ServerStats | None:
     """The same statistics from Triton's gRPC ModelStatistics, which the native call gives in the HTTP shape."""
     try:
         code, _, stats = grpc_model_statistics(
@@ -109,7 +131,7 @@ def _read_grpc_stats(settings: Settings, model: str, version: str) -> ServerStat
             model,
             version=version,
             headers=list(settings.headers),
-            timeout=10.0,
+            timeout=timeout,
             insecure=settings.insecure,
             ca_file=settings.ca_file,
         )
@@ -118,7 +140,7 @@ def _read_grpc_stats(settings: Settings, model: str, version: str) -> ServerStat
         return None
 
 
-def _read_config(settings: Settings) -> Any:
+def _read_config(settings: Settings, timeout: float) -> Any:
     """The model's configuration (GET /v2/models/{model}/config, over gRPC ModelConfig), None when unreadable:
     a server without it reports no composing models, as for any model that is not an ensemble."""
     try:
@@ -127,7 +149,7 @@ def _read_config(settings: Settings) -> Any:
                 settings.host,
                 settings.model,
                 headers=list(settings.headers),
-                timeout=10.0,
+                timeout=timeout,
                 insecure=settings.insecure,
                 ca_file=settings.ca_file,
             )
@@ -136,7 +158,7 @@ def _read_config(settings: Settings) -> Any:
             "GET",
             f"{settings.host}/v2/models/{urllib.parse.quote(settings.model, safe='')}/config",
             headers=list(settings.headers),
-            timeout=10.0,
+            timeout=timeout,
             insecure=settings.insecure,
             ca_file=settings.ca_file,
         )

@@ -95,8 +95,40 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"")
         elif len(parts) == 2 and parts[0] == "metrics" and parts[1] in METRICS_FAULTS:
             self._send(200, METRICS_FAULTS[parts[1]]())
+        elif len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] in ("stats", "config"):
+            self._statistics(parts[2], parts[3])
         else:
             self._send(404, b'{"error":"not found"}')
+
+    def _statistics(self, model: str, what: str) -> None:
+        """Triton's statistics and configuration, for SILENT_AT_END alone: an ensemble of ENSEMBLE_STEPS
+        composing models, each of whose statistics is answered on its first read and never again (the
+        connection is held until the server stops), as a server that stalls as the run ends."""
+        ensemble, _, step = model.partition("__step")
+        if ensemble != SILENT_AT_END:
+            self._send(404, b'{"error":"no statistics"}')
+            return
+        if what == "config" and not step:
+            steps = [{"model_name": f"{SILENT_AT_END}__step{i}", "model_version": -1} for i in range(ENSEMBLE_STEPS)]
+            self._send(
+                200,
+                json.dumps({"name": model, "platform": "ensemble", "ensemble_scheduling": {"step": steps}}).encode(),
+            )
+            return
+        if what != "stats":
+            self._send(404, b'{"error":"no configuration"}')
+            return
+        with self.server.stats_lock:
+            reads = self.server.stats_reads[model] = self.server.stats_reads.get(model, 0) + 1
+        if step and reads > 1:
+            self.server.stopping.wait()
+            self.close_connection = True
+            return
+        count = 0 if step else self.server.requests  # the ensemble counts the inferences served so far
+        phases = {p: {"count": count, "ns": 1000 * count} for p in STATS_PHASES}
+        entry = {"name": model, "version": "1", "inference_count": count, "execution_count": count}
+        entry["inference_stats"] = phases
+        self._send(200, json.dumps({"model_stats": [entry]}).encode())
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
@@ -285,9 +317,15 @@ def _not_http(h: Handler, model: str) -> None:
     h.close_connection = True
 
 
+# An ensemble whose composing models' statistics answer once, then never (Handler._statistics); it infers as "ok".
+SILENT_AT_END = "ensemble_silent_at_end"
+ENSEMBLE_STEPS = 64  # locust_inference.server_stats.MAX_COMPOSING: the most composing models a read believes
+STATS_PHASES = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+
 # model name -> (behaviour, what the failure message must say)
 FAULTS: dict[str, Callable[[Handler, str], None]] = {
     "ok": _ok,
+    SILENT_AT_END: _ok,
     "status400": _status(400),
     "status500": _status(500),
     "status503": _status(503),
@@ -357,6 +395,9 @@ class FaultServer(ThreadingHTTPServer):
         self.connections_closed = 0  # connections this server has closed (or seen closed) in full
         self._done = threading.Condition()
         self._thread: threading.Thread | None = None
+        self.stats_reads: dict[str, int] = {}  # GET .../stats per model name (SILENT_AT_END)
+        self.stats_lock = threading.Lock()
+        self.stopping = threading.Event()  # set by stop(): what a fault holds is let go
 
     @property
     def url(self) -> str:
@@ -395,6 +436,7 @@ class FaultServer(ThreadingHTTPServer):
 
     def stop(self) -> None:
         """Stops like a killed server: the listener closes and open connections are cut."""
+        self.stopping.set()
         self.shutdown()
         self.server_close()
         for conn in list(self.connections):

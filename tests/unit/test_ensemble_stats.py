@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from locust_inference import server_stats
+from locust_inference._native import RequestTimeoutError
 from locust_inference.options import resolve
 from locust_inference.server_stats import ServerStats, breakdown, ensemble_steps, read_stats
 
@@ -84,6 +85,45 @@ def test_each_composing_model_is_read_and_a_bad_entry_is_none_with_one_warning(a
     assert warnings == [
         f"locust-inference: no statistics for {name!r}, a composing model of ensemble 'ens'"
         for name in ("missing", "malformed", "other", "garbage")
+    ]
+
+
+HANG = (0, b"")  # an answer that never comes: the request waits out its whole timeout
+
+
+def test_a_read_takes_its_budget_at_most_when_the_composing_models_never_answer(monkeypatch, caplog) -> None:
+    """A server that takes every request and answers none of the composing models': one read of the statistics
+    (at test start, and at the end as the process quits, Ctrl-C included) must end within READ_BUDGET_S, with
+    the composing models it did not read None and said once, not one timeout per model. The clock is the
+    test's: each request that hangs moves it on by the timeout it was given."""
+    steps = [step(f"m{i}") for i in range(server_stats.MAX_COMPOSING)]
+    table = {
+        "/v2/models/ens/stats": (200, stats_body(entry("ens", 10))),
+        "/v2/models/ens/config": (200, json.dumps(config(*steps)).encode()),
+    }
+    now = [0.0]
+
+    def http_request(method: str, url: str, *, timeout: float, **_kw: Any) -> tuple[int, bytes]:
+        assert timeout > 0, url
+        answer = table.get(url.removeprefix(HOST), HANG)
+        if answer is HANG:
+            now[0] += timeout
+            raise RequestTimeoutError(f"no answer from {url} within {timeout} s")
+        return answer
+
+    monkeypatch.setattr(server_stats, "http_request", http_request)
+    monkeypatch.setattr(server_stats, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(server_stats, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="locust_inference"):
+        read = read_stats(settings())
+    assert now[0] <= server_stats.READ_BUDGET_S  # 640 s with a timeout of its own for each composing model
+    assert read is not None and read.inference_count == 10
+    assert read.composing == {f"m{i}": None for i in range(server_stats.MAX_COMPOSING)}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "locust-inference: no statistics for 'm0', a composing model of ensemble 'ens'",
+        "locust-inference: ensemble 'ens': composing models' statistics not read: "
+        f"the statistics took over {server_stats.READ_BUDGET_S:g} s (a slow or silent server)",
     ]
 
 

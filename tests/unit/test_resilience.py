@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support.faults import FaultServer
-from support.runs import LOCUST, REPO_ROOT, clean_env, run_distributed, run_locust
+from support.faults import ENSEMBLE_STEPS, SILENT_AT_END, FaultServer
+from support.runs import LOCUST, REPO_ROOT, clean_env, latency_json, run_distributed, run_locust
 
 from servers import children
 from servers.launch import free_port
@@ -93,13 +95,23 @@ def test_run_time_end_does_not_wait_for_requests_in_flight(tmp_path: Path) -> No
     assert server.requests == 5
 
 
+# Starts the command with Ctrl-C (SIGINT) at its default action, as a terminal's foreground job has it. An ignored
+# SIGINT passes from a process to its children, and Python then leaves it ignored: pytest started with `&` by a
+# non-interactive shell (a CI run in the background) would otherwise start a Locust that cannot see the Ctrl-C.
+WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
     server = FaultServer(slow_seconds=60).start()
     # -t far beyond the wait below: a run that ignored the Ctrl-C would still be running when the wait ends
     cmd = [LOCUST, "-f", "locustfile.py", "--headless", "-u", "5", "-r", "5", "-t", "600s", "--host", server.url]
     try:
         with children.running(
-            [*cmd, "HighUser"],
+            [*WITH_CTRL_C, *cmd, "HighUser"],
             cwd=REPO_ROOT,
             env=clean_env(SERVER="triton", MODEL_NAME="slow"),
             stdout=subprocess.PIPE,
@@ -122,6 +134,87 @@ def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
     assert "Traceback" not in err, err[-2000:]
     # no request completed, so none failed: requests cancelled by the stop are not reported
     assert proc.returncode == 0, err[-2000:]
+
+
+SLOW_PRINT_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "slow_console_stats.py"
+SLOW_PRINT_MARK = "slow_console_stats: printing"  # the locustfile's (importing it would import Locust here)
+
+
+def test_ctrl_c_handled_while_locusts_stats_printer_runs_stops_the_run(tmp_path: Path) -> None:
+    """Locust's console stats printer catches KeyboardInterrupt and ends quietly (as its stats history, its CSV
+    writer and the greenlet spawning users do): a Ctrl-C handled while it ran was lost, and the run went on to
+    its run time. The locustfile holds the printer up until the Ctrl-C is sent, so it is handled there."""
+    server = FaultServer(slow_seconds=60).start()
+    until = tmp_path / "sent"
+    cmd = [LOCUST, "-f", str(SLOW_PRINT_LOCUSTFILE), "--headless", "-u", "5", "-r", "5", "-t", "600s"]
+    lines: list[str] = []
+    marked = threading.Event()
+
+    def read(stream: Any) -> None:
+        for line in stream:
+            lines.append(line)
+            if line.strip() == SLOW_PRINT_MARK:
+                marked.set()
+
+    try:
+        with children.running(
+            [*WITH_CTRL_C, *cmd, "--host", server.url, "HighUser"],
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="slow", SLOW_PRINT_UNTIL=str(until)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            reader = threading.Thread(target=read, args=(proc.stderr,), daemon=True)
+            reader.start()
+            assert marked.wait(60), "".join(lines)[-4000:]
+            proc.send_signal(signal.SIGINT)
+            until.touch()
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                reader.join(10)
+                pytest.fail(f"still running 120 s after its SIGINT; its log ends:\n{''.join(lines)[-4000:]}")
+            reader.join(10)
+    finally:
+        server.stop()
+    err = "".join(lines)
+    assert "Traceback" not in err, err[-2000:]
+    assert "Shutting down (exit code 0)" in err, err[-2000:]  # Locust's own shutdown, after the Ctrl-C
+    assert proc.returncode == 0, err[-2000:]
+
+
+def test_a_server_silent_as_the_run_ends_delays_the_quit_by_the_statistics_budget_at_most(tmp_path: Path) -> None:
+    """Triton's statistics are read again as the process quits (after -t or a Ctrl-C). Here the 64 composing
+    models of an ensemble answer their statistics at the start and never at the end: with a timeout per request,
+    the quit waited 640 s; one read now gives up after its budget, with one warning line, and the results say
+    which composing models have no statistics."""
+    server = FaultServer().start()
+    try:
+        run = run_locust(
+            tmp_path,
+            "--host",
+            server.url,
+            "--metrics-url",
+            "none",
+            "HighUser",
+            run_time="2s",
+            timeout=120,  # the guard: far below the 640 s of one timeout per composing model
+            env=clean_env(SERVER="triton", MODEL_NAME=SILENT_AT_END),
+        )
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    warning = f"ensemble '{SILENT_AT_END}': composing models' statistics not read: the statistics took over 10 s"
+    assert warning in run.stderr, run.stderr[-2000:]
+    composing = latency_json(tmp_path)["server_stats"]["composing"]
+    assert composing == {f"{SILENT_AT_END}__step{i}": None for i in range(ENSEMBLE_STEPS)}
+    assert server.stats_reads[f"{SILENT_AT_END}__step0"] == 2  # read at the start, and held at the end
+    assert f"{SILENT_AT_END}__step1" in server.stats_reads  # every step answered at the start
+    assert server.stats_reads[f"{SILENT_AT_END}__step1"] == 1  # not asked again once the budget was spent
 
 
 def test_distributed_script_fails_when_workers_cannot_start(tmp_path: Path) -> None:
