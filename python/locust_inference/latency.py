@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import gevent
 import locust.stats
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
@@ -46,7 +47,7 @@ from locust_inference.results_schema import (
     TokenEntry,
     histograms,
 )
-from locust_inference.server_stats import ServerStats, StatsRead, breakdown
+from locust_inference.server_stats import ServerStats, StatsRead, breakdown, read_models
 from locust_inference.telemetry import monitor as telemetry
 from locust_inference.telemetry import wiring
 
@@ -303,10 +304,12 @@ class Collector:
             "held": held,
         }
 
-    def _model_stats(self, name: str, client_mean: float | None) -> ServerBreakdown | None:
-        """Triton's statistics of the model behind request name ``name`` (several models), start to now."""
-        model = next(s for s in self.settings.per_model() if s.name == name)
-        return breakdown(self.model_stats_at_start[name].get(), StatsRead(model).get(), client_mean)
+    def _models_stats_now(self) -> dict[str, ServerStats | None]:
+        """Triton's statistics of each model measured (several models) by request name, read now in gevent's
+        threadpool, waited for letting other greenlets run; in one budget for them all (read_models)."""
+        started = self.model_stats_at_start
+        models = [s for s in self.settings.per_model() if s.name in self.measured and s.name in started]
+        return gevent.get_hub().threadpool.spawn(read_models, models).get() if models else {}
 
     def summary(
         self,
@@ -319,6 +322,8 @@ class Collector:
         (by default read now, waiting for the read): the web UI passes its latest read instead of waiting, and
         with several models ``model_stats_at_end``, its latest read of each model's by request name."""
         ended = self.stopped or dt.datetime.now(dt.UTC)
+        if stats_at_end is None and self.model_stats_at_start:  # several models: each one's, read now
+            model_stats_at_end = self._models_stats_now()
         if self.stopped is not None and self.monitor is not None:
             # Workers' last reports reach a master after the test stopped and the monitor's last read: their
             # send lags close one more window, so the windows add up to what is summarised here.
@@ -345,10 +350,8 @@ class Collector:
                 "distribution": hist.distribution(),
                 "server_stats": None,
             }
-            # several models: each one's own statistics, read now, or (the web UI) its latest read of each
-            if name in self.model_stats_at_start and stats_at_end is None:
-                requests[name]["server_stats"] = self._model_stats(name, hist.summary().get("mean"))
-            elif name in self.model_stats_at_start and model_stats_at_end is not None:
+            # several models: each one's own statistics, read above, or (the web UI) its latest read of each
+            if name in self.model_stats_at_start and model_stats_at_end is not None:
                 start = self.model_stats_at_start[name].get()
                 end = model_stats_at_end.get(name)
                 requests[name]["server_stats"] = breakdown(start, end, hist.summary().get("mean"))

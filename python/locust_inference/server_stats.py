@@ -18,6 +18,7 @@ import json
 import logging
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +27,13 @@ import gevent
 from locust_inference._native import LocustInferenceError, grpc_model_config, grpc_model_statistics, http_request
 from locust_inference.options import Settings
 
-__all__ = ["ServerStats", "StatsRead", "breakdown", "ensemble_steps", "read_stats"]
+__all__ = ["ServerStats", "StatsRead", "breakdown", "ensemble_steps", "read_models", "read_stats"]
 
 log = logging.getLogger("locust_inference")
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 MAX_COMPOSING = 64  # composing models read per ensemble: a configuration naming more is not believed
 MAX_NAME = 512  # characters of a composing model's name
+MAX_SHOWN = 8  # models named in the warning on those whose statistics were not read
 # Seconds one read may take in all: the model's entry, an ensemble's configuration and every composing model's.
 # The reads at the end run as the process quits (a Ctrl-C too): a server that accepts and never answers would
 # otherwise hold the quit for a timeout per request, up to MAX_COMPOSING + 2 of them (over 10 minutes).
@@ -66,14 +68,17 @@ def _warn_once(message: str) -> None:
         log.warning("locust-inference: %s", message)
 
 
-def read_stats(settings: Settings) -> ServerStats | None:
+def read_stats(settings: Settings, deadline: float | None = None) -> ServerStats | None:
     """GET /v2/models/{model}/stats (over gRPC: ModelStatistics); None when the server does not offer it (e.g.
-    LitServe). For an ensemble, with its composing models' statistics. Takes at most READ_BUDGET_S in all: what
-    is not read by then (the configuration, composing models) is missing, with one warning line."""
-    if settings.server != "triton" or settings.models:  # several models: each read on its own (latency.py)
+    LitServe). For an ensemble, with its composing models' statistics. Takes at most READ_BUDGET_S in all, or
+    until ``deadline`` (time.monotonic()) when given: what is not read by then (the configuration, composing
+    models) is missing, with one warning line."""
+    if settings.server != "triton" or settings.models:  # several models: read_models
         return None
-    deadline = time.monotonic() + READ_BUDGET_S
-    own = _read_one(settings, settings.model, "", READ_BUDGET_S)
+    if deadline is None:
+        deadline = time.monotonic() + READ_BUDGET_S
+    left = _left(deadline)
+    own = _read_one(settings, settings.model, "", left) if left is not None else None
     if own is None:
         return None
     left = _left(deadline)
@@ -94,6 +99,24 @@ def read_stats(settings: Settings) -> ServerStats | None:
             _warn_once(f"no statistics for {name!r}, a composing model of ensemble {settings.model!r}")
         composing[name] = stats
     return dataclasses.replace(own, composing=composing)
+
+
+def read_models(models: Sequence[Settings]) -> dict[str, ServerStats | None]:
+    """Each model's statistics by request name (several models, or a scenario's entries), one model after
+    another, in READ_BUDGET_S for them all: the read at quit must not take a budget per model (up to 64 of them,
+    over 10 minutes with a silent server). A model not read by then is None, and one warning line names them."""
+    deadline = time.monotonic() + READ_BUDGET_S
+    read: dict[str, ServerStats | None] = {}
+    missed: list[str] = []  # Triton's models whose read the budget cut short or left out
+    for model in models:
+        read[model.name] = read_stats(model, deadline) if _left(deadline) is not None else None
+        if read[model.name] is None and model.server == "triton" and _left(deadline) is None:
+            missed.append(model.name)
+    if missed:
+        shown = ", ".join(repr(name[:MAX_NAME]) for name in missed[:MAX_SHOWN])
+        more = f" and {len(missed) - MAX_SHOWN} more" if len(missed) > MAX_SHOWN else ""
+        _warn_once(f"statistics of {shown}{more} not read: {_OVER_BUDGET}")
+    return read
 
 
 def _left(deadline: float) -> float | None:
