@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -134,6 +135,42 @@ def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
     assert "Traceback" not in err, err[-2000:]
     # no request completed, so none failed: requests cancelled by the stop are not reported
     assert proc.returncode == 0, err[-2000:]
+
+
+def test_ctrl_c_to_the_process_group_stops_a_run_of_processes_quietly(tmp_path: Path) -> None:
+    """--processes 2, Ctrl-C at a terminal: the signal reaches the group, Locust's parent (the master) and the
+    two forked workers at once. Python's own handler raised KeyboardInterrupt in whatever greenlet of a worker
+    ran then, and gevent printed each as a bare "KeyboardInterrupt" line; the run must end with exit 0, no
+    traceback and no such line."""
+    server = FaultServer(slow_seconds=60).start()
+    users = 4
+    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "--processes", "2", "-u", str(users), "-r", str(users)]
+    try:
+        with children.running(
+            [*WITH_CTRL_C, *cmd, "-t", "600s", "--host", server.url, "HighUser"],
+            cwd=REPO_ROOT,
+            env=clean_env(SERVER="triton", MODEL_NAME="slow"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            deadline = time.monotonic() + 60
+            while server.requests < users and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert server.requests == users
+            os.killpg(proc.pid, signal.SIGINT)  # its own group (children.running): as a terminal sends it
+            try:
+                out, err = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+                pytest.fail(f"still running 120 s after its SIGINT; its log ends:\n{err[-4000:]}")
+    finally:
+        server.stop()
+    lines = (out + err).splitlines()
+    assert "Traceback" not in err, err[-3000:]
+    assert [line for line in lines if line.strip() == "KeyboardInterrupt"] == [], err[-3000:]
+    assert proc.returncode == 0, err[-3000:]
 
 
 SLOW_PRINT_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "slow_console_stats.py"
