@@ -46,7 +46,7 @@ from locust_inference.results_schema import (
     TokenEntry,
     histograms,
 )
-from locust_inference.server_stats import ServerStats, StatsRead, breakdown
+from locust_inference.server_stats import EnsembleSteps, ServerStats, StatsRead, breakdown
 from locust_inference.telemetry import monitor as telemetry
 from locust_inference.telemetry import wiring
 
@@ -136,6 +136,8 @@ class Collector:
     model_stats_at_start: dict[str, StatsRead] = field(default_factory=dict)
     # each name's part of ``window``, kept only once a sweep asks for it (:meth:`track_names`): per-model steps
     window_by_name: dict[str, Measurements] | None = None
+    # the composing models of the ensembles read: every read of Triton's statistics in this run shares them
+    ensembles: EnsembleSteps = field(default_factory=EnsembleSteps)
 
     def __post_init__(self) -> None:
         if self.endpoint is not None and not self.endpoints:
@@ -148,8 +150,10 @@ class Collector:
 
     def read_stats_at_start(self) -> None:
         """Starts reading Triton's statistics now: the run's model's, or each model's."""
-        self.stats_at_start = StatsRead(self.settings)
-        self.model_stats_at_start = {s.name: StatsRead(s) for s in self.settings.per_model() if self.settings.models}
+        self.stats_at_start = StatsRead(self.settings, self.ensembles)
+        self.model_stats_at_start = {
+            s.name: StatsRead(s, self.ensembles) for s in self.settings.per_model() if self.settings.models
+        }
 
     def wait_stats_at_start(self) -> None:
         if self.stats_at_start is not None:
@@ -306,7 +310,7 @@ class Collector:
     def _model_stats(self, name: str, client_mean: float | None) -> ServerBreakdown | None:
         """Triton's statistics of the model behind request name ``name`` (several models), start to now."""
         model = next(s for s in self.settings.per_model() if s.name == name)
-        return breakdown(self.model_stats_at_start[name].get(), StatsRead(model).get(), client_mean)
+        return breakdown(self.model_stats_at_start[name].get(), StatsRead(model, self.ensembles).get(), client_mean)
 
     def summary(
         self,
@@ -381,7 +385,7 @@ class Collector:
             "requests": requests,
             "server_stats": breakdown(
                 self.stats_at_start.get() if self.stats_at_start else None,
-                (stats_at_end or StatsRead(self.settings).get)(),
+                (stats_at_end or StatsRead(self.settings, self.ensembles).get)(),
                 client_mean,
             ),
             "locust": locust_numbers,

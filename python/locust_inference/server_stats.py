@@ -4,9 +4,9 @@ queue / compute-input / compute-infer / compute-output time per inference.
 
 An ensemble (``platform: "ensemble"``) has an entry of its own, and each of its composing models, named by
 the steps of its configuration's ``ensemble_scheduling``, its own entry as any model: each read takes the
-configuration and then every composing model's entry, and the difference gets a ``composing`` map with
-each one's breakdown. A composing model whose entry is missing or malformed is ``None`` there, with one
-warning line (once per process and reason); the run goes on.
+configuration (once per run: :class:`EnsembleSteps`) and then every composing model's entry, and the
+difference gets a ``composing`` map with each one's breakdown. A composing model whose entry is missing or
+malformed is ``None`` there, with one warning line (once per process and reason); the run goes on.
 
 For a decoupled model whose backend reports them, Triton's per-response statistics (``response_stats``) too:
 the responses it counted and the time per response."""
@@ -18,19 +18,21 @@ import json
 import logging
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict
 
 import gevent
 
 from locust_inference._native import LocustInferenceError, grpc_model_config, grpc_model_statistics, http_request
 from locust_inference.options import Settings
 
-__all__ = ["ServerStats", "StatsRead", "breakdown", "ensemble_steps", "read_stats"]
+__all__ = ["EnsembleSteps", "ServerStats", "StatsRead", "breakdown", "ensemble_steps", "read_stats"]
 
 log = logging.getLogger("locust_inference")
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 MAX_COMPOSING = 64  # composing models read per ensemble: a configuration naming more is not believed
 MAX_NAME = 512  # characters of a composing model's name
+READ_TIMEOUT_S = 10.0  # each read of the statistics or the configuration
 _warned: set[str] = set()  # warnings given: each once per process (the statistics are read again and again)
 # the phases of Triton's per-response statistics (its InferResponseStatistics), each summed over the responses'
 # indexes; the count of success is the responses Triton sent with data, empty_response the final flags sent alone
@@ -60,15 +62,38 @@ def _warn_once(message: str) -> None:
         log.warning("locust-inference: %s", message)
 
 
-def read_stats(settings: Settings) -> ServerStats | None:
+class EnsembleSteps:
+    """The composing models of each model read so far, by (host, model, protocol): an ensemble's steps do not
+    change while it is served, and the statistics are read again and again (the web UI's tab every 2 s, a
+    sweep at every window edge), so its configuration is read once, not with every read. Only what a read
+    that succeeded gave is kept: after a failure (a timeout, a restarting server) the next read tries again.
+    One per run (its collector's), never shared between runs: a run's cache holds only its own server's."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str, str], list[tuple[str, str]] | None] = {}
+
+    def of(self, settings: Settings) -> list[tuple[str, str]] | None:
+        """``settings.model``'s composing models (see :func:`ensemble_steps`); None when it is no ensemble or
+        its configuration cannot be read. Two reads at once may both read the configuration: it is the same."""
+        key = (settings.host, settings.model, settings.protocol)
+        if key in self._known:
+            return self._known[key]
+        config = _read_config(settings)
+        if config is _UNREAD:
+            return None
+        steps = self._known[key] = ensemble_steps(settings.model, config)
+        return steps
+
+
+def read_stats(settings: Settings, ensembles: EnsembleSteps) -> ServerStats | None:
     """GET /v2/models/{model}/stats (over gRPC: ModelStatistics); None when the server does not offer it (e.g.
-    LitServe). For an ensemble, with its composing models' statistics."""
+    LitServe). For an ensemble, with its composing models' statistics (its steps found by ``ensembles``)."""
     if settings.server != "triton" or settings.models:  # several models: each read on its own (latency.py)
         return None
     own = _read_one(settings, settings.model, "")
     if own is None:
         return None
-    steps = ensemble_steps(settings.model, _read_config(settings))
+    steps = ensembles.of(settings)
     if steps is None:
         return own
     composing: dict[str, ServerStats | None] = {}
@@ -80,20 +105,31 @@ def read_stats(settings: Settings) -> ServerStats | None:
     return dataclasses.replace(own, composing=composing)
 
 
+class _CallOptions(TypedDict):
+    """The keywords every native read here takes: the run's headers and TLS choices, and the read's timeout."""
+
+    headers: list[tuple[str, str]]
+    timeout: float
+    insecure: bool
+    ca_file: Path | None
+
+
+def _call_options(settings: Settings) -> _CallOptions:
+    return {
+        "headers": list(settings.headers),
+        "timeout": READ_TIMEOUT_S,
+        "insecure": settings.insecure,
+        "ca_file": settings.ca_file,
+    }
+
+
 def _read_one(settings: Settings, model: str, version: str) -> ServerStats | None:
     """One model's entry of the statistics, None when it cannot be read or is malformed."""
     if settings.protocol == "grpc":
         return _read_grpc_stats(settings, model, version)
     path = urllib.parse.quote(model, safe="") + (f"/versions/{urllib.parse.quote(version, safe='')}" if version else "")
     try:
-        status, body = http_request(
-            "GET",
-            f"{settings.host}/v2/models/{path}/stats",
-            headers=list(settings.headers),
-            timeout=10.0,
-            insecure=settings.insecure,
-            ca_file=settings.ca_file,
-        )
+        status, body = http_request("GET", f"{settings.host}/v2/models/{path}/stats", **_call_options(settings))
         if status != 200:
             return None
         return _stats(json.loads(body)["model_stats"][0], model)
@@ -104,45 +140,27 @@ def _read_one(settings: Settings, model: str, version: str) -> ServerStats | Non
 def _read_grpc_stats(settings: Settings, model: str, version: str) -> ServerStats | None:
     """The same statistics from Triton's gRPC ModelStatistics, which the native call gives in the HTTP shape."""
     try:
-        code, _, stats = grpc_model_statistics(
-            settings.host,
-            model,
-            version=version,
-            headers=list(settings.headers),
-            timeout=10.0,
-            insecure=settings.insecure,
-            ca_file=settings.ca_file,
-        )
+        code, _, stats = grpc_model_statistics(settings.host, model, version=version, **_call_options(settings))
         return _stats(stats, model) if code == 0 and stats is not None else None
     except (LocustInferenceError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
+_UNREAD = object()  # _read_config's answer when the read failed, unlike a configuration that reads as null
+
+
 def _read_config(settings: Settings) -> Any:
-    """The model's configuration (GET /v2/models/{model}/config, over gRPC ModelConfig), None when unreadable:
-    a server without it reports no composing models, as for any model that is not an ensemble."""
+    """The model's configuration (GET /v2/models/{model}/config, over gRPC ModelConfig), _UNREAD when it cannot
+    be read: a server without it reports no composing models, as for any model that is not an ensemble."""
     try:
         if settings.protocol == "grpc":
-            code, _, config = grpc_model_config(
-                settings.host,
-                settings.model,
-                headers=list(settings.headers),
-                timeout=10.0,
-                insecure=settings.insecure,
-                ca_file=settings.ca_file,
-            )
-            return config if code == 0 else None
-        status, body = http_request(
-            "GET",
-            f"{settings.host}/v2/models/{urllib.parse.quote(settings.model, safe='')}/config",
-            headers=list(settings.headers),
-            timeout=10.0,
-            insecure=settings.insecure,
-            ca_file=settings.ca_file,
-        )
-        return json.loads(body) if status == 200 else None
+            code, _, config = grpc_model_config(settings.host, settings.model, **_call_options(settings))
+            return config if code == 0 else _UNREAD
+        model = urllib.parse.quote(settings.model, safe="")
+        status, body = http_request("GET", f"{settings.host}/v2/models/{model}/config", **_call_options(settings))
+        return json.loads(body) if status == 200 else _UNREAD
     except (LocustInferenceError, ValueError):
-        return None
+        return _UNREAD
 
 
 def ensemble_steps(model: str, config: Any) -> list[tuple[str, str]] | None:
@@ -217,9 +235,9 @@ class StatsRead:
     listener would hold Locust's loop for up to its 10 s timeout when the server is slow or silent: on a
     master, the heartbeats of healthy workers would go unread meanwhile, and the workers be counted missing."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ensembles: EnsembleSteps) -> None:
         reads = settings.server == "triton" and not settings.models
-        self._result = gevent.get_hub().threadpool.spawn(read_stats, settings) if reads else None
+        self._result = gevent.get_hub().threadpool.spawn(read_stats, settings, ensembles) if reads else None
 
     def get(self) -> ServerStats | None:
         return None if self._result is None else self._result.get()
