@@ -448,9 +448,12 @@ def serve(
     threads: int,
     http_address: str = HOST,
     grpc_tls: tuple[Path, Path] | None = None,
+    log_verbose: int = 0,
 ) -> int:
     """Run Triton in the foreground until SIGTERM/SIGINT or until tritonserver dies; return an exit code.
     With ``grpc_tls`` (certificate and key files), the gRPC endpoint speaks TLS.
+
+    ``log_verbose`` 1 logs each request tritonserver receives (``HTTP request: ...``): what a test counts.
 
     With ``TRITON_INFERENCE_TOKEN`` set, inference requests need the header ``triton-access-token`` with
     that value (Triton's restricted API), so a test can see that a client sent it."""
@@ -476,7 +479,7 @@ def serve(
         # Shutdown grace (default 30 s), mostly spent waiting for idle keep-alive clients. Models are
         # unloaded (draining in-flight requests) before tritonserver is stopped; see _unload_models.
         exit_timeout_secs=1,
-        log_verbose=0,
+        log_verbose=log_verbose,
         grpc_use_ssl=grpc_tls is not None or None,
         grpc_server_cert=grpc_tls[0] if grpc_tls else None,
         grpc_server_key=grpc_tls[1] if grpc_tls else None,
@@ -577,6 +580,9 @@ def main(argv: list[str] | None = None) -> None:
     generator.add_arguments(parser)
     parser.add_argument("--grpc-tls-cert", type=Path, default=None, help="PEM certificate: gRPC over TLS")
     parser.add_argument("--grpc-tls-key", type=Path, default=None, help="its PEM key (with --grpc-tls-cert)")
+    parser.add_argument(
+        "--log-verbose", type=int, choices=(0, 1), default=0, help="1: tritonserver logs each request it receives"
+    )
     args = parser.parse_args(argv)
     if (args.grpc_tls_cert is None) != (args.grpc_tls_key is None):
         parser.error("--grpc-tls-cert and --grpc-tls-key go together")
@@ -597,7 +603,16 @@ def main(argv: list[str] | None = None) -> None:
     spare = iter(p for p in free_ports(4) if p not in given)
     ports = [p if p else next(spare) for p in (args.http_port, args.grpc_port, args.metrics_port)]
     grpc_tls = (args.grpc_tls_cert, args.grpc_tls_key) if args.grpc_tls_cert else None
-    sys.exit(serve(models, *ports, threads=args.threads, http_address=args.http_address, grpc_tls=grpc_tls))
+    sys.exit(
+        serve(
+            models,
+            *ports,
+            threads=args.threads,
+            http_address=args.http_address,
+            grpc_tls=grpc_tls,
+            log_verbose=args.log_verbose,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from locust_inference.results_schema import (
     TokenEntry,
     histograms,
 )
-from locust_inference.server_stats import ServerStats, StatsRead, breakdown, read_models
+from locust_inference.server_stats import EnsembleSteps, ServerStats, StatsRead, breakdown, read_models
 from locust_inference.telemetry import monitor as telemetry
 from locust_inference.telemetry import wiring
 
@@ -137,6 +137,8 @@ class Collector:
     model_stats_at_start: dict[str, StatsRead] = field(default_factory=dict)
     # each name's part of ``window``, kept only once a sweep asks for it (:meth:`track_names`): per-model steps
     window_by_name: dict[str, Measurements] | None = None
+    # the composing models of the ensembles read: every read of Triton's statistics in this run shares them
+    ensembles: EnsembleSteps = field(default_factory=EnsembleSteps)
 
     def __post_init__(self) -> None:
         if self.endpoint is not None and not self.endpoints:
@@ -149,8 +151,10 @@ class Collector:
 
     def read_stats_at_start(self) -> None:
         """Starts reading Triton's statistics now: the run's model's, or each model's."""
-        self.stats_at_start = StatsRead(self.settings)
-        self.model_stats_at_start = {s.name: StatsRead(s) for s in self.settings.per_model() if self.settings.models}
+        self.stats_at_start = StatsRead(self.settings, self.ensembles)
+        self.model_stats_at_start = {
+            s.name: StatsRead(s, self.ensembles) for s in self.settings.per_model() if self.settings.models
+        }
 
     def wait_stats_at_start(self) -> None:
         if self.stats_at_start is not None:
@@ -309,7 +313,7 @@ class Collector:
         threadpool, waited for letting other greenlets run; in one budget for them all (read_models)."""
         started = self.model_stats_at_start
         models = [s for s in self.settings.per_model() if s.name in self.measured and s.name in started]
-        return gevent.get_hub().threadpool.spawn(read_models, models).get() if models else {}
+        return gevent.get_hub().threadpool.spawn(read_models, models, self.ensembles).get() if models else {}
 
     def summary(
         self,
@@ -384,7 +388,7 @@ class Collector:
             "requests": requests,
             "server_stats": breakdown(
                 self.stats_at_start.get() if self.stats_at_start else None,
-                (stats_at_end or StatsRead(self.settings).get)(),
+                (stats_at_end or StatsRead(self.settings, self.ensembles).get)(),
                 client_mean,
             ),
             "locust": locust_numbers,

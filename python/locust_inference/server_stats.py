@@ -4,9 +4,9 @@ queue / compute-input / compute-infer / compute-output time per inference.
 
 An ensemble (``platform: "ensemble"``) has an entry of its own, and each of its composing models, named by
 the steps of its configuration's ``ensemble_scheduling``, its own entry as any model: each read takes the
-configuration and then every composing model's entry, and the difference gets a ``composing`` map with
-each one's breakdown. A composing model whose entry is missing or malformed is ``None`` there, with one
-warning line (once per process and reason); the run goes on.
+configuration (once per run: :class:`EnsembleSteps`) and then every composing model's entry, and the
+difference gets a ``composing`` map with each one's breakdown. A composing model whose entry is missing or
+malformed is ``None`` there, with one warning line (once per process and reason); the run goes on.
 
 For a decoupled model whose backend reports them, Triton's per-response statistics (``response_stats``) too:
 the responses it counted and the time per response."""
@@ -20,14 +20,15 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict
 
 import gevent
 
 from locust_inference._native import LocustInferenceError, grpc_model_config, grpc_model_statistics, http_request
 from locust_inference.options import Settings
 
-__all__ = ["ServerStats", "StatsRead", "breakdown", "ensemble_steps", "read_models", "read_stats"]
+__all__ = ["EnsembleSteps", "ServerStats", "StatsRead", "breakdown", "ensemble_steps", "read_models", "read_stats"]
 
 log = logging.getLogger("locust_inference")
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
@@ -68,11 +69,35 @@ def _warn_once(message: str) -> None:
         log.warning("locust-inference: %s", message)
 
 
-def read_stats(settings: Settings, deadline: float | None = None) -> ServerStats | None:
+class EnsembleSteps:
+    """The composing models of each model read so far, by (host, model, protocol): an ensemble's steps do not
+    change while it is served, and the statistics are read again and again (the web UI's tab every 2 s, a
+    sweep at every window edge), so its configuration is read once, not with every read. Only what a read
+    that succeeded gave is kept: after a failure (a timeout, a restarting server) the next read tries again.
+    One per run (its collector's), never shared between runs: a run's cache holds only its own server's."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str, str], list[tuple[str, str]] | None] = {}
+
+    def of(self, settings: Settings, timeout: float) -> list[tuple[str, str]] | None:
+        """``settings.model``'s composing models (see :func:`ensemble_steps`); None when it is no ensemble or
+        its configuration cannot be read in ``timeout`` seconds. Two reads at once may both read the
+        configuration: it is the same."""
+        key = (settings.host, settings.model, settings.protocol)
+        if key in self._known:
+            return self._known[key]
+        config = _read_config(settings, timeout)
+        if config is _UNREAD:
+            return None
+        steps = self._known[key] = ensemble_steps(settings.model, config)
+        return steps
+
+
+def read_stats(settings: Settings, ensembles: EnsembleSteps, deadline: float | None = None) -> ServerStats | None:
     """GET /v2/models/{model}/stats (over gRPC: ModelStatistics); None when the server does not offer it (e.g.
-    LitServe). For an ensemble, with its composing models' statistics. Takes at most READ_BUDGET_S in all, or
-    until ``deadline`` (time.monotonic()) when given: what is not read by then (the configuration, composing
-    models) is missing, with one warning line."""
+    LitServe). For an ensemble, with its composing models' statistics (its steps found by ``ensembles``).
+    Takes at most READ_BUDGET_S in all, or until ``deadline`` (time.monotonic()) when given: what is not read
+    by then (the configuration, composing models) is missing, with one warning line."""
     if settings.server != "triton" or settings.models:  # several models: read_models
         return None
     if deadline is None:
@@ -85,7 +110,7 @@ def read_stats(settings: Settings, deadline: float | None = None) -> ServerStats
     if left is None:
         _warn_once(f"{settings.model!r}: its configuration was not read: {_OVER_BUDGET}")
         return own
-    steps = ensemble_steps(settings.model, _read_config(settings, left))
+    steps = ensembles.of(settings, left)
     if steps is None:
         return own
     composing: dict[str, ServerStats | None] = dict.fromkeys((name for name, _ in steps), None)
@@ -101,7 +126,7 @@ def read_stats(settings: Settings, deadline: float | None = None) -> ServerStats
     return dataclasses.replace(own, composing=composing)
 
 
-def read_models(models: Sequence[Settings]) -> dict[str, ServerStats | None]:
+def read_models(models: Sequence[Settings], ensembles: EnsembleSteps) -> dict[str, ServerStats | None]:
     """Each model's statistics by request name (several models, or a scenario's entries), one model after
     another, in READ_BUDGET_S for them all: the read at quit must not take a budget per model (up to 64 of them,
     over 10 minutes with a silent server). A model not read by then is None, and one warning line names them."""
@@ -109,7 +134,7 @@ def read_models(models: Sequence[Settings]) -> dict[str, ServerStats | None]:
     read: dict[str, ServerStats | None] = {}
     missed: list[str] = []  # Triton's models whose read the budget cut short or left out
     for model in models:
-        read[model.name] = read_stats(model, deadline) if _left(deadline) is not None else None
+        read[model.name] = read_stats(model, ensembles, deadline) if _left(deadline) is not None else None
         if read[model.name] is None and model.server == "triton" and _left(deadline) is None:
             missed.append(model.name)
     if missed:
@@ -125,6 +150,24 @@ def _left(deadline: float) -> float | None:
     return left if left >= 0.01 else None
 
 
+class _CallOptions(TypedDict):
+    """The keywords every native read here takes: the run's headers and TLS choices, and the read's timeout."""
+
+    headers: list[tuple[str, str]]
+    timeout: float
+    insecure: bool
+    ca_file: Path | None
+
+
+def _call_options(settings: Settings, timeout: float) -> _CallOptions:
+    return {
+        "headers": list(settings.headers),
+        "timeout": timeout,
+        "insecure": settings.insecure,
+        "ca_file": settings.ca_file,
+    }
+
+
 def _read_one(settings: Settings, model: str, version: str, timeout: float) -> ServerStats | None:
     """One model's entry of the statistics, None when it cannot be read in ``timeout`` seconds or is malformed."""
     if settings.protocol == "grpc":
@@ -132,12 +175,7 @@ def _read_one(settings: Settings, model: str, version: str, timeout: float) -> S
     path = urllib.parse.quote(model, safe="") + (f"/versions/{urllib.parse.quote(version, safe='')}" if version else "")
     try:
         status, body = http_request(
-            "GET",
-            f"{settings.host}/v2/models/{path}/stats",
-            headers=list(settings.headers),
-            timeout=timeout,
-            insecure=settings.insecure,
-            ca_file=settings.ca_file,
+            "GET", f"{settings.host}/v2/models/{path}/stats", **_call_options(settings, timeout)
         )
         if status != 200:
             return None
@@ -150,44 +188,31 @@ def _read_grpc_stats(settings: Settings, model: str, version: str, timeout: floa
     """The same statistics from Triton's gRPC ModelStatistics, which the native call gives in the HTTP shape."""
     try:
         code, _, stats = grpc_model_statistics(
-            settings.host,
-            model,
-            version=version,
-            headers=list(settings.headers),
-            timeout=timeout,
-            insecure=settings.insecure,
-            ca_file=settings.ca_file,
+            settings.host, model, version=version, **_call_options(settings, timeout)
         )
         return _stats(stats, model) if code == 0 and stats is not None else None
     except (LocustInferenceError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
+_UNREAD = object()  # _read_config's answer when the read failed, unlike a configuration that reads as null
+
+
 def _read_config(settings: Settings, timeout: float) -> Any:
-    """The model's configuration (GET /v2/models/{model}/config, over gRPC ModelConfig), None when unreadable:
-    a server without it reports no composing models, as for any model that is not an ensemble."""
+    """The model's configuration (GET /v2/models/{model}/config, over gRPC ModelConfig), _UNREAD when it cannot
+    be read in ``timeout`` seconds: a server without it reports no composing models, as for any model that is
+    not an ensemble."""
     try:
         if settings.protocol == "grpc":
-            code, _, config = grpc_model_config(
-                settings.host,
-                settings.model,
-                headers=list(settings.headers),
-                timeout=timeout,
-                insecure=settings.insecure,
-                ca_file=settings.ca_file,
-            )
-            return config if code == 0 else None
+            code, _, config = grpc_model_config(settings.host, settings.model, **_call_options(settings, timeout))
+            return config if code == 0 else _UNREAD
+        model = urllib.parse.quote(settings.model, safe="")
         status, body = http_request(
-            "GET",
-            f"{settings.host}/v2/models/{urllib.parse.quote(settings.model, safe='')}/config",
-            headers=list(settings.headers),
-            timeout=timeout,
-            insecure=settings.insecure,
-            ca_file=settings.ca_file,
+            "GET", f"{settings.host}/v2/models/{model}/config", **_call_options(settings, timeout)
         )
-        return json.loads(body) if status == 200 else None
+        return json.loads(body) if status == 200 else _UNREAD
     except (LocustInferenceError, ValueError):
-        return None
+        return _UNREAD
 
 
 def ensemble_steps(model: str, config: Any) -> list[tuple[str, str]] | None:
@@ -262,9 +287,9 @@ class StatsRead:
     listener would hold Locust's loop for up to its 10 s timeout when the server is slow or silent: on a
     master, the heartbeats of healthy workers would go unread meanwhile, and the workers be counted missing."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ensembles: EnsembleSteps) -> None:
         reads = settings.server == "triton" and not settings.models
-        self._result = gevent.get_hub().threadpool.spawn(read_stats, settings) if reads else None
+        self._result = gevent.get_hub().threadpool.spawn(read_stats, settings, ensembles) if reads else None
 
     def get(self) -> ServerStats | None:
         return None if self._result is None else self._result.get()

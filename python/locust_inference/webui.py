@@ -35,7 +35,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust_inference import latency
 from locust_inference.options import Settings
 from locust_inference.results_schema import LatencyDocument
-from locust_inference.server_stats import ServerStats, StatsRead
+from locust_inference.server_stats import EnsembleSteps, ServerStats, StatsRead
 from locust_inference.tab import COLUMNS, ROUTE, TAB_KEY, rows
 
 __all__ = ["document", "follow_resets", "install"]
@@ -49,9 +49,9 @@ READ_EVERY_S = 2.0  # Triton's statistics, read again at most this often while t
 class _Reads:
     """One read of Triton's statistics: the run's model's, or (several models) each model's at once."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._run = StatsRead(settings)  # reads nothing with several models
-        self._models = {s.name: StatsRead(s) for s in settings.per_model()} if settings.models else {}
+    def __init__(self, settings: Settings, ensembles: EnsembleSteps) -> None:
+        self._run = StatsRead(settings, ensembles)  # reads nothing with several models
+        self._models = {s.name: StatsRead(s, ensembles) for s in settings.per_model()} if settings.models else {}
 
     def ready(self) -> bool:
         return self._run.ready() and all(read.ready() for read in self._models.values())
@@ -74,7 +74,7 @@ class _LiveStats:
         self._latest_at = dt.datetime.min.replace(tzinfo=dt.UTC)  # when the latest read done was started
 
     def _start(self) -> _Reads:
-        self._pending = _Reads(self.collector.settings)
+        self._pending = _Reads(self.collector.settings, self.collector.ensembles)
         self._pending_at, self._started = dt.datetime.now(dt.UTC), time.monotonic()
         return self._pending
 

@@ -4,11 +4,15 @@ run's ``latency.json`` has the ensemble's breakdown with each composing model's 
 HTTP and over gRPC, in the summary and in make compare's breakdown table.
 
 Its own Triton: the composing models are addressed by no other test, so their counts over a run are the
-ensemble's, which is ours."""
+ensemble's, which is ours. It logs each HTTP request it receives (``--log-verbose 1``): Triton's own record of
+what a run asked it."""
 
 from __future__ import annotations
 
 import json
+import re
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,9 +37,39 @@ PHASES = ("queue_ms", *COMPUTE)
 
 @pytest.fixture(scope="module")
 def triton_ensemble() -> Iterator[RunningServer]:
-    """Triton serving the ensemble, started as any test's with ``--models ensemble_checksum``."""
-    with triton_server(models=[ENSEMBLE]) as server:
+    """Triton serving the ensemble, started as any test's with ``--models ensemble_checksum``, logging each
+    request it receives."""
+    with triton_server(models=[ENSEMBLE], extra_args=["--log-verbose", "1"]) as server:
         yield server
+
+
+def log_mark(server: RunningServer, http: Any) -> str:
+    """Sends Triton a request nothing else sends; returns the line its verbose log gets for it. The log is
+    written in the order Triton took the requests (late, through PyTriton's pipe): the lines before the mark's
+    are of requests taken before it was sent, the lines after it of requests taken after."""
+    path = f"/v2/models/log-mark-{uuid.uuid4().hex}/ready"
+    http.get(server.url + path, timeout=10)
+    return f'"HTTP request: 0 {path}"'
+
+
+def logged_between(server: RunningServer, start: str, end: str) -> str:
+    """What Triton logged between marks ``start`` and ``end``, once the log has both."""
+    for _ in range(600):  # a bound only: the lines come as the pipe passes them on
+        text = server.log_path.read_text(errors="replace")
+        if start in text and end in text:
+            return text[text.index(start) + len(start) : text.index(end)]
+        time.sleep(0.05)
+    raise AssertionError(f"Triton did not log {start} and {end}: is --log-verbose 1 on? see {server.log_path}")
+
+
+def http_requests(log: str) -> list[str]:
+    """The paths of the HTTP requests in Triton's verbose log."""
+    return re.findall(r'"HTTP request: \d+ ([^"\s]+)"', log)
+
+
+def grpc_calls(log: str, method: str) -> int:
+    """How many calls of gRPC ``method`` Triton's verbose log shows it took (each one's first step)."""
+    return len(re.findall(rf'"Process for {method}, rpc_ok=1, \d+ step START"', log))
 
 
 def test_the_ensemble_chains_its_composing_models(triton_ensemble, http) -> None:
@@ -111,6 +145,28 @@ def test_a_run_has_each_composing_models_breakdown(triton_ensemble, tmp_path: Pa
     assert [row[0] for row in rows] == ["run", *(f"run \u203a composing {m}" for m in COMPOSING)]
     for row, model in zip(rows[1:], COMPOSING, strict=True):
         assert row[2] == format_ms(stats["composing"][model]["queue_ms"])
+
+
+def test_a_run_reads_the_ensembles_configuration_once(triton_ensemble, tmp_path: Path, http) -> None:
+    """The statistics are read at the start and at the end (more often by the web UI and sweeps), each time
+    the ensemble's and each composing model's; the configuration that names those is read only the first time."""
+    start = log_mark(triton_ensemble, http)
+    run, document = run_ensemble(triton_ensemble, tmp_path)
+    check_composing(run, document)
+    log = logged_between(triton_ensemble, start, log_mark(triton_ensemble, http))
+    asked = [path for path in http_requests(log) if not path.endswith("/infer")]
+    for model in (ENSEMBLE, *COMPOSING):
+        assert asked.count(f"/v2/models/{model}/stats") == 2, (model, asked)
+    assert asked.count(f"/v2/models/{ENSEMBLE}/config") == 1, asked
+
+
+def test_over_grpc_a_run_reads_the_ensembles_configuration_once(triton_ensemble, tmp_path: Path, http) -> None:
+    start = log_mark(triton_ensemble, http)
+    run, document = run_ensemble(triton_ensemble, tmp_path, "--protocol", "grpc")
+    check_composing(run, document)
+    log = logged_between(triton_ensemble, start, log_mark(triton_ensemble, http))
+    calls = {method: grpc_calls(log, method) for method in ("ModelStatistics", "ModelConfig")}
+    assert calls == {"ModelStatistics": 2 * (1 + len(COMPOSING)), "ModelConfig": 1}
 
 
 def test_over_grpc_the_composing_models_are_read_with_model_config(triton_ensemble, tmp_path: Path) -> None:

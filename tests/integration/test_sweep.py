@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,26 +18,24 @@ from locust_inference.report import build_report, format_ms, load_run
 from locust_inference.report.page import sweep_curves
 from locust_inference.report.tables import sweep_model_rows
 from locust_inference.sweep.analysis import Window, stable
-from support.runs import LOCUST, REPO_ROOT, clean_env, run_locust
+from support.runs import QuickSweep, clean_env, distributed, run_sweep, start_sweep
 
 from servers import children
 from servers.launch import RunningServer, free_port
 
-QUICK = ("--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "2", "--sweep-max-windows", "5")
+QUICK = QuickSweep()
 
 
 def sweep(tmp_path: Path, url: str, *args: str, status: int = 0) -> tuple[dict[str, Any], str]:
     """Runs sweepfile.py with QUICK windows and ``args``; Locust's exit ``status`` (1: some request failed)."""
-    run = run_locust(
+    run = run_sweep(
         tmp_path,
         "--host",
         url,
-        *QUICK,
         *args,
-        locustfile=REPO_ROOT / "sweepfile.py",
         env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms"),
         timeout=240,
-        run_time="200s",  # a bound only: the sweep ends the run
+        run_time="200s",
     )
     assert run.returncode == status, run.stderr[-3000:]
     return json.loads((tmp_path / "sweep.json").read_text()), run.stdout
@@ -58,7 +55,7 @@ def agrees_with_triton(row: dict[str, Any]) -> None:
 
 
 def recomputed_stability(row: dict[str, Any], windows: int, tolerance: float = 0.1) -> bool:
-    seconds = 3.0
+    seconds = float(QUICK.window)
     ws = [
         Window(round(t * seconds), 0, seconds, p99)
         for t, p99 in zip(row["window_throughputs"], row["window_p99_ms"], strict=True)
@@ -128,19 +125,12 @@ def test_the_sweep_stops_at_the_latency_limit(triton, tmp_path: Path) -> None:
 def test_a_step_with_a_stall_is_reported_unstable(own_triton: RunningServer, tmp_path: Path) -> None:
     # Three 3 s windows that must all agree; tritonserver is stopped for 1 s in the second one (it alone: its
     # Python stubs run on, so Triton's 1 s health check does not find them dead).
-    cmd = [LOCUST, "-f", "sweepfile.py", "--headless", "--host", own_triton.url, "--sweep-concurrency", "2"]
-    cmd += ["--sweep-window", "3", "--sweep-warmup", "1", "--sweep-stable-windows", "3", "--sweep-max-windows", "3"]
-    cmd += ["--csv", str(tmp_path / "run"), "-t", "120s"]
+    args = ("--headless", "--sweep-concurrency", "2", "-t", "120s")
     err_path = tmp_path / "stderr"
     (server,) = children.group_members(own_triton.pid, "tritonserver")
     with err_path.open("w") as err:
-        proc = children.start(
-            cmd,
-            cwd=REPO_ROOT,
-            env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+        three = QuickSweep(stable_windows=3, max_windows=3)
+        proc = start_sweep(tmp_path, own_triton.url, "tiny_onnx", *args, err=err, sweep=three)
         try:
             deadline = time.monotonic() + 60
             while "locust-inference sweep: step 1," not in err_path.read_text():
@@ -162,23 +152,15 @@ def test_a_step_with_a_stall_is_reported_unstable(own_triton: RunningServer, tmp
 
 def test_a_sweep_with_two_workers(triton, tmp_path: Path) -> None:
     # the shipped configs/sweep.conf (2 workers), its steps and windows shortened by environment variables
-    results = tmp_path / "results"
-    proc = subprocess.run(
-        ["./distributed.sh", "configs/sweep.conf", "sleep_20ms", "triton"],
-        cwd=REPO_ROOT,
-        env=clean_env(
-            HOST=triton.url,
-            RESULTS_DIR=str(results),
-            LOCUST_SWEEP_CONCURRENCY="4",
-            LOCUST_SWEEP_WINDOW="3",
-            LOCUST_SWEEP_WARMUP="1",
-            LOCUST_SWEEP_STABLE_WINDOWS="2",
-            LOCUST_SWEEP_MAX_WINDOWS="5",
-            LOCUST_SLO="p99=200ms",
-        ),
-        capture_output=True,
-        text=True,
+    proc, results = distributed(
+        tmp_path,
+        "configs/sweep.conf",
+        "sleep_20ms",
+        triton.url,
         timeout=240,
+        LOCUST_SWEEP_CONCURRENCY="4",
+        LOCUST_SLO="p99=200ms",
+        **QUICK.env("LOCUST_SWEEP_"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((results / "sweep.json").read_text())
@@ -204,17 +186,9 @@ def test_the_sweep_stops_past_the_error_rate(triton, tmp_path: Path) -> None:
 def test_the_sweep_runs_from_locusts_web_ui(triton, tmp_path: Path) -> None:
     # --autostart: the web UI starts the shape as its start button does; the sweep ends the test
     port = free_port()
-    cmd = [LOCUST, "-f", "sweepfile.py", "--host", triton.url, *QUICK, "--sweep-concurrency", "2"]
-    cmd += ["--autostart", "--autoquit", "1", "--web-host", "127.0.0.1", "--web-port", str(port)]
-    cmd += ["--csv", str(tmp_path / "run")]
+    args = ("--sweep-concurrency", "2", "--autostart", "--autoquit", "1", "--web-host", "127.0.0.1")
     with (tmp_path / "err").open("w") as err:
-        proc = children.start(
-            cmd,
-            cwd=REPO_ROOT,
-            env=clean_env(SERVER="triton", MODEL_NAME="sleep_20ms"),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+        proc = start_sweep(tmp_path, triton.url, "sleep_20ms", *args, "--web-port", str(port), err=err)
         try:
             status = proc.wait(timeout=180)
         finally:
@@ -226,22 +200,12 @@ def test_the_sweep_runs_from_locusts_web_ui(triton, tmp_path: Path) -> None:
 
 MODELS = ("sleep_20ms", "tiny_onnx")
 NAMES = tuple(f"triton/{m}" for m in MODELS)
+WEIGHTED = ("--model-name", ",".join(MODELS), "--model-weights", "3,1")  # both models, 3 users to 1
 
 
 def test_a_sweep_with_two_models_has_each_models_part_of_each_step(triton, tmp_path: Path) -> None:
     # weights 3,1: 4 users are 3 and 1, 8 users 6 and 2 (each process binds its users in a weighted turn)
-    doc, stdout = sweep(
-        tmp_path,
-        triton.url,
-        "--sweep-concurrency",
-        "4,8",
-        "--model-name",
-        ",".join(MODELS),
-        "--model-weights",
-        "3,1",
-        "--slo",
-        "p99=500ms",
-    )
+    doc, stdout = sweep(tmp_path, triton.url, "--sweep-concurrency", "4,8", *WEIGHTED, "--slo", "p99=500ms")
     rows = doc["steps"]
     assert [r["users"] for r in rows] == [4, 8] and doc["stopped"] is None
     for row, users in zip(rows, ([3, 1], [6, 2]), strict=True):
@@ -297,18 +261,7 @@ def test_a_sweep_with_two_models_has_each_models_part_of_each_step(triton, tmp_p
 
 def test_a_rate_sweep_with_two_models_offers_each_its_streams_share(triton, tmp_path: Path) -> None:
     # streams of 10 req/s: 40 req/s is 4 streams, 3 to the first model and 1 to the second; 80 req/s is 6 and 2
-    doc, _ = sweep(
-        tmp_path,
-        triton.url,
-        "--sweep-rate",
-        "40,80",
-        "--rate",
-        "10",
-        "--model-name",
-        ",".join(MODELS),
-        "--model-weights",
-        "3,1",
-    )
+    doc, _ = sweep(tmp_path, triton.url, "--sweep-rate", "40,80", "--rate", "10", *WEIGHTED)
     rows = doc["steps"]
     assert [(r["offered_rate_per_s"], r["users"]) for r in rows] == [(40, 4), (80, 8)]
     for row, users in zip(rows, ([3, 1], [6, 2]), strict=True):
@@ -327,23 +280,15 @@ def test_a_rate_sweep_with_two_models_offers_each_its_streams_share(triton, tmp_
 def test_a_sweep_of_two_models_with_two_workers_splits_each_workers_users(triton, tmp_path: Path) -> None:
     # Each worker binds its own users: 4 users are 2 on each, both bound to the first model (the weighted turn
     # of 3,1 gives the second model the third user), so 4 and 0 in all; 8 users are 4 on each, 3 and 1: 6 and 2
-    results = tmp_path / "results"
-    proc = subprocess.run(
-        ["./distributed.sh", "configs/sweep.conf", ",".join(MODELS), "triton"],
-        cwd=REPO_ROOT,
-        env=clean_env(
-            HOST=triton.url,
-            RESULTS_DIR=str(results),
-            LOCUST_MODEL_WEIGHTS="3,1",
-            LOCUST_SWEEP_CONCURRENCY="4,8",
-            LOCUST_SWEEP_WINDOW="3",
-            LOCUST_SWEEP_WARMUP="1",
-            LOCUST_SWEEP_STABLE_WINDOWS="2",
-            LOCUST_SWEEP_MAX_WINDOWS="5",
-        ),
-        capture_output=True,
-        text=True,
+    proc, results = distributed(
+        tmp_path,
+        "configs/sweep.conf",
+        ",".join(MODELS),
+        triton.url,
         timeout=240,
+        LOCUST_MODEL_WEIGHTS="3,1",
+        LOCUST_SWEEP_CONCURRENCY="4,8",
+        **QUICK.env("LOCUST_SWEEP_"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = json.loads((results / "sweep.json").read_text())["steps"]
@@ -371,14 +316,12 @@ def test_a_scenario_sweep_steps_the_entries_users_together(triton, tmp_path: Pat
             for model, share in zip(MODELS, ("users = 1", "weight = 1"), strict=True)
         )
     )
-    run = run_locust(
+    run = run_sweep(
         tmp_path,
         "--scenario",
         str(scenario),
-        *QUICK,
         "--sweep-concurrency",
         "4,8",
-        locustfile=REPO_ROOT / "sweepfile.py",
         env=clean_env(),
         timeout=240,
         run_time="200s",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from servers import children
 from servers.children import clean_env
@@ -17,21 +18,27 @@ __all__ = [
     "IMAGE",
     "LOCUST",
     "REPO_ROOT",
+    "SWEEPFILE",
+    "QuickSweep",
     "Run",
     "assert_clean_failure",
     "clean_env",
+    "distributed",
     "grpc_run",
     "grpc_url",
     "latency_json",
     "run_distributed",
     "run_locust",
     "run_on",
+    "run_sweep",
+    "start_sweep",
     "triton_successes",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUST = str(Path(sys.executable).parent / "locust")
 IMAGE = REPO_ROOT / "data" / "img1.jpg"
+SWEEPFILE = REPO_ROOT / "sweepfile.py"
 
 
 @dataclass
@@ -115,6 +122,49 @@ def run_on(
     return run_locust(tmp_path, "--host", server.url, *args, user, env=env, **run)
 
 
+def run_sweep(tmp_path: Path, *args: str, sweep: QuickSweep | None = None, **run: Any) -> Run:
+    """``run_locust`` of sweepfile.py with ``sweep``'s windows (default: QuickSweep's) and ``args``; ``run``:
+    run_locust's keywords (its ``run_time`` a bound only: the sweep ends the run)."""
+    return run_locust(tmp_path, *(sweep or QuickSweep()).options(), *args, locustfile=SWEEPFILE, **run)
+
+
+def start_sweep(
+    tmp_path: Path, host: str, model: str, *args: str, err: IO[str], sweep: QuickSweep | None = None
+) -> subprocess.Popen[Any]:
+    """sweepfile.py started in the background (its own process group) against the Triton at ``host`` serving
+    ``model``, with ``sweep``'s windows (default: QuickSweep's) and ``args``, its CSV files at ``tmp_path/run``
+    and its output on ``err``; the caller stops it (``children.stop``)."""
+    cmd = [LOCUST, "-f", str(SWEEPFILE), "--host", host, *(sweep or QuickSweep()).options(), *args]
+    return children.start(
+        [*cmd, "--csv", str(tmp_path / "run")],
+        cwd=REPO_ROOT,
+        env=clean_env(SERVER="triton", MODEL_NAME=model),
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
+
+
+@dataclass(frozen=True)
+class QuickSweep:
+    """A sweep's windows made short for a test: ``window`` s each after ``warmup`` s of warm-up, a step stable once
+    ``stable_windows`` agree and over after ``max_windows``. The same settings as sweepfile.py's options, or as
+    the environment variables of distributed.sh (prefix ``LOCUST_SWEEP_``) and of make sweep (``SWEEP_``)."""
+
+    window: int = 3
+    warmup: int = 1
+    stable_windows: int = 2
+    max_windows: int = 5
+
+    def options(self) -> list[str]:
+        return [a for key, value in self._settings() for a in (f"--sweep-{key.replace('_', '-')}", str(value))]
+
+    def env(self, prefix: str) -> dict[str, str]:
+        return {f"{prefix}{key.upper()}": str(value) for key, value in self._settings()}
+
+    def _settings(self) -> list[tuple[str, int]]:
+        return list(dataclasses.asdict(self).items())
+
+
 def latency_json(folder: Path) -> dict[str, Any]:
     """The ``latency.json`` a run wrote in ``folder``."""
     document: dict[str, Any] = json.loads((folder / "latency.json").read_text())
@@ -169,14 +219,22 @@ def run_distributed(
         f"locustfile = locustfile.py\nclass-name = {class_name}\nusers = {users}\nspawn-rate = {users}\n"
         f"run-time = {run_time}\nexpect-workers = {workers}\nmaster-bind-host = 127.0.0.1\n{extra}"
     )
+    return distributed(tmp_path, str(conf), model, host)
+
+
+def distributed(
+    tmp_path: Path, conf: str, model: str, host: str, *, timeout: float = 120, **env: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Runs ./distributed.sh ``conf`` (a path from the repository's root, or absolute) for ``model`` of the
+    Triton at ``host``, with more environment ``env``; returns the process and the results folder."""
     results = tmp_path / "results"
     proc = subprocess.run(
-        ["./distributed.sh", str(conf), model, "triton"],
+        ["./distributed.sh", conf, model, "triton"],
         cwd=REPO_ROOT,
-        env=clean_env(HOST=host, RESULTS_DIR=str(results)),
+        env=clean_env(HOST=host, RESULTS_DIR=str(results), **env),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     return proc, results
 

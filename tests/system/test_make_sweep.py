@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.runs import REPO_ROOT, clean_env
+from support.runs import REPO_ROOT, QuickSweep, clean_env
 
 
 def test_make_sweep_sweeps_both_servers_alike_and_compares_them(tmp_path: Path) -> None:
@@ -16,12 +16,9 @@ def test_make_sweep_sweeps_both_servers_alike_and_compares_them(tmp_path: Path) 
         SWEEP_MODEL="tiny_onnx",
         SWEEP_CONCURRENCY="1,2",
         SWEEP_SLO="p99=500ms",
-        SWEEP_WINDOW="3",
-        SWEEP_WARMUP="1",
-        SWEEP_STABLE_WINDOWS="2",
-        SWEEP_MAX_WINDOWS="4",
         SWEEP_BATCH="8",
         SWEEP_RESULTS=str(tmp_path),
+        **QuickSweep(max_windows=4).env("SWEEP_"),
     )
     proc = subprocess.run(
         [sys.executable, "-m", "servers.sweep"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600

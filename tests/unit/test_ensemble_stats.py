@@ -17,7 +17,7 @@ import pytest
 from locust_inference import server_stats
 from locust_inference._native import RequestTimeoutError
 from locust_inference.options import resolve
-from locust_inference.server_stats import ServerStats, breakdown, ensemble_steps, read_stats
+from locust_inference.server_stats import EnsembleSteps, ServerStats, breakdown, ensemble_steps, read_stats
 
 HOST = "http://127.0.0.1:9"  # never reached: http_request is replaced
 
@@ -40,13 +40,21 @@ def step(name: Any, version: Any = -1) -> dict[str, Any]:
     return {"model_name": name, "model_version": version, "input_map": {}, "output_map": {}}
 
 
+class Answers(dict[str, tuple[int, bytes]]):
+    """URL path -> (status, body) the replaced http_request answers (404 for any other), and the paths asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+
 @pytest.fixture()
-def answers(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[int, bytes]]:
-    """URL path -> (status, body) the replaced http_request answers; 404 for any other; the paths asked."""
-    table: dict[str, tuple[int, bytes]] = {}
+def answers(monkeypatch: pytest.MonkeyPatch) -> Answers:
+    table = Answers()
 
     def http_request(method: str, url: str, **_kw: Any) -> tuple[int, bytes]:
         assert method == "GET" and url.startswith(HOST), url
+        table.asked.append(url.removeprefix(HOST))
         return table.get(url.removeprefix(HOST), (404, b'{"error":"unknown model"}'))
 
     monkeypatch.setattr(server_stats, "http_request", http_request)
@@ -73,8 +81,9 @@ def test_each_composing_model_is_read_and_a_bad_entry_is_none_with_one_warning(a
     answers["/v2/models/garbage/stats"] = (200, b"\xff{not json")
     answers["/v2/models/pinned/versions/2/stats"] = (200, stats_body(entry("pinned", 10)))
     with caplog.at_level(logging.WARNING, logger="locust_inference"):
-        read = read_stats(settings())
-        read_stats(settings())  # read again (the web UI does, every 2 s): no second warning
+        run = EnsembleSteps()
+        read = read_stats(settings(), run)
+        read_stats(settings(), run)  # read again (the web UI does, every 2 s): no second warning
     assert read is not None and read.inference_count == 10
     assert read.composing is not None
     assert list(read.composing) == ["good", "missing", "malformed", "other", "garbage", "pinned"]
@@ -115,7 +124,7 @@ def test_a_read_takes_its_budget_at_most_when_the_composing_models_never_answer(
     monkeypatch.setattr(server_stats, "time", SimpleNamespace(monotonic=lambda: now[0]))
     monkeypatch.setattr(server_stats, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="locust_inference"):
-        read = read_stats(settings())
+        read = read_stats(settings(), EnsembleSteps())
     assert now[0] <= server_stats.READ_BUDGET_S  # 640 s with a timeout of its own for each composing model
     assert read is not None and read.inference_count == 10
     assert read.composing == {f"m{i}": None for i in range(server_stats.MAX_COMPOSING)}
@@ -130,7 +139,7 @@ def test_a_read_takes_its_budget_at_most_when_the_composing_models_never_answer(
 def test_a_model_that_is_not_an_ensemble_has_no_composing_map(answers) -> None:
     answers["/v2/models/tiny/stats"] = (200, stats_body(entry("tiny", 3)))
     answers["/v2/models/tiny/config"] = (200, json.dumps({"name": "tiny", "platform": "onnxruntime_onnx"}).encode())
-    read = read_stats(settings("tiny"))
+    read = read_stats(settings("tiny"), EnsembleSteps())
     assert read is not None and read.composing is None
     result = breakdown(ServerStats(0, 0, 0, dict.fromkeys(server_stats.PHASES, 0)), read, None)
     assert result is not None and result["inference_count"] == 3 and "composing" not in result
@@ -139,8 +148,52 @@ def test_a_model_that_is_not_an_ensemble_has_no_composing_map(answers) -> None:
 def test_an_unreadable_configuration_reads_the_model_alone(answers) -> None:
     answers["/v2/models/ens/stats"] = (200, stats_body(entry("ens", 3)))
     answers["/v2/models/ens/config"] = (200, b"[1, 2")  # not JSON
-    read = read_stats(settings())
+    read = read_stats(settings(), EnsembleSteps())
     assert read is not None and read.composing is None and read.inference_count == 3
+
+
+def test_an_ensembles_configuration_is_read_once_per_run(answers) -> None:
+    answers["/v2/models/ens/stats"] = (200, stats_body(entry("ens", 3)))
+    answers["/v2/models/ens/config"] = (200, json.dumps(config(step("a"), step("b"))).encode())
+    answers["/v2/models/a/stats"] = (200, stats_body(entry("a", 3)))
+    answers["/v2/models/b/stats"] = (200, stats_body(entry("b", 3)))
+    answers["/v2/models/tiny/stats"] = (200, stats_body(entry("tiny", 3)))
+    answers["/v2/models/tiny/config"] = (200, json.dumps({"name": "tiny", "platform": "onnxruntime_onnx"}).encode())
+    run = EnsembleSteps()
+    reads = [read_stats(settings(), run) for _ in range(3)] + [read_stats(settings("tiny"), run) for _ in range(3)]
+    assert all(r is not None and r.composing is not None and list(r.composing) == ["a", "b"] for r in reads[:3])
+    assert all(r is not None and r.composing is None for r in reads[3:])  # not an ensemble: known as well
+    each = ["/v2/models/ens/stats", "/v2/models/a/stats", "/v2/models/b/stats"]
+    assert answers.asked == [
+        "/v2/models/ens/stats",
+        "/v2/models/ens/config",
+        *each[1:],
+        *each,
+        *each,
+        "/v2/models/tiny/stats",
+        "/v2/models/tiny/config",
+        "/v2/models/tiny/stats",
+        "/v2/models/tiny/stats",
+    ]
+    # another run (its own collector) reads it again: what one run learned is not another's
+    answers.asked.clear()
+    assert read_stats(settings(), EnsembleSteps()) == reads[0]
+    assert answers.asked == ["/v2/models/ens/stats", "/v2/models/ens/config", *each[1:]]
+
+
+@pytest.mark.parametrize("failure", [(503, b'{"error":"busy"}'), (200, b"[1, 2")], ids=["unavailable", "truncated"])
+def test_a_configuration_read_that_failed_is_made_again_next_time(answers, failure) -> None:
+    answers["/v2/models/ens/stats"] = (200, stats_body(entry("ens", 3)))
+    answers["/v2/models/a/stats"] = (200, stats_body(entry("a", 3)))
+    answers["/v2/models/ens/config"] = failure
+    run = EnsembleSteps()
+    first = read_stats(settings(), run)
+    assert first is not None and first.composing is None  # read as a model alone this time
+    answers["/v2/models/ens/config"] = (200, json.dumps(config(step("a"))).encode())
+    second, third = read_stats(settings(), run), read_stats(settings(), run)
+    assert second is not None and second.composing is not None and list(second.composing) == ["a"]
+    assert third == second
+    assert answers.asked.count("/v2/models/ens/config") == 2  # after the failure, and never after the success
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,7 @@ class SweepRun:
 
         def read() -> None:
             pool = gevent.get_hub().threadpool
-            reads = {s.name: pool.spawn(read_stats, s) for s in targets}  # every model's at once
+            reads = {s.name: pool.spawn(read_stats, s, self.collector.ensembles) for s in targets}  # all at once
             self.server_stats[when] = {name: r.get() for name, r in reads.items()}
 
         self.readers.append(gevent.spawn_later(max(when - now, 0.0), read))
