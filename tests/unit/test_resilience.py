@@ -106,48 +106,14 @@ WITH_CTRL_C = [
 ]
 
 
-def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
+def ctrl_c_when_in_flight(cmd: list[str], requests: int, *, group: bool = False) -> tuple[int, str]:
+    """Runs ``cmd`` (Ctrl-C at its default) against a FaultServer whose requests take 60 s; once ``requests`` of
+    them are in flight, sends SIGINT to the process (to its process group when ``group``, as a terminal does).
+    Returns its exit status and output; fails the test when it still runs 120 s after the signal."""
     server = FaultServer(slow_seconds=60).start()
-    # -t far beyond the wait below: a run that ignored the Ctrl-C would still be running when the wait ends
-    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "-u", "5", "-r", "5", "-t", "600s", "--host", server.url]
     try:
         with children.running(
-            [*WITH_CTRL_C, *cmd, "HighUser"],
-            cwd=REPO_ROOT,
-            env=clean_env(SERVER="triton", MODEL_NAME="slow"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as proc:
-            deadline = time.monotonic() + 30
-            while server.requests < 5 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert server.requests == 5
-            proc.send_signal(signal.SIGINT)
-            try:
-                _, err = proc.communicate(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, err = proc.communicate()
-                pytest.fail(f"still running 120 s after its SIGINT; its log ends:\n{err[-4000:]}")
-    finally:
-        server.stop()
-    assert "Traceback" not in err, err[-2000:]
-    # no request completed, so none failed: requests cancelled by the stop are not reported
-    assert proc.returncode == 0, err[-2000:]
-
-
-def test_ctrl_c_to_the_process_group_stops_a_run_of_processes_quietly(tmp_path: Path) -> None:
-    """--processes 2, Ctrl-C at a terminal: the signal reaches the group, Locust's parent (the master) and the
-    two forked workers at once. Python's own handler raised KeyboardInterrupt in whatever greenlet of a worker
-    ran then, and gevent printed each as a bare "KeyboardInterrupt" line; the run must end with exit 0, no
-    traceback and no such line."""
-    server = FaultServer(slow_seconds=60).start()
-    users = 4
-    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "--processes", "2", "-u", str(users), "-r", str(users)]
-    try:
-        with children.running(
-            [*WITH_CTRL_C, *cmd, "-t", "600s", "--host", server.url, "HighUser"],
+            [*WITH_CTRL_C, *cmd, "--host", server.url, "HighUser"],
             cwd=REPO_ROOT,
             env=clean_env(SERVER="triton", MODEL_NAME="slow"),
             stdout=subprocess.PIPE,
@@ -155,10 +121,13 @@ def test_ctrl_c_to_the_process_group_stops_a_run_of_processes_quietly(tmp_path: 
             text=True,
         ) as proc:
             deadline = time.monotonic() + 60
-            while server.requests < users and time.monotonic() < deadline:
+            while server.requests < requests and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert server.requests == users
-            os.killpg(proc.pid, signal.SIGINT)  # its own group (children.running): as a terminal sends it
+            assert server.requests == requests
+            if group:
+                os.killpg(proc.pid, signal.SIGINT)  # its own group (children.running)
+            else:
+                proc.send_signal(signal.SIGINT)
             try:
                 out, err = proc.communicate(timeout=120)
             except subprocess.TimeoutExpired:
@@ -167,10 +136,29 @@ def test_ctrl_c_to_the_process_group_stops_a_run_of_processes_quietly(tmp_path: 
                 pytest.fail(f"still running 120 s after its SIGINT; its log ends:\n{err[-4000:]}")
     finally:
         server.stop()
-    lines = (out + err).splitlines()
-    assert "Traceback" not in err, err[-3000:]
-    assert [line for line in lines if line.strip() == "KeyboardInterrupt"] == [], err[-3000:]
-    assert proc.returncode == 0, err[-3000:]
+    return proc.returncode, out + err
+
+
+def test_ctrl_c_stops_a_run_with_requests_in_flight(tmp_path: Path) -> None:
+    # -t far beyond the wait: a run that ignored the Ctrl-C would still be running when the wait ends
+    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "-u", "5", "-r", "5", "-t", "600s"]
+    code, log = ctrl_c_when_in_flight(cmd, 5)
+    assert "Traceback" not in log, log[-2000:]
+    # no request completed, so none failed: requests cancelled by the stop are not reported
+    assert code == 0, log[-2000:]
+
+
+def test_ctrl_c_to_the_process_group_stops_a_run_of_processes_quietly(tmp_path: Path) -> None:
+    """--processes 2, Ctrl-C at a terminal: the signal reaches the group, Locust's parent (the master) and the
+    two forked workers at once. Python's own handler raised KeyboardInterrupt in whatever greenlet of a worker
+    ran then, and gevent printed each as a bare "KeyboardInterrupt" line; the run must end with exit 0, no
+    traceback and no such line."""
+    users = 4
+    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "--processes", "2", "-u", str(users), "-r", str(users)]
+    code, log = ctrl_c_when_in_flight([*cmd, "-t", "600s"], users, group=True)
+    assert "Traceback" not in log, log[-3000:]
+    assert [line for line in log.splitlines() if line.strip() == "KeyboardInterrupt"] == [], log[-3000:]
+    assert code == 0, log[-3000:]
 
 
 SLOW_PRINT_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "slow_console_stats.py"
