@@ -3,13 +3,12 @@ servers/echo_models.py) loaded by the reference server's normal start: its answe
 run's ``latency.json`` has the ensemble's breakdown with each composing model's own under ``composing``, over
 HTTP and over gRPC, in the summary and in make compare's breakdown table.
 
-Its own Triton: the composing models are addressed by no other test, so their counts over a run are the
-ensemble's, which is ours."""
+The session's Triton serves it (tests/conftest.py): the composing models are addressed by no other test, so
+their counts over a run are the ensemble's, which is ours."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from support.own_model import answers, settings, stretched
 from support.runs import IMAGE, clean_env, run_locust
 
 from servers.echo_models import ENSEMBLES
-from servers.launch import RunningServer, triton_server
+from servers.launch import RunningServer
 from servers.models import checksum_words
 
 ENSEMBLE = "ensemble_checksum"
@@ -31,11 +30,11 @@ COMPUTE = ("compute_input_ms", "compute_infer_ms", "compute_output_ms")
 PHASES = ("queue_ms", *COMPUTE)
 
 
-@pytest.fixture(scope="module")
-def triton_ensemble() -> Iterator[RunningServer]:
-    """Triton serving the ensemble, started as any test's with ``--models ensemble_checksum``."""
-    with triton_server(models=[ENSEMBLE]) as server:
-        yield server
+@pytest.fixture()
+def triton_ensemble(triton: RunningServer) -> RunningServer:
+    """The session's Triton, which serves the ensemble (``--models ...,ensemble_checksum``)."""
+    assert ENSEMBLE in triton.models
+    return triton
 
 
 def test_the_ensemble_chains_its_composing_models(triton_ensemble, http) -> None:
