@@ -22,7 +22,7 @@ from locust_inference._native import (
 from locust_inference.backends import Target, prepare
 from locust_inference.options import resolve
 from support.own_model import answers, image_set, imagenet, settings, stretched, words
-from support.runs import assert_clean_failure, grpc_run, grpc_url
+from support.runs import COUNTED, COUNTED_GUARD, assert_clean_failure, grpc_run, grpc_url
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 from test_own_model import _two_inputs_file
 
@@ -197,8 +197,9 @@ def test_a_locust_run_over_grpc_measures_as_over_http(triton, tmp_path: Path) ->
         "--expect-top1",
         "auto",
         user="LowUser",
-        env={"DEBUG_REQUESTS": "true", "INFERENCE_AUTH_TOKEN": "s3cr3t-token"},
-        run_time="2s",
+        env={"DEBUG_REQUESTS": "true", "INFERENCE_AUTH_TOKEN": "s3cr3t-token", "STOP_AFTER": "10"},
+        locustfile=COUNTED,
+        run_time=COUNTED_GUARD,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     stats = run.stats("triton/tiny_onnx")
