@@ -27,9 +27,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from support.certs import self_signed  # noqa: E402
 from support.faults import FaultServer  # noqa: E402
 
-from servers.launch import RunningServer, litserve_llm_server, litserve_server, triton_server  # noqa: E402
+from servers.launch import (  # noqa: E402
+    RunningServer,
+    free_port,
+    litserve_llm_server,
+    litserve_server,
+    triton_server,
+)
 
 TRITON_TEST_MODELS = (
     "tiny_onnx",
@@ -105,11 +112,31 @@ def triton() -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="session")
-def own_triton() -> Iterator[RunningServer]:
+def own_triton_grpc_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Path]]:
+    """The gRPC endpoint of ``own_triton``, which speaks TLS with a self-signed certificate for 127.0.0.1: its
+    URL and the certificate's files (see support.certs.self_signed)."""
+    cert = self_signed(tmp_path_factory.mktemp("grpc-tls"), "127.0.0.1", "IP:127.0.0.1")
+    return f"https://127.0.0.1:{free_port()}", cert
+
+
+@pytest.fixture(scope="session")
+def own_triton(own_triton_grpc_tls: tuple[str, dict[str, Path]]) -> Iterator[RunningServer]:
     """A second Triton (tiny_onnx) for the tests that stop it (SIGSTOP) and continue it: a stall is not for the
     session's ``triton`` to share with every other test. Each such test continues it before it ends, so they
-    share this one instead of starting a Triton each."""
-    yield from session_server(triton_server(models=("tiny_onnx",)))
+    share this one instead of starting a Triton each.
+
+    Its gRPC endpoint speaks TLS (``own_triton_grpc_tls``), for test_grpc's TLS tests: no stall test uses gRPC,
+    and one Triton start fewer."""
+    url, cert = own_triton_grpc_tls
+    tls = [
+        "--grpc-port",
+        url.rsplit(":", 1)[1],
+        "--grpc-tls-cert",
+        str(cert["cert"]),
+        "--grpc-tls-key",
+        str(cert["key"]),
+    ]
+    yield from session_server(triton_server(models=("tiny_onnx",), extra_args=tls))
 
 
 @pytest.fixture(scope="session")
@@ -221,7 +248,9 @@ def litserve_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generator
 def triton_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
     """Triton (PyTriton) serving the synthetic generator as the decoupled model synthetic_llm
     (POST /v2/models/synthetic_llm/generate_stream), and the decoupled ``pulse`` (N responses at set
-    intervals) for the gRPC stream tests; both log their own timing (read it after a :meth:`~GeneratorServer.mark`)."""
+    intervals) for the gRPC stream tests; both log their own timing (read it after a :meth:`~GeneratorServer.mark`).
+    And ``tiny_gpt``, the small real model (servers/tiny_gpt.py), which logs none."""
     log = tmp_path_factory.mktemp("triton-llm") / "timing.jsonl"
-    for server in session_server(triton_server(models=["synthetic_llm", "pulse"], extra_args=generator_args(log))):
+    models = ["synthetic_llm", "pulse", "tiny_gpt"]  # tiny_gpt: test_tiny_gpt's (capped at --max-tokens too)
+    for server in session_server(triton_server(models=models, extra_args=generator_args(log))):
         yield GeneratorServer(server, log)

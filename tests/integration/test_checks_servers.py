@@ -7,18 +7,19 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from locust_inference.checks import BREACHED_EXIT_CODE
-from support.runs import assert_clean_failure, clean_env, run_distributed, run_locust
+from support.runs import COUNTED, COUNTED_GUARD, assert_clean_failure, clean_env, run_distributed, run_locust
 
 NAME = "triton/sleep_20ms"
 
 
 def test_conditions_that_hold_exit_0_and_breached_ones_exit_3_with_the_measured_value(triton, tmp_path: Path) -> None:
-    env = clean_env(SERVER="triton", MODEL_NAME="sleep_20ms")
+    # each run ends after 10 requests (locustfiles/counted.py): enough for every condition, on any machine
+    env = clean_env(SERVER="triton", MODEL_NAME="sleep_20ms", STOP_AFTER="10")
     junit = tmp_path / "checks.xml"
     held = run_locust(
         tmp_path, "--host", triton.url, "--class-name", "HighUser", "--check", "p50<=1s", "--check",
         "fail_ratio<=1%", "--check", "rps>=1", "--check", "dropped==0", "--junit", str(junit), env=env,
-        run_time="3s",
+        locustfile=COUNTED, run_time=COUNTED_GUARD,
     )  # fmt: skip
     assert held.returncode == 0, held.stderr[-3000:]
     assert "checks: 4 of 4 held" in held.stdout
@@ -30,7 +31,7 @@ def test_conditions_that_hold_exit_0_and_breached_ones_exit_3_with_the_measured_
 
     breached = run_locust(
         tmp_path, "--host", triton.url, "--class-name", "HighUser", "--check", "p50<=5ms", "--check", "p50<=1s",
-        "--junit", str(junit), env=env, run_time="3s",
+        "--junit", str(junit), env=env, locustfile=COUNTED, run_time=COUNTED_GUARD,
     )  # fmt: skip
     assert breached.returncode == BREACHED_EXIT_CODE, breached.stderr[-3000:]
     p50 = json.loads((tmp_path / "latency.json").read_text())["requests"][NAME]["latency_ms"]["p50"]

@@ -5,7 +5,6 @@ run works with every measurement; faults are clean failures; users are as concur
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,13 +21,12 @@ from locust_inference._native import (
 )
 from locust_inference.backends import Target, prepare
 from locust_inference.options import resolve
-from support.certs import self_signed
 from support.own_model import answers, image_set, imagenet, settings, stretched, words
-from support.runs import assert_clean_failure, grpc_run, grpc_url
+from support.runs import COUNTED, COUNTED_GUARD, assert_clean_failure, grpc_run, grpc_url
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 from test_own_model import _two_inputs_file
 
-from servers.launch import free_port, triton_server
+from servers.launch import RunningServer, free_port, triton_server
 from servers.models import checksum_words as float32_checksum
 
 
@@ -199,8 +197,9 @@ def test_a_locust_run_over_grpc_measures_as_over_http(triton, tmp_path: Path) ->
         "--expect-top1",
         "auto",
         user="LowUser",
-        env={"DEBUG_REQUESTS": "true", "INFERENCE_AUTH_TOKEN": "s3cr3t-token"},
-        run_time="2s",
+        env={"DEBUG_REQUESTS": "true", "INFERENCE_AUTH_TOKEN": "s3cr3t-token", "STOP_AFTER": "10"},
+        locustfile=COUNTED,
+        run_time=COUNTED_GUARD,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     stats = run.stats("triton/tiny_onnx")
@@ -273,15 +272,13 @@ def test_grpc_defaults_to_triton_s_grpc_port() -> None:
     assert resolve(SimpleNamespace(server="triton", model_name="m"), None, environ={}).protocol == "http"
 
 
-@pytest.fixture(scope="module")
-def triton_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Path]]]:
-    """A second Triton (tiny_onnx) whose gRPC endpoint speaks TLS with a self-signed certificate for
-    127.0.0.1; its gRPC URL and the certificate's files."""
-    cert = self_signed(tmp_path_factory.mktemp("grpc-tls"), "127.0.0.1", "IP:127.0.0.1")
-    tls = ["--grpc-tls-cert", str(cert["cert"]), "--grpc-tls-key", str(cert["key"])]
-    port = free_port()
-    with triton_server(models=["tiny_onnx"], extra_args=["--grpc-port", str(port), *tls]):
-        yield f"https://127.0.0.1:{port}", cert
+@pytest.fixture()
+def triton_tls(
+    own_triton: RunningServer, own_triton_grpc_tls: tuple[str, dict[str, Path]]
+) -> tuple[str, dict[str, Path]]:
+    """The session's second Triton (tiny_onnx), whose gRPC endpoint speaks TLS with a self-signed certificate
+    for 127.0.0.1; its gRPC URL and the certificate's files."""
+    return own_triton_grpc_tls
 
 
 def test_tls_with_the_certificate_trusted_or_unchecked(triton_tls) -> None:

@@ -23,7 +23,7 @@ from locust_inference.backends import Target, prepare
 from locust_inference.options import LitServeSettings, Settings
 from PIL import Image
 from support.own_model import answers_in_turn, image_set
-from support.runs import IMAGE, assert_clean_failure, clean_env, run_locust
+from support.runs import COUNTED, COUNTED_GUARD, IMAGE, assert_clean_failure, clean_env, run_locust
 
 from servers.launch import RunningServer
 from servers.models import checksum_words
@@ -197,8 +197,9 @@ def locust_run(tmp_path: Path, server: RunningServer, *args: str):
         "auto",
         *args,
         "HighUser",
-        env=clean_env(SERVER="litserve", MODEL_NAME="tiny_onnx"),
-        run_time="3s",
+        env=clean_env(SERVER="litserve", MODEL_NAME="tiny_onnx", STOP_AFTER="10"),
+        locustfile=COUNTED,
+        run_time=COUNTED_GUARD,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     return run
@@ -248,8 +249,9 @@ def test_a_missing_output_key_fails_each_request_with_the_reason(
         "--litserve-output",
         "label",
         "HighUser",
-        env=clean_env(SERVER="litserve", MODEL_NAME="tiny_onnx"),
-        run_time="2s",
+        env=clean_env(SERVER="litserve", MODEL_NAME="tiny_onnx", STOP_AFTER="5"),
+        locustfile=COUNTED,
+        run_time=COUNTED_GUARD,
     )
     assert run.returncode == 1, run.stderr[-3000:]  # Locust's exit status when requests failed
     stats = run.stats("litserve/tiny_onnx")

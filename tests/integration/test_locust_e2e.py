@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support.runs import REPO_ROOT, clean_env, run_locust
+from support.runs import COUNTED, COUNTED_GUARD, REPO_ROOT, clean_env, run_locust
 
 CHECKSUM_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "checksum_check.py"
 TIMELINE_LOCUSTFILE = REPO_ROOT / "tests" / "support" / "locustfiles" / "timeline.py"
@@ -92,7 +92,9 @@ def test_resnet50_on_both_servers(triton, tmp_path: Path) -> None:
         "--host",
         triton.url,
         "HighUser",
-        env=clean_env(LOCUST_SERVER="triton", LOCUST_MODEL_NAME="resnet50_onnx"),
+        env=clean_env(LOCUST_SERVER="triton", LOCUST_MODEL_NAME="resnet50_onnx", STOP_AFTER="5"),
+        locustfile=COUNTED,
+        run_time=COUNTED_GUARD,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     stats = run.stats("triton/resnet50_onnx")
@@ -174,9 +176,14 @@ def test_debug_requests_logs_each_request_without_secrets(triton, tmp_path: Path
         "X-Api-Key: hunter2",
         "LowUser",
         env=clean_env(
-            SERVER="triton", MODEL_NAME="tiny_onnx", DEBUG_REQUESTS="true", INFERENCE_AUTH_TOKEN="s3cr3t-token"
+            SERVER="triton",
+            MODEL_NAME="tiny_onnx",
+            DEBUG_REQUESTS="true",
+            INFERENCE_AUTH_TOKEN="s3cr3t-token",
+            STOP_AFTER="10",
         ),
-        run_time="2s",
+        locustfile=COUNTED,
+        run_time=COUNTED_GUARD,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [line for line in run.stderr.splitlines() if "locust_inference.debug" in line]
@@ -199,7 +206,13 @@ def test_debug_requests_logs_each_request_without_secrets(triton, tmp_path: Path
 
 def test_debug_is_off_by_default(triton, tmp_path: Path) -> None:
     run = run_locust(
-        tmp_path, "--host", triton.url, "LowUser", env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"), run_time="1s"
+        tmp_path,
+        "--host",
+        triton.url,
+        "LowUser",
+        env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx", STOP_AFTER="5"),
+        locustfile=COUNTED,
+        run_time=COUNTED_GUARD,
     )
     assert run.returncode == 0
     assert "locust_inference.debug" not in run.stderr

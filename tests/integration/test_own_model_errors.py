@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.own_model import image_set, stretched, words
-from support.runs import assert_clean_failure, clean_env, run_locust, triton_successes
+from support.runs import COUNTED, COUNTED_GUARD, assert_clean_failure, clean_env, run_locust, triton_successes
 
 
 def test_a_corrupt_image_in_the_set_stops_the_start_with_its_name(triton, http, tmp_path: Path) -> None:
@@ -115,8 +115,9 @@ def test_expect_top1_auto_learns_each_image_of_a_set(triton, tmp_path: Path) -> 
         str(tmp_path / "set"),
         "--expect-top1",
         "auto",
-        env=clean_env(SERVER="triton", MODEL_NAME="echo_uint8_nhwc", LOCUST_CLASS_NAME="HighUser"),
-        run_time="3s",
+        env=clean_env(SERVER="triton", MODEL_NAME="echo_uint8_nhwc", LOCUST_CLASS_NAME="HighUser", STOP_AFTER="9"),
+        locustfile=COUNTED,
+        run_time=COUNTED_GUARD,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     row = run.stats("triton/echo_uint8_nhwc")

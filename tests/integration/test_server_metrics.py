@@ -118,7 +118,7 @@ def test_windows_add_up_to_tritons_statistics_over_the_same_run(triton, tmp_path
 
 def test_a_missing_endpoint_is_one_warning_and_the_run_goes_on(triton, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/metrics"  # nothing listens there
-    run = run_on(triton, tmp_path, "--metrics-url", url, "--metrics-interval", "0.2", run_time="2s")
+    run = run_on(triton, tmp_path, "--metrics-url", url, "--metrics-interval", "0.2", stop_after=10)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stderr.count(WARNING) == 1, run.stderr[-3000:]
     result = latency_json(tmp_path)
@@ -134,7 +134,7 @@ def test_a_hostile_endpoint_is_one_warning_and_the_run_goes_on(
     triton, fault_server: FaultServer, tmp_path: Path, fault: str
 ) -> None:
     url = f"{fault_server.url}/metrics/{fault}"
-    run = run_on(triton, tmp_path, "--metrics-url", url, "--metrics-interval", "0.5", run_time="2s")
+    run = run_on(triton, tmp_path, "--metrics-url", url, "--metrics-interval", "0.5", stop_after=10)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     assert run.stderr.count(WARNING) == 1, run.stderr[-3000:]
@@ -175,7 +175,7 @@ def test_bad_options_stop_the_start_in_one_line(tmp_path: Path) -> None:
 
 
 def test_litserve_without_a_pid_says_no_server_metrics_once(litserve_tiny, tmp_path: Path) -> None:
-    run = run_on(litserve_tiny, tmp_path, run_time="2s")
+    run = run_on(litserve_tiny, tmp_path, stop_after=5)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stderr.count("no server metrics") == 1, run.stderr[-2000:]
     metrics = latency_json(tmp_path)["server_metrics"]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import GENERATOR_MAX_TOKENS, GeneratorServer
 from support.runs import clean_env, run_locust
 
-from servers.launch import RunningServer, litserve_llm_server, triton_server
+from servers.launch import RunningServer, litserve_llm_server
 from servers.tiny_gpt import VOCAB, TinyGpt, output_length
 
 PROMPT = "Explain in a few sentences how a load balancer decides where to send a request."
@@ -26,12 +27,13 @@ def test_the_model_is_deterministic_and_writes_its_vocabulary() -> None:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, RunningServer]]:
-    with (
-        litserve_llm_server(extra_args=["--model", "tiny_gpt", "--max-tokens", "64"]) as litserve,
-        triton_server(models=["tiny_gpt"], extra_args=["--max-tokens", "64"]) as triton,
-    ):
-        yield {"litserve": litserve, "triton": triton}
+def servers(triton_llm: GeneratorServer) -> Iterator[dict[str, RunningServer]]:
+    """A LitServe of its own (it serves one model), and the session's Triton of generators, which serves
+    tiny_gpt capped at the generator's --max-tokens: the same cap on both."""
+    assert "tiny_gpt" in triton_llm.server.models
+    cap = str(GENERATOR_MAX_TOKENS)
+    with litserve_llm_server(extra_args=["--model", "tiny_gpt", "--max-tokens", cap]) as litserve:
+        yield {"litserve": litserve, "triton": triton_llm.server}
 
 
 def test_both_servers_answer_the_same_text(servers: dict[str, RunningServer]) -> None:

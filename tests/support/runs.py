@@ -15,6 +15,8 @@ from servers import children
 from servers.children import clean_env
 
 __all__ = [
+    "COUNTED",
+    "COUNTED_GUARD",
     "IMAGE",
     "LOCUST",
     "REPO_ROOT",
@@ -39,6 +41,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUST = str(Path(sys.executable).parent / "locust")
 IMAGE = REPO_ROOT / "data" / "img1.jpg"
 SWEEPFILE = REPO_ROOT / "sweepfile.py"
+# The product's users in a run that ends after $STOP_AFTER requests (locustfiles/counted.py): a test that
+# needs some requests gets them however slowly a loaded machine runs, and waits no longer than that.
+COUNTED = REPO_ROOT / "tests" / "support" / "locustfiles" / "counted.py"
+# A counted run's -t: only a guard against a run that never gets there, shorter than run_locust's timeout
+# so that Locust ends it and writes its results.
+COUNTED_GUARD = "90s"
 
 
 @dataclass
@@ -114,11 +122,21 @@ def run_locust(
 
 
 def run_on(
-    server: Any, tmp_path: Path, *args: str, model: str = "tiny_onnx", user: str = "HighUser", **run: Any
+    server: Any,
+    tmp_path: Path,
+    *args: str,
+    model: str = "tiny_onnx",
+    user: str = "HighUser",
+    stop_after: int | None = None,
+    **run: Any,
 ) -> Run:
     """``run_locust`` of ``user`` against a started ``server`` (its URL, its kind as SERVER) serving ``model``;
-    ``args``: more options, ``run``: run_locust's keywords."""
+    ``args``: more options, ``run``: run_locust's keywords. With ``stop_after``, the run ends once that many
+    requests were reported (:data:`COUNTED`), ``-t`` only its guard."""
     env = clean_env(SERVER=server.kind, MODEL_NAME=model)
+    if stop_after is not None:
+        env["STOP_AFTER"] = str(stop_after)
+        run = {"locustfile": COUNTED, "run_time": COUNTED_GUARD, **run}
     return run_locust(tmp_path, "--host", server.url, *args, user, env=env, **run)
 
 
