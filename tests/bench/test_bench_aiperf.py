@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -135,48 +136,53 @@ def test_scale_table_shows_the_servers_bound_beside_ours() -> None:
     from bench import llm_scale
 
     runs = [
-        llm_scale.Run(tokens_per_s=30_000.0, h2load_tokens_per_s=60_000.0, h2load_stream_s=3.25),
-        llm_scale.Run(tokens_per_s=45_000.0, h2load_tokens_per_s=50_000.0, h2load_stream_s=4.0),
-        llm_scale.Run(tokens_per_s=40_000.0, h2load_error="h2load exited 1"),
+        llm_scale.Run(window_tokens_per_s=30_000.0, h2load_tokens_per_s=60_000.0, h2load_stream_s=3.25),
+        llm_scale.Run(window_tokens_per_s=45_000.0, h2load_tokens_per_s=50_000.0, h2load_stream_s=4.0),
+        llm_scale.Run(window_tokens_per_s=40_000.0, h2load_error="h2load exited 1"),
     ]
     table, verdicts = llm_scale.render(runs, streams=2000)
     assert "| h2load on the same server and streams: achieved / offered | 0.550 | 0.500 to 0.600 |" in table
-    assert "| ours / h2load (achieved tokens/s) | 0.700 | 0.500 to 0.900 |" in table
+    assert "| ours (steady window) / h2load (its run) | 0.700 | 0.500 to 0.900 |" in table
     assert "| h2load: mean time for a stream (s; the script's 2) | 3.62 | 3.25 to 4.00 |" in table
     assert "- repeat 3, h2load: h2load exited 1" in table
     assert dict(verdicts)["achieved / emitted tokens >= 0.99"] is None  # nginx's log was not read
     assert "timer_resolution 1ms;" in llm_scale.render_config(8080, Path("/tmp/x"), streams=2000)
 
 
-def test_nginx_access_log_gives_the_steady_parts_complete_streams() -> None:
-    """Of nginx's lines (end time, time to emit, status, bytes), only complete streams that ended in the
-    steady part count: not those that ended during the ramp, nor those Locust's stop cut (fewer bytes, or a
-    499), nor those within 1 s of the last line."""
+def test_nginx_access_log_and_locusts_ends_counted_in_one_window() -> None:
+    """The steady window runs from the ramp (stagger and first stream) plus 1 s after nginx's first stream
+    began to 1 s before its last line; nginx's complete streams that ended in it (not those cut by the stop:
+    fewer bytes, or a 499) and Locust's successful streams that ended in it are counted alike."""
     from bench import llm_scale
 
     config = llm_scale.render_config(8080, Path("/tmp/x"), streams=2000)
     assert "log_format streams '$msec $request_time $status $bytes_sent';" in config
     assert f"access_log /tmp/x/{llm_scale.ACCESS_LOG} streams" in config.split("location = /v1/chat/completions")[1]
-    first_start = 1000.0
     lines = [
-        "1002.000 2.000 200 9000",  # began first (at 1000), ended during the ramp + 2 s: left out
-        "1005.000 2.100 200 9000",  # steady
-        "1006.000 2.050 200 9000",  # steady
-        "1007.000 2.400 200 9000",  # steady, the slowest
+        "1002.000 2.000 200 9000",  # the first stream (began at 1000), ended in the ramp: left out
+        "1005.000 2.100 200 9000",  # in the window (1004 to 1008.5)
+        "1006.000 2.050 200 9000",
+        "1007.000 2.400 200 9000",  # the slowest
         "1008.000 1.000 200 4000",  # cut by the stop: fewer bytes
         "1008.500 0.500 499 300",  # cut by the stop: the client went away
         "1009.000 2.000 200 9000",  # within 1 s of the last line: left out
         "garbage",
         "1009.500 0.100 200 9000",  # the last line
     ]
-    assert min(float(x.split()[0]) - float(x.split()[1]) for x in lines if x[0].isdigit()) == first_start
-    got = llm_scale.emitted(lines, spawn_s=2.0)
+    rows = llm_scale.parse_log(lines)
+    assert len(rows) == 8 and rows[0] == (1002.0, 2.0, 200, 9000)
+    window = llm_scale.steady_window(rows, ramp_s=3.0)
+    assert window == (1004.0, 1008.5), window
+    got = llm_scale.emitted(rows, window)
     assert got is not None
-    assert got.streams == 3 and got.seconds == 4.5, got  # 1004 to 1008.5
+    assert got.streams == 3 and got.seconds == 4.5, got
     assert math.isclose(got.tokens_per_s, 3 * llm_scale.TOKENS / 4.5)
     assert got.stream_ms["p50"] == 2100.0 and got.stream_ms["p99"] == 2400.0, got.stream_ms
-    assert llm_scale.emitted(["1002.000 2.000 200 9000"], spawn_s=2.0) is None
-    assert llm_scale.emitted([], spawn_s=2.0) is None
+    ends = [1003.9, 1004.0, 1004.1, 1006.0, 1008.5, 1008.6]  # (low, high]: 3 of them
+    assert math.isclose(llm_scale.received(ends, window), 3 * llm_scale.TOKENS / 4.5)
+    assert llm_scale.steady_window(llm_scale.parse_log(["1002.000 2.000 200 9000"]), ramp_s=3.0) is None
+    assert llm_scale.steady_window([], ramp_s=3.0) is None
+    assert llm_scale.emitted(rows[:1], (1001.0, 1003.0)) is None  # one stream is too few
 
 
 def test_scale_verdicts_from_nginx_and_the_client_at_rest() -> None:
@@ -186,7 +192,7 @@ def test_scale_verdicts_from_nginx_and_the_client_at_rest() -> None:
 
     def run(tokens: float, stream_p99: float, itl_p99: float, ttft_p99: float) -> llm_scale.Run:
         return llm_scale.Run(
-            tokens_per_s=tokens,
+            window_tokens_per_s=tokens,
             latency_ms={"p50": 2075.0, "p99": stream_p99},
             itl_ms={"p50": 20.5, "p99": itl_p99},
             ttft_ms={"p50": 0.5, "p99": ttft_p99},
@@ -208,3 +214,27 @@ def test_scale_verdicts_from_nginx_and_the_client_at_rest() -> None:
     assert "| achieved / emitted | 0.980 | 0.980 to 0.980 | >= 0.99 | **no** |" in table
     assert "| every stream keeps its rate: nginx's p99 / ours | 0.9455 |" in table
     assert llm_scale.timestamp_error(llm_scale.Run(itl_ms={"p99": 21.0}, ttft_ms={"p99": 1.0})) is None
+
+
+def test_staggered_user_writes_the_times_of_its_successful_streams(tmp_path: Path) -> None:
+    """The scale row's Locust file: HighUser's loop, and at quit the wall-clock time of each successful
+    request (a failed one is not a stream received), one per line. In a child: importing Locust patches
+    the standard library with gevent."""
+    import subprocess
+    import sys
+
+    script = """
+import itertools
+from bench.locustfiles import staggered
+assert staggered.StaggeredUser.back_to_back and staggered.StaggeredUser.wait_time(None) == 0
+staggered.time.time = iter([100.25, 101.5]).__next__
+staggered._record(exception=None)
+staggered._record(exception=RuntimeError("cut"))
+staggered._record(exception=None)
+staggered._write()
+"""
+    out = tmp_path / "ends.txt"
+    env = {**os.environ, "BENCH_ENDS_OUT": str(out)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.read_text() == "100.250000\n101.500000\n"
