@@ -155,3 +155,49 @@ def test_bad_sweep_options_end_the_start_in_one_line(tmp_path: Path, args: list[
         env=clean_env(SERVER="triton", MODEL_NAME="tiny_onnx"),
     )
     assert_clean_failure(run, message)
+
+
+_SUM_OF_PARTS = """
+from types import SimpleNamespace
+
+from locust_inference._native import Measurements
+from locust_inference.sweep.shape import SweepRun, _Step
+
+
+def entry(per_second, failures):
+    return SimpleNamespace(num_reqs_per_sec=per_second, num_fail_per_sec=failures)
+
+
+run = object.__new__(SweepRun)
+run.plan = SimpleNamespace(window_s=2, stable_windows=3)
+run.collector = SimpleNamespace(poll=lambda: None, take_window_by_name=lambda: (Measurements(), {}), slo=None)
+run.models = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
+run.environment = SimpleNamespace(
+    stats=SimpleNamespace(
+        # the total logged one of a's requests at 11.9999, a's entry at 12.0001: second 12 is outside
+        total=entry({10: 7, 11: 6}, {11: 1}),
+        entries={("a", "infer"): entry({10: 4, 11: 2, 12: 1}, {}), ("b", "infer"): entry({10: 3, 11: 3}, {11: 1})},
+    )
+)
+step = _Step(index=0, load=4, users=4, warm_until=0.0, t0=10)
+run._close_window(step)
+parts = step.model_windows[0]
+assert (parts["a"].successes, parts["b"].successes, parts["b"].failures) == (6, 5, 1), parts
+(window,) = step.windows
+assert (window.successes, window.failures) == (11, 1), window  # Locust's total says 12 successes
+print("ok")
+"""
+
+
+def test_a_steps_counts_with_several_models_are_the_sum_of_its_models_parts() -> None:
+    """Locust reads the clock apart for its total and for a name's entry, so a request logged across a
+    second's boundary is in second 11 of one and second 12 of the other: the step's window takes its models'
+    counts, and the step's total is always its models' parts added up. In a child: importing Locust
+    monkey-patches the process (gevent)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SUM_OF_PARTS], env=clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -150,15 +150,21 @@ class SweepRun:
         measured, named = self.collector.take_window_by_name()
         start = step.t0 + len(step.windows) * self.plan.window_s
         seconds = range(start, start + self.plan.window_s)
-        step.windows.append(self._window(self.environment.stats.total, measured, seconds))
-        step.measured.append(measured)
+        total = self._window(self.environment.stats.total, measured, seconds)
         if self.models:
             # only the last stable_windows make a row: a model's histograms (~2 MiB) are not kept past them
             step.named = [*step.named, named][-self.plan.stable_windows :]
             entries = self.environment.stats.entries
-            step.model_windows.append(
-                {s.name: self._window(entries.get((s.name, "infer")), named.get(s.name), seconds) for s in self.models}
-            )
+            parts = {
+                s.name: self._window(entries.get((s.name, "infer")), named.get(s.name), seconds) for s in self.models
+            }
+            step.model_windows.append(parts)
+            # The step's counts are its models' parts: Locust reads the clock apart for its total and for the
+            # name's entry, so a request logged across a second's boundary falls in different seconds of each.
+            successes = sum(w.successes for w in parts.values())
+            total = Window(successes, sum(w.failures for w in parts.values()), total.seconds, total.p99_ms)
+        step.windows.append(total)
+        step.measured.append(measured)
         if self.collector.slo is not None:
             step.slo.append(self.collector.slo.take_window())
 
