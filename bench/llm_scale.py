@@ -13,9 +13,10 @@ h2load's took 2.5 times the script's 2 s each), so the server, not the client, s
 
 The load: the users (``StaggeredUser`` of ``bench/locustfiles/staggered.py``: ``HighUser``, asking again
 as soon as a stream ends) all start at once and each sends its first request after a random wait of up to
-one stream's length, so that their streams are spread in time as independent users' would be. Locust starts
-each second's users in one batch, and streams of equal length started together stay in step: every 20 ms
-nginx would emit, and any client would read, one burst of 2,000 chunks, the last behind the 1,999 before it.
+one stream's length (``--stagger``), so that their streams are spread in time as independent users' would
+be. Locust starts each second's users in one batch, and streams of equal length started together stay in
+step: every 20 ms nginx would emit, and any client would read, one burst of 2,000 chunks, the last behind
+the 1,999 before it.
 
 What is measured. **Achieved / emitted**, in the steady window (from the users' stagger plus one stream plus 1
 s after nginx's first stream began, to 1 s before its last line, in wall-clock time): ours is the successful
@@ -76,6 +77,11 @@ __all__ = ["main"]
 SECTION = "bench.llm_scale"
 TOKENS = 100  # per stream: 2 s at 50 tokens/s, then the user asks again
 GAP_S = 0.02
+STREAM_S = TOKENS * GAP_S  # one stream's length, as nginx's script plays it
+# --stagger: the users' first requests are spread over one stream's length, so that the streams start spread
+# out as independent users' would (Locust starts a second's users together; 2,000 streams in step would make
+# nginx emit, and any client read, one burst of 2,000 chunks every 20 ms)
+STAGGER_S = STREAM_S
 MODEL = "null_llm"
 GOAL_ACHIEVED = 0.99
 GOAL_TIMESTAMP_MS = 1.0
@@ -319,13 +325,6 @@ class Served:
             return 0
 
 
-def stagger_s() -> float:
-    """How long the users' first requests are spread over: one stream's length, so that the streams start
-    spread out as independent users' would (Locust starts a second's users together; 2,000 streams in step
-    would make nginx emit, and any client read, one burst of 2,000 chunks every 20 ms)."""
-    return TOKENS * GAP_S
-
-
 def run_once(server: nginx.NullServer, streams: int, duration: int, folder: Path) -> Run:
     url = server.url
     folder.mkdir()
@@ -334,8 +333,8 @@ def run_once(server: nginx.NullServer, streams: int, duration: int, folder: Path
     cmd = [sys.executable, "-m", "locust", "-f", "bench/locustfiles/staggered.py", "--headless"]
     cmd += ["-u", str(streams), "-r", str(streams), "--reset-stats", "-t", f"{duration}s", "--host", url]
     cmd += ["--csv", str(folder / "run"), "--only-summary", "--loglevel", "WARNING"]
-    cmd += ["--api", "chat", "--max-tokens", str(TOKENS), "StaggeredUser"]
-    env = clean_env(SERVER="litserve", MODEL_NAME=MODEL, BENCH_STAGGER_S=str(stagger_s()))
+    cmd += ["--api", "chat", "--max-tokens", str(TOKENS), "--stagger", f"{STAGGER_S:g}", "StaggeredUser"]
+    env = clean_env(SERVER="litserve", MODEL_NAME=MODEL)
     env["BENCH_ENDS_OUT"] = str(folder / "ends.txt")
     sampler = SteadySampler(Served(server), server.pid)
     code, _ = run_process(cmd, env, duration + 120, folder / "log", sampler)
@@ -353,7 +352,7 @@ def run_once(server: nginx.NullServer, streams: int, duration: int, folder: Path
     except (OSError, ValueError, KeyError) as exc:
         tail = " | ".join((folder / "log").read_text(errors="replace").strip().splitlines()[-3:])
         return Run(error=f"locust exited {code}, no latency.json entry ({exc}): {tail[:300]}")
-    window = steady_window(rows, stagger_s() + TOKENS * GAP_S)
+    window = steady_window(rows, STAGGER_S + STREAM_S)
     run = Run(
         tokens_per_s=tokens["output_tokens_per_s"],
         window_tokens_per_s=received(ends, window) if window and ends else None,
@@ -467,7 +466,7 @@ def render(runs: list[Run], streams: int) -> tuple[str, list[tuple[str, bool | N
     lines = [
         "| measure | median | per-repeat range | goal | met |",
         "|---|---|---|---|---|",
-        f"| streams (users; first requests spread over {stagger_s():g} s) | {streams:,} | | | |",
+        f"| streams (users; first requests spread over {STAGGER_S:g} s) | {streams:,} | | | |",
         f"| offered tokens/s ({streams:,} x 50, the script's pace) | {offered:,.0f} | | | |",
         row(
             "achieved tokens/s (ours, Locust's count over its run: latency.json)",
@@ -511,7 +510,7 @@ def render(runs: list[Run], streams: int) -> tuple[str, list[tuple[str, bool | N
         f"| TPOT p50 (ms; 20 = the script's pace) | {_f(_median([r.tpot_p50_ms for r in good]), '{:.3f}')} | | | |",
         row("h2load on the same server and streams: achieved / offered", bound, "{:.3f}"),
         row(
-            f"h2load: mean time for a stream (s; the script's {TOKENS * GAP_S:g})",
+            f"h2load: mean time for a stream (s; the script's {STREAM_S:g})",
             [r.h2load_stream_s for r in good],
             "{:.2f}",
         ),
@@ -600,9 +599,9 @@ def main(argv: list[str] | None = None) -> int:
             for p in (__doc__ or "").split("\n\n")[2:]
             if p.strip()  # the module's explanation of the server and of what is measured
         )
-        + f"\n- Locust: `BENCH_STAGGER_S={stagger_s():g} locust -f bench/locustfiles/staggered.py --headless "
-        f"-u {args.streams} -r {args.streams} "
-        f"--reset-stats -t {args.duration}s --api chat --max-tokens {TOKENS} StaggeredUser`, one process, not pinned.\n"
+        + f"\n- Locust: `locust -f bench/locustfiles/staggered.py --headless -u {args.streams} -r {args.streams} "
+        f"--reset-stats -t {args.duration}s --api chat --max-tokens {TOKENS} --stagger {STAGGER_S:g} StaggeredUser`, "
+        "one process, not pinned.\n"
     )
     sections.publish(body, verdicts, output, SECTION)
     return 0

@@ -1,7 +1,7 @@
-"""The scale benchmark's user (``bench/llm_scale.py``): ``HighUser`` whose first request waits a random
-time, uniform in [0, ``BENCH_STAGGER_S``), after it starts. Locust starts the users of each second in one
-batch (``floor(spawn rate)`` at once), so streams of equal length started together would stay in step for
-the whole run; independent users' streams do not.
+"""The scale benchmark's user (``bench/llm_scale.py``): ``HighUser``, run with ``--stagger`` so that each
+user's first request waits a random time after it starts. Locust starts the users of each second in one
+batch, so streams of equal length started together would stay in step for the whole run; independent
+users' streams do not.
 
 At quit it writes the wall-clock time (``time.time()``, one per line) of every successful request to
 ``BENCH_ENDS_OUT``, so that the benchmark can count what Locust received in the same window of time as
@@ -11,27 +11,22 @@ the server's log.
 from __future__ import annotations
 
 import os
-import random
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-import gevent
-from locust import constant, events
-from locust_inference.users import InferenceUser
+from locust import events
 
-STAGGER_S = float(os.environ.get("BENCH_STAGGER_S", "0"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import locustfile
+
 _ends: list[float] = []
 
 
-class StaggeredUser(InferenceUser):
-    """``HighUser`` (the next request as soon as the previous one returns), started at a random offset."""
-
-    wait_time = constant(0)
-    back_to_back = True
-
-    def on_start(self) -> None:
-        super().on_start()
-        gevent.sleep(random.uniform(0.0, STAGGER_S))
+class StaggeredUser(locustfile.HighUser):
+    """``HighUser`` (the next request as soon as the previous one returns), under its own name."""
 
 
 @events.request.add_listener

@@ -37,6 +37,7 @@ __all__ = [
     "PROTOCOLS",
     "REQUEST_TIMEOUT_S",
     "SERVERS",
+    "STAGGER_S",
     "STREAM",
     "SWEEP_MAX_WINDOWS",
     "SWEEP_STABLE_WINDOWS",
@@ -60,6 +61,8 @@ BATCH_SIZE = 1
 # Each request
 # The Rust Endpoint has the same two defaults (its pyo3 signature: timeout, DEFAULT_MAX_RESPONSE_BYTES).
 REQUEST_TIMEOUT_S = 60.0
+# How long the users' first requests are spread over (--stagger): 0, each user sends as soon as it starts
+STAGGER_S = 0.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 TRITON_FORMATS = ("binary", "json")
 TRITON_FORMAT = "binary"

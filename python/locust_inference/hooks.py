@@ -11,7 +11,8 @@ Four of them, none promised by Locust to stay as they are:
 * ``User.stop(self, force=False)``, which the runner calls to stop a user and which, unless forced, sets
   ``_state`` to ``LOCUST_STATE_STOPPING`` for ``TaskSet.run`` to stop the user after its task:
   :class:`locust_inference.users.InferenceUser` extends it, and reads ``_state``, to send no follow-up
-  once asked to stop.
+  once asked to stop; it sets ``_state`` to ``LOCUST_STATE_WAITING`` while its first request waits out
+  ``--stagger``, so that a stop then ends it at once, as during a wait.
 * ``StatsCSVFileWriter.close_files(self)``, which Locust calls as it exits. Its ``--csv`` files are
   rewritten once a second by a loop, and not again at the end: requests answered in the last second
   (those a ``--stop-timeout`` waited for among them) were missing from ``_stats.csv`` while the
@@ -127,13 +128,17 @@ def check_sleep() -> None:
 
 def check_stop() -> None:
     """Raises :class:`LocustHookError` unless ``User.stop`` is as extended here."""
-    if getattr(importlib.import_module("locust.user.task"), "LOCUST_STATE_STOPPING", None) is None:
-        raise failure(STOP_HOOK, "has no LOCUST_STATE_STOPPING in locust.user.task to ask a user to stop with")
+    states = importlib.import_module("locust.user.task")
+    for state in ("LOCUST_STATE_STOPPING", "LOCUST_STATE_WAITING", "LOCUST_STATE_RUNNING"):
+        if getattr(states, state, None) is None:
+            raise failure(STOP_HOOK, f"has no {state} in locust.user.task to set a user's _state with")
     stop = getattr(User, "stop", None)
     if not callable(stop) or _parameters(stop) != ["self", "force"]:
         raise failure(STOP_HOOK, "is no longer a method taking (self, force)")
     if not (_uses(stop, "_state") and _uses(stop, "LOCUST_STATE_STOPPING")):
         raise failure(STOP_HOOK, "no longer asks a running user to stop after its task (_state)")
+    if not _uses(stop, "LOCUST_STATE_WAITING"):
+        raise failure(STOP_HOOK, "no longer ends a waiting user at once (LOCUST_STATE_WAITING)")
     if not _uses(getattr(TaskSet, "run", None), "LOCUST_STATE_STOPPING"):
         raise failure(STOP_HOOK, "is no longer what TaskSet.run stops a user after its task for")
 

@@ -53,6 +53,7 @@ MAX_BATCH_SIZE = 1_000_000
 MAX_RESPONSE_BYTES = 2**40  # 1 TiB
 MAX_IN_FLIGHT = 100_000
 MAX_CLASS_INDEX = 2**31 - 1
+MAX_STAGGER_S = 3600.0
 MAX_GRPC_CONNECTIONS = 64
 
 
@@ -115,6 +116,7 @@ class Settings:
     keep_body: bool = False
     class_name: str | None = None
     expect_top1: str | None = None
+    stagger: float = defaults.STAGGER_S
     # of poisson arrivals, --shuffle-inputs orders, --input-data random and --max-tokens ranges
     seed: int | None = None
     inputs: InputSettings = field(default_factory=InputSettings)
@@ -271,6 +273,14 @@ def add_arguments(parser: Any) -> None:
         env_var="LOCUST_CLASS_NAME",
         default=None,
         help="User class to run (LowUser or HighUser) when none is named on the command line",
+    )
+    group.add_argument(
+        "--stagger",
+        env_var="LOCUST_STAGGER",
+        default=defaults.STAGGER_S,
+        help="Spread the users' starts: each user's first request (an open-loop user's schedule) waits a "
+        "random time, uniform from 0 to this many seconds, after the user starts; reproducible with --seed "
+        f"(default {plain(defaults.STAGGER_S)}: at once)",
     )
     _add_open_loop_arguments(parser)
     _add_litserve_arguments(parser)
@@ -612,6 +622,7 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         raise ConfigError(f"--ca-file {ca_file} does not exist")
     open_loop = _resolve_open_loop(options)  # the options are checked in this order: the first error is said
     seed = _number(options, "seed", None, 0, 2**64 - 1, whole=True)
+    stagger = float(_number(options, "stagger", defaults.STAGGER_S, 0, MAX_STAGGER_S, whole=False, unit=" seconds"))
     litserve = _resolve_litserve(options, server, getattr(options, "locustfile", None))
     inputs = input_options.resolve(options)
     generative = generative_options.resolve(options, protocol)
@@ -637,6 +648,7 @@ def resolve(options: Any, host: str | None, environ: Mapping[str, str] | None = 
         keep_body=bool(getattr(options, "keep_body", False)),
         class_name=getattr(options, "class_name", None) or None,
         expect_top1=expect_top1,
+        stagger=stagger,
         seed=seed,
         inputs=inputs,
         open_loop=open_loop,

@@ -29,8 +29,12 @@ __all__ = ["InferenceUser", "OpenLoopUser", "target_for"]
 debug_log = logging.getLogger("locust_inference.debug")
 
 _user_numbers = itertools.count()
-# Locust's state of a user asked to stop after its task; hooks.check_stop stops the run at start if missing
-_STOPPING = getattr(importlib.import_module("locust.user.task"), "LOCUST_STATE_STOPPING", None)
+# Locust's states of a user: asked to stop after its task, waiting (a stop ends it at once) and running;
+# hooks.check_stop stops the run at start if one is missing
+_STATES = importlib.import_module("locust.user.task")
+_STOPPING = getattr(_STATES, "LOCUST_STATE_STOPPING", None)
+_WAITING = getattr(_STATES, "LOCUST_STATE_WAITING", None)
+_RUNNING = getattr(_STATES, "LOCUST_STATE_RUNNING", None)
 
 
 def _redact(headers: Any) -> list[tuple[str, str]]:
@@ -67,7 +71,8 @@ class InferenceUser(User):
         super().__init__(environment)
         self._run = state_of(environment)
         self._target = self._run.bind(type(self))  # with several models, this user's for its life
-        self._slot = RequestSlot(seed=self._seed())
+        self._user_seed = self._seed()
+        self._slot = RequestSlot(seed=self._user_seed)
         self._watcher = gevent.get_hub().loop.io(self._slot.fileno(), 1)
         self._context = {"server": self._target.settings.server, "model": self._target.settings.model}
         collector = latency.collector_of(environment)
@@ -175,6 +180,21 @@ class InferenceUser(User):
         self._skip_redundant_zero_waits()
         if self._follows and self.wait_time() > 0:
             self._follows = False  # back to back only with zero waits
+        delay = self.stagger_delay()
+        if delay > 0:
+            # As in Locust's waits: a user asked to stop meanwhile ends at once, without sending
+            self._state = _WAITING
+            gevent.sleep(delay)
+            self._state = _RUNNING
+
+    def stagger_delay(self) -> float:
+        """How long this user's first request waits after the user starts (``--stagger S``): uniform in
+        [0, S), drawn from the user's own seed, so ``--seed`` makes it the same in every run. Locust starts
+        each second's users together; users whose answers take equal times would stay in step all run."""
+        spread = self._target.settings.stagger
+        if spread <= 0:
+            return 0.0
+        return random.Random(f"stagger {self._user_seed}").uniform(0.0, spread)
 
     def _skip_redundant_zero_waits(self) -> None:
         """Locust turns a zero wait (HighUser; LowUser behind its pace) into ``gevent.sleep(0)``, one

@@ -54,6 +54,8 @@ def test_the_installed_locust_has_every_hook_we_replace() -> None:
         ("sleep_changed", "locust.user.task.TaskSet._sleep is no longer a method taking (self, seconds)"),
         ("stop_changed", "locust.User.stop is no longer a method taking (self, force)"),
         ("stop_state_unused", "locust.User.stop no longer asks a running user to stop after its task (_state)"),
+        ("stop_wait_unused", "locust.User.stop no longer ends a waiting user at once (LOCUST_STATE_WAITING)"),
+        ("waiting_removed", "locust.User.stop has no LOCUST_STATE_WAITING in locust.user.task to set a user's _state"),
         ("csv_close_changed", "locust.stats.StatsCSVFileWriter.close_files is no longer a method taking (self)"),
         (
             "csv_rows_removed",

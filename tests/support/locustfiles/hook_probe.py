@@ -7,6 +7,7 @@ Writes ``{"during": "<module>.<function>", "after": "<module>.<function>"}`` to 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -34,6 +35,13 @@ def _stop_that_kills(self: Any, force: bool = False) -> None:
     raise AssertionError("never called: the run stops at start")
 
 
+def _stop_that_never_kills(self: Any, force: bool = False) -> None:
+    from locust.user.task import LOCUST_STATE_STOPPING
+
+    self._state = LOCUST_STATE_STOPPING
+    raise AssertionError("never called: the run stops at start")
+
+
 def _close_files_with_a_reason(self: Any, reason: str) -> None:
     raise AssertionError("never called: the run stops at start")
 
@@ -45,6 +53,8 @@ BREAKS = {
     "sleep_changed": lambda: setattr(TaskSet, "_sleep", _sleep_with_a_new_signature),
     "stop_changed": lambda: setattr(locust.User, "stop", _stop_without_force),
     "stop_state_unused": lambda: setattr(locust.User, "stop", _stop_that_kills),
+    "stop_wait_unused": lambda: setattr(locust.User, "stop", _stop_that_never_kills),
+    "waiting_removed": lambda: delattr(importlib.import_module("locust.user.task"), "LOCUST_STATE_WAITING"),
     "csv_close_changed": lambda: setattr(locust.stats.StatsCSVFileWriter, "close_files", _close_files_with_a_reason),
     "csv_rows_removed": lambda: delattr(locust.stats.StatsCSV, "_requests_data_rows"),
 }
