@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import gevent
 import locust.stats
 from locust.env import Environment
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
 
 from locust_inference import hooks
 from locust_inference._native import Measurements, ProtocolError
@@ -713,4 +713,14 @@ def install(
     collector.monitor = wiring.install(
         environment, settings, poll=take_local if collector.endpoints else None, take_lag=collector.take_tap
     )
+
+    @events.quitting.add_listener
+    def _stop_users(**_kw: Any) -> None:
+        # Registered last, so called first. Locust fires quitting before its runner.quit(): after -t the
+        # users were stopped already, but after a Ctrl-C they still run, their open-loop streams neither
+        # stopped (requests in flight not counted as unfinished, no running time) nor their last answers
+        # reported. Stopped here as -t stops them, before anything is read or written.
+        if isinstance(runner, LocalRunner) and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+            runner.stop()
+
     return collector

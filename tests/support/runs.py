@@ -79,6 +79,16 @@ def assert_clean_failure(run: Run, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
+# Starts the command with Ctrl-C (SIGINT) at its default action, as a terminal's foreground job has it. An ignored
+# SIGINT passes from a process to its children, and Python then leaves it ignored: pytest started with `&` by a
+# non-interactive shell (a CI run in the background) would otherwise start a Locust that cannot see the Ctrl-C.
+WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 def run_locust(
     tmp_path: Path,
     *args: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 from support.faults import ENSEMBLE_STEPS, SILENT_AT_END, FaultServer
-from support.runs import LOCUST, REPO_ROOT, clean_env, latency_json, run_distributed, run_locust
+from support.runs import LOCUST, REPO_ROOT, WITH_CTRL_C, clean_env, latency_json, run_distributed, run_locust
 
 from servers import children
 from servers.launch import free_port
@@ -94,16 +93,6 @@ def test_run_time_end_does_not_wait_for_requests_in_flight(tmp_path: Path) -> No
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert server.requests == 5
-
-
-# Starts the command with Ctrl-C (SIGINT) at its default action, as a terminal's foreground job has it. An ignored
-# SIGINT passes from a process to its children, and Python then leaves it ignored: pytest started with `&` by a
-# non-interactive shell (a CI run in the background) would otherwise start a Locust that cannot see the Ctrl-C.
-WITH_CTRL_C = [
-    sys.executable,
-    "-c",
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
-]
 
 
 def ctrl_c_when_in_flight(cmd: list[str], requests: int, *, group: bool = False) -> tuple[int, str]:
