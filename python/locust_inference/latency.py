@@ -47,7 +47,14 @@ from locust_inference.results_schema import (
     TokenEntry,
     histograms,
 )
-from locust_inference.server_stats import EnsembleSteps, ServerStats, StatsRead, breakdown, read_models
+from locust_inference.server_stats import (
+    EnsembleSteps,
+    ModelsRead,
+    ServerStats,
+    StatsRead,
+    breakdown,
+    read_models,
+)
 from locust_inference.telemetry import monitor as telemetry
 from locust_inference.telemetry import wiring
 
@@ -134,7 +141,7 @@ class Collector:
     # this process's endpoints by request name: ``endpoint``'s alone, or one per model (several models)
     endpoints: dict[str, Recording] = field(default_factory=dict)
     # several models: each model's statistics at the start, by request name (``stats_at_start`` is None then)
-    model_stats_at_start: dict[str, StatsRead] = field(default_factory=dict)
+    model_stats_at_start: ModelsRead | None = None
     # each name's part of ``window``, kept only once a sweep asks for it (:meth:`track_names`): per-model steps
     window_by_name: dict[str, Measurements] | None = None
     # the composing models of the ensembles read: every read of Triton's statistics in this run shares them
@@ -152,15 +159,15 @@ class Collector:
     def read_stats_at_start(self) -> None:
         """Starts reading Triton's statistics now: the run's model's, or each model's."""
         self.stats_at_start = StatsRead(self.settings, self.ensembles)
-        self.model_stats_at_start = {
-            s.name: StatsRead(s, self.ensembles) for s in self.settings.per_model() if self.settings.models
-        }
+        self.model_stats_at_start = (
+            ModelsRead(self.settings.per_model(), self.ensembles) if self.settings.models else None
+        )
 
     def wait_stats_at_start(self) -> None:
         if self.stats_at_start is not None:
             self.stats_at_start.get()
-        for read in self.model_stats_at_start.values():
-            read.get()
+        if self.model_stats_at_start is not None:
+            self.model_stats_at_start.get()
 
     def add(self, name: str, measurements: Measurements) -> None:
         """Adds ``measurements`` to ``name``'s and to the window; raises ProtocolError, adding nothing, when a
@@ -311,7 +318,7 @@ class Collector:
     def _models_stats_now(self) -> dict[str, ServerStats | None]:
         """Triton's statistics of each model measured (several models) by request name, read now in gevent's
         threadpool, waited for letting other greenlets run; in one budget for them all (read_models)."""
-        started = self.model_stats_at_start
+        started = self.model_stats_at_start.names if self.model_stats_at_start is not None else frozenset()
         models = [s for s in self.settings.per_model() if s.name in self.measured and s.name in started]
         return gevent.get_hub().threadpool.spawn(read_models, models, self.ensembles).get() if models else {}
 
@@ -326,7 +333,8 @@ class Collector:
         (by default read now, waiting for the read): the web UI passes its latest read instead of waiting, and
         with several models ``model_stats_at_end``, its latest read of each model's by request name."""
         ended = self.stopped or dt.datetime.now(dt.UTC)
-        if stats_at_end is None and self.model_stats_at_start:  # several models: each one's, read now
+        models_at_start = self.model_stats_at_start
+        if stats_at_end is None and models_at_start is not None:  # several models: each one's, read now
             model_stats_at_end = self._models_stats_now()
         if self.stopped is not None and self.monitor is not None:
             # Workers' last reports reach a master after the test stopped and the monitor's last read: their
@@ -355,8 +363,8 @@ class Collector:
                 "server_stats": None,
             }
             # several models: each one's own statistics, read above, or (the web UI) its latest read of each
-            if name in self.model_stats_at_start and model_stats_at_end is not None:
-                start = self.model_stats_at_start[name].get()
+            if models_at_start is not None and name in models_at_start.names and model_stats_at_end is not None:
+                start = models_at_start.get().get(name)
                 end = model_stats_at_end.get(name)
                 requests[name]["server_stats"] = breakdown(start, end, hist.summary().get("mean"))
             if self.settings.models:  # several models: Locust's view of them all (the "Aggregated" row)
