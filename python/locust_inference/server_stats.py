@@ -320,6 +320,10 @@ class ModelsRead:
     def get(self) -> dict[str, ServerStats | None]:
         return {} if self._result is None else self._result.get()
 
+    def ready(self) -> bool:
+        """Whether the read has ended (with statistics or without)."""
+        return self._result is None or self._result.ready()
+
 
 def breakdown(
     start: ServerStats | None, end: ServerStats | None, client_mean_ms: float | None

@@ -35,7 +35,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust_inference import latency
 from locust_inference.options import Settings
 from locust_inference.results_schema import LatencyDocument
-from locust_inference.server_stats import EnsembleSteps, ServerStats, StatsRead
+from locust_inference.server_stats import EnsembleSteps, ModelsRead, ServerStats, StatsRead
 from locust_inference.tab import COLUMNS, ROUTE, TAB_KEY, rows
 
 __all__ = ["document", "follow_resets", "install"]
@@ -47,17 +47,17 @@ READ_EVERY_S = 2.0  # Triton's statistics, read again at most this often while t
 
 
 class _Reads:
-    """One read of Triton's statistics: the run's model's, or (several models) each model's at once."""
+    """One read of Triton's statistics: the run's model's, or (several models) each model's in one budget."""
 
     def __init__(self, settings: Settings, ensembles: EnsembleSteps) -> None:
         self._run = StatsRead(settings, ensembles)  # reads nothing with several models
-        self._models = {s.name: StatsRead(s, ensembles) for s in settings.per_model()} if settings.models else {}
+        self._models = ModelsRead(settings.per_model() if settings.models else (), ensembles)
 
     def ready(self) -> bool:
-        return self._run.ready() and all(read.ready() for read in self._models.values())
+        return self._run.ready() and self._models.ready()
 
     def get(self) -> tuple[ServerStats | None, dict[str, ServerStats | None]]:
-        return self._run.get(), {name: read.get() for name, read in self._models.items()}
+        return self._run.get(), self._models.get()
 
 
 class _LiveStats:
