@@ -75,6 +75,7 @@ from servers.children import clean_env
 __all__ = ["main"]
 
 SECTION = "bench.llm_scale"
+SECTION_PINNED = "bench.llm_scale.pinned"  # --pin
 TOKENS = 100  # per stream: 2 s at 50 tokens/s, then the user asks again
 GAP_S = 0.02
 STREAM_S = TOKENS * GAP_S  # one stream's length, as nginx's script plays it
@@ -325,7 +326,48 @@ class Served:
             return 0
 
 
-def run_once(server: nginx.NullServer, streams: int, duration: int, folder: Path) -> Run:
+@dataclass(frozen=True)
+class Pinning:
+    """``--pin``: nginx on the highest CPU this process may use, the client (Locust, h2load) on the others, so
+    that each has its own and the table shows what nginx alone does with one core."""
+
+    server: frozenset[int]
+    client: frozenset[int]
+
+    @classmethod
+    def split(cls, cpus: set[int]) -> Pinning | None:
+        """None with fewer than two CPUs: nothing to split."""
+        ordered = sorted(cpus)
+        return cls(frozenset(ordered[-1:]), frozenset(ordered[:-1])) if len(ordered) >= 2 else None
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        """``cmd`` started on the client's CPUs."""
+        return ["taskset", "-c", _cpus(self.client), *cmd]
+
+    def pin_server(self, pgid: int) -> int:
+        """Moves every thread of process group ``pgid`` (nginx's master and worker) to the server's CPUs;
+        returns how many threads it moved."""
+        moved = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) != pgid:  # after the command's name: state, ppid, pgrp
+                    continue
+                for task in (stat.parent / "task").iterdir():
+                    os.sched_setaffinity(int(task.name), self.server)
+                    moved += 1
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+        return moved
+
+
+def _cpus(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def run_once(
+    server: nginx.NullServer, streams: int, duration: int, folder: Path, *, pinning: Pinning | None = None
+) -> Run:
     url = server.url
     folder.mkdir()
     log = server.error_log.parent / ACCESS_LOG
@@ -337,6 +379,8 @@ def run_once(server: nginx.NullServer, streams: int, duration: int, folder: Path
     env = clean_env(SERVER="litserve", MODEL_NAME=MODEL)
     env["BENCH_ENDS_OUT"] = str(folder / "ends.txt")
     sampler = SteadySampler(Served(server), server.pid)
+    if pinning is not None:
+        cmd = pinning.wrap(cmd)
     code, _ = run_process(cmd, env, duration + 120, folder / "log", sampler)
     time.sleep(1.5)  # nginx writes its access log every second
     try:
@@ -372,13 +416,17 @@ def run_once(server: nginx.NullServer, streams: int, duration: int, folder: Path
     return run
 
 
-def h2load_once(server: nginx.NullServer, streams: int, duration: int, folder: Path, run: Run) -> None:
+def h2load_once(
+    server: nginx.NullServer, streams: int, duration: int, folder: Path, run: Run, *, pinning: Pinning | None = None
+) -> None:
     """h2load's streams on the same server for the same time, into ``run``'s ``h2load_*`` fields."""
     body = folder / "h2load-body.json"
     request = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     body.write_text(json.dumps({**request, "max_tokens": TOKENS}))
     cmd = ["h2load", "--h1", "-t1", f"-c{streams}", "-D", str(duration), "-d", str(body)]
     cmd += ["-H", "content-type: application/json", f"{server.url}/v1/chat/completions"]
+    if pinning is not None:
+        cmd = pinning.wrap(cmd)
     code, out = run_process(cmd, clean_env(), duration + 120, folder / "h2load.log")
     (folder / "h2load.out").write_text(out)
     result = parse_h2load(out)
@@ -545,7 +593,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 streams, 10 s, 1 repeat, not written")
     parser.add_argument("--output", type=Path, default=None, help="Markdown file (default bench/RESULTS.md)")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="nginx on one CPU, the client on the others: whether nginx keeps its script's pace on a core of its "
+        "own (written to a section of its own)",
+    )
     args = parser.parse_args(argv)
+    pinning = Pinning.split(os.sched_getaffinity(0)) if args.pin else None
+    if args.pin and pinning is None:
+        parser.error("--pin needs at least two CPUs")
     if args.quick:
         args.streams, args.duration, args.repeats = 200, 10, 1
     if not 1 <= args.streams <= 10_000 or not 1 <= args.duration <= 3600 or not 1 <= args.repeats <= 50:
@@ -560,14 +617,22 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="li-bench-scale-") as tmp, sse_server(args.streams) as server:
         print(f"==> null SSE server (nginx, 1 worker) at {server.url}", flush=True)
+        if pinning is not None:
+            moved = pinning.pin_server(server.pid)
+            print(
+                f"    pinned: nginx ({moved} threads) on CPU {sorted(pinning.server)}, the client on "
+                f"{sorted(pinning.client)}",
+                flush=True,
+            )
         try:
             for repeat in range(args.repeats):
                 print(f"[repeat {repeat + 1}/{args.repeats}] {args.streams} streams … ", end="", flush=True)
                 folder = Path(tmp) / f"scale-{repeat}"
-                reference = run_once(server, REFERENCE_STREAMS, REFERENCE_DURATION_S, Path(tmp) / f"rest-{repeat}")
-                run = run_once(server, args.streams, args.duration, folder)
+                rest = Path(tmp) / f"rest-{repeat}"
+                reference = run_once(server, REFERENCE_STREAMS, REFERENCE_DURATION_S, rest, pinning=pinning)
+                run = run_once(server, args.streams, args.duration, folder, pinning=pinning)
                 run.reference = reference
-                h2load_once(server, args.streams, args.duration, folder, run)
+                h2load_once(server, args.streams, args.duration, folder, run, pinning=pinning)
                 runs.append(run)
                 itl = run.itl_ms or {}
                 print(
@@ -585,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     busy, own = machine_busy_s() - busy_start, tree_cpu_s(os.getpid()) - own_start
     table, verdicts = render(runs, args.streams)
     body = (
-        "## Generative at scale: concurrent token streams in one Locust process\n\n"
+        f"## Generative at scale: concurrent token streams in one Locust process{', pinned' if pinning else ''}\n\n"
         f"Command: `{command}`, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {args.duration} s per measurement, "
         f"{args.repeats} repeat(s), {(time.monotonic() - started) / 60:.1f} min in all. Written by "
         "`bench/llm_scale.py`; do not edit by hand.\n\n"
@@ -601,9 +666,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         + f"\n- Locust: `locust -f bench/locustfiles/staggered.py --headless -u {args.streams} -r {args.streams} "
         f"--reset-stats -t {args.duration}s --api chat --max-tokens {TOKENS} --stagger {STAGGER_S:g} StaggeredUser`, "
-        "one process, not pinned.\n"
+        + (
+            f"one process, on CPU {_cpus(pinning.client)} (h2load too); nginx's master and worker on CPU "
+            f"{_cpus(pinning.server)}.\n"
+            if pinning
+            else "one process, not pinned.\n"
+        )
     )
-    sections.publish(body, verdicts, output, SECTION)
+    sections.publish(body, verdicts, output, SECTION_PINNED if pinning else SECTION)
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +239,37 @@ staggered._write()
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.read_text() == "100.250000\n101.500000\n"
+
+
+def test_pinning_gives_nginx_the_last_cpu_and_the_client_the_others() -> None:
+    from bench import llm_scale
+
+    assert llm_scale.Pinning.split({0}) is None
+    pinning = llm_scale.Pinning.split({3, 0, 2, 1})
+    assert pinning == llm_scale.Pinning(server=frozenset({3}), client=frozenset({0, 1, 2}))
+    assert pinning.wrap(["locust", "-f", "x.py"]) == ["taskset", "-c", "0,1,2", "locust", "-f", "x.py"]
+
+
+def test_pinning_moves_every_process_of_the_servers_group() -> None:
+    """A real process group of two (as nginx's master and worker), moved to one CPU, and nothing else moved."""
+    import subprocess
+
+    from bench import llm_scale
+
+    mine = os.sched_getaffinity(0)
+    last = max(mine)
+    group = subprocess.Popen(["sh", "-c", "sleep 60 & exec sleep 60"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        members: list[int] = []
+        while len(members) < 2 and time.monotonic() < deadline:
+            found = subprocess.run(["pgrep", "-g", str(group.pid)], capture_output=True, text=True)
+            members = [int(p) for p in found.stdout.split()]
+        assert len(members) == 2, members
+        moved = llm_scale.Pinning(server=frozenset({last}), client=frozenset()).pin_server(group.pid)
+        assert moved == 2
+        assert [os.sched_getaffinity(p) for p in members] == [{last}, {last}]
+        assert os.sched_getaffinity(0) == mine  # this process is not in the group
+    finally:
+        os.killpg(group.pid, 9)
+        group.wait()
