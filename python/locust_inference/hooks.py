@@ -1,6 +1,6 @@
 """The parts of Locust this package replaces, checked before a run starts.
 
-Four of them, none promised by Locust to stay as they are:
+Five of them, none promised by Locust to stay as they are:
 
 * ``locust.stats.bucket_response_time(response_time)``, which ``StatsEntry`` calls by its module-level
   name to round each response time for Locust's percentiles: :mod:`locust_inference.latency` replaces it
@@ -18,6 +18,12 @@ Four of them, none promised by Locust to stay as they are:
   (those a ``--stop-timeout`` waited for among them) were missing from ``_stats.csv`` while the
   summary and ``latency.json`` counted them. :func:`install_final_csv` makes ``close_files`` write the
   final rows first, with the writer's own row functions.
+* ``MasterRunner.quit(self)``, which stops the run without telling the workers, sends each worker ``quit``
+  (``server.send_to_client``), waits a fixed 0.5 s for their final reports and kills the runner's
+  greenlets (its listener among them): :func:`locust_inference.distributed.wait_for_final_reports` does
+  the same on a master's runner, waiting for every worker to have quit instead. It relies on a worker's
+  ``quit`` message removing it from ``MasterRunner.clients`` (``client_listener``), and on the worker
+  sending its final report before that message.
 
 A Locust release that removes or changes one of them stops the run at start with one line naming it
 (:class:`LocustHookError`, a :class:`ConfigError`), rather than measuring differently without a word.
@@ -34,6 +40,7 @@ from typing import Any
 import locust
 import locust.stats
 from locust import User
+from locust.runners import MasterRunner
 from locust.user.task import TaskSet
 
 from locust_inference._native import ConfigError
@@ -41,12 +48,14 @@ from locust_inference._native import ConfigError
 __all__ = [
     "BUCKET_HOOK",
     "CSV_HOOK",
+    "QUIT_HOOK",
     "SLEEP_HOOK",
     "STOP_HOOK",
     "LocustHookError",
     "check",
     "check_bucket",
     "check_csv",
+    "check_quit",
     "check_sleep",
     "check_stop",
     "failure",
@@ -58,6 +67,7 @@ BUCKET_HOOK = "locust.stats.bucket_response_time"
 SLEEP_HOOK = "locust.user.task.TaskSet._sleep"
 STOP_HOOK = "locust.User.stop"
 CSV_HOOK = "locust.stats.StatsCSVFileWriter.close_files"
+QUIT_HOOK = "locust.runners.MasterRunner.quit"
 # What the final write uses of the writer: (file handle, csv writer, header columns) per rewritten file.
 _CSV_FILES = (
     ("requests_csv_filehandle", "requests_csv_writer", "requests_csv_columns", "_requests_data_rows"),
@@ -161,6 +171,20 @@ def check_csv() -> None:
             raise failure(CSV_HOOK, f"no longer heads {handle} with {columns}")
 
 
+def check_quit() -> None:
+    """Raises :class:`LocustHookError` unless ``MasterRunner.quit`` is as replaced here."""
+    quit = getattr(MasterRunner, "quit", None)
+    if not callable(quit) or _parameters(quit) != ["self"]:
+        raise failure(QUIT_HOOK, "is no longer a method taking (self)")
+    if not (_uses(quit, "send_to_client") and _uses(quit, "greenlet")):
+        raise failure(QUIT_HOOK, "no longer sends each worker quit and then kills the runner's greenlets")
+    stop = getattr(MasterRunner, "stop", None)
+    if not callable(stop) or "send_stop_to_client" not in _parameters(stop):
+        raise failure(QUIT_HOOK, "can no longer stop the run without telling the workers (send_stop_to_client)")
+    if not _uses(getattr(MasterRunner, "client_listener", None), "clients"):
+        raise failure(QUIT_HOOK, "no longer learns from the workers' messages which of them have quit")
+
+
 def _write_final_rows(writer: Any) -> None:
     """Rewrites each file the way the writer's loop does, with the statistics as they are now."""
     for handle_name, writer_name, columns, rows in _CSV_FILES:
@@ -197,3 +221,4 @@ def check() -> None:
     check_sleep()
     check_stop()
     check_csv()
+    check_quit()

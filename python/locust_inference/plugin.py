@@ -122,6 +122,7 @@ def _prepare(environment: Environment, **_kwargs: Any) -> None:
         if isinstance(environment.runner, MasterRunner):
             distributed.keep_secrets_home(environment)  # settings (with the headers) are resolved above
             distributed.stop_when_a_worker_goes_missing(environment)
+            distributed.wait_for_final_reports(environment)  # the results hold each worker's last report
             latency.install(environment, settings, None)
             return  # workers send the requests; they prepare (and validate) the target
         # each model's inputs from its own metadata; the first model missing is said, and nothing runs

@@ -23,9 +23,11 @@ NAME = "triton/tiny_onnx"
 FORGED_ID = "forged_worker_7f3a"
 MASTER_MEMORY_LIMIT = 3 << 30  # address space: a 4 GiB allocation fails, as under a container's limit
 
-# A worker as Locust's own runner speaks to the master (locust.rpc: zmq DEALER, msgpack Messages): it says
-# it is ready, waits for the ack, sends one stats report holding our entry (argv[3], JSON with hex blobs,
-# under argv[4]: latency.REPORT_KEY) and Locust's own parts empty, then quits.
+# A worker as Locust's own runner speaks to the master (locust.rpc: zmq DEALER, msgpack Messages): once told
+# to go (a line on stdin), it says it is ready, waits for the ack, sends one stats report holding our entry
+# (argv[3], JSON with hex blobs, under argv[4]: latency.REPORT_KEY) and Locust's own parts empty, then quits.
+# Started ahead (Python and Locust take seconds to start on a loaded machine), it reaches the master at once
+# when told to, while the run (some seconds) is still on.
 FORGED_WORKER = """
 import json, sys
 import locust
@@ -34,6 +36,7 @@ from locust.stats import RequestStats
 
 port, client_id, entry = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 entry = {name: bytes.fromhex(blob) if isinstance(blob, str) else blob for name, blob in entry.items()}
+sys.stdin.readline()
 client = zmqrpc.Client("127.0.0.1", port, client_id)
 client.send(Message("client_ready", locust.__version__, client_id))
 ack = client.recv()
@@ -73,6 +76,21 @@ def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MASTER_MEMORY_LIMIT, MASTER_MEMORY_LIMIT))
 
 
+def start_forged_worker(port: int, entry: str, key: str) -> subprocess.Popen[str]:
+    """FORGED_WORKER, started and waiting to be told to go (:func:`send_forged_report`)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", FORGED_WORKER, str(port), FORGED_ID, entry, key],
+        cwd=REPO_ROOT, env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def send_forged_report(forged: subprocess.Popen[str]) -> None:
+    """Tells the forged worker to go, and waits until it has sent its report and quit."""
+    out, err = forged.communicate("go\n", timeout=60)
+    assert forged.returncode == 0 and out == "sent\n", err[-2000:]
+
+
 def wait_for(path: Path, needle: str, proc: subprocess.Popen[Any], timeout: float = 120) -> None:
     """Until ``needle`` is in the file ``path`` (a hang guard, not a measurement)."""
     deadline = time.monotonic() + timeout
@@ -101,20 +119,19 @@ def test_a_forged_report_is_refused_in_one_line_and_the_run_merges_the_real_work
             [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
             cwd=REPO_ROOT, env=env, stdout=wlog, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        entry = json.dumps({NAME: forged_4gib_blob().hex(), "second": 17})
+        forged = start_forged_worker(port, entry, "locust_inference")
         try:
             # a report of the real worker is merged first: the master prints Locust's table with its requests
             wait_for(master_log, f"infer    {NAME}", master)
-            entry = json.dumps({NAME: forged_4gib_blob().hex(), "second": 17})
-            forged = subprocess.run(
-                [sys.executable, "-c", FORGED_WORKER, str(port), FORGED_ID, entry, "locust_inference"],
-                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
-            assert forged.returncode == 0 and forged.stdout == "sent\n", forged.stderr[-2000:]
+            send_forged_report(forged)
             master.wait(timeout=120)
             # before waiting for the worker, which outlives a master that died
             assert master.returncode == 0, f"master exited {master.returncode}:\n{master_log.read_text()[-3000:]}"
             worker.wait(timeout=60)
         finally:
+            forged.kill()
+            forged.wait()
             children.kill(master)
             children.kill(worker)
     log = master_log.read_text()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from support.runs import (
     run_locust,
     run_on,
 )
-from test_hostile_reports import FORGED_ID, FORGED_WORKER, wait_for
+from test_hostile_reports import FORGED_ID, send_forged_report, start_forged_worker, wait_for
 
 from servers import children
 from servers.launch import free_port
@@ -366,19 +365,17 @@ def test_a_forged_health_entry_is_refused_in_one_line_and_the_real_workers_kept(
             [LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
             cwd=REPO_ROOT, env=env, stdout=wlog, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        # a dict where a list of [age, python %, process %] belongs (the forging script sends dicts)
+        forged = start_forged_worker(port, json.dumps({"age": 1, "cpu": 200}), "locust_inference_health")
         try:
             wait_for(master_log, "infer    triton/tiny_onnx", master)  # the real worker's first report is in
-            # a dict where a list of [age, python %, process %] belongs (the forging script sends dicts)
-            entry = json.dumps({"age": 1, "cpu": 200})
-            forged = subprocess.run(
-                [sys.executable, "-c", FORGED_WORKER, str(port), FORGED_ID, entry, "locust_inference_health"],
-                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
-            assert forged.returncode == 0 and forged.stdout == "sent\n", forged.stderr[-2000:]
+            send_forged_report(forged)
             master.wait(timeout=120)
             assert master.returncode == 0, master_log.read_text()[-3000:]
             worker.wait(timeout=60)
         finally:
+            forged.kill()
+            forged.wait()
             children.kill(master)
             children.kill(worker)
     log = master_log.read_text()

@@ -61,6 +61,11 @@ def test_the_installed_locust_has_every_hook_we_replace() -> None:
             "csv_rows_removed",
             "locust.stats.StatsCSVFileWriter.close_files has no _requests_data_rows to write requests_csv_filehandle",
         ),
+        ("quit_changed", "locust.runners.MasterRunner.quit is no longer a method taking (self)"),
+        (
+            "quit_silent",
+            "locust.runners.MasterRunner.quit no longer sends each worker quit and then kills the runner's greenlets",
+        ),
     ],
 )
 def test_a_locust_without_a_hook_stops_the_run_naming_it(tmp_path: Path, breakage: str, message: str) -> None:

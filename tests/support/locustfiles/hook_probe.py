@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import locust
+import locust.runners
 import locust.stats
 from locust import events
 from locust.user.task import TaskSet
@@ -46,6 +47,14 @@ def _close_files_with_a_reason(self: Any, reason: str) -> None:
     raise AssertionError("never called: the run stops at start")
 
 
+def _quit_with_a_reason(self: Any, reason: str) -> None:
+    raise AssertionError("never called: the run stops at start")
+
+
+def _quit_without_telling_the_workers(self: Any) -> None:
+    raise AssertionError("never called: the run stops at start")
+
+
 BREAKS = {
     "bucket_removed": lambda: delattr(locust.stats, "bucket_response_time"),
     "bucket_unused": lambda: setattr(locust.stats.StatsEntry, "_log_response_time", lambda self, rt: None),
@@ -57,6 +66,8 @@ BREAKS = {
     "waiting_removed": lambda: delattr(importlib.import_module("locust.user.task"), "LOCUST_STATE_WAITING"),
     "csv_close_changed": lambda: setattr(locust.stats.StatsCSVFileWriter, "close_files", _close_files_with_a_reason),
     "csv_rows_removed": lambda: delattr(locust.stats.StatsCSV, "_requests_data_rows"),
+    "quit_changed": lambda: setattr(locust.runners.MasterRunner, "quit", _quit_with_a_reason),
+    "quit_silent": lambda: setattr(locust.runners.MasterRunner, "quit", _quit_without_telling_the_workers),
 }
 if os.environ.get("BREAK_HOOK"):
     BREAKS[os.environ["BREAK_HOOK"]]()
