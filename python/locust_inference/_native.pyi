@@ -377,6 +377,9 @@ class Measurements:
     def resent(self) -> int:
         """Requests of any outcome that were resent."""
     @property
+    def abandoned(self) -> int:
+        """Closed-loop requests sent and never reported: their user was stopped while they were out."""
+    @property
     def streams(self) -> dict[str, int | float]:
         """Open-loop counters: carried, scheduled, sent, dropped, completed, unfinished, streams, rate (sum
         of the streams' rates), stream_seconds (sum of stopped streams' run times). Summed since the start

@@ -53,7 +53,7 @@ _STATS = (*_PERCENTILES, "mean", "min", "max")
 _HISTOGRAMS = tuple(zip(("", "ttfb_", "service_"), HISTOGRAMS, strict=True))
 LATENCY_METRICS = {f"{prefix}{stat}": (key, stat) for prefix, key in _HISTOGRAMS for stat in _STATS}
 LAG_METRICS = {f"lag_{stat}": stat for stat in ("p50", "p99", "max")}
-COUNT_METRICS = ("requests", "failures", "resent", "dropped", "unfinished")
+COUNT_METRICS = ("requests", "failures", "resent", "dropped", "unfinished", "abandoned")
 METRICS = (*LATENCY_METRICS, *LAG_METRICS, *COUNT_METRICS, "fail_ratio", "rps")
 _TIME_UNITS = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0}
 _CONDITION = re.compile(
@@ -176,6 +176,7 @@ def measure(metric: str, entry: dict[str, Any]) -> float:
         "resent": entry.get("resent", 0),
         "dropped": open_loop.get("dropped", 0),
         "unfinished": open_loop.get("unfinished", 0),
+        "abandoned": entry.get("abandoned", 0),
         "fail_ratio": failures / total if total else 0.0,
         "rps": entry["requests_per_s"],
     }

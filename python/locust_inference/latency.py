@@ -351,6 +351,7 @@ class Collector:
                 "count": hist.count,
                 "failures": entry.num_failures if entry else None,
                 "resent": m.resent,
+                "abandoned": m.abandoned,
                 "requests_per_s": hist.count / duration,
                 "latency_ms": hist.summary(),
                 "ttfb_ms": m.ttfb.summary(),
@@ -463,6 +464,13 @@ def format_summary(summary: LatencyDocument) -> str:
         "Resent (sent again on a new connection: the pooled one was closed before any byte went out): "
         + ", ".join(f"{name} {n}" for name, n in resent.items()),
     ]
+    abandoned = {name: entry.get("abandoned", 0) for name, entry in summary["requests"].items()}
+    if any(abandoned.values()):  # a closed loop's count; an open loop's are its streams' unfinished
+        lines += [
+            "",
+            "Abandoned (sent, never reported: their users were stopped while they were out; the server may have "
+            "run them): " + ", ".join(f"{name} {n}" for name, n in abandoned.items()),
+        ]
     lines += telemetry.format_summary(summary.get("server_metrics"), summary.get("client_health"), summary["model"])
     stats = summary.get("server_stats")
     if stats:

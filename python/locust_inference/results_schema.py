@@ -112,6 +112,8 @@ class RequestEntry(TypedDict):
     count: int  # successful requests: what the histograms hold
     failures: int | None  # Locust's count; None when Locust has no entry of that name
     resent: int
+    # closed-loop requests sent and never reported: their users were stopped (killed) while they were out
+    abandoned: int
     requests_per_s: float
     latency_ms: Percentiles
     ttfb_ms: Percentiles

@@ -16,6 +16,8 @@ use crate::error::Error;
 #[pyclass(frozen, module = "locust_inference._native", name = "RequestSlot")]
 pub struct PyRequestSlot {
     mailbox: Arc<Mailbox<Outcome>>,
+    /// The endpoint of the last request started: what the slot abandons is counted against it.
+    endpoint: Mutex<Option<Arc<Endpoint>>>,
     /// Where this user is in its walk through the endpoint's bodies (made on the first submit;
     /// shared with the task, which takes the next index for a follow-up).
     rotation: Arc<Mutex<Option<Rotation>>>,
@@ -62,6 +64,7 @@ impl PyRequestSlot {
             Mailbox::new().map_err(|e| Error::Runtime(format!("cannot create an eventfd: {e}")))?;
         Ok(PyRequestSlot {
             mailbox: Arc::new(mailbox),
+            endpoint: Mutex::new(None),
             rotation: Arc::new(Mutex::new(None)),
             seed,
         })
@@ -87,14 +90,22 @@ impl PyRequestSlot {
         let mailbox = Arc::clone(&self.mailbox);
         let rotation = Arc::clone(&self.rotation);
         let endpoint = Arc::clone(&endpoint.inner);
+        let previous = self
+            .endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(Arc::clone(&endpoint));
         let seed = self.seed;
         wake::count_hand_off();
-        self.mailbox.start(key, follow, |generation| {
+        let abandoned = self.mailbox.start(key, follow, |generation| {
             rt.spawn(run_requests(
                 endpoint, mailbox, rotation, seed, generation, index,
             ))
             .abort_handle()
         });
+        if let Some(previous) = previous {
+            previous.latency.abandoned(abandoned as u64);
+        }
         Ok(())
     }
 
@@ -128,9 +139,15 @@ impl PyRequestSlot {
         }
     }
 
-    /// Abandons the request in flight, if any (its connection is closed, nothing is reported).
+    /// Abandons the request in flight, if any (its connection is closed), and an answer not
+    /// taken: nothing is reported, and each is counted as abandoned by its endpoint.
     fn cancel(&self) {
-        self.mailbox.cancel();
+        let abandoned = self.mailbox.cancel();
+        if abandoned > 0 {
+            if let Some(endpoint) = &*self.endpoint.lock().unwrap_or_else(PoisonError::into_inner) {
+                endpoint.latency.abandoned(abandoned as u64);
+            }
+        }
     }
 
     /// Sends no follow-up: a request out now is the last one unless submit asks again.

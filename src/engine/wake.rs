@@ -137,17 +137,15 @@ impl<T> Mailbox<T> {
     /// Forgets any previous request and starts the next, for `key` and followed by another as
     /// soon as it is answered when `follow`: `spawn` gets its generation and returns the task's
     /// abort handle. All under the lock, so the task cannot deliver (and move on to a follow-up's
-    /// generation) before its handle is kept.
-    pub fn start(&self, key: usize, follow: bool, spawn: impl FnOnce(u64) -> AbortHandle) {
+    /// generation) before its handle is kept. Returns how many requests of the previous key it
+    /// abandoned (see [`Mailbox::cancel`]).
+    pub fn start(&self, key: usize, follow: bool, spawn: impl FnOnce(u64) -> AbortHandle) -> usize {
         let mut state = self.lock();
-        state.generation += 1;
-        if let Some(task) = state.task.take() {
-            task.abort();
-        }
-        self.clear(&mut state);
+        let abandoned = self.abandon(&mut state);
         state.key = key;
         state.follow = follow;
         state.task = Some(spawn(state.generation));
+        abandoned
     }
 
     /// Takes over the follow-up the task started for `key`, if one is out (or answered) and no
@@ -223,14 +221,20 @@ impl<T> Mailbox<T> {
         }
     }
 
-    /// Aborts the request in flight, if any.
-    pub fn cancel(&self) {
-        let mut state = self.lock();
+    /// Aborts the request in flight, if any, and drops the answers nobody took. Returns how many
+    /// requests that abandoned: sent (the server may have run them) and never to be taken.
+    pub fn cancel(&self) -> usize {
+        self.abandon(&mut self.lock())
+    }
+
+    fn abandon(&self, state: &mut State<T>) -> usize {
         state.generation += 1;
+        let abandoned = state.results.len() + usize::from(state.task.is_some());
         if let Some(task) = state.task.take() {
             task.abort();
         }
-        self.clear(&mut state);
+        self.clear(state);
+        abandoned
     }
 
     /// Whether a request is out and unanswered (a follow-up included).
@@ -434,8 +438,38 @@ mod tests {
         assert_eq!(m.take(), Some(3));
         let g5 = start_running(&m, &rt, true);
         let _ = m.complete(g5, 5).unwrap();
-        m.cancel();
+        assert_eq!(
+            m.cancel(),
+            2,
+            "the answer nobody took, and its follow-up out"
+        );
         assert!(!m.ahead() && !m.fd().poll(0) && m.take().is_none());
+    }
+
+    #[test]
+    fn what_a_cancel_or_a_new_request_abandons_is_counted() {
+        let rt = runtime();
+        let m: Mailbox<u32> = Mailbox::new().unwrap();
+        assert_eq!(m.cancel(), 0, "nothing out");
+        let g1 = start_running(&m, &rt, false);
+        assert_eq!(m.cancel(), 1, "one out");
+        assert_eq!(m.cancel(), 0, "already abandoned");
+        let g2 = start_running(&m, &rt, false);
+        assert_eq!(m.complete(g1, 1), None, "stale: not counted again");
+        m.complete(g2, 2);
+        assert_eq!(m.take(), Some(2));
+        assert_eq!(m.cancel(), 0, "answered and taken");
+        let g3 = start_running(&m, &rt, false);
+        m.complete(g3, 3);
+        assert_eq!(m.cancel(), 1, "answered, never taken");
+        start_running(&m, &rt, false);
+        let pending = |_| rt.spawn(std::future::pending::<()>()).abort_handle();
+        assert_eq!(
+            m.start(KEY + 1, false, pending),
+            1,
+            "a new request replaced one out"
+        );
+        assert_eq!(m.cancel(), 1);
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct Measurements {
     /// Requests of any outcome that went out on a second connection (the pooled one was closed
     /// before any byte of the request was written).
     pub resent: u64,
+    /// Closed-loop requests sent and never reported: their user was stopped (killed) while they
+    /// were out, or answered and not taken. The server may have run them.
+    pub abandoned: u64,
 }
 
 /// What the open-loop streams of an endpoint did since the last take.
@@ -181,13 +184,14 @@ impl Default for Measurements {
             streams: StreamCounts::default(),
             tokens: TokenCounts::default(),
             resent: 0,
+            abandoned: 0,
         }
     }
 }
 
 /// Starts the wire format; the version is its last byte.
-const MAGIC: &[u8; 4] = b"LIM\x04";
-const COUNTERS: usize = 16;
+const MAGIC: &[u8; 4] = b"LIM\x05";
+const COUNTERS: usize = 17;
 const HISTOGRAMS: usize = 9;
 /// The histograms' names in failures, in wire order.
 const HISTOGRAM_NAMES: [&str; HISTOGRAMS] = [
@@ -206,7 +210,7 @@ impl Measurements {
     /// Adds `other`'s samples and counts (a worker's report, on the master). When a count would
     /// overflow it is an error and nothing is added.
     pub fn add(&mut self, other: &Measurements) -> Result<()> {
-        let (streams, tokens, resent) = self.check_add(other)?;
+        let (streams, tokens, [resent, abandoned]) = self.check_add(other)?;
         for (mine, theirs) in self.histograms_mut().into_iter().zip(other.histograms()) {
             mine.add(theirs)
                 .map_err(|e| Error::InvalidArgument(format!("cannot merge histograms: {e:?}")))?;
@@ -214,13 +218,14 @@ impl Measurements {
         self.streams = streams;
         self.tokens = tokens;
         self.resent = resent;
+        self.abandoned = abandoned;
         Ok(())
     }
 
     /// The counters `add` would leave, or an error when one would overflow: checking the
     /// histograms' totals is enough, as none of their counts exceeds its total, which is exact
     /// (hdrhistogram saturates it and its counts; `from_bytes` refuses counts that would).
-    fn check_add(&self, other: &Measurements) -> Result<(StreamCounts, TokenCounts, u64)> {
+    fn check_add(&self, other: &Measurements) -> Result<(StreamCounts, TokenCounts, [u64; 2])> {
         for (name, mine, theirs) in HISTOGRAM_NAMES
             .into_iter()
             .zip(self.histograms())
@@ -237,10 +242,14 @@ impl Measurements {
             .resent
             .checked_add(other.resent)
             .ok_or_else(|| Error::protocol("merging would overflow the resent count"))?;
+        let abandoned = self
+            .abandoned
+            .checked_add(other.abandoned)
+            .ok_or_else(|| Error::protocol("merging would overflow the abandoned count"))?;
         Ok((
             self.streams.checked_add(&other.streams)?,
             self.tokens.checked_add(&other.tokens)?,
-            resent,
+            [resent, abandoned],
         ))
     }
 
@@ -313,8 +322,8 @@ impl Measurements {
         ]
     }
 
-    /// The wire format (version 3): magic, fifteen little-endian counters (resent, seven stream
-    /// counters, rate and seconds as f64, carried, then the five token counters), then each
+    /// The wire format (version 5): magic, seventeen little-endian counters (resent, six stream
+    /// counters, rate and seconds as f64, carried, the six token counters, abandoned), then each
     /// histogram (V2 encoding) after its u32 length, in [`HISTOGRAM_NAMES`] order.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let s = &self.streams;
@@ -342,6 +351,7 @@ impl Measurements {
             t.approximate,
             t.no_tokens,
             t.usage_disagreements,
+            self.abandoned,
         ] {
             out.extend_from_slice(&n.to_le_bytes());
         }
@@ -416,6 +426,7 @@ impl Measurements {
                 usage_disagreements: n(15),
             },
             resent: n(0),
+            abandoned: n(16),
             streams: StreamCounts {
                 scheduled: n(1),
                 sent: n(2),
@@ -478,6 +489,12 @@ impl Recorder {
                 m.record_tokens(t, lag, latency.is_some());
             }
         });
+    }
+
+    /// Accounts for `n` closed-loop requests sent and never to be reported (see
+    /// [`Measurements::abandoned`]).
+    pub fn abandoned(&self, n: u64) {
+        self.update(|m| m.abandoned = m.abandoned.saturating_add(n));
     }
 
     /// Accounts for an open-loop request that left, `lag` after its intended time.
@@ -662,6 +679,12 @@ impl PyMeasurements {
     #[getter]
     fn resent(&self) -> u64 {
         self.inner.resent
+    }
+
+    /// Closed-loop requests sent and never reported: their user was stopped while they were out.
+    #[getter]
+    fn abandoned(&self) -> u64 {
+        self.inner.abandoned
     }
 
     /// The open-loop counters: carried, scheduled, sent, dropped, completed, unfinished, streams,
@@ -871,9 +894,14 @@ mod tests {
     fn bad_bytes_are_protocol_errors() {
         let bytes = Measurements::default().to_bytes().unwrap();
         let version_2 = [&b"LIM\x02"[..], &bytes[4..]].concat();
+        // version 4, the one before abandoned: a counter shorter
+        let mut version_4 = b"LIM\x04".to_vec();
+        version_4.extend_from_slice(&bytes[4..4 + 16 * 8]);
+        version_4.extend_from_slice(&bytes[4 + COUNTERS * 8..]);
         for broken in [
             &b"nope"[..],
             &version_2,
+            &version_4,
             &bytes[..bytes.len() - 1],
             &bytes[..10],
             &[bytes.as_slice(), b"x"].concat(),
@@ -947,6 +975,7 @@ mod tests {
         };
         let one = with(&|m| {
             m.resent = 1;
+            m.abandoned = 1;
             m.streams.sent = 1;
             m.tokens.output = 1;
             m.tokens.no_tokens = 1;
@@ -956,6 +985,7 @@ mod tests {
         });
         for (mine, theirs) in [
             (with(&|m| m.resent = u64::MAX), &one),
+            (with(&|m| m.abandoned = u64::MAX), &one),
             (with(&|m| m.streams.sent = u64::MAX), &one),
             (with(&|m| m.tokens.output = u64::MAX), &one),
             (with(&|m| m.tokens.no_tokens = u64::MAX), &one),
@@ -996,7 +1026,7 @@ mod tests {
     fn arbitrary() -> impl Strategy<Value = Measurements> {
         (
             prop::collection::vec(0u64..60_000_000, 0..80),
-            prop::array::uniform8(0u64..1_000_000),
+            prop::array::uniform9(0u64..1_000_000),
             prop::array::uniform6(0u64..1_000_000),
             0.0f64..1e6,
             0.0f64..1e6,
@@ -1015,6 +1045,7 @@ mod tests {
                     usage_disagreements: t[5],
                 };
                 m.resent = n[0];
+                m.abandoned = n[8];
                 m.streams = StreamCounts {
                     scheduled: n[1],
                     sent: n[2],
@@ -1188,6 +1219,7 @@ mod tests {
                 prop_assert!(*m == both);
             }
             prop_assert_eq!(merged.resent, a.resent + b.resent);
+            prop_assert_eq!(merged.abandoned, a.abandoned + b.abandoned);
             prop_assert_eq!(merged.streams.dropped, a.streams.dropped + b.streams.dropped);
             prop_assert_eq!(merged.streams.started, a.streams.started + b.streams.started);
             prop_assert_eq!(merged.tokens.output, a.tokens.output + b.tokens.output);

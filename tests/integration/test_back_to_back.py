@@ -124,3 +124,26 @@ def test_a_positive_wait_keeps_back_to_back_off(triton, http, tmp_path: Path) ->
     assert counted == sum(u["reported"] for u in users) > 0
     for user in users:
         assert user["ahead"] == [False] * user["reported"], user
+
+
+def test_users_killed_with_requests_out_count_them_as_abandoned(triton, http, tmp_path: Path) -> None:
+    # No --stop-timeout: the run's end kills the users. Each back-to-back user always has a request out (and
+    # may have an answer it has not taken yet): never reported, and Triton may have run them.
+    users = 4
+    before = triton_successes(http, triton.url, "echo_counted")
+    run = run_locust(
+        tmp_path,
+        "--host",
+        triton.url,
+        "HighUser",
+        env=clean_env(SERVER="triton", MODEL_NAME="echo_counted"),
+        run_time="2s",
+        users=users,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    answered = triton_successes(http, triton.url, "echo_counted") - before
+    entry = json.loads((tmp_path / "latency.json").read_text())["requests"]["triton/echo_counted"]
+    counted, abandoned = entry["count"], entry["abandoned"]
+    assert users <= abandoned <= 2 * users, entry  # one out per user, and perhaps its answer not yet taken
+    assert counted <= answered <= counted + abandoned, (counted, answered, abandoned)
+    assert "Abandoned (sent, never reported" in run.stdout

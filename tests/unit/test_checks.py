@@ -93,3 +93,9 @@ def test_open_loop_counts_are_read_from_the_streams() -> None:
     summary = {"requests": {"a": entry(open_loop={"dropped": 3, "unfinished": 1, "lag_ms": {"p99": 0.4}})}}
     verdicts = evaluate(parse(["dropped==0", "unfinished<=1", "lag_p99<1ms"]), summary)
     assert [(v.measured, v.passed) for v in verdicts] == [(3.0, False), (1.0, True), (0.4, True)]
+
+
+def test_a_closed_loops_abandoned_requests_are_a_count() -> None:
+    summary = {"requests": {"a": entry(abandoned=4), "b": entry()}}  # b: latency.json from before the count
+    verdicts = evaluate(parse(["abandoned==0"]), summary)
+    assert [(v.name, v.measured, v.passed) for v in verdicts] == [("a", 4.0, False), ("b", 0.0, True)]
