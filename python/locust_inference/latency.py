@@ -738,5 +738,9 @@ def install(
         # reported. Stopped here as -t stops them, before anything is read or written.
         if isinstance(runner, LocalRunner) and runner.state in (STATE_SPAWNING, STATE_RUNNING):
             runner.stop()
+        elif isinstance(runner, MasterRunner):
+            # the workers told to quit, and their final reports waited for (distributed.wait_for_final_reports);
+            # at once when the master has quit already, as after -t
+            runner.quit()
 
     return collector

@@ -45,3 +45,30 @@ def test_ctrl_c_stops_open_loop_streams_before_the_results_are_written(triton: A
     # each stream's running time counted as it stopped: without it, no rate could be given
     assert ol["streams"] == 4 and ol["stream_seconds"] > 0 and ol["achieved_per_s"] is not None, ol
     assert "achieved n/a" not in out
+
+
+def test_ctrl_c_to_a_master_waits_for_its_workers_final_reports(triton: Any, http: Any, tmp_path: Path) -> None:
+    """--processes 2: the Ctrl-C reaches the master alone (as `kill -INT` would). Its results were written at
+    once, without the workers' last reports: their streams had not stopped, and requests showed as pending."""
+    before = triton_successes(http, triton.url, MODEL)
+    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "--processes", "2", "-u", "4", "-r", "4", "-t", "600s"]
+    cmd += ["--host", triton.url, "--csv", str(tmp_path / "run"), "--rate", "40", "--max-in-flight", "4", "LowUser"]
+    with children.running(
+        [*WITH_CTRL_C, *cmd],
+        cwd=REPO_ROOT,
+        env=clean_env(SERVER="triton", MODEL_NAME=MODEL),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        deadline = time.monotonic() + 90
+        while triton_successes(http, triton.url, MODEL) - before < 100 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    ol = json.loads((tmp_path / "latency.json").read_text())["requests"][f"triton/{MODEL}"]["open_loop"]
+    assert ol["pending"] == 0 and ol["scheduled"] == ol["dropped"] + ol["completed"] + ol["unfinished"], ol
+    assert ol["streams"] == 4 and ol["stream_seconds"] > 0 and ol["completed"] >= 100, ol
