@@ -71,7 +71,7 @@ def test_a_follow_up_is_adopted_only_by_its_own_endpoint(triton, tmp_path: Path)
     slot.cancel()
 
 
-def _stop_probe(triton, http, tmp_path: Path, hold: bool, wait: float = 0) -> tuple[int, int, list[dict]]:
+def _stop_probe(triton, http, tmp_path: Path, hold: bool, wait: float = 0) -> tuple[int, int, list[dict], int]:
     """A graceful stop of 4 back-to-back users on echo_counted: (requests the server answered, requests
     Locust counted, each user's reports)."""
     probe = tmp_path / "probe.jsonl"
@@ -97,13 +97,16 @@ def _stop_probe(triton, http, tmp_path: Path, hold: bool, wait: float = 0) -> tu
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stats("triton/echo_counted")["Failure Count"] == "0"
     answered = triton_successes(http, triton.url, "echo_counted") - before
-    counted = json.loads((tmp_path / "latency.json").read_text())["locust"]["requests"]  # Locust's exact count
-    return answered, counted, [json.loads(line) for line in probe.read_text().splitlines()]
+    results = json.loads((tmp_path / "latency.json").read_text())
+    counted = results["locust"]["requests"]  # Locust's exact count
+    abandoned = results["requests"]["triton/echo_counted"]["abandoned"]
+    return answered, counted, [json.loads(line) for line in probe.read_text().splitlines()], abandoned
 
 
 def test_a_graceful_stop_leaves_no_request_unreported(triton, http, tmp_path: Path) -> None:
     # each user's follow-up, out when the stop came, is waited for and reported, not abandoned
-    answered, counted, users = _stop_probe(triton, http, tmp_path, hold=False)
+    answered, counted, users, abandoned = _stop_probe(triton, http, tmp_path, hold=False)
+    assert abandoned == 0
     assert answered == counted == sum(u["reported"] for u in users) > 0
     assert len(users) == 4
 
@@ -111,16 +114,19 @@ def test_a_graceful_stop_leaves_no_request_unreported(triton, http, tmp_path: Pa
 def test_a_follow_up_out_before_a_graceful_stop_is_reported(triton, http, tmp_path: Path) -> None:
     # each user holds in the task that reported its first answer until the stop: its follow-up left
     # before the stop, and is reported as the user stops; nothing else is sent
-    answered, counted, users = _stop_probe(triton, http, tmp_path, hold=True)
+    answered, counted, users, abandoned = _stop_probe(triton, http, tmp_path, hold=True)
+    assert abandoned == 0
     assert (answered, counted, [u["reported"] for u in users]) == (8, 8, [2, 2, 2, 2])
 
 
 def test_a_positive_wait_keeps_back_to_back_off(triton, http, tmp_path: Path) -> None:
     # a HighUser with a 50 ms wait: no request leaves before its user asks for it (no follow-up is out
-    # at any report). Users stopped while they wait are killed there; Triton then counted 1 to 3 more
-    # requests than were reported in about half the runs, with or without back to back (not explained
-    # yet), so the server's count is not compared here.
-    _, counted, users = _stop_probe(triton, http, tmp_path, hold=False, wait=0.05)
+    # at any report). Users stopped while they wait are killed there, but Locust decides so in a greenlet
+    # of its own and the kill lands a moment later: a user whose wait ended meanwhile has sent its next
+    # request, and is killed with it out. Triton counted those (1 to 3 in about half the runs), and they
+    # are the abandoned ones.
+    answered, counted, users, abandoned = _stop_probe(triton, http, tmp_path, hold=False, wait=0.05)
+    assert counted <= answered <= counted + abandoned, (counted, answered, abandoned)
     assert counted == sum(u["reported"] for u in users) > 0
     for user in users:
         assert user["ahead"] == [False] * user["reported"], user
