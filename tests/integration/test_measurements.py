@@ -44,8 +44,9 @@ def test_measurements_cross_the_wire_whole_and_refuse_other_bytes() -> None:
     blob = empty.to_bytes()
     for garbage, reason in (
         (b"", "wrong header"),
-        (b"LIM\x01" + blob[4:], "wrong header"),  # the previous version's (no carried counter)
-        (b"LIM\x02" + blob[4:], "wrong header"),  # the previous version's (no token measures)
+        (b"LIM\x01" + blob[4:], "wrong header"),  # an earlier version's (no carried counter)
+        (b"LIM\x02" + blob[4:], "wrong header"),  # an earlier version's (no token measures)
+        (b"LIM\x04" + blob[4:], "wrong header"),  # the previous version's (no abandoned count)
         (LatencyHistogram().to_bytes(), "wrong header"),
         (blob[:-1], "truncated"),
         (blob + b"\0", "trailing bytes"),
