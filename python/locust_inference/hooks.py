@@ -17,7 +17,8 @@ Five of them, none promised by Locust to stay as they are:
   rewritten once a second by a loop, and not again at the end: requests answered in the last second
   (those a ``--stop-timeout`` waited for among them) were missing from ``_stats.csv`` while the
   summary and ``latency.json`` counted them. :func:`install_final_csv` makes ``close_files`` write the
-  final rows first, with the writer's own row functions.
+  final rows first, with the writer's own row functions, and stop the loop (``stats_writer(self)``,
+  wrapped to note its greenlet), which Locust leaves running after the files are closed.
 * ``MasterRunner.quit(self)``, which stops the run without telling the workers, sends each worker ``quit``
   (``server.send_to_client``), waits a fixed 0.5 s for their final reports and kills the runner's
   greenlets (its listener among them): :func:`locust_inference.distributed.wait_for_final_reports` does
@@ -37,6 +38,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 import locust
 import locust.stats
 from locust import User
@@ -162,6 +164,8 @@ def check_csv() -> None:
     if not callable(close) or _parameters(close) != ["self"]:
         raise failure(CSV_HOOK, "is no longer a method taking (self)")
     init, loop = getattr(writer, "__init__", None), getattr(writer, "stats_writer", None)
+    if not callable(loop) or _parameters(loop) != ["self"]:
+        raise failure(CSV_HOOK, "has no stats_writer(self) loop to stop before the files close")
     for handle, csv_writer, columns, rows in _CSV_FILES:
         if not (_uses(init, handle) and _uses(init, csv_writer) and _uses(loop, rows)):
             raise failure(CSV_HOOK, f"no longer writes {handle} with {rows}")
@@ -198,20 +202,35 @@ def _write_final_rows(writer: Any) -> None:
 
 
 def install_final_csv() -> None:
-    """Makes ``StatsCSVFileWriter.close_files`` write the final rows before it closes the files (once)."""
+    """Makes ``StatsCSVFileWriter.close_files`` stop the writer's loop, then write the final rows before it
+    closes the files (once).
+
+    Locust closes the files as it shuts down but leaves the loop's greenlet running, and a master of
+    ``--processes`` then waits for its workers to exit (an ``atexit`` handler that yields): the loop's next
+    pass, a second later, failed on the closed files with a traceback. The loop notes its greenlet as it
+    starts, for ``close_files`` to stop it."""
     check_csv()
     writer = locust.stats.StatsCSVFileWriter
     original = writer.close_files
     if getattr(original, "_writes_final_rows", False):
         return
+    loop = writer.stats_writer
+
+    def stats_writer(self: Any) -> None:
+        self._loop_greenlet = gevent.getcurrent()
+        loop(self)
 
     def close_files(self: Any) -> None:
+        running = getattr(self, "_loop_greenlet", None)
+        if running is not None and running is not gevent.getcurrent():
+            running.kill(block=True)  # between two passes: it only ever yields in its sleep
         try:
             _write_final_rows(self)
         finally:
             original(self)
 
     close_files._writes_final_rows = True  # type: ignore[attr-defined]
+    writer.stats_writer = stats_writer  # type: ignore[method-assign]
     writer.close_files = close_files  # type: ignore[method-assign]
 
 

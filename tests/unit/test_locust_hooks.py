@@ -58,6 +58,10 @@ def test_the_installed_locust_has_every_hook_we_replace() -> None:
         ("waiting_removed", "locust.User.stop has no LOCUST_STATE_WAITING in locust.user.task to set a user's _state"),
         ("csv_close_changed", "locust.stats.StatsCSVFileWriter.close_files is no longer a method taking (self)"),
         (
+            "csv_loop_changed",
+            "locust.stats.StatsCSVFileWriter.close_files has no stats_writer(self) loop to stop before the files close",
+        ),
+        (
             "csv_rows_removed",
             "locust.stats.StatsCSVFileWriter.close_files has no _requests_data_rows to write requests_csv_filehandle",
         ),
@@ -95,3 +99,38 @@ def test_finer_buckets_are_used_during_a_run_and_locusts_own_after_it(fault_serv
         "during": "locust_inference.latency.fine_bucket_response_time",
         "after": "locust.stats.bucket_response_time",
     }
+
+
+CLOSED_CSV_SCRIPT = """
+import gevent, sys
+from locust import stats
+from locust.env import Environment
+from locust_inference import hooks
+
+if sys.argv[1] == "installed":
+    hooks.install_final_csv()
+environment = Environment()
+environment.create_local_runner()
+writer = stats.StatsCSVFileWriter(environment, stats.PERCENTILES_TO_REPORT, sys.argv[2], full_history=False)
+loop = gevent.spawn(writer.stats_writer)  # as locust.main starts it
+gevent.sleep(0.1)
+writer.close_files()  # as locust.main's shutdown does
+gevent.sleep(stats.CSV_STATS_INTERVAL_SEC * 2)  # a --processes master waiting for its workers, at exit
+print(repr(loop.exception))
+"""
+
+
+@pytest.mark.parametrize(("hooked", "exception"), [("installed", "None"), ("not", "ValueError")])
+def test_closing_the_csv_files_stops_locusts_loop_that_writes_them(tmp_path: Path, hooked: str, exception: str) -> None:
+    """Locust's stats_writer loop outlives close_files; its next pass failed on the closed files (a traceback at
+    the end of a --processes run with --csv, whose master waits for its workers at exit). The second case
+    shows what happens without the hook, so that the first one means something."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CLOSED_CSV_SCRIPT, hooked, str(tmp_path / "run")],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith(exception), proc.stdout

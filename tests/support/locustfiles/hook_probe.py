@@ -66,6 +66,7 @@ BREAKS = {
     "waiting_removed": lambda: delattr(importlib.import_module("locust.user.task"), "LOCUST_STATE_WAITING"),
     "csv_close_changed": lambda: setattr(locust.stats.StatsCSVFileWriter, "close_files", _close_files_with_a_reason),
     "csv_rows_removed": lambda: delattr(locust.stats.StatsCSV, "_requests_data_rows"),
+    "csv_loop_changed": lambda: setattr(locust.stats.StatsCSVFileWriter, "stats_writer", _close_files_with_a_reason),
     "quit_changed": lambda: setattr(locust.runners.MasterRunner, "quit", _quit_with_a_reason),
     "quit_silent": lambda: setattr(locust.runners.MasterRunner, "quit", _quit_without_telling_the_workers),
 }
