@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,21 +60,63 @@ LITSERVE_CHECKSUM_IMAGE_KEY = "photo"
 
 TESTS = Path(__file__).resolve().parent
 T = TypeVar("T")
-# The session's servers, stopping: each takes seconds (SIGTERM, then waiting for its process group), so at
-# the session's end they stop side by side, and pytest_sessionfinish waits for them all.
+# The session's servers, stopping: each takes seconds (SIGTERM, then waiting for its process group), so they
+# stop side by side, in threads, and pytest_sessionfinish waits for them all.
 _STOPPING: list[threading.Thread] = []
+# The session's servers that run, by fixture name, each with what starts its stop.
+_RUNNING: dict[str, Callable[[], None]] = {}
+# The fixtures that are servers of the session (server_fixture), and the test after which none is used.
+_SERVER_FIXTURES: set[str] = set()
+_LAST_SERVER_USER: list[pytest.Item] = []
 
 
-def session_server(server: contextlib.AbstractContextManager[T]) -> Iterator[T]:
-    """A session fixture's body: ``server`` entered for the session, left in a thread of its own at the end."""
+def server_fixture(function: Callable[..., Iterator[T]]) -> Callable[..., Iterator[T]]:
+    """A session fixture whose body runs :func:`session_server`: it stops once the session's last test that
+    uses a server of the session is done (see pytest_runtest_teardown)."""
+    _SERVER_FIXTURES.add(function.__name__)
+    return pytest.fixture(scope="session")(function)
+
+
+def session_server(request: pytest.FixtureRequest, server: contextlib.AbstractContextManager[T]) -> Iterator[T]:
+    """A server fixture's body: ``server`` entered for the session, left in a thread of its own when no test
+    needs it any more (or at the session's end)."""
     stack = contextlib.ExitStack()
     value = stack.enter_context(server)
+
+    def stop() -> None:
+        if _RUNNING.pop(request.fixturename, None) is not None:
+            stopping = threading.Thread(target=stack.close, name=f"stop-{request.fixturename}")
+            stopping.start()
+            _STOPPING.append(stopping)
+
+    _RUNNING[request.fixturename] = stop
     try:
         yield value
     finally:
-        stopping = threading.Thread(target=stack.close, name="server-stop")
-        stopping.start()
-        _STOPPING.append(stopping)
+        stop()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Finds the last test of the last module that uses a server fixture: after it, the session's servers stop
+    while the tests that need none of them run (tests/system starts its own, tests/unit needs none), instead
+    of idling beside them and stopping at the end. The end of a module: its module fixtures may ask for a
+    server by name (``request.getfixturevalue``), which a test in a later module would find stopped."""
+    users = [i for i, item in enumerate(session.items) if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if users:
+        module = session.items[users[-1]].path
+        last = max(i for i, item in enumerate(session.items) if item.path == module)
+        _LAST_SERVER_USER[:] = [session.items[last]]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """After the last test that uses a server (and its module fixtures' teardown), the servers stop."""
+    try:
+        return (yield)
+    finally:
+        if item in _LAST_SERVER_USER:
+            for stop in list(_RUNNING.values()):
+                stop()
 
 
 def pytest_sessionfinish() -> None:
@@ -102,13 +144,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail("this test needs root (it is marked root): run it as root, e.g. in the CI container", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def triton() -> Iterator[RunningServer]:
+@server_fixture
+def triton(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """Triton (PyTriton) serving tiny_onnx, checksum, sleep_20ms, resnet50_onnx and the echo-checksum models.
 
     No retry: a failed start is a failure (see servers.triton.load_instances_in_turn).
     """
-    yield from session_server(triton_server(models=TRITON_TEST_MODELS))
+    yield from session_server(request, triton_server(models=TRITON_TEST_MODELS))
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +161,10 @@ def own_triton_grpc_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
     return f"https://127.0.0.1:{free_port()}", cert
 
 
-@pytest.fixture(scope="session")
-def own_triton(own_triton_grpc_tls: tuple[str, dict[str, Path]]) -> Iterator[RunningServer]:
+@server_fixture
+def own_triton(
+    request: pytest.FixtureRequest, own_triton_grpc_tls: tuple[str, dict[str, Path]]
+) -> Iterator[RunningServer]:
     """A second Triton (tiny_onnx) for the tests that stop it (SIGSTOP) and continue it: a stall is not for the
     session's ``triton`` to share with every other test. Each such test continues it before it ends, so they
     share this one instead of starting a Triton each.
@@ -136,46 +180,46 @@ def own_triton(own_triton_grpc_tls: tuple[str, dict[str, Path]]) -> Iterator[Run
         "--grpc-tls-key",
         str(cert["key"]),
     ]
-    yield from session_server(triton_server(models=("tiny_onnx",), extra_args=tls))
+    yield from session_server(request, triton_server(models=("tiny_onnx",), extra_args=tls))
 
 
-@pytest.fixture(scope="session")
-def litserve_checksum() -> Iterator[RunningServer]:
+@server_fixture
+def litserve_checksum(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """LitServe serving the checksum model at POST /predict."""
-    yield from session_server(litserve_server(model="checksum"))
+    yield from session_server(request, litserve_server(model="checksum"))
 
 
-@pytest.fixture(scope="session")
-def litserve_tiny() -> Iterator[RunningServer]:
+@server_fixture
+def litserve_tiny(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """LitServe serving tiny_onnx at POST /predict."""
-    yield from session_server(litserve_server(model="tiny_onnx"))
+    yield from session_server(request, litserve_server(model="tiny_onnx"))
 
 
-@pytest.fixture(scope="session")
-def litserve_image_checksum() -> Iterator[RunningServer]:
+@server_fixture
+def litserve_image_checksum(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """LitServe taking {"photo": "<base64 image>"}: answers the checksum of its Pillow-preprocessed tensor and
     the sha256 of the decoded bytes (see servers.litserve_app)."""
     yield from session_server(
-        litserve_server(model="checksum", payload="image-base64", image_key=LITSERVE_CHECKSUM_IMAGE_KEY)
+        request, litserve_server(model="checksum", payload="image-base64", image_key=LITSERVE_CHECKSUM_IMAGE_KEY)
     )
 
 
-@pytest.fixture(scope="session")
-def litserve_image_tiny() -> Iterator[RunningServer]:
+@server_fixture
+def litserve_image_tiny(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """LitServe taking {"image": "<base64 image>"}, decoding it with Pillow and running tiny_onnx."""
-    yield from session_server(litserve_server(model="tiny_onnx", payload="image-base64"))
+    yield from session_server(request, litserve_server(model="tiny_onnx", payload="image-base64"))
 
 
-@pytest.fixture(scope="session")
-def litserve_bytes_checksum() -> Iterator[RunningServer]:
+@server_fixture
+def litserve_bytes_checksum(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """LitServe taking the image file as the body: answers as litserve_image_checksum."""
-    yield from session_server(litserve_server(model="checksum", payload="image-bytes"))
+    yield from session_server(request, litserve_server(model="checksum", payload="image-bytes"))
 
 
-@pytest.fixture(scope="session")
-def litserve_bytes_tiny() -> Iterator[RunningServer]:
+@server_fixture
+def litserve_bytes_tiny(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """LitServe taking the image file as the body, decoding it with Pillow and running tiny_onnx."""
-    yield from session_server(litserve_server(model="tiny_onnx", payload="image-bytes"))
+    yield from session_server(request, litserve_server(model="tiny_onnx", payload="image-bytes"))
 
 
 @pytest.fixture()
@@ -236,21 +280,21 @@ def generator_args(timing_log: Path, **overrides: Any) -> list[str]:
     return [arg for key, value in settings.items() for arg in (f"--{key}", str(value))]
 
 
-@pytest.fixture(scope="session")
-def litserve_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
+@server_fixture
+def litserve_llm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
     """LitServe's OpenAISpec (async) serving the synthetic generator at POST /v1/chat/completions."""
     log = tmp_path_factory.mktemp("litserve-llm") / "timing.jsonl"
-    for server in session_server(litserve_llm_server(extra_args=generator_args(log))):
+    for server in session_server(request, litserve_llm_server(extra_args=generator_args(log))):
         yield GeneratorServer(server, log)
 
 
-@pytest.fixture(scope="session")
-def triton_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
+@server_fixture
+def triton_llm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeneratorServer]:
     """Triton (PyTriton) serving the synthetic generator as the decoupled model synthetic_llm
     (POST /v2/models/synthetic_llm/generate_stream), and the decoupled ``pulse`` (N responses at set
     intervals) for the gRPC stream tests; both log their own timing (read it after a :meth:`~GeneratorServer.mark`).
     And ``tiny_gpt``, the small real model (servers/tiny_gpt.py), which logs none."""
     log = tmp_path_factory.mktemp("triton-llm") / "timing.jsonl"
     models = ["synthetic_llm", "pulse", "tiny_gpt"]  # tiny_gpt: test_tiny_gpt's (capped at --max-tokens too)
-    for server in session_server(triton_server(models=models, extra_args=generator_args(log))):
+    for server in session_server(request, triton_server(models=models, extra_args=generator_args(log))):
         yield GeneratorServer(server, log)
