@@ -18,7 +18,7 @@ MODELS ?=
 THREADS ?= 2
 PAYLOAD ?= tensor
 
-.PHONY: help nasm rust-test-build install demo demo-llm sweep test test-fast test-rust test-python test-python-fast lint performance-test serve-triton \
+.PHONY: help nasm rust-test-build rust-test-build-run install demo demo-llm sweep test test-fast test-rust test-python test-python-fast lint performance-test serve-triton \
 	serve-litserve clean
 
 help: ## list the targets
@@ -98,13 +98,14 @@ sweep: $(STAMP) ## both reference servers deployed alike, the same load sweep ag
 	@$(PY) -m servers.sweep
 
 # The wheel (pip), the debug build of the Rust tests and clippy, and the Debian tools have nothing to share,
-# so they are built side by side: downloads wait on the network, and the other builds fill that time. Each
+# so they are built side by side: downloads wait on the network, and the other builds fill that time. The
+# Rust tests run there too, once built: they need nothing of the wheel, whose build is the longest part. Each
 # part's output is printed whole when it ends.
-test: ## lint, then every test (cargo and pytest, real servers included), on the extension built without fat LTO
+test: ## lint and every test (cargo and pytest, real servers included), on the extension built without fat LTO
 	@$(MAKE) --no-print-directory nasm
-	@$(MAKE) --no-print-directory -j3 --output-sync=target $(STAMP) rust-test-build $(CHROMIUM_STAMP)
+	@$(MAKE) --no-print-directory -j3 --output-sync=target $(STAMP) rust-test-build-run $(CHROMIUM_STAMP)
 	@$(MAKE) --no-print-directory lint
-	@$(MAKE) --no-print-directory test-rust test-python
+	@$(MAKE) --no-print-directory test-python
 
 # The Rust tests and clippy take the dependencies unoptimised: Cargo.toml optimises them in dev builds
 # (opt-level 2, for the extension built by hand), which made a cold test build cost 834 CPU-seconds, more
@@ -118,6 +119,9 @@ rust-test-build: | nasm
 	@echo "==> building the Rust tests and running clippy"
 	@cargo test --no-run --quiet $(CARGO_TEST_CONFIG)
 	@cargo clippy --all-targets --quiet $(CARGO_TEST_CONFIG) -- -D warnings
+
+rust-test-build-run: rust-test-build
+	@$(MAKE) --no-print-directory test-rust
 
 test-fast: $(STAMP) ## cargo test and tests/unit, the Python tests that need no server (about a minute once built; no fat LTO)
 	@$(MAKE) --no-print-directory test-rust test-python-fast
