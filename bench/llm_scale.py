@@ -361,6 +361,15 @@ class Pinning:
         return moved
 
 
+def _build_profile() -> str:
+    """The Cargo profile of the extension installed in .venv (the Makefile's stamp): make bench installs release;
+    make test leaves release-nolto, whose client costs more CPU per token."""
+    try:
+        return (REPO / ".venv" / ".installed").read_text().strip() or "release"
+    except OSError:
+        return "unknown (no .venv/.installed)"
+
+
 def _cpus(cpus: frozenset[int]) -> str:
     return ",".join(str(c) for c in sorted(cpus))
 
@@ -653,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## Generative at scale: concurrent token streams in one Locust process{', pinned' if pinning else ''}\n\n"
         f"Command: `{command}`, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {args.duration} s per measurement, "
         f"{args.repeats} repeat(s), {(time.monotonic() - started) / 60:.1f} min in all. Written by "
-        "`bench/llm_scale.py`; do not edit by hand.\n\n"
+        f"`bench/llm_scale.py`; do not edit by hand. The extension's build: {_build_profile()}.\n\n"
         f"Other jobs on the machine: load average {load_start} at start, {loadavg()} at end; of the "
         f"{busy:,.0f} CPU seconds the machine spent during the run, {max(0.0, busy - own):,.0f} were outside "
         "this benchmark (nginx's worker is outside it too: it is not our child's child).\n\n"
