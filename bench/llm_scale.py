@@ -348,16 +348,11 @@ class Pinning:
         """Moves every thread of process group ``pgid`` (nginx's master and worker) to the server's CPUs;
         returns how many threads it moved."""
         moved = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) != pgid:  # after the command's name: state, ppid, pgrp
-                    continue
-                for task in (stat.parent / "task").iterdir():
+        for pid in children.group_members(pgid, "nginx"):
+            with contextlib.suppress(OSError):  # gone meanwhile
+                for task in Path(f"/proc/{pid}/task").iterdir():
                     os.sched_setaffinity(int(task.name), self.server)
                     moved += 1
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
         return moved
 
 
