@@ -89,16 +89,40 @@ class Cluster:
     logs: dict[str, Path]
     results: Path
     records: Path
+    namespaces: dict[str, str]
 
     def log(self, host: str) -> str:
         return self.logs[host].read_text(errors="replace")
+
+    def events(self, host: str) -> str:
+        """The end of the host's log without Locust's stats tables, which fill it every 2 s."""
+        table = ("Type ", "----", "infer ", "         Aggregated ")
+        lines = [line for line in self.log(host).splitlines() if line.strip() and not line.startswith(table)]
+        return "\n".join(lines)[-4000:]
 
     def wait(self, host: str, timeout: float) -> int:
         proc = self.master if host == "master" else self.workers[host]
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{host} still running after {timeout} s\n{self.log(host)[-3000:]}") from None
+            raise AssertionError(
+                f"{host} still running after {timeout} s\n{self.events(host)}\n{self.stacks(host)}"
+            ) from None
+
+    def stacks(self, host: str) -> str:
+        """The stacks of the host's Locust processes, threads and greenlets (written by recorded.py on signal)."""
+        locusts = [pid for pid in pids_in(self.namespaces[host]) if _is_locust(pid)]
+        for pid in locusts:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+                os.kill(pid, signal.SIGUSR2)
+        time.sleep(2)
+        found = []
+        for pid in locusts:
+            for kind in ("threads", "greenlets"):
+                path = self.records / f"{pid}.{kind}"
+                found.append(f"--- {pid} {kind}:\n{path.read_text()[-20000:] if path.exists() else '(none written)'}")
+        return "\n".join(found)
 
 
 @contextlib.contextmanager
@@ -144,13 +168,23 @@ def cluster(
             files.append(log)
             cmd = hosts.exec(host, "./distributed.sh", str(conf), MODEL, "triton", hostname=HOSTNAMES[host])
             procs[host] = children.start(cmd, cwd=REPO_ROOT, env=host_env, stdout=log, stderr=subprocess.STDOUT)
-        yield Cluster(procs["master"], {h: p for h, p in procs.items() if h != "master"}, logs, results, records)
+        workers = {h: p for h, p in procs.items() if h != "master"}
+        yield Cluster(procs["master"], workers, logs, results, records, hosts.namespaces)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 children.kill(proc)
         for log in files:
             log.close()
+
+
+def _is_locust(pid: int) -> bool:
+    """Whether ``pid`` runs Locust (``python .../locust ...``), not a shell that a signal would end."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.endswith(b"/locust") for arg in argv[:2])
 
 
 def merged_worker_histograms(records: Path) -> tuple[dict[str, LatencyHistogram], LatencyHistogram, LatencyHistogram]:
@@ -197,9 +231,9 @@ def test_two_worker_hosts_give_exact_merged_results_and_the_token_never_leaves_a
 ) -> None:
     before = triton_counts(netns_triton)
     with cluster(hosts, netns_triton, tmp_path, class_name="HighUser", users=8, run_time="6s") as run:
-        assert run.wait("master", 180) == 0, run.log("master")[-3000:]
+        assert run.wait("master", 180) == 0, run.events("master")
         for host in run.workers:
-            assert run.wait(host, 60) == 0, run.log(host)[-3000:]
+            assert run.wait(host, 60) == 0, run.events(host)
     after = triton_counts(netns_triton)
     result = json.loads((run.results / "latency.json").read_text())
     entry = result["requests"][NAME]
@@ -240,9 +274,9 @@ def test_open_loop_rates_from_two_worker_hosts_add_up(
     with cluster(
         hosts, netns_triton, tmp_path, class_name="LowUser", users=8, run_time="5s", extra="rate = 25\n"
     ) as run:
-        assert run.wait("master", 180) == 0, run.log("master")[-3000:]
+        assert run.wait("master", 180) == 0, run.events("master")
         for host in run.workers:
-            assert run.wait(host, 60) == 0, run.log(host)[-3000:]
+            assert run.wait(host, 60) == 0, run.events(host)
     served = triton_counts(netns_triton).success - before.success
     entry = json.loads((run.results / "latency.json").read_text())["requests"][NAME]
     ol = entry["open_loop"]
@@ -274,18 +308,18 @@ def test_a_worker_host_that_dies_stops_the_run_by_name_and_leaves_no_process(
     with cluster(hosts, netns_triton, tmp_path, class_name="HighUser", users=8, run_time="5m") as run:
         deadline = time.monotonic() + 90
         while stats_count(run.results / "multihost_stats.csv") == 0 and time.monotonic() < deadline:
-            assert run.master.poll() is None, run.log("master")[-3000:]
+            assert run.master.poll() is None, run.events("master")
             time.sleep(0.5)
-        assert stats_count(run.results / "multihost_stats.csv") > 0, run.log("master")[-3000:]
+        assert stats_count(run.results / "multihost_stats.csv") > 0, run.events("master")
         started = {host: pids_in(hosts.namespaces[host]) for host in HOSTNAMES}
         assert len(started["worker2"]) >= 3, started  # distributed.sh and its two workers
         for pid in started["worker2"]:  # the host goes down: all of its processes at once
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        assert run.wait("master", 60) == 1, run.log("master")[-3000:]
-        assert run.wait("worker1", 60) == 0, run.log("worker1")[-3000:]
+        assert run.wait("master", 60) == 1, run.events("master")
+        assert run.wait("worker1", 60) == 0, run.events("worker1")
     lines = [line for line in run.log("master").splitlines() if line.startswith("locust-inference: worker ")]
-    assert len(lines) == 1, run.log("master")[-3000:]
+    assert len(lines) == 1, run.events("master")
     assert lines[0].startswith(
         f"locust-inference: worker host {HOSTNAMES['worker2']} stopped sending heartbeats (down or unreachable; "
     ), lines[0]

@@ -8,17 +8,25 @@
   of them a master keeps); ``after_stop``, whether the last report was taken once the worker's users had
   stopped (it holds all they did). Rewritten after every report, so it holds what was sent even when the
   worker is killed.
+
+For a test that finds a process stuck: SIGUSR1 writes every thread's stack to ``<pid>.threads`` (from C, so
+even with gevent's loop blocked in native code), SIGUSR2 every greenlet's to ``<pid>.greenlets`` (from the
+loop: no file means the loop is not running).
 """
 
 from __future__ import annotations
 
 import base64
+import faulthandler
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import gevent
+import gevent.util
 from locust.rpc import protocol
 from locust.runners import STATE_STOPPED, WorkerRunner
 
@@ -34,6 +42,15 @@ __all__ = ["HighUser", "LowUser"]
 RECORD_DIR = Path(os.environ["RECORD_DIR"])
 RECORD_DIR.mkdir(parents=True, exist_ok=True)
 _messages = (RECORD_DIR / f"{os.getpid()}.messages").open("ab", buffering=0)
+_threads = (RECORD_DIR / f"{os.getpid()}.threads").open("w")
+faulthandler.register(signal.SIGUSR1, file=_threads, all_threads=True)
+
+
+def _dump_greenlets() -> None:
+    (RECORD_DIR / f"{os.getpid()}.greenlets").write_text("\n".join(gevent.util.format_run_info()))
+
+
+gevent.signal_handler(signal.SIGUSR2, _dump_greenlets)
 _unserialize = protocol.Message.unserialize.__func__  # type: ignore[attr-defined]
 
 
