@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from support.runs import LOCUST, REPO_ROOT, WITH_CTRL_C, clean_env, triton_successes
+from support.runs import LOCUST, REPO_ROOT, WITH_CTRL_C, clean_env, processes, triton_successes
 
 from servers import children
 
@@ -61,4 +61,4 @@ def test_ctrl_c_stops_open_loop_streams_before_the_results_are_written(triton: A
 def test_ctrl_c_to_a_master_waits_for_its_workers_final_reports(triton: Any, http: Any, tmp_path: Path) -> None:
     # --processes 2: the master wrote its results at once, before its workers' last reports (none at all
     # in this run: no latency.json)
-    ctrl_c_after_answers(triton, http, tmp_path, "--processes", "2")
+    ctrl_c_after_answers(triton, http, tmp_path, *processes(2))

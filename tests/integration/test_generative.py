@@ -19,7 +19,7 @@ from conftest import GENERATOR_MAX_TOKENS, GENERATOR_PREFILL_MS, GeneratorServer
 from locust_inference import generative, generative_options
 from locust_inference.options import Settings
 from locust_inference.results_schema import TokenEntry
-from support.runs import REPO_ROOT, clean_env, run_locust
+from support.runs import REPO_ROOT, clean_env, processes, run_locust
 from test_locust_e2e import TIMELINE_LOCUSTFILE, most_in_flight
 
 from servers.launch import litserve_llm_server
@@ -190,7 +190,7 @@ def test_latency_json_tokens_section_is_written_as_its_schema_says(measured: dic
 def test_two_worker_processes_merge_their_token_measures(litserve_llm: GeneratorServer, tmp_path: Path) -> None:
     """Locust's --processes: the workers' reports carry the token histograms and counters to the master."""
     entry, timings, _ = generative_run(
-        tmp_path, litserve_llm, "litserve", "--max-tokens", "8", "--processes", "2", users=4, run_time="3s"
+        tmp_path, litserve_llm, "litserve", "--max-tokens", "8", *processes(2), users=4, run_time="3s"
     )
     tokens = entry["tokens"]
     assert tokens["token_requests"] == entry["count"] > 0 and tokens["users"] == 4
@@ -223,8 +223,7 @@ def test_goodput_counts_the_requests_that_met_every_objective(litserve_llm: Gene
         "tpot_p99=1ms",
         "--token-slo",
         "latency_p99=86400s",
-        "--processes",
-        "2",
+        *processes(2),
         users=2,
         run_time="3s",
     )

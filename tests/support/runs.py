@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from servers import children
 from servers.children import clean_env
+from servers.launch import free_port
 
 __all__ = [
     "COUNTED",
@@ -271,3 +272,11 @@ def triton_successes(http: Any, url: str, model: str) -> int:
     """How many inferences of ``model`` the Triton at ``url`` has answered successfully (its statistics)."""
     stats = http.get(f"{url}/v2/models/{model}/stats", timeout=10).json()
     return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
+
+
+def processes(count: int) -> list[str]:
+    """Locust's ``--processes count``, its master on a port of its own. Locust's default, 5557, is every run's
+    on the machine: a worker forked by one run that found another run's master there ran that run's users
+    (seen as KeyError 'LowUser' in a worker while two test sessions ran side by side)."""
+    port = str(free_port())
+    return ["--processes", str(count), "--master-bind-port", port, "--master-port", port]

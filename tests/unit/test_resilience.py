@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from support.faults import ENSEMBLE_STEPS, SILENT_AT_END, FaultServer
-from support.runs import LOCUST, REPO_ROOT, WITH_CTRL_C, clean_env, latency_json, run_distributed, run_locust
+from support.runs import LOCUST, REPO_ROOT, WITH_CTRL_C, clean_env, latency_json, processes, run_distributed, run_locust
 
 from servers import children
 from servers.launch import free_port
@@ -143,7 +143,7 @@ def test_ctrl_c_to_the_process_group_stops_a_run_of_processes_quietly(tmp_path: 
     ran then, and gevent printed each as a bare "KeyboardInterrupt" line; the run must end with exit 0, no
     traceback and no such line."""
     users = 4
-    cmd = [LOCUST, "-f", "locustfile.py", "--headless", "--processes", "2", "-u", str(users), "-r", str(users)]
+    cmd = [LOCUST, "-f", "locustfile.py", "--headless", *processes(2), "-u", str(users), "-r", str(users)]
     code, log = ctrl_c_when_in_flight([*cmd, "-t", "600s"], users, group=True)
     assert "Traceback" not in log, log[-3000:]
     assert [line for line in log.splitlines() if line.strip() == "KeyboardInterrupt"] == [], log[-3000:]
