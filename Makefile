@@ -130,15 +130,23 @@ test-rust:
 	@echo "==> cargo test"
 	@cargo test --quiet $(CARGO_TEST_CONFIG) 2>&1 | grep -vE '^(running 0 tests|test result: ok. 0 passed.*)$$' | sed '/^$$/d'
 
-test-python: $(STAMP)
-	@echo "==> pytest (starts real Triton and LitServe servers on 127.0.0.1)"
-	@$(PY) -m pytest
-
 # The tiers are directories: tests/unit, tests/integration, tests/system, tests/bench (docs/development.md).
-# NO_TEST_SERVERS makes servers/launch.py refuse to start a server, so a unit test that needs one fails here.
+# tests/unit first, two at a time (pytest-xdist): nearly all of their time is Locust processes starting and
+# failing at start, which two cores share well; they need no server, so two of them start none. The tiers
+# with servers run after, one test at a time, whatever the unit tests' outcome: every failure is shown.
+# NO_TEST_SERVERS makes servers/launch.py refuse to start a server, so a unit test that needs one fails.
+UNIT_TESTS := NO_TEST_SERVERS=1 $(PY) -m pytest -n 2 tests/unit
+
+test-python: $(STAMP)
+	@echo "==> pytest tests/unit (no Triton, no LitServe; two at a time)"
+	@$(UNIT_TESTS); unit=$$?; \
+		echo "==> pytest tests/bench tests/integration tests/system (starts real Triton and LitServe servers on 127.0.0.1)"; \
+		$(PY) -m pytest tests/bench tests/integration tests/system; rest=$$?; \
+		[ $$unit -eq 0 ] && [ $$rest -eq 0 ]
+
 test-python-fast: $(STAMP)
-	@echo "==> pytest tests/unit (no Triton, no LitServe)"
-	@NO_TEST_SERVERS=1 $(PY) -m pytest tests/unit
+	@echo "==> pytest tests/unit (no Triton, no LitServe; two at a time)"
+	@$(UNIT_TESTS)
 
 lint: $(STAMP) ## cargo fmt + clippy, ruff, mypy and stub check, shellcheck
 	@command -v shellcheck >/dev/null || { \
