@@ -137,11 +137,23 @@ test-rust:
 # NO_TEST_SERVERS makes servers/launch.py refuse to start a server, so a unit test that needs one fails.
 UNIT_TESTS := NO_TEST_SERVERS=1 $(PY) -m pytest -n 2 tests/unit
 
+# The image tests/system/test_container.py runs (its IMAGE) is built beside tests/unit: the build spends most
+# of its minute waiting (the registry probe, debootstrap's downloads, the engine), which the unit tests fill.
+# The test then takes the build's exit status and output from TEST_IMAGE_BUILD.{status,log} instead of
+# building; the server tiers start once the build has ended, so it never competes with them.
+TEST_IMAGE := localhost/locust-inference:test
+TEST_IMAGE_BUILD := $(abspath $(VENV))/test-image-build
+
 test-python: $(STAMP)
-	@echo "==> pytest tests/unit (no Triton, no LitServe; two at a time)"
-	@$(UNIT_TESTS); unit=$$?; \
+	@echo "==> building the container image $(TEST_IMAGE) in the background (output: $(TEST_IMAGE_BUILD).log)"
+	@rm -f $(TEST_IMAGE_BUILD).status; \
+		{ $(MAKE) --no-print-directory image IMAGE=$(TEST_IMAGE) > $(TEST_IMAGE_BUILD).log 2>&1; \
+			echo $$? > $(TEST_IMAGE_BUILD).status; } & \
+		echo "==> pytest tests/unit (no Triton, no LitServe; two at a time)"; \
+		$(UNIT_TESTS); unit=$$?; \
+		wait; echo "==> image build ended (status $$(cat $(TEST_IMAGE_BUILD).status))"; \
 		echo "==> pytest tests/bench tests/integration tests/system (starts real Triton and LitServe servers on 127.0.0.1)"; \
-		$(PY) -m pytest tests/bench tests/integration tests/system; rest=$$?; \
+		TEST_IMAGE_BUILD=$(TEST_IMAGE_BUILD) $(PY) -m pytest tests/bench tests/integration tests/system; rest=$$?; \
 		[ $$unit -eq 0 ] && [ $$rest -eq 0 ]
 
 test-python-fast: $(STAMP)

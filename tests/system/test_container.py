@@ -11,12 +11,14 @@ inference only to requests carrying ``triton-access-token: <TOKEN>`` (Triton's r
   side (its environment, its output, the files it wrote).
 
 These tests build an image (about 2-3 minutes, the first time on a machine another minute for the base):
-`make test-image` runs them alone."""
+`make test-image` runs them alone. Under `make test` the image is built beside tests/unit by the same
+command, and TEST_IMAGE_BUILD names the build's exit status and output (Makefile)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import secrets
 import subprocess
 import uuid
@@ -51,6 +53,12 @@ def engine() -> tuple[list[str], list[str]]:
 
 @pytest.fixture(scope="module")
 def image() -> str:
+    prebuilt = os.environ.get("TEST_IMAGE_BUILD")
+    if prebuilt:  # make test built IMAGE with the same command beside tests/unit: its status and output
+        status, log = Path(f"{prebuilt}.status"), Path(f"{prebuilt}.log")
+        output = log.read_text(errors="replace") if log.exists() else f"(no {log})"
+        assert status.exists() and status.read_text().strip() == "0", output[-3000:]
+        return IMAGE
     env = clean_env()
     for inherited in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):  # under `make test` ours would be a sub-make
         env.pop(inherited, None)
