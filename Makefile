@@ -136,6 +136,7 @@ test-rust:
 # with servers run after, one test at a time, whatever the unit tests' outcome: every failure is shown.
 # NO_TEST_SERVERS makes servers/launch.py refuse to start a server, so a unit test that needs one fails.
 UNIT_TESTS := NO_TEST_SERVERS=1 $(PY) -m pytest -n 2 tests/unit
+SERVER_TESTS := $(PY) -m pytest tests/bench tests/integration tests/system
 
 # The image tests/system/test_container.py runs (its IMAGE) is built beside tests/unit: the build spends most
 # of its minute waiting (the registry probe, debootstrap's downloads, the engine), which the unit tests fill.
@@ -153,7 +154,7 @@ test-python: $(STAMP)
 		$(UNIT_TESTS); unit=$$?; \
 		wait; echo "==> image build ended (status $$(cat $(TEST_IMAGE_BUILD).status))"; \
 		echo "==> pytest tests/bench tests/integration tests/system (starts real Triton and LitServe servers on 127.0.0.1)"; \
-		TEST_IMAGE_BUILD=$(TEST_IMAGE_BUILD) $(PY) -m pytest tests/bench tests/integration tests/system; rest=$$?; \
+		TEST_IMAGE_BUILD=$(TEST_IMAGE_BUILD) $(SERVER_TESTS); rest=$$?; \
 		[ $$unit -eq 0 ] && [ $$rest -eq 0 ]
 
 test-python-fast: $(STAMP)
