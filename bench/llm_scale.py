@@ -71,6 +71,7 @@ from bench.cpu import SamplerThread
 from bench.llm import TICK, loadavg, machine_busy_s, tree_cpu_s
 from servers import children
 from servers.children import clean_env
+from servers.launch import live_group_members
 
 __all__ = ["main"]
 
@@ -348,7 +349,7 @@ class Pinning:
         """Moves every thread of process group ``pgid`` (nginx's master and worker) to the server's CPUs;
         returns how many threads it moved."""
         moved = 0
-        for pid in children.group_members(pgid, "nginx"):
+        for pid in live_group_members(pgid):
             with contextlib.suppress(OSError):  # gone meanwhile
                 for task in Path(f"/proc/{pid}/task").iterdir():
                     os.sched_setaffinity(int(task.name), self.server)
