@@ -3,6 +3,7 @@ else (an unrelated Locust process keeps running)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -36,7 +37,10 @@ def descendants(pid: int) -> set[int]:
     while todo:
         parent = todo.pop()
         for task in Path(f"/proc/{parent}/task").glob("*"):
-            children = (task / "children").read_text().split() if (task / "children").exists() else []
+            try:
+                children = (task / "children").read_text().split()
+            except FileNotFoundError:  # the task ended meanwhile (distributed.sh's short-lived children)
+                continue
             for child in map(int, children):
                 if child not in found:
                     found.add(child)
@@ -67,7 +71,32 @@ def unrelated_locust(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
 
 
+_STARTED: list[subprocess.Popen[str]] = []  # the distributed.sh runs start_distributed started in this test
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_started() -> Iterator[None]:
+    """Whatever a test's distributed.sh left running, pass or fail, is killed as the test ends (its whole
+    process group), and the script reaped: a run left over goes on for its 5 minutes, and its requests reach
+    the session's Triton in later tests' counts."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        with contextlib.suppress(ProcessLookupError):  # nothing left of the group: the usual end
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid``; empty once it has ended (distributed.sh's own short-lived children)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def start_distributed(triton, tmp_path: Path, workers: int = 2) -> tuple[subprocess.Popen[str], set[int]]:
+    """distributed.sh in a session (and process group) of its own: its master and workers are in that group."""
     conf = tmp_path / "long.conf"
     conf.write_text(
         f"locustfile = locustfile.py\nclass-name = LowUser\nusers = {workers}\nspawn-rate = {workers}\n"
@@ -80,7 +109,9 @@ def start_distributed(triton, tmp_path: Path, workers: int = 2) -> tuple[subproc
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
+    _STARTED.append(proc)
     stats = tmp_path / "results" / "long_stats.csv"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not requests_sent(stats):  # the workers are connected and sending
@@ -119,7 +150,7 @@ def test_sigterm_stops_master_and_workers_and_nothing_else(triton, tmp_path: Pat
 
 def test_a_worker_that_dies_fails_the_run(triton, tmp_path: Path) -> None:
     proc, started = start_distributed(triton, tmp_path)
-    workers = [pid for pid in started if "--worker" in Path(f"/proc/{pid}/cmdline").read_text()]
+    workers = [pid for pid in started if "--worker" in cmdline(pid)]
     assert workers, started
     os.kill(workers[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
